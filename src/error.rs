@@ -1,0 +1,34 @@
+//! The two error types: `WireError` is what a client sees (a stable code and a message that
+//! reveals nothing internal); internal errors (I/O, configuration) carry detail for the logs
+//! and are mapped to a wire code at the boundary.
+
+use crate::protocol::ErrorCode;
+use std::fmt;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WireError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl WireError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        WireError { code, message: message.into() }
+    }
+
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::InvalidCommand, message)
+    }
+
+    pub fn not_found() -> Self {
+        Self::new(ErrorCode::KeyNotFound, "key not found")
+    }
+}
+
+impl fmt::Display for WireError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.code, self.message)
+    }
+}
+
+impl std::error::Error for WireError {}

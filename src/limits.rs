@@ -1,0 +1,103 @@
+//! Every bound Velocity enforces, in one place, each with the reason it exists.
+//!
+//! Network input is hostile until proven otherwise: nothing read off a socket may make the
+//! server allocate, loop or wait without one of these limits standing in the way.
+
+/// Bytes before the payload: magic (4), version (1), type (1), length (4).
+pub const FRAME_HEADER_BYTES: usize = 10;
+/// Bytes after the payload: the CRC-32.
+pub const FRAME_TRAILER_BYTES: usize = 4;
+/// Header plus trailer: what a frame costs beyond its payload.
+pub const FRAME_OVERHEAD_BYTES: usize = FRAME_HEADER_BYTES + FRAME_TRAILER_BYTES;
+
+/// Largest payload accepted before authentication (profile §1). An anonymous peer has no
+/// business sending more than a HELLO or an AUTH_REQUEST, both far below this.
+pub const PREAUTH_PAYLOAD_BYTES_MAX: u32 = 4096;
+/// Default `max_payload` after authentication (profile §1): large enough for big values,
+/// small enough that one connection cannot pin much memory.
+pub const PAYLOAD_BYTES_MAX_DEFAULT: u32 = 1 << 20;
+/// The ceiling an operator may raise `max_payload` to (profile §1).
+pub const PAYLOAD_BYTES_MAX_CEILING: u32 = 64 << 20;
+/// The floor for `max_payload`: every frame the server sends (SERVER_INFO, STATS) must fit.
+pub const PAYLOAD_BYTES_MAX_FLOOR: u32 = 4096;
+
+/// Longest key (profile §5): the key length must fit the u16 used by the store's entry header.
+pub const KEY_BYTES_MAX: usize = 65_535;
+/// Most keys in one `IN (…)` list (profile §5): bounds the fan-out of one statement.
+pub const IN_LIST_KEYS_MAX: usize = 1024;
+/// Most rows in one INSERT. The payload bound already limits this; a row count bound keeps
+/// per-row bookkeeping (one plan entry per row) proportional to something small.
+pub const INSERT_ROWS_MAX: usize = 100_000;
+/// Most columns in a SELECT list (`key, value, ttl` and repeats): keeps the projection inline,
+/// so that the point SELECT parses without allocating.
+pub const SELECT_COLUMNS_MAX: usize = 8;
+/// Longest LIKE pattern. Matching costs up to O(key × pattern) per key; this bound, with
+/// KEY_BYTES_MAX, keeps a hostile pattern from turning one scan into minutes of CPU.
+pub const LIKE_PATTERN_BYTES_MAX: usize = 1024;
+/// Largest TTL in seconds (100 years): keeps `now + ttl` in milliseconds far from overflow.
+pub const TTL_SECONDS_MAX: u64 = 100 * 365 * 24 * 3600;
+
+/// Longest user name (profile §3).
+pub const USERNAME_BYTES_MAX: usize = 64;
+/// Longest password (profile §3).
+pub const PASSWORD_BYTES_MAX: usize = 128;
+/// Longest credential or API key on the wire (profile §3).
+pub const CREDENTIAL_BYTES_MAX: usize = 128;
+/// Longest PING payload (profile §3).
+pub const PING_PAYLOAD_BYTES_MAX: usize = 64;
+/// Failed logins allowed on one connection before DISCONNECT (profile §2).
+pub const AUTH_TRIES_MAX: u32 = 3;
+/// Most protocol versions a HELLO may list; the u8 count allows 255, we accept them all.
+pub const HELLO_VERSIONS_MAX: usize = 255;
+
+/// Time a peer has to send HELLO and finish logging in (profile §2): a slow or silent peer must
+/// not hold a connection slot forever.
+pub const HANDSHAKE_TIMEOUT_MS: u64 = 10_000;
+/// Default idle timeout for authenticated connections; 0 turns it off (Redis's default too).
+pub const IDLE_TIMEOUT_S_DEFAULT: u64 = 0;
+
+/// Most request frames taken from one read buffer as one batch. Bounds the pending-reply ring
+/// and the work done before the connection's replies are written.
+pub const CONN_BATCH_REQUESTS_MAX: usize = 1024;
+/// Budget of result bytes that the fan-out reads (ranges, IN lists, COUNT) of one batch may
+/// reserve, each reserving `max_payload`. At least one such read is always admitted, so a
+/// batch holds at most max(this, one max_payload) of buffered results.
+pub const CONN_BATCH_RESULT_BYTES_BUDGET: usize = 8 << 20;
+/// Output bytes after which a connection writes what it has before encoding more replies.
+pub const CONN_OUT_FLUSH_BYTES: usize = 256 << 10;
+/// Read size per socket read. Larger reads batch more pipelined requests per wake-up.
+pub const CONN_READ_CHUNK_BYTES: usize = 64 << 10;
+/// Input bytes kept per connection beyond one maximal frame: a connection never buffers more
+/// than one frame plus this, so the per-connection memory bound is `max_payload` + this.
+pub const CONN_READ_SLACK_BYTES: usize = 64 << 10;
+
+/// Depth of each cross-shard queue, in batches (one batch holds all of one connection's
+/// requests for that shard from one read buffer). Seastar uses 128.
+pub const SHARD_QUEUE_BATCHES_MAX: usize = 128;
+
+/// Keys the active-expiry step may remove per tick, so that a mass expiry never stalls a core.
+pub const EXPIRY_STEP_KEYS_MAX: usize = 200;
+/// How often each shard runs its active-expiry step.
+pub const EXPIRY_TICK_MS: u64 = 100;
+
+/// glommio's preemption timer. Its default (100 ms) lets one busy task delay every other
+/// connection on the core by that much; 500 µs keeps the tail near the sub-millisecond target.
+pub const PREEMPT_TIMER_US: u64 = 500;
+/// How often an executor checks for a shutdown request from the signal thread.
+pub const SHUTDOWN_POLL_MS: u64 = 50;
+/// Longest a graceful shutdown waits for in-flight requests before exiting anyway.
+pub const SHUTDOWN_DRAIN_MS: u64 = 5_000;
+
+/// Argon2id defaults the server advertises (profile §3; OWASP's recommended minimum).
+pub const ARGON2_M_KIB_DEFAULT: u32 = 19_456;
+pub const ARGON2_T_DEFAULT: u32 = 2;
+pub const ARGON2_P_DEFAULT: u8 = 1;
+/// Bounds a client accepts for Argon2id parameters from SERVER_INFO: a hostile server must not
+/// be able to make a client allocate gigabytes or spin for minutes.
+pub const ARGON2_M_KIB_MAX: u32 = 1 << 20;
+pub const ARGON2_T_MAX: u32 = 16;
+pub const ARGON2_P_MAX: u8 = 16;
+
+/// Connections reserved for things other than clients (listeners, data files, logs) when the
+/// default `--max-connections` is derived from the open-files limit.
+pub const FD_RESERVE: u64 = 64;

@@ -1,0 +1,159 @@
+//! What one shard is asked to do for one statement, and what it answers. A `ShardOp` owns its
+//! bytes so that it can cross cores; `run_op` applies it to a store. No I/O.
+
+use crate::sql::{ColumnList, Column, LikePattern, TtlChange};
+use crate::store::{ExpiryChange, KeyRange, Store};
+use std::ops::ControlFlow;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PutRow {
+    pub key: Vec<u8>,
+    pub value: Vec<u8>,
+    pub ttl_s: Option<u64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ShardOp {
+    Get { key: Vec<u8> },
+    MultiGet { keys: Vec<Vec<u8>>, cols: ColumnList },
+    Put { rows: Vec<PutRow> },
+    Update { key: Vec<u8>, value: Vec<u8>, ttl: TtlChange },
+    Delete { keys: Vec<Vec<u8>> },
+    DeleteRange { range: KeyRange, like: Option<LikePattern> },
+    /// Rows of `range` (matching `like`) in order, at most `limit`, refusing with `TooLarge`
+    /// once their encoded size passes `bytes_max`.
+    Scan { range: KeyRange, like: Option<LikePattern>, desc: bool, limit: u64, cols: ColumnList, bytes_max: usize },
+    Count { range: KeyRange, like: Option<LikePattern> },
+    /// Key count and memory of the shard, for SHOW STATS / STATUS.
+    Info,
+}
+
+/// One row read from a shard. `value` and `ttl_s` are filled only when the projection asks.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RowOut {
+    pub key: Vec<u8>,
+    pub value: Vec<u8>,
+    pub ttl_s: Option<i64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ShardInfo {
+    pub keys: u64,
+    pub data_bytes: u64,
+    pub index_bytes: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ShardReply {
+    /// Point read: the value and remaining TTL, or nothing.
+    Entry(Option<(Vec<u8>, Option<i64>)>),
+    Rows(Vec<RowOut>),
+    TooLarge,
+    Count(u64),
+    Affected(u64),
+    Info(ShardInfo),
+}
+
+/// Wire bytes of one row under `cols` (the value tags and lengths included).
+pub fn row_encoded_len(cols: &ColumnList, key_len: usize, value_len: usize, has_ttl: bool) -> usize {
+    cols.as_slice()
+        .iter()
+        .map(|c| match c {
+            Column::Key => 5 + key_len,
+            Column::Value => 5 + value_len,
+            Column::Ttl => if has_ttl { 9 } else { 1 },
+        })
+        .sum()
+}
+
+fn expiry_at(now_ms: u64, ttl_s: u64) -> u64 {
+    now_ms + ttl_s * 1000
+}
+
+fn matches(like: &Option<LikePattern>, key: &[u8]) -> bool {
+    like.as_ref().is_none_or(|p| p.matches(key))
+}
+
+/// Apply `op` to `store` at time `now_ms`.
+pub fn run_op(store: &mut Store, op: &ShardOp, now_ms: u64) -> ShardReply {
+    match op {
+        ShardOp::Get { key } => ShardReply::Entry(
+            store.get(key, now_ms).map(|e| (e.value.to_vec(), e.ttl_remaining_s(now_ms))),
+        ),
+        ShardOp::MultiGet { keys, cols } => {
+            let rows = keys
+                .iter()
+                .filter_map(|k| store.get(k, now_ms).map(|e| to_row(cols, e, now_ms)))
+                .collect();
+            ShardReply::Rows(rows)
+        }
+        ShardOp::Put { rows } => {
+            for r in rows {
+                store.insert(&r.key, &r.value, r.ttl_s.map(|t| expiry_at(now_ms, t)));
+            }
+            ShardReply::Affected(rows.len() as u64)
+        }
+        ShardOp::Update { key, value, ttl } => {
+            let change = match ttl {
+                TtlChange::Keep => ExpiryChange::Keep,
+                TtlChange::Set(t) => ExpiryChange::Set(expiry_at(now_ms, *t)),
+                TtlChange::Clear => ExpiryChange::Clear,
+            };
+            ShardReply::Affected(store.update(key, value, change, now_ms) as u64)
+        }
+        ShardOp::Delete { keys } => {
+            ShardReply::Affected(keys.iter().map(|k| store.delete(k, now_ms) as u64).sum())
+        }
+        ShardOp::DeleteRange { range, like } => {
+            ShardReply::Affected(store.delete_range(range, now_ms, |k| matches(like, k)))
+        }
+        ShardOp::Scan { range, like, desc, limit, cols, bytes_max } => {
+            let mut rows = Vec::new();
+            let mut bytes = 0usize;
+            let mut too_large = false;
+            if *limit > 0 {
+                store.scan(range, *desc, now_ms, |e| {
+                    if !matches(like, e.key) {
+                        return ControlFlow::Continue(());
+                    }
+                    bytes += row_encoded_len(cols, e.key.len(), e.value.len(), e.expires_at_ms.is_some());
+                    if bytes > *bytes_max {
+                        too_large = true;
+                        return ControlFlow::Break(());
+                    }
+                    rows.push(to_row(cols, e, now_ms));
+                    if rows.len() as u64 >= *limit {
+                        ControlFlow::Break(())
+                    } else {
+                        ControlFlow::Continue(())
+                    }
+                });
+            }
+            if too_large {
+                ShardReply::TooLarge
+            } else {
+                ShardReply::Rows(rows)
+            }
+        }
+        ShardOp::Count { range, like } => {
+            if like.is_none() && *range == KeyRange::all() {
+                ShardReply::Count(store.live_len(now_ms))
+            } else {
+                ShardReply::Count(store.count(range, now_ms, |k| matches(like, k)))
+            }
+        }
+        ShardOp::Info => ShardReply::Info(ShardInfo {
+            keys: store.live_len(now_ms),
+            data_bytes: store.data_bytes() as u64,
+            index_bytes: store.index_bytes_estimate() as u64,
+        }),
+    }
+}
+
+fn to_row(cols: &ColumnList, e: crate::store::EntryView<'_>, now_ms: u64) -> RowOut {
+    RowOut {
+        key: e.key.to_vec(),
+        value: if cols.contains(Column::Value) { e.value.to_vec() } else { Vec::new() },
+        ttl_s: if cols.contains(Column::Ttl) { e.ttl_remaining_s(now_ms) } else { None },
+    }
+}

@@ -1,0 +1,294 @@
+//! A statement becomes a plan: the operations each shard must run, and how their replies merge
+//! into one result. The server runs the parts on their cores; `execute` runs them in place and is
+//! the reference semantics of profile §5.
+
+use super::ops::{run_op, PutRow, RowOut, ShardInfo, ShardOp, ShardReply};
+use super::route::shard_of_key;
+use crate::error::WireError;
+use crate::protocol::{ResultSet, Value};
+use crate::sql::{Column, ColumnList, Filter, LikePattern, Projection, Statement};
+use crate::store::{KeyRange, Store};
+use std::ops::Bound;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Merge {
+    /// Point SELECT: one row, or KEY_NOT_FOUND.
+    Point { cols: ColumnList, key: Vec<u8> },
+    /// Rows from several shards, merged in key order.
+    Rows { cols: ColumnList, desc: bool, limit: Option<u64> },
+    /// COUNT(*) over an IN list: the rows found, counted.
+    CountRows { limit: Option<u64> },
+    Count { limit: Option<u64> },
+    Affected,
+    /// UPDATE: nothing changed means the key was missing.
+    Update,
+    Info { status: bool },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Plan {
+    pub parts: Vec<(usize, ShardOp)>,
+    pub merge: Merge,
+}
+
+/// Where a WHERE clause sends a statement.
+enum Target {
+    /// Named keys, grouped by shard in first-seen order.
+    Keys(Vec<(usize, Vec<Vec<u8>>)>),
+    Range { range: KeyRange, like: Option<LikePattern>, shards: Vec<usize> },
+}
+
+fn group_keys<'k>(keys: impl Iterator<Item = &'k [u8]>, shards: usize) -> Vec<(usize, Vec<Vec<u8>>)> {
+    let mut groups: Vec<(usize, Vec<Vec<u8>>)> = Vec::new();
+    for k in keys {
+        let s = shard_of_key(k, shards);
+        match groups.iter_mut().find(|g| g.0 == s) {
+            Some(g) => g.1.push(k.to_vec()),
+            None => groups.push((s, vec![k.to_vec()])),
+        }
+    }
+    groups
+}
+
+fn target(filter: &Filter<'_>, shards: usize) -> Target {
+    let all: Vec<usize> = (0..shards).collect();
+    match filter {
+        Filter::All => Target::Range { range: KeyRange::all(), like: None, shards: all },
+        Filter::Eq(k) => Target::Keys(group_keys(std::iter::once(&**k), shards)),
+        Filter::In(keys) => Target::Keys(group_keys(keys.iter().map(|k| &**k), shards)),
+        Filter::Like(p) if p.is_exact() => {
+            let k = p.prefix().to_vec();
+            let s = shard_of_key(&k, shards);
+            Target::Range {
+                range: KeyRange { lower: Bound::Included(k.clone()), upper: Bound::Included(k) },
+                like: None,
+                shards: vec![s],
+            }
+        }
+        Filter::Like(p) => Target::Range { range: KeyRange::prefix(p.prefix()), like: Some(p.clone()), shards: all },
+        Filter::Range { lower, upper } => Target::Range {
+            range: KeyRange { lower: lower.clone(), upper: upper.clone() },
+            like: None,
+            shards: all,
+        },
+    }
+}
+
+/// Plan `stmt` over `shards` shards; results larger than `max_payload` will be refused.
+pub fn plan(stmt: &Statement<'_>, shards: usize, max_payload: u32) -> Plan {
+    match stmt {
+        Statement::Select(sel) => {
+            let t = target(&sel.filter, shards);
+            match (&sel.projection, t) {
+                (Projection::Count, Target::Keys(groups)) => Plan {
+                    parts: groups
+                        .into_iter()
+                        .map(|(s, keys)| (s, ShardOp::MultiGet { keys, cols: ColumnList::new() }))
+                        .collect(),
+                    merge: Merge::CountRows { limit: sel.limit },
+                },
+                (Projection::Count, Target::Range { range, like, shards }) => Plan {
+                    parts: shards.into_iter().map(|s| (s, ShardOp::Count { range: range.clone(), like: like.clone() })).collect(),
+                    merge: Merge::Count { limit: sel.limit },
+                },
+                (Projection::Columns(cols), Target::Keys(mut groups)) => {
+                    if let Filter::Eq(k) = &sel.filter {
+                        let (s, mut keys) = groups.pop().expect("one key");
+                        let key = keys.pop().expect("one key");
+                        return Plan {
+                            parts: vec![(s, ShardOp::Get { key: key.clone() })],
+                            merge: Merge::Point { cols: *cols, key: k.to_vec() },
+                        };
+                    }
+                    Plan {
+                        parts: groups.into_iter().map(|(s, keys)| (s, ShardOp::MultiGet { keys, cols: *cols })).collect(),
+                        merge: Merge::Rows { cols: *cols, desc: sel.desc, limit: sel.limit },
+                    }
+                }
+                (Projection::Columns(cols), Target::Range { range, like, shards }) => Plan {
+                    parts: shards
+                        .into_iter()
+                        .map(|s| {
+                            (s, ShardOp::Scan {
+                                range: range.clone(),
+                                like: like.clone(),
+                                desc: sel.desc,
+                                limit: sel.limit.unwrap_or(u64::MAX),
+                                cols: *cols,
+                                bytes_max: max_payload as usize,
+                            })
+                        })
+                        .collect(),
+                    merge: Merge::Rows { cols: *cols, desc: sel.desc, limit: sel.limit },
+                },
+            }
+        }
+        Statement::Insert(ins) => {
+            let mut groups: Vec<(usize, Vec<PutRow>)> = Vec::new();
+            for r in ins.rows() {
+                let s = shard_of_key(&r.key, shards);
+                let row = PutRow { key: r.key.to_vec(), value: r.value.to_vec(), ttl_s: r.ttl_s };
+                match groups.iter_mut().find(|g| g.0 == s) {
+                    Some(g) => g.1.push(row),
+                    None => groups.push((s, vec![row])),
+                }
+            }
+            Plan {
+                parts: groups.into_iter().map(|(s, rows)| (s, ShardOp::Put { rows })).collect(),
+                merge: Merge::Affected,
+            }
+        }
+        Statement::Update(u) => Plan {
+            parts: vec![(
+                shard_of_key(&u.key, shards),
+                ShardOp::Update { key: u.key.to_vec(), value: u.value.to_vec(), ttl: u.ttl },
+            )],
+            merge: Merge::Update,
+        },
+        Statement::Delete(filter) => {
+            let parts = match target(filter, shards) {
+                Target::Keys(groups) => groups.into_iter().map(|(s, keys)| (s, ShardOp::Delete { keys })).collect(),
+                Target::Range { range, like, shards } => shards
+                    .into_iter()
+                    .map(|s| (s, ShardOp::DeleteRange { range: range.clone(), like: like.clone() }))
+                    .collect(),
+            };
+            Plan { parts, merge: Merge::Affected }
+        }
+        Statement::ShowStats | Statement::ShowStatus => Plan {
+            parts: (0..shards).map(|s| (s, ShardOp::Info)).collect(),
+            merge: Merge::Info { status: matches!(stmt, Statement::ShowStatus) },
+        },
+    }
+}
+
+fn too_large(bytes: usize, max_payload: u32) -> WireError {
+    WireError::invalid(format!(
+        "result too large ({bytes} bytes; max_payload is {max_payload}): add LIMIT and page with WHERE key > 'last key'"
+    ))
+}
+
+fn cell(c: Column, key: &[u8], r: &RowOut) -> Value {
+    match c {
+        Column::Key => Value::Bytes(key.to_vec()),
+        Column::Value => Value::Bytes(r.value.clone()),
+        Column::Ttl => r.ttl_s.map_or(Value::Null, Value::Int),
+    }
+}
+
+fn col_names(cols: &ColumnList) -> Vec<String> {
+    cols.as_slice().iter().map(|c| c.name().to_owned()).collect()
+}
+
+fn count_result(n: u64, limit: Option<u64>) -> ResultSet {
+    ResultSet {
+        columns: vec!["count".into()],
+        rows: if limit == Some(0) { vec![] } else { vec![vec![Value::Int(n as i64)]] },
+        affected: 0,
+    }
+}
+
+/// Rows of a STATUS or STATS reply: (name, value).
+pub fn info_rows(infos: &[ShardInfo], status: bool) -> Vec<(String, Value)> {
+    let mut rows = Vec::new();
+    let keys: u64 = infos.iter().map(|i| i.keys).sum();
+    if status {
+        rows.push(("shards".to_string(), Value::Int(infos.len() as i64)));
+        for (i, info) in infos.iter().enumerate() {
+            rows.push((format!("shard_{i}_keys"), Value::Int(info.keys as i64)));
+        }
+    } else {
+        rows.push(("keys".to_string(), Value::Int(keys as i64)));
+        let data: u64 = infos.iter().map(|i| i.data_bytes).sum();
+        let index: u64 = infos.iter().map(|i| i.index_bytes).sum();
+        rows.push(("memory_data_bytes".to_string(), Value::Int(data as i64)));
+        rows.push(("memory_index_bytes".to_string(), Value::Int(index as i64)));
+    }
+    rows
+}
+
+pub fn name_value_result(rows: Vec<(String, Value)>) -> ResultSet {
+    ResultSet {
+        columns: vec!["name".into(), "value".into()],
+        rows: rows.into_iter().map(|(n, v)| vec![Value::Bytes(n.into_bytes()), v]).collect(),
+        affected: 0,
+    }
+}
+
+/// Combine the shards' replies, in the order of the plan's parts, into the statement's result.
+pub fn merge(m: &Merge, replies: Vec<ShardReply>, max_payload: u32) -> Result<ResultSet, WireError> {
+    let rs = match m {
+        Merge::Point { cols, key } => match replies.into_iter().next() {
+            Some(ShardReply::Entry(Some((value, ttl_s)))) => {
+                let r = RowOut { key: Vec::new(), value, ttl_s };
+                ResultSet {
+                    columns: col_names(cols),
+                    rows: vec![cols.as_slice().iter().map(|c| cell(*c, key, &r)).collect()],
+                    affected: 0,
+                }
+            }
+            _ => return Err(WireError::not_found()),
+        },
+        Merge::Rows { cols, desc, limit } => {
+            let mut rows: Vec<RowOut> = Vec::new();
+            for r in replies {
+                match r {
+                    ShardReply::Rows(mut v) => rows.append(&mut v),
+                    ShardReply::TooLarge => return Err(too_large(max_payload as usize + 1, max_payload)),
+                    other => unreachable!("rows merge got {other:?}"),
+                }
+            }
+            // Shards hold disjoint keys, so a sort is a merge; each part is already ordered.
+            if *desc {
+                rows.sort_unstable_by(|a, b| b.key.cmp(&a.key));
+            } else {
+                rows.sort_unstable_by(|a, b| a.key.cmp(&b.key));
+            }
+            if let Some(l) = limit {
+                rows.truncate((*l).min(usize::MAX as u64) as usize);
+            }
+            ResultSet {
+                columns: col_names(cols),
+                rows: rows
+                    .iter()
+                    .map(|r| cols.as_slice().iter().map(|c| cell(*c, &r.key, r)).collect())
+                    .collect(),
+                affected: 0,
+            }
+        }
+        Merge::CountRows { limit } => {
+            let n = replies.iter().map(|r| if let ShardReply::Rows(v) = r { v.len() as u64 } else { 0 }).sum();
+            count_result(n, *limit)
+        }
+        Merge::Count { limit } => {
+            let n = replies.iter().map(|r| if let ShardReply::Count(n) = r { *n } else { 0 }).sum();
+            count_result(n, *limit)
+        }
+        Merge::Affected => {
+            ResultSet::affected(replies.iter().map(|r| if let ShardReply::Affected(n) = r { *n } else { 0 }).sum())
+        }
+        Merge::Update => match replies.first() {
+            Some(ShardReply::Affected(1)) => ResultSet::affected(1),
+            _ => return Err(WireError::not_found()),
+        },
+        Merge::Info { status } => {
+            let infos: Vec<ShardInfo> = replies
+                .into_iter()
+                .filter_map(|r| if let ShardReply::Info(i) = r { Some(i) } else { None })
+                .collect();
+            name_value_result(info_rows(&infos, *status))
+        }
+    };
+    let bytes = rs.encoded_len();
+    if bytes > max_payload as usize {
+        return Err(too_large(bytes, max_payload));
+    }
+    Ok(rs)
+}
+
+/// The reference semantics: run `stmt` against `stores` (shard *i* is `stores[i]`) at `now_ms`.
+pub fn execute(stmt: &Statement<'_>, stores: &mut [Store], now_ms: u64, max_payload: u32) -> Result<ResultSet, WireError> {
+    let p = plan(stmt, stores.len(), max_payload);
+    let replies = p.parts.iter().map(|(s, op)| run_op(&mut stores[*s], op, now_ms)).collect();
+    merge(&p.merge, replies, max_payload)
+}

@@ -1,0 +1,177 @@
+//! On-demand lexer: tokens are produced one at a time with their byte offset, so parsing a
+//! statement never builds a token vector.
+
+use std::borrow::Cow;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Tok<'a> {
+    Word(&'a str),
+    Str(Cow<'a, [u8]>),
+    Hex(Vec<u8>),
+    Int(u64),
+    LParen,
+    RParen,
+    Comma,
+    Semi,
+    Star,
+    Eq,
+    Lt,
+    Le,
+    Gt,
+    Ge,
+    End,
+}
+
+impl Tok<'_> {
+    /// How the token reads in an error message.
+    pub fn describe(&self) -> String {
+        match self {
+            Tok::Word(w) => format!("'{}'", clip(w)),
+            Tok::Str(_) => "a string literal".into(),
+            Tok::Hex(_) => "a hex literal".into(),
+            Tok::Int(n) => format!("{n}"),
+            Tok::LParen => "'('".into(),
+            Tok::RParen => "')'".into(),
+            Tok::Comma => "','".into(),
+            Tok::Semi => "';'".into(),
+            Tok::Star => "'*'".into(),
+            Tok::Eq => "'='".into(),
+            Tok::Lt => "'<'".into(),
+            Tok::Le => "'<='".into(),
+            Tok::Gt => "'>'".into(),
+            Tok::Ge => "'>='".into(),
+            Tok::End => "end of statement".into(),
+        }
+    }
+}
+
+fn clip(w: &str) -> &str {
+    let mut end = w.len().min(32);
+    while !w.is_char_boundary(end) {
+        end -= 1;
+    }
+    &w[..end]
+}
+
+/// A lexing failure: byte offset and what was wrong.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LexError {
+    pub pos: usize,
+    pub msg: String,
+}
+
+pub struct Lexer<'a> {
+    src: &'a str,
+    pos: usize,
+}
+
+impl<'a> Lexer<'a> {
+    pub fn new(src: &'a str) -> Self {
+        Lexer { src, pos: 0 }
+    }
+
+    /// The next token and its starting byte offset.
+    pub fn next_tok(&mut self) -> Result<(usize, Tok<'a>), LexError> {
+        let b = self.src.as_bytes();
+        while self.pos < b.len() && matches!(b[self.pos], b' ' | b'\t' | b'\r' | b'\n') {
+            self.pos += 1;
+        }
+        let start = self.pos;
+        let Some(&c) = b.get(start) else { return Ok((start, Tok::End)) };
+        let one = |lx: &mut Self, t| {
+            lx.pos += 1;
+            Ok((start, t))
+        };
+        match c {
+            b'(' => one(self, Tok::LParen),
+            b')' => one(self, Tok::RParen),
+            b',' => one(self, Tok::Comma),
+            b';' => one(self, Tok::Semi),
+            b'*' => one(self, Tok::Star),
+            b'=' => one(self, Tok::Eq),
+            b'<' | b'>' => {
+                let or_equal = b.get(start + 1) == Some(&b'=');
+                self.pos += 1 + or_equal as usize;
+                Ok((start, match (c, or_equal) {
+                    (b'<', false) => Tok::Lt,
+                    (b'<', true) => Tok::Le,
+                    (_, false) => Tok::Gt,
+                    (_, true) => Tok::Ge,
+                }))
+            }
+            b'\'' => self.string(start).map(|s| (start, Tok::Str(s))),
+            b'x' | b'X' if b.get(start + 1) == Some(&b'\'') => {
+                let s = self.string(start + 1)?;
+                let hex = decode_hex(&s).ok_or_else(|| LexError {
+                    pos: start,
+                    msg: "a hex literal needs an even number of hex digits".into(),
+                })?;
+                Ok((start, Tok::Hex(hex)))
+            }
+            b'0'..=b'9' => {
+                while self.pos < b.len() && b[self.pos].is_ascii_digit() {
+                    self.pos += 1;
+                }
+                let digits = &self.src[start..self.pos];
+                let n = digits.parse::<u64>().map_err(|_| LexError {
+                    pos: start,
+                    msg: "integer too large".into(),
+                })?;
+                if self.pos < b.len() && is_word_byte(b[self.pos]) {
+                    return Err(LexError { pos: start, msg: "malformed number".into() });
+                }
+                Ok((start, Tok::Int(n)))
+            }
+            c if c.is_ascii_alphabetic() || c == b'_' => {
+                while self.pos < b.len() && is_word_byte(b[self.pos]) {
+                    self.pos += 1;
+                }
+                Ok((start, Tok::Word(&self.src[start..self.pos])))
+            }
+            _ => {
+                let ch = self.src[start..].chars().next().unwrap();
+                Err(LexError { pos: start, msg: format!("unexpected character {ch:?}") })
+            }
+        }
+    }
+
+    /// A quoted literal whose opening quote is at `quote`; a doubled quote stands for one.
+    fn string(&mut self, quote: usize) -> Result<Cow<'a, [u8]>, LexError> {
+        let b = self.src.as_bytes();
+        let body = quote + 1;
+        let mut i = body;
+        let mut owned: Option<Vec<u8>> = None;
+        loop {
+            let Some(rel) = b[i..].iter().position(|&c| c == b'\'') else {
+                return Err(LexError { pos: quote, msg: "unterminated string literal".into() });
+            };
+            let q = i + rel;
+            if b.get(q + 1) == Some(&b'\'') {
+                let o = owned.get_or_insert_with(Vec::new);
+                o.extend_from_slice(&b[i..=q]);
+                i = q + 2;
+                continue;
+            }
+            self.pos = q + 1;
+            return Ok(match owned {
+                None => Cow::Borrowed(&b[body..q]),
+                Some(mut o) => {
+                    o.extend_from_slice(&b[i..q]);
+                    Cow::Owned(o)
+                }
+            });
+        }
+    }
+}
+
+fn is_word_byte(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || c == b'_'
+}
+
+fn decode_hex(s: &[u8]) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    let nib = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
+    s.chunks(2).map(|p| Some(nib(p[0])? << 4 | nib(p[1])?)).collect()
+}

@@ -1,0 +1,489 @@
+//! Recursive descent over the lexer. Every statement consumes all of its tokens (an optional
+//! `;` aside) or fails with the byte offset of the offending token and what was expected there.
+
+use super::ast::*;
+use super::lexer::{LexError, Lexer, Tok};
+use super::like::LikePattern;
+use crate::limits::{IN_LIST_KEYS_MAX, INSERT_ROWS_MAX, KEY_BYTES_MAX, TTL_SECONDS_MAX};
+use std::fmt;
+use std::ops::Bound;
+
+/// Why a statement did not parse, and where (a byte offset into the statement).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ParseError {
+    pub pos: usize,
+    pub msg: String,
+}
+
+impl fmt::Display for ParseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "at byte {}: {}", self.pos, self.msg)
+    }
+}
+
+impl std::error::Error for ParseError {}
+
+impl From<LexError> for ParseError {
+    fn from(e: LexError) -> Self {
+        ParseError { pos: e.pos, msg: e.msg }
+    }
+}
+
+/// Parse one statement.
+pub fn parse(sql: &str) -> Result<Statement<'_>, ParseError> {
+    let mut p = Parser { lx: Lexer::new(sql), peeked: None };
+    let stmt = p.statement()?;
+    if p.peek()? == &Tok::Semi {
+        p.bump()?;
+    }
+    let (pos, t) = p.bump()?;
+    if t != Tok::End {
+        return Err(ParseError { pos, msg: format!("expected end of statement, found {}", t.describe()) });
+    }
+    Ok(stmt)
+}
+
+struct Parser<'a> {
+    lx: Lexer<'a>,
+    peeked: Option<(usize, Tok<'a>)>,
+}
+
+type PResult<T> = Result<T, ParseError>;
+
+impl<'a> Parser<'a> {
+    fn peek(&mut self) -> PResult<&Tok<'a>> {
+        if self.peeked.is_none() {
+            self.peeked = Some(self.lx.next_tok()?);
+        }
+        Ok(&self.peeked.as_ref().unwrap().1)
+    }
+
+    fn bump(&mut self) -> PResult<(usize, Tok<'a>)> {
+        match self.peeked.take() {
+            Some(t) => Ok(t),
+            None => Ok(self.lx.next_tok()?),
+        }
+    }
+
+    fn err<T>(pos: usize, expected: &str, found: &Tok) -> PResult<T> {
+        Err(ParseError { pos, msg: format!("expected {expected}, found {}", found.describe()) })
+    }
+
+    fn peek_is_word(&mut self, kw: &str) -> PResult<bool> {
+        Ok(matches!(self.peek()?, Tok::Word(w) if w.eq_ignore_ascii_case(kw)))
+    }
+
+    /// Consume the keyword (or name) `kw`, case-insensitively.
+    fn word(&mut self, kw: &str) -> PResult<()> {
+        let (pos, t) = self.bump()?;
+        match t {
+            Tok::Word(w) if w.eq_ignore_ascii_case(kw) => Ok(()),
+            _ => Self::err(pos, &kw.to_ascii_uppercase(), &t),
+        }
+    }
+
+    fn tok(&mut self, want: Tok<'static>, what: &str) -> PResult<()> {
+        let (pos, t) = self.bump()?;
+        if t == want {
+            Ok(())
+        } else {
+            Self::err(pos, what, &t)
+        }
+    }
+
+    /// A key or value literal: `'text'` or `X'hex'`.
+    fn literal(&mut self, what: &str) -> PResult<(usize, Lit<'a>)> {
+        let (pos, t) = self.bump()?;
+        match t {
+            Tok::Str(s) => Ok((pos, s)),
+            Tok::Hex(h) => Ok((pos, Lit::Owned(h))),
+            _ => Self::err(pos, what, &t),
+        }
+    }
+
+    fn key_literal(&mut self) -> PResult<Lit<'a>> {
+        let (pos, k) = self.literal("a key literal")?;
+        if k.len() > KEY_BYTES_MAX {
+            return Err(ParseError { pos, msg: format!("key is longer than {KEY_BYTES_MAX} bytes") });
+        }
+        Ok(k)
+    }
+
+    fn integer(&mut self, what: &str) -> PResult<(usize, u64)> {
+        let (pos, t) = self.bump()?;
+        match t {
+            Tok::Int(n) => Ok((pos, n)),
+            _ => Self::err(pos, what, &t),
+        }
+    }
+
+    fn ttl(&mut self) -> PResult<u64> {
+        let (pos, n) = self.integer("a TTL in seconds")?;
+        if n == 0 || n > TTL_SECONDS_MAX {
+            return Err(ParseError {
+                pos,
+                msg: format!("TTL must be between 1 and {TTL_SECONDS_MAX} seconds"),
+            });
+        }
+        Ok(n)
+    }
+
+    fn statement(&mut self) -> PResult<Statement<'a>> {
+        let (pos, t) = self.bump()?;
+        let Tok::Word(w) = t else {
+            return Self::err(pos, "SELECT, INSERT, UPDATE, DELETE or SHOW", &t);
+        };
+        match w.to_ascii_uppercase().as_str() {
+            "SELECT" => self.select().map(Statement::Select),
+            "INSERT" => self.insert().map(Statement::Insert),
+            "UPDATE" => self.update().map(Statement::Update),
+            "DELETE" => {
+                self.word("from")?;
+                self.word("kv")?;
+                self.word("where")?;
+                self.condition().map(Statement::Delete)
+            }
+            "SHOW" => {
+                let (pos, t) = self.bump()?;
+                match t {
+                    Tok::Word(w) if w.eq_ignore_ascii_case("stats") => Ok(Statement::ShowStats),
+                    Tok::Word(w) if w.eq_ignore_ascii_case("status") => Ok(Statement::ShowStatus),
+                    _ => Self::err(pos, "STATS or STATUS", &t),
+                }
+            }
+            _ => Self::err(pos, "SELECT, INSERT, UPDATE, DELETE or SHOW", &Tok::Word(w)),
+        }
+    }
+
+    fn column(&mut self) -> PResult<(usize, Column)> {
+        let (pos, t) = self.bump()?;
+        let col = match &t {
+            Tok::Word(w) if w.eq_ignore_ascii_case("key") => Column::Key,
+            Tok::Word(w) if w.eq_ignore_ascii_case("value") => Column::Value,
+            Tok::Word(w) if w.eq_ignore_ascii_case("ttl") => Column::Ttl,
+            _ => return Self::err(pos, "key, value or ttl", &t),
+        };
+        Ok((pos, col))
+    }
+
+    fn select(&mut self) -> PResult<Select<'a>> {
+        let projection = match self.peek()? {
+            Tok::Star => {
+                self.bump()?;
+                Projection::Columns(ColumnList::of(&[Column::Key, Column::Value]))
+            }
+            Tok::Word(w) if w.eq_ignore_ascii_case("count") => {
+                self.bump()?;
+                self.tok(Tok::LParen, "'('")?;
+                self.tok(Tok::Star, "'*'")?;
+                self.tok(Tok::RParen, "')'")?;
+                Projection::Count
+            }
+            _ => {
+                let mut cols = ColumnList::new();
+                loop {
+                    let (pos, c) = self.column()?;
+                    if cols.contains(c) {
+                        return Err(ParseError { pos, msg: format!("column {} listed twice", c.name()) });
+                    }
+                    cols.push(c);
+                    if self.peek()? != &Tok::Comma {
+                        break;
+                    }
+                    self.bump()?;
+                }
+                Projection::Columns(cols)
+            }
+        };
+        self.word("from")?;
+        self.word("kv")?;
+        let filter = if self.peek_is_word("where")? {
+            self.bump()?;
+            self.condition()?
+        } else {
+            Filter::All
+        };
+        let mut desc = false;
+        if self.peek_is_word("order")? {
+            self.bump()?;
+            self.word("by")?;
+            self.word("key")?;
+            if self.peek_is_word("desc")? {
+                self.bump()?;
+                desc = true;
+            } else if self.peek_is_word("asc")? {
+                self.bump()?;
+            }
+        }
+        let mut limit = None;
+        if self.peek_is_word("limit")? {
+            self.bump()?;
+            limit = Some(self.integer("a row count")?.1);
+        }
+        Ok(Select { projection, filter, desc, limit })
+    }
+
+    /// `cond` of profile §5, after WHERE.
+    fn condition(&mut self) -> PResult<Filter<'a>> {
+        self.word("key")?;
+        let (pos, t) = self.bump()?;
+        match t {
+            Tok::Eq => Ok(Filter::Eq(self.key_literal()?)),
+            Tok::Word(w) if w.eq_ignore_ascii_case("in") => {
+                self.tok(Tok::LParen, "'('")?;
+                let mut keys: Vec<Lit<'a>> = Vec::new();
+                loop {
+                    let lit_pos = self.peeked.as_ref().map(|p| p.0);
+                    let k = self.key_literal()?;
+                    if keys.len() == IN_LIST_KEYS_MAX {
+                        return Err(ParseError {
+                            pos: lit_pos.unwrap_or(pos),
+                            msg: format!("IN list has more than {IN_LIST_KEYS_MAX} keys"),
+                        });
+                    }
+                    if !keys.contains(&k) {
+                        keys.push(k);
+                    }
+                    let (p, t) = self.bump()?;
+                    match t {
+                        Tok::Comma => continue,
+                        Tok::RParen => break,
+                        _ => return Self::err(p, "',' or ')'", &t),
+                    }
+                }
+                Ok(Filter::In(keys))
+            }
+            Tok::Word(w) if w.eq_ignore_ascii_case("like") => {
+                let (lpos, pat) = self.literal("a LIKE pattern")?;
+                let pattern = LikePattern::compile(&pat)
+                    .map_err(|m| ParseError { pos: lpos, msg: m.into() })?;
+                Ok(Filter::Like(pattern))
+            }
+            Tok::Word(w) if w.eq_ignore_ascii_case("between") => {
+                let lo = self.key_literal()?.into_owned();
+                self.word("and")?;
+                let hi = self.key_literal()?.into_owned();
+                Ok(Filter::Range { lower: Bound::Included(lo), upper: Bound::Included(hi) })
+            }
+            Tok::Lt | Tok::Le | Tok::Gt | Tok::Ge => {
+                let (mut lower, mut upper) = (Bound::Unbounded, Bound::Unbounded);
+                let lit = self.key_literal()?.into_owned();
+                apply_bound(&mut lower, &mut upper, &t, lit);
+                if self.peek_is_word("and")? {
+                    self.bump()?;
+                    self.word("key")?;
+                    let (p, op) = self.bump()?;
+                    if !matches!(op, Tok::Lt | Tok::Le | Tok::Gt | Tok::Ge) {
+                        return Self::err(p, "'<', '<=', '>' or '>='", &op);
+                    }
+                    let lit = self.key_literal()?.into_owned();
+                    apply_bound(&mut lower, &mut upper, &op, lit);
+                }
+                Ok(Filter::Range { lower, upper })
+            }
+            _ => Self::err(pos, "'=', IN, LIKE, BETWEEN, '<', '<=', '>' or '>='", &t),
+        }
+    }
+
+    fn insert(&mut self) -> PResult<Insert<'a>> {
+        self.word("into")?;
+        self.word("kv")?;
+        self.tok(Tok::LParen, "'('")?;
+        self.word("key")?;
+        self.tok(Tok::Comma, "','")?;
+        self.word("value")?;
+        let with_ttl = match self.bump()? {
+            (_, Tok::RParen) => false,
+            (_, Tok::Comma) => {
+                self.word("ttl")?;
+                self.tok(Tok::RParen, "')'")?;
+                true
+            }
+            (pos, t) => return Self::err(pos, "',' or ')'", &t),
+        };
+        self.word("values")?;
+        let first = self.row(with_ttl)?;
+        let mut rest = Vec::new();
+        while self.peek()? == &Tok::Comma {
+            let (pos, _) = self.bump()?;
+            if rest.len() + 1 >= INSERT_ROWS_MAX {
+                return Err(ParseError { pos, msg: format!("INSERT has more than {INSERT_ROWS_MAX} rows") });
+            }
+            rest.push(self.row(with_ttl)?);
+        }
+        Ok(Insert { first, rest })
+    }
+
+    fn row(&mut self, with_ttl: bool) -> PResult<Row<'a>> {
+        self.tok(Tok::LParen, "'('")?;
+        let key = self.key_literal()?;
+        self.tok(Tok::Comma, "','")?;
+        let (_, value) = self.literal("a value literal")?;
+        let mut ttl_s = None;
+        if with_ttl {
+            self.tok(Tok::Comma, "','")?;
+            if self.peek_is_word("null")? {
+                self.bump()?;
+            } else {
+                ttl_s = Some(self.ttl()?);
+            }
+        }
+        self.tok(Tok::RParen, "')'")?;
+        Ok(Row { key, value, ttl_s })
+    }
+
+    fn update(&mut self) -> PResult<Update<'a>> {
+        self.word("kv")?;
+        self.word("set")?;
+        self.word("value")?;
+        self.tok(Tok::Eq, "'='")?;
+        let (_, value) = self.literal("a value literal")?;
+        let mut ttl = TtlChange::Keep;
+        if self.peek()? == &Tok::Comma {
+            self.bump()?;
+            self.word("ttl")?;
+            self.tok(Tok::Eq, "'='")?;
+            ttl = if self.peek_is_word("null")? {
+                self.bump()?;
+                TtlChange::Clear
+            } else {
+                TtlChange::Set(self.ttl()?)
+            };
+        }
+        self.word("where")?;
+        self.word("key")?;
+        self.tok(Tok::Eq, "'='")?;
+        let key = self.key_literal()?;
+        Ok(Update { key, value, ttl })
+    }
+}
+
+/// Narrow the range by `key op lit`; two conditions on the same side keep the tighter one.
+fn apply_bound(lower: &mut KeyBound, upper: &mut KeyBound, op: &Tok, lit: Vec<u8>) {
+    match op {
+        Tok::Gt | Tok::Ge => {
+            let new = if *op == Tok::Gt { Bound::Excluded(lit) } else { Bound::Included(lit) };
+            let tighter = match (&*lower, &new) {
+                (Bound::Unbounded, _) => true,
+                (Bound::Included(a) | Bound::Excluded(a), Bound::Included(b)) => b > a,
+                (Bound::Included(a), Bound::Excluded(b)) => b >= a,
+                (Bound::Excluded(a), Bound::Excluded(b)) => b > a,
+                _ => false,
+            };
+            if tighter {
+                *lower = new;
+            }
+        }
+        _ => {
+            let new = if *op == Tok::Lt { Bound::Excluded(lit) } else { Bound::Included(lit) };
+            let tighter = match (&*upper, &new) {
+                (Bound::Unbounded, _) => true,
+                (Bound::Included(a) | Bound::Excluded(a), Bound::Included(b)) => b < a,
+                (Bound::Included(a), Bound::Excluded(b)) => b <= a,
+                (Bound::Excluded(a), Bound::Excluded(b)) => b < a,
+                _ => false,
+            };
+            if tighter {
+                *upper = new;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::borrow::Cow;
+
+    fn ok(sql: &str) -> Statement<'_> {
+        parse(sql).unwrap_or_else(|e| panic!("{sql}: {e}"))
+    }
+
+    fn err(sql: &str) -> ParseError {
+        parse(sql).expect_err(sql)
+    }
+
+    #[test]
+    fn point_select_borrows_its_key() {
+        let Statement::Select(s) = ok("SELECT value FROM kv WHERE key = 'user:1';") else { panic!() };
+        assert_eq!(s.projection, Projection::Columns(ColumnList::of(&[Column::Value])));
+        assert!(matches!(s.filter, Filter::Eq(Cow::Borrowed(b"user:1"))));
+    }
+
+    #[test]
+    fn keywords_are_case_insensitive_and_quotes_double() {
+        let Statement::Insert(i) = ok("insert INTO Kv (KEY, Value) values ('it''s', X'00fF')") else {
+            panic!()
+        };
+        assert_eq!(&*i.first.key, b"it's");
+        assert_eq!(&*i.first.value, &[0x00, 0xff]);
+    }
+
+    #[test]
+    fn every_seed_statement_parses() {
+        for sql in [
+            "SELECT value FROM kv WHERE key = 'user:1';",
+            "INSERT INTO kv (key, value) VALUES ('user:1', 'alice');",
+            "UPDATE kv SET value = 'alice_updated' WHERE key = 'user:1';",
+            "DELETE FROM kv WHERE key = 'user:1';",
+            "INSERT INTO kv (key, value) VALUES \n  ('user:1', 'alice'),\n  ('user:2', 'bob'),\n  ('user:3', 'charlie');",
+            "SELECT key, value FROM kv WHERE key LIKE 'user:%' LIMIT 100;",
+            "SELECT key, value FROM kv WHERE key >= 'user:1' AND key <= 'user:9';",
+            "SELECT COUNT(*) FROM kv;",
+            "SHOW STATS;",
+            "SHOW STATUS;",
+        ] {
+            ok(sql);
+        }
+    }
+
+    #[test]
+    fn ranges_between_and_order() {
+        let Statement::Select(s) =
+            ok("SELECT key FROM kv WHERE key BETWEEN 'a' AND 'c' ORDER BY key DESC LIMIT 2") else { panic!() };
+        assert_eq!(
+            s.filter,
+            Filter::Range { lower: Bound::Included(b"a".to_vec()), upper: Bound::Included(b"c".to_vec()) }
+        );
+        assert!(s.desc);
+        assert_eq!(s.limit, Some(2));
+        let Statement::Select(s) = ok("select * from kv where key > 'b' and key > 'a'") else { panic!() };
+        assert_eq!(s.filter, Filter::Range { lower: Bound::Excluded(b"b".to_vec()), upper: Bound::Unbounded });
+    }
+
+    #[test]
+    fn ttl_forms() {
+        let Statement::Insert(i) = ok("INSERT INTO kv (key, value, ttl) VALUES ('a', 'b', 60), ('c', 'd', NULL)") else {
+            panic!()
+        };
+        assert_eq!((i.first.ttl_s, i.rest[0].ttl_s), (Some(60), None));
+        let Statement::Update(u) = ok("UPDATE kv SET value = 'x', ttl = NULL WHERE key = 'a'") else { panic!() };
+        assert_eq!(u.ttl, TtlChange::Clear);
+        let Statement::Select(s) = ok("SELECT ttl, key FROM kv WHERE key IN ('a', 'b', 'a')") else { panic!() };
+        assert_eq!(s.filter, Filter::In(vec![Cow::Borrowed(&b"a"[..]), Cow::Borrowed(&b"b"[..])]));
+        assert_eq!(err("INSERT INTO kv (key, value, ttl) VALUES ('a', 'b', 0)").pos, 51);
+    }
+
+    #[test]
+    fn errors_name_the_position_and_the_expectation() {
+        let e = err("SELECT value FORM kv");
+        assert_eq!(e.pos, 13);
+        assert_eq!(e.to_string(), "at byte 13: expected FROM, found 'FORM'");
+        assert_eq!(err("SELECT value FROM kv WHERE key = 'a' extra").pos, 37);
+        assert_eq!(err("SELECT value FROM kv WHERE key = 'unterminated").pos, 33);
+        assert_eq!(err("SELECT value FROM kv WHERE key = X'abc'").pos, 33);
+        assert_eq!(err("").msg, "expected SELECT, INSERT, UPDATE, DELETE or SHOW, found end of statement");
+        assert_eq!(err("SELECT key, key FROM kv").pos, 12);
+        assert!(err("DELETE FROM kv").msg.contains("WHERE"));
+        assert!(err("SELECT value FROM kv LIMIT 99999999999999999999").msg.contains("too large"));
+        assert!(err("SELECT value FROM kv; ;").pos == 22);
+        assert!(err("SELECT value FROM kv WHERE key = 'a' \u{00e9}").msg.contains("unexpected character"));
+    }
+
+    #[test]
+    fn in_list_is_bounded() {
+        let keys: Vec<String> = (0..=IN_LIST_KEYS_MAX).map(|i| format!("'{i}'")).collect();
+        let sql = format!("SELECT value FROM kv WHERE key IN ({})", keys.join(","));
+        assert!(err(&sql).msg.contains("more than 1024"));
+    }
+}

@@ -1,0 +1,148 @@
+//! One key-value entry in one heap block: `[expires_at_ms u64][value_len u32][key_len u16][pad 2]
+//! [key][value]`. A thin 8-byte pointer to it is what both indices hold, so a key is stored once
+//! and an entry costs one allocation. This is the only unsafe code in the store; the invariant
+//! that makes it sound is kept by `Store`: every `EntryPtr` in an index points to a live block,
+//! and a block is freed only after it has left every index.
+
+use std::alloc::{alloc, dealloc, handle_alloc_error, Layout};
+use std::borrow::Borrow;
+use std::cmp::Ordering;
+use std::hash::{Hash, Hasher};
+use std::ptr::NonNull;
+
+pub(crate) const HEADER_BYTES: usize = 16;
+/// `expires_at_ms` of an entry that never expires.
+pub(crate) const NO_EXPIRY: u64 = 0;
+
+#[derive(Clone, Copy)]
+pub(crate) struct EntryPtr(NonNull<u8>);
+
+impl EntryPtr {
+    fn layout(key_len: usize, value_len: usize) -> Layout {
+        Layout::from_size_align(HEADER_BYTES + key_len + value_len, 8).expect("entry layout")
+    }
+
+    /// Allocate a block holding `key` and `value`. The key length fits u16 (KEY_BYTES_MAX) and
+    /// the value length u32 (the payload limit); callers check both before calling.
+    pub fn new(key: &[u8], value: &[u8], expires_at_ms: u64) -> EntryPtr {
+        assert!(key.len() <= u16::MAX as usize && value.len() <= u32::MAX as usize);
+        let layout = Self::layout(key.len(), value.len());
+        // SAFETY: the layout has a non-zero size (the header), and every byte written below is
+        // inside it.
+        unsafe {
+            let p = alloc(layout);
+            let Some(p) = NonNull::new(p) else { handle_alloc_error(layout) };
+            let base = p.as_ptr();
+            (base as *mut u64).write(expires_at_ms);
+            (base.add(8) as *mut u32).write(value.len() as u32);
+            (base.add(12) as *mut u16).write(key.len() as u16);
+            (base.add(14) as *mut u16).write(0);
+            std::ptr::copy_nonoverlapping(key.as_ptr(), base.add(HEADER_BYTES), key.len());
+            std::ptr::copy_nonoverlapping(
+                value.as_ptr(),
+                base.add(HEADER_BYTES + key.len()),
+                value.len(),
+            );
+            EntryPtr(p)
+        }
+    }
+
+    /// Free the block. The caller guarantees no index still holds this pointer.
+    pub unsafe fn free(self) {
+        let layout = Self::layout(self.key_len(), self.value_len());
+        dealloc(self.0.as_ptr(), layout);
+    }
+
+    #[inline]
+    fn key_len(&self) -> usize {
+        // SAFETY: live block (module invariant).
+        unsafe { (self.0.as_ptr().add(12) as *const u16).read() as usize }
+    }
+
+    #[inline]
+    fn value_len(&self) -> usize {
+        unsafe { (self.0.as_ptr().add(8) as *const u32).read() as usize }
+    }
+
+    #[inline]
+    pub fn expires_at_ms(&self) -> u64 {
+        unsafe { (self.0.as_ptr() as *const u64).read() }
+    }
+
+    #[inline]
+    pub fn set_expires_at_ms(&self, t: u64) {
+        unsafe { (self.0.as_ptr() as *mut u64).write(t) }
+    }
+
+    /// The key bytes. The lifetime is tied to `&self`, but the bytes live as long as the block.
+    #[inline]
+    pub fn key(&self) -> &[u8] {
+        unsafe { std::slice::from_raw_parts(self.0.as_ptr().add(HEADER_BYTES), self.key_len()) }
+    }
+
+    #[inline]
+    pub fn value(&self) -> &[u8] {
+        unsafe {
+            std::slice::from_raw_parts(
+                self.0.as_ptr().add(HEADER_BYTES + self.key_len()),
+                self.value_len(),
+            )
+        }
+    }
+
+    /// Overwrite the value in place; only for a value of exactly the current length.
+    pub fn overwrite_value(&self, value: &[u8]) {
+        assert_eq!(value.len(), self.value_len());
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                value.as_ptr(),
+                self.0.as_ptr().add(HEADER_BYTES + self.key_len()),
+                value.len(),
+            )
+        }
+    }
+
+    /// Bytes of the block.
+    pub fn block_bytes(&self) -> usize {
+        HEADER_BYTES + self.key_len() + self.value_len()
+    }
+
+    pub fn addr(&self) -> usize {
+        self.0.as_ptr() as usize
+    }
+
+    /// # Safety
+    /// `addr` must come from `addr()` of a live entry.
+    pub unsafe fn from_addr(addr: usize) -> EntryPtr {
+        EntryPtr(NonNull::new_unchecked(addr as *mut u8))
+    }
+}
+
+// Identity, order and hash are those of the key, so that the ordered index can be searched
+// with a `&[u8]` (Borrow) and agrees with memcmp order.
+impl PartialEq for EntryPtr {
+    fn eq(&self, other: &Self) -> bool {
+        self.key() == other.key()
+    }
+}
+impl Eq for EntryPtr {}
+impl PartialOrd for EntryPtr {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for EntryPtr {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.key().cmp(other.key())
+    }
+}
+impl Hash for EntryPtr {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.key().hash(state)
+    }
+}
+impl Borrow<[u8]> for EntryPtr {
+    fn borrow(&self) -> &[u8] {
+        self.key()
+    }
+}

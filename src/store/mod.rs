@@ -1,0 +1,483 @@
+//! One shard's data: a hash index for point operations (ahash), an ordered index for ranges,
+//! and an expiry index for TTLs, all over the same single-allocation entries. No I/O, no clock:
+//! every call that depends on time takes `now_ms`, so tests drive time by hand.
+
+mod entry;
+
+use entry::{EntryPtr, HEADER_BYTES, NO_EXPIRY};
+use hashbrown::HashTable;
+use std::collections::BTreeSet;
+use std::ops::{Bound, ControlFlow};
+
+/// A borrowed view of a live entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EntryView<'s> {
+    pub key: &'s [u8],
+    pub value: &'s [u8],
+    /// Absolute expiry in the injected clock's milliseconds, or `None`.
+    pub expires_at_ms: Option<u64>,
+}
+
+impl EntryView<'_> {
+    /// Seconds left before expiry, rounded up (a key with 300 ms left reports 1, never 0, since
+    /// 0 would read as already expired).
+    pub fn ttl_remaining_s(&self, now_ms: u64) -> Option<i64> {
+        self.expires_at_ms.map(|t| (t.saturating_sub(now_ms).div_ceil(1000)) as i64)
+    }
+}
+
+/// How an UPDATE changes a key's expiry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExpiryChange {
+    Keep,
+    /// New absolute expiry in milliseconds.
+    Set(u64),
+    Clear,
+}
+
+/// A key range; `Bound` of owned bytes so it can cross cores.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyRange {
+    pub lower: Bound<Vec<u8>>,
+    pub upper: Bound<Vec<u8>>,
+}
+
+impl KeyRange {
+    pub fn all() -> Self {
+        KeyRange { lower: Bound::Unbounded, upper: Bound::Unbounded }
+    }
+
+    /// Every key that starts with `prefix`.
+    pub fn prefix(prefix: &[u8]) -> Self {
+        let upper = match prefix_successor(prefix) {
+            Some(s) => Bound::Excluded(s),
+            None => Bound::Unbounded,
+        };
+        KeyRange { lower: Bound::Included(prefix.to_vec()), upper }
+    }
+
+    pub fn contains(&self, key: &[u8]) -> bool {
+        let lo = match &self.lower {
+            Bound::Unbounded => true,
+            Bound::Included(l) => key >= l.as_slice(),
+            Bound::Excluded(l) => key > l.as_slice(),
+        };
+        let hi = match &self.upper {
+            Bound::Unbounded => true,
+            Bound::Included(u) => key <= u.as_slice(),
+            Bound::Excluded(u) => key < u.as_slice(),
+        };
+        lo && hi
+    }
+
+    /// True when no key can be in the range (BTreeMap::range would panic on such bounds).
+    pub fn is_empty(&self) -> bool {
+        match (&self.lower, &self.upper) {
+            (Bound::Included(l), Bound::Included(u)) => l > u,
+            (Bound::Included(l) | Bound::Excluded(l), Bound::Excluded(u))
+            | (Bound::Excluded(l), Bound::Included(u)) => l >= u,
+            _ => false,
+        }
+    }
+
+    /// The part of this range strictly after `key` (ascending) or before it (descending):
+    /// how a scan resumes.
+    pub fn resume_after(&self, key: &[u8], desc: bool) -> KeyRange {
+        let mut r = self.clone();
+        if desc {
+            r.upper = Bound::Excluded(key.to_vec());
+        } else {
+            r.lower = Bound::Excluded(key.to_vec());
+        }
+        r
+    }
+
+    fn as_ref_bounds(&self) -> (Bound<&[u8]>, Bound<&[u8]>) {
+        (as_ref(&self.lower), as_ref(&self.upper))
+    }
+}
+
+fn as_ref(b: &Bound<Vec<u8>>) -> Bound<&[u8]> {
+    match b {
+        Bound::Included(v) => Bound::Included(v.as_slice()),
+        Bound::Excluded(v) => Bound::Excluded(v.as_slice()),
+        Bound::Unbounded => Bound::Unbounded,
+    }
+}
+
+/// The smallest byte string greater than every string starting with `prefix`, if any.
+pub fn prefix_successor(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut s = prefix.to_vec();
+    while let Some(last) = s.pop() {
+        if last < 0xff {
+            s.push(last + 1);
+            return Some(s);
+        }
+    }
+    None
+}
+
+#[inline]
+fn live(e: &EntryPtr, now_ms: u64) -> bool {
+    let t = e.expires_at_ms();
+    t == NO_EXPIRY || now_ms < t
+}
+
+fn view(e: &EntryPtr) -> EntryView<'_> {
+    let t = e.expires_at_ms();
+    EntryView { key: e.key(), value: e.value(), expires_at_ms: (t != NO_EXPIRY).then_some(t) }
+}
+
+pub struct Store {
+    hasher: ahash::RandomState,
+    /// Owns the entries: every block is freed through this table.
+    hash: HashTable<EntryPtr>,
+    /// The same entries in key order.
+    order: BTreeSet<EntryPtr>,
+    /// (expires_at_ms, entry address) of entries that expire, earliest first.
+    expiry: BTreeSet<(u64, usize)>,
+    /// Sum of entry block sizes: header, key and value bytes.
+    data_bytes: usize,
+}
+
+// SAFETY: a Store exclusively owns every block its pointers reach; moving it to another thread
+// moves that ownership whole. It is not Sync-shared by anything.
+unsafe impl Send for Store {}
+
+impl Default for Store {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Store {
+    pub fn new() -> Self {
+        Store {
+            hasher: ahash::RandomState::new(),
+            hash: HashTable::new(),
+            order: BTreeSet::new(),
+            expiry: BTreeSet::new(),
+            data_bytes: 0,
+        }
+    }
+
+    #[inline]
+    fn hash_of(&self, key: &[u8]) -> u64 {
+        self.hasher.hash_one(key)
+    }
+
+    #[inline]
+    fn find(&self, key: &[u8]) -> Option<EntryPtr> {
+        self.hash.find(self.hash_of(key), |e| e.key() == key).copied()
+    }
+
+    /// The live entry under `key`.
+    #[inline]
+    pub fn get(&self, key: &[u8], now_ms: u64) -> Option<EntryView<'_>> {
+        let e = self.hash.find(self.hash_of(key), |e| e.key() == key)?;
+        live(e, now_ms).then(|| view(e))
+    }
+
+    /// Insert or overwrite (a key-value store's SET): the key takes the new value and the new
+    /// expiry (`None`: none), whatever it had before.
+    pub fn insert(&mut self, key: &[u8], value: &[u8], expires_at_ms: Option<u64>) {
+        let exp = expires_at_ms.unwrap_or(NO_EXPIRY);
+        match self.find(key) {
+            Some(old) => self.replace(old, value, exp),
+            None => {
+                let e = EntryPtr::new(key, value, exp);
+                let h = self.hash_of(key);
+                let hasher = &self.hasher;
+                self.hash.insert_unique(h, e, |x| hasher.hash_one(x.key()));
+                self.order.insert(e);
+                if exp != NO_EXPIRY {
+                    self.expiry.insert((exp, e.addr()));
+                }
+                self.data_bytes += e.block_bytes();
+            }
+        }
+    }
+
+    /// Change the value of a live key; false (and no change) when there is none.
+    pub fn update(&mut self, key: &[u8], value: &[u8], ttl: ExpiryChange, now_ms: u64) -> bool {
+        let Some(old) = self.find(key) else { return false };
+        if !live(&old, now_ms) {
+            self.remove(old);
+            return false;
+        }
+        let exp = match ttl {
+            ExpiryChange::Keep => old.expires_at_ms(),
+            ExpiryChange::Set(t) => t,
+            ExpiryChange::Clear => NO_EXPIRY,
+        };
+        self.replace(old, value, exp);
+        true
+    }
+
+    /// Remove `key`; true if a live key was removed.
+    pub fn delete(&mut self, key: &[u8], now_ms: u64) -> bool {
+        match self.find(key) {
+            Some(e) => {
+                let was_live = live(&e, now_ms);
+                self.remove(e);
+                was_live
+            }
+            None => false,
+        }
+    }
+
+    /// Give `old` a new value and expiry, in place when the value length is unchanged.
+    fn replace(&mut self, old: EntryPtr, value: &[u8], exp: u64) {
+        let old_exp = old.expires_at_ms();
+        if old.value().len() == value.len() {
+            old.overwrite_value(value);
+            if old_exp != exp {
+                if old_exp != NO_EXPIRY {
+                    self.expiry.remove(&(old_exp, old.addr()));
+                }
+                old.set_expires_at_ms(exp);
+                if exp != NO_EXPIRY {
+                    self.expiry.insert((exp, old.addr()));
+                }
+            }
+            return;
+        }
+        let new = EntryPtr::new(old.key(), value, exp);
+        let h = self.hash_of(old.key());
+        *self.hash.find_mut(h, |e| e.key() == old.key()).expect("indexed entry") = new;
+        let replaced = self.order.replace(new);
+        debug_assert!(replaced.is_some());
+        if old_exp != NO_EXPIRY {
+            self.expiry.remove(&(old_exp, old.addr()));
+        }
+        if exp != NO_EXPIRY {
+            self.expiry.insert((exp, new.addr()));
+        }
+        self.data_bytes = self.data_bytes - old.block_bytes() + new.block_bytes();
+        // SAFETY: `old` has been replaced in all three indices.
+        unsafe { old.free() };
+    }
+
+    /// Take `e` out of every index, then free it.
+    fn remove(&mut self, e: EntryPtr) {
+        let h = self.hash_of(e.key());
+        if let Ok(slot) = self.hash.find_entry(h, |x| x.key() == e.key()) {
+            slot.remove();
+        }
+        self.order.remove(e.key());
+        let exp = e.expires_at_ms();
+        if exp != NO_EXPIRY {
+            self.expiry.remove(&(exp, e.addr()));
+        }
+        self.data_bytes -= e.block_bytes();
+        // SAFETY: `e` is in no index any more.
+        unsafe { e.free() };
+    }
+
+    /// Visit the live entries of `range` in key order (descending if `desc`) until `visit`
+    /// breaks. Only entries inside the range are touched.
+    pub fn scan(
+        &self,
+        range: &KeyRange,
+        desc: bool,
+        now_ms: u64,
+        mut visit: impl FnMut(EntryView<'_>) -> ControlFlow<()>,
+    ) {
+        if range.is_empty() {
+            return;
+        }
+        let it = self.order.range::<[u8], _>(range.as_ref_bounds());
+        let mut step = |e: &EntryPtr| {
+            if live(e, now_ms) {
+                visit(view(e))
+            } else {
+                ControlFlow::Continue(())
+            }
+        };
+        if desc {
+            for e in it.rev() {
+                if step(e).is_break() {
+                    return;
+                }
+            }
+        } else {
+            for e in it {
+                if step(e).is_break() {
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Live keys in `range` that satisfy `keep`.
+    pub fn count(&self, range: &KeyRange, now_ms: u64, keep: impl Fn(&[u8]) -> bool) -> u64 {
+        let mut n = 0u64;
+        self.scan(range, false, now_ms, |e| {
+            n += keep(e.key) as u64;
+            ControlFlow::Continue(())
+        });
+        n
+    }
+
+    /// Live keys, without visiting them: all entries less those already due to expire.
+    pub fn live_len(&self, now_ms: u64) -> u64 {
+        let due = self.expiry.range(..(now_ms.saturating_add(1), 0)).count();
+        (self.hash.len() - due) as u64
+    }
+
+    /// Remove the live keys of `range` that satisfy `keep`; returns how many. Expired keys met
+    /// on the way are collected too, but not counted.
+    pub fn delete_range(&mut self, range: &KeyRange, now_ms: u64, keep: impl Fn(&[u8]) -> bool) -> u64 {
+        if range.is_empty() {
+            return 0;
+        }
+        let doomed: Vec<EntryPtr> = self
+            .order
+            .range::<[u8], _>(range.as_ref_bounds())
+            .filter(|e| keep(e.key()) || !live(e, now_ms))
+            .copied()
+            .collect();
+        let mut n = 0;
+        for e in doomed {
+            n += live(&e, now_ms) as u64;
+            self.remove(e);
+        }
+        n
+    }
+
+    /// Active expiry: remove at most `budget` keys whose time has come. Returns how many went.
+    pub fn expire_step(&mut self, now_ms: u64, budget: usize) -> usize {
+        let due: Vec<(u64, usize)> =
+            self.expiry.range(..(now_ms.saturating_add(1), 0)).take(budget).copied().collect();
+        for &(_, addr) in &due {
+            // SAFETY: the expiry index holds addresses of live blocks only.
+            self.remove(unsafe { EntryPtr::from_addr(addr) });
+        }
+        due.len()
+    }
+
+    /// Entries held, including expired ones not yet collected.
+    pub fn len(&self) -> usize {
+        self.hash.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.hash.is_empty()
+    }
+
+    /// Entries with an expiry set.
+    pub fn expiring_len(&self) -> usize {
+        self.expiry.len()
+    }
+
+    /// Exact bytes of entry blocks (header + key + value, before allocator rounding).
+    pub fn data_bytes(&self) -> usize {
+        self.data_bytes
+    }
+
+    /// Estimated bytes of the indices: the hash table's buckets and control bytes, and the
+    /// B-tree nodes at their typical fill (about 1.5 × 8 bytes a key).
+    pub fn index_bytes_estimate(&self) -> usize {
+        self.hash.capacity() * (std::mem::size_of::<EntryPtr>() + 1)
+            + self.order.len() * 12
+            + self.expiry.len() * 24
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        self.order.clear();
+        self.expiry.clear();
+        for e in self.hash.drain() {
+            // SAFETY: the other indices are empty; the table held the last pointer.
+            unsafe { e.free() };
+        }
+    }
+}
+
+/// Bytes an entry of this size costs in the data accounting.
+pub fn entry_block_bytes(key_len: usize, value_len: usize) -> usize {
+    HEADER_BYTES + key_len + value_len
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys(s: &Store, r: &KeyRange, desc: bool, now: u64) -> Vec<Vec<u8>> {
+        let mut v = Vec::new();
+        s.scan(r, desc, now, |e| {
+            v.push(e.key.to_vec());
+            ControlFlow::Continue(())
+        });
+        v
+    }
+
+    #[test]
+    fn insert_get_update_delete() {
+        let mut s = Store::new();
+        s.insert(b"a", b"1", None);
+        assert_eq!(s.get(b"a", 0).unwrap().value, b"1");
+        s.insert(b"a", b"2", None); // same length: in place
+        s.insert(b"a", b"333", None); // new block
+        assert_eq!(s.get(b"a", 0).unwrap().value, b"333");
+        assert!(s.update(b"a", b"4", ExpiryChange::Keep, 0));
+        assert!(!s.update(b"zz", b"4", ExpiryChange::Keep, 0));
+        assert_eq!(s.data_bytes(), entry_block_bytes(1, 1));
+        assert!(s.delete(b"a", 0));
+        assert!(!s.delete(b"a", 0));
+        assert_eq!((s.len(), s.data_bytes()), (0, 0));
+    }
+
+    #[test]
+    fn ttl_hides_then_collects() {
+        let mut s = Store::new();
+        s.insert(b"t", b"v", Some(1000));
+        s.insert(b"u", b"v", None);
+        assert_eq!(s.get(b"t", 999).unwrap().ttl_remaining_s(999), Some(1));
+        assert_eq!(s.get(b"t", 0).unwrap().ttl_remaining_s(0), Some(1));
+        assert!(s.get(b"t", 1000).is_none());
+        assert_eq!(s.live_len(1000), 1);
+        assert_eq!(s.count(&KeyRange::all(), 1000, |_| true), 1);
+        assert_eq!(keys(&s, &KeyRange::all(), false, 1000), vec![b"u".to_vec()]);
+        assert!(!s.update(b"t", b"w", ExpiryChange::Keep, 1000));
+        assert_eq!(s.len(), 1);
+        s.insert(b"x", b"v", Some(5));
+        s.insert(b"x", b"vv", None); // overwrite clears the expiry
+        assert_eq!(s.expiring_len(), 0);
+        assert!(s.get(b"x", 10).is_some());
+    }
+
+    #[test]
+    fn expire_step_respects_its_budget() {
+        let mut s = Store::new();
+        for i in 0..10u32 {
+            s.insert(&i.to_be_bytes(), b"v", Some(100 + i as u64));
+        }
+        assert_eq!(s.expire_step(104, 3), 3);
+        assert_eq!(s.expire_step(104, 3), 2);
+        assert_eq!(s.expire_step(104, 3), 0);
+        assert_eq!(s.len(), 5);
+        assert_eq!(s.expire_step(u64::MAX, 100), 5);
+        assert_eq!(s.data_bytes(), 0);
+    }
+
+    #[test]
+    fn ranges_prefixes_and_resume() {
+        let mut s = Store::new();
+        for k in ["a", "b", "ba", "bb", "c", "\u{7f}"] {
+            s.insert(k.as_bytes(), b"v", None);
+        }
+        s.insert(&[b'b', 0xff], b"v", None);
+        let p = KeyRange::prefix(b"b");
+        assert_eq!(keys(&s, &p, false, 0), vec![b"b".to_vec(), b"ba".to_vec(), b"bb".to_vec(), vec![b'b', 0xff]]);
+        assert_eq!(keys(&s, &p.resume_after(b"ba", false), false, 0).len(), 2);
+        assert_eq!(keys(&s, &p.resume_after(b"ba", true), true, 0), vec![b"b".to_vec()]);
+        let empty = KeyRange { lower: Bound::Excluded(b"b".to_vec()), upper: Bound::Excluded(b"b".to_vec()) };
+        assert!(empty.is_empty());
+        assert!(keys(&s, &empty, false, 0).is_empty());
+        assert_eq!(KeyRange::prefix(&[0xff, 0xff]).upper, Bound::Unbounded);
+        assert_eq!(s.delete_range(&p, 0, |k| k.len() == 2), 3);
+        assert_eq!(s.len(), 4);
+    }
+}
