@@ -12,6 +12,7 @@
 pub mod error;
 pub mod limits;
 pub mod protocol;
+pub mod security;
 pub mod shard;
 pub mod sql;
 pub mod store;

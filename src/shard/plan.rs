@@ -13,7 +13,7 @@ use std::ops::Bound;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Merge {
     /// Point SELECT: one row, or KEY_NOT_FOUND.
-    Point { cols: ColumnList, key: Vec<u8> },
+    Point { cols: ColumnList, key: Vec<u8>, limit: Option<u64> },
     /// Rows from several shards, merged in key order.
     Rows { cols: ColumnList, desc: bool, limit: Option<u64> },
     /// COUNT(*) over an IN list: the rows found, counted.
@@ -97,7 +97,7 @@ pub fn plan(stmt: &Statement<'_>, shards: usize, max_payload: u32) -> Plan {
                         let key = keys.pop().expect("one key");
                         return Plan {
                             parts: vec![(s, ShardOp::Get { key: key.clone() })],
-                            merge: Merge::Point { cols: *cols, key: k.to_vec() },
+                            merge: Merge::Point { cols: *cols, key: k.to_vec(), limit: sel.limit },
                         };
                     }
                     Plan {
@@ -218,12 +218,13 @@ pub fn name_value_result(rows: Vec<(String, Value)>) -> ResultSet {
 /// Combine the shards' replies, in the order of the plan's parts, into the statement's result.
 pub fn merge(m: &Merge, replies: Vec<ShardReply>, max_payload: u32) -> Result<ResultSet, WireError> {
     let rs = match m {
-        Merge::Point { cols, key } => match replies.into_iter().next() {
+        Merge::Point { cols, key, limit } => match replies.into_iter().next() {
             Some(ShardReply::Entry(Some((value, ttl_s)))) => {
                 let r = RowOut { key: Vec::new(), value, ttl_s };
+                let row = cols.as_slice().iter().map(|c| cell(*c, key, &r)).collect();
                 ResultSet {
                     columns: col_names(cols),
-                    rows: vec![cols.as_slice().iter().map(|c| cell(*c, key, &r)).collect()],
+                    rows: if *limit == Some(0) { vec![] } else { vec![row] },
                     affected: 0,
                 }
             }

@@ -133,17 +133,18 @@ impl<'a> Parser<'a> {
         let Tok::Word(w) = t else {
             return Self::err(pos, "SELECT, INSERT, UPDATE, DELETE or SHOW", &t);
         };
-        match w.to_ascii_uppercase().as_str() {
-            "SELECT" => self.select().map(Statement::Select),
-            "INSERT" => self.insert().map(Statement::Insert),
-            "UPDATE" => self.update().map(Statement::Update),
-            "DELETE" => {
+        let is = |kw: &str| w.eq_ignore_ascii_case(kw);
+        match () {
+            _ if is("select") => self.select().map(Statement::Select),
+            _ if is("insert") => self.insert().map(Statement::Insert),
+            _ if is("update") => self.update().map(Statement::Update),
+            _ if is("delete") => {
                 self.word("from")?;
                 self.word("kv")?;
                 self.word("where")?;
                 self.condition().map(Statement::Delete)
             }
-            "SHOW" => {
+            _ if is("show") => {
                 let (pos, t) = self.bump()?;
                 match t {
                     Tok::Word(w) if w.eq_ignore_ascii_case("stats") => Ok(Statement::ShowStats),
