@@ -21,7 +21,9 @@ pub struct Frame<'a> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Decoded<'a> {
     /// Not a whole frame yet: at least `needed` more bytes are required.
-    Incomplete { needed: usize },
+    Incomplete {
+        needed: usize,
+    },
     Frame(Frame<'a>),
 }
 
@@ -42,10 +44,16 @@ impl fmt::Display for FrameError {
                 write!(f, "unsupported protocol version {got} (expected {VERSION})")
             }
             FrameError::TooLong { length, max } => {
-                write!(f, "payload length {length} exceeds the limit of {max} bytes")
+                write!(
+                    f,
+                    "payload length {length} exceeds the limit of {max} bytes"
+                )
             }
             FrameError::BadChecksum { expected, actual } => {
-                write!(f, "checksum mismatch (frame says {expected:08x}, bytes give {actual:08x})")
+                write!(
+                    f,
+                    "checksum mismatch (frame says {expected:08x}, bytes give {actual:08x})"
+                )
             }
         }
     }
@@ -63,15 +71,22 @@ pub fn decode_frame(buf: &[u8], payload_max: u32) -> Result<Decoded<'_>, FrameEr
         return Err(FrameError::BadVersion { got: buf[4] });
     }
     if buf.len() < FRAME_HEADER_BYTES {
-        return Ok(Decoded::Incomplete { needed: FRAME_HEADER_BYTES - buf.len() });
+        return Ok(Decoded::Incomplete {
+            needed: FRAME_HEADER_BYTES - buf.len(),
+        });
     }
     let length = u32::from_le_bytes(buf[6..10].try_into().unwrap());
     if length > payload_max {
-        return Err(FrameError::TooLong { length, max: payload_max });
+        return Err(FrameError::TooLong {
+            length,
+            max: payload_max,
+        });
     }
     let total = FRAME_OVERHEAD_BYTES + length as usize;
     if buf.len() < total {
-        return Ok(Decoded::Incomplete { needed: total - buf.len() });
+        return Ok(Decoded::Incomplete {
+            needed: total - buf.len(),
+        });
     }
     let body_end = total - FRAME_TRAILER_BYTES;
     let expected = u32::from_le_bytes(buf[body_end..total].try_into().unwrap());
@@ -134,22 +149,33 @@ mod tests {
                 other => panic!("prefix {n}: {other:?}"),
             }
         }
-        let Decoded::Frame(fr) = decode_frame(&f, 4096).unwrap() else { panic!() };
-        assert_eq!((fr.kind, fr.payload, fr.consumed), (0x20, &b"hi"[..], f.len()));
+        let Decoded::Frame(fr) = decode_frame(&f, 4096).unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            (fr.kind, fr.payload, fr.consumed),
+            (0x20, &b"hi"[..], f.len())
+        );
     }
 
     #[test]
     fn bad_magic_is_caught_on_the_first_wrong_byte() {
         assert_eq!(decode_frame(b"X", 4096), Err(FrameError::BadMagic));
         assert_eq!(decode_frame(b"VEL0", 4096), Err(FrameError::BadMagic));
-        assert_eq!(decode_frame(b"GET / HTTP/1.1\r\n", 4096), Err(FrameError::BadMagic));
+        assert_eq!(
+            decode_frame(b"GET / HTTP/1.1\r\n", 4096),
+            Err(FrameError::BadMagic)
+        );
     }
 
     #[test]
     fn bad_version_is_refused() {
         let mut f = frame(0x20, b"");
         f[4] = 2;
-        assert_eq!(decode_frame(&f[..5], 4096), Err(FrameError::BadVersion { got: 2 }));
+        assert_eq!(
+            decode_frame(&f[..5], 4096),
+            Err(FrameError::BadVersion { got: 2 })
+        );
     }
 
     #[test]
@@ -158,10 +184,16 @@ mod tests {
         header[6..10].copy_from_slice(&4097u32.to_le_bytes());
         assert_eq!(
             decode_frame(&header, 4096),
-            Err(FrameError::TooLong { length: 4097, max: 4096 })
+            Err(FrameError::TooLong {
+                length: 4097,
+                max: 4096
+            })
         );
         header[6..10].copy_from_slice(&u32::MAX.to_le_bytes());
-        assert!(matches!(decode_frame(&header, 1 << 20), Err(FrameError::TooLong { .. })));
+        assert!(matches!(
+            decode_frame(&header, 1 << 20),
+            Err(FrameError::TooLong { .. })
+        ));
     }
 
     #[test]
@@ -170,7 +202,10 @@ mod tests {
         for i in 10..f.len() {
             let mut g = f.clone();
             g[i] ^= 0x01;
-            assert!(matches!(decode_frame(&g, 4096), Err(FrameError::BadChecksum { .. })), "{i}");
+            assert!(
+                matches!(decode_frame(&g, 4096), Err(FrameError::BadChecksum { .. })),
+                "{i}"
+            );
         }
     }
 
@@ -178,8 +213,12 @@ mod tests {
     fn two_frames_back_to_back() {
         let mut buf = frame(0x20, b"a");
         buf.extend(frame(0x20, b"bc"));
-        let Decoded::Frame(a) = decode_frame(&buf, 4096).unwrap() else { panic!() };
-        let Decoded::Frame(b) = decode_frame(&buf[a.consumed..], 4096).unwrap() else { panic!() };
+        let Decoded::Frame(a) = decode_frame(&buf, 4096).unwrap() else {
+            panic!()
+        };
+        let Decoded::Frame(b) = decode_frame(&buf[a.consumed..], 4096).unwrap() else {
+            panic!()
+        };
         assert_eq!((a.payload, b.payload), (&b"a"[..], &b"bc"[..]));
     }
 }

@@ -107,7 +107,10 @@ impl fmt::Debug for AuthRequest {
         f.debug_struct("AuthRequest")
             .field("method", &self.method)
             .field("username", &self.username)
-            .field("credential", &format_args!("<{} bytes>", self.credential.len()))
+            .field(
+                "credential",
+                &format_args!("<{} bytes>", self.credential.len()),
+            )
             .finish()
     }
 }
@@ -117,12 +120,21 @@ pub enum Message {
     Hello(Hello),
     ServerInfo(ServerInfo),
     AuthRequest(AuthRequest),
-    AuthResponse { status: u16, message: String },
-    Disconnect { code: u16, reason: String },
+    AuthResponse {
+        status: u16,
+        message: String,
+    },
+    Disconnect {
+        code: u16,
+        reason: String,
+    },
     /// One SQL statement.
     Command(String),
     Response(ResultSet),
-    Error { code: u16, message: String },
+    Error {
+        code: u16,
+        message: String,
+    },
     Ping(Vec<u8>),
     Pong(Vec<u8>),
     /// STATS from a client: a request with an empty payload.
@@ -138,7 +150,10 @@ pub enum PayloadError {
     UnknownType(u8),
     /// A known type that this side never receives (e.g. RESPONSE sent to a server).
     WrongDirection(u8),
-    Malformed { kind: u8, reason: &'static str },
+    Malformed {
+        kind: u8,
+        reason: &'static str,
+    },
 }
 
 impl fmt::Display for PayloadError {
@@ -146,7 +161,10 @@ impl fmt::Display for PayloadError {
         match self {
             PayloadError::UnknownType(t) => write!(f, "unknown message type 0x{t:02x}"),
             PayloadError::WrongDirection(t) => {
-                write!(f, "message type 0x{t:02x} is not accepted in this direction")
+                write!(
+                    f,
+                    "message type 0x{t:02x} is not accepted in this direction"
+                )
             }
             PayloadError::Malformed { kind, reason } => {
                 write!(f, "malformed payload of type 0x{kind:02x}: {reason}")
@@ -175,11 +193,17 @@ impl Message {
     }
 
     pub fn error(code: ErrorCode, message: impl Into<String>) -> Message {
-        Message::Error { code: code as u16, message: message.into() }
+        Message::Error {
+            code: code as u16,
+            message: message.into(),
+        }
     }
 
     pub fn auth_response(status: AuthStatus, message: impl Into<String>) -> Message {
-        Message::AuthResponse { status: status as u16, message: message.into() }
+        Message::AuthResponse {
+            status: status as u16,
+            message: message.into(),
+        }
     }
 
     /// Decode the payload of a frame of type `kind` that `sender` sent.
@@ -242,11 +266,14 @@ impl Message {
                 Message::Disconnect { code, reason }
             }
             MessageType::Command => {
-                let sql = std::str::from_utf8(payload).map_err(|_| malformed("SQL is not UTF-8"))?;
+                let sql =
+                    std::str::from_utf8(payload).map_err(|_| malformed("SQL is not UTF-8"))?;
                 return Ok(Message::Command(sql.to_owned()));
             }
             MessageType::Response => {
-                return ResultSet::decode(payload).map(Message::Response).map_err(malformed)
+                return ResultSet::decode(payload)
+                    .map(Message::Response)
+                    .map_err(malformed)
             }
             MessageType::Error => {
                 let code = r.u16("code").map_err(malformed)?;
@@ -267,9 +294,9 @@ impl Message {
                 return match sender {
                     Peer::Client if payload.is_empty() => Ok(Message::StatsRequest),
                     Peer::Client => Err(malformed("STATS request must be empty")),
-                    Peer::Server => {
-                        ResultSet::decode(payload).map(Message::StatsReply).map_err(malformed)
-                    }
+                    Peer::Server => ResultSet::decode(payload)
+                        .map(Message::StatsReply)
+                        .map_err(malformed),
                 }
             }
         };
@@ -302,8 +329,14 @@ impl Message {
                 put_str8(out, &a.username);
                 put_bytes8(out, &a.credential);
             }
-            Message::AuthResponse { status: code, message }
-            | Message::Disconnect { code, reason: message }
+            Message::AuthResponse {
+                status: code,
+                message,
+            }
+            | Message::Disconnect {
+                code,
+                reason: message,
+            }
             | Message::Error { code, message } => {
                 out.extend_from_slice(&code.to_le_bytes());
                 put_str16(out, message);

@@ -1,7 +1,7 @@
 //! What one shard is asked to do for one statement, and what it answers. A `ShardOp` owns its
 //! bytes so that it can cross cores; `run_op` applies it to a store. No I/O.
 
-use crate::sql::{ColumnList, Column, LikePattern, TtlChange};
+use crate::sql::{Column, ColumnList, LikePattern, TtlChange};
 use crate::store::{ExpiryChange, KeyRange, Store};
 use std::ops::ControlFlow;
 
@@ -14,16 +14,42 @@ pub struct PutRow {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ShardOp {
-    Get { key: Vec<u8> },
-    MultiGet { keys: Vec<Vec<u8>>, cols: ColumnList },
-    Put { rows: Vec<PutRow> },
-    Update { key: Vec<u8>, value: Vec<u8>, ttl: TtlChange },
-    Delete { keys: Vec<Vec<u8>> },
-    DeleteRange { range: KeyRange, like: Option<LikePattern> },
+    Get {
+        key: Vec<u8>,
+    },
+    MultiGet {
+        keys: Vec<Vec<u8>>,
+        cols: ColumnList,
+    },
+    Put {
+        rows: Vec<PutRow>,
+    },
+    Update {
+        key: Vec<u8>,
+        value: Vec<u8>,
+        ttl: TtlChange,
+    },
+    Delete {
+        keys: Vec<Vec<u8>>,
+    },
+    DeleteRange {
+        range: KeyRange,
+        like: Option<LikePattern>,
+    },
     /// Rows of `range` (matching `like`) in order, at most `limit`, refusing with `TooLarge`
     /// once their encoded size passes `bytes_max`.
-    Scan { range: KeyRange, like: Option<LikePattern>, desc: bool, limit: u64, cols: ColumnList, bytes_max: usize },
-    Count { range: KeyRange, like: Option<LikePattern> },
+    Scan {
+        range: KeyRange,
+        like: Option<LikePattern>,
+        desc: bool,
+        limit: u64,
+        cols: ColumnList,
+        bytes_max: usize,
+    },
+    Count {
+        range: KeyRange,
+        like: Option<LikePattern>,
+    },
     /// Key count and memory of the shard, for SHOW STATS / STATUS.
     Info,
 }
@@ -55,13 +81,24 @@ pub enum ShardReply {
 }
 
 /// Wire bytes of one row under `cols` (the value tags and lengths included).
-pub fn row_encoded_len(cols: &ColumnList, key_len: usize, value_len: usize, has_ttl: bool) -> usize {
+pub fn row_encoded_len(
+    cols: &ColumnList,
+    key_len: usize,
+    value_len: usize,
+    has_ttl: bool,
+) -> usize {
     cols.as_slice()
         .iter()
         .map(|c| match c {
             Column::Key => 5 + key_len,
             Column::Value => 5 + value_len,
-            Column::Ttl => if has_ttl { 9 } else { 1 },
+            Column::Ttl => {
+                if has_ttl {
+                    9
+                } else {
+                    1
+                }
+            }
         })
         .sum()
 }
@@ -78,7 +115,9 @@ fn matches(like: &Option<LikePattern>, key: &[u8]) -> bool {
 pub fn run_op(store: &mut Store, op: &ShardOp, now_ms: u64) -> ShardReply {
     match op {
         ShardOp::Get { key } => ShardReply::Entry(
-            store.get(key, now_ms).map(|e| (e.value.to_vec(), e.ttl_remaining_s(now_ms))),
+            store
+                .get(key, now_ms)
+                .map(|e| (e.value.to_vec(), e.ttl_remaining_s(now_ms))),
         ),
         ShardOp::MultiGet { keys, cols } => {
             let rows = keys
@@ -107,7 +146,14 @@ pub fn run_op(store: &mut Store, op: &ShardOp, now_ms: u64) -> ShardReply {
         ShardOp::DeleteRange { range, like } => {
             ShardReply::Affected(store.delete_range(range, now_ms, |k| matches(like, k)))
         }
-        ShardOp::Scan { range, like, desc, limit, cols, bytes_max } => {
+        ShardOp::Scan {
+            range,
+            like,
+            desc,
+            limit,
+            cols,
+            bytes_max,
+        } => {
             let mut rows = Vec::new();
             let mut bytes = 0usize;
             let mut too_large = false;
@@ -116,7 +162,12 @@ pub fn run_op(store: &mut Store, op: &ShardOp, now_ms: u64) -> ShardReply {
                     if !matches(like, e.key) {
                         return ControlFlow::Continue(());
                     }
-                    bytes += row_encoded_len(cols, e.key.len(), e.value.len(), e.expires_at_ms.is_some());
+                    bytes += row_encoded_len(
+                        cols,
+                        e.key.len(),
+                        e.value.len(),
+                        e.expires_at_ms.is_some(),
+                    );
                     if bytes > *bytes_max {
                         too_large = true;
                         return ControlFlow::Break(());
@@ -153,7 +204,15 @@ pub fn run_op(store: &mut Store, op: &ShardOp, now_ms: u64) -> ShardReply {
 fn to_row(cols: &ColumnList, e: crate::store::EntryView<'_>, now_ms: u64) -> RowOut {
     RowOut {
         key: e.key.to_vec(),
-        value: if cols.contains(Column::Value) { e.value.to_vec() } else { Vec::new() },
-        ttl_s: if cols.contains(Column::Ttl) { e.ttl_remaining_s(now_ms) } else { None },
+        value: if cols.contains(Column::Value) {
+            e.value.to_vec()
+        } else {
+            Vec::new()
+        },
+        ttl_s: if cols.contains(Column::Ttl) {
+            e.ttl_remaining_s(now_ms)
+        } else {
+            None
+        },
     }
 }

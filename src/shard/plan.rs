@@ -13,16 +13,30 @@ use std::ops::Bound;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Merge {
     /// Point SELECT: one row, or KEY_NOT_FOUND.
-    Point { cols: ColumnList, key: Vec<u8>, limit: Option<u64> },
+    Point {
+        cols: ColumnList,
+        key: Vec<u8>,
+        limit: Option<u64>,
+    },
     /// Rows from several shards, merged in key order.
-    Rows { cols: ColumnList, desc: bool, limit: Option<u64> },
+    Rows {
+        cols: ColumnList,
+        desc: bool,
+        limit: Option<u64>,
+    },
     /// COUNT(*) over an IN list: the rows found, counted.
-    CountRows { limit: Option<u64> },
-    Count { limit: Option<u64> },
+    CountRows {
+        limit: Option<u64>,
+    },
+    Count {
+        limit: Option<u64>,
+    },
     Affected,
     /// UPDATE: nothing changed means the key was missing.
     Update,
-    Info { status: bool },
+    Info {
+        status: bool,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -35,10 +49,17 @@ pub struct Plan {
 enum Target {
     /// Named keys, grouped by shard in first-seen order.
     Keys(Vec<(usize, Vec<Vec<u8>>)>),
-    Range { range: KeyRange, like: Option<LikePattern>, shards: Vec<usize> },
+    Range {
+        range: KeyRange,
+        like: Option<LikePattern>,
+        shards: Vec<usize>,
+    },
 }
 
-fn group_keys<'k>(keys: impl Iterator<Item = &'k [u8]>, shards: usize) -> Vec<(usize, Vec<Vec<u8>>)> {
+fn group_keys<'k>(
+    keys: impl Iterator<Item = &'k [u8]>,
+    shards: usize,
+) -> Vec<(usize, Vec<Vec<u8>>)> {
     let mut groups: Vec<(usize, Vec<Vec<u8>>)> = Vec::new();
     for k in keys {
         let s = shard_of_key(k, shards);
@@ -53,21 +74,35 @@ fn group_keys<'k>(keys: impl Iterator<Item = &'k [u8]>, shards: usize) -> Vec<(u
 fn target(filter: &Filter<'_>, shards: usize) -> Target {
     let all: Vec<usize> = (0..shards).collect();
     match filter {
-        Filter::All => Target::Range { range: KeyRange::all(), like: None, shards: all },
+        Filter::All => Target::Range {
+            range: KeyRange::all(),
+            like: None,
+            shards: all,
+        },
         Filter::Eq(k) => Target::Keys(group_keys(std::iter::once(&**k), shards)),
         Filter::In(keys) => Target::Keys(group_keys(keys.iter().map(|k| &**k), shards)),
         Filter::Like(p) if p.is_exact() => {
             let k = p.prefix().to_vec();
             let s = shard_of_key(&k, shards);
             Target::Range {
-                range: KeyRange { lower: Bound::Included(k.clone()), upper: Bound::Included(k) },
+                range: KeyRange {
+                    lower: Bound::Included(k.clone()),
+                    upper: Bound::Included(k),
+                },
                 like: None,
                 shards: vec![s],
             }
         }
-        Filter::Like(p) => Target::Range { range: KeyRange::prefix(p.prefix()), like: Some(p.clone()), shards: all },
+        Filter::Like(p) => Target::Range {
+            range: KeyRange::prefix(p.prefix()),
+            like: Some(p.clone()),
+            shards: all,
+        },
         Filter::Range { lower, upper } => Target::Range {
-            range: KeyRange { lower: lower.clone(), upper: upper.clone() },
+            range: KeyRange {
+                lower: lower.clone(),
+                upper: upper.clone(),
+            },
             like: None,
             shards: all,
         },
@@ -83,12 +118,38 @@ pub fn plan(stmt: &Statement<'_>, shards: usize, max_payload: u32) -> Plan {
                 (Projection::Count, Target::Keys(groups)) => Plan {
                     parts: groups
                         .into_iter()
-                        .map(|(s, keys)| (s, ShardOp::MultiGet { keys, cols: ColumnList::new() }))
+                        .map(|(s, keys)| {
+                            (
+                                s,
+                                ShardOp::MultiGet {
+                                    keys,
+                                    cols: ColumnList::new(),
+                                },
+                            )
+                        })
                         .collect(),
                     merge: Merge::CountRows { limit: sel.limit },
                 },
-                (Projection::Count, Target::Range { range, like, shards }) => Plan {
-                    parts: shards.into_iter().map(|s| (s, ShardOp::Count { range: range.clone(), like: like.clone() })).collect(),
+                (
+                    Projection::Count,
+                    Target::Range {
+                        range,
+                        like,
+                        shards,
+                    },
+                ) => Plan {
+                    parts: shards
+                        .into_iter()
+                        .map(|s| {
+                            (
+                                s,
+                                ShardOp::Count {
+                                    range: range.clone(),
+                                    like: like.clone(),
+                                },
+                            )
+                        })
+                        .collect(),
                     merge: Merge::Count { limit: sel.limit },
                 },
                 (Projection::Columns(cols), Target::Keys(mut groups)) => {
@@ -97,29 +158,54 @@ pub fn plan(stmt: &Statement<'_>, shards: usize, max_payload: u32) -> Plan {
                         let key = keys.pop().expect("one key");
                         return Plan {
                             parts: vec![(s, ShardOp::Get { key: key.clone() })],
-                            merge: Merge::Point { cols: *cols, key: k.to_vec(), limit: sel.limit },
+                            merge: Merge::Point {
+                                cols: *cols,
+                                key: k.to_vec(),
+                                limit: sel.limit,
+                            },
                         };
                     }
                     Plan {
-                        parts: groups.into_iter().map(|(s, keys)| (s, ShardOp::MultiGet { keys, cols: *cols })).collect(),
-                        merge: Merge::Rows { cols: *cols, desc: sel.desc, limit: sel.limit },
+                        parts: groups
+                            .into_iter()
+                            .map(|(s, keys)| (s, ShardOp::MultiGet { keys, cols: *cols }))
+                            .collect(),
+                        merge: Merge::Rows {
+                            cols: *cols,
+                            desc: sel.desc,
+                            limit: sel.limit,
+                        },
                     }
                 }
-                (Projection::Columns(cols), Target::Range { range, like, shards }) => Plan {
+                (
+                    Projection::Columns(cols),
+                    Target::Range {
+                        range,
+                        like,
+                        shards,
+                    },
+                ) => Plan {
                     parts: shards
                         .into_iter()
                         .map(|s| {
-                            (s, ShardOp::Scan {
-                                range: range.clone(),
-                                like: like.clone(),
-                                desc: sel.desc,
-                                limit: sel.limit.unwrap_or(u64::MAX),
-                                cols: *cols,
-                                bytes_max: max_payload as usize,
-                            })
+                            (
+                                s,
+                                ShardOp::Scan {
+                                    range: range.clone(),
+                                    like: like.clone(),
+                                    desc: sel.desc,
+                                    limit: sel.limit.unwrap_or(u64::MAX),
+                                    cols: *cols,
+                                    bytes_max: max_payload as usize,
+                                },
+                            )
                         })
                         .collect(),
-                    merge: Merge::Rows { cols: *cols, desc: sel.desc, limit: sel.limit },
+                    merge: Merge::Rows {
+                        cols: *cols,
+                        desc: sel.desc,
+                        limit: sel.limit,
+                    },
                 },
             }
         }
@@ -127,37 +213,68 @@ pub fn plan(stmt: &Statement<'_>, shards: usize, max_payload: u32) -> Plan {
             let mut groups: Vec<(usize, Vec<PutRow>)> = Vec::new();
             for r in ins.rows() {
                 let s = shard_of_key(&r.key, shards);
-                let row = PutRow { key: r.key.to_vec(), value: r.value.to_vec(), ttl_s: r.ttl_s };
+                let row = PutRow {
+                    key: r.key.to_vec(),
+                    value: r.value.to_vec(),
+                    ttl_s: r.ttl_s,
+                };
                 match groups.iter_mut().find(|g| g.0 == s) {
                     Some(g) => g.1.push(row),
                     None => groups.push((s, vec![row])),
                 }
             }
             Plan {
-                parts: groups.into_iter().map(|(s, rows)| (s, ShardOp::Put { rows })).collect(),
+                parts: groups
+                    .into_iter()
+                    .map(|(s, rows)| (s, ShardOp::Put { rows }))
+                    .collect(),
                 merge: Merge::Affected,
             }
         }
         Statement::Update(u) => Plan {
             parts: vec![(
                 shard_of_key(&u.key, shards),
-                ShardOp::Update { key: u.key.to_vec(), value: u.value.to_vec(), ttl: u.ttl },
+                ShardOp::Update {
+                    key: u.key.to_vec(),
+                    value: u.value.to_vec(),
+                    ttl: u.ttl,
+                },
             )],
             merge: Merge::Update,
         },
         Statement::Delete(filter) => {
             let parts = match target(filter, shards) {
-                Target::Keys(groups) => groups.into_iter().map(|(s, keys)| (s, ShardOp::Delete { keys })).collect(),
-                Target::Range { range, like, shards } => shards
+                Target::Keys(groups) => groups
                     .into_iter()
-                    .map(|s| (s, ShardOp::DeleteRange { range: range.clone(), like: like.clone() }))
+                    .map(|(s, keys)| (s, ShardOp::Delete { keys }))
+                    .collect(),
+                Target::Range {
+                    range,
+                    like,
+                    shards,
+                } => shards
+                    .into_iter()
+                    .map(|s| {
+                        (
+                            s,
+                            ShardOp::DeleteRange {
+                                range: range.clone(),
+                                like: like.clone(),
+                            },
+                        )
+                    })
                     .collect(),
             };
-            Plan { parts, merge: Merge::Affected }
+            Plan {
+                parts,
+                merge: Merge::Affected,
+            }
         }
         Statement::ShowStats | Statement::ShowStatus => Plan {
             parts: (0..shards).map(|s| (s, ShardOp::Info)).collect(),
-            merge: Merge::Info { status: matches!(stmt, Statement::ShowStatus) },
+            merge: Merge::Info {
+                status: matches!(stmt, Statement::ShowStatus),
+            },
         },
     }
 }
@@ -177,13 +294,20 @@ fn cell(c: Column, key: &[u8], r: &RowOut) -> Value {
 }
 
 fn col_names(cols: &ColumnList) -> Vec<String> {
-    cols.as_slice().iter().map(|c| c.name().to_owned()).collect()
+    cols.as_slice()
+        .iter()
+        .map(|c| c.name().to_owned())
+        .collect()
 }
 
 fn count_result(n: u64, limit: Option<u64>) -> ResultSet {
     ResultSet {
         columns: vec!["count".into()],
-        rows: if limit == Some(0) { vec![] } else { vec![vec![Value::Int(n as i64)]] },
+        rows: if limit == Some(0) {
+            vec![]
+        } else {
+            vec![vec![Value::Int(n as i64)]]
+        },
         affected: 0,
     }
 }
@@ -210,17 +334,28 @@ pub fn info_rows(infos: &[ShardInfo], status: bool) -> Vec<(String, Value)> {
 pub fn name_value_result(rows: Vec<(String, Value)>) -> ResultSet {
     ResultSet {
         columns: vec!["name".into(), "value".into()],
-        rows: rows.into_iter().map(|(n, v)| vec![Value::Bytes(n.into_bytes()), v]).collect(),
+        rows: rows
+            .into_iter()
+            .map(|(n, v)| vec![Value::Bytes(n.into_bytes()), v])
+            .collect(),
         affected: 0,
     }
 }
 
 /// Combine the shards' replies, in the order of the plan's parts, into the statement's result.
-pub fn merge(m: &Merge, replies: Vec<ShardReply>, max_payload: u32) -> Result<ResultSet, WireError> {
+pub fn merge(
+    m: &Merge,
+    replies: Vec<ShardReply>,
+    max_payload: u32,
+) -> Result<ResultSet, WireError> {
     let rs = match m {
         Merge::Point { cols, key, limit } => match replies.into_iter().next() {
             Some(ShardReply::Entry(Some((value, ttl_s)))) => {
-                let r = RowOut { key: Vec::new(), value, ttl_s };
+                let r = RowOut {
+                    key: Vec::new(),
+                    value,
+                    ttl_s,
+                };
                 let row = cols.as_slice().iter().map(|c| cell(*c, key, &r)).collect();
                 ResultSet {
                     columns: col_names(cols),
@@ -235,7 +370,9 @@ pub fn merge(m: &Merge, replies: Vec<ShardReply>, max_payload: u32) -> Result<Re
             for r in replies {
                 match r {
                     ShardReply::Rows(mut v) => rows.append(&mut v),
-                    ShardReply::TooLarge => return Err(too_large(max_payload as usize + 1, max_payload)),
+                    ShardReply::TooLarge => {
+                        return Err(too_large(max_payload as usize + 1, max_payload))
+                    }
                     other => unreachable!("rows merge got {other:?}"),
                 }
             }
@@ -252,22 +389,48 @@ pub fn merge(m: &Merge, replies: Vec<ShardReply>, max_payload: u32) -> Result<Re
                 columns: col_names(cols),
                 rows: rows
                     .iter()
-                    .map(|r| cols.as_slice().iter().map(|c| cell(*c, &r.key, r)).collect())
+                    .map(|r| {
+                        cols.as_slice()
+                            .iter()
+                            .map(|c| cell(*c, &r.key, r))
+                            .collect()
+                    })
                     .collect(),
                 affected: 0,
             }
         }
         Merge::CountRows { limit } => {
-            let n = replies.iter().map(|r| if let ShardReply::Rows(v) = r { v.len() as u64 } else { 0 }).sum();
+            let n = replies
+                .iter()
+                .map(|r| {
+                    if let ShardReply::Rows(v) = r {
+                        v.len() as u64
+                    } else {
+                        0
+                    }
+                })
+                .sum();
             count_result(n, *limit)
         }
         Merge::Count { limit } => {
-            let n = replies.iter().map(|r| if let ShardReply::Count(n) = r { *n } else { 0 }).sum();
+            let n = replies
+                .iter()
+                .map(|r| if let ShardReply::Count(n) = r { *n } else { 0 })
+                .sum();
             count_result(n, *limit)
         }
-        Merge::Affected => {
-            ResultSet::affected(replies.iter().map(|r| if let ShardReply::Affected(n) = r { *n } else { 0 }).sum())
-        }
+        Merge::Affected => ResultSet::affected(
+            replies
+                .iter()
+                .map(|r| {
+                    if let ShardReply::Affected(n) = r {
+                        *n
+                    } else {
+                        0
+                    }
+                })
+                .sum(),
+        ),
         Merge::Update => match replies.first() {
             Some(ShardReply::Affected(1)) => ResultSet::affected(1),
             _ => return Err(WireError::not_found()),
@@ -275,7 +438,13 @@ pub fn merge(m: &Merge, replies: Vec<ShardReply>, max_payload: u32) -> Result<Re
         Merge::Info { status } => {
             let infos: Vec<ShardInfo> = replies
                 .into_iter()
-                .filter_map(|r| if let ShardReply::Info(i) = r { Some(i) } else { None })
+                .filter_map(|r| {
+                    if let ShardReply::Info(i) = r {
+                        Some(i)
+                    } else {
+                        None
+                    }
+                })
                 .collect();
             name_value_result(info_rows(&infos, *status))
         }
@@ -288,8 +457,17 @@ pub fn merge(m: &Merge, replies: Vec<ShardReply>, max_payload: u32) -> Result<Re
 }
 
 /// The reference semantics: run `stmt` against `stores` (shard *i* is `stores[i]`) at `now_ms`.
-pub fn execute(stmt: &Statement<'_>, stores: &mut [Store], now_ms: u64, max_payload: u32) -> Result<ResultSet, WireError> {
+pub fn execute(
+    stmt: &Statement<'_>,
+    stores: &mut [Store],
+    now_ms: u64,
+    max_payload: u32,
+) -> Result<ResultSet, WireError> {
     let p = plan(stmt, stores.len(), max_payload);
-    let replies = p.parts.iter().map(|(s, op)| run_op(&mut stores[*s], op, now_ms)).collect();
+    let replies = p
+        .parts
+        .iter()
+        .map(|(s, op)| run_op(&mut stores[*s], op, now_ms))
+        .collect();
     merge(&p.merge, replies, max_payload)
 }

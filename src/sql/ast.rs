@@ -62,7 +62,10 @@ impl StatementKind {
     }
 
     pub fn is_write(self) -> bool {
-        matches!(self, StatementKind::Insert | StatementKind::Update | StatementKind::Delete)
+        matches!(
+            self,
+            StatementKind::Insert | StatementKind::Update | StatementKind::Delete
+        )
     }
 }
 
@@ -109,7 +112,10 @@ pub struct ColumnList {
 
 impl ColumnList {
     pub fn new() -> Self {
-        ColumnList { cols: [Column::Key; SELECT_COLUMNS_MAX], len: 0 }
+        ColumnList {
+            cols: [Column::Key; SELECT_COLUMNS_MAX],
+            len: 0,
+        }
     }
 
     pub fn of(cols: &[Column]) -> Self {
@@ -166,7 +172,10 @@ pub enum Filter<'a> {
     /// Distinct keys, in the order written.
     In(Vec<Lit<'a>>),
     Like(LikePattern),
-    Range { lower: KeyBound, upper: KeyBound },
+    Range {
+        lower: KeyBound,
+        upper: KeyBound,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

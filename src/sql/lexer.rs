@@ -77,7 +77,9 @@ impl<'a> Lexer<'a> {
             self.pos += 1;
         }
         let start = self.pos;
-        let Some(&c) = b.get(start) else { return Ok((start, Tok::End)) };
+        let Some(&c) = b.get(start) else {
+            return Ok((start, Tok::End));
+        };
         let one = |lx: &mut Self, t| {
             lx.pos += 1;
             Ok((start, t))
@@ -92,12 +94,15 @@ impl<'a> Lexer<'a> {
             b'<' | b'>' => {
                 let or_equal = b.get(start + 1) == Some(&b'=');
                 self.pos += 1 + or_equal as usize;
-                Ok((start, match (c, or_equal) {
-                    (b'<', false) => Tok::Lt,
-                    (b'<', true) => Tok::Le,
-                    (_, false) => Tok::Gt,
-                    (_, true) => Tok::Ge,
-                }))
+                Ok((
+                    start,
+                    match (c, or_equal) {
+                        (b'<', false) => Tok::Lt,
+                        (b'<', true) => Tok::Le,
+                        (_, false) => Tok::Gt,
+                        (_, true) => Tok::Ge,
+                    },
+                ))
             }
             b'\'' => self.string(start).map(|s| (start, Tok::Str(s))),
             b'x' | b'X' if b.get(start + 1) == Some(&b'\'') => {
@@ -118,7 +123,10 @@ impl<'a> Lexer<'a> {
                     msg: "integer too large".into(),
                 })?;
                 if self.pos < b.len() && is_word_byte(b[self.pos]) {
-                    return Err(LexError { pos: start, msg: "malformed number".into() });
+                    return Err(LexError {
+                        pos: start,
+                        msg: "malformed number".into(),
+                    });
                 }
                 Ok((start, Tok::Int(n)))
             }
@@ -130,7 +138,10 @@ impl<'a> Lexer<'a> {
             }
             _ => {
                 let ch = self.src[start..].chars().next().unwrap();
-                Err(LexError { pos: start, msg: format!("unexpected character {ch:?}") })
+                Err(LexError {
+                    pos: start,
+                    msg: format!("unexpected character {ch:?}"),
+                })
             }
         }
     }
@@ -143,7 +154,10 @@ impl<'a> Lexer<'a> {
         let mut owned: Option<Vec<u8>> = None;
         loop {
             let Some(rel) = b[i..].iter().position(|&c| c == b'\'') else {
-                return Err(LexError { pos: quote, msg: "unterminated string literal".into() });
+                return Err(LexError {
+                    pos: quote,
+                    msg: "unterminated string literal".into(),
+                });
             };
             let q = i + rel;
             if b.get(q + 1) == Some(&b'\'') {
@@ -173,5 +187,7 @@ fn decode_hex(s: &[u8]) -> Option<Vec<u8>> {
         return None;
     }
     let nib = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
-    s.chunks(2).map(|p| Some(nib(p[0])? << 4 | nib(p[1])?)).collect()
+    s.chunks(2)
+        .map(|p| Some(nib(p[0])? << 4 | nib(p[1])?))
+        .collect()
 }

@@ -31,7 +31,9 @@ impl EntryPtr {
         // inside it.
         unsafe {
             let p = alloc(layout);
-            let Some(p) = NonNull::new(p) else { handle_alloc_error(layout) };
+            let Some(p) = NonNull::new(p) else {
+                handle_alloc_error(layout)
+            };
             let base = p.as_ptr();
             (base as *mut u64).write(expires_at_ms);
             (base.add(8) as *mut u32).write(value.len() as u32);
