@@ -9,10 +9,12 @@
 //!
 //! `protocol`, `sql`, `store` and `shard` do no I/O and know nothing of the runtime.
 
+pub mod client;
 pub mod error;
 pub mod limits;
 pub mod protocol;
 pub mod security;
+pub mod server;
 pub mod shard;
 pub mod sql;
 pub mod store;

@@ -1,1 +1,208 @@
-fn main() {}
+//! velocityd: the Velocity server, and the commands that manage its data directory.
+
+use clap::{Args, Parser, Subcommand};
+use std::io::Read;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use velocity::limits::{HANDSHAKE_TIMEOUT_MS, IDLE_TIMEOUT_S_DEFAULT, PAYLOAD_BYTES_MAX_DEFAULT};
+use velocity::server::datadir::{self, Role};
+use velocity::server::{run, Config};
+
+#[derive(Parser)]
+#[command(
+    name = "velocityd",
+    version,
+    about = "Velocity key-value server (thread-per-core, shared-nothing)"
+)]
+struct Cli {
+    #[command(flatten)]
+    serve: ServeArgs,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// Address every core listens on (SO_REUSEPORT).
+    #[arg(long, default_value = "127.0.0.1:7411")]
+    listen: SocketAddr,
+    /// Number of cores (executors, shards). Default: every available CPU.
+    #[arg(long)]
+    cores: Option<usize>,
+    /// CPUs to pin the cores to, e.g. 0,1 or 2-5 (sets --cores).
+    #[arg(long)]
+    cpu_list: Option<String>,
+    /// Data directory: auth salt, users, identity key.
+    #[arg(long, default_value = "./velocity-data")]
+    data_dir: PathBuf,
+    /// Most concurrent connections. Default: what the open-files limit allows.
+    #[arg(long, default_value_t = 0)]
+    max_connections: usize,
+    /// Close authenticated connections idle this long (0 = never).
+    #[arg(long, default_value_t = IDLE_TIMEOUT_S_DEFAULT)]
+    idle_timeout_s: u64,
+    /// Time allowed to send HELLO and log in.
+    #[arg(long, default_value_t = HANDSHAKE_TIMEOUT_MS)]
+    handshake_timeout_ms: u64,
+    /// Largest request or reply payload after authentication (4 KiB to 64 MiB).
+    #[arg(long, default_value_t = PAYLOAD_BYTES_MAX_DEFAULT)]
+    max_payload: u32,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Manage users (run while the server is stopped, or restart it afterwards).
+    #[command(subcommand)]
+    User(UserCmd),
+    /// Print the server identity's fingerprint, for checking out of band.
+    Fingerprint {
+        #[arg(long, default_value = "./velocity-data")]
+        data_dir: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum UserCmd {
+    /// Add a user, or replace its password and role. The password is read from standard input.
+    Add {
+        name: String,
+        #[arg(long, default_value = "readwrite", value_parser = ["readonly", "readwrite"])]
+        role: String,
+        /// Read the password from standard input (the only way: no prompts, no arguments).
+        #[arg(long, required = true)]
+        password_stdin: bool,
+        #[arg(long, default_value = "./velocity-data")]
+        data_dir: PathBuf,
+    },
+    List {
+        #[arg(long, default_value = "./velocity-data")]
+        data_dir: PathBuf,
+    },
+    Remove {
+        name: String,
+        #[arg(long, default_value = "./velocity-data")]
+        data_dir: PathBuf,
+    },
+}
+
+fn parse_cpu_list(s: &str) -> Result<Vec<usize>, String> {
+    let mut cpus = Vec::new();
+    for part in s.split(',').filter(|p| !p.is_empty()) {
+        let bad = || format!("--cpu-list: cannot read {part:?} (expected e.g. 0,1 or 2-5)");
+        match part.split_once('-') {
+            Some((a, b)) => {
+                let (a, b): (usize, usize) = (
+                    a.trim().parse().map_err(|_| bad())?,
+                    b.trim().parse().map_err(|_| bad())?,
+                );
+                if a > b {
+                    return Err(bad());
+                }
+                cpus.extend(a..=b);
+            }
+            None => cpus.push(part.trim().parse().map_err(|_| bad())?),
+        }
+    }
+    cpus.sort_unstable();
+    cpus.dedup();
+    if cpus.is_empty() {
+        return Err("--cpu-list is empty".into());
+    }
+    Ok(cpus)
+}
+
+fn read_password() -> Result<String, String> {
+    let mut s = String::new();
+    std::io::stdin()
+        .read_to_string(&mut s)
+        .map_err(|e| format!("cannot read the password: {e}"))?;
+    let pw = s
+        .strip_suffix('\n')
+        .map(|p| p.strip_suffix('\r').unwrap_or(p))
+        .unwrap_or(&s)
+        .to_owned();
+    Ok(pw)
+}
+
+fn main_inner() -> Result<(), String> {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::User(UserCmd::Add {
+            name,
+            role,
+            data_dir,
+            ..
+        })) => {
+            let pw = read_password()?;
+            datadir::add_user(
+                &data_dir,
+                &name,
+                &pw,
+                Role::parse(&role).expect("clap checked"),
+            )?;
+            println!("user {name} ({role}) saved in {}", data_dir.display());
+        }
+        Some(Command::User(UserCmd::List { data_dir })) => {
+            for u in datadir::load_users(&data_dir)? {
+                println!("{}\t{}", u.name, u.role.name());
+            }
+        }
+        Some(Command::User(UserCmd::Remove { name, data_dir })) => {
+            if !datadir::remove_user(&data_dir, &name)? {
+                return Err(format!("no user {name} in {}", data_dir.display()));
+            }
+            println!("user {name} removed");
+        }
+        Some(Command::Fingerprint { data_dir }) => {
+            std::fs::create_dir_all(&data_dir)
+                .map_err(|e| format!("{}: {e}", data_dir.display()))?;
+            let (_, _, fp) = datadir::identity(&data_dir)?;
+            println!("{}", datadir::fingerprint_string(&fp));
+        }
+        None => {
+            let s = cli.serve;
+            let cpu_list = s.cpu_list.as_deref().map(parse_cpu_list).transpose()?;
+            let cores = match (&cpu_list, s.cores) {
+                (Some(l), Some(n)) if n != l.len() => {
+                    return Err(format!(
+                        "--cores {n} disagrees with --cpu-list ({} CPUs)",
+                        l.len()
+                    ))
+                }
+                (Some(l), _) => l.len(),
+                (None, Some(n)) => n,
+                (None, None) => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            };
+            run(Config {
+                listen: s.listen,
+                cores,
+                cpu_list,
+                data_dir: s.data_dir,
+                max_connections: s.max_connections,
+                idle_timeout_s: s.idle_timeout_s,
+                handshake_timeout_ms: s.handshake_timeout_ms,
+                max_payload: s.max_payload,
+            })?;
+        }
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("VELOCITY_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    match main_inner() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("velocityd: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,627 @@
+//! One client connection: the handshake of profile §2, then pipelined requests processed a read
+//! buffer at a time. Requests for this core's shard run inline; the rest are batched per shard
+//! into one mesh message each; replies are written in request order, once per batch.
+
+use super::core::{now_ms, Core};
+use super::datadir::Role;
+use super::mesh::{Rep, Req};
+use super::runtime::{race, sleep, Either, TcpStream};
+use crate::error::WireError;
+use crate::limits::*;
+use crate::protocol::message::encode_error;
+use crate::protocol::{
+    begin_frame, decode_frame, encode_single_value_response, end_frame, AuthRequest, AuthStatus,
+    Decoded, ErrorCode, Message, MessageType, Peer, ResultSet, ServerInfo, Value, VERSION,
+};
+use crate::security::verify_credential;
+use crate::shard::{merge, plan, shard_of_key, Merge, ShardOp, ShardReply};
+use crate::sql::{parse, Column, Filter, Projection, Statement, StatementKind};
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use std::ops::Range;
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+enum Phase {
+    AwaitHello,
+    AwaitAuth { tries: u32 },
+    Ready { user: String, role: Role },
+}
+
+enum Pending {
+    /// An encoded reply waiting in the stage buffer for earlier replies.
+    Staged(Range<usize>),
+    Merge {
+        merge: Merge,
+        replies: Vec<Option<ShardReply>>,
+        kind: StatementKind,
+        started: Instant,
+    },
+    Info {
+        what: InfoKind,
+        started: Instant,
+    },
+}
+
+#[derive(Clone, Copy)]
+enum InfoKind {
+    ShowStats,
+    ShowStatus,
+    StatsFrame,
+}
+
+/// The replies of one read buffer's requests.
+struct Batch {
+    out: Vec<u8>,
+    stage: Vec<u8>,
+    pending: Vec<Pending>,
+    /// Operations for each remote shard, and for each the (pending, part) it answers.
+    remote: Vec<Vec<ShardOp>>,
+    remote_at: Vec<Vec<(usize, usize)>>,
+    /// Bytes of fan-out results this batch may hold (CONN_BATCH_RESULT_BYTES_BUDGET).
+    result_bytes_reserved: usize,
+}
+
+impl Batch {
+    fn blocked(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
+    /// Encode a reply now, straight into the output when nothing before it is outstanding.
+    fn ready(&mut self, encode: impl FnOnce(&mut Vec<u8>)) {
+        if self.blocked() {
+            let start = self.stage.len();
+            encode(&mut self.stage);
+            self.pending.push(Pending::Staged(start..self.stage.len()));
+        } else {
+            encode(&mut self.out);
+        }
+    }
+
+    fn error(&mut self, code: ErrorCode, msg: &str) {
+        self.ready(|out| encode_error(out, code, msg));
+    }
+}
+
+fn encode_result(out: &mut Vec<u8>, kind: MessageType, rs: &ResultSet) {
+    let start = begin_frame(out, kind as u8);
+    rs.encode(out);
+    end_frame(out, start);
+}
+
+enum Flow {
+    Continue,
+    EndBatch,
+    Close,
+}
+
+pub struct Conn {
+    core: Rc<Core>,
+    id: u64,
+    phase: Phase,
+    inbuf: Vec<u8>,
+    out: Vec<u8>,
+    accepted: Instant,
+}
+
+enum ReadOutcome {
+    Data,
+    Closed,
+    Timeout,
+    Shutdown,
+}
+
+impl Conn {
+    pub fn new(core: Rc<Core>, id: u64) -> Conn {
+        Conn {
+            core,
+            id,
+            phase: Phase::AwaitHello,
+            inbuf: Vec::new(),
+            out: Vec::new(),
+            accepted: Instant::now(),
+        }
+    }
+
+    fn payload_max(&self) -> u32 {
+        match self.phase {
+            Phase::Ready { .. } => self.core.shared.config.max_payload,
+            _ => PREAUTH_PAYLOAD_BYTES_MAX,
+        }
+    }
+
+    pub async fn serve(mut self, mut stream: TcpStream) {
+        let _ = stream.set_nodelay(true);
+        loop {
+            let close = self.process().await;
+            if !self.out.is_empty() {
+                self.core.stats.borrow_mut().bytes_out += self.out.len() as u64;
+                if stream.write_all(&self.out).await.is_err() {
+                    break;
+                }
+                self.out.clear();
+                if self.out.capacity() > CONN_OUT_FLUSH_BYTES {
+                    self.out = Vec::new();
+                }
+            }
+            if close {
+                break;
+            }
+            if self.has_frame() {
+                continue; // the batch stopped at a bound; more frames are already here
+            }
+            let reason = match self.read(&mut stream).await {
+                ReadOutcome::Data => continue,
+                ReadOutcome::Closed => break,
+                ReadOutcome::Timeout if matches!(self.phase, Phase::Ready { .. }) => "idle timeout",
+                ReadOutcome::Timeout => "handshake timeout",
+                ReadOutcome::Shutdown => "server shutting down",
+            };
+            let frame = Message::Disconnect {
+                code: 0,
+                reason: reason.into(),
+            }
+            .to_frame();
+            let _ = stream.write_all(&frame).await;
+            break;
+        }
+        let _ = stream.close().await;
+        tracing::debug!(conn = self.id, "connection closed");
+    }
+
+    fn has_frame(&self) -> bool {
+        matches!(
+            decode_frame(&self.inbuf, self.payload_max()),
+            Ok(Decoded::Frame(_)) | Err(_)
+        )
+    }
+
+    /// Read more bytes, unless a timeout or shutdown comes first.
+    async fn read(&mut self, stream: &mut TcpStream) -> ReadOutcome {
+        if self.core.shutdown.is_fired() {
+            return ReadOutcome::Shutdown;
+        }
+        let timeout = match self.phase {
+            Phase::Ready { .. } => match self.core.shared.config.idle_timeout_s {
+                0 => None,
+                s => Some(Duration::from_secs(s)),
+            },
+            _ => Some(
+                Duration::from_millis(self.core.shared.config.handshake_timeout_ms)
+                    .saturating_sub(self.accepted.elapsed()),
+            ),
+        };
+        let len = self.inbuf.len();
+        self.inbuf.resize(len + CONN_READ_CHUNK_BYTES, 0);
+        let shutdown = self.core.shutdown.clone();
+        let stop = async move {
+            match timeout {
+                Some(t) => match race(sleep(t), shutdown.wait()).await {
+                    Either::Left(_) => ReadOutcome::Timeout,
+                    Either::Right(_) => ReadOutcome::Shutdown,
+                },
+                None => {
+                    shutdown.wait().await;
+                    ReadOutcome::Shutdown
+                }
+            }
+        };
+        let buf = &mut self.inbuf[len..];
+        let outcome = match race(stream.read(buf), stop).await {
+            Either::Left(Ok(0)) | Either::Left(Err(_)) => ReadOutcome::Closed,
+            Either::Left(Ok(n)) => {
+                self.inbuf.truncate(len + n);
+                self.core.stats.borrow_mut().bytes_in += n as u64;
+                return ReadOutcome::Data;
+            }
+            Either::Right(o) => o,
+        };
+        self.inbuf.truncate(len);
+        outcome
+    }
+
+    /// Handle every complete frame in the input (up to the batch bounds); true to close.
+    async fn process(&mut self) -> bool {
+        let shards = self.core.shards;
+        let mut batch = Batch {
+            out: std::mem::take(&mut self.out),
+            stage: Vec::new(),
+            pending: Vec::new(),
+            remote: vec![Vec::new(); shards],
+            remote_at: vec![Vec::new(); shards],
+            result_bytes_reserved: 0,
+        };
+        let now = now_ms();
+        let mut pos = 0;
+        let mut close = false;
+        for _ in 0..CONN_BATCH_REQUESTS_MAX {
+            let limit = self.payload_max();
+            let (kind, payload) = match decode_frame(&self.inbuf[pos..], limit) {
+                Ok(Decoded::Incomplete { .. }) => break,
+                Err(e) => {
+                    tracing::debug!(conn = self.id, error = %e, "framing error; closing");
+                    batch.error(ErrorCode::ProtocolError, &e.to_string());
+                    close = true;
+                    break;
+                }
+                Ok(Decoded::Frame(f)) => {
+                    let start = pos + FRAME_HEADER_BYTES;
+                    pos += f.consumed;
+                    (f.kind, start..start + f.payload.len())
+                }
+            };
+            let payload = &self.inbuf[payload];
+            let flow = handle_frame(&self.core, &mut self.phase, kind, payload, &mut batch, now);
+            match flow {
+                Flow::Continue => {}
+                Flow::EndBatch => break,
+                Flow::Close => {
+                    close = true;
+                    break;
+                }
+            }
+        }
+        self.inbuf.drain(..pos);
+        if self.inbuf.is_empty() && self.inbuf.capacity() > 0 {
+            // An idle connection holds no input buffer.
+            self.inbuf = Vec::new();
+        }
+        self.out = finish(&self.core, &self.phase, batch, now).await;
+        close
+    }
+}
+
+fn handle_frame(
+    core: &Core,
+    phase: &mut Phase,
+    kind: u8,
+    payload: &[u8],
+    batch: &mut Batch,
+    now: u64,
+) -> Flow {
+    if kind == MessageType::Command as u8 {
+        return match phase {
+            Phase::Ready { role, .. } => command(core, *role, payload, batch, now),
+            _ => {
+                batch.error(ErrorCode::Unauthorized, "not authenticated");
+                Flow::Continue
+            }
+        };
+    }
+    let msg = match Message::decode(kind, payload, Peer::Client) {
+        Ok(m) => m,
+        Err(e) => {
+            batch.error(ErrorCode::ProtocolError, &e.to_string());
+            // Before HELLO nothing but HELLO and PING is accepted (profile §2).
+            return if matches!(phase, Phase::AwaitHello) {
+                Flow::Close
+            } else {
+                Flow::Continue
+            };
+        }
+    };
+    match (&*phase, msg) {
+        (_, Message::Ping(b)) => batch.ready(|out| Message::Pong(b).encode(out)),
+        (_, Message::Disconnect { .. }) => return Flow::Close,
+        (Phase::AwaitHello, Message::Hello(h)) => {
+            if !h.versions.contains(&VERSION) {
+                batch.error(
+                    ErrorCode::ProtocolError,
+                    "no common protocol version (this server speaks 1)",
+                );
+                return Flow::Close;
+            }
+            let cfg = &core.shared.config;
+            let info = ServerInfo {
+                version: VERSION,
+                server: concat!("velocityd/", env!("CARGO_PKG_VERSION")).into(),
+                fingerprint: core.shared.fingerprint,
+                auth_salt: core.shared.auth_salt,
+                argon2_m_kib: super::datadir::ARGON2.m_kib,
+                argon2_t: super::datadir::ARGON2.t,
+                argon2_p: super::datadir::ARGON2.p,
+                max_payload: cfg.max_payload,
+                shards: core.shards as u16,
+                flags: ServerInfo::FLAG_AUTH_REQUIRED,
+            };
+            batch.ready(|out| Message::ServerInfo(info).encode(out));
+            *phase = Phase::AwaitAuth { tries: 0 };
+        }
+        (Phase::AwaitHello, _) => {
+            batch.error(ErrorCode::ProtocolError, "expected HELLO");
+            return Flow::Close;
+        }
+        (Phase::AwaitAuth { tries }, Message::AuthRequest(a)) => {
+            let tries = *tries + 1;
+            match authenticate(core, &a) {
+                Some((user, role)) => {
+                    let msg = format!("authenticated as {user}");
+                    batch.ready(|out| Message::auth_response(AuthStatus::Success, msg).encode(out));
+                    tracing::debug!(user = %user, "login");
+                    *phase = Phase::Ready { user, role };
+                }
+                None => {
+                    core.stats.borrow_mut().failed_logins += 1;
+                    tracing::info!(user = %a.username, tries, "failed login");
+                    batch.ready(|out| {
+                        Message::auth_response(
+                            AuthStatus::InvalidCredentials,
+                            "invalid credentials",
+                        )
+                        .encode(out)
+                    });
+                    if tries >= AUTH_TRIES_MAX {
+                        batch.ready(|out| {
+                            Message::Disconnect {
+                                code: ErrorCode::InvalidCredentials as u16,
+                                reason: "too many failed logins".into(),
+                            }
+                            .encode(out)
+                        });
+                        return Flow::Close;
+                    }
+                    *phase = Phase::AwaitAuth { tries };
+                }
+            }
+        }
+        (Phase::AwaitAuth { .. }, Message::StatsRequest) => {
+            batch.error(ErrorCode::Unauthorized, "not authenticated")
+        }
+        (Phase::Ready { .. }, Message::StatsRequest) => {
+            batch.pending.push(Pending::Info {
+                what: InfoKind::StatsFrame,
+                started: Instant::now(),
+            });
+        }
+        (_, m) => batch.error(
+            ErrorCode::ProtocolError,
+            &format!("unexpected {:?} frame here", m.kind()),
+        ),
+    }
+    Flow::Continue
+}
+
+/// Method 1 (password credential). The comparison runs even for an unknown user, so timing
+/// does not tell which user names exist.
+fn authenticate(core: &Core, a: &AuthRequest) -> Option<(String, Role)> {
+    if a.method != AuthRequest::METHOD_PASSWORD {
+        return None;
+    }
+    let user = core.shared.users.get(&a.username);
+    let stored = user.map_or([0u8; 32], |u| u.stored);
+    let ok = verify_credential(&a.credential, &stored);
+    match user {
+        Some(u) if ok => Some((u.name.clone(), u.role)),
+        _ => None,
+    }
+}
+
+fn command(core: &Core, role: Role, payload: &[u8], batch: &mut Batch, now: u64) -> Flow {
+    let started = Instant::now();
+    let Ok(sql) = std::str::from_utf8(payload) else {
+        batch.error(ErrorCode::InvalidCommand, "SQL is not valid UTF-8");
+        return Flow::Continue;
+    };
+    let stmt = match parse(sql) {
+        Ok(s) => s,
+        Err(e) => {
+            batch.error(ErrorCode::InvalidCommand, &e.to_string());
+            return Flow::Continue;
+        }
+    };
+    let kind = stmt.kind();
+    if kind.is_write() && role == Role::ReadOnly {
+        batch.error(ErrorCode::Unauthorized, "this user's role is readonly");
+        return Flow::Continue;
+    }
+    let cfg = &core.shared.config;
+    match &stmt {
+        Statement::ShowStats | Statement::ShowStatus => {
+            let what = if matches!(stmt, Statement::ShowStats) {
+                InfoKind::ShowStats
+            } else {
+                InfoKind::ShowStatus
+            };
+            batch.pending.push(Pending::Info { what, started });
+            return Flow::Continue;
+        }
+        // The hot path: a point read of this core's shard, answered without a plan.
+        Statement::Select(sel) if sel.limit.is_none() => {
+            if let (Filter::Eq(key), Projection::Columns(cols)) = (&sel.filter, &sel.projection) {
+                if cols.as_slice() == [Column::Value] && shard_of_key(key, core.shards) == core.id {
+                    let store = core.store.borrow();
+                    let hit = match store.get(key, now) {
+                        Some(e) => {
+                            let v = e.value;
+                            batch.ready(|out| encode_single_value_response(out, "value", v));
+                            true
+                        }
+                        None => {
+                            batch.error(ErrorCode::KeyNotFound, "key not found");
+                            false
+                        }
+                    };
+                    drop(store);
+                    record(core, kind, started, hit);
+                    return Flow::Continue;
+                }
+            }
+        }
+        _ => {}
+    }
+    let p = plan(&stmt, core.shards, cfg.max_payload);
+    let fans_out = p
+        .parts
+        .iter()
+        .any(|(_, op)| matches!(op, ShardOp::Scan { .. } | ShardOp::MultiGet { .. }));
+    let mut flow = Flow::Continue;
+    if fans_out {
+        batch.result_bytes_reserved += cfg.max_payload as usize;
+        if batch.result_bytes_reserved >= CONN_BATCH_RESULT_BYTES_BUDGET {
+            flow = Flow::EndBatch;
+        }
+    }
+    let mut replies: Vec<Option<ShardReply>> = Vec::with_capacity(p.parts.len());
+    let mut remote = false;
+    let at = batch.pending.len();
+    for (i, (shard, op)) in p.parts.into_iter().enumerate() {
+        if shard == core.id {
+            let mut store = core.store.borrow_mut();
+            replies.push(Some(crate::shard::run_op(&mut store, &op, now)));
+        } else {
+            replies.push(None);
+            batch.remote[shard].push(op);
+            batch.remote_at[shard].push((at, i));
+            remote = true;
+        }
+    }
+    if remote {
+        batch.pending.push(Pending::Merge {
+            merge: p.merge,
+            replies,
+            kind,
+            started,
+        });
+    } else {
+        let replies = replies
+            .into_iter()
+            .map(|r| r.expect("local reply"))
+            .collect();
+        let res = merge(&p.merge, replies, cfg.max_payload);
+        record(core, kind, started, res.is_ok());
+        batch.ready(|out| encode_outcome(out, &res));
+    }
+    flow
+}
+
+fn record(core: &Core, kind: StatementKind, started: Instant, ok: bool) {
+    core.stats
+        .borrow_mut()
+        .record(kind, started.elapsed().as_micros() as u64, ok);
+}
+
+fn encode_outcome(out: &mut Vec<u8>, res: &Result<ResultSet, WireError>) {
+    match res {
+        Ok(rs) => encode_result(out, MessageType::Response, rs),
+        Err(e) => encode_error(out, e.code, &e.message),
+    }
+}
+
+/// Send the batch's remote operations, wait for every reply, and write all replies in order.
+async fn finish(core: &Rc<Core>, phase: &Phase, mut batch: Batch, now: u64) -> Vec<u8> {
+    if batch.pending.is_empty() {
+        return batch.out;
+    }
+    let max_payload = core.shared.config.max_payload;
+    if let Some(mesh) = &core.mesh {
+        let mut slots = Vec::new();
+        for shard in 0..core.shards {
+            let ops = std::mem::take(&mut batch.remote[shard]);
+            if ops.is_empty() {
+                continue;
+            }
+            let slot = mesh
+                .send(shard, |id, reply_to| Req::Ops {
+                    id,
+                    reply_to,
+                    now_ms: now,
+                    ops,
+                })
+                .await;
+            slots.push((shard, slot));
+        }
+        for (shard, slot) in slots {
+            let Some(slot) = slot else { continue };
+            if let Rep::Ops(replies) = slot.take().await {
+                for (r, &(pi, part)) in replies.into_iter().zip(&batch.remote_at[shard]) {
+                    if let Pending::Merge { replies, .. } = &mut batch.pending[pi] {
+                        replies[part] = Some(r);
+                    }
+                }
+            }
+        }
+    }
+    let mut out = batch.out;
+    for p in batch.pending {
+        match p {
+            Pending::Staged(r) => out.extend_from_slice(&batch.stage[r]),
+            Pending::Merge {
+                merge: m,
+                replies,
+                kind,
+                started,
+            } => {
+                let res = match replies.into_iter().collect::<Option<Vec<_>>>() {
+                    Some(replies) => merge(&m, replies, max_payload),
+                    None => Err(WireError::new(
+                        ErrorCode::ServerOverloaded,
+                        "a shard is not answering",
+                    )),
+                };
+                record(core, kind, started, res.is_ok());
+                encode_outcome(&mut out, &res);
+            }
+            Pending::Info { what, started } => {
+                let rs = info(core, phase, what).await;
+                record(core, StatementKind::Show, started, true);
+                let kind = if matches!(what, InfoKind::StatsFrame) {
+                    MessageType::Stats
+                } else {
+                    MessageType::Response
+                };
+                encode_result(&mut out, kind, &rs);
+            }
+        }
+    }
+    out
+}
+
+async fn info(core: &Rc<Core>, phase: &Phase, what: InfoKind) -> ResultSet {
+    let all = core.collect_stats().await;
+    let int = |v: u64| Value::Int(v as i64);
+    let text = |s: &str| Value::Bytes(s.as_bytes().to_vec());
+    let rows = match what {
+        InfoKind::ShowStats | InfoKind::StatsFrame => {
+            let mut total = all[0].clone();
+            for s in &all[1..] {
+                total.merge(s);
+            }
+            total.rows()
+        }
+        InfoKind::ShowStatus => {
+            let cfg = &core.shared.config;
+            let (user, role) = match phase {
+                Phase::Ready { user, role } => (user.as_str(), role.name()),
+                _ => ("", ""),
+            };
+            let mut rows = vec![
+                ("version".to_string(), text(env!("CARGO_PKG_VERSION"))),
+                ("protocol_version".into(), int(VERSION as u64)),
+                (
+                    "uptime_s".into(),
+                    int(core.shared.started.elapsed().as_secs()),
+                ),
+                ("shards".into(), int(core.shards as u64)),
+                (
+                    "connections".into(),
+                    int(core.shared.connections.load(Ordering::Relaxed) as u64),
+                ),
+                (
+                    "max_connections".into(),
+                    int(core.shared.max_connections as u64),
+                ),
+                ("max_payload".into(), int(cfg.max_payload as u64)),
+                ("durability".into(), text("none (in memory only)")),
+                ("tls".into(), text("off")),
+                ("user".into(), text(user)),
+                ("role".into(), text(role)),
+            ];
+            for (i, s) in all.iter().enumerate() {
+                rows.push((format!("shard_{i}_keys"), int(s.keys)));
+                rows.push((format!("shard_{i}_connections"), int(s.connections)));
+            }
+            rows
+        }
+    };
+    crate::shard::plan::name_value_result(rows)
+}

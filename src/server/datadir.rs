@@ -1,0 +1,250 @@
+//! The data directory: `auth_salt` (16 random bytes), `users` (one line per user: name, role,
+//! SHA-256 of the credential in hex) and the identity key pair with its self-signed certificate.
+//! Everything is created on first start; secrets are written 0600.
+
+use crate::limits::{ARGON2_M_KIB_DEFAULT, ARGON2_P_DEFAULT, ARGON2_T_DEFAULT, USERNAME_BYTES_MAX};
+use crate::security::{derive_credential, stored_hash, Argon2Params};
+use sha2::{Digest, Sha256};
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+pub const ARGON2: Argon2Params = Argon2Params {
+    m_kib: ARGON2_M_KIB_DEFAULT,
+    t: ARGON2_T_DEFAULT,
+    p: ARGON2_P_DEFAULT,
+};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    ReadOnly,
+    ReadWrite,
+}
+
+impl Role {
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::ReadOnly => "readonly",
+            Role::ReadWrite => "readwrite",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Role> {
+        match s {
+            "readonly" => Some(Role::ReadOnly),
+            "readwrite" => Some(Role::ReadWrite),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct User {
+    pub name: String,
+    pub role: Role,
+    pub stored: [u8; 32],
+}
+
+/// What a server reads from its data directory at start.
+pub struct DataDir {
+    pub path: PathBuf,
+    pub auth_salt: [u8; 16],
+    pub users: Vec<User>,
+    /// SHA-256 of the identity's SubjectPublicKeyInfo (DER).
+    pub fingerprint: [u8; 32],
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+fn write_secret(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    fs::rename(&tmp, path)
+}
+
+fn ctx<'a>(what: &str, path: &'a Path) -> impl FnOnce(std::io::Error) -> String + 'a {
+    let what = what.to_owned();
+    move |e| format!("{what} {}: {e}", path.display())
+}
+
+/// Load (or create) the auth salt of `dir`.
+pub fn auth_salt(dir: &Path) -> Result<[u8; 16], String> {
+    fs::create_dir_all(dir).map_err(ctx("cannot create data directory", dir))?;
+    let p = dir.join("auth_salt");
+    match fs::read(&p) {
+        Ok(b) => b
+            .try_into()
+            .map_err(|_| format!("{} is not 16 bytes long", p.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let mut salt = [0u8; 16];
+            getrandom::fill(&mut salt).map_err(|e| format!("no randomness: {e}"))?;
+            write_secret(&p, &salt).map_err(ctx("cannot write", &p))?;
+            Ok(salt)
+        }
+        Err(e) => Err(format!("cannot read {}: {e}", p.display())),
+    }
+}
+
+pub fn load_users(dir: &Path) -> Result<Vec<User>, String> {
+    let p = dir.join("users");
+    let text = match fs::read_to_string(&p) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(format!("cannot read {}: {e}", p.display())),
+    };
+    let mut users = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let bad = || {
+            format!(
+                "{}:{}: expected `name<TAB>role<TAB>sha256-hex`",
+                p.display(),
+                i + 1
+            )
+        };
+        let mut f = line.split('\t');
+        let (Some(name), Some(role), Some(hex), None) = (f.next(), f.next(), f.next(), f.next())
+        else {
+            return Err(bad());
+        };
+        let role = Role::parse(role).ok_or_else(bad)?;
+        let stored = unhex32(hex).ok_or_else(bad)?;
+        users.push(User {
+            name: name.to_owned(),
+            role,
+            stored,
+        });
+    }
+    Ok(users)
+}
+
+fn save_users(dir: &Path, users: &[User]) -> Result<(), String> {
+    let mut text =
+        String::from("# velocityd users: name, role, SHA-256 of the Argon2id credential\n");
+    for u in users {
+        text += &format!("{}\t{}\t{}\n", u.name, u.role.name(), hex(&u.stored));
+    }
+    let p = dir.join("users");
+    write_secret(&p, text.as_bytes()).map_err(ctx("cannot write", &p))
+}
+
+pub fn validate_username(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > USERNAME_BYTES_MAX {
+        return Err(format!("a user name is 1 to {USERNAME_BYTES_MAX} bytes"));
+    }
+    if name.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err("a user name may not contain spaces or control characters".into());
+    }
+    Ok(())
+}
+
+/// Add or replace a user. Runs Argon2id here, in the management command, never in the server.
+pub fn add_user(dir: &Path, name: &str, password: &str, role: Role) -> Result<(), String> {
+    validate_username(name)?;
+    if password.is_empty() {
+        return Err("the password is empty".into());
+    }
+    let salt = auth_salt(dir)?;
+    let cred = derive_credential(password, name, &salt, ARGON2)?;
+    let mut users = load_users(dir)?;
+    users.retain(|u| u.name != name);
+    users.push(User {
+        name: name.to_owned(),
+        role,
+        stored: stored_hash(&cred),
+    });
+    save_users(dir, &users)
+}
+
+pub fn remove_user(dir: &Path, name: &str) -> Result<bool, String> {
+    let mut users = load_users(dir)?;
+    let before = users.len();
+    users.retain(|u| u.name != name);
+    if users.len() == before {
+        return Ok(false);
+    }
+    save_users(dir, &users)?;
+    Ok(true)
+}
+
+/// Load (or create) the identity key pair and certificate.
+pub fn identity(dir: &Path) -> Result<(String, String, [u8; 32]), String> {
+    let key_p = dir.join("identity.key");
+    let cert_p = dir.join("identity.crt");
+    let (key_pem, cert_pem) = if key_p.exists() {
+        let k = fs::read_to_string(&key_p).map_err(ctx("cannot read", &key_p))?;
+        let c = fs::read_to_string(&cert_p).map_err(ctx("cannot read", &cert_p))?;
+        (k, c)
+    } else {
+        let key =
+            rcgen::KeyPair::generate().map_err(|e| format!("cannot generate a key pair: {e}"))?;
+        let params = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+            .map_err(|e| format!("certificate parameters: {e}"))?;
+        let cert = params
+            .self_signed(&key)
+            .map_err(|e| format!("cannot self-sign: {e}"))?;
+        let (k, c) = (key.serialize_pem(), cert.pem());
+        write_secret(&key_p, k.as_bytes()).map_err(ctx("cannot write", &key_p))?;
+        write_secret(&cert_p, c.as_bytes()).map_err(ctx("cannot write", &cert_p))?;
+        (k, c)
+    };
+    let key =
+        rcgen::KeyPair::from_pem(&key_pem).map_err(|e| format!("{}: {e}", key_p.display()))?;
+    let fingerprint: [u8; 32] =
+        Sha256::digest(rcgen::PublicKeyData::subject_public_key_info(&key)).into();
+    Ok((key_pem, cert_pem, fingerprint))
+}
+
+impl DataDir {
+    pub fn open(path: &Path) -> Result<DataDir, String> {
+        let auth_salt = auth_salt(path)?;
+        let users = load_users(path)?;
+        let (key_pem, cert_pem, fingerprint) = identity(path)?;
+        Ok(DataDir {
+            path: path.to_owned(),
+            auth_salt,
+            users,
+            fingerprint,
+            cert_pem,
+            key_pem,
+        })
+    }
+}
+
+pub fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn unhex32(s: &str) -> Option<[u8; 32]> {
+    if s.len() != 64 {
+        return None;
+    }
+    let v: Option<Vec<u8>> = (0..64)
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).ok())
+        .collect();
+    v?.try_into().ok()
+}
+
+/// `SHA256:` followed by the unpadded base64 of the fingerprint, as OpenSSH prints keys.
+pub fn fingerprint_string(fp: &[u8; 32]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::from("SHA256:");
+    for chunk in fp.chunks(3) {
+        let n = chunk.iter().fold(0u32, |acc, b| acc << 8 | *b as u32) << (8 * (3 - chunk.len()));
+        for i in 0..=chunk.len() {
+            out.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
+        }
+    }
+    out
+}

@@ -1,0 +1,249 @@
+//! velocityd: one pinned glommio executor per core, each owning one shard, binding the listen
+//! address with SO_REUSEPORT and accepting for itself. This module wires the sans-I/O core to
+//! sockets and cores; `runtime` is the only place that names glommio.
+
+mod conn;
+mod core;
+pub mod datadir;
+mod mesh;
+pub mod runtime;
+pub mod stats;
+
+use self::core::{now_ms, Core, Shared};
+use crate::limits::*;
+use crate::protocol::{encode_error, ErrorCode};
+use crate::store::Store;
+use futures_lite::AsyncWriteExt;
+use runtime::{race, sleep, Either, LocalSignal, TcpListener};
+use std::cell::{Cell, RefCell};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub cores: usize,
+    pub cpu_list: Option<Vec<usize>>,
+    pub data_dir: PathBuf,
+    /// 0: derived from the open-files limit.
+    pub max_connections: usize,
+    pub idle_timeout_s: u64,
+    pub handshake_timeout_ms: u64,
+    pub max_payload: u32,
+}
+
+/// The open-files limit, raised to its hard maximum, less a reserve for everything else.
+fn default_max_connections() -> usize {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: plain syscalls on a local struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
+            lim.rlim_cur = lim.rlim_max;
+            let _ = libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+            libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
+        }
+    }
+    (lim.rlim_cur.saturating_sub(FD_RESERVE) as usize).max(1)
+}
+
+/// Block SIGINT and SIGTERM in every thread (the executors inherit the mask) and turn them
+/// into the shared shutdown flag on a thread of their own.
+fn install_signal_thread(shared: Arc<Shared>) {
+    // SAFETY: signal-mask manipulation on local sets; sigwait on the dedicated thread.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        std::thread::Builder::new()
+            .name("velocity-signals".into())
+            .spawn(move || {
+                let mut sig = 0;
+                libc::sigwait(&set, &mut sig);
+                tracing::info!(
+                    signal = sig,
+                    "shutting down: no new connections, finishing in-flight requests"
+                );
+                shared.shutdown.store(true, Ordering::SeqCst);
+                // A second signal exits at once.
+                libc::sigwait(&set, &mut sig);
+                std::process::exit(1);
+            })
+            .expect("signal thread");
+    }
+}
+
+pub fn run(config: Config) -> Result<(), String> {
+    if config.cores == 0 || config.cores > u16::MAX as usize {
+        return Err("--cores must be between 1 and 65535".into());
+    }
+    if !(PAYLOAD_BYTES_MAX_FLOOR..=PAYLOAD_BYTES_MAX_CEILING).contains(&config.max_payload) {
+        return Err(format!(
+            "--max-payload must be between {PAYLOAD_BYTES_MAX_FLOOR} and {PAYLOAD_BYTES_MAX_CEILING} bytes"
+        ));
+    }
+    let dd = datadir::DataDir::open(&config.data_dir)?;
+    let max_connections = match config.max_connections {
+        0 => default_max_connections(),
+        n => n,
+    };
+    if dd.users.is_empty() {
+        tracing::warn!(
+            "no users in {}: nobody can log in; add one with `velocityd user add NAME --password-stdin --data-dir {}`",
+            config.data_dir.display(),
+            config.data_dir.display()
+        );
+    }
+    if !config.listen.ip().is_loopback() {
+        tracing::warn!(listen = %config.listen, "serving plain TCP on a non-loopback address: credentials are not protected in transit");
+    }
+    tracing::info!(
+        listen = %config.listen,
+        shards = config.cores,
+        fingerprint = %datadir::fingerprint_string(&dd.fingerprint),
+        data_dir = %config.data_dir.display(),
+        max_connections,
+        "velocityd starting"
+    );
+    let shared = Arc::new(Shared {
+        users: dd
+            .users
+            .iter()
+            .map(|u| (u.name.clone(), u.clone()))
+            .collect(),
+        auth_salt: dd.auth_salt,
+        fingerprint: dd.fingerprint,
+        started: Instant::now(),
+        connections: AtomicUsize::new(0),
+        max_connections,
+        shutdown: AtomicBool::new(false),
+        draining: AtomicUsize::new(config.cores),
+        next_conn_id: AtomicU64::new(1),
+        config: config.clone(),
+    });
+    install_signal_thread(shared.clone());
+    let meshes = (config.cores > 1).then(|| mesh::builders(config.cores));
+    let preempt = Duration::from_micros(PREEMPT_TIMER_US);
+    let sh = shared.clone();
+    runtime::run_pool(config.cores, config.cpu_list.clone(), preempt, move || {
+        executor(sh, meshes)
+    })?;
+    tracing::info!("velocityd stopped");
+    Ok(())
+}
+
+async fn executor(shared: Arc<Shared>, meshes: Option<(mesh::ReqMesh, mesh::RepMesh)>) {
+    let shards = shared.config.cores;
+    let (id, joined) = match meshes {
+        Some((req, rep)) => {
+            let j = mesh::join(req, rep).await;
+            (j.shard_id, Some(j))
+        }
+        None => (0, None),
+    };
+    let shutdown = Rc::new(LocalSignal::default());
+    let core = Rc::new_cyclic(|weak: &std::rc::Weak<Core>| {
+        let mesh = joined.map(|j| {
+            let weak = weak.clone();
+            j.start(move |req| {
+                weak.upgrade()
+                    .expect("core outlives its mesh tasks")
+                    .handle(req)
+            })
+        });
+        Core {
+            id,
+            shards,
+            store: RefCell::new(Store::new()),
+            stats: RefCell::new(stats::ShardStats::default()),
+            shared: shared.clone(),
+            mesh,
+            shutdown: shutdown.clone(),
+            conns: Cell::new(0),
+        }
+    });
+
+    // Active expiry: a bounded step every tick, so a mass expiry never stalls the core.
+    let c = core.clone();
+    runtime::spawn(async move {
+        while !c.shutdown.is_fired() {
+            sleep(Duration::from_millis(EXPIRY_TICK_MS)).await;
+            c.store
+                .borrow_mut()
+                .expire_step(now_ms(), EXPIRY_STEP_KEYS_MAX);
+        }
+    });
+    // The signal thread sets an atomic; this turns it into a core-local wake-up.
+    let c = core.clone();
+    runtime::spawn(async move {
+        while !c.shutting_down() {
+            sleep(Duration::from_millis(SHUTDOWN_POLL_MS)).await;
+        }
+        c.shutdown.fire();
+    });
+
+    let listener = match TcpListener::bind(shared.config.listen) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(listen = %shared.config.listen, error = %e, "cannot listen");
+            std::process::exit(1);
+        }
+    };
+    tracing::debug!(shard = id, "accepting");
+    loop {
+        let stream = match race(listener.accept(), core.shutdown.wait()).await {
+            Either::Right(()) => break,
+            Either::Left(Ok(s)) => s,
+            Either::Left(Err(e)) => {
+                tracing::warn!(error = %e, "accept failed");
+                sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let n = shared.connections.fetch_add(1, Ordering::Relaxed);
+        if n >= shared.max_connections {
+            shared.connections.fetch_sub(1, Ordering::Relaxed);
+            core.stats.borrow_mut().connections_refused += 1;
+            runtime::spawn(async move {
+                let mut stream = stream;
+                let mut out = Vec::new();
+                encode_error(
+                    &mut out,
+                    ErrorCode::ServerOverloaded,
+                    "too many connections",
+                );
+                let _ = stream.write_all(&out).await;
+                let _ = stream.close().await;
+            });
+            continue;
+        }
+        core.conns.set(core.conns.get() + 1);
+        core.stats.borrow_mut().connections_total += 1;
+        let conn_id = shared.next_conn_id.fetch_add(1, Ordering::Relaxed);
+        let c = core.clone();
+        runtime::spawn(async move {
+            conn::Conn::new(c.clone(), conn_id).serve(stream).await;
+            c.conns.set(c.conns.get() - 1);
+            c.shared.connections.fetch_sub(1, Ordering::Relaxed);
+        });
+    }
+    drop(listener);
+    // Let this core's connections finish their in-flight requests and say goodbye, then wait
+    // for the other cores too: their connections may still need this shard.
+    let deadline = Instant::now() + Duration::from_millis(SHUTDOWN_DRAIN_MS);
+    while core.conns.get() > 0 && Instant::now() < deadline {
+        sleep(Duration::from_millis(5)).await;
+    }
+    shared.draining.fetch_sub(1, Ordering::SeqCst);
+    while shared.draining.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+        sleep(Duration::from_millis(5)).await;
+    }
+}

@@ -1,0 +1,181 @@
+//! The thin layer over glommio: executors, timers, a local broadcast signal, and racing two
+//! futures. Nothing else in the crate names glommio, so the core stays portable.
+
+use std::cell::{Cell, RefCell};
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+pub use glommio::net::{TcpListener, TcpStream};
+
+pub fn spawn<F: Future<Output = ()> + 'static>(f: F) {
+    glommio::spawn_local(f).detach();
+}
+
+pub async fn sleep(d: Duration) {
+    glommio::timer::sleep(d).await;
+}
+
+/// Which of two futures finished first.
+pub enum Either<A, B> {
+    Left(A),
+    Right(B),
+}
+
+/// Race `a` against `b`; the loser is dropped.
+pub async fn race<A: Future, B: Future>(a: A, b: B) -> Either<A::Output, B::Output> {
+    futures_lite::future::or(async { Either::Left(a.await) }, async {
+        Either::Right(b.await)
+    })
+    .await
+}
+
+/// A one-shot, core-local broadcast: every waiter wakes once `fire` is called.
+#[derive(Default)]
+pub struct LocalSignal {
+    fired: Cell<bool>,
+    waiters: RefCell<Vec<Option<Waker>>>,
+    free: RefCell<Vec<usize>>,
+}
+
+impl LocalSignal {
+    pub fn fire(&self) {
+        self.fired.set(true);
+        for w in self.waiters.borrow_mut().iter_mut() {
+            if let Some(w) = w.take() {
+                w.wake();
+            }
+        }
+    }
+
+    pub fn is_fired(&self) -> bool {
+        self.fired.get()
+    }
+
+    pub fn wait(self: &Rc<Self>) -> SignalWait {
+        SignalWait {
+            sig: self.clone(),
+            slot: None,
+        }
+    }
+}
+
+pub struct SignalWait {
+    sig: Rc<LocalSignal>,
+    slot: Option<usize>,
+}
+
+impl Future for SignalWait {
+    type Output = ();
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.sig.fired.get() {
+            return Poll::Ready(());
+        }
+        let sig = self.sig.clone();
+        let mut waiters = sig.waiters.borrow_mut();
+        match self.slot {
+            Some(i) => waiters[i] = Some(cx.waker().clone()),
+            None => {
+                let i = match sig.free.borrow_mut().pop() {
+                    Some(i) => {
+                        waiters[i] = Some(cx.waker().clone());
+                        i
+                    }
+                    None => {
+                        waiters.push(Some(cx.waker().clone()));
+                        waiters.len() - 1
+                    }
+                };
+                self.slot = Some(i);
+            }
+        }
+        Poll::Pending
+    }
+}
+
+impl Drop for SignalWait {
+    fn drop(&mut self) {
+        if let Some(i) = self.slot {
+            self.sig.waiters.borrow_mut()[i] = None;
+            self.sig.free.borrow_mut().push(i);
+        }
+    }
+}
+
+/// A core-local one-shot slot: one side puts a value, the other awaits it.
+pub struct Slot<T> {
+    value: RefCell<Option<T>>,
+    waker: RefCell<Option<Waker>>,
+}
+
+impl<T> Slot<T> {
+    pub fn new() -> Rc<Self> {
+        Rc::new(Slot {
+            value: RefCell::new(None),
+            waker: RefCell::new(None),
+        })
+    }
+
+    pub fn put(&self, v: T) {
+        *self.value.borrow_mut() = Some(v);
+        if let Some(w) = self.waker.borrow_mut().take() {
+            w.wake();
+        }
+    }
+
+    pub fn take(self: &Rc<Self>) -> SlotWait<T> {
+        SlotWait(self.clone())
+    }
+}
+
+pub struct SlotWait<T>(Rc<Slot<T>>);
+
+impl<T> Future for SlotWait<T> {
+    type Output = T;
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
+        if let Some(v) = self.0.value.borrow_mut().take() {
+            return Poll::Ready(v);
+        }
+        *self.0.waker.borrow_mut() = Some(cx.waker().clone());
+        Poll::Pending
+    }
+}
+
+/// Executors pinned as asked: `cpus` names them, or one per CPU spread across the machine.
+pub fn run_pool<G, F>(
+    cores: usize,
+    cpus: Option<Vec<usize>>,
+    preempt: Duration,
+    f: G,
+) -> Result<(), String>
+where
+    G: FnOnce() -> F + Clone + Send + 'static,
+    F: Future<Output = ()> + 'static,
+{
+    use glommio::{CpuSet, LocalExecutorPoolBuilder, PoolPlacement};
+    let placement = match cpus {
+        Some(list) => {
+            let online =
+                CpuSet::online().map_err(|e| format!("cannot read the CPU topology: {e}"))?;
+            let sets: Vec<CpuSet> = list
+                .iter()
+                .map(|c| online.clone().filter(|l| l.cpu == *c))
+                .collect();
+            if let Some(i) = sets.iter().position(|s| s.is_empty()) {
+                return Err(format!("CPU {} in --cpu-list is not online", list[i]));
+            }
+            PoolPlacement::Custom(sets)
+        }
+        None => PoolPlacement::MaxSpread(cores, None),
+    };
+    let handles = LocalExecutorPoolBuilder::new(placement)
+        .preempt_timer(preempt)
+        .on_all_shards(f)
+        .map_err(|e| format!("cannot start the executors: {e}"))?;
+    for r in handles.join_all() {
+        r.map_err(|e| format!("executor failed: {e}"))?;
+    }
+    Ok(())
+}
