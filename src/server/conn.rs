@@ -282,7 +282,11 @@ fn handle_frame(
     if kind == MessageType::Command as u8 {
         return match phase {
             Phase::Ready { role, .. } => command(core, *role, payload, batch, now),
-            _ => {
+            Phase::AwaitHello => {
+                batch.error(ErrorCode::ProtocolError, "expected HELLO");
+                Flow::Close
+            }
+            Phase::AwaitAuth { .. } => {
                 batch.error(ErrorCode::Unauthorized, "not authenticated");
                 Flow::Continue
             }

@@ -1,0 +1,188 @@
+//! Starts the real `velocityd` binary on a free loopback port with a fresh data directory,
+//! and hands out real clients. Dropping a `Server` kills the process and removes its data.
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+use velocity::client::{derive, Client, Credentials};
+
+pub const PASSWORD: &str = "correct horse battery staple";
+pub const RO_PASSWORD: &str = "read only please";
+
+pub fn bin(name: &str) -> PathBuf {
+    match name {
+        "velocityd" => PathBuf::from(env!("CARGO_BIN_EXE_velocityd")),
+        "velocity-cli" => PathBuf::from(env!("CARGO_BIN_EXE_velocity-cli")),
+        _ => unreachable!(),
+    }
+}
+
+pub fn temp_dir(tag: &str) -> PathBuf {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let d = std::env::temp_dir().join(format!(
+        "velocity-test-{}-{}-{tag}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub fn add_user(data_dir: &PathBuf, name: &str, password: &str, role: &str) {
+    let mut child = Command::new(bin("velocityd"))
+        .args([
+            "user",
+            "add",
+            name,
+            "--role",
+            role,
+            "--password-stdin",
+            "--data-dir",
+        ])
+        .arg(data_dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(password.as_bytes())
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+}
+
+pub struct Server {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub data_dir: PathBuf,
+    pub log: PathBuf,
+    /// alice's credential, derived once: every connection then costs one SHA-256 server-side.
+    pub alice: Credentials,
+    pub reader: Credentials,
+}
+
+impl Server {
+    pub fn start(cores: usize) -> Server {
+        Self::start_with(cores, &[])
+    }
+
+    pub fn start_with(cores: usize, extra: &[&str]) -> Server {
+        let data_dir = temp_dir("data");
+        add_user(&data_dir, "alice", PASSWORD, "readwrite");
+        add_user(&data_dir, "reader", RO_PASSWORD, "readonly");
+        Self::start_in(data_dir, cores, extra)
+    }
+
+    pub fn start_in(data_dir: PathBuf, cores: usize, extra: &[&str]) -> Server {
+        let log = data_dir.with_extension("log");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let port = free_port();
+            let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+            let child = Command::new(bin("velocityd"))
+                .args([
+                    "--listen",
+                    &addr.to_string(),
+                    "--cores",
+                    &cores.to_string(),
+                    "--data-dir",
+                ])
+                .arg(&data_dir)
+                .args(extra)
+                .env("VELOCITY_LOG", "info")
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(&log).unwrap())
+                .spawn()
+                .expect("start velocityd");
+            let mut s = Server {
+                child,
+                addr,
+                data_dir: data_dir.clone(),
+                log: log.clone(),
+                alice: Credentials::ApiKey(String::new()),
+                reader: Credentials::ApiKey(String::new()),
+            };
+            // Ready when every core accepts: with SO_REUSEPORT a connection may land on any.
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = s.child.try_wait() {
+                    break; // port taken by someone else, or a start-up error: retry below
+                }
+                if TcpStream::connect(addr).is_ok() {
+                    let c = Client::connect_unauthenticated(addr).expect("HELLO");
+                    let info = c.server_info().clone();
+                    s.alice = Credentials::Derived {
+                        user: "alice".into(),
+                        credential: derive(&info, "alice", PASSWORD).unwrap(),
+                    };
+                    s.reader = Credentials::Derived {
+                        user: "reader".into(),
+                        credential: derive(&info, "reader", RO_PASSWORD).unwrap(),
+                    };
+                    return s;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let log_text = std::fs::read_to_string(&log).unwrap_or_default();
+            assert!(
+                Instant::now() < deadline,
+                "velocityd did not start:\n{log_text}"
+            );
+        }
+    }
+
+    pub fn client(&self) -> Client {
+        let c = Client::connect(self.addr, &self.alice).expect("connect as alice");
+        c.set_timeout(Some(Duration::from_secs(30))).unwrap();
+        c
+    }
+
+    pub fn raw(&self) -> Client {
+        let c = Client::connect_unauthenticated(self.addr).expect("HELLO");
+        c.set_timeout(Some(Duration::from_secs(10))).unwrap();
+        c
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGTERM, then the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                return st;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "velocityd did not exit after SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.data_dir);
+        let _ = std::fs::remove_file(&self.log);
+    }
+}
