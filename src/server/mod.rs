@@ -133,9 +133,11 @@ pub fn run(config: Config) -> Result<(), String> {
     let meshes = (config.cores > 1).then(|| mesh::builders(config.cores));
     let preempt = Duration::from_micros(PREEMPT_TIMER_US);
     let sh = shared.clone();
-    runtime::run_pool(config.cores, config.cpu_list.clone(), preempt, move || {
-        executor(sh, meshes)
-    })?;
+    let placement = match config.cpu_list.clone() {
+        Some(l) => runtime::Placement::Cpus(l),
+        None => runtime::Placement::Spread(config.cores),
+    };
+    runtime::run_pool(placement, preempt, move || executor(sh, meshes))?;
     tracing::info!("velocityd stopped");
     Ok(())
 }

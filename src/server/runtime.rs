@@ -143,20 +143,25 @@ impl<T> Future for SlotWait<T> {
     }
 }
 
-/// Executors pinned as asked: `cpus` names them, or one per CPU spread across the machine.
-pub fn run_pool<G, F>(
-    cores: usize,
-    cpus: Option<Vec<usize>>,
-    preempt: Duration,
-    f: G,
-) -> Result<(), String>
+/// How executors are placed on CPUs.
+pub enum Placement {
+    /// One per listed CPU.
+    Cpus(Vec<usize>),
+    /// Pinned, spread one per CPU across the machine.
+    Spread(usize),
+    /// Not pinned (inherits the process's affinity, e.g. from taskset).
+    Unbound(usize),
+}
+
+/// Run `f` on every executor of a pool placed as asked; returns when all have finished.
+pub fn run_pool<G, F>(placement: Placement, preempt: Duration, f: G) -> Result<(), String>
 where
     G: FnOnce() -> F + Clone + Send + 'static,
     F: Future<Output = ()> + 'static,
 {
     use glommio::{CpuSet, LocalExecutorPoolBuilder, PoolPlacement};
-    let placement = match cpus {
-        Some(list) => {
+    let placement = match placement {
+        Placement::Cpus(list) => {
             let online =
                 CpuSet::online().map_err(|e| format!("cannot read the CPU topology: {e}"))?;
             let sets: Vec<CpuSet> = list
@@ -168,7 +173,8 @@ where
             }
             PoolPlacement::Custom(sets)
         }
-        None => PoolPlacement::MaxSpread(cores, None),
+        Placement::Spread(n) => PoolPlacement::MaxSpread(n, None),
+        Placement::Unbound(n) => PoolPlacement::Unbound(n),
     };
     let handles = LocalExecutorPoolBuilder::new(placement)
         .preempt_timer(preempt)
