@@ -639,3 +639,47 @@ fn stats_frame_ttl_big_values_and_too_large_results() {
     assert_eq!(get("keys"), 2);
     assert!(get("bytes_in") > 120_000);
 }
+
+/// SO_REUSEPORT spreads connections over the cores, and SHOW STATUS reports the spread.
+#[test]
+fn connections_spread_over_both_cores() {
+    let s = Server::start(2);
+    let conns: Vec<_> = (0..64).map(|_| s.client()).collect();
+    let mut c = s.client();
+    let status = c.execute("SHOW STATUS").unwrap();
+    let get = |n: &str| {
+        status.rows.iter().find(|r| r[0] == b(n)).unwrap()[1]
+            .as_int()
+            .unwrap()
+    };
+    let (a, z) = (get("shard_0_connections"), get("shard_1_connections"));
+    assert_eq!(a + z, 65);
+    // Binomial(65, 1/2): a shard below 12 happens about once in a million runs.
+    assert!(a >= 12 && z >= 12, "poor spread: {a} / {z}");
+    drop(conns);
+}
+
+/// The crossbeam transport, kept for measurement, answers exactly like the default one.
+#[test]
+fn crossbeam_mesh_gives_the_same_answers() {
+    let s = Server::start_with(2, &["--mesh", "crossbeam"]);
+    let mut c = s.client();
+    let stmts: Vec<String> = (0..2000)
+        .flat_map(|i| {
+            [
+                build::set(format!("m{i}").as_bytes(), format!("{i}").as_bytes()),
+                build::get(format!("m{i}").as_bytes()),
+            ]
+        })
+        .collect();
+    for (i, r) in c.pipeline(&stmts).unwrap().into_iter().enumerate() {
+        let rs = r.unwrap();
+        if i % 2 == 1 {
+            assert_eq!(rs.rows, vec![vec![b(&(i / 2).to_string())]]);
+        }
+    }
+    assert_eq!(
+        c.execute("SELECT COUNT(*) FROM kv").unwrap().rows,
+        vec![vec![Value::Int(2000)]]
+    );
+}

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use velocity::limits::{HANDSHAKE_TIMEOUT_MS, IDLE_TIMEOUT_S_DEFAULT, PAYLOAD_BYTES_MAX_DEFAULT};
 use velocity::server::datadir::{self, Role};
+use velocity::server::mesh::Transport;
 use velocity::server::{run, Config};
 
 #[derive(Parser)]
@@ -48,6 +49,9 @@ struct ServeArgs {
     /// Largest request or reply payload after authentication (4 KiB to 64 MiB).
     #[arg(long, default_value_t = PAYLOAD_BYTES_MAX_DEFAULT)]
     max_payload: u32,
+    /// Cross-core queues: glommio (channel mesh, eventfd wake-ups) or crossbeam (polled).
+    #[arg(long, default_value = "glommio", value_parser = ["glommio", "crossbeam"])]
+    mesh: String,
 }
 
 #[derive(Subcommand)]
@@ -183,6 +187,11 @@ fn main_inner() -> Result<(), String> {
                 idle_timeout_s: s.idle_timeout_s,
                 handshake_timeout_ms: s.handshake_timeout_ms,
                 max_payload: s.max_payload,
+                mesh: if s.mesh == "crossbeam" {
+                    Transport::Crossbeam
+                } else {
+                    Transport::Glommio
+                },
             })?;
         }
     }

@@ -5,7 +5,7 @@
 mod conn;
 mod core;
 pub mod datadir;
-mod mesh;
+pub mod mesh;
 pub mod runtime;
 pub mod stats;
 
@@ -34,6 +34,8 @@ pub struct Config {
     pub idle_timeout_s: u64,
     pub handshake_timeout_ms: u64,
     pub max_payload: u32,
+    /// Cross-core queues: glommio's channel mesh or crossbeam-channel.
+    pub mesh: mesh::Transport,
 }
 
 /// The open-files limit, raised to its hard maximum, less a reserve for everything else.
@@ -130,7 +132,13 @@ pub fn run(config: Config) -> Result<(), String> {
         config: config.clone(),
     });
     install_signal_thread(shared.clone());
-    let meshes = (config.cores > 1).then(|| mesh::builders(config.cores));
+    let meshes = match (config.cores > 1, config.mesh) {
+        (false, _) => None,
+        (true, mesh::Transport::Glommio) => Some(MeshSetup::Glommio(mesh::builders(config.cores))),
+        (true, mesh::Transport::Crossbeam) => {
+            Some(MeshSetup::Crossbeam(mesh::CrossbeamMesh::new(config.cores)))
+        }
+    };
     let preempt = Duration::from_micros(PREEMPT_TIMER_US);
     let sh = shared.clone();
     let placement = match config.cpu_list.clone() {
@@ -142,11 +150,23 @@ pub fn run(config: Config) -> Result<(), String> {
     Ok(())
 }
 
-async fn executor(shared: Arc<Shared>, meshes: Option<(mesh::ReqMesh, mesh::RepMesh)>) {
+#[derive(Clone)]
+enum MeshSetup {
+    Glommio((mesh::ReqMesh, mesh::RepMesh)),
+    Crossbeam(Arc<mesh::CrossbeamMesh>),
+}
+
+async fn executor(shared: Arc<Shared>, meshes: Option<MeshSetup>) {
     let shards = shared.config.cores;
     let (id, joined) = match meshes {
-        Some((req, rep)) => {
+        Some(MeshSetup::Glommio((req, rep))) => {
             let j = mesh::join(req, rep).await;
+            (j.shard_id, Some(j))
+        }
+        Some(MeshSetup::Crossbeam(m)) => {
+            // The executor id orders the pool's threads 0..n, which is each core's shard.
+            let id = glommio::executor().id() % shards;
+            let j = m.take(id);
             (j.shard_id, Some(j))
         }
         None => (0, None),

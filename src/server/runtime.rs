@@ -14,6 +14,11 @@ pub fn spawn<F: Future<Output = ()> + 'static>(f: F) {
     glommio::spawn_local(f).detach();
 }
 
+/// Let the executor run other tasks before this one continues.
+pub async fn yield_now() {
+    glommio::executor().yield_task_queue_now().await;
+}
+
 pub async fn sleep(d: Duration) {
     glommio::timer::sleep(d).await;
 }

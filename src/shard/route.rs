@@ -99,5 +99,16 @@ mod tests {
         for c in counts {
             assert!((9_000..11_000).contains(&c), "{counts:?}");
         }
+        // Short keys too: every one- and two-byte key.
+        let mut counts = [0usize; 4];
+        for i in 0..=0xffffu32 {
+            counts[shard_of_key(&i.to_le_bytes()[..2], n)] += 1;
+        }
+        for b in 0..=0xffu8 {
+            counts[shard_of_key(&[b], n)] += 1;
+        }
+        for c in counts {
+            assert!((15_500..17_500).contains(&c), "{counts:?}");
+        }
     }
 }
