@@ -4,9 +4,7 @@
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use std::hint::black_box;
 use std::ops::ControlFlow;
-use velocity::protocol::{
-    decode_frame, encode_frame, encode_single_value_response, Decoded, MessageType,
-};
+use velocity::protocol::{decode_frame, encode_frame, encode_single_value_response, Decoded, MessageType};
 use velocity::sql::{parse, Filter, Statement};
 use velocity::store::{KeyRange, Store};
 
@@ -38,9 +36,7 @@ fn codec(c: &mut Criterion) {
     c.bench_function("frame/decode+encode COMMAND", |b| {
         b.iter(|| {
             out.clear();
-            let Ok(Decoded::Frame(f)) = decode_frame(black_box(&frame), 1 << 20) else {
-                unreachable!()
-            };
+            let Ok(Decoded::Frame(f)) = decode_frame(black_box(&frame), 1 << 20) else { unreachable!() };
             encode_frame(&mut out, f.kind, f.payload);
             black_box(&out);
         })
@@ -49,14 +45,7 @@ fn codec(c: &mut Criterion) {
 
 fn sql(c: &mut Criterion) {
     c.bench_function("sql/parse point SELECT", |b| {
-        b.iter(|| {
-            black_box(
-                parse(black_box(
-                    "SELECT value FROM kv WHERE key = 'key:000000012345'",
-                ))
-                .unwrap(),
-            )
-        })
+        b.iter(|| black_box(parse(black_box("SELECT value FROM kv WHERE key = 'key:000000012345'")).unwrap()))
     });
     c.bench_function("sql/parse one-row INSERT", |b| {
         b.iter(|| {
@@ -118,10 +107,7 @@ fn store(c: &mut Criterion) {
     let frames: Vec<Vec<u8>> = (0..4096)
         .map(|j| {
             let k = key((j * 7919 * 31) % N_KEYS);
-            let sql = format!(
-                "SELECT value FROM kv WHERE key = '{}'",
-                std::str::from_utf8(&k).unwrap()
-            );
+            let sql = format!("SELECT value FROM kv WHERE key = '{}'", std::str::from_utf8(&k).unwrap());
             let mut frame = Vec::new();
             encode_frame(&mut frame, MessageType::Command as u8, sql.as_bytes());
             frame
@@ -132,16 +118,10 @@ fn store(c: &mut Criterion) {
         b.iter(|| {
             out.clear();
             i = (i + 1) % frames.len();
-            let Ok(Decoded::Frame(f)) = decode_frame(black_box(&frames[i]), 1 << 20) else {
-                unreachable!()
-            };
+            let Ok(Decoded::Frame(f)) = decode_frame(black_box(&frames[i]), 1 << 20) else { unreachable!() };
             let sql = std::str::from_utf8(f.payload).unwrap();
-            let Statement::Select(sel) = parse(sql).unwrap() else {
-                unreachable!()
-            };
-            let Filter::Eq(k) = &sel.filter else {
-                unreachable!()
-            };
+            let Statement::Select(sel) = parse(sql).unwrap() else { unreachable!() };
+            let Filter::Eq(k) = &sel.filter else { unreachable!() };
             let e = s.get(k, 0).unwrap();
             encode_single_value_response(&mut out, "value", e.value);
             black_box(&out);

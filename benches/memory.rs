@@ -11,10 +11,7 @@ fn rss_bytes() -> usize {
 }
 
 fn main() {
-    let n: usize = std::env::var("KEYS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1_000_000);
+    let n: usize = std::env::var("KEYS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
     let before = rss_bytes();
     let mut s = Store::new();
     let mut key = *b"key:000000000000";
@@ -31,10 +28,7 @@ fn main() {
     let after = rss_bytes();
     let per_key = (after - before) as f64 / n as f64;
     println!("keys={n} key_bytes=16 value_bytes=16");
-    println!(
-        "rss_growth_bytes={} rss_bytes_per_key={per_key:.1}",
-        after - before
-    );
+    println!("rss_growth_bytes={} rss_bytes_per_key={per_key:.1}", after - before);
     println!(
         "data_bytes={} (header+key+value, exact) index_bytes_estimate={}",
         s.data_bytes(),

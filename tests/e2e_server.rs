@@ -24,78 +24,40 @@ fn for_each_core_count(f: impl Fn(&Server)) {
 fn seed_examples_over_the_wire() {
     for_each_core_count(|s| {
         let mut c = s.client();
-        let e = c
-            .execute("SELECT value FROM kv WHERE key = 'user:1';")
-            .unwrap_err();
+        let e = c.execute("SELECT value FROM kv WHERE key = 'user:1';").unwrap_err();
         assert_eq!(e.code(), Some(ErrorCode::KeyNotFound));
+        assert_eq!(c.execute("INSERT INTO kv (key, value) VALUES ('user:1', 'alice');").unwrap().affected, 1);
         assert_eq!(
-            c.execute("INSERT INTO kv (key, value) VALUES ('user:1', 'alice');")
-                .unwrap()
-                .affected,
-            1
-        );
-        assert_eq!(
-            c.execute("SELECT value FROM kv WHERE key = 'user:1';")
-                .unwrap()
-                .rows,
+            c.execute("SELECT value FROM kv WHERE key = 'user:1';").unwrap().rows,
             vec![vec![b("alice")]]
         );
         assert_eq!(
-            c.execute("UPDATE kv SET value = 'alice_updated' WHERE key = 'user:1';")
-                .unwrap()
-                .affected,
+            c.execute("UPDATE kv SET value = 'alice_updated' WHERE key = 'user:1';").unwrap().affected,
             1
         );
         assert_eq!(
-            c.execute("SELECT value FROM kv WHERE key = 'user:1'")
-                .unwrap()
-                .rows,
+            c.execute("SELECT value FROM kv WHERE key = 'user:1'").unwrap().rows,
             vec![vec![b("alice_updated")]]
         );
-        assert_eq!(
-            c.execute("DELETE FROM kv WHERE key = 'user:1';")
-                .unwrap()
-                .affected,
-            1
-        );
+        assert_eq!(c.execute("DELETE FROM kv WHERE key = 'user:1';").unwrap().affected, 1);
         let batch = "INSERT INTO kv (key, value) VALUES \n ('user:1', 'alice'),\n ('user:2', 'bob'),\n ('user:3', 'charlie');";
         assert_eq!(c.execute(batch).unwrap().affected, 3);
-        let want = vec![
-            vec![b("user:1"), b("alice")],
-            vec![b("user:2"), b("bob")],
-            vec![b("user:3"), b("charlie")],
-        ];
+        let want =
+            vec![vec![b("user:1"), b("alice")], vec![b("user:2"), b("bob")], vec![b("user:3"), b("charlie")]];
         assert_eq!(
-            c.execute("SELECT key, value FROM kv WHERE key LIKE 'user:%' LIMIT 100;")
-                .unwrap()
-                .rows,
+            c.execute("SELECT key, value FROM kv WHERE key LIKE 'user:%' LIMIT 100;").unwrap().rows,
             want
         );
         assert_eq!(
-            c.execute("SELECT key, value FROM kv WHERE key >= 'user:1' AND key <= 'user:9';")
-                .unwrap()
-                .rows,
+            c.execute("SELECT key, value FROM kv WHERE key >= 'user:1' AND key <= 'user:9';").unwrap().rows,
             want
         );
-        assert_eq!(
-            c.execute("SELECT COUNT(*) FROM kv;").unwrap().rows,
-            vec![vec![Value::Int(3)]]
-        );
+        assert_eq!(c.execute("SELECT COUNT(*) FROM kv;").unwrap().rows, vec![vec![Value::Int(3)]]);
         let stats = c.execute("SHOW STATS;").unwrap();
-        assert!(
-            stats
-                .rows
-                .iter()
-                .any(|r| r[0] == b("ops_insert") && r[1] == Value::Int(2)),
-            "{stats:?}"
-        );
+        assert!(stats.rows.iter().any(|r| r[0] == b("ops_insert") && r[1] == Value::Int(2)), "{stats:?}");
         assert!(stats.rows.iter().any(|r| r[0] == b("latency_p99_us")));
         let status = c.execute("SHOW STATUS;").unwrap();
-        let shards = if s.log_text().contains("shards=2") {
-            2
-        } else {
-            1
-        };
+        let shards = if s.log_text().contains("shards=2") { 2 } else { 1 };
         assert!(status.rows.contains(&vec![b("shards"), Value::Int(shards)]));
         assert!(status.rows.contains(&vec![b("user"), b("alice")]));
         assert!(status.rows.contains(&vec![b("role"), b("readwrite")]));
@@ -125,12 +87,7 @@ fn ten_thousand_pipelined_mixed_requests_arrive_in_order_and_right() {
                 }
                 2 | 3 => {
                     stmts.push(build::get(k.as_bytes()));
-                    want.push(
-                        model
-                            .get(&k)
-                            .map(|v| vec![vec![b(v)]])
-                            .ok_or(ErrorCode::KeyNotFound),
-                    );
+                    want.push(model.get(&k).map(|v| vec![vec![b(v)]]).ok_or(ErrorCode::KeyNotFound));
                 }
                 4 => {
                     stmts.push(build::delete(k.as_bytes()));
@@ -140,13 +97,8 @@ fn ten_thousand_pipelined_mixed_requests_arrive_in_order_and_right() {
                 _ => {
                     let lo = format!("k{:03}", x % 290);
                     let hi = format!("k{:03}", x % 290 + 9);
-                    stmts.push(format!(
-                        "SELECT key, value FROM kv WHERE key BETWEEN '{lo}' AND '{hi}'"
-                    ));
-                    want.push(Ok(model
-                        .range(lo..=hi)
-                        .map(|(k, v)| vec![b(k), b(v)])
-                        .collect()));
+                    stmts.push(format!("SELECT key, value FROM kv WHERE key BETWEEN '{lo}' AND '{hi}'"));
+                    want.push(Ok(model.range(lo..=hi).map(|(k, v)| vec![b(k), b(v)]).collect()));
                 }
             }
         }
@@ -173,21 +125,13 @@ fn read_your_writes_across_shards_in_one_pipeline() {
     }
     let replies = c.pipeline(&stmts).unwrap();
     for i in 0..500 {
-        assert_eq!(
-            replies[4 * i + 2].as_ref().unwrap().rows,
-            vec![vec![b(&i.to_string())]]
-        );
-        assert_eq!(
-            replies[4 * i + 3].as_ref().unwrap().rows,
-            vec![vec![Value::Int(i as i64 + 1)]]
-        );
+        assert_eq!(replies[4 * i + 2].as_ref().unwrap().rows, vec![vec![b(&i.to_string())]]);
+        assert_eq!(replies[4 * i + 3].as_ref().unwrap().rows, vec![vec![Value::Int(i as i64 + 1)]]);
     }
     // Both shards hold some of the keys.
     let status = c.execute("SHOW STATUS").unwrap();
     for shard in ["shard_0_keys", "shard_1_keys"] {
-        let n = status.rows.iter().find(|r| r[0] == b(shard)).unwrap()[1]
-            .as_int()
-            .unwrap();
+        let n = status.rows.iter().find(|r| r[0] == b(shard)).unwrap()[1].as_int().unwrap();
         assert!(n > 100, "{shard}={n}");
     }
 }
@@ -199,11 +143,7 @@ fn ranges_and_like_equal_a_btreemap_model() {
         let mut model = BTreeMap::new();
         let mut rows = Vec::new();
         for i in 0..400u32 {
-            let k = format!(
-                "{}:{:x}",
-                ["user", "item", "us_r", "u%x"][(i % 4) as usize],
-                i * 7919 % 1000
-            );
+            let k = format!("{}:{:x}", ["user", "item", "us_r", "u%x"][(i % 4) as usize], i * 7919 % 1000);
             let v = format!("value-{i}");
             model.insert(k.clone(), v.clone());
             rows.push((k, v));
@@ -212,15 +152,10 @@ fn ranges_and_like_equal_a_btreemap_model() {
             c.execute(&build::set_many(chunk)).unwrap();
         }
         let m = |lo: &str, hi: &str| -> Vec<Vec<Value>> {
-            model
-                .range(lo.to_string()..=hi.to_string())
-                .map(|(k, v)| vec![b(k), b(v)])
-                .collect()
+            model.range(lo.to_string()..=hi.to_string()).map(|(k, v)| vec![b(k), b(v)]).collect()
         };
         assert_eq!(
-            c.execute("SELECT key, value FROM kv WHERE key BETWEEN 'item:1' AND 'user:5'")
-                .unwrap()
-                .rows,
+            c.execute("SELECT key, value FROM kv WHERE key BETWEEN 'item:1' AND 'user:5'").unwrap().rows,
             m("item:1", "user:5")
         );
         let mut desc = m("item:1", "user:5");
@@ -230,45 +165,24 @@ fn ranges_and_like_equal_a_btreemap_model() {
             c.execute("SELECT key, value FROM kv WHERE key >= 'item:1' AND key <= 'user:5' ORDER BY key DESC LIMIT 7").unwrap().rows,
             desc
         );
-        let like: Vec<Vec<Value>> = model
-            .iter()
-            .filter(|(k, _)| k.starts_with("us_r:"))
-            .map(|(k, v)| vec![b(k), b(v)])
-            .collect();
-        assert_eq!(
-            c.execute("SELECT key, value FROM kv WHERE key LIKE 'us\\_r:%'")
-                .unwrap()
-                .rows,
-            like
-        );
+        let like: Vec<Vec<Value>> =
+            model.iter().filter(|(k, _)| k.starts_with("us_r:")).map(|(k, v)| vec![b(k), b(v)]).collect();
+        assert_eq!(c.execute("SELECT key, value FROM kv WHERE key LIKE 'us\\_r:%'").unwrap().rows, like);
         let like2: Vec<Vec<Value>> = model
             .iter()
             .filter(|(k, _)| k.starts_with("u") && k.ends_with('7'))
             .map(|(k, v)| vec![b(k), b(v)])
             .collect();
-        assert_eq!(
-            c.execute("SELECT key, value FROM kv WHERE key LIKE 'u%7'")
-                .unwrap()
-                .rows,
-            like2
-        );
-        let n = c
-            .execute("SELECT COUNT(*) FROM kv WHERE key LIKE 'user:%'")
-            .unwrap()
-            .rows[0][0]
+        assert_eq!(c.execute("SELECT key, value FROM kv WHERE key LIKE 'u%7'").unwrap().rows, like2);
+        let n = c.execute("SELECT COUNT(*) FROM kv WHERE key LIKE 'user:%'").unwrap().rows[0][0]
             .as_int()
             .unwrap();
-        assert_eq!(
-            n as usize,
-            model.keys().filter(|k| k.starts_with("user:")).count()
-        );
+        assert_eq!(n as usize, model.keys().filter(|k| k.starts_with("user:")).count());
         // Paging with the client's builder visits every key once, in order.
         let mut seen = Vec::new();
         let mut after: Option<Vec<u8>> = None;
         loop {
-            let page = c
-                .execute(&build::scan_prefix(b"item:", after.as_deref(), 13))
-                .unwrap();
+            let page = c.execute(&build::scan_prefix(b"item:", after.as_deref(), 13)).unwrap();
             if page.rows.is_empty() {
                 break;
             }
@@ -277,11 +191,7 @@ fn ranges_and_like_equal_a_btreemap_model() {
             }
             after = Some(page.rows.last().unwrap()[0].as_bytes().unwrap().to_vec());
         }
-        let want: Vec<String> = model
-            .keys()
-            .filter(|k| k.starts_with("item:"))
-            .cloned()
-            .collect();
+        let want: Vec<String> = model.keys().filter(|k| k.starts_with("item:")).cloned().collect();
         assert_eq!(seen, want);
     });
 }
@@ -316,17 +226,10 @@ fn expect_error_then(c: &mut velocity::client::Client, code: ErrorCode, closes: 
 fn framing_rules_are_enforced_and_other_connections_carry_on() {
     for_each_core_count(|s| {
         let mut bystander = s.client();
-        bystander
-            .execute("INSERT INTO kv (key, value) VALUES ('by', 'stander')")
-            .unwrap();
+        bystander.execute("INSERT INTO kv (key, value) VALUES ('by', 'stander')").unwrap();
         let good = frame(0x20, b"");
         let cases: Vec<(&str, Vec<u8>, ErrorCode, bool)> = vec![
-            (
-                "wrong magic",
-                [b"VELX".as_slice(), &good[4..]].concat(),
-                ErrorCode::ProtocolError,
-                true,
-            ),
+            ("wrong magic", [b"VELX".as_slice(), &good[4..]].concat(), ErrorCode::ProtocolError, true),
             (
                 "version 2",
                 {
@@ -359,36 +262,21 @@ fn framing_rules_are_enforced_and_other_connections_carry_on() {
                 ErrorCode::ProtocolError,
                 true,
             ),
-            (
-                "unknown type",
-                frame(0x7f, b""),
-                ErrorCode::ProtocolError,
-                false,
-            ),
+            ("unknown type", frame(0x7f, b""), ErrorCode::ProtocolError, false),
             (
                 "wrong direction",
                 frame(0x11, &[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]),
                 ErrorCode::ProtocolError,
                 false,
             ),
-            (
-                "malformed AUTH_REQUEST",
-                frame(0x03, &[1, 200]),
-                ErrorCode::ProtocolError,
-                false,
-            ),
+            ("malformed AUTH_REQUEST", frame(0x03, &[1, 200]), ErrorCode::ProtocolError, false),
             (
                 "COMMAND before auth",
                 frame(0x10, b"SELECT value FROM kv WHERE key = 'by'"),
                 ErrorCode::Unauthorized,
                 false,
             ),
-            (
-                "STATS before auth",
-                frame(0x22, b""),
-                ErrorCode::Unauthorized,
-                false,
-            ),
+            ("STATS before auth", frame(0x22, b""), ErrorCode::Unauthorized, false),
         ];
         for (name, bytes, code, closes) in cases {
             let mut c = s.raw();
@@ -396,10 +284,7 @@ fn framing_rules_are_enforced_and_other_connections_carry_on() {
             eprintln!("case: {name}");
             expect_error_then(&mut c, code, closes);
             assert_eq!(
-                bystander
-                    .execute("SELECT value FROM kv WHERE key = 'by'")
-                    .unwrap()
-                    .rows,
+                bystander.execute("SELECT value FROM kv WHERE key = 'by'").unwrap().rows,
                 vec![vec![b("stander")]]
             );
         }
@@ -411,10 +296,7 @@ fn framing_rules_are_enforced_and_other_connections_carry_on() {
         c.send_raw(&f).unwrap();
         expect_error_then(&mut c, ErrorCode::ProtocolError, true);
         let mut c = s.client();
-        assert_eq!(
-            c.execute("SELEKT 1").unwrap_err().code(),
-            Some(ErrorCode::InvalidCommand)
-        );
+        assert_eq!(c.execute("SELEKT 1").unwrap_err().code(), Some(ErrorCode::InvalidCommand));
         c.send_raw(&frame(0x10, &[0xff, 0xfe])).unwrap();
         expect_error_then(&mut c, ErrorCode::InvalidCommand, false);
         c.send_raw(&frame(0x22, b"x")).unwrap();
@@ -425,10 +307,7 @@ fn framing_rules_are_enforced_and_other_connections_carry_on() {
             c.send_raw(std::slice::from_ref(byte)).unwrap();
             std::thread::sleep(Duration::from_micros(200));
         }
-        assert!(matches!(
-            c.read_message(1 << 20).unwrap(),
-            Message::Response(_)
-        ));
+        assert!(matches!(c.read_message(1 << 20).unwrap(), Message::Response(_)));
     });
 }
 
@@ -442,28 +321,19 @@ fn before_hello_only_hello_and_ping() {
     let mut buf = [0u8; 15];
     c.read_exact(&mut buf).unwrap();
     assert_eq!(buf[5], 0x21);
-    c.write_all(&frame(0x10, b"SELECT value FROM kv WHERE key = 'a'"))
-        .unwrap();
+    c.write_all(&frame(0x10, b"SELECT value FROM kv WHERE key = 'a'")).unwrap();
     let mut rest = Vec::new();
     c.read_to_end(&mut rest).unwrap(); // the server closes
-    let Ok(Decoded::Frame(f)) = decode_frame(&rest, 4096) else {
-        panic!("{rest:?}")
-    };
+    let Ok(Decoded::Frame(f)) = decode_frame(&rest, 4096) else { panic!("{rest:?}") };
     assert_eq!(f.kind, 0x12);
-    assert_eq!(
-        &f.payload[..2],
-        &(ErrorCode::ProtocolError as u16).to_le_bytes()
-    );
+    assert_eq!(&f.payload[..2], &(ErrorCode::ProtocolError as u16).to_le_bytes());
 }
 
 #[test]
 fn wrong_password_three_times_then_disconnect() {
     let s = Server::start(1);
     let mut c = s.raw();
-    let bad = Credentials::Password {
-        user: "alice".into(),
-        password: "wrong".into(),
-    };
+    let bad = Credentials::Password { user: "alice".into(), password: "wrong".into() };
     for _ in 0..3 {
         match c.authenticate(&bad) {
             Err(ClientError::Auth { status, .. }) => {
@@ -478,14 +348,8 @@ fn wrong_password_three_times_then_disconnect() {
     }
     // Unknown users fail the same way, and the right password still works on a new connection.
     let mut c = s.raw();
-    let ghost = Credentials::Password {
-        user: "ghost".into(),
-        password: PASSWORD.into(),
-    };
-    assert!(matches!(
-        c.authenticate(&ghost),
-        Err(ClientError::Auth { status: 1, .. })
-    ));
+    let ghost = Credentials::Password { user: "ghost".into(), password: PASSWORD.into() };
+    assert!(matches!(c.authenticate(&ghost), Err(ClientError::Auth { status: 1, .. })));
     c.authenticate(&s.alice).unwrap();
     assert_eq!(c.ping(b"").unwrap(), b"");
 }
@@ -493,33 +357,17 @@ fn wrong_password_three_times_then_disconnect() {
 #[test]
 fn readonly_role_cannot_write() {
     let s = Server::start(2);
-    s.client()
-        .execute("INSERT INTO kv (key, value) VALUES ('a', '1')")
-        .unwrap();
+    s.client().execute("INSERT INTO kv (key, value) VALUES ('a', '1')").unwrap();
     let mut r = velocity::client::Client::connect(s.addr, &s.reader).unwrap();
-    assert_eq!(
-        r.execute("SELECT value FROM kv WHERE key = 'a'")
-            .unwrap()
-            .rows,
-        vec![vec![b("1")]]
-    );
+    assert_eq!(r.execute("SELECT value FROM kv WHERE key = 'a'").unwrap().rows, vec![vec![b("1")]]);
     for w in [
         "INSERT INTO kv (key, value) VALUES ('a', '2')",
         "UPDATE kv SET value = '3' WHERE key = 'a'",
         "DELETE FROM kv WHERE key = 'a'",
     ] {
-        assert_eq!(
-            r.execute(w).unwrap_err().code(),
-            Some(ErrorCode::Unauthorized),
-            "{w}"
-        );
+        assert_eq!(r.execute(w).unwrap_err().code(), Some(ErrorCode::Unauthorized), "{w}");
     }
-    assert_eq!(
-        r.execute("SELECT value FROM kv WHERE key = 'a'")
-            .unwrap()
-            .rows,
-        vec![vec![b("1")]]
-    );
+    assert_eq!(r.execute("SELECT value FROM kv WHERE key = 'a'").unwrap().rows, vec![vec![b("1")]]);
 }
 
 #[test]
@@ -527,17 +375,12 @@ fn connection_limit_answers_server_overloaded() {
     let s = Server::start_with(2, &["--max-connections", "3"]);
     let held: Vec<_> = (0..3).map(|_| s.client()).collect();
     let mut extra = std::net::TcpStream::connect(s.addr).unwrap();
-    extra
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
+    extra.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let mut buf = Vec::new();
     use std::io::Read;
     extra.read_to_end(&mut buf).unwrap();
-    let Ok(Decoded::Frame(f)) = decode_frame(&buf, 4096) else {
-        panic!("{buf:?}")
-    };
-    let Message::Error { code, .. } = Message::decode(f.kind, f.payload, Peer::Server).unwrap()
-    else {
+    let Ok(Decoded::Frame(f)) = decode_frame(&buf, 4096) else { panic!("{buf:?}") };
+    let Message::Error { code, .. } = Message::decode(f.kind, f.payload, Peer::Server).unwrap() else {
         panic!()
     };
     assert_eq!(code, ErrorCode::ServerOverloaded as u16);
@@ -550,9 +393,7 @@ fn connection_limit_answers_server_overloaded() {
                 c.ping(b"").unwrap();
                 break;
             }
-            Err(_) if std::time::Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(50))
-            }
+            Err(_) if std::time::Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
             Err(e) => panic!("{e}"),
         }
     }
@@ -563,8 +404,7 @@ fn shutdown_sends_disconnect_and_exits_zero() {
     let mut s = Server::start(2);
     let mut idle = s.client();
     let mut busy = s.client();
-    busy.execute("INSERT INTO kv (key, value) VALUES ('x', 'y')")
-        .unwrap();
+    busy.execute("INSERT INTO kv (key, value) VALUES ('x', 'y')").unwrap();
     let status = s.terminate();
     assert!(status.success(), "{status:?}\n{}", s.log_text());
     for c in [&mut idle, &mut busy] {
@@ -580,10 +420,7 @@ fn shutdown_sends_disconnect_and_exits_zero() {
 
 #[test]
 fn idle_and_handshake_timeouts_disconnect() {
-    let s = Server::start_with(
-        1,
-        &["--idle-timeout-s", "1", "--handshake-timeout-ms", "500"],
-    );
+    let s = Server::start_with(1, &["--idle-timeout-s", "1", "--handshake-timeout-ms", "500"]);
     let mut c = s.client();
     std::thread::sleep(Duration::from_millis(1500));
     assert!(
@@ -601,39 +438,20 @@ fn stats_frame_ttl_big_values_and_too_large_results() {
     let mut c = s.client();
     let big = vec![b'v'; 60_000];
     c.execute(&build::set(b"big1", &big)).unwrap();
-    assert_eq!(
-        c.execute(&build::get(b"big1")).unwrap().rows[0][0]
-            .as_bytes()
-            .unwrap(),
-        &big[..]
-    );
+    assert_eq!(c.execute(&build::get(b"big1")).unwrap().rows[0][0].as_bytes().unwrap(), &big[..]);
     c.execute(&build::set(b"big2", &big)).unwrap();
     let e = c.execute("SELECT key, value FROM kv").unwrap_err();
     assert_eq!(e.code(), Some(ErrorCode::InvalidCommand));
     assert!(e.to_string().contains("LIMIT"), "{e}");
     assert_eq!(c.execute("SELECT key FROM kv").unwrap().rows.len(), 2);
     c.execute(&build::set_ttl(b"short", b"lived", 1)).unwrap();
-    assert_eq!(
-        c.execute("SELECT ttl FROM kv WHERE key = 'short'")
-            .unwrap()
-            .rows,
-        vec![vec![Value::Int(1)]]
-    );
+    assert_eq!(c.execute("SELECT ttl FROM kv WHERE key = 'short'").unwrap().rows, vec![vec![Value::Int(1)]]);
     std::thread::sleep(Duration::from_millis(1100));
-    assert_eq!(
-        c.execute(&build::get(b"short")).unwrap_err().code(),
-        Some(ErrorCode::KeyNotFound)
-    );
+    assert_eq!(c.execute(&build::get(b"short")).unwrap_err().code(), Some(ErrorCode::KeyNotFound));
     let st = c.stats().unwrap();
     assert_eq!(st.columns, vec!["name", "value"]);
-    let get = |n: &str| {
-        st.rows
-            .iter()
-            .find(|r| r[0] == b(n))
-            .unwrap_or_else(|| panic!("{n}"))[1]
-            .as_int()
-            .unwrap()
-    };
+    let get =
+        |n: &str| st.rows.iter().find(|r| r[0] == b(n)).unwrap_or_else(|| panic!("{n}"))[1].as_int().unwrap();
     assert!(get("ops_select_point") >= 3);
     assert!(get("ops_insert") >= 3);
     assert_eq!(get("keys"), 2);
@@ -647,11 +465,7 @@ fn connections_spread_over_both_cores() {
     let conns: Vec<_> = (0..64).map(|_| s.client()).collect();
     let mut c = s.client();
     let status = c.execute("SHOW STATUS").unwrap();
-    let get = |n: &str| {
-        status.rows.iter().find(|r| r[0] == b(n)).unwrap()[1]
-            .as_int()
-            .unwrap()
-    };
+    let get = |n: &str| status.rows.iter().find(|r| r[0] == b(n)).unwrap()[1].as_int().unwrap();
     let (a, z) = (get("shard_0_connections"), get("shard_1_connections"));
     assert_eq!(a + z, 65);
     // Binomial(65, 1/2): a shard below 12 happens about once in a million runs.
@@ -678,8 +492,5 @@ fn crossbeam_mesh_gives_the_same_answers() {
             assert_eq!(rs.rows, vec![vec![b(&(i / 2).to_string())]]);
         }
     }
-    assert_eq!(
-        c.execute("SELECT COUNT(*) FROM kv").unwrap().rows,
-        vec![vec![Value::Int(2000)]]
-    );
+    assert_eq!(c.execute("SELECT COUNT(*) FROM kv").unwrap().rows, vec![vec![Value::Int(2000)]]);
 }

@@ -52,63 +52,40 @@ fn result_set() -> impl Strategy<Value = ResultSet> {
             proptest::collection::vec("[a-z]{0,8}", nc),
             proptest::collection::vec(proptest::collection::vec(value(), nc), nr),
         )
-            .prop_map(move |(columns, rows)| ResultSet {
-                columns,
-                rows,
-                affected,
-            })
+            .prop_map(move |(columns, rows)| ResultSet { columns, rows, affected })
     })
 }
 
 fn message() -> impl Strategy<Value = (Message, Peer)> {
     let s8 = "\\PC{0,20}";
     prop_oneof![
-        (proptest::collection::vec(any::<u8>(), 0..5), s8).prop_map(|(versions, client)| (
-            Message::Hello(Hello { versions, client }),
-            Peer::Client
-        )),
-        (
-            any::<[u8; 32]>(),
-            any::<[u8; 16]>(),
-            any::<u32>(),
-            any::<u16>(),
-            any::<u8>(),
-            s8
-        )
-            .prop_map(
-                |(fingerprint, auth_salt, max_payload, shards, flags, server)| (
-                    Message::ServerInfo(ServerInfo {
-                        version: 1,
-                        server,
-                        fingerprint,
-                        auth_salt,
-                        argon2_m_kib: max_payload / 3,
-                        argon2_t: 2,
-                        argon2_p: 1,
-                        max_payload,
-                        shards,
-                        flags
-                    }),
-                    Peer::Server
-                )
-            ),
-        (
-            any::<u8>(),
-            "[a-z]{0,64}",
-            proptest::collection::vec(any::<u8>(), 0..128)
-        )
-            .prop_map(|(method, username, credential)| (
-                Message::AuthRequest(AuthRequest {
-                    method,
-                    username,
-                    credential
+        (proptest::collection::vec(any::<u8>(), 0..5), s8)
+            .prop_map(|(versions, client)| (Message::Hello(Hello { versions, client }), Peer::Client)),
+        (any::<[u8; 32]>(), any::<[u8; 16]>(), any::<u32>(), any::<u16>(), any::<u8>(), s8).prop_map(
+            |(fingerprint, auth_salt, max_payload, shards, flags, server)| (
+                Message::ServerInfo(ServerInfo {
+                    version: 1,
+                    server,
+                    fingerprint,
+                    auth_salt,
+                    argon2_m_kib: max_payload / 3,
+                    argon2_t: 2,
+                    argon2_p: 1,
+                    max_payload,
+                    shards,
+                    flags
                 }),
+                Peer::Server
+            )
+        ),
+        (any::<u8>(), "[a-z]{0,64}", proptest::collection::vec(any::<u8>(), 0..128)).prop_map(
+            |(method, username, credential)| (
+                Message::AuthRequest(AuthRequest { method, username, credential }),
                 Peer::Client
-            )),
-        (any::<u16>(), "\\PC{0,40}").prop_map(|(status, message)| (
-            Message::AuthResponse { status, message },
-            Peer::Server
-        )),
+            )
+        ),
+        (any::<u16>(), "\\PC{0,40}")
+            .prop_map(|(status, message)| (Message::AuthResponse { status, message }, Peer::Server)),
         (any::<u16>(), "\\PC{0,40}", any::<bool>()).prop_map(|(code, reason, c)| (
             Message::Disconnect { code, reason },
             if c { Peer::Client } else { Peer::Server }
@@ -117,10 +94,8 @@ fn message() -> impl Strategy<Value = (Message, Peer)> {
         result_set().prop_map(|r| (Message::Response(r), Peer::Server)),
         (any::<u16>(), "\\PC{0,40}")
             .prop_map(|(code, message)| (Message::Error { code, message }, Peer::Server)),
-        proptest::collection::vec(any::<u8>(), 0..=64)
-            .prop_map(|b| (Message::Ping(b), Peer::Client)),
-        proptest::collection::vec(any::<u8>(), 0..=64)
-            .prop_map(|b| (Message::Pong(b), Peer::Server)),
+        proptest::collection::vec(any::<u8>(), 0..=64).prop_map(|b| (Message::Ping(b), Peer::Client)),
+        proptest::collection::vec(any::<u8>(), 0..=64).prop_map(|b| (Message::Pong(b), Peer::Server)),
         Just((Message::StatsRequest, Peer::Client)),
         result_set().prop_map(|r| (Message::StatsReply(r), Peer::Server)),
     ]

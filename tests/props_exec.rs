@@ -22,19 +22,14 @@ fn in_filter(f: &Filter, k: &[u8]) -> bool {
         Filter::Eq(x) => &**x == k,
         Filter::In(xs) => xs.iter().any(|x| &**x == k),
         Filter::Like(p) => p.matches(k),
-        Filter::Range { lower, upper } => KeyRange {
-            lower: lower.clone(),
-            upper: upper.clone(),
-        }
-        .contains(k),
+        Filter::Range { lower, upper } => KeyRange { lower: lower.clone(), upper: upper.clone() }.contains(k),
     }
 }
 
 fn model_exec(m: &mut Model, stmt: &Statement, now: u64) -> Result<ResultSet, ErrorCode> {
     m.retain(|_, e| live(e, now));
-    let ttl_of = |e: &(Vec<u8>, Option<u64>)| {
-        e.1.map_or(Value::Null, |t| Value::Int((t - now).div_ceil(1000) as i64))
-    };
+    let ttl_of =
+        |e: &(Vec<u8>, Option<u64>)| e.1.map_or(Value::Null, |t| Value::Int((t - now).div_ceil(1000) as i64));
     match stmt {
         Statement::Select(s) => {
             let mut keys: Vec<&Vec<u8>> = m.keys().filter(|k| in_filter(&s.filter, k)).collect();
@@ -45,11 +40,7 @@ fn model_exec(m: &mut Model, stmt: &Statement, now: u64) -> Result<ResultSet, Er
             match &s.projection {
                 Projection::Count => Ok(ResultSet {
                     columns: vec!["count".into()],
-                    rows: if limit == 0 {
-                        vec![]
-                    } else {
-                        vec![vec![Value::Int(keys.len() as i64)]]
-                    },
+                    rows: if limit == 0 { vec![] } else { vec![vec![Value::Int(keys.len() as i64)]] },
                     affected: 0,
                 }),
                 Projection::Columns(cols) => {
@@ -74,11 +65,7 @@ fn model_exec(m: &mut Model, stmt: &Statement, now: u64) -> Result<ResultSet, Er
                         })
                         .collect();
                     Ok(ResultSet {
-                        columns: cols
-                            .as_slice()
-                            .iter()
-                            .map(|c| c.name().to_string())
-                            .collect(),
+                        columns: cols.as_slice().iter().map(|c| c.name().to_string()).collect(),
                         rows,
                         affected: 0,
                     })
@@ -87,10 +74,7 @@ fn model_exec(m: &mut Model, stmt: &Statement, now: u64) -> Result<ResultSet, Er
         }
         Statement::Insert(ins) => {
             for r in ins.rows() {
-                m.insert(
-                    r.key.to_vec(),
-                    (r.value.to_vec(), r.ttl_s.map(|t| now + t * 1000)),
-                );
+                m.insert(r.key.to_vec(), (r.value.to_vec(), r.ttl_s.map(|t| now + t * 1000)));
             }
             Ok(ResultSet::affected(ins.len() as u64))
         }
@@ -115,9 +99,7 @@ fn model_exec(m: &mut Model, stmt: &Statement, now: u64) -> Result<ResultSet, Er
     }
 }
 
-const KEYS: &[&str] = &[
-    "", "a", "ab", "abc", "b", "b%", "ba", "c", "user:1", "user:2", "user:10", "\u{7f}",
-];
+const KEYS: &[&str] = &["", "a", "ab", "abc", "b", "b%", "ba", "c", "user:1", "user:2", "user:10", "\u{7f}"];
 
 fn key() -> impl Strategy<Value = Vec<u8>> {
     prop_oneof![
@@ -136,14 +118,10 @@ fn sql_stmt() -> impl Strategy<Value = String> {
     let row = (key(), "[a-z]{0,3}", ttl.clone());
     let cond = prop_oneof![
         key().prop_map(|k| format!("key = {}", lit(&k))),
-        proptest::collection::vec(key(), 1..4).prop_map(|ks| format!(
-            "key IN ({})",
-            ks.iter().map(|k| lit(k)).collect::<Vec<_>>().join(", ")
-        )),
-        proptest::sample::select(
-            &["a%", "%b", "_", "user:_", "user:%", "%", "b\\%", "a_c", "ab", ""][..]
-        )
-        .prop_map(|p| format!("key LIKE {}", lit(p.as_bytes()))),
+        proptest::collection::vec(key(), 1..4)
+            .prop_map(|ks| format!("key IN ({})", ks.iter().map(|k| lit(k)).collect::<Vec<_>>().join(", "))),
+        proptest::sample::select(&["a%", "%b", "_", "user:_", "user:%", "%", "b\\%", "a_c", "ab", ""][..])
+            .prop_map(|p| format!("key LIKE {}", lit(p.as_bytes()))),
         (key(), key()).prop_map(|(a, b)| format!("key BETWEEN {} AND {}", lit(&a), lit(&b))),
         (proptest::sample::select(&["<", "<=", ">", ">="][..]), key())
             .prop_map(|(op, k)| format!("key {op} {}", lit(&k))),
@@ -153,23 +131,10 @@ fn sql_stmt() -> impl Strategy<Value = String> {
             proptest::sample::select(&["<", "<="][..]),
             key()
         )
-            .prop_map(|(a, x, b, y)| format!(
-                "key {a} {} AND key {b} {}",
-                lit(&x),
-                lit(&y)
-            )),
+            .prop_map(|(a, x, b, y)| format!("key {a} {} AND key {b} {}", lit(&x), lit(&y))),
     ];
     let cols = proptest::sample::select(
-        &[
-            "value",
-            "key",
-            "key, value",
-            "value, key",
-            "*",
-            "ttl",
-            "key, ttl",
-            "COUNT(*)",
-        ][..],
+        &["value", "key", "key, value", "value, key", "*", "ttl", "key, ttl", "COUNT(*)"][..],
     );
     prop_oneof![
         3 => proptest::collection::vec(row, 1..4).prop_map(|rows| {
@@ -248,19 +213,10 @@ fn live_entry(e: &(Vec<u8>, Option<u64>), now: u64) -> bool {
 fn result_too_large_is_refused_with_invalid_command() {
     let mut stores: Vec<Store> = (0..3).map(|_| Store::new()).collect();
     for i in 0..200 {
-        let sql = format!(
-            "INSERT INTO kv (key, value) VALUES ('k{i:03}', '{}')",
-            "x".repeat(100)
-        );
+        let sql = format!("INSERT INTO kv (key, value) VALUES ('k{i:03}', '{}')", "x".repeat(100));
         execute(&parse(&sql).unwrap(), &mut stores, 0, 8192).unwrap();
     }
-    let e = execute(
-        &parse("SELECT key, value FROM kv").unwrap(),
-        &mut stores,
-        0,
-        8192,
-    )
-    .unwrap_err();
+    let e = execute(&parse("SELECT key, value FROM kv").unwrap(), &mut stores, 0, 8192).unwrap_err();
     assert_eq!(e.code, ErrorCode::InvalidCommand);
     assert!(e.message.contains("LIMIT"), "{}", e.message);
     let page = execute(

@@ -6,29 +6,18 @@ use velocity::protocol::*;
 use velocity::security::{derive_credential, password_salt, stored_hash, Argon2Params};
 
 fn unhex(s: &str) -> Vec<u8> {
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-        .collect()
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
 }
 
 fn vectors() -> J {
-    let text = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/vectors/frames.json"
-    ))
-    .unwrap();
+    let text =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/vectors/frames.json")).unwrap();
     serde_json::from_str(&text).unwrap()
 }
 
 fn result_set(m: &J) -> ResultSet {
     ResultSet {
-        columns: m["columns"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|c| c.as_str().unwrap().to_owned())
-            .collect(),
+        columns: m["columns"].as_array().unwrap().iter().map(|c| c.as_str().unwrap().to_owned()).collect(),
         rows: m["rows"]
             .as_array()
             .unwrap()
@@ -58,12 +47,7 @@ fn meaning(typ: &str, m: &J) -> Message {
     let n = |k: &str| m[k].as_u64().unwrap();
     match typ {
         "HELLO" => Message::Hello(Hello {
-            versions: m["versions"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|v| v.as_u64().unwrap() as u8)
-                .collect(),
+            versions: m["versions"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u8).collect(),
             client: s("client"),
         }),
         "SERVER_INFO" => Message::ServerInfo(ServerInfo {
@@ -83,20 +67,11 @@ fn meaning(typ: &str, m: &J) -> Message {
             username: s("username"),
             credential: unhex(&s("credential_hex")),
         }),
-        "AUTH_RESPONSE" => Message::AuthResponse {
-            status: n("status") as u16,
-            message: s("message"),
-        },
-        "DISCONNECT" => Message::Disconnect {
-            code: n("code") as u16,
-            reason: s("reason"),
-        },
+        "AUTH_RESPONSE" => Message::AuthResponse { status: n("status") as u16, message: s("message") },
+        "DISCONNECT" => Message::Disconnect { code: n("code") as u16, reason: s("reason") },
         "COMMAND" => Message::Command(s("sql")),
         "RESPONSE" => Message::Response(result_set(m)),
-        "ERROR" => Message::Error {
-            code: n("code") as u16,
-            message: s("message"),
-        },
+        "ERROR" => Message::Error { code: n("code") as u16, message: s("message") },
         "PING" => Message::Ping(unhex(&s("payload_hex"))),
         "PONG" => Message::Pong(unhex(&s("payload_hex"))),
         "STATS" if m.get("columns").is_none() => Message::StatsRequest,
@@ -114,17 +89,10 @@ fn every_vector_frame_decodes_and_reencodes_byte_for_byte() {
     for f in frames {
         let name = f["name"].as_str().unwrap();
         let bytes = unhex(f["hex"].as_str().unwrap());
-        let sender = if f["direction"] == "client" {
-            Peer::Client
-        } else {
-            Peer::Server
-        };
-        let Decoded::Frame(fr) = decode_frame(&bytes, 1 << 20).unwrap() else {
-            panic!("{name}: incomplete")
-        };
+        let sender = if f["direction"] == "client" { Peer::Client } else { Peer::Server };
+        let Decoded::Frame(fr) = decode_frame(&bytes, 1 << 20).unwrap() else { panic!("{name}: incomplete") };
         assert_eq!(fr.consumed, bytes.len(), "{name}");
-        let msg =
-            Message::decode(fr.kind, fr.payload, sender).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let msg = Message::decode(fr.kind, fr.payload, sender).unwrap_or_else(|e| panic!("{name}: {e}"));
         let want = meaning(f["type"].as_str().unwrap(), &f["message"]);
         assert_eq!(msg, want, "{name}");
         assert_eq!(want.to_frame(), bytes, "{name}: re-encoding differs");
@@ -154,10 +122,7 @@ fn every_invalid_vector_is_refused_as_stated() {
             },
         };
         assert_eq!(got, want, "{name}");
-        let closes = matches!(
-            got,
-            "bad_magic" | "bad_version" | "too_long" | "bad_checksum"
-        );
+        let closes = matches!(got, "bad_magic" | "bad_version" | "too_long" | "bad_checksum");
         assert_eq!(closes, f["close"].as_bool().unwrap(), "{name}");
     }
 }
@@ -166,24 +131,16 @@ fn every_invalid_vector_is_refused_as_stated() {
 fn incomplete_vectors_wait_for_more() {
     for f in vectors()["incomplete"].as_array().unwrap() {
         let bytes = unhex(f["hex"].as_str().unwrap());
-        assert!(matches!(
-            decode_frame(&bytes, 4096),
-            Ok(Decoded::Incomplete { .. })
-        ));
+        assert!(matches!(decode_frame(&bytes, 4096), Ok(Decoded::Incomplete { .. })));
     }
 }
 
 #[test]
 fn credential_vector() {
     let c = &vectors()["credential"];
-    let salt: [u8; 16] = unhex(c["auth_salt_hex"].as_str().unwrap())
-        .try_into()
-        .unwrap();
+    let salt: [u8; 16] = unhex(c["auth_salt_hex"].as_str().unwrap()).try_into().unwrap();
     let user = c["username"].as_str().unwrap();
-    assert_eq!(
-        password_salt(&salt, user).to_vec(),
-        unhex(c["salt_hex"].as_str().unwrap())
-    );
+    assert_eq!(password_salt(&salt, user).to_vec(), unhex(c["salt_hex"].as_str().unwrap()));
     let params = Argon2Params {
         m_kib: c["argon2_m_kib"].as_u64().unwrap() as u32,
         t: c["argon2_t"].as_u64().unwrap() as u32,
@@ -191,8 +148,5 @@ fn credential_vector() {
     };
     let cred = derive_credential(c["password"].as_str().unwrap(), user, &salt, params).unwrap();
     assert_eq!(cred.to_vec(), unhex(c["credential_hex"].as_str().unwrap()));
-    assert_eq!(
-        stored_hash(&cred).to_vec(),
-        unhex(c["stored_hex"].as_str().unwrap())
-    );
+    assert_eq!(stored_hash(&cred).to_vec(), unhex(c["stored_hex"].as_str().unwrap()));
 }

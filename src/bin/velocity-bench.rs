@@ -12,17 +12,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use velocity::client::{build, derive, Client, Credentials};
 use velocity::protocol::{
-    decode_frame, encode_frame, AuthRequest, Decoded, Hello, Message, MessageType, Peer,
-    ServerInfo, VERSION,
+    decode_frame, encode_frame, AuthRequest, Decoded, Hello, Message, MessageType, Peer, ServerInfo, VERSION,
 };
 use velocity::server::runtime::{self, Placement, TcpStream};
 
 #[derive(Parser, Clone)]
-#[command(
-    name = "velocity-bench",
-    version,
-    about = "Load generator and latency histograms for Velocity"
-)]
+#[command(name = "velocity-bench", version, about = "Load generator and latency histograms for Velocity")]
 struct Args {
     #[arg(long, default_value = "127.0.0.1")]
     host: String,
@@ -82,21 +77,14 @@ enum Workload {
 }
 
 fn parse_workload(s: &str) -> Result<Workload, String> {
-    let num = |v: &str| {
-        v.parse::<u32>()
-            .map_err(|_| format!("bad number in --workload {s}"))
-    };
+    let num = |v: &str| v.parse::<u32>().map_err(|_| format!("bad number in --workload {s}"));
     Ok(match s.split_once(':') {
         None if s == "get" => Workload::Get,
         None if s == "set" => Workload::Set,
         Some(("mixed", p)) => Workload::Mixed(num(p)?.min(100)),
         Some(("range", n)) => Workload::Range(num(n)?.max(1)),
         Some(("batch", n)) => Workload::Batch(num(n)?.max(1)),
-        _ => {
-            return Err(format!(
-                "unknown --workload {s}: get | set | mixed:READ_PCT | range:N | batch:N"
-            ))
-        }
+        _ => return Err(format!("unknown --workload {s}: get | set | mixed:READ_PCT | range:N | batch:N")),
     })
 }
 
@@ -163,17 +151,9 @@ fn note_error(sh: &Shared, what: String) {
 }
 
 /// Check one reply frame against what the request expects.
-fn check(
-    sh: &Shared,
-    kind: u8,
-    payload: &[u8],
-    expect_value: Option<u64>,
-    expect_affected: Option<u64>,
-) {
+fn check(sh: &Shared, kind: u8, payload: &[u8], expect_value: Option<u64>, expect_affected: Option<u64>) {
     if kind == MessageType::Error as u8 {
-        let m = Message::decode(kind, payload, Peer::Server)
-            .map(|m| format!("{m:?}"))
-            .unwrap_or_default();
+        let m = Message::decode(kind, payload, Peer::Server).map(|m| format!("{m:?}")).unwrap_or_default();
         note_error(sh, m);
         return;
     }
@@ -184,15 +164,14 @@ fn check(
     if let Some(i) = expect_value {
         // One column "value", one row, one BYTES value: fixed offsets.
         let want = value(i, sh.args.value_bytes);
-        let ok = payload.len() == 2 + 7 + 4 + 5 + want.len() + 8
-            && payload[18..18 + want.len()] == want[..];
+        let ok = payload.len() == 2 + 7 + 4 + 5 + want.len() + 8 && payload[18..18 + want.len()] == want[..];
         if !ok {
             sh.wrong.fetch_add(1, Ordering::Relaxed);
         }
     }
     if let Some(n) = expect_affected {
-        let got = payload.len() >= 8
-            && u64::from_le_bytes(payload[payload.len() - 8..].try_into().unwrap()) == n;
+        let got =
+            payload.len() >= 8 && u64::from_le_bytes(payload[payload.len() - 8..].try_into().unwrap()) == n;
         if !got {
             sh.wrong.fetch_add(1, Ordering::Relaxed);
         }
@@ -201,11 +180,7 @@ fn check(
 
 async fn handshake(sh: &Shared, s: &mut TcpStream, buf: &mut Vec<u8>) -> Result<(), String> {
     let mut out = Vec::new();
-    Message::Hello(Hello {
-        versions: vec![VERSION],
-        client: "velocity-bench".into(),
-    })
-    .encode(&mut out);
+    Message::Hello(Hello { versions: vec![VERSION], client: "velocity-bench".into() }).encode(&mut out);
     s.write_all(&out).await.map_err(|e| e.to_string())?;
     let Message::ServerInfo(_) = read_msg(s, buf).await? else {
         return Err("expected SERVER_INFO".into());
@@ -241,11 +216,7 @@ async fn read_msg(s: &mut TcpStream, buf: &mut Vec<u8>) -> Result<Message, Strin
     }
 }
 
-async fn connection(
-    sh: Arc<Shared>,
-    conn_no: u64,
-    hist: std::rc::Rc<std::cell::RefCell<Histogram<u64>>>,
-) {
+async fn connection(sh: Arc<Shared>, conn_no: u64, hist: std::rc::Rc<std::cell::RefCell<Histogram<u64>>>) {
     let mut s = match TcpStream::connect(sh.addr).await {
         Ok(s) => s,
         Err(e) => return note_error(&sh, format!("connect: {e}")),
@@ -318,8 +289,7 @@ async fn connection(
                     inbuf.drain(..n);
                     got += 1;
                     if sh.recording.load(Ordering::Relaxed) {
-                        hist.borrow_mut()
-                            .saturating_record(start.elapsed().as_micros().max(1) as u64);
+                        hist.borrow_mut().saturating_record(start.elapsed().as_micros().max(1) as u64);
                         sh.done.fetch_add(1, Ordering::Relaxed);
                     }
                 }
@@ -343,9 +313,8 @@ fn populate(args: &Args, creds: &Credentials, addr: SocketAddr) -> Result<(), St
     let mut stmts = Vec::new();
     let mut i = 0;
     while i < args.keys {
-        let rows: Vec<(Vec<u8>, Vec<u8>)> = (i..(i + 200).min(args.keys))
-            .map(|k| (key(k), value(k, args.value_bytes)))
-            .collect();
+        let rows: Vec<(Vec<u8>, Vec<u8>)> =
+            (i..(i + 200).min(args.keys)).map(|k| (key(k), value(k, args.value_bytes))).collect();
         stmts.push(build::set_many(&rows));
         i += 200;
         if stmts.len() == 64 || i >= args.keys {
@@ -391,37 +360,25 @@ fn run() -> Result<std::process::ExitCode, String> {
     };
     let password = if args.password_stdin {
         let mut s = String::new();
-        std::io::stdin()
-            .read_to_string(&mut s)
-            .map_err(|e| e.to_string())?;
+        std::io::stdin().read_to_string(&mut s).map_err(|e| e.to_string())?;
         s.trim_end_matches(['\n', '\r']).to_owned()
     } else {
         std::env::var("VELOCITY_PASSWORD")
             .map_err(|_| "give the password with --password-stdin or VELOCITY_PASSWORD")?
     };
-    let addr: SocketAddr =
-        std::net::ToSocketAddrs::to_socket_addrs(&(args.host.as_str(), args.port))
-            .map_err(|e| e.to_string())?
-            .next()
-            .ok_or("no address")?;
-    // Derive the credential once for every connection.
-    let info: ServerInfo = Client::connect_unauthenticated(addr)
+    let addr: SocketAddr = std::net::ToSocketAddrs::to_socket_addrs(&(args.host.as_str(), args.port))
         .map_err(|e| e.to_string())?
-        .server_info()
-        .clone();
+        .next()
+        .ok_or("no address")?;
+    // Derive the credential once for every connection.
+    let info: ServerInfo =
+        Client::connect_unauthenticated(addr).map_err(|e| e.to_string())?.server_info().clone();
     let credential = derive(&info, &args.user, &password).map_err(|e| e.to_string())?;
-    let creds = Credentials::Derived {
-        user: args.user.clone(),
-        credential,
-    };
+    let creds = Credentials::Derived { user: args.user.clone(), credential };
     if !args.no_populate && !matches!(workload, Workload::Set | Workload::Batch(_)) {
         let t = Instant::now();
         populate(&args, &creds, addr)?;
-        eprintln!(
-            "populated {} keys in {:.1}s",
-            args.keys,
-            t.elapsed().as_secs_f64()
-        );
+        eprintln!("populated {} keys in {:.1}s", args.keys, t.elapsed().as_secs_f64());
     }
     let sh = Arc::new(Shared {
         args: args.clone(),
@@ -450,11 +407,7 @@ fn run() -> Result<std::process::ExitCode, String> {
             let el = start.elapsed();
             if el.as_millis() % 1000 < 250 && !sh.args.json {
                 let d = sh.done.load(Ordering::Relaxed);
-                eprintln!(
-                    "  {:>4.0}s  {:>10.0} ops/s",
-                    el.as_secs_f64(),
-                    (d - last) as f64
-                );
+                eprintln!("  {:>4.0}s  {:>10.0} ops/s", el.as_secs_f64(), (d - last) as f64);
                 last = d;
             }
             if sh.args.requests.is_none() && el >= Duration::from_secs(sh.args.duration_s) {
@@ -465,35 +418,24 @@ fn run() -> Result<std::process::ExitCode, String> {
     });
     let conns = args.connections.max(1);
     let pool_sh = sh.clone();
-    runtime::run_pool(
-        Placement::Unbound(threads),
-        Duration::from_millis(1),
-        move || async move {
-            let me = glommio::executor().id();
-            let hist = std::rc::Rc::new(std::cell::RefCell::new(new_hist()));
-            let mut tasks = Vec::new();
-            for c in (0..conns).filter(|c| c % threads == me % threads) {
-                tasks.push(glommio::spawn_local(connection(
-                    pool_sh.clone(),
-                    c as u64,
-                    hist.clone(),
-                )));
-            }
-            for t in tasks {
-                t.await;
-            }
-            pool_sh.hist.lock().unwrap().add(&*hist.borrow()).unwrap();
-        },
-    )?;
+    runtime::run_pool(Placement::Unbound(threads), Duration::from_millis(1), move || async move {
+        let me = glommio::executor().id();
+        let hist = std::rc::Rc::new(std::cell::RefCell::new(new_hist()));
+        let mut tasks = Vec::new();
+        for c in (0..conns).filter(|c| c % threads == me % threads) {
+            tasks.push(glommio::spawn_local(connection(pool_sh.clone(), c as u64, hist.clone())));
+        }
+        for t in tasks {
+            t.await;
+        }
+        pool_sh.hist.lock().unwrap().add(&*hist.borrow()).unwrap();
+    })?;
     sh.stop.store(true, Ordering::Relaxed);
     let elapsed = timer.join().unwrap();
     let h = sh.hist.lock().unwrap();
     let done = sh.done.load(Ordering::Relaxed);
     let ops = done as f64 / elapsed.as_secs_f64();
-    let (errors, wrong) = (
-        sh.errors.load(Ordering::Relaxed),
-        sh.wrong.load(Ordering::Relaxed),
-    );
+    let (errors, wrong) = (sh.errors.load(Ordering::Relaxed), sh.wrong.load(Ordering::Relaxed));
     let p = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
     if args.json {
         println!(
@@ -512,8 +454,15 @@ fn run() -> Result<std::process::ExitCode, String> {
         );
         println!("requests   {done} in {:.2}s", elapsed.as_secs_f64());
         println!("throughput {ops:.0} ops/s");
-        println!("latency    p50 {:.3} ms · p90 {:.3} · p99 {:.3} · p99.9 {:.3} · p99.99 {:.3} · max {:.3}",
-            p(0.5), p(0.9), p(0.99), p(0.999), p(0.9999), h.max() as f64 / 1000.0);
+        println!(
+            "latency    p50 {:.3} ms · p90 {:.3} · p99 {:.3} · p99.9 {:.3} · p99.99 {:.3} · max {:.3}",
+            p(0.5),
+            p(0.9),
+            p(0.99),
+            p(0.999),
+            p(0.9999),
+            h.max() as f64 / 1000.0
+        );
         println!("errors     {errors} · wrong replies {wrong}");
     }
     if let Some(e) = sh.first_error.lock().unwrap().as_ref() {
@@ -522,19 +471,11 @@ fn run() -> Result<std::process::ExitCode, String> {
     if let Some(path) = &args.hist_out {
         let mut f = std::fs::File::create(path).map_err(|e| format!("{path}: {e}"))?;
         use std::io::Write;
-        writeln!(
-            f,
-            "{:>12} {:>14} {:>10} {:>14}",
-            "Value", "Percentile", "TotalCount", "1/(1-Percentile)"
-        )
-        .unwrap();
+        writeln!(f, "{:>12} {:>14} {:>10} {:>14}", "Value", "Percentile", "TotalCount", "1/(1-Percentile)")
+            .unwrap();
         for v in h.iter_quantiles(1) {
             let q = v.quantile_iterated_to();
-            let inv = if q < 1.0 {
-                1.0 / (1.0 - q)
-            } else {
-                f64::INFINITY
-            };
+            let inv = if q < 1.0 { 1.0 / (1.0 - q) } else { f64::INFINITY };
             writeln!(
                 f,
                 "{:>12.3} {:>14.12} {:>10} {:>14.2}",

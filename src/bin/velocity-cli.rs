@@ -8,11 +8,7 @@ use velocity::client::{Client, ClientError, Credentials};
 use velocity::protocol::{ResultSet, Value};
 
 #[derive(Parser)]
-#[command(
-    name = "velocity-cli",
-    version,
-    about = "Velocity shell: SQL over the kv table"
-)]
+#[command(name = "velocity-cli", version, about = "Velocity shell: SQL over the kv table")]
 struct Cli {
     #[arg(long, default_value = "127.0.0.1")]
     host: String,
@@ -84,18 +80,9 @@ fn cell_json(v: &Value) -> serde_json::Value {
 
 fn print_table(rs: &ResultSet, out: &mut impl Write) -> std::io::Result<()> {
     if rs.columns.is_empty() {
-        return writeln!(
-            out,
-            "OK, {} row{} affected",
-            rs.affected,
-            if rs.affected == 1 { "" } else { "s" }
-        );
+        return writeln!(out, "OK, {} row{} affected", rs.affected, if rs.affected == 1 { "" } else { "s" });
     }
-    let cells: Vec<Vec<String>> = rs
-        .rows
-        .iter()
-        .map(|r| r.iter().map(cell_text).collect())
-        .collect();
+    let cells: Vec<Vec<String>> = rs.rows.iter().map(|r| r.iter().map(cell_text).collect()).collect();
     let mut w: Vec<usize> = rs.columns.iter().map(|c| c.chars().count()).collect();
     for r in &cells {
         for (i, c) in r.iter().enumerate() {
@@ -103,31 +90,15 @@ fn print_table(rs: &ResultSet, out: &mut impl Write) -> std::io::Result<()> {
         }
     }
     let line = |out: &mut dyn Write, vals: &[String]| -> std::io::Result<()> {
-        let parts: Vec<String> = vals
-            .iter()
-            .zip(&w)
-            .map(|(v, w)| format!(" {v:<w$} "))
-            .collect();
+        let parts: Vec<String> = vals.iter().zip(&w).map(|(v, w)| format!(" {v:<w$} ")).collect();
         writeln!(out, "{}", parts.join("|").trim_end())
     };
     line(out, &rs.columns)?;
-    writeln!(
-        out,
-        "{}",
-        w.iter()
-            .map(|w| "-".repeat(w + 2))
-            .collect::<Vec<_>>()
-            .join("+")
-    )?;
+    writeln!(out, "{}", w.iter().map(|w| "-".repeat(w + 2)).collect::<Vec<_>>().join("+"))?;
     for r in &cells {
         line(out, r)?;
     }
-    writeln!(
-        out,
-        "({} row{})",
-        cells.len(),
-        if cells.len() == 1 { "" } else { "s" }
-    )
+    writeln!(out, "({} row{})", cells.len(), if cells.len() == 1 { "" } else { "s" })
 }
 
 fn print_json(rs: &ResultSet, out: &mut impl Write) -> std::io::Result<()> {
@@ -135,12 +106,8 @@ fn print_json(rs: &ResultSet, out: &mut impl Write) -> std::io::Result<()> {
         return writeln!(out, "{}", serde_json::json!({ "affected": rs.affected }));
     }
     for r in &rs.rows {
-        let obj: serde_json::Map<String, serde_json::Value> = rs
-            .columns
-            .iter()
-            .cloned()
-            .zip(r.iter().map(cell_json))
-            .collect();
+        let obj: serde_json::Map<String, serde_json::Value> =
+            rs.columns.iter().cloned().zip(r.iter().map(cell_json)).collect();
         writeln!(out, "{}", serde_json::Value::Object(obj))?;
     }
     Ok(())
@@ -194,12 +161,8 @@ impl Shell {
         let rs = self.client.execute(&sql)?;
         let elapsed = t.elapsed();
         let mut out = std::io::stdout().lock();
-        if self.json {
-            print_json(&rs, &mut out)
-        } else {
-            print_table(&rs, &mut out)
-        }
-        .map_err(ClientError::Io)?;
+        if self.json { print_json(&rs, &mut out) } else { print_table(&rs, &mut out) }
+            .map_err(ClientError::Io)?;
         if self.timing {
             let _ = writeln!(out, "Time: {:.3} ms", elapsed.as_secs_f64() * 1000.0);
         }
@@ -215,19 +178,14 @@ fn repl(shell: &mut Shell) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let history =
-        std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".velocity_history"));
+    let history = std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".velocity_history"));
     if let Some(h) = &history {
         let _ = rl.load_history(h);
     }
     println!("Connected. End statements with ';'. \\stats, \\status, \\q to quit.");
     let mut buf = String::new();
     loop {
-        let prompt = if buf.is_empty() {
-            "velocity> "
-        } else {
-            "      ... "
-        };
+        let prompt = if buf.is_empty() { "velocity> " } else { "      ... " };
         match rl.readline(prompt) {
             Ok(line) => {
                 let t = line.trim();
@@ -287,25 +245,15 @@ fn main() -> ExitCode {
             }
         }
     };
-    let creds = Credentials::Password {
-        user: cli.user.clone(),
-        password,
-    };
+    let creds = Credentials::Password { user: cli.user.clone(), password };
     let client = match Client::connect((cli.host.as_str(), cli.port), &creds) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!(
-                "velocity-cli: cannot connect to {}:{}: {e}",
-                cli.host, cli.port
-            );
+            eprintln!("velocity-cli: cannot connect to {}:{}: {e}", cli.host, cli.port);
             return ExitCode::FAILURE;
         }
     };
-    let mut shell = Shell {
-        client,
-        json: cli.json,
-        timing: cli.command.is_none(),
-    };
+    let mut shell = Shell { client, json: cli.json, timing: cli.command.is_none() };
     match cli.command {
         Some(cmd) => {
             for stmt in split_statements(&cmd) {

@@ -11,11 +11,7 @@ use velocity::server::mesh::Transport;
 use velocity::server::{run, Config};
 
 #[derive(Parser)]
-#[command(
-    name = "velocityd",
-    version,
-    about = "Velocity key-value server (thread-per-core, shared-nothing)"
-)]
+#[command(name = "velocityd", version, about = "Velocity key-value server (thread-per-core, shared-nothing)")]
 struct Cli {
     #[command(flatten)]
     serve: ServeArgs,
@@ -96,10 +92,8 @@ fn parse_cpu_list(s: &str) -> Result<Vec<usize>, String> {
         let bad = || format!("--cpu-list: cannot read {part:?} (expected e.g. 0,1 or 2-5)");
         match part.split_once('-') {
             Some((a, b)) => {
-                let (a, b): (usize, usize) = (
-                    a.trim().parse().map_err(|_| bad())?,
-                    b.trim().parse().map_err(|_| bad())?,
-                );
+                let (a, b): (usize, usize) =
+                    (a.trim().parse().map_err(|_| bad())?, b.trim().parse().map_err(|_| bad())?);
                 if a > b {
                     return Err(bad());
                 }
@@ -118,33 +112,17 @@ fn parse_cpu_list(s: &str) -> Result<Vec<usize>, String> {
 
 fn read_password() -> Result<String, String> {
     let mut s = String::new();
-    std::io::stdin()
-        .read_to_string(&mut s)
-        .map_err(|e| format!("cannot read the password: {e}"))?;
-    let pw = s
-        .strip_suffix('\n')
-        .map(|p| p.strip_suffix('\r').unwrap_or(p))
-        .unwrap_or(&s)
-        .to_owned();
+    std::io::stdin().read_to_string(&mut s).map_err(|e| format!("cannot read the password: {e}"))?;
+    let pw = s.strip_suffix('\n').map(|p| p.strip_suffix('\r').unwrap_or(p)).unwrap_or(&s).to_owned();
     Ok(pw)
 }
 
 fn main_inner() -> Result<(), String> {
     let cli = Cli::parse();
     match cli.command {
-        Some(Command::User(UserCmd::Add {
-            name,
-            role,
-            data_dir,
-            ..
-        })) => {
+        Some(Command::User(UserCmd::Add { name, role, data_dir, .. })) => {
             let pw = read_password()?;
-            datadir::add_user(
-                &data_dir,
-                &name,
-                &pw,
-                Role::parse(&role).expect("clap checked"),
-            )?;
+            datadir::add_user(&data_dir, &name, &pw, Role::parse(&role).expect("clap checked"))?;
             println!("user {name} ({role}) saved in {}", data_dir.display());
         }
         Some(Command::User(UserCmd::List { data_dir })) => {
@@ -159,8 +137,7 @@ fn main_inner() -> Result<(), String> {
             println!("user {name} removed");
         }
         Some(Command::Fingerprint { data_dir }) => {
-            std::fs::create_dir_all(&data_dir)
-                .map_err(|e| format!("{}: {e}", data_dir.display()))?;
+            std::fs::create_dir_all(&data_dir).map_err(|e| format!("{}: {e}", data_dir.display()))?;
             let (_, _, fp) = datadir::identity(&data_dir)?;
             println!("{}", datadir::fingerprint_string(&fp));
         }
@@ -169,10 +146,7 @@ fn main_inner() -> Result<(), String> {
             let cpu_list = s.cpu_list.as_deref().map(parse_cpu_list).transpose()?;
             let cores = match (&cpu_list, s.cores) {
                 (Some(l), Some(n)) if n != l.len() => {
-                    return Err(format!(
-                        "--cores {n} disagrees with --cpu-list ({} CPUs)",
-                        l.len()
-                    ))
+                    return Err(format!("--cores {n} disagrees with --cpu-list ({} CPUs)", l.len()))
                 }
                 (Some(l), _) => l.len(),
                 (None, Some(n)) => n,
@@ -187,11 +161,7 @@ fn main_inner() -> Result<(), String> {
                 idle_timeout_s: s.idle_timeout_s,
                 handshake_timeout_ms: s.handshake_timeout_ms,
                 max_payload: s.max_payload,
-                mesh: if s.mesh == "crossbeam" {
-                    Transport::Crossbeam
-                } else {
-                    Transport::Glommio
-                },
+                mesh: if s.mesh == "crossbeam" { Transport::Crossbeam } else { Transport::Glommio },
             })?;
         }
     }
@@ -203,8 +173,7 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("VELOCITY_LOG")
-                .unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_env("VELOCITY_LOG").unwrap_or_else(|_| "info".into()),
         )
         .init();
     match main_inner() {

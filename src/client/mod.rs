@@ -6,8 +6,8 @@ pub mod build;
 use crate::error::WireError;
 use crate::limits::{FRAME_OVERHEAD_BYTES, PREAUTH_PAYLOAD_BYTES_MAX};
 use crate::protocol::{
-    decode_frame, AuthRequest, AuthStatus, Decoded, ErrorCode, Hello, Message, Peer, ResultSet,
-    ServerInfo, VERSION,
+    decode_frame, AuthRequest, AuthStatus, Decoded, ErrorCode, Hello, Message, Peer, ResultSet, ServerInfo,
+    VERSION,
 };
 use crate::security::{derive_credential, Argon2Params};
 use std::fmt;
@@ -97,11 +97,7 @@ impl fmt::Debug for Credentials {
 
 /// Derive the method-1 credential for a server's SERVER_INFO.
 pub fn derive(info: &ServerInfo, user: &str, password: &str) -> Result<[u8; 32]> {
-    let params = Argon2Params {
-        m_kib: info.argon2_m_kib,
-        t: info.argon2_t,
-        p: info.argon2_p,
-    };
+    let params = Argon2Params { m_kib: info.argon2_m_kib, t: info.argon2_t, p: info.argon2_p };
     derive_credential(password, user, &info.auth_salt, params).map_err(ClientError::Usage)
 }
 
@@ -208,9 +204,7 @@ impl Client {
     /// Run one statement and wait for its result.
     pub fn execute(&mut self, sql: &str) -> Result<ResultSet> {
         if self.in_flight > 0 {
-            return Err(ClientError::Usage(
-                "read the pipelined replies before executing".into(),
-            ));
+            return Err(ClientError::Usage("read the pipelined replies before executing".into()));
         }
         self.send(sql)?;
         self.flush()?;
@@ -226,10 +220,7 @@ impl Client {
                 self.info.max_payload
             )));
         }
-        let start = crate::protocol::begin_frame(
-            &mut self.wbuf,
-            crate::protocol::MessageType::Command as u8,
-        );
+        let start = crate::protocol::begin_frame(&mut self.wbuf, crate::protocol::MessageType::Command as u8);
         self.wbuf.extend_from_slice(sql.as_bytes());
         crate::protocol::end_frame(&mut self.wbuf, start);
         self.in_flight += 1;
@@ -256,9 +247,7 @@ impl Client {
             Message::Response(rs) | Message::StatsReply(rs) => Ok(Ok(rs)),
             Message::Error { code, message } => match ErrorCode::from_u16(code) {
                 Some(code) => Ok(Err(WireError { code, message })),
-                None => Err(ClientError::Protocol(format!(
-                    "unknown error code {code}: {message}"
-                ))),
+                None => Err(ClientError::Protocol(format!("unknown error code {code}: {message}"))),
             },
             other => Err(unexpected(other)),
         }
@@ -296,10 +285,7 @@ impl Client {
 
     /// Say goodbye.
     pub fn close(mut self) -> Result<()> {
-        self.send_message(&Message::Disconnect {
-            code: 0,
-            reason: "client closing".into(),
-        })
+        self.send_message(&Message::Disconnect { code: 0, reason: "client closing".into() })
     }
 
     pub fn send_message(&mut self, m: &Message) -> Result<()> {
@@ -318,10 +304,7 @@ impl Client {
     /// The next frame from the server, whatever it is. DISCONNECT becomes an error.
     pub fn read_message(&mut self, payload_max: u32) -> Result<Message> {
         loop {
-            match decode_frame(
-                &self.rbuf[self.rpos..],
-                payload_max.max(PREAUTH_PAYLOAD_BYTES_MAX),
-            ) {
+            match decode_frame(&self.rbuf[self.rpos..], payload_max.max(PREAUTH_PAYLOAD_BYTES_MAX)) {
                 Ok(Decoded::Frame(f)) => {
                     let m = Message::decode(f.kind, f.payload, Peer::Server)
                         .map_err(|e| ClientError::Protocol(e.to_string()));
@@ -343,9 +326,7 @@ impl Client {
                         self.rpos = 0;
                     }
                     let len = self.rbuf.len();
-                    let want = needed
-                        .max(64 << 10)
-                        .min(payload_max as usize + FRAME_OVERHEAD_BYTES);
+                    let want = needed.max(64 << 10).min(payload_max as usize + FRAME_OVERHEAD_BYTES);
                     self.rbuf.resize(len + want.max(needed), 0);
                     let n = self.stream.read(&mut self.rbuf[len..]);
                     let n = match n {

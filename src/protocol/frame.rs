@@ -44,16 +44,10 @@ impl fmt::Display for FrameError {
                 write!(f, "unsupported protocol version {got} (expected {VERSION})")
             }
             FrameError::TooLong { length, max } => {
-                write!(
-                    f,
-                    "payload length {length} exceeds the limit of {max} bytes"
-                )
+                write!(f, "payload length {length} exceeds the limit of {max} bytes")
             }
             FrameError::BadChecksum { expected, actual } => {
-                write!(
-                    f,
-                    "checksum mismatch (frame says {expected:08x}, bytes give {actual:08x})"
-                )
+                write!(f, "checksum mismatch (frame says {expected:08x}, bytes give {actual:08x})")
             }
         }
     }
@@ -71,22 +65,15 @@ pub fn decode_frame(buf: &[u8], payload_max: u32) -> Result<Decoded<'_>, FrameEr
         return Err(FrameError::BadVersion { got: buf[4] });
     }
     if buf.len() < FRAME_HEADER_BYTES {
-        return Ok(Decoded::Incomplete {
-            needed: FRAME_HEADER_BYTES - buf.len(),
-        });
+        return Ok(Decoded::Incomplete { needed: FRAME_HEADER_BYTES - buf.len() });
     }
     let length = u32::from_le_bytes(buf[6..10].try_into().unwrap());
     if length > payload_max {
-        return Err(FrameError::TooLong {
-            length,
-            max: payload_max,
-        });
+        return Err(FrameError::TooLong { length, max: payload_max });
     }
     let total = FRAME_OVERHEAD_BYTES + length as usize;
     if buf.len() < total {
-        return Ok(Decoded::Incomplete {
-            needed: total - buf.len(),
-        });
+        return Ok(Decoded::Incomplete { needed: total - buf.len() });
     }
     let body_end = total - FRAME_TRAILER_BYTES;
     let expected = u32::from_le_bytes(buf[body_end..total].try_into().unwrap());
@@ -94,11 +81,7 @@ pub fn decode_frame(buf: &[u8], payload_max: u32) -> Result<Decoded<'_>, FrameEr
     if expected != actual {
         return Err(FrameError::BadChecksum { expected, actual });
     }
-    Ok(Decoded::Frame(Frame {
-        kind: buf[5],
-        payload: &buf[FRAME_HEADER_BYTES..body_end],
-        consumed: total,
-    }))
+    Ok(Decoded::Frame(Frame { kind: buf[5], payload: &buf[FRAME_HEADER_BYTES..body_end], consumed: total }))
 }
 
 /// Start a frame of type `kind` at the end of `out`; append the payload, then call
@@ -149,51 +132,31 @@ mod tests {
                 other => panic!("prefix {n}: {other:?}"),
             }
         }
-        let Decoded::Frame(fr) = decode_frame(&f, 4096).unwrap() else {
-            panic!()
-        };
-        assert_eq!(
-            (fr.kind, fr.payload, fr.consumed),
-            (0x20, &b"hi"[..], f.len())
-        );
+        let Decoded::Frame(fr) = decode_frame(&f, 4096).unwrap() else { panic!() };
+        assert_eq!((fr.kind, fr.payload, fr.consumed), (0x20, &b"hi"[..], f.len()));
     }
 
     #[test]
     fn bad_magic_is_caught_on_the_first_wrong_byte() {
         assert_eq!(decode_frame(b"X", 4096), Err(FrameError::BadMagic));
         assert_eq!(decode_frame(b"VEL0", 4096), Err(FrameError::BadMagic));
-        assert_eq!(
-            decode_frame(b"GET / HTTP/1.1\r\n", 4096),
-            Err(FrameError::BadMagic)
-        );
+        assert_eq!(decode_frame(b"GET / HTTP/1.1\r\n", 4096), Err(FrameError::BadMagic));
     }
 
     #[test]
     fn bad_version_is_refused() {
         let mut f = frame(0x20, b"");
         f[4] = 2;
-        assert_eq!(
-            decode_frame(&f[..5], 4096),
-            Err(FrameError::BadVersion { got: 2 })
-        );
+        assert_eq!(decode_frame(&f[..5], 4096), Err(FrameError::BadVersion { got: 2 }));
     }
 
     #[test]
     fn over_long_length_is_refused_from_the_header_alone() {
         let mut header = frame(0x10, b"")[..10].to_vec();
         header[6..10].copy_from_slice(&4097u32.to_le_bytes());
-        assert_eq!(
-            decode_frame(&header, 4096),
-            Err(FrameError::TooLong {
-                length: 4097,
-                max: 4096
-            })
-        );
+        assert_eq!(decode_frame(&header, 4096), Err(FrameError::TooLong { length: 4097, max: 4096 }));
         header[6..10].copy_from_slice(&u32::MAX.to_le_bytes());
-        assert!(matches!(
-            decode_frame(&header, 1 << 20),
-            Err(FrameError::TooLong { .. })
-        ));
+        assert!(matches!(decode_frame(&header, 1 << 20), Err(FrameError::TooLong { .. })));
     }
 
     #[test]
@@ -202,10 +165,7 @@ mod tests {
         for i in 10..f.len() {
             let mut g = f.clone();
             g[i] ^= 0x01;
-            assert!(
-                matches!(decode_frame(&g, 4096), Err(FrameError::BadChecksum { .. })),
-                "{i}"
-            );
+            assert!(matches!(decode_frame(&g, 4096), Err(FrameError::BadChecksum { .. })), "{i}");
         }
     }
 
@@ -213,12 +173,8 @@ mod tests {
     fn two_frames_back_to_back() {
         let mut buf = frame(0x20, b"a");
         buf.extend(frame(0x20, b"bc"));
-        let Decoded::Frame(a) = decode_frame(&buf, 4096).unwrap() else {
-            panic!()
-        };
-        let Decoded::Frame(b) = decode_frame(&buf[a.consumed..], 4096).unwrap() else {
-            panic!()
-        };
+        let Decoded::Frame(a) = decode_frame(&buf, 4096).unwrap() else { panic!() };
+        let Decoded::Frame(b) = decode_frame(&buf[a.consumed..], 4096).unwrap() else { panic!() };
         assert_eq!((a.payload, b.payload), (&b"a"[..], &b"bc"[..]));
     }
 }

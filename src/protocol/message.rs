@@ -107,10 +107,7 @@ impl fmt::Debug for AuthRequest {
         f.debug_struct("AuthRequest")
             .field("method", &self.method)
             .field("username", &self.username)
-            .field(
-                "credential",
-                &format_args!("<{} bytes>", self.credential.len()),
-            )
+            .field("credential", &format_args!("<{} bytes>", self.credential.len()))
             .finish()
     }
 }
@@ -161,10 +158,7 @@ impl fmt::Display for PayloadError {
         match self {
             PayloadError::UnknownType(t) => write!(f, "unknown message type 0x{t:02x}"),
             PayloadError::WrongDirection(t) => {
-                write!(
-                    f,
-                    "message type 0x{t:02x} is not accepted in this direction"
-                )
+                write!(f, "message type 0x{t:02x} is not accepted in this direction")
             }
             PayloadError::Malformed { kind, reason } => {
                 write!(f, "malformed payload of type 0x{kind:02x}: {reason}")
@@ -193,17 +187,11 @@ impl Message {
     }
 
     pub fn error(code: ErrorCode, message: impl Into<String>) -> Message {
-        Message::Error {
-            code: code as u16,
-            message: message.into(),
-        }
+        Message::Error { code: code as u16, message: message.into() }
     }
 
     pub fn auth_response(status: AuthStatus, message: impl Into<String>) -> Message {
-        Message::AuthResponse {
-            status: status as u16,
-            message: message.into(),
-        }
+        Message::AuthResponse { status: status as u16, message: message.into() }
     }
 
     /// Decode the payload of a frame of type `kind` that `sender` sent.
@@ -266,14 +254,11 @@ impl Message {
                 Message::Disconnect { code, reason }
             }
             MessageType::Command => {
-                let sql =
-                    std::str::from_utf8(payload).map_err(|_| malformed("SQL is not UTF-8"))?;
+                let sql = std::str::from_utf8(payload).map_err(|_| malformed("SQL is not UTF-8"))?;
                 return Ok(Message::Command(sql.to_owned()));
             }
             MessageType::Response => {
-                return ResultSet::decode(payload)
-                    .map(Message::Response)
-                    .map_err(malformed)
+                return ResultSet::decode(payload).map(Message::Response).map_err(malformed)
             }
             MessageType::Error => {
                 let code = r.u16("code").map_err(malformed)?;
@@ -294,9 +279,7 @@ impl Message {
                 return match sender {
                     Peer::Client if payload.is_empty() => Ok(Message::StatsRequest),
                     Peer::Client => Err(malformed("STATS request must be empty")),
-                    Peer::Server => ResultSet::decode(payload)
-                        .map(Message::StatsReply)
-                        .map_err(malformed),
+                    Peer::Server => ResultSet::decode(payload).map(Message::StatsReply).map_err(malformed),
                 }
             }
         };
@@ -329,14 +312,8 @@ impl Message {
                 put_str8(out, &a.username);
                 put_bytes8(out, &a.credential);
             }
-            Message::AuthResponse {
-                status: code,
-                message,
-            }
-            | Message::Disconnect {
-                code,
-                reason: message,
-            }
+            Message::AuthResponse { status: code, message }
+            | Message::Disconnect { code, reason: message }
             | Message::Error { code, message } => {
                 out.extend_from_slice(&code.to_le_bytes());
                 put_str16(out, message);

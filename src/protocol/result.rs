@@ -77,11 +77,7 @@ pub struct ResultSet {
 impl ResultSet {
     /// The reply of a write: no columns, no rows, `affected` rows written.
     pub fn affected(n: u64) -> Self {
-        ResultSet {
-            columns: Vec::new(),
-            rows: Vec::new(),
-            affected: n,
-        }
+        ResultSet { columns: Vec::new(), rows: Vec::new(), affected: n }
     }
 
     pub fn encoded_len(&self) -> usize {
@@ -137,11 +133,7 @@ impl ResultSet {
         }
         let affected = r.u64("affected")?;
         r.finish("trailing bytes after the result set")?;
-        Ok(ResultSet {
-            columns,
-            rows,
-            affected,
-        })
+        Ok(ResultSet { columns, rows, affected })
     }
 }
 
@@ -154,21 +146,14 @@ pub struct ResultSetWriter<'o> {
 }
 
 impl<'o> ResultSetWriter<'o> {
-    pub fn begin<'c>(
-        out: &'o mut Vec<u8>,
-        columns: impl ExactSizeIterator<Item = &'c str>,
-    ) -> Self {
+    pub fn begin<'c>(out: &'o mut Vec<u8>, columns: impl ExactSizeIterator<Item = &'c str>) -> Self {
         out.extend_from_slice(&(columns.len() as u16).to_le_bytes());
         for c in columns {
             put_str16(out, c);
         }
         let n_rows_at = out.len();
         out.extend_from_slice(&[0; 4]);
-        ResultSetWriter {
-            out,
-            n_rows_at,
-            n_rows: 0,
-        }
+        ResultSetWriter { out, n_rows_at, n_rows: 0 }
     }
 
     /// The buffer, to append the current row's values to.
@@ -229,16 +214,8 @@ mod tests {
         let rs = ResultSet {
             columns: vec!["key".into(), "value".into(), "ttl".into()],
             rows: vec![
-                vec![
-                    Value::Bytes(b"a".to_vec()),
-                    Value::Bytes(vec![0, 255]),
-                    Value::Null,
-                ],
-                vec![
-                    Value::Bytes(vec![]),
-                    Value::Bytes(b"x".to_vec()),
-                    Value::Int(-5),
-                ],
+                vec![Value::Bytes(b"a".to_vec()), Value::Bytes(vec![0, 255]), Value::Null],
+                vec![Value::Bytes(vec![]), Value::Bytes(b"x".to_vec()), Value::Int(-5)],
             ],
             affected: 7,
         };

@@ -3,6 +3,4 @@
 
 pub mod credential;
 
-pub use credential::{
-    derive_credential, password_salt, stored_hash, verify_credential, Argon2Params,
-};
+pub use credential::{derive_credential, password_salt, stored_hash, verify_credential, Argon2Params};

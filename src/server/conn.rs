@@ -10,8 +10,8 @@ use crate::error::WireError;
 use crate::limits::*;
 use crate::protocol::message::encode_error;
 use crate::protocol::{
-    begin_frame, decode_frame, encode_single_value_response, end_frame, AuthRequest, AuthStatus,
-    Decoded, ErrorCode, Message, MessageType, Peer, ResultSet, ServerInfo, Value, VERSION,
+    begin_frame, decode_frame, encode_single_value_response, end_frame, AuthRequest, AuthStatus, Decoded,
+    ErrorCode, Message, MessageType, Peer, ResultSet, ServerInfo, Value, VERSION,
 };
 use crate::security::verify_credential;
 use crate::shard::{merge, plan, shard_of_key, Merge, ShardOp, ShardReply};
@@ -157,11 +157,7 @@ impl Conn {
                 ReadOutcome::Timeout => "handshake timeout",
                 ReadOutcome::Shutdown => "server shutting down",
             };
-            let frame = Message::Disconnect {
-                code: 0,
-                reason: reason.into(),
-            }
-            .to_frame();
+            let frame = Message::Disconnect { code: 0, reason: reason.into() }.to_frame();
             let _ = stream.write_all(&frame).await;
             break;
         }
@@ -170,10 +166,7 @@ impl Conn {
     }
 
     fn has_frame(&self) -> bool {
-        matches!(
-            decode_frame(&self.inbuf, self.payload_max()),
-            Ok(Decoded::Frame(_)) | Err(_)
-        )
+        matches!(decode_frame(&self.inbuf, self.payload_max()), Ok(Decoded::Frame(_)) | Err(_))
     }
 
     /// Read more bytes, unless a timeout or shutdown comes first.
@@ -297,11 +290,7 @@ fn handle_frame(
         Err(e) => {
             batch.error(ErrorCode::ProtocolError, &e.to_string());
             // Before HELLO nothing but HELLO and PING is accepted (profile §2).
-            return if matches!(phase, Phase::AwaitHello) {
-                Flow::Close
-            } else {
-                Flow::Continue
-            };
+            return if matches!(phase, Phase::AwaitHello) { Flow::Close } else { Flow::Continue };
         }
     };
     match (&*phase, msg) {
@@ -309,10 +298,7 @@ fn handle_frame(
         (_, Message::Disconnect { .. }) => return Flow::Close,
         (Phase::AwaitHello, Message::Hello(h)) => {
             if !h.versions.contains(&VERSION) {
-                batch.error(
-                    ErrorCode::ProtocolError,
-                    "no common protocol version (this server speaks 1)",
-                );
+                batch.error(ErrorCode::ProtocolError, "no common protocol version (this server speaks 1)");
                 return Flow::Close;
             }
             let cfg = &core.shared.config;
@@ -348,11 +334,8 @@ fn handle_frame(
                     core.stats.borrow_mut().failed_logins += 1;
                     tracing::info!(user = %a.username, tries, "failed login");
                     batch.ready(|out| {
-                        Message::auth_response(
-                            AuthStatus::InvalidCredentials,
-                            "invalid credentials",
-                        )
-                        .encode(out)
+                        Message::auth_response(AuthStatus::InvalidCredentials, "invalid credentials")
+                            .encode(out)
                     });
                     if tries >= AUTH_TRIES_MAX {
                         batch.ready(|out| {
@@ -372,15 +355,9 @@ fn handle_frame(
             batch.error(ErrorCode::Unauthorized, "not authenticated")
         }
         (Phase::Ready { .. }, Message::StatsRequest) => {
-            batch.pending.push(Pending::Info {
-                what: InfoKind::StatsFrame,
-                started: Instant::now(),
-            });
+            batch.pending.push(Pending::Info { what: InfoKind::StatsFrame, started: Instant::now() });
         }
-        (_, m) => batch.error(
-            ErrorCode::ProtocolError,
-            &format!("unexpected {:?} frame here", m.kind()),
-        ),
+        (_, m) => batch.error(ErrorCode::ProtocolError, &format!("unexpected {:?} frame here", m.kind())),
     }
     Flow::Continue
 }
@@ -421,11 +398,8 @@ fn command(core: &Core, role: Role, payload: &[u8], batch: &mut Batch, now: u64)
     let cfg = &core.shared.config;
     match &stmt {
         Statement::ShowStats | Statement::ShowStatus => {
-            let what = if matches!(stmt, Statement::ShowStats) {
-                InfoKind::ShowStats
-            } else {
-                InfoKind::ShowStatus
-            };
+            let what =
+                if matches!(stmt, Statement::ShowStats) { InfoKind::ShowStats } else { InfoKind::ShowStatus };
             batch.pending.push(Pending::Info { what, started });
             return Flow::Continue;
         }
@@ -454,10 +428,8 @@ fn command(core: &Core, role: Role, payload: &[u8], batch: &mut Batch, now: u64)
         _ => {}
     }
     let p = plan(&stmt, core.shards, cfg.max_payload);
-    let fans_out = p
-        .parts
-        .iter()
-        .any(|(_, op)| matches!(op, ShardOp::Scan { .. } | ShardOp::MultiGet { .. }));
+    let fans_out =
+        p.parts.iter().any(|(_, op)| matches!(op, ShardOp::Scan { .. } | ShardOp::MultiGet { .. }));
     let mut flow = Flow::Continue;
     if fans_out {
         batch.result_bytes_reserved += cfg.max_payload as usize;
@@ -480,17 +452,9 @@ fn command(core: &Core, role: Role, payload: &[u8], batch: &mut Batch, now: u64)
         }
     }
     if remote {
-        batch.pending.push(Pending::Merge {
-            merge: p.merge,
-            replies,
-            kind,
-            started,
-        });
+        batch.pending.push(Pending::Merge { merge: p.merge, replies, kind, started });
     } else {
-        let replies = replies
-            .into_iter()
-            .map(|r| r.expect("local reply"))
-            .collect();
+        let replies = replies.into_iter().map(|r| r.expect("local reply")).collect();
         let res = merge(&p.merge, replies, cfg.max_payload);
         record(core, kind, started, res.is_ok());
         batch.ready(|out| encode_outcome(out, &res));
@@ -499,9 +463,7 @@ fn command(core: &Core, role: Role, payload: &[u8], batch: &mut Batch, now: u64)
 }
 
 fn record(core: &Core, kind: StatementKind, started: Instant, ok: bool) {
-    core.stats
-        .borrow_mut()
-        .record(kind, started.elapsed().as_micros() as u64, ok);
+    core.stats.borrow_mut().record(kind, started.elapsed().as_micros() as u64, ok);
 }
 
 fn encode_outcome(out: &mut Vec<u8>, res: &Result<ResultSet, WireError>) {
@@ -524,14 +486,7 @@ async fn finish(core: &Rc<Core>, phase: &Phase, mut batch: Batch, now: u64) -> V
             if ops.is_empty() {
                 continue;
             }
-            let slot = mesh
-                .send(shard, |id, reply_to| Req::Ops {
-                    id,
-                    reply_to,
-                    now_ms: now,
-                    ops,
-                })
-                .await;
+            let slot = mesh.send(shard, |id, reply_to| Req::Ops { id, reply_to, now_ms: now, ops }).await;
             slots.push((shard, slot));
         }
         for (shard, slot) in slots {
@@ -549,18 +504,10 @@ async fn finish(core: &Rc<Core>, phase: &Phase, mut batch: Batch, now: u64) -> V
     for p in batch.pending {
         match p {
             Pending::Staged(r) => out.extend_from_slice(&batch.stage[r]),
-            Pending::Merge {
-                merge: m,
-                replies,
-                kind,
-                started,
-            } => {
+            Pending::Merge { merge: m, replies, kind, started } => {
                 let res = match replies.into_iter().collect::<Option<Vec<_>>>() {
                     Some(replies) => merge(&m, replies, max_payload),
-                    None => Err(WireError::new(
-                        ErrorCode::ServerOverloaded,
-                        "a shard is not answering",
-                    )),
+                    None => Err(WireError::new(ErrorCode::ServerOverloaded, "a shard is not answering")),
                 };
                 record(core, kind, started, res.is_ok());
                 encode_outcome(&mut out, &res);
@@ -601,19 +548,10 @@ async fn info(core: &Rc<Core>, phase: &Phase, what: InfoKind) -> ResultSet {
             let mut rows = vec![
                 ("version".to_string(), text(env!("CARGO_PKG_VERSION"))),
                 ("protocol_version".into(), int(VERSION as u64)),
-                (
-                    "uptime_s".into(),
-                    int(core.shared.started.elapsed().as_secs()),
-                ),
+                ("uptime_s".into(), int(core.shared.started.elapsed().as_secs())),
                 ("shards".into(), int(core.shards as u64)),
-                (
-                    "connections".into(),
-                    int(core.shared.connections.load(Ordering::Relaxed) as u64),
-                ),
-                (
-                    "max_connections".into(),
-                    int(core.shared.max_connections as u64),
-                ),
+                ("connections".into(), int(core.shared.connections.load(Ordering::Relaxed) as u64)),
+                ("max_connections".into(), int(core.shared.max_connections as u64)),
                 ("max_payload".into(), int(cfg.max_payload as u64)),
                 ("durability".into(), text("none (in memory only)")),
                 ("tls".into(), text("off")),

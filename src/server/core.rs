@@ -43,17 +43,13 @@ pub struct Core {
 }
 
 pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 impl Core {
     pub fn run_ops(&self, ops: &[ShardOp], now_ms: u64) -> Vec<ShardReply> {
         let mut store = self.store.borrow_mut();
-        ops.iter()
-            .map(|op| run_op(&mut store, op, now_ms))
-            .collect()
+        ops.iter().map(|op| run_op(&mut store, op, now_ms)).collect()
     }
 
     /// This core's statistics with its store's figures filled in.
@@ -82,10 +78,7 @@ impl Core {
         if let Some(mesh) = &self.mesh {
             let mut slots = Vec::new();
             for s in (0..self.shards).filter(|s| *s != self.id) {
-                if let Some(slot) = mesh
-                    .send(s, |id, reply_to| Req::Stats { id, reply_to })
-                    .await
-                {
+                if let Some(slot) = mesh.send(s, |id, reply_to| Req::Stats { id, reply_to }).await {
                     slots.push((s, slot));
                 }
             }

@@ -10,11 +10,8 @@ use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-pub const ARGON2: Argon2Params = Argon2Params {
-    m_kib: ARGON2_M_KIB_DEFAULT,
-    t: ARGON2_T_DEFAULT,
-    p: ARGON2_P_DEFAULT,
-};
+pub const ARGON2: Argon2Params =
+    Argon2Params { m_kib: ARGON2_M_KIB_DEFAULT, t: ARGON2_T_DEFAULT, p: ARGON2_P_DEFAULT };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Role {
@@ -59,12 +56,7 @@ pub struct DataDir {
 
 fn write_secret(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)?;
+    let mut f = fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
     f.write_all(bytes)?;
     f.sync_all()?;
     fs::rename(&tmp, path)
@@ -80,9 +72,7 @@ pub fn auth_salt(dir: &Path) -> Result<[u8; 16], String> {
     fs::create_dir_all(dir).map_err(ctx("cannot create data directory", dir))?;
     let p = dir.join("auth_salt");
     match fs::read(&p) {
-        Ok(b) => b
-            .try_into()
-            .map_err(|_| format!("{} is not 16 bytes long", p.display())),
+        Ok(b) => b.try_into().map_err(|_| format!("{} is not 16 bytes long", p.display())),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let mut salt = [0u8; 16];
             getrandom::fill(&mut salt).map_err(|e| format!("no randomness: {e}"))?;
@@ -105,32 +95,20 @@ pub fn load_users(dir: &Path) -> Result<Vec<User>, String> {
         if line.trim().is_empty() || line.starts_with('#') {
             continue;
         }
-        let bad = || {
-            format!(
-                "{}:{}: expected `name<TAB>role<TAB>sha256-hex`",
-                p.display(),
-                i + 1
-            )
-        };
+        let bad = || format!("{}:{}: expected `name<TAB>role<TAB>sha256-hex`", p.display(), i + 1);
         let mut f = line.split('\t');
-        let (Some(name), Some(role), Some(hex), None) = (f.next(), f.next(), f.next(), f.next())
-        else {
+        let (Some(name), Some(role), Some(hex), None) = (f.next(), f.next(), f.next(), f.next()) else {
             return Err(bad());
         };
         let role = Role::parse(role).ok_or_else(bad)?;
         let stored = unhex32(hex).ok_or_else(bad)?;
-        users.push(User {
-            name: name.to_owned(),
-            role,
-            stored,
-        });
+        users.push(User { name: name.to_owned(), role, stored });
     }
     Ok(users)
 }
 
 fn save_users(dir: &Path, users: &[User]) -> Result<(), String> {
-    let mut text =
-        String::from("# velocityd users: name, role, SHA-256 of the Argon2id credential\n");
+    let mut text = String::from("# velocityd users: name, role, SHA-256 of the Argon2id credential\n");
     for u in users {
         text += &format!("{}\t{}\t{}\n", u.name, u.role.name(), hex(&u.stored));
     }
@@ -158,11 +136,7 @@ pub fn add_user(dir: &Path, name: &str, password: &str, role: Role) -> Result<()
     let cred = derive_credential(password, name, &salt, ARGON2)?;
     let mut users = load_users(dir)?;
     users.retain(|u| u.name != name);
-    users.push(User {
-        name: name.to_owned(),
-        role,
-        stored: stored_hash(&cred),
-    });
+    users.push(User { name: name.to_owned(), role, stored: stored_hash(&cred) });
     save_users(dir, &users)
 }
 
@@ -186,22 +160,17 @@ pub fn identity(dir: &Path) -> Result<(String, String, [u8; 32]), String> {
         let c = fs::read_to_string(&cert_p).map_err(ctx("cannot read", &cert_p))?;
         (k, c)
     } else {
-        let key =
-            rcgen::KeyPair::generate().map_err(|e| format!("cannot generate a key pair: {e}"))?;
+        let key = rcgen::KeyPair::generate().map_err(|e| format!("cannot generate a key pair: {e}"))?;
         let params = rcgen::CertificateParams::new(vec!["localhost".to_string()])
             .map_err(|e| format!("certificate parameters: {e}"))?;
-        let cert = params
-            .self_signed(&key)
-            .map_err(|e| format!("cannot self-sign: {e}"))?;
+        let cert = params.self_signed(&key).map_err(|e| format!("cannot self-sign: {e}"))?;
         let (k, c) = (key.serialize_pem(), cert.pem());
         write_secret(&key_p, k.as_bytes()).map_err(ctx("cannot write", &key_p))?;
         write_secret(&cert_p, c.as_bytes()).map_err(ctx("cannot write", &cert_p))?;
         (k, c)
     };
-    let key =
-        rcgen::KeyPair::from_pem(&key_pem).map_err(|e| format!("{}: {e}", key_p.display()))?;
-    let fingerprint: [u8; 32] =
-        Sha256::digest(rcgen::PublicKeyData::subject_public_key_info(&key)).into();
+    let key = rcgen::KeyPair::from_pem(&key_pem).map_err(|e| format!("{}: {e}", key_p.display()))?;
+    let fingerprint: [u8; 32] = Sha256::digest(rcgen::PublicKeyData::subject_public_key_info(&key)).into();
     Ok((key_pem, cert_pem, fingerprint))
 }
 
@@ -210,14 +179,7 @@ impl DataDir {
         let auth_salt = auth_salt(path)?;
         let users = load_users(path)?;
         let (key_pem, cert_pem, fingerprint) = identity(path)?;
-        Ok(DataDir {
-            path: path.to_owned(),
-            auth_salt,
-            users,
-            fingerprint,
-            cert_pem,
-            key_pem,
-        })
+        Ok(DataDir { path: path.to_owned(), auth_salt, users, fingerprint, cert_pem, key_pem })
     }
 }
 
@@ -229,10 +191,7 @@ fn unhex32(s: &str) -> Option<[u8; 32]> {
     if s.len() != 64 {
         return None;
     }
-    let v: Option<Vec<u8>> = (0..64)
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).ok())
-        .collect();
+    let v: Option<Vec<u8>> = (0..64).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).ok()).collect();
     v?.try_into().ok()
 }
 

@@ -35,10 +35,7 @@ pub type ReqMesh = MeshBuilder<Req, Full>;
 pub type RepMesh = MeshBuilder<(u64, Rep), Full>;
 
 pub fn builders(cores: usize) -> (ReqMesh, RepMesh) {
-    (
-        MeshBuilder::full(cores, SHARD_QUEUE_BATCHES_MAX),
-        MeshBuilder::full(cores, SHARD_QUEUE_BATCHES_MAX),
-    )
+    (MeshBuilder::full(cores, SHARD_QUEUE_BATCHES_MAX), MeshBuilder::full(cores, SHARD_QUEUE_BATCHES_MAX))
 }
 
 /// Which queues carry cross-core messages (`--mesh`). Both are bounded and lock-free; glommio's
@@ -110,26 +107,14 @@ impl CrossbeamMesh {
 
     /// Core `id`'s ends; the shard id is the position, fixed at construction.
     pub fn take(&self, id: usize) -> Joined {
-        let e = self.ends.lock().expect("mesh ends")[id]
-            .take()
-            .expect("each core takes its ends once");
+        let e = self.ends.lock().expect("mesh ends")[id].take().expect("each core takes its ends once");
         let mesh = Rc::new(Mesh {
-            tx: Tx::Crossbeam {
-                req: e.req_tx,
-                rep: e.rep_tx,
-            },
+            tx: Tx::Crossbeam { req: e.req_tx, rep: e.rep_tx },
             rep_id: id,
             next_id: Cell::new(1),
             pending: RefCell::new(HashMap::new()),
         });
-        Joined {
-            shard_id: id,
-            mesh,
-            rx: Rx::Crossbeam {
-                req: e.req_rx,
-                rep: e.rep_rx,
-            },
-        }
+        Joined { shard_id: id, mesh, rx: Rx::Crossbeam { req: e.req_rx, rep: e.rep_rx } }
     }
 }
 
@@ -157,22 +142,12 @@ pub async fn join(req: ReqMesh, rep: RepMesh) -> Joined {
     let shard_id = req_tx.peer_id();
     let rep_id = rep_tx.peer_id();
     let mesh = Rc::new(Mesh {
-        tx: Tx::Glommio {
-            req: req_tx,
-            rep: rep_tx,
-        },
+        tx: Tx::Glommio { req: req_tx, rep: rep_tx },
         rep_id,
         next_id: Cell::new(1),
         pending: RefCell::new(HashMap::new()),
     });
-    Joined {
-        shard_id,
-        mesh,
-        rx: Rx::Glommio {
-            req: req_rx,
-            rep: rep_rx,
-        },
-    }
+    Joined { shard_id, mesh, rx: Rx::Glommio { req: req_rx, rep: rep_rx } }
 }
 
 impl Joined {
@@ -181,10 +156,7 @@ impl Joined {
     pub fn start(self, handle: impl Fn(Req) -> Rep + 'static) -> Rc<Mesh> {
         let handle = Rc::new(handle);
         match self.rx {
-            Rx::Glommio {
-                req: mut req_rx,
-                rep: mut rep_rx,
-            } => {
+            Rx::Glommio { req: mut req_rx, rep: mut rep_rx } => {
                 for (_, rx) in req_rx.streams() {
                     let mesh = self.mesh.clone();
                     let handle = handle.clone();
@@ -265,11 +237,7 @@ impl Req {
 impl Mesh {
     /// Send `make(id, reply_to)` to `shard`; the returned slot receives the reply. Waits while
     /// the queue to that shard is full (back-pressure on the sending connection only).
-    pub async fn send(
-        &self,
-        shard: usize,
-        make: impl FnOnce(u64, usize) -> Req,
-    ) -> Option<Rc<Slot<Rep>>> {
+    pub async fn send(&self, shard: usize, make: impl FnOnce(u64, usize) -> Req) -> Option<Rc<Slot<Rep>>> {
         let id = self.next_id.get();
         self.next_id.set(id + 1);
         let slot = Slot::new();
@@ -289,10 +257,7 @@ impl Mesh {
     async fn reply(&self, to: usize, rep: (u64, Rep)) -> Result<(), ()> {
         match &self.tx {
             Tx::Glommio { rep: tx, .. } => tx.send_to(to, rep).await.map_err(|_| ()),
-            Tx::Crossbeam { rep: tx, .. } => send_polling(tx[to].as_ref(), rep)
-                .await
-                .then_some(())
-                .ok_or(()),
+            Tx::Crossbeam { rep: tx, .. } => send_polling(tx[to].as_ref(), rep).await.then_some(()).ok_or(()),
         }
     }
 

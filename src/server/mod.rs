@@ -40,10 +40,7 @@ pub struct Config {
 
 /// The open-files limit, raised to its hard maximum, less a reserve for everything else.
 fn default_max_connections() -> usize {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: plain syscalls on a local struct.
     unsafe {
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
@@ -116,11 +113,7 @@ pub fn run(config: Config) -> Result<(), String> {
         "velocityd starting"
     );
     let shared = Arc::new(Shared {
-        users: dd
-            .users
-            .iter()
-            .map(|u| (u.name.clone(), u.clone()))
-            .collect(),
+        users: dd.users.iter().map(|u| (u.name.clone(), u.clone())).collect(),
         auth_salt: dd.auth_salt,
         fingerprint: dd.fingerprint,
         started: Instant::now(),
@@ -175,11 +168,7 @@ async fn executor(shared: Arc<Shared>, meshes: Option<MeshSetup>) {
     let core = Rc::new_cyclic(|weak: &std::rc::Weak<Core>| {
         let mesh = joined.map(|j| {
             let weak = weak.clone();
-            j.start(move |req| {
-                weak.upgrade()
-                    .expect("core outlives its mesh tasks")
-                    .handle(req)
-            })
+            j.start(move |req| weak.upgrade().expect("core outlives its mesh tasks").handle(req))
         });
         Core {
             id,
@@ -198,9 +187,7 @@ async fn executor(shared: Arc<Shared>, meshes: Option<MeshSetup>) {
     runtime::spawn(async move {
         while !c.shutdown.is_fired() {
             sleep(Duration::from_millis(EXPIRY_TICK_MS)).await;
-            c.store
-                .borrow_mut()
-                .expire_step(now_ms(), EXPIRY_STEP_KEYS_MAX);
+            c.store.borrow_mut().expire_step(now_ms(), EXPIRY_STEP_KEYS_MAX);
         }
     });
     // The signal thread sets an atomic; this turns it into a core-local wake-up.
@@ -237,11 +224,7 @@ async fn executor(shared: Arc<Shared>, meshes: Option<MeshSetup>) {
             runtime::spawn(async move {
                 let mut stream = stream;
                 let mut out = Vec::new();
-                encode_error(
-                    &mut out,
-                    ErrorCode::ServerOverloaded,
-                    "too many connections",
-                );
+                encode_error(&mut out, ErrorCode::ServerOverloaded, "too many connections");
                 let _ = stream.write_all(&out).await;
                 let _ = stream.close().await;
             });

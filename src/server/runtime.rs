@@ -31,10 +31,7 @@ pub enum Either<A, B> {
 
 /// Race `a` against `b`; the loser is dropped.
 pub async fn race<A: Future, B: Future>(a: A, b: B) -> Either<A::Output, B::Output> {
-    futures_lite::future::or(async { Either::Left(a.await) }, async {
-        Either::Right(b.await)
-    })
-    .await
+    futures_lite::future::or(async { Either::Left(a.await) }, async { Either::Right(b.await) }).await
 }
 
 /// A one-shot, core-local broadcast: every waiter wakes once `fire` is called.
@@ -60,10 +57,7 @@ impl LocalSignal {
     }
 
     pub fn wait(self: &Rc<Self>) -> SignalWait {
-        SignalWait {
-            sig: self.clone(),
-            slot: None,
-        }
+        SignalWait { sig: self.clone(), slot: None }
     }
 }
 
@@ -117,10 +111,7 @@ pub struct Slot<T> {
 
 impl<T> Slot<T> {
     pub fn new() -> Rc<Self> {
-        Rc::new(Slot {
-            value: RefCell::new(None),
-            waker: RefCell::new(None),
-        })
+        Rc::new(Slot { value: RefCell::new(None), waker: RefCell::new(None) })
     }
 
     pub fn put(&self, v: T) {
@@ -167,12 +158,8 @@ where
     use glommio::{CpuSet, LocalExecutorPoolBuilder, PoolPlacement};
     let placement = match placement {
         Placement::Cpus(list) => {
-            let online =
-                CpuSet::online().map_err(|e| format!("cannot read the CPU topology: {e}"))?;
-            let sets: Vec<CpuSet> = list
-                .iter()
-                .map(|c| online.clone().filter(|l| l.cpu == *c))
-                .collect();
+            let online = CpuSet::online().map_err(|e| format!("cannot read the CPU topology: {e}"))?;
+            let sets: Vec<CpuSet> = list.iter().map(|c| online.clone().filter(|l| l.cpu == *c)).collect();
             if let Some(i) = sets.iter().position(|s| s.is_empty()) {
                 return Err(format!("CPU {} in --cpu-list is not online", list[i]));
             }

@@ -81,12 +81,7 @@ pub enum ShardReply {
 }
 
 /// Wire bytes of one row under `cols` (the value tags and lengths included).
-pub fn row_encoded_len(
-    cols: &ColumnList,
-    key_len: usize,
-    value_len: usize,
-    has_ttl: bool,
-) -> usize {
+pub fn row_encoded_len(cols: &ColumnList, key_len: usize, value_len: usize, has_ttl: bool) -> usize {
     cols.as_slice()
         .iter()
         .map(|c| match c {
@@ -114,16 +109,12 @@ fn matches(like: &Option<LikePattern>, key: &[u8]) -> bool {
 /// Apply `op` to `store` at time `now_ms`.
 pub fn run_op(store: &mut Store, op: &ShardOp, now_ms: u64) -> ShardReply {
     match op {
-        ShardOp::Get { key } => ShardReply::Entry(
-            store
-                .get(key, now_ms)
-                .map(|e| (e.value.to_vec(), e.ttl_remaining_s(now_ms))),
-        ),
+        ShardOp::Get { key } => {
+            ShardReply::Entry(store.get(key, now_ms).map(|e| (e.value.to_vec(), e.ttl_remaining_s(now_ms))))
+        }
         ShardOp::MultiGet { keys, cols } => {
-            let rows = keys
-                .iter()
-                .filter_map(|k| store.get(k, now_ms).map(|e| to_row(cols, e, now_ms)))
-                .collect();
+            let rows =
+                keys.iter().filter_map(|k| store.get(k, now_ms).map(|e| to_row(cols, e, now_ms))).collect();
             ShardReply::Rows(rows)
         }
         ShardOp::Put { rows } => {
@@ -146,14 +137,7 @@ pub fn run_op(store: &mut Store, op: &ShardOp, now_ms: u64) -> ShardReply {
         ShardOp::DeleteRange { range, like } => {
             ShardReply::Affected(store.delete_range(range, now_ms, |k| matches(like, k)))
         }
-        ShardOp::Scan {
-            range,
-            like,
-            desc,
-            limit,
-            cols,
-            bytes_max,
-        } => {
+        ShardOp::Scan { range, like, desc, limit, cols, bytes_max } => {
             let mut rows = Vec::new();
             let mut bytes = 0usize;
             let mut too_large = false;
@@ -162,12 +146,7 @@ pub fn run_op(store: &mut Store, op: &ShardOp, now_ms: u64) -> ShardReply {
                     if !matches(like, e.key) {
                         return ControlFlow::Continue(());
                     }
-                    bytes += row_encoded_len(
-                        cols,
-                        e.key.len(),
-                        e.value.len(),
-                        e.expires_at_ms.is_some(),
-                    );
+                    bytes += row_encoded_len(cols, e.key.len(), e.value.len(), e.expires_at_ms.is_some());
                     if bytes > *bytes_max {
                         too_large = true;
                         return ControlFlow::Break(());
@@ -204,15 +183,7 @@ pub fn run_op(store: &mut Store, op: &ShardOp, now_ms: u64) -> ShardReply {
 fn to_row(cols: &ColumnList, e: crate::store::EntryView<'_>, now_ms: u64) -> RowOut {
     RowOut {
         key: e.key.to_vec(),
-        value: if cols.contains(Column::Value) {
-            e.value.to_vec()
-        } else {
-            Vec::new()
-        },
-        ttl_s: if cols.contains(Column::Ttl) {
-            e.ttl_remaining_s(now_ms)
-        } else {
-            None
-        },
+        value: if cols.contains(Column::Value) { e.value.to_vec() } else { Vec::new() },
+        ttl_s: if cols.contains(Column::Ttl) { e.ttl_remaining_s(now_ms) } else { None },
     }
 }

@@ -56,53 +56,53 @@ enum Target {
     },
 }
 
-fn group_keys<'k>(
-    keys: impl Iterator<Item = &'k [u8]>,
-    shards: usize,
-) -> Vec<(usize, Vec<Vec<u8>>)> {
-    let mut groups: Vec<(usize, Vec<Vec<u8>>)> = Vec::new();
-    for k in keys {
-        let s = shard_of_key(k, shards);
+/// Items grouped by shard, shards in first-seen order, items in their original order (which
+/// is what makes later INSERT rows win within a shard).
+fn group_by_shard<T>(items: impl Iterator<Item = (usize, T)>) -> Vec<(usize, Vec<T>)> {
+    let mut groups: Vec<(usize, Vec<T>)> = Vec::new();
+    for (s, item) in items {
         match groups.iter_mut().find(|g| g.0 == s) {
-            Some(g) => g.1.push(k.to_vec()),
-            None => groups.push((s, vec![k.to_vec()])),
+            Some(g) => g.1.push(item),
+            None => groups.push((s, vec![item])),
         }
     }
     groups
 }
 
+fn group_keys<'k>(keys: impl Iterator<Item = &'k [u8]>, shards: usize) -> Vec<(usize, Vec<Vec<u8>>)> {
+    group_by_shard(keys.map(|k| (shard_of_key(k, shards), k.to_vec())))
+}
+
+/// One part per group, made by `op`.
+fn per_group<T>(groups: Vec<(usize, T)>, op: impl Fn(T) -> ShardOp) -> Vec<(usize, ShardOp)> {
+    groups.into_iter().map(|(s, t)| (s, op(t))).collect()
+}
+
+/// The same operation on each of `shards`.
+fn per_shard(shards: Vec<usize>, op: impl Fn() -> ShardOp) -> Vec<(usize, ShardOp)> {
+    shards.into_iter().map(|s| (s, op())).collect()
+}
+
 fn target(filter: &Filter<'_>, shards: usize) -> Target {
     let all: Vec<usize> = (0..shards).collect();
     match filter {
-        Filter::All => Target::Range {
-            range: KeyRange::all(),
-            like: None,
-            shards: all,
-        },
+        Filter::All => Target::Range { range: KeyRange::all(), like: None, shards: all },
         Filter::Eq(k) => Target::Keys(group_keys(std::iter::once(&**k), shards)),
         Filter::In(keys) => Target::Keys(group_keys(keys.iter().map(|k| &**k), shards)),
         Filter::Like(p) if p.is_exact() => {
             let k = p.prefix().to_vec();
             let s = shard_of_key(&k, shards);
             Target::Range {
-                range: KeyRange {
-                    lower: Bound::Included(k.clone()),
-                    upper: Bound::Included(k),
-                },
+                range: KeyRange { lower: Bound::Included(k.clone()), upper: Bound::Included(k) },
                 like: None,
                 shards: vec![s],
             }
         }
-        Filter::Like(p) => Target::Range {
-            range: KeyRange::prefix(p.prefix()),
-            like: Some(p.clone()),
-            shards: all,
-        },
+        Filter::Like(p) => {
+            Target::Range { range: KeyRange::prefix(p.prefix()), like: Some(p.clone()), shards: all }
+        }
         Filter::Range { lower, upper } => Target::Range {
-            range: KeyRange {
-                lower: lower.clone(),
-                upper: upper.clone(),
-            },
+            range: KeyRange { lower: lower.clone(), upper: upper.clone() },
             like: None,
             shards: all,
         },
@@ -116,40 +116,11 @@ pub fn plan(stmt: &Statement<'_>, shards: usize, max_payload: u32) -> Plan {
             let t = target(&sel.filter, shards);
             match (&sel.projection, t) {
                 (Projection::Count, Target::Keys(groups)) => Plan {
-                    parts: groups
-                        .into_iter()
-                        .map(|(s, keys)| {
-                            (
-                                s,
-                                ShardOp::MultiGet {
-                                    keys,
-                                    cols: ColumnList::new(),
-                                },
-                            )
-                        })
-                        .collect(),
+                    parts: per_group(groups, |keys| ShardOp::MultiGet { keys, cols: ColumnList::new() }),
                     merge: Merge::CountRows { limit: sel.limit },
                 },
-                (
-                    Projection::Count,
-                    Target::Range {
-                        range,
-                        like,
-                        shards,
-                    },
-                ) => Plan {
-                    parts: shards
-                        .into_iter()
-                        .map(|s| {
-                            (
-                                s,
-                                ShardOp::Count {
-                                    range: range.clone(),
-                                    like: like.clone(),
-                                },
-                            )
-                        })
-                        .collect(),
+                (Projection::Count, Target::Range { range, like, shards }) => Plan {
+                    parts: per_shard(shards, || ShardOp::Count { range: range.clone(), like: like.clone() }),
                     merge: Merge::Count { limit: sel.limit },
                 },
                 (Projection::Columns(cols), Target::Keys(mut groups)) => {
@@ -157,124 +128,57 @@ pub fn plan(stmt: &Statement<'_>, shards: usize, max_payload: u32) -> Plan {
                         let (s, mut keys) = groups.pop().expect("one key");
                         let key = keys.pop().expect("one key");
                         return Plan {
-                            parts: vec![(s, ShardOp::Get { key: key.clone() })],
-                            merge: Merge::Point {
-                                cols: *cols,
-                                key: k.to_vec(),
-                                limit: sel.limit,
-                            },
+                            parts: vec![(s, ShardOp::Get { key })],
+                            merge: Merge::Point { cols: *cols, key: k.to_vec(), limit: sel.limit },
                         };
                     }
                     Plan {
-                        parts: groups
-                            .into_iter()
-                            .map(|(s, keys)| (s, ShardOp::MultiGet { keys, cols: *cols }))
-                            .collect(),
-                        merge: Merge::Rows {
-                            cols: *cols,
-                            desc: sel.desc,
-                            limit: sel.limit,
-                        },
+                        parts: per_group(groups, |keys| ShardOp::MultiGet { keys, cols: *cols }),
+                        merge: Merge::Rows { cols: *cols, desc: sel.desc, limit: sel.limit },
                     }
                 }
-                (
-                    Projection::Columns(cols),
-                    Target::Range {
-                        range,
-                        like,
-                        shards,
-                    },
-                ) => Plan {
-                    parts: shards
-                        .into_iter()
-                        .map(|s| {
-                            (
-                                s,
-                                ShardOp::Scan {
-                                    range: range.clone(),
-                                    like: like.clone(),
-                                    desc: sel.desc,
-                                    limit: sel.limit.unwrap_or(u64::MAX),
-                                    cols: *cols,
-                                    bytes_max: max_payload as usize,
-                                },
-                            )
-                        })
-                        .collect(),
-                    merge: Merge::Rows {
-                        cols: *cols,
+                (Projection::Columns(cols), Target::Range { range, like, shards }) => Plan {
+                    parts: per_shard(shards, || ShardOp::Scan {
+                        range: range.clone(),
+                        like: like.clone(),
                         desc: sel.desc,
-                        limit: sel.limit,
-                    },
+                        limit: sel.limit.unwrap_or(u64::MAX),
+                        cols: *cols,
+                        bytes_max: max_payload as usize,
+                    }),
+                    merge: Merge::Rows { cols: *cols, desc: sel.desc, limit: sel.limit },
                 },
             }
         }
         Statement::Insert(ins) => {
-            let mut groups: Vec<(usize, Vec<PutRow>)> = Vec::new();
-            for r in ins.rows() {
-                let s = shard_of_key(&r.key, shards);
-                let row = PutRow {
-                    key: r.key.to_vec(),
-                    value: r.value.to_vec(),
-                    ttl_s: r.ttl_s,
-                };
-                match groups.iter_mut().find(|g| g.0 == s) {
-                    Some(g) => g.1.push(row),
-                    None => groups.push((s, vec![row])),
-                }
-            }
+            let rows = ins.rows().map(|r| {
+                let row = PutRow { key: r.key.to_vec(), value: r.value.to_vec(), ttl_s: r.ttl_s };
+                (shard_of_key(&r.key, shards), row)
+            });
             Plan {
-                parts: groups
-                    .into_iter()
-                    .map(|(s, rows)| (s, ShardOp::Put { rows }))
-                    .collect(),
+                parts: per_group(group_by_shard(rows), |rows| ShardOp::Put { rows }),
                 merge: Merge::Affected,
             }
         }
         Statement::Update(u) => Plan {
             parts: vec![(
                 shard_of_key(&u.key, shards),
-                ShardOp::Update {
-                    key: u.key.to_vec(),
-                    value: u.value.to_vec(),
-                    ttl: u.ttl,
-                },
+                ShardOp::Update { key: u.key.to_vec(), value: u.value.to_vec(), ttl: u.ttl },
             )],
             merge: Merge::Update,
         },
         Statement::Delete(filter) => {
             let parts = match target(filter, shards) {
-                Target::Keys(groups) => groups
-                    .into_iter()
-                    .map(|(s, keys)| (s, ShardOp::Delete { keys }))
-                    .collect(),
-                Target::Range {
-                    range,
-                    like,
-                    shards,
-                } => shards
-                    .into_iter()
-                    .map(|s| {
-                        (
-                            s,
-                            ShardOp::DeleteRange {
-                                range: range.clone(),
-                                like: like.clone(),
-                            },
-                        )
-                    })
-                    .collect(),
+                Target::Keys(groups) => per_group(groups, |keys| ShardOp::Delete { keys }),
+                Target::Range { range, like, shards } => {
+                    per_shard(shards, || ShardOp::DeleteRange { range: range.clone(), like: like.clone() })
+                }
             };
-            Plan {
-                parts,
-                merge: Merge::Affected,
-            }
+            Plan { parts, merge: Merge::Affected }
         }
         Statement::ShowStats | Statement::ShowStatus => Plan {
-            parts: (0..shards).map(|s| (s, ShardOp::Info)).collect(),
-            merge: Merge::Info {
-                status: matches!(stmt, Statement::ShowStatus),
-            },
+            parts: per_shard((0..shards).collect(), || ShardOp::Info),
+            merge: Merge::Info { status: matches!(stmt, Statement::ShowStatus) },
         },
     }
 }
@@ -294,20 +198,13 @@ fn cell(c: Column, key: &[u8], r: &RowOut) -> Value {
 }
 
 fn col_names(cols: &ColumnList) -> Vec<String> {
-    cols.as_slice()
-        .iter()
-        .map(|c| c.name().to_owned())
-        .collect()
+    cols.as_slice().iter().map(|c| c.name().to_owned()).collect()
 }
 
 fn count_result(n: u64, limit: Option<u64>) -> ResultSet {
     ResultSet {
         columns: vec!["count".into()],
-        rows: if limit == Some(0) {
-            vec![]
-        } else {
-            vec![vec![Value::Int(n as i64)]]
-        },
+        rows: if limit == Some(0) { vec![] } else { vec![vec![Value::Int(n as i64)]] },
         affected: 0,
     }
 }
@@ -334,28 +231,17 @@ pub fn info_rows(infos: &[ShardInfo], status: bool) -> Vec<(String, Value)> {
 pub fn name_value_result(rows: Vec<(String, Value)>) -> ResultSet {
     ResultSet {
         columns: vec!["name".into(), "value".into()],
-        rows: rows
-            .into_iter()
-            .map(|(n, v)| vec![Value::Bytes(n.into_bytes()), v])
-            .collect(),
+        rows: rows.into_iter().map(|(n, v)| vec![Value::Bytes(n.into_bytes()), v]).collect(),
         affected: 0,
     }
 }
 
 /// Combine the shards' replies, in the order of the plan's parts, into the statement's result.
-pub fn merge(
-    m: &Merge,
-    replies: Vec<ShardReply>,
-    max_payload: u32,
-) -> Result<ResultSet, WireError> {
+pub fn merge(m: &Merge, replies: Vec<ShardReply>, max_payload: u32) -> Result<ResultSet, WireError> {
     let rs = match m {
         Merge::Point { cols, key, limit } => match replies.into_iter().next() {
             Some(ShardReply::Entry(Some((value, ttl_s)))) => {
-                let r = RowOut {
-                    key: Vec::new(),
-                    value,
-                    ttl_s,
-                };
+                let r = RowOut { key: Vec::new(), value, ttl_s };
                 let row = cols.as_slice().iter().map(|c| cell(*c, key, &r)).collect();
                 ResultSet {
                     columns: col_names(cols),
@@ -370,9 +256,7 @@ pub fn merge(
             for r in replies {
                 match r {
                     ShardReply::Rows(mut v) => rows.append(&mut v),
-                    ShardReply::TooLarge => {
-                        return Err(too_large(max_payload as usize + 1, max_payload))
-                    }
+                    ShardReply::TooLarge => return Err(too_large(max_payload as usize + 1, max_payload)),
                     other => unreachable!("rows merge got {other:?}"),
                 }
             }
@@ -389,47 +273,22 @@ pub fn merge(
                 columns: col_names(cols),
                 rows: rows
                     .iter()
-                    .map(|r| {
-                        cols.as_slice()
-                            .iter()
-                            .map(|c| cell(*c, &r.key, r))
-                            .collect()
-                    })
+                    .map(|r| cols.as_slice().iter().map(|c| cell(*c, &r.key, r)).collect())
                     .collect(),
                 affected: 0,
             }
         }
         Merge::CountRows { limit } => {
-            let n = replies
-                .iter()
-                .map(|r| {
-                    if let ShardReply::Rows(v) = r {
-                        v.len() as u64
-                    } else {
-                        0
-                    }
-                })
-                .sum();
+            let n =
+                replies.iter().map(|r| if let ShardReply::Rows(v) = r { v.len() as u64 } else { 0 }).sum();
             count_result(n, *limit)
         }
         Merge::Count { limit } => {
-            let n = replies
-                .iter()
-                .map(|r| if let ShardReply::Count(n) = r { *n } else { 0 })
-                .sum();
+            let n = replies.iter().map(|r| if let ShardReply::Count(n) = r { *n } else { 0 }).sum();
             count_result(n, *limit)
         }
         Merge::Affected => ResultSet::affected(
-            replies
-                .iter()
-                .map(|r| {
-                    if let ShardReply::Affected(n) = r {
-                        *n
-                    } else {
-                        0
-                    }
-                })
-                .sum(),
+            replies.iter().map(|r| if let ShardReply::Affected(n) = r { *n } else { 0 }).sum(),
         ),
         Merge::Update => match replies.first() {
             Some(ShardReply::Affected(1)) => ResultSet::affected(1),
@@ -438,13 +297,7 @@ pub fn merge(
         Merge::Info { status } => {
             let infos: Vec<ShardInfo> = replies
                 .into_iter()
-                .filter_map(|r| {
-                    if let ShardReply::Info(i) = r {
-                        Some(i)
-                    } else {
-                        None
-                    }
-                })
+                .filter_map(|r| if let ShardReply::Info(i) = r { Some(i) } else { None })
                 .collect();
             name_value_result(info_rows(&infos, *status))
         }
@@ -464,10 +317,6 @@ pub fn execute(
     max_payload: u32,
 ) -> Result<ResultSet, WireError> {
     let p = plan(stmt, stores.len(), max_payload);
-    let replies = p
-        .parts
-        .iter()
-        .map(|(s, op)| run_op(&mut stores[*s], op, now_ms))
-        .collect();
+    let replies = p.parts.iter().map(|(s, op)| run_op(&mut stores[*s], op, now_ms)).collect();
     merge(&p.merge, replies, max_payload)
 }

@@ -62,10 +62,7 @@ impl StatementKind {
     }
 
     pub fn is_write(self) -> bool {
-        matches!(
-            self,
-            StatementKind::Insert | StatementKind::Update | StatementKind::Delete
-        )
+        matches!(self, StatementKind::Insert | StatementKind::Update | StatementKind::Delete)
     }
 }
 
@@ -112,10 +109,7 @@ pub struct ColumnList {
 
 impl ColumnList {
     pub fn new() -> Self {
-        ColumnList {
-            cols: [Column::Key; SELECT_COLUMNS_MAX],
-            len: 0,
-        }
+        ColumnList { cols: [Column::Key; SELECT_COLUMNS_MAX], len: 0 }
     }
 
     pub fn of(cols: &[Column]) -> Self {

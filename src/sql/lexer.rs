@@ -118,15 +118,11 @@ impl<'a> Lexer<'a> {
                     self.pos += 1;
                 }
                 let digits = &self.src[start..self.pos];
-                let n = digits.parse::<u64>().map_err(|_| LexError {
-                    pos: start,
-                    msg: "integer too large".into(),
-                })?;
+                let n = digits
+                    .parse::<u64>()
+                    .map_err(|_| LexError { pos: start, msg: "integer too large".into() })?;
                 if self.pos < b.len() && is_word_byte(b[self.pos]) {
-                    return Err(LexError {
-                        pos: start,
-                        msg: "malformed number".into(),
-                    });
+                    return Err(LexError { pos: start, msg: "malformed number".into() });
                 }
                 Ok((start, Tok::Int(n)))
             }
@@ -138,10 +134,7 @@ impl<'a> Lexer<'a> {
             }
             _ => {
                 let ch = self.src[start..].chars().next().unwrap();
-                Err(LexError {
-                    pos: start,
-                    msg: format!("unexpected character {ch:?}"),
-                })
+                Err(LexError { pos: start, msg: format!("unexpected character {ch:?}") })
             }
         }
     }
@@ -154,10 +147,7 @@ impl<'a> Lexer<'a> {
         let mut owned: Option<Vec<u8>> = None;
         loop {
             let Some(rel) = b[i..].iter().position(|&c| c == b'\'') else {
-                return Err(LexError {
-                    pos: quote,
-                    msg: "unterminated string literal".into(),
-                });
+                return Err(LexError { pos: quote, msg: "unterminated string literal".into() });
             };
             let q = i + rel;
             if b.get(q + 1) == Some(&b'\'') {
@@ -187,7 +177,5 @@ fn decode_hex(s: &[u8]) -> Option<Vec<u8>> {
         return None;
     }
     let nib = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
-    s.chunks(2)
-        .map(|p| Some(nib(p[0])? << 4 | nib(p[1])?))
-        .collect()
+    s.chunks(2).map(|p| Some(nib(p[0])? << 4 | nib(p[1])?)).collect()
 }

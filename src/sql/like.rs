@@ -43,22 +43,10 @@ impl LikePattern {
                 c => Elem::Byte(c),
             });
         }
-        let prefix: Vec<u8> = elems
-            .iter()
-            .map_while(|e| {
-                if let Elem::Byte(b) = e {
-                    Some(*b)
-                } else {
-                    None
-                }
-            })
-            .collect();
+        let prefix: Vec<u8> =
+            elems.iter().map_while(|e| if let Elem::Byte(b) = e { Some(*b) } else { None }).collect();
         let prefix_only = elems.len() == prefix.len() + 1 && elems.last() == Some(&Elem::Run);
-        Ok(LikePattern {
-            elems,
-            prefix,
-            prefix_only,
-        })
+        Ok(LikePattern { elems, prefix, prefix_only })
     }
 
     /// The literal bytes every matching key starts with.
@@ -114,9 +102,7 @@ mod tests {
     use super::*;
 
     fn m(p: &str, k: &str) -> bool {
-        LikePattern::compile(p.as_bytes())
-            .unwrap()
-            .matches(k.as_bytes())
+        LikePattern::compile(p.as_bytes()).unwrap().matches(k.as_bytes())
     }
 
     #[test]

@@ -8,8 +8,8 @@ mod like;
 mod parser;
 
 pub use ast::{
-    Column, ColumnList, Filter, Insert, KeyBound, Projection, Row, Select, Statement,
-    StatementKind, TtlChange, Update,
+    Column, ColumnList, Filter, Insert, KeyBound, Projection, Row, Select, Statement, StatementKind,
+    TtlChange, Update,
 };
 pub use like::LikePattern;
 pub use parser::{parse, ParseError};

@@ -25,29 +25,20 @@ impl std::error::Error for ParseError {}
 
 impl From<LexError> for ParseError {
     fn from(e: LexError) -> Self {
-        ParseError {
-            pos: e.pos,
-            msg: e.msg,
-        }
+        ParseError { pos: e.pos, msg: e.msg }
     }
 }
 
 /// Parse one statement.
 pub fn parse(sql: &str) -> Result<Statement<'_>, ParseError> {
-    let mut p = Parser {
-        lx: Lexer::new(sql),
-        peeked: None,
-    };
+    let mut p = Parser { lx: Lexer::new(sql), peeked: None };
     let stmt = p.statement()?;
     if p.peek()? == &Tok::Semi {
         p.bump()?;
     }
     let (pos, t) = p.bump()?;
     if t != Tok::End {
-        return Err(ParseError {
-            pos,
-            msg: format!("expected end of statement, found {}", t.describe()),
-        });
+        return Err(ParseError { pos, msg: format!("expected end of statement, found {}", t.describe()) });
     }
     Ok(stmt)
 }
@@ -75,10 +66,7 @@ impl<'a> Parser<'a> {
     }
 
     fn err<T>(pos: usize, expected: &str, found: &Tok) -> PResult<T> {
-        Err(ParseError {
-            pos,
-            msg: format!("expected {expected}, found {}", found.describe()),
-        })
+        Err(ParseError { pos, msg: format!("expected {expected}, found {}", found.describe()) })
     }
 
     fn peek_is_word(&mut self, kw: &str) -> PResult<bool> {
@@ -116,10 +104,7 @@ impl<'a> Parser<'a> {
     fn key_literal(&mut self) -> PResult<Lit<'a>> {
         let (pos, k) = self.literal("a key literal")?;
         if k.len() > KEY_BYTES_MAX {
-            return Err(ParseError {
-                pos,
-                msg: format!("key is longer than {KEY_BYTES_MAX} bytes"),
-            });
+            return Err(ParseError { pos, msg: format!("key is longer than {KEY_BYTES_MAX} bytes") });
         }
         Ok(k)
     }
@@ -200,10 +185,7 @@ impl<'a> Parser<'a> {
                 loop {
                     let (pos, c) = self.column()?;
                     if cols.contains(c) {
-                        return Err(ParseError {
-                            pos,
-                            msg: format!("column {} listed twice", c.name()),
-                        });
+                        return Err(ParseError { pos, msg: format!("column {} listed twice", c.name()) });
                     }
                     cols.push(c);
                     if self.peek()? != &Tok::Comma {
@@ -239,12 +221,7 @@ impl<'a> Parser<'a> {
             self.bump()?;
             limit = Some(self.integer("a row count")?.1);
         }
-        Ok(Select {
-            projection,
-            filter,
-            desc,
-            limit,
-        })
+        Ok(Select { projection, filter, desc, limit })
     }
 
     /// `cond` of profile §5, after WHERE.
@@ -279,20 +256,15 @@ impl<'a> Parser<'a> {
             }
             Tok::Word(w) if w.eq_ignore_ascii_case("like") => {
                 let (lpos, pat) = self.literal("a LIKE pattern")?;
-                let pattern = LikePattern::compile(&pat).map_err(|m| ParseError {
-                    pos: lpos,
-                    msg: m.into(),
-                })?;
+                let pattern =
+                    LikePattern::compile(&pat).map_err(|m| ParseError { pos: lpos, msg: m.into() })?;
                 Ok(Filter::Like(pattern))
             }
             Tok::Word(w) if w.eq_ignore_ascii_case("between") => {
                 let lo = self.key_literal()?.into_owned();
                 self.word("and")?;
                 let hi = self.key_literal()?.into_owned();
-                Ok(Filter::Range {
-                    lower: Bound::Included(lo),
-                    upper: Bound::Included(hi),
-                })
+                Ok(Filter::Range { lower: Bound::Included(lo), upper: Bound::Included(hi) })
             }
             Tok::Lt | Tok::Le | Tok::Gt | Tok::Ge => {
                 let (mut lower, mut upper) = (Bound::Unbounded, Bound::Unbounded);
@@ -336,10 +308,7 @@ impl<'a> Parser<'a> {
         while self.peek()? == &Tok::Comma {
             let (pos, _) = self.bump()?;
             if rest.len() + 1 >= INSERT_ROWS_MAX {
-                return Err(ParseError {
-                    pos,
-                    msg: format!("INSERT has more than {INSERT_ROWS_MAX} rows"),
-                });
+                return Err(ParseError { pos, msg: format!("INSERT has more than {INSERT_ROWS_MAX} rows") });
             }
             rest.push(self.row(with_ttl)?);
         }
@@ -394,11 +363,7 @@ impl<'a> Parser<'a> {
 fn apply_bound(lower: &mut KeyBound, upper: &mut KeyBound, op: &Tok, lit: Vec<u8>) {
     match op {
         Tok::Gt | Tok::Ge => {
-            let new = if *op == Tok::Gt {
-                Bound::Excluded(lit)
-            } else {
-                Bound::Included(lit)
-            };
+            let new = if *op == Tok::Gt { Bound::Excluded(lit) } else { Bound::Included(lit) };
             let tighter = match (&*lower, &new) {
                 (Bound::Unbounded, _) => true,
                 (Bound::Included(a) | Bound::Excluded(a), Bound::Included(b)) => b > a,
@@ -411,11 +376,7 @@ fn apply_bound(lower: &mut KeyBound, upper: &mut KeyBound, op: &Tok, lit: Vec<u8
             }
         }
         _ => {
-            let new = if *op == Tok::Lt {
-                Bound::Excluded(lit)
-            } else {
-                Bound::Included(lit)
-            };
+            let new = if *op == Tok::Lt { Bound::Excluded(lit) } else { Bound::Included(lit) };
             let tighter = match (&*upper, &new) {
                 (Bound::Unbounded, _) => true,
                 (Bound::Included(a) | Bound::Excluded(a), Bound::Included(b)) => b < a,
@@ -445,20 +406,14 @@ mod tests {
 
     #[test]
     fn point_select_borrows_its_key() {
-        let Statement::Select(s) = ok("SELECT value FROM kv WHERE key = 'user:1';") else {
-            panic!()
-        };
-        assert_eq!(
-            s.projection,
-            Projection::Columns(ColumnList::of(&[Column::Value]))
-        );
+        let Statement::Select(s) = ok("SELECT value FROM kv WHERE key = 'user:1';") else { panic!() };
+        assert_eq!(s.projection, Projection::Columns(ColumnList::of(&[Column::Value])));
         assert!(matches!(s.filter, Filter::Eq(Cow::Borrowed(b"user:1"))));
     }
 
     #[test]
     fn keywords_are_case_insensitive_and_quotes_double() {
-        let Statement::Insert(i) = ok("insert INTO Kv (KEY, Value) values ('it''s', X'00fF')")
-        else {
+        let Statement::Insert(i) = ok("insert INTO Kv (KEY, Value) values ('it''s', X'00fF')") else {
             panic!()
         };
         assert_eq!(&*i.first.key, b"it's");
@@ -492,22 +447,14 @@ mod tests {
         };
         assert_eq!(
             s.filter,
-            Filter::Range {
-                lower: Bound::Included(b"a".to_vec()),
-                upper: Bound::Included(b"c".to_vec())
-            }
+            Filter::Range { lower: Bound::Included(b"a".to_vec()), upper: Bound::Included(b"c".to_vec()) }
         );
         assert!(s.desc);
         assert_eq!(s.limit, Some(2));
-        let Statement::Select(s) = ok("select * from kv where key > 'b' and key > 'a'") else {
-            panic!()
-        };
+        let Statement::Select(s) = ok("select * from kv where key > 'b' and key > 'a'") else { panic!() };
         assert_eq!(
             s.filter,
-            Filter::Range {
-                lower: Bound::Excluded(b"b".to_vec()),
-                upper: Bound::Unbounded
-            }
+            Filter::Range { lower: Bound::Excluded(b"b".to_vec()), upper: Bound::Unbounded }
         );
     }
 
@@ -519,23 +466,15 @@ mod tests {
             panic!()
         };
         assert_eq!((i.first.ttl_s, i.rest[0].ttl_s), (Some(60), None));
-        let Statement::Update(u) = ok("UPDATE kv SET value = 'x', ttl = NULL WHERE key = 'a'")
-        else {
+        let Statement::Update(u) = ok("UPDATE kv SET value = 'x', ttl = NULL WHERE key = 'a'") else {
             panic!()
         };
         assert_eq!(u.ttl, TtlChange::Clear);
-        let Statement::Select(s) = ok("SELECT ttl, key FROM kv WHERE key IN ('a', 'b', 'a')")
-        else {
+        let Statement::Select(s) = ok("SELECT ttl, key FROM kv WHERE key IN ('a', 'b', 'a')") else {
             panic!()
         };
-        assert_eq!(
-            s.filter,
-            Filter::In(vec![Cow::Borrowed(&b"a"[..]), Cow::Borrowed(&b"b"[..])])
-        );
-        assert_eq!(
-            err("INSERT INTO kv (key, value, ttl) VALUES ('a', 'b', 0)").pos,
-            51
-        );
+        assert_eq!(s.filter, Filter::In(vec![Cow::Borrowed(&b"a"[..]), Cow::Borrowed(&b"b"[..])]));
+        assert_eq!(err("INSERT INTO kv (key, value, ttl) VALUES ('a', 'b', 0)").pos, 51);
     }
 
     #[test]
@@ -544,24 +483,14 @@ mod tests {
         assert_eq!(e.pos, 13);
         assert_eq!(e.to_string(), "at byte 13: expected FROM, found 'FORM'");
         assert_eq!(err("SELECT value FROM kv WHERE key = 'a' extra").pos, 37);
-        assert_eq!(
-            err("SELECT value FROM kv WHERE key = 'unterminated").pos,
-            33
-        );
+        assert_eq!(err("SELECT value FROM kv WHERE key = 'unterminated").pos, 33);
         assert_eq!(err("SELECT value FROM kv WHERE key = X'abc'").pos, 33);
-        assert_eq!(
-            err("").msg,
-            "expected SELECT, INSERT, UPDATE, DELETE or SHOW, found end of statement"
-        );
+        assert_eq!(err("").msg, "expected SELECT, INSERT, UPDATE, DELETE or SHOW, found end of statement");
         assert_eq!(err("SELECT key, key FROM kv").pos, 12);
         assert!(err("DELETE FROM kv").msg.contains("WHERE"));
-        assert!(err("SELECT value FROM kv LIMIT 99999999999999999999")
-            .msg
-            .contains("too large"));
+        assert!(err("SELECT value FROM kv LIMIT 99999999999999999999").msg.contains("too large"));
         assert!(err("SELECT value FROM kv; ;").pos == 22);
-        assert!(err("SELECT value FROM kv WHERE key = 'a' \u{00e9}")
-            .msg
-            .contains("unexpected character"));
+        assert!(err("SELECT value FROM kv WHERE key = 'a' \u{00e9}").msg.contains("unexpected character"));
     }
 
     #[test]

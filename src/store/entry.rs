@@ -31,20 +31,14 @@ impl EntryPtr {
         // inside it.
         unsafe {
             let p = alloc(layout);
-            let Some(p) = NonNull::new(p) else {
-                handle_alloc_error(layout)
-            };
+            let Some(p) = NonNull::new(p) else { handle_alloc_error(layout) };
             let base = p.as_ptr();
             (base as *mut u64).write(expires_at_ms);
             (base.add(8) as *mut u32).write(value.len() as u32);
             (base.add(12) as *mut u16).write(key.len() as u16);
             (base.add(14) as *mut u16).write(0);
             std::ptr::copy_nonoverlapping(key.as_ptr(), base.add(HEADER_BYTES), key.len());
-            std::ptr::copy_nonoverlapping(
-                value.as_ptr(),
-                base.add(HEADER_BYTES + key.len()),
-                value.len(),
-            );
+            std::ptr::copy_nonoverlapping(value.as_ptr(), base.add(HEADER_BYTES + key.len()), value.len());
             EntryPtr(p)
         }
     }
@@ -85,10 +79,7 @@ impl EntryPtr {
     #[inline]
     pub fn value(&self) -> &[u8] {
         unsafe {
-            std::slice::from_raw_parts(
-                self.0.as_ptr().add(HEADER_BYTES + self.key_len()),
-                self.value_len(),
-            )
+            std::slice::from_raw_parts(self.0.as_ptr().add(HEADER_BYTES + self.key_len()), self.value_len())
         }
     }
 

@@ -22,8 +22,7 @@ impl EntryView<'_> {
     /// Seconds left before expiry, rounded up (a key with 300 ms left reports 1, never 0, since
     /// 0 would read as already expired).
     pub fn ttl_remaining_s(&self, now_ms: u64) -> Option<i64> {
-        self.expires_at_ms
-            .map(|t| (t.saturating_sub(now_ms).div_ceil(1000)) as i64)
+        self.expires_at_ms.map(|t| (t.saturating_sub(now_ms).div_ceil(1000)) as i64)
     }
 }
 
@@ -45,10 +44,7 @@ pub struct KeyRange {
 
 impl KeyRange {
     pub fn all() -> Self {
-        KeyRange {
-            lower: Bound::Unbounded,
-            upper: Bound::Unbounded,
-        }
+        KeyRange { lower: Bound::Unbounded, upper: Bound::Unbounded }
     }
 
     /// Every key that starts with `prefix`.
@@ -57,10 +53,7 @@ impl KeyRange {
             Some(s) => Bound::Excluded(s),
             None => Bound::Unbounded,
         };
-        KeyRange {
-            lower: Bound::Included(prefix.to_vec()),
-            upper,
-        }
+        KeyRange { lower: Bound::Included(prefix.to_vec()), upper }
     }
 
     pub fn contains(&self, key: &[u8]) -> bool {
@@ -132,11 +125,7 @@ fn live(e: &EntryPtr, now_ms: u64) -> bool {
 
 fn view(e: &EntryPtr) -> EntryView<'_> {
     let t = e.expires_at_ms();
-    EntryView {
-        key: e.key(),
-        value: e.value(),
-        expires_at_ms: (t != NO_EXPIRY).then_some(t),
-    }
+    EntryView { key: e.key(), value: e.value(), expires_at_ms: (t != NO_EXPIRY).then_some(t) }
 }
 
 pub struct Store {
@@ -179,9 +168,7 @@ impl Store {
 
     #[inline]
     fn find(&self, key: &[u8]) -> Option<EntryPtr> {
-        self.hash
-            .find(self.hash_of(key), |e| e.key() == key)
-            .copied()
+        self.hash.find(self.hash_of(key), |e| e.key() == key).copied()
     }
 
     /// The live entry under `key`.
@@ -259,10 +246,7 @@ impl Store {
         }
         let new = EntryPtr::new(old.key(), value, exp);
         let h = self.hash_of(old.key());
-        *self
-            .hash
-            .find_mut(h, |e| e.key() == old.key())
-            .expect("indexed entry") = new;
+        *self.hash.find_mut(h, |e| e.key() == old.key()).expect("indexed entry") = new;
         let replaced = self.order.replace(new);
         debug_assert!(replaced.is_some());
         if old_exp != NO_EXPIRY {
@@ -345,12 +329,7 @@ impl Store {
 
     /// Remove the live keys of `range` that satisfy `keep`; returns how many. Expired keys met
     /// on the way are collected too, but not counted.
-    pub fn delete_range(
-        &mut self,
-        range: &KeyRange,
-        now_ms: u64,
-        keep: impl Fn(&[u8]) -> bool,
-    ) -> u64 {
+    pub fn delete_range(&mut self, range: &KeyRange, now_ms: u64, keep: impl Fn(&[u8]) -> bool) -> u64 {
         if range.is_empty() {
             return 0;
         }
@@ -370,12 +349,8 @@ impl Store {
 
     /// Active expiry: remove at most `budget` keys whose time has come. Returns how many went.
     pub fn expire_step(&mut self, now_ms: u64, budget: usize) -> usize {
-        let due: Vec<(u64, usize)> = self
-            .expiry
-            .range(..(now_ms.saturating_add(1), 0))
-            .take(budget)
-            .copied()
-            .collect();
+        let due: Vec<(u64, usize)> =
+            self.expiry.range(..(now_ms.saturating_add(1), 0)).take(budget).copied().collect();
         for &(_, addr) in &due {
             // SAFETY: the expiry index holds addresses of live blocks only.
             self.remove(unsafe { EntryPtr::from_addr(addr) });
@@ -499,22 +474,11 @@ mod tests {
         let p = KeyRange::prefix(b"b");
         assert_eq!(
             keys(&s, &p, false, 0),
-            vec![
-                b"b".to_vec(),
-                b"ba".to_vec(),
-                b"bb".to_vec(),
-                vec![b'b', 0xff]
-            ]
+            vec![b"b".to_vec(), b"ba".to_vec(), b"bb".to_vec(), vec![b'b', 0xff]]
         );
         assert_eq!(keys(&s, &p.resume_after(b"ba", false), false, 0).len(), 2);
-        assert_eq!(
-            keys(&s, &p.resume_after(b"ba", true), true, 0),
-            vec![b"b".to_vec()]
-        );
-        let empty = KeyRange {
-            lower: Bound::Excluded(b"b".to_vec()),
-            upper: Bound::Excluded(b"b".to_vec()),
-        };
+        assert_eq!(keys(&s, &p.resume_after(b"ba", true), true, 0), vec![b"b".to_vec()]);
+        let empty = KeyRange { lower: Bound::Excluded(b"b".to_vec()), upper: Bound::Excluded(b"b".to_vec()) };
         assert!(empty.is_empty());
         assert!(keys(&s, &empty, false, 0).is_empty());
         assert_eq!(KeyRange::prefix(&[0xff, 0xff]).upper, Bound::Unbounded);

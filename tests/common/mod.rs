@@ -34,36 +34,24 @@ pub fn temp_dir(tag: &str) -> PathBuf {
 }
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Run `cmd` with `input` on its standard input; its output, captured.
+pub fn run_with_stdin(cmd: &mut Command, input: &str) -> std::process::Output {
+    let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    child.wait_with_output().unwrap()
 }
 
 pub fn add_user(data_dir: &PathBuf, name: &str, password: &str, role: &str) {
-    let mut child = Command::new(bin("velocityd"))
-        .args([
-            "user",
-            "add",
-            name,
-            "--role",
-            role,
-            "--password-stdin",
-            "--data-dir",
-        ])
-        .arg(data_dir)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(password.as_bytes())
-        .unwrap();
-    assert!(child.wait().unwrap().success());
+    let out = run_with_stdin(
+        Command::new(bin("velocityd"))
+            .args(["user", "add", name, "--role", role, "--password-stdin", "--data-dir"])
+            .arg(data_dir),
+        password,
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
 pub struct Server {
@@ -95,13 +83,7 @@ impl Server {
             let port = free_port();
             let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
             let child = Command::new(bin("velocityd"))
-                .args([
-                    "--listen",
-                    &addr.to_string(),
-                    "--cores",
-                    &cores.to_string(),
-                    "--data-dir",
-                ])
+                .args(["--listen", &addr.to_string(), "--cores", &cores.to_string(), "--data-dir"])
                 .arg(&data_dir)
                 .args(extra)
                 .env("VELOCITY_LOG", "info")
@@ -138,10 +120,7 @@ impl Server {
                 std::thread::sleep(Duration::from_millis(20));
             }
             let log_text = std::fs::read_to_string(&log).unwrap_or_default();
-            assert!(
-                Instant::now() < deadline,
-                "velocityd did not start:\n{log_text}"
-            );
+            assert!(Instant::now() < deadline, "velocityd did not start:\n{log_text}");
         }
     }
 
@@ -169,10 +148,7 @@ impl Server {
             if let Some(st) = self.child.try_wait().unwrap() {
                 return st;
             }
-            assert!(
-                Instant::now() < deadline,
-                "velocityd did not exit after SIGTERM"
-            );
+            assert!(Instant::now() < deadline, "velocityd did not exit after SIGTERM");
             std::thread::sleep(Duration::from_millis(20));
         }
     }
