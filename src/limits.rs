@@ -47,8 +47,6 @@ pub const CREDENTIAL_BYTES_MAX: usize = 128;
 pub const PING_PAYLOAD_BYTES_MAX: usize = 64;
 /// Failed logins allowed on one connection before DISCONNECT (profile §2).
 pub const AUTH_TRIES_MAX: u32 = 3;
-/// Most protocol versions a HELLO may list; the u8 count allows 255, we accept them all.
-pub const HELLO_VERSIONS_MAX: usize = 255;
 
 /// Time a peer has to send HELLO and finish logging in (profile §2): a slow or silent peer must
 /// not hold a connection slot forever.
@@ -65,11 +63,10 @@ pub const CONN_BATCH_REQUESTS_MAX: usize = 1024;
 pub const CONN_BATCH_RESULT_BYTES_BUDGET: usize = 8 << 20;
 /// Output bytes after which a connection writes what it has before encoding more replies.
 pub const CONN_OUT_FLUSH_BYTES: usize = 256 << 10;
-/// Read size per socket read. Larger reads batch more pipelined requests per wake-up.
-pub const CONN_READ_CHUNK_BYTES: usize = 64 << 10;
-/// Input bytes kept per connection beyond one maximal frame: a connection never buffers more
-/// than one frame plus this, so the per-connection memory bound is `max_payload` + this.
-pub const CONN_READ_SLACK_BYTES: usize = 64 << 10;
+/// Read size per socket read: enough for about 200 pipelined point requests per wake-up, small
+/// enough that zeroing it per read costs little without pipelining. A connection's input is at
+/// most one partial frame (≤ `max_payload` + 14) plus one such read.
+pub const CONN_READ_CHUNK_BYTES: usize = 16 << 10;
 
 /// Depth of each cross-shard queue, in batches (one batch holds all of one connection's
 /// requests for that shard from one read buffer). Seastar uses 128.
