@@ -9,7 +9,18 @@ fn cli(s: &Server, password: &str, args: &[&str]) -> Output {
     let port = s.addr.port().to_string();
     run_with_stdin(
         Command::new(bin("velocity-cli"))
-            .args(["--host", "127.0.0.1", "--port", &port, "-u", "alice", "--password-stdin"])
+            .args([
+                "--host",
+                "127.0.0.1",
+                "--port",
+                &port,
+                "-u",
+                "alice",
+                "--password-stdin",
+                "--accept-new-host",
+            ])
+            .arg("--known-hosts")
+            .arg(s.known_hosts())
             .args(args),
         password,
     )

@@ -313,7 +313,7 @@ fn framing_rules_are_enforced_and_other_connections_carry_on() {
 
 #[test]
 fn before_hello_only_hello_and_ping() {
-    let s = Server::start(1);
+    let s = Server::start_with(1, &["--plaintext"]);
     let mut c = std::net::TcpStream::connect(s.addr).unwrap();
     use std::io::{Read, Write};
     c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
@@ -358,7 +358,7 @@ fn wrong_password_three_times_then_disconnect() {
 fn readonly_role_cannot_write() {
     let s = Server::start(2);
     s.client().execute("INSERT INTO kv (key, value) VALUES ('a', '1')").unwrap();
-    let mut r = velocity::client::Client::connect(s.addr, &s.reader).unwrap();
+    let mut r = s.connect(&s.reader).unwrap();
     assert_eq!(r.execute("SELECT value FROM kv WHERE key = 'a'").unwrap().rows, vec![vec![b("1")]]);
     for w in [
         "INSERT INTO kv (key, value) VALUES ('a', '2')",
@@ -374,21 +374,15 @@ fn readonly_role_cannot_write() {
 fn connection_limit_answers_server_overloaded() {
     let s = Server::start_with(2, &["--max-connections", "3"]);
     let held: Vec<_> = (0..3).map(|_| s.client()).collect();
-    let mut extra = std::net::TcpStream::connect(s.addr).unwrap();
-    extra.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let mut buf = Vec::new();
-    use std::io::Read;
-    extra.read_to_end(&mut buf).unwrap();
-    let Ok(Decoded::Frame(f)) = decode_frame(&buf, 4096) else { panic!("{buf:?}") };
-    let Message::Error { code, .. } = Message::decode(f.kind, f.payload, Peer::Server).unwrap() else {
-        panic!()
-    };
-    assert_eq!(code, ErrorCode::ServerOverloaded as u16);
+    match velocity::client::Client::open(&s.options()) {
+        Err(e) => assert_eq!(e.code(), Some(ErrorCode::ServerOverloaded), "{e}"),
+        Ok(_) => panic!("a fourth connection was admitted"),
+    }
     drop(held);
     // Slots come back once connections close.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
-        match velocity::client::Client::connect(s.addr, &s.alice) {
+        match s.connect(&s.alice) {
             Ok(mut c) => {
                 c.ping(b"").unwrap();
                 break;

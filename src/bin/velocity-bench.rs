@@ -3,18 +3,20 @@
 //! an HDR histogram; the report gives throughput and percentiles up to p99.99 and the maximum.
 
 use clap::Parser;
-use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use hdrhistogram::Histogram;
 use std::io::Read;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use velocity::client::trust::{NewHost, Trust};
+use velocity::client::ConnectOptions;
 use velocity::client::{build, derive, Client, Credentials};
 use velocity::protocol::{
     decode_frame, encode_frame, AuthRequest, Decoded, Hello, Message, MessageType, Peer, ServerInfo, VERSION,
 };
 use velocity::server::runtime::{self, Placement, TcpStream};
+use velocity::server::transport::Transport;
 
 #[derive(Parser, Clone)]
 #[command(name = "velocity-bench", version, about = "Load generator and latency histograms for Velocity")]
@@ -56,9 +58,18 @@ struct Args {
     /// Read the password from standard input (else VELOCITY_PASSWORD).
     #[arg(long)]
     password_stdin: bool,
-    /// Plain TCP (the only transport this build speaks).
+    /// Plain TCP instead of TLS 1.3 (for a server started with --plaintext).
     #[arg(long)]
     plaintext: bool,
+    /// Known-hosts file (default ~/.velocity/known_hosts).
+    #[arg(long)]
+    known_hosts: Option<std::path::PathBuf>,
+    /// Trust and record a server seen for the first time.
+    #[arg(long)]
+    accept_new_host: bool,
+    /// Accept only this server key (SHA256:…).
+    #[arg(long)]
+    fingerprint: Option<String>,
     /// Write the latency distribution (.hgrm) here.
     #[arg(long)]
     hist_out: Option<String>,
@@ -128,6 +139,8 @@ struct Shared {
     workload: Workload,
     dist: KeyDist,
     credential: [u8; 32],
+    /// The server key, checked once through the trust rules; every TLS connection must match it.
+    server_fingerprint: [u8; 32],
     addr: SocketAddr,
     recording: AtomicBool,
     stop: AtomicBool,
@@ -178,7 +191,7 @@ fn check(sh: &Shared, kind: u8, payload: &[u8], expect_value: Option<u64>, expec
     }
 }
 
-async fn handshake(sh: &Shared, s: &mut TcpStream, buf: &mut Vec<u8>) -> Result<(), String> {
+async fn handshake(sh: &Shared, s: &mut Transport, buf: &mut Vec<u8>) -> Result<(), String> {
     let mut out = Vec::new();
     Message::Hello(Hello { versions: vec![VERSION], client: "velocity-bench".into() }).encode(&mut out);
     s.write_all(&out).await.map_err(|e| e.to_string())?;
@@ -199,7 +212,7 @@ async fn handshake(sh: &Shared, s: &mut TcpStream, buf: &mut Vec<u8>) -> Result<
     }
 }
 
-async fn read_msg(s: &mut TcpStream, buf: &mut Vec<u8>) -> Result<Message, String> {
+async fn read_msg(s: &mut Transport, buf: &mut Vec<u8>) -> Result<Message, String> {
     loop {
         if let Ok(Decoded::Frame(f)) = decode_frame(buf, 64 << 20) {
             let m = Message::decode(f.kind, f.payload, Peer::Server).map_err(|e| e.to_string());
@@ -217,11 +230,26 @@ async fn read_msg(s: &mut TcpStream, buf: &mut Vec<u8>) -> Result<Message, Strin
 }
 
 async fn connection(sh: Arc<Shared>, conn_no: u64, hist: std::rc::Rc<std::cell::RefCell<Histogram<u64>>>) {
-    let mut s = match TcpStream::connect(sh.addr).await {
+    let tcp = match TcpStream::connect(sh.addr).await {
         Ok(s) => s,
         Err(e) => return note_error(&sh, format!("connect: {e}")),
     };
-    let _ = s.set_nodelay(true);
+    let _ = tcp.set_nodelay(true);
+    let mut s = if sh.args.plaintext {
+        Transport::Plain(tcp)
+    } else {
+        let (cfg, verifier) = velocity::security::tls::client_config();
+        let conn =
+            rustls::ClientConnection::new(cfg, velocity::security::tls::server_name(&sh.args.host)).unwrap();
+        let mut t = Transport::Tls { tcp, tls: Box::new(conn.into()), pending: Vec::new() };
+        if let Err(e) = t.handshake().await {
+            return note_error(&sh, format!("TLS handshake: {e}"));
+        }
+        if *verifier.seen.lock().unwrap() != Some(sh.server_fingerprint) {
+            return note_error(&sh, "the server's TLS key is not the one checked at start".into());
+        }
+        t
+    };
     let mut inbuf = Vec::with_capacity(64 << 10);
     if let Err(e) = handshake(&sh, &mut s, &mut inbuf).await {
         return note_error(&sh, e);
@@ -308,8 +336,19 @@ async fn connection(sh: Arc<Shared>, conn_no: u64, hist: std::rc::Rc<std::cell::
     }
 }
 
-fn populate(args: &Args, creds: &Credentials, addr: SocketAddr) -> Result<(), String> {
-    let mut c = Client::connect(addr, creds).map_err(|e| e.to_string())?;
+fn connect_options(args: &Args) -> ConnectOptions {
+    let mut o = ConnectOptions::new(args.host.clone(), args.port);
+    o.tls = !args.plaintext;
+    o.trust = Trust {
+        known_hosts: args.known_hosts.clone(),
+        new_host: if args.accept_new_host { NewHost::Accept } else { NewHost::Refuse },
+        pinned: args.fingerprint.clone(),
+    };
+    o
+}
+
+fn populate(args: &Args, creds: &Credentials) -> Result<(), String> {
+    let mut c = Client::connect(&connect_options(args), creds).map_err(|e| e.to_string())?;
     let mut stmts = Vec::new();
     let mut i = 0;
     while i < args.keys {
@@ -372,12 +411,12 @@ fn run() -> Result<std::process::ExitCode, String> {
         .ok_or("no address")?;
     // Derive the credential once for every connection.
     let info: ServerInfo =
-        Client::connect_unauthenticated(addr).map_err(|e| e.to_string())?.server_info().clone();
+        Client::open(&connect_options(&args)).map_err(|e| e.to_string())?.server_info().clone();
     let credential = derive(&info, &args.user, &password).map_err(|e| e.to_string())?;
     let creds = Credentials::Derived { user: args.user.clone(), credential };
     if !args.no_populate && !matches!(workload, Workload::Set | Workload::Batch(_)) {
         let t = Instant::now();
-        populate(&args, &creds, addr)?;
+        populate(&args, &creds)?;
         eprintln!("populated {} keys in {:.1}s", args.keys, t.elapsed().as_secs_f64());
     }
     let sh = Arc::new(Shared {
@@ -385,6 +424,7 @@ fn run() -> Result<std::process::ExitCode, String> {
         workload,
         dist,
         credential,
+        server_fingerprint: info.fingerprint,
         addr,
         recording: AtomicBool::new(args.warmup_s == 0),
         stop: AtomicBool::new(false),

@@ -4,7 +4,8 @@ use clap::Parser;
 use std::io::{IsTerminal, Read, Write};
 use std::process::ExitCode;
 use std::time::Instant;
-use velocity::client::{Client, ClientError, Credentials};
+use velocity::client::trust::{NewHost, Trust};
+use velocity::client::{Client, ClientError, ConnectOptions, Credentials};
 use velocity::protocol::{ResultSet, Value};
 
 #[derive(Parser)]
@@ -26,6 +27,36 @@ struct Cli {
     /// Print results as JSON lines.
     #[arg(long)]
     json: bool,
+    /// Connect without TLS (to a server started with --plaintext).
+    #[arg(long)]
+    plaintext: bool,
+    /// Known-hosts file (default ~/.velocity/known_hosts).
+    #[arg(long)]
+    known_hosts: Option<std::path::PathBuf>,
+    /// Trust and record a server seen for the first time, without asking.
+    #[arg(long)]
+    accept_new_host: bool,
+    /// Accept only this server key (SHA256:…, as `velocityd fingerprint` prints it).
+    #[arg(long)]
+    fingerprint: Option<String>,
+}
+
+/// First contact with an unknown server: ask on the terminal, as ssh does.
+fn ask_on_tty(host: &str, fp: &str) -> bool {
+    let Ok(mut tty) = std::fs::OpenOptions::new().read(true).write(true).open("/dev/tty") else {
+        return false;
+    };
+    let _ = write!(
+        tty,
+        "The authenticity of server '{host}' can't be established.\nIts key fingerprint is {fp}.\n\
+         Are you sure you want to continue connecting (yes/no)? "
+    );
+    let mut answer = String::new();
+    let mut byte = [0u8; 1];
+    while tty.read(&mut byte).map(|n| n == 1).unwrap_or(false) && byte[0] != b'\n' {
+        answer.push(byte[0] as char);
+    }
+    answer.trim().eq_ignore_ascii_case("yes")
 }
 
 fn read_password_prompt() -> Result<String, String> {
@@ -246,7 +277,20 @@ fn main() -> ExitCode {
         }
     };
     let creds = Credentials::Password { user: cli.user.clone(), password };
-    let client = match Client::connect((cli.host.as_str(), cli.port), &creds) {
+    let mut opts = ConnectOptions::new(cli.host.clone(), cli.port);
+    opts.tls = !cli.plaintext;
+    opts.trust = Trust {
+        known_hosts: cli.known_hosts.clone(),
+        new_host: if cli.accept_new_host {
+            NewHost::Accept
+        } else if std::fs::File::open("/dev/tty").is_ok() {
+            NewHost::Ask(Box::new(ask_on_tty))
+        } else {
+            NewHost::Refuse
+        },
+        pinned: cli.fingerprint.clone(),
+    };
+    let client = match Client::connect(&opts, &creds) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("velocity-cli: cannot connect to {}:{}: {e}", cli.host, cli.port);

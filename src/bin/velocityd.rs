@@ -48,6 +48,15 @@ struct ServeArgs {
     /// Cross-core queues: glommio (channel mesh, eventfd wake-ups) or crossbeam (polled).
     #[arg(long, default_value = "glommio", value_parser = ["glommio", "crossbeam"])]
     mesh: String,
+    /// Serve plain TCP instead of TLS 1.3 (warned about on non-loopback addresses).
+    #[arg(long)]
+    plaintext: bool,
+    /// Certificate chain (PEM) to serve instead of the data directory's identity.
+    #[arg(long, requires = "tls_key", conflicts_with = "plaintext")]
+    tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of --tls-cert.
+    #[arg(long, requires = "tls_cert", conflicts_with = "plaintext")]
+    tls_key: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -59,6 +68,9 @@ enum Command {
     Fingerprint {
         #[arg(long, default_value = "./velocity-data")]
         data_dir: PathBuf,
+        /// The fingerprint of this certificate (PEM) instead.
+        #[arg(long)]
+        tls_cert: Option<PathBuf>,
     },
 }
 
@@ -136,9 +148,16 @@ fn main_inner() -> Result<(), String> {
             }
             println!("user {name} removed");
         }
-        Some(Command::Fingerprint { data_dir }) => {
-            std::fs::create_dir_all(&data_dir).map_err(|e| format!("{}: {e}", data_dir.display()))?;
-            let (_, _, fp) = datadir::identity(&data_dir)?;
+        Some(Command::Fingerprint { data_dir, tls_cert }) => {
+            let fp = match tls_cert {
+                Some(c) => datadir::cert_fingerprint(
+                    &std::fs::read_to_string(&c).map_err(|e| format!("{}: {e}", c.display()))?,
+                )?,
+                None => {
+                    std::fs::create_dir_all(&data_dir).map_err(|e| format!("{}: {e}", data_dir.display()))?;
+                    datadir::identity(&data_dir)?.2
+                }
+            };
             println!("{}", datadir::fingerprint_string(&fp));
         }
         None => {
@@ -162,6 +181,9 @@ fn main_inner() -> Result<(), String> {
                 handshake_timeout_ms: s.handshake_timeout_ms,
                 max_payload: s.max_payload,
                 mesh: if s.mesh == "crossbeam" { Transport::Crossbeam } else { Transport::Glommio },
+                plaintext: s.plaintext,
+                tls_cert: s.tls_cert,
+                tls_key: s.tls_key,
             })?;
         }
     }

@@ -2,6 +2,7 @@
 //! server's parameters), run statements one at a time or pipelined, and read typed results.
 
 pub mod build;
+pub mod trust;
 
 use crate::error::WireError;
 use crate::limits::{FRAME_OVERHEAD_BYTES, PREAUTH_PAYLOAD_BYTES_MAX};
@@ -12,7 +13,7 @@ use crate::protocol::{
 use crate::security::{derive_credential, Argon2Params};
 use std::fmt;
 use std::io::{Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
+use std::net::TcpStream;
 use std::time::Duration;
 
 #[derive(Debug)]
@@ -34,6 +35,8 @@ pub enum ClientError {
     },
     /// The caller's input cannot be sent (too long, bad parameters).
     Usage(String),
+    /// The server's identity could not be trusted (fingerprint mismatch, unknown or changed host).
+    Trust(String),
 }
 
 impl ClientError {
@@ -56,6 +59,7 @@ impl fmt::Display for ClientError {
             ClientError::Auth { message, .. } => write!(f, "login failed: {message}"),
             ClientError::Disconnected { reason, .. } => write!(f, "server disconnected: {reason}"),
             ClientError::Usage(m) => write!(f, "{m}"),
+            ClientError::Trust(m) => write!(f, "server identity not trusted: {m}"),
         }
     }
 }
@@ -101,8 +105,72 @@ pub fn derive(info: &ServerInfo, user: &str, password: &str) -> Result<[u8; 32]>
     derive_credential(password, user, &info.auth_salt, params).map_err(ClientError::Usage)
 }
 
+/// The socket, in the clear or through TLS 1.3.
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+}
+
+impl Stream {
+    fn tcp(&self) -> &TcpStream {
+        match self {
+            Stream::Plain(t) => t,
+            Stream::Tls(s) => &s.sock,
+        }
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Plain(t) => t.read(buf),
+            Stream::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Plain(t) => t.write(buf),
+            Stream::Tls(s) => s.write(buf),
+        }
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Stream::Plain(t) => t.flush(),
+            Stream::Tls(s) => s.flush(),
+        }
+    }
+}
+
+/// Where and how to connect. TLS with trust on first use unless told otherwise.
+pub struct ConnectOptions {
+    pub host: String,
+    pub port: u16,
+    /// TLS 1.3 (default); false for a server started with `--plaintext`.
+    pub tls: bool,
+    pub trust: trust::Trust,
+    pub timeout: Option<Duration>,
+}
+
+impl ConnectOptions {
+    pub fn new(host: impl Into<String>, port: u16) -> Self {
+        ConnectOptions { host: host.into(), port, tls: true, trust: trust::Trust::default(), timeout: None }
+    }
+
+    /// `host:port` as recorded in the known-hosts file.
+    pub fn host_label(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+}
+
 pub struct Client {
-    stream: TcpStream,
+    stream: Stream,
     rbuf: Vec<u8>,
     rpos: usize,
     wbuf: Vec<u8>,
@@ -115,10 +183,21 @@ pub struct Client {
 pub type Reply = std::result::Result<ResultSet, WireError>;
 
 impl Client {
-    /// Connect and perform HELLO only: the caller sees SERVER_INFO before authenticating.
-    pub fn connect_unauthenticated(addr: impl ToSocketAddrs) -> Result<Client> {
-        let stream = TcpStream::connect(addr)?;
-        stream.set_nodelay(true)?;
+    /// Connect, perform HELLO and check the server's identity: the caller sees SERVER_INFO
+    /// before authenticating.
+    pub fn open(opts: &ConnectOptions) -> Result<Client> {
+        let tcp = TcpStream::connect((opts.host.as_str(), opts.port))?;
+        tcp.set_nodelay(true)?;
+        tcp.set_read_timeout(opts.timeout)?;
+        tcp.set_write_timeout(opts.timeout)?;
+        let (stream, verifier) = if opts.tls {
+            let (cfg, verifier) = crate::security::tls::client_config();
+            let conn = rustls::ClientConnection::new(cfg, crate::security::tls::server_name(&opts.host))
+                .map_err(|e| ClientError::Protocol(format!("TLS: {e}")))?;
+            (Stream::Tls(Box::new(rustls::StreamOwned::new(conn, tcp))), Some(verifier))
+        } else {
+            (Stream::Plain(tcp), None)
+        };
         let mut c = Client {
             stream,
             rbuf: Vec::new(),
@@ -142,25 +221,32 @@ impl Client {
             versions: vec![VERSION],
             client: concat!("velocity-rs/", env!("CARGO_PKG_VERSION")).into(),
         });
-        c.send_message(&hello)?;
-        match c.read_message(PREAUTH_PAYLOAD_BYTES_MAX)? {
-            Message::ServerInfo(info) => {
-                if info.version != VERSION {
-                    return Err(ClientError::Protocol(format!(
-                        "server chose unsupported version {}",
-                        info.version
-                    )));
-                }
-                c.info = info;
-                Ok(c)
-            }
-            other => Err(unexpected(other)),
+        c.send_message(&hello).map_err(|e| tls_hint(e, opts.tls))?;
+        let info = match c.read_message(PREAUTH_PAYLOAD_BYTES_MAX).map_err(|e| tls_hint(e, opts.tls))? {
+            Message::ServerInfo(info) => info,
+            other => return Err(unexpected(other)),
+        };
+        if info.version != VERSION {
+            return Err(ClientError::Protocol(format!("server chose unsupported version {}", info.version)));
         }
+        if let Some(v) = verifier {
+            let seen = *v.seen.lock().expect("verifier lock");
+            if seen != Some(info.fingerprint) {
+                return Err(ClientError::Trust(
+                    "SERVER_INFO's fingerprint is not the key that the TLS handshake presented: \
+                     possible man-in-the-middle; refused"
+                        .into(),
+                ));
+            }
+        }
+        trust::check(&opts.trust, &opts.host_label(), &info.fingerprint).map_err(ClientError::Trust)?;
+        c.info = info;
+        Ok(c)
     }
 
-    /// Connect and log in.
-    pub fn connect(addr: impl ToSocketAddrs, creds: &Credentials) -> Result<Client> {
-        let mut c = Self::connect_unauthenticated(addr)?;
+    /// Connect, check the server's identity and log in.
+    pub fn connect(opts: &ConnectOptions, creds: &Credentials) -> Result<Client> {
+        let mut c = Self::open(opts)?;
         c.authenticate(creds)?;
         Ok(c)
     }
@@ -170,8 +256,8 @@ impl Client {
     }
 
     pub fn set_timeout(&self, t: Option<Duration>) -> Result<()> {
-        self.stream.set_read_timeout(t)?;
-        self.stream.set_write_timeout(t)?;
+        self.stream.tcp().set_read_timeout(t)?;
+        self.stream.tcp().set_write_timeout(t)?;
         Ok(())
     }
 
@@ -341,9 +427,28 @@ impl Client {
                         return Err(ClientError::Io(std::io::ErrorKind::UnexpectedEof.into()));
                     }
                 }
-                Err(e) => return Err(ClientError::Protocol(e.to_string())),
+                Err(e) => {
+                    let first = self.rbuf.get(self.rpos).copied();
+                    return Err(ClientError::Protocol(match first {
+                        // A TLS record (alert or handshake) where a frame should be.
+                        Some(0x15 | 0x16) => {
+                            "the server answered with TLS: connect with TLS (without --plaintext)".into()
+                        }
+                        _ => e.to_string(),
+                    }));
+                }
             }
         }
+    }
+}
+
+/// A TLS client talking to a plaintext server sees rustls fail on the first bytes; say why.
+fn tls_hint(e: ClientError, tls: bool) -> ClientError {
+    match e {
+        ClientError::Io(io) if tls && io.kind() == std::io::ErrorKind::InvalidData => ClientError::Protocol(format!(
+            "TLS handshake failed ({io}): is the server running with --plaintext? Then connect with --plaintext"
+        )),
+        e => e,
     }
 }
 

@@ -2,5 +2,6 @@
 //! server-side stored hash. Users, API keys and roles live beside it.
 
 pub mod credential;
+pub mod tls;
 
 pub use credential::{derive_credential, password_salt, stored_hash, verify_credential, Argon2Params};

@@ -5,7 +5,8 @@
 use super::core::{now_ms, Core};
 use super::datadir::Role;
 use super::mesh::{Rep, Req};
-use super::runtime::{race, sleep, Either, TcpStream};
+use super::runtime::{race, sleep, Either};
+use super::transport::Transport;
 use crate::error::WireError;
 use crate::limits::*;
 use crate::protocol::message::encode_error;
@@ -16,7 +17,6 @@ use crate::protocol::{
 use crate::security::verify_credential;
 use crate::shard::{merge, plan, shard_of_key, Merge, ShardOp, ShardReply};
 use crate::sql::{parse, Column, Filter, Projection, Statement, StatementKind};
-use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use std::ops::Range;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
@@ -130,8 +130,8 @@ impl Conn {
         }
     }
 
-    pub async fn serve(mut self, mut stream: TcpStream) {
-        let _ = stream.set_nodelay(true);
+    pub async fn serve(mut self, mut stream: Transport) {
+        let _ = stream.tcp().set_nodelay(true);
         loop {
             let close = self.process().await;
             if !self.out.is_empty() {
@@ -161,7 +161,7 @@ impl Conn {
             let _ = stream.write_all(&frame).await;
             break;
         }
-        let _ = stream.close().await;
+        stream.close().await;
         tracing::debug!(conn = self.id, "connection closed");
     }
 
@@ -170,7 +170,7 @@ impl Conn {
     }
 
     /// Read more bytes, unless a timeout or shutdown comes first.
-    async fn read(&mut self, stream: &mut TcpStream) -> ReadOutcome {
+    async fn read(&mut self, stream: &mut Transport) -> ReadOutcome {
         if self.core.shutdown.is_fired() {
             return ReadOutcome::Shutdown;
         }
@@ -312,7 +312,8 @@ fn handle_frame(
                 argon2_p: super::datadir::ARGON2.p,
                 max_payload: cfg.max_payload,
                 shards: core.shards as u16,
-                flags: ServerInfo::FLAG_AUTH_REQUIRED,
+                flags: ServerInfo::FLAG_AUTH_REQUIRED
+                    | if core.shared.tls.is_some() { ServerInfo::FLAG_TLS } else { 0 },
             };
             batch.ready(|out| Message::ServerInfo(info).encode(out));
             *phase = Phase::AwaitAuth { tries: 0 };
@@ -554,7 +555,7 @@ async fn info(core: &Rc<Core>, phase: &Phase, what: InfoKind) -> ResultSet {
                 ("max_connections".into(), int(core.shared.max_connections as u64)),
                 ("max_payload".into(), int(cfg.max_payload as u64)),
                 ("durability".into(), text("none (in memory only)")),
-                ("tls".into(), text("off")),
+                ("tls".into(), text(if core.shared.tls.is_some() { "TLS 1.3" } else { "off" })),
                 ("user".into(), text(user)),
                 ("role".into(), text(role)),
             ];

@@ -22,6 +22,8 @@ pub struct Shared {
     pub users: HashMap<String, User>,
     pub auth_salt: [u8; 16],
     pub fingerprint: [u8; 32],
+    /// TLS 1.3 configuration; `None` with `--plaintext`.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
     pub started: Instant,
     pub connections: AtomicUsize,
     pub max_connections: usize,

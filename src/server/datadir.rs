@@ -4,7 +4,6 @@
 
 use crate::limits::{ARGON2_M_KIB_DEFAULT, ARGON2_P_DEFAULT, ARGON2_T_DEFAULT, USERNAME_BYTES_MAX};
 use crate::security::{derive_credential, stored_hash, Argon2Params};
-use sha2::{Digest, Sha256};
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -169,16 +168,40 @@ pub fn identity(dir: &Path) -> Result<(String, String, [u8; 32]), String> {
         write_secret(&cert_p, c.as_bytes()).map_err(ctx("cannot write", &cert_p))?;
         (k, c)
     };
-    let key = rcgen::KeyPair::from_pem(&key_pem).map_err(|e| format!("{}: {e}", key_p.display()))?;
-    let fingerprint: [u8; 32] = Sha256::digest(rcgen::PublicKeyData::subject_public_key_info(&key)).into();
+    let fingerprint = cert_fingerprint(&cert_pem).map_err(|e| format!("{}: {e}", cert_p.display()))?;
     Ok((key_pem, cert_pem, fingerprint))
 }
 
+/// The fingerprint of the first certificate in a PEM chain.
+pub fn cert_fingerprint(cert_pem: &str) -> Result<[u8; 32], String> {
+    let certs = crate::security::tls::certs_from_pem(cert_pem)?;
+    crate::security::tls::spki_sha256(&certs[0])
+}
+
+/// The identity a server presents: the operator's certificate and key when given, else the
+/// data directory's own (created on first start).
+pub fn served_identity(
+    dir: &Path,
+    cert: Option<&Path>,
+    key: Option<&Path>,
+) -> Result<(String, String, [u8; 32]), String> {
+    match (cert, key) {
+        (None, None) => identity(dir),
+        (Some(c), Some(k)) => {
+            let cert_pem = fs::read_to_string(c).map_err(ctx("cannot read", c))?;
+            let key_pem = fs::read_to_string(k).map_err(ctx("cannot read", k))?;
+            let fp = cert_fingerprint(&cert_pem).map_err(|e| format!("{}: {e}", c.display()))?;
+            Ok((key_pem, cert_pem, fp))
+        }
+        _ => Err("--tls-cert and --tls-key go together".into()),
+    }
+}
+
 impl DataDir {
-    pub fn open(path: &Path) -> Result<DataDir, String> {
+    pub fn open(path: &Path, cert: Option<&Path>, key: Option<&Path>) -> Result<DataDir, String> {
         let auth_salt = auth_salt(path)?;
         let users = load_users(path)?;
-        let (key_pem, cert_pem, fingerprint) = identity(path)?;
+        let (key_pem, cert_pem, fingerprint) = served_identity(path, cert, key)?;
         Ok(DataDir { path: path.to_owned(), auth_salt, users, fingerprint, cert_pem, key_pem })
     }
 }

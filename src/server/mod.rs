@@ -8,12 +8,12 @@ pub mod datadir;
 pub mod mesh;
 pub mod runtime;
 pub mod stats;
+pub mod transport;
 
 use self::core::{now_ms, Core, Shared};
 use crate::limits::*;
 use crate::protocol::{encode_error, ErrorCode};
 use crate::store::Store;
-use futures_lite::AsyncWriteExt;
 use runtime::{race, sleep, Either, LocalSignal, TcpListener};
 use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
@@ -36,6 +36,11 @@ pub struct Config {
     pub max_payload: u32,
     /// Cross-core queues: glommio's channel mesh or crossbeam-channel.
     pub mesh: mesh::Transport,
+    /// Serve plain TCP instead of TLS 1.3.
+    pub plaintext: bool,
+    /// The operator's certificate chain and key (PEM) instead of the data directory's identity.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
 }
 
 /// The open-files limit, raised to its hard maximum, less a reserve for everything else.
@@ -89,7 +94,12 @@ pub fn run(config: Config) -> Result<(), String> {
             "--max-payload must be between {PAYLOAD_BYTES_MAX_FLOOR} and {PAYLOAD_BYTES_MAX_CEILING} bytes"
         ));
     }
-    let dd = datadir::DataDir::open(&config.data_dir)?;
+    let dd = datadir::DataDir::open(&config.data_dir, config.tls_cert.as_deref(), config.tls_key.as_deref())?;
+    let tls = if config.plaintext {
+        None
+    } else {
+        Some(crate::security::tls::server_config(&dd.cert_pem, &dd.key_pem)?)
+    };
     let max_connections = match config.max_connections {
         0 => default_max_connections(),
         n => n,
@@ -101,13 +111,14 @@ pub fn run(config: Config) -> Result<(), String> {
             config.data_dir.display()
         );
     }
-    if !config.listen.ip().is_loopback() {
-        tracing::warn!(listen = %config.listen, "serving plain TCP on a non-loopback address: credentials are not protected in transit");
+    if config.plaintext && !config.listen.ip().is_loopback() {
+        tracing::warn!(listen = %config.listen, "--plaintext on a non-loopback address: credentials and data cross the network unencrypted");
     }
     tracing::info!(
         listen = %config.listen,
         shards = config.cores,
         fingerprint = %datadir::fingerprint_string(&dd.fingerprint),
+        transport = if config.plaintext { "plain TCP" } else { "TLS 1.3" },
         data_dir = %config.data_dir.display(),
         max_connections,
         "velocityd starting"
@@ -116,6 +127,7 @@ pub fn run(config: Config) -> Result<(), String> {
         users: dd.users.iter().map(|u| (u.name.clone(), u.clone())).collect(),
         auth_salt: dd.auth_salt,
         fingerprint: dd.fingerprint,
+        tls,
         started: Instant::now(),
         connections: AtomicUsize::new(0),
         max_connections,
@@ -221,21 +233,49 @@ async fn executor(shared: Arc<Shared>, meshes: Option<MeshSetup>) {
         if n >= shared.max_connections {
             shared.connections.fetch_sub(1, Ordering::Relaxed);
             core.stats.borrow_mut().connections_refused += 1;
+            let tls = shared.tls.clone();
+            let handshake_ms = shared.config.handshake_timeout_ms;
             runtime::spawn(async move {
-                let mut stream = stream;
+                // Say why, in the transport the client expects, then close.
+                let mut t = match tls.map(rustls::ServerConnection::new) {
+                    None => transport::Transport::Plain(stream),
+                    Some(Ok(c)) => transport::Transport::Tls {
+                        tcp: stream,
+                        tls: Box::new(c.into()),
+                        pending: Vec::new(),
+                    },
+                    Some(Err(_)) => return,
+                };
                 let mut out = Vec::new();
                 encode_error(&mut out, ErrorCode::ServerOverloaded, "too many connections");
-                let _ = stream.write_all(&out).await;
-                let _ = stream.close().await;
+                let say = async {
+                    if t.handshake().await.is_ok() {
+                        let _ = t.write_all(&out).await;
+                    }
+                };
+                let _ = race(say, sleep(Duration::from_millis(handshake_ms))).await;
+                t.close().await;
             });
             continue;
         }
         core.conns.set(core.conns.get() + 1);
         core.stats.borrow_mut().connections_total += 1;
         let conn_id = shared.next_conn_id.fetch_add(1, Ordering::Relaxed);
+        let transport = match &shared.tls {
+            None => transport::Transport::Plain(stream),
+            Some(cfg) => match rustls::ServerConnection::new(cfg.clone()) {
+                Ok(t) => {
+                    transport::Transport::Tls { tcp: stream, tls: Box::new(t.into()), pending: Vec::new() }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot start TLS");
+                    continue;
+                }
+            },
+        };
         let c = core.clone();
         runtime::spawn(async move {
-            conn::Conn::new(c.clone(), conn_id).serve(stream).await;
+            conn::Conn::new(c.clone(), conn_id).serve(transport).await;
             c.conns.set(c.conns.get() - 1);
             c.shared.connections.fetch_sub(1, Ordering::Relaxed);
         });

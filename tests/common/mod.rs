@@ -8,7 +8,8 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
-use velocity::client::{derive, Client, Credentials};
+use velocity::client::trust::{NewHost, Trust};
+use velocity::client::{derive, Client, ConnectOptions, Credentials};
 
 pub const PASSWORD: &str = "correct horse battery staple";
 pub const RO_PASSWORD: &str = "read only please";
@@ -62,6 +63,7 @@ pub struct Server {
     /// alice's credential, derived once: every connection then costs one SHA-256 server-side.
     pub alice: Credentials,
     pub reader: Credentials,
+    pub tls: bool,
 }
 
 impl Server {
@@ -98,6 +100,7 @@ impl Server {
                 log: log.clone(),
                 alice: Credentials::ApiKey(String::new()),
                 reader: Credentials::ApiKey(String::new()),
+                tls: !extra.contains(&"--plaintext"),
             };
             // Ready when every core accepts: with SO_REUSEPORT a connection may land on any.
             while Instant::now() < deadline {
@@ -105,7 +108,7 @@ impl Server {
                     break; // port taken by someone else, or a start-up error: retry below
                 }
                 if TcpStream::connect(addr).is_ok() {
-                    let c = Client::connect_unauthenticated(addr).expect("HELLO");
+                    let c = Client::open(&s.options()).expect("HELLO");
                     let info = c.server_info().clone();
                     s.alice = Credentials::Derived {
                         user: "alice".into(),
@@ -124,16 +127,31 @@ impl Server {
         }
     }
 
-    pub fn client(&self) -> Client {
-        let c = Client::connect(self.addr, &self.alice).expect("connect as alice");
-        c.set_timeout(Some(Duration::from_secs(30))).unwrap();
-        c
+    /// This server's known-hosts file: each test server gets its own.
+    pub fn known_hosts(&self) -> PathBuf {
+        self.data_dir.with_extension("known_hosts")
     }
 
+    /// TLS (unless started with --plaintext), trusting this server on first contact.
+    pub fn options(&self) -> ConnectOptions {
+        let mut o = ConnectOptions::new("127.0.0.1", self.addr.port());
+        o.tls = self.tls;
+        o.trust = Trust { known_hosts: Some(self.known_hosts()), new_host: NewHost::Accept, pinned: None };
+        o.timeout = Some(Duration::from_secs(30));
+        o
+    }
+
+    pub fn connect(&self, creds: &Credentials) -> velocity::client::Result<Client> {
+        Client::connect(&self.options(), creds)
+    }
+
+    pub fn client(&self) -> Client {
+        self.connect(&self.alice).expect("connect as alice")
+    }
+
+    /// Connected and past HELLO, not logged in.
     pub fn raw(&self) -> Client {
-        let c = Client::connect_unauthenticated(self.addr).expect("HELLO");
-        c.set_timeout(Some(Duration::from_secs(10))).unwrap();
-        c
+        Client::open(&self.options()).expect("HELLO")
     }
 
     pub fn log_text(&self) -> String {
@@ -160,5 +178,6 @@ impl Drop for Server {
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.data_dir);
         let _ = std::fs::remove_file(&self.log);
+        let _ = std::fs::remove_file(self.known_hosts());
     }
 }

@@ -1,0 +1,132 @@
+//! A byte stream over a glommio socket, in the clear or through rustls (TLS 1.3). The TLS state
+//! machine is sans-I/O (rustls); this type moves its records to and from the socket. Used by
+//! the server's connections and by velocity-bench's.
+
+use super::runtime::TcpStream;
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use std::io::{self, Read, Write};
+
+/// Ciphertext read per socket read: one maximal TLS record plus its header.
+const TLS_READ_BYTES: usize = 16 * 1024 + 256;
+/// Plaintext handed to rustls per write, so its send queue never holds more than this.
+const TLS_WRITE_CHUNK_BYTES: usize = 64 * 1024;
+
+pub enum Transport {
+    Plain(TcpStream),
+    /// `pending` holds ciphertext read from the socket that rustls has not taken yet: it takes
+    /// more only while its buffer of received plaintext has room, so plaintext must be drained
+    /// between feeds.
+    Tls {
+        tcp: TcpStream,
+        tls: Box<rustls::Connection>,
+        pending: Vec<u8>,
+    },
+}
+
+impl Transport {
+    pub fn tcp(&self) -> &TcpStream {
+        let (Transport::Plain(t) | Transport::Tls { tcp: t, .. }) = self;
+        t
+    }
+
+    /// Send whatever TLS records rustls has queued (handshake messages, alerts, data).
+    async fn flush_tls(tcp: &mut TcpStream, tls: &mut rustls::Connection) -> io::Result<()> {
+        while tls.wants_write() {
+            let mut out = Vec::new();
+            tls.write_tls(&mut out)?;
+            tcp.write_all(&out).await?;
+        }
+        Ok(())
+    }
+
+    /// Read plaintext into `buf`; 0 means the peer closed.
+    pub async fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Transport::Plain(t) => t.read(buf).await,
+            Transport::Tls { tcp, tls, pending } => loop {
+                match tls.reader().read(buf) {
+                    Ok(n) => return Ok(n),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) => return Err(e),
+                }
+                Self::flush_tls(tcp, tls).await?;
+                if pending.is_empty() && !Self::fill(tcp, pending).await? {
+                    return Ok(0);
+                }
+                Self::feed(tcp, tls, pending).await?;
+            },
+        }
+    }
+
+    /// Read ciphertext from the socket into `pending`; false at end of stream.
+    async fn fill(tcp: &mut TcpStream, pending: &mut Vec<u8>) -> io::Result<bool> {
+        pending.resize(TLS_READ_BYTES, 0);
+        let n = tcp.read(pending).await?;
+        pending.truncate(n);
+        if n == 0 {
+            *pending = Vec::new();
+        }
+        Ok(n > 0)
+    }
+
+    /// Give rustls what it will take of `pending`, and let it process the records.
+    async fn feed(
+        tcp: &mut TcpStream,
+        tls: &mut rustls::Connection,
+        pending: &mut Vec<u8>,
+    ) -> io::Result<()> {
+        let mut rd = &pending[..];
+        let taken = tls.read_tls(&mut rd)?;
+        pending.drain(..taken);
+        if pending.is_empty() {
+            // An idle connection holds no ciphertext buffer.
+            *pending = Vec::new();
+        }
+        if let Err(e) = tls.process_new_packets() {
+            // Tell the peer why (an alert) before giving up.
+            let _ = Self::flush_tls(tcp, tls).await;
+            return Err(io::Error::new(io::ErrorKind::InvalidData, e));
+        }
+        Ok(())
+    }
+
+    pub async fn write_all(&mut self, data: &[u8]) -> io::Result<()> {
+        match self {
+            Transport::Plain(t) => t.write_all(data).await,
+            Transport::Tls { tcp, tls, .. } => {
+                for chunk in data.chunks(TLS_WRITE_CHUNK_BYTES) {
+                    tls.writer().write_all(chunk)?;
+                    Self::flush_tls(tcp, tls).await?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Drive the TLS handshake to completion (for a client before its first request; for a
+    /// server that must speak before reading anything).
+    pub async fn handshake(&mut self) -> io::Result<()> {
+        if let Transport::Tls { tcp, tls, pending } = self {
+            loop {
+                Self::flush_tls(tcp, tls).await?;
+                if !tls.is_handshaking() {
+                    return Ok(());
+                }
+                if pending.is_empty() && !Self::fill(tcp, pending).await? {
+                    return Err(io::ErrorKind::UnexpectedEof.into());
+                }
+                Self::feed(tcp, tls, pending).await?;
+            }
+        }
+        Ok(())
+    }
+
+    pub async fn close(mut self) {
+        if let Transport::Tls { tcp, tls, .. } = &mut self {
+            tls.send_close_notify();
+            let _ = Self::flush_tls(tcp, tls).await;
+        }
+        let (Transport::Plain(mut t) | Transport::Tls { tcp: mut t, .. }) = self;
+        let _ = t.close().await;
+    }
+}
