@@ -163,6 +163,16 @@ enum MeshSetup {
 
 async fn executor(shared: Arc<Shared>, meshes: Option<MeshSetup>) {
     let shards = shared.config.cores;
+    // glommio wakes a task waiting for a shared channel's peer to connect only when the waiting
+    // executor's reactor runs; an executor parked with no timer would wait for ever (seen under
+    // load: both cores parked mid-join). A 1 ms ticker keeps the reactor turning until joined.
+    let joining = Rc::new(Cell::new(true));
+    let ticking = joining.clone();
+    runtime::spawn(async move {
+        while ticking.get() {
+            sleep(Duration::from_millis(1)).await;
+        }
+    });
     let (id, joined) = match meshes {
         Some(MeshSetup::Glommio((req, rep))) => {
             let j = mesh::join(req, rep).await;
@@ -176,6 +186,7 @@ async fn executor(shared: Arc<Shared>, meshes: Option<MeshSetup>) {
         }
         None => (0, None),
     };
+    joining.set(false);
     let shutdown = Rc::new(LocalSignal::default());
     let core = Rc::new_cyclic(|weak: &std::rc::Weak<Core>| {
         let mesh = joined.map(|j| {
@@ -202,7 +213,9 @@ async fn executor(shared: Arc<Shared>, meshes: Option<MeshSetup>) {
             c.store.borrow_mut().expire_step(now_ms(), EXPIRY_STEP_KEYS_MAX);
         }
     });
-    // The signal thread sets an atomic; this turns it into a core-local wake-up.
+    // The signal thread sets an atomic; this turns it into a core-local wake-up. Its tick also
+    // bounds any other wake-up glommio leaves to the reactor loop (a sender waiting for room in
+    // a full shared queue) to SHUTDOWN_POLL_MS.
     let c = core.clone();
     runtime::spawn(async move {
         while !c.shutting_down() {

@@ -79,10 +79,15 @@ impl Server {
     }
 
     pub fn start_in(data_dir: PathBuf, cores: usize, extra: &[&str]) -> Server {
+        Self::start_at(data_dir, cores, extra, None)
+    }
+
+    /// Start on `port` when given (to stand in for another server), else on a free port.
+    pub fn start_at(data_dir: PathBuf, cores: usize, extra: &[&str], port: Option<u16>) -> Server {
         let log = data_dir.with_extension("log");
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            let port = free_port();
+            let port = port.unwrap_or_else(free_port);
             let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
             let child = Command::new(bin("velocityd"))
                 .args(["--listen", &addr.to_string(), "--cores", &cores.to_string(), "--data-dir"])
