@@ -85,6 +85,22 @@ pub const SHUTDOWN_POLL_MS: u64 = 50;
 /// Longest a graceful shutdown waits for in-flight requests before exiting anyway.
 pub const SHUTDOWN_DRAIN_MS: u64 = 5_000;
 
+/// Audit lines queued per shard for its writer thread; past this, lines are dropped and counted
+/// rather than making requests wait on the disk.
+pub const AUDIT_QUEUE_LINES: usize = 65_536;
+/// How often the audit writer flushes when lines stop arriving.
+pub const AUDIT_FLUSH_MS: u64 = 100;
+/// Default size at which an audit file is rotated, and how many old files are kept.
+pub const AUDIT_FILE_BYTES_MAX_DEFAULT: u64 = 64 << 20;
+pub const AUDIT_FILES_KEPT: usize = 4;
+
+/// Failed logins from one address (per core) before its attempts are refused unchecked.
+pub const LOGIN_FAIL_THRESHOLD_DEFAULT: u32 = 5;
+/// Addresses each core remembers failed logins for: bounds the throttle's memory.
+pub const LOGIN_THROTTLE_ADDRESSES_MAX: usize = 65_536;
+/// How often each core looks for changes to the users and API-key files.
+pub const AUTH_RELOAD_CHECK_MS: u64 = 1_000;
+
 /// Argon2id defaults the server advertises (profile §3; OWASP's recommended minimum).
 pub const ARGON2_M_KIB_DEFAULT: u32 = 19_456;
 pub const ARGON2_T_DEFAULT: u32 = 2;

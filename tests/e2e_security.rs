@@ -9,7 +9,12 @@ use velocity::client::{Client, ClientError, ConnectOptions};
 use velocity::protocol::{ServerInfo, Value};
 use velocity::server::datadir::{cert_fingerprint, fingerprint_string};
 
-fn opts(s: &Server, known_hosts: &std::path::Path, new_host: NewHost, pinned: Option<String>) -> ConnectOptions {
+fn opts(
+    s: &Server,
+    known_hosts: &std::path::Path,
+    new_host: NewHost,
+    pinned: Option<String>,
+) -> ConnectOptions {
     let mut o = s.options();
     o.trust = Trust { known_hosts: Some(known_hosts.to_owned()), new_host, pinned };
     o
@@ -30,7 +35,8 @@ fn tls_session_and_the_fingerprint_is_the_certificates_key() {
     let cert = std::fs::read_to_string(s.data_dir.join("identity.crt")).unwrap();
     assert_eq!(cert_fingerprint(&cert).unwrap(), info.fingerprint);
     // `velocityd fingerprint` prints the same, for checking out of band.
-    let out = Command::new(bin("velocityd")).args(["fingerprint", "--data-dir"]).arg(&s.data_dir).output().unwrap();
+    let out =
+        Command::new(bin("velocityd")).args(["fingerprint", "--data-dir"]).arg(&s.data_dir).output().unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), fingerprint_string(&info.fingerprint));
     // The identity files are private.
     use std::os::unix::fs::PermissionsExt;
@@ -71,7 +77,13 @@ fn trust_on_first_use_pinning_and_a_changed_key() {
     assert!(Client::open(&opts(&s, &kh, NewHost::Ask(Box::new(|_, _| false)), None)).is_err());
     assert!(!kh.exists());
     // Asked, and yes: recorded.
-    let c = Client::open(&opts(&s, &kh, NewHost::Ask(Box::new(|h, fp| h.starts_with("127.0.0.1:") && fp.starts_with("SHA256:"))), None)).unwrap();
+    let c = Client::open(&opts(
+        &s,
+        &kh,
+        NewHost::Ask(Box::new(|h, fp| h.starts_with("127.0.0.1:") && fp.starts_with("SHA256:"))),
+        None,
+    ))
+    .unwrap();
     let fp = fingerprint_string(&c.server_info().fingerprint);
     let text = std::fs::read_to_string(&kh).unwrap();
     assert_eq!(text.trim(), format!("127.0.0.1:{} {fp}", s.addr.port()));
@@ -81,7 +93,10 @@ fn trust_on_first_use_pinning_and_a_changed_key() {
     let other_kh = kh.with_file_name("other");
     Client::open(&opts(&s, &other_kh, NewHost::Refuse, Some(fp.clone()))).unwrap();
     let wrong = "SHA256:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA".to_string();
-    assert!(matches!(Client::open(&opts(&s, &other_kh, NewHost::Refuse, Some(wrong))), Err(ClientError::Trust(_))));
+    assert!(matches!(
+        Client::open(&opts(&s, &other_kh, NewHost::Refuse, Some(wrong))),
+        Err(ClientError::Trust(_))
+    ));
 
     // Another server (another data directory, another key) on the same port: refused, loudly,
     // even with --accept-new-host.
@@ -101,7 +116,16 @@ fn trust_on_first_use_pinning_and_a_changed_key() {
     // The CLI says the same and exits non-zero.
     let out = run_with_stdin(
         Command::new(bin("velocity-cli"))
-            .args(["--port", &port.to_string(), "-u", "alice", "--password-stdin", "--accept-new-host", "-c", "SHOW STATUS"])
+            .args([
+                "--port",
+                &port.to_string(),
+                "-u",
+                "alice",
+                "--password-stdin",
+                "--accept-new-host",
+                "-c",
+                "SHOW STATUS",
+            ])
             .arg("--known-hosts")
             .arg(&kh),
         PASSWORD,
@@ -109,10 +133,22 @@ fn trust_on_first_use_pinning_and_a_changed_key() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("HAS CHANGED"));
     // With the new key pinned, the CLI connects.
-    let fp2 = fingerprint_string(&Client::open(&opts(&s2, &other_kh, NewHost::Accept, None)).unwrap().server_info().fingerprint);
+    let fp2 = fingerprint_string(
+        &Client::open(&opts(&s2, &other_kh, NewHost::Accept, None)).unwrap().server_info().fingerprint,
+    );
     let out = run_with_stdin(
         Command::new(bin("velocity-cli"))
-            .args(["--port", &port.to_string(), "-u", "alice", "--password-stdin", "--fingerprint", &fp2, "-c", "SHOW STATUS"])
+            .args([
+                "--port",
+                &port.to_string(),
+                "-u",
+                "alice",
+                "--password-stdin",
+                "--fingerprint",
+                &fp2,
+                "-c",
+                "SHOW STATUS",
+            ])
             .arg("--known-hosts")
             .arg(&kh),
         PASSWORD,
@@ -124,13 +160,15 @@ fn trust_on_first_use_pinning_and_a_changed_key() {
 fn operators_own_certificate() {
     let dir = temp_dir("own-cert");
     let key = rcgen::KeyPair::generate().unwrap();
-    let cert = rcgen::CertificateParams::new(vec!["db.example".to_string()]).unwrap().self_signed(&key).unwrap();
+    let cert =
+        rcgen::CertificateParams::new(vec!["db.example".to_string()]).unwrap().self_signed(&key).unwrap();
     let (cp, kp) = (dir.join("c.pem"), dir.join("k.pem"));
     std::fs::write(&cp, cert.pem()).unwrap();
     std::fs::write(&kp, key.serialize_pem()).unwrap();
     let data = temp_dir("own-data");
     add_user(&data, "alice", PASSWORD, "readwrite");
-    let s = Server::start_in(data, 1, &["--tls-cert", cp.to_str().unwrap(), "--tls-key", kp.to_str().unwrap()]);
+    let s =
+        Server::start_in(data, 1, &["--tls-cert", cp.to_str().unwrap(), "--tls-key", kp.to_str().unwrap()]);
     let c = s.client();
     assert_eq!(c.server_info().fingerprint, cert_fingerprint(&cert.pem()).unwrap());
     let out = Command::new(bin("velocityd")).args(["fingerprint", "--tls-cert"]).arg(&cp).output().unwrap();

@@ -5,7 +5,10 @@ use std::io::Read;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use velocity::limits::{HANDSHAKE_TIMEOUT_MS, IDLE_TIMEOUT_S_DEFAULT, PAYLOAD_BYTES_MAX_DEFAULT};
+use velocity::limits::{
+    AUDIT_FILE_BYTES_MAX_DEFAULT, HANDSHAKE_TIMEOUT_MS, IDLE_TIMEOUT_S_DEFAULT, LOGIN_FAIL_THRESHOLD_DEFAULT,
+    PAYLOAD_BYTES_MAX_DEFAULT,
+};
 use velocity::server::datadir::{self, Role};
 use velocity::server::mesh::Transport;
 use velocity::server::{run, Config};
@@ -57,6 +60,22 @@ struct ServeArgs {
     /// Private key (PEM) of --tls-cert.
     #[arg(long, requires = "tls_cert", conflicts_with = "plaintext")]
     tls_key: Option<PathBuf>,
+    /// Rate limit per connection, OPS or OPS:BURST per second (0: none).
+    #[arg(long, default_value = "0")]
+    rate_limit_conn: String,
+    /// Server-wide rate limit, OPS or OPS:BURST per second, split evenly across cores (0: none).
+    #[arg(long, default_value = "0")]
+    rate_limit_global: String,
+    /// Failed logins from one address (counted per core) before its attempts are refused
+    /// unchecked, with a back-off from 1 s doubling to 5 min (0: no throttling).
+    #[arg(long, default_value_t = LOGIN_FAIL_THRESHOLD_DEFAULT)]
+    login_fail_threshold: u32,
+    /// The audit log: one JSON line per login and per request under DATA_DIR/audit.
+    #[arg(long, default_value = "on", value_parser = ["on", "off"])]
+    audit: String,
+    /// Size at which an audit file is rotated (4 older files are kept).
+    #[arg(long, default_value_t = AUDIT_FILE_BYTES_MAX_DEFAULT)]
+    audit_file_bytes_max: u64,
 }
 
 #[derive(Subcommand)]
@@ -64,6 +83,9 @@ enum Command {
     /// Manage users (run while the server is stopped, or restart it afterwards).
     #[command(subcommand)]
     User(UserCmd),
+    /// Manage API keys (authentication method 2).
+    #[command(subcommand)]
+    Apikey(ApiKeyCmd),
     /// Print the server identity's fingerprint, for checking out of band.
     Fingerprint {
         #[arg(long, default_value = "./velocity-data")]
@@ -71,6 +93,27 @@ enum Command {
         /// The fingerprint of this certificate (PEM) instead.
         #[arg(long)]
         tls_cert: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ApiKeyCmd {
+    /// Make a key acting as USER and print it once (only its SHA-256 is kept).
+    Create {
+        #[arg(long)]
+        user: String,
+        #[arg(long, default_value = "./velocity-data")]
+        data_dir: PathBuf,
+    },
+    List {
+        #[arg(long, default_value = "./velocity-data")]
+        data_dir: PathBuf,
+    },
+    /// Revoke the key with this id (as `apikey list` shows it).
+    Revoke {
+        id: String,
+        #[arg(long, default_value = "./velocity-data")]
+        data_dir: PathBuf,
     },
 }
 
@@ -84,6 +127,9 @@ enum UserCmd {
         /// Read the password from standard input (the only way: no prompts, no arguments).
         #[arg(long, required = true)]
         password_stdin: bool,
+        /// This user's rate limit, OPS or OPS:BURST per second, enforced on each core (0: none).
+        #[arg(long)]
+        rate_limit: Option<String>,
         #[arg(long, default_value = "./velocity-data")]
         data_dir: PathBuf,
     },
@@ -132,14 +178,18 @@ fn read_password() -> Result<String, String> {
 fn main_inner() -> Result<(), String> {
     let cli = Cli::parse();
     match cli.command {
-        Some(Command::User(UserCmd::Add { name, role, data_dir, .. })) => {
+        Some(Command::User(UserCmd::Add { name, role, data_dir, rate_limit, .. })) => {
+            let rate = rate_limit.as_deref().map(datadir::RateLimit::parse).transpose()?.flatten();
             let pw = read_password()?;
-            datadir::add_user(&data_dir, &name, &pw, Role::parse(&role).expect("clap checked"))?;
+            datadir::add_user(&data_dir, &name, &pw, Role::parse(&role).expect("clap checked"), rate)?;
             println!("user {name} ({role}) saved in {}", data_dir.display());
         }
         Some(Command::User(UserCmd::List { data_dir })) => {
             for u in datadir::load_users(&data_dir)? {
-                println!("{}\t{}", u.name, u.role.name());
+                let rate = u.rate_limit.map_or("no rate limit".to_string(), |r| {
+                    format!("rate {} ops/s, burst {}", r.ops_per_s, r.burst)
+                });
+                println!("{}\t{}\t{rate}", u.name, u.role.name());
             }
         }
         Some(Command::User(UserCmd::Remove { name, data_dir })) => {
@@ -147,6 +197,22 @@ fn main_inner() -> Result<(), String> {
                 return Err(format!("no user {name} in {}", data_dir.display()));
             }
             println!("user {name} removed");
+        }
+        Some(Command::Apikey(ApiKeyCmd::Create { user, data_dir })) => {
+            let (id, key) = datadir::create_api_key(&data_dir, &user)?;
+            eprintln!("API key {id} for user {user} (shown once; only its SHA-256 is kept):");
+            println!("{key}");
+        }
+        Some(Command::Apikey(ApiKeyCmd::List { data_dir })) => {
+            for k in datadir::load_api_keys(&data_dir)? {
+                println!("{}\t{}\tcreated {}", k.id, k.user, k.created_unix_s);
+            }
+        }
+        Some(Command::Apikey(ApiKeyCmd::Revoke { id, data_dir })) => {
+            if !datadir::revoke_api_key(&data_dir, &id)? {
+                return Err(format!("no API key {id} in {}", data_dir.display()));
+            }
+            println!("API key {id} revoked (restart velocityd to apply)");
         }
         Some(Command::Fingerprint { data_dir, tls_cert }) => {
             let fp = match tls_cert {
@@ -184,6 +250,11 @@ fn main_inner() -> Result<(), String> {
                 plaintext: s.plaintext,
                 tls_cert: s.tls_cert,
                 tls_key: s.tls_key,
+                rate_limit_conn: datadir::RateLimit::parse(&s.rate_limit_conn)?,
+                rate_limit_global: datadir::RateLimit::parse(&s.rate_limit_global)?,
+                login_fail_threshold: s.login_fail_threshold,
+                audit: s.audit == "on",
+                audit_file_bytes_max: s.audit_file_bytes_max,
             })?;
         }
     }

@@ -2,6 +2,7 @@
 //! buffer at a time. Requests for this core's shard run inline; the rest are batched per shard
 //! into one mesh message each; replies are written in request order, once per batch.
 
+use super::audit::json_str;
 use super::core::{now_ms, Core};
 use super::datadir::Role;
 use super::mesh::{Rep, Req};
@@ -14,9 +15,12 @@ use crate::protocol::{
     begin_frame, decode_frame, encode_single_value_response, end_frame, AuthRequest, AuthStatus, Decoded,
     ErrorCode, Message, MessageType, Peer, ResultSet, ServerInfo, Value, VERSION,
 };
+use crate::security::ratelimit::TokenBucket;
 use crate::security::verify_credential;
 use crate::shard::{merge, plan, shard_of_key, Merge, ShardOp, ShardReply};
+use crate::sql::quote_literal;
 use crate::sql::{parse, Column, Filter, Projection, Statement, StatementKind};
+use std::net::SocketAddr;
 use std::ops::Range;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
@@ -24,8 +28,30 @@ use std::time::{Duration, Instant};
 
 enum Phase {
     AwaitHello,
-    AwaitAuth { tries: u32 },
-    Ready { user: String, role: Role },
+    AwaitAuth {
+        tries: u32,
+    },
+    /// Logged in; `bucket` is this connection's rate limit, if one is set.
+    Ready {
+        user: String,
+        role: Role,
+        bucket: Option<TokenBucket>,
+    },
+}
+
+/// Who is on the other end, for the audit log and login throttling.
+struct Ctx {
+    id: u64,
+    peer: Option<SocketAddr>,
+}
+
+impl Phase {
+    fn user(&self) -> &str {
+        match self {
+            Phase::Ready { user, .. } => user,
+            _ => "",
+        }
+    }
 }
 
 enum Pending {
@@ -36,6 +62,8 @@ enum Pending {
         replies: Vec<Option<ShardReply>>,
         kind: StatementKind,
         started: Instant,
+        /// What the audit log says the statement touched (only when the log is on).
+        target: Option<String>,
     },
     Info {
         what: InfoKind,
@@ -97,7 +125,7 @@ enum Flow {
 
 pub struct Conn {
     core: Rc<Core>,
-    id: u64,
+    ctx: Ctx,
     phase: Phase,
     inbuf: Vec<u8>,
     out: Vec<u8>,
@@ -115,7 +143,7 @@ impl Conn {
     pub fn new(core: Rc<Core>, id: u64) -> Conn {
         Conn {
             core,
-            id,
+            ctx: Ctx { id, peer: None },
             phase: Phase::AwaitHello,
             inbuf: Vec::new(),
             out: Vec::new(),
@@ -132,6 +160,7 @@ impl Conn {
 
     pub async fn serve(mut self, mut stream: Transport) {
         let _ = stream.tcp().set_nodelay(true);
+        self.ctx.peer = stream.tcp().peer_addr().ok();
         loop {
             let close = self.process().await;
             if !self.out.is_empty() {
@@ -162,7 +191,7 @@ impl Conn {
             break;
         }
         stream.close().await;
-        tracing::debug!(conn = self.id, "connection closed");
+        tracing::debug!(conn = self.ctx.id, "connection closed");
     }
 
     fn has_frame(&self) -> bool {
@@ -232,7 +261,7 @@ impl Conn {
             let (kind, payload) = match decode_frame(&self.inbuf[pos..], limit) {
                 Ok(Decoded::Incomplete { .. }) => break,
                 Err(e) => {
-                    tracing::debug!(conn = self.id, error = %e, "framing error; closing");
+                    tracing::debug!(conn = self.ctx.id, error = %e, "framing error; closing");
                     batch.error(ErrorCode::ProtocolError, &e.to_string());
                     close = true;
                     break;
@@ -244,7 +273,7 @@ impl Conn {
                 }
             };
             let payload = &self.inbuf[payload];
-            let flow = handle_frame(&self.core, &mut self.phase, kind, payload, &mut batch, now);
+            let flow = handle_frame(&self.core, &self.ctx, &mut self.phase, kind, payload, &mut batch, now);
             match flow {
                 Flow::Continue => {}
                 Flow::EndBatch => break,
@@ -259,13 +288,14 @@ impl Conn {
             // An idle connection holds no input buffer.
             self.inbuf = Vec::new();
         }
-        self.out = finish(&self.core, &self.phase, batch, now).await;
+        self.out = finish(&self.core, &self.ctx, &self.phase, batch, now).await;
         close
     }
 }
 
 fn handle_frame(
     core: &Core,
+    ctx: &Ctx,
     phase: &mut Phase,
     kind: u8,
     payload: &[u8],
@@ -274,7 +304,14 @@ fn handle_frame(
 ) -> Flow {
     if kind == MessageType::Command as u8 {
         return match phase {
-            Phase::Ready { role, .. } => command(core, *role, payload, batch, now),
+            Phase::Ready { user, role, bucket } => {
+                if let Err(why) = admit(core, user, bucket) {
+                    refuse_rate_limited(core, ctx, user, "command", why, batch);
+                    return Flow::Continue;
+                }
+                let role = *role;
+                command(core, ctx, phase, role, payload, batch, now)
+            }
             Phase::AwaitHello => {
                 batch.error(ErrorCode::ProtocolError, "expected HELLO");
                 Flow::Close
@@ -324,20 +361,53 @@ fn handle_frame(
         }
         (Phase::AwaitAuth { tries }, Message::AuthRequest(a)) => {
             let tries = *tries + 1;
-            match authenticate(core, &a) {
-                Some((user, role)) => {
+            let method = if a.method == AuthRequest::METHOD_API_KEY { "api_key" } else { "password" };
+            let ip = ctx.peer.map(|p| p.ip());
+            let now_i = Instant::now();
+            let throttled = ip.and_then(|ip| core.throttle.borrow().blocked(ip, now_i));
+            let outcome = match throttled {
+                Some(wait) => Err((
+                    AuthStatus::RateLimited,
+                    format!("too many failed logins from your address; retry in {} s", wait.as_secs().max(1)),
+                )),
+                None => authenticate(core, &a)
+                    .ok_or((AuthStatus::InvalidCredentials, "invalid credentials".to_string())),
+            };
+            match outcome {
+                Ok((user, role)) => {
+                    if let Some(ip) = ip {
+                        core.throttle.borrow_mut().succeeded(ip);
+                    }
+                    audit_login(core, ctx, &user, method, ErrorCode::Success);
                     let msg = format!("authenticated as {user}");
                     batch.ready(|out| Message::auth_response(AuthStatus::Success, msg).encode(out));
-                    tracing::debug!(user = %user, "login");
-                    *phase = Phase::Ready { user, role };
+                    let bucket = core
+                        .shared
+                        .config
+                        .rate_limit_conn
+                        .map(|r| TokenBucket::new(r.ops_per_s, r.burst, now_i));
+                    *phase = Phase::Ready { user, role, bucket };
                 }
-                None => {
-                    core.stats.borrow_mut().failed_logins += 1;
-                    tracing::info!(user = %a.username, tries, "failed login");
-                    batch.ready(|out| {
-                        Message::auth_response(AuthStatus::InvalidCredentials, "invalid credentials")
-                            .encode(out)
-                    });
+                Err((status, msg)) => {
+                    {
+                        let mut st = core.stats.borrow_mut();
+                        st.failed_logins += 1;
+                        st.login_throttled += (status == AuthStatus::RateLimited) as u64;
+                    }
+                    if status == AuthStatus::InvalidCredentials {
+                        if let Some(ip) = ip {
+                            core.throttle.borrow_mut().failed(ip, now_i);
+                        }
+                    }
+                    let code = if status == AuthStatus::RateLimited {
+                        ErrorCode::RateLimited
+                    } else {
+                        ErrorCode::InvalidCredentials
+                    };
+                    let who = if method == "api_key" { "(api key)" } else { a.username.as_str() };
+                    audit_login(core, ctx, who, method, code);
+                    tracing::info!(user = %who, peer = ?ctx.peer, tries, ?status, "failed login");
+                    batch.ready(|out| Message::auth_response(status, msg).encode(out));
                     if tries >= AUTH_TRIES_MAX {
                         batch.ready(|out| {
                             Message::Disconnect {
@@ -355,44 +425,116 @@ fn handle_frame(
         (Phase::AwaitAuth { .. }, Message::StatsRequest) => {
             batch.error(ErrorCode::Unauthorized, "not authenticated")
         }
-        (Phase::Ready { .. }, Message::StatsRequest) => {
-            batch.pending.push(Pending::Info { what: InfoKind::StatsFrame, started: Instant::now() });
+        (Phase::Ready { user, .. }, Message::StatsRequest) => {
+            let user = user.clone();
+            let Phase::Ready { bucket, .. } = phase else { unreachable!() };
+            match admit(core, &user, bucket) {
+                Ok(()) => {
+                    batch.pending.push(Pending::Info { what: InfoKind::StatsFrame, started: Instant::now() })
+                }
+                Err(why) => refuse_rate_limited(core, ctx, &user, "stats", why, batch),
+            }
         }
         (_, m) => batch.error(ErrorCode::ProtocolError, &format!("unexpected {:?} frame here", m.kind())),
     }
     Flow::Continue
 }
 
-/// Method 1 (password credential). The comparison runs even for an unknown user, so timing
-/// does not tell which user names exist.
+/// Method 1 (password credential) or 2 (API key). A password is compared even for an unknown
+/// user, so timing does not tell which user names exist.
 fn authenticate(core: &Core, a: &AuthRequest) -> Option<(String, Role)> {
-    if a.method != AuthRequest::METHOD_PASSWORD {
-        return None;
-    }
-    let user = core.shared.users.get(&a.username);
-    let stored = user.map_or([0u8; 32], |u| u.stored);
-    let ok = verify_credential(&a.credential, &stored);
-    match user {
-        Some(u) if ok => Some((u.name.clone(), u.role)),
+    let db = core.auth.borrow().clone();
+    match a.method {
+        AuthRequest::METHOD_PASSWORD => {
+            let user = db.users.get(&a.username);
+            let stored = user.map_or([0u8; 32], |u| u.stored);
+            let ok = verify_credential(&a.credential, &stored);
+            match user {
+                Some(u) if ok => Some((u.name.clone(), u.role)),
+                _ => None,
+            }
+        }
+        AuthRequest::METHOD_API_KEY if a.username.is_empty() => {
+            db.api_key_user(&a.credential).map(|u| (u.name.clone(), u.role))
+        }
         _ => None,
     }
 }
 
-fn command(core: &Core, role: Role, payload: &[u8], batch: &mut Batch, now: u64) -> Flow {
+/// Whether the rate limits let one more request of `user` run now; if so it is counted against
+/// every limit. A refused request is not executed and uses up nothing.
+fn admit(core: &Core, user: &str, conn_bucket: &mut Option<TokenBucket>) -> Result<(), &'static str> {
+    let cfg = &core.shared.config;
+    let user_limit = core.auth.borrow().users.get(user).and_then(|u| u.rate_limit);
+    if conn_bucket.is_none() && user_limit.is_none() && cfg.rate_limit_global.is_none() {
+        return Ok(());
+    }
+    let now = Instant::now();
+    if let Some(b) = conn_bucket.as_mut() {
+        if !b.has_token(now) {
+            return Err("this connection's rate limit");
+        }
+    }
+    let mut users = core.user_buckets.borrow_mut();
+    let mut ub = user_limit
+        .map(|r| users.entry(user.to_owned()).or_insert_with(|| TokenBucket::new(r.ops_per_s, r.burst, now)));
+    if let Some(b) = ub.as_mut() {
+        if !b.has_token(now) {
+            return Err("this user's rate limit");
+        }
+    }
+    let mut global = core.global_bucket.borrow_mut();
+    if let Some(g) = global.as_mut() {
+        if !g.has_token(now) {
+            return Err("the server's rate limit");
+        }
+    }
+    if let Some(b) = conn_bucket.as_mut() {
+        b.take();
+    }
+    if let Some(b) = ub {
+        b.take();
+    }
+    if let Some(g) = global.as_mut() {
+        g.take();
+    }
+    Ok(())
+}
+
+fn refuse_rate_limited(core: &Core, ctx: &Ctx, user: &str, event: &str, why: &str, batch: &mut Batch) {
+    core.stats.borrow_mut().rate_limited += 1;
+    audit(core, ctx, user, event, "", None, 0, ErrorCode::RateLimited, 0);
+    batch.error(ErrorCode::RateLimited, &format!("rate limited by {why}; the request was not executed"));
+}
+
+fn command(
+    core: &Core,
+    ctx: &Ctx,
+    phase: &Phase,
+    role: Role,
+    payload: &[u8],
+    batch: &mut Batch,
+    now: u64,
+) -> Flow {
     let started = Instant::now();
+    let user = phase.user();
     let Ok(sql) = std::str::from_utf8(payload) else {
+        audit(core, ctx, user, "command", "invalid", None, 0, ErrorCode::InvalidCommand, 0);
         batch.error(ErrorCode::InvalidCommand, "SQL is not valid UTF-8");
         return Flow::Continue;
     };
     let stmt = match parse(sql) {
         Ok(s) => s,
         Err(e) => {
+            audit(core, ctx, user, "command", "invalid", None, 0, ErrorCode::InvalidCommand, 0);
             batch.error(ErrorCode::InvalidCommand, &e.to_string());
             return Flow::Continue;
         }
     };
     let kind = stmt.kind();
+    let target = core.audit.borrow().enabled().then(|| describe(&stmt));
     if kind.is_write() && role == Role::ReadOnly {
+        audit(core, ctx, user, "command", kind.name(), target.as_deref(), 0, ErrorCode::Unauthorized, 0);
         batch.error(ErrorCode::Unauthorized, "this user's role is readonly");
         return Flow::Continue;
     }
@@ -401,6 +543,7 @@ fn command(core: &Core, role: Role, payload: &[u8], batch: &mut Batch, now: u64)
         Statement::ShowStats | Statement::ShowStatus => {
             let what =
                 if matches!(stmt, Statement::ShowStats) { InfoKind::ShowStats } else { InfoKind::ShowStatus };
+            audit(core, ctx, user, "command", kind.name(), None, 0, ErrorCode::Success, 0);
             batch.pending.push(Pending::Info { what, started });
             return Flow::Continue;
         }
@@ -421,7 +564,8 @@ fn command(core: &Core, role: Role, payload: &[u8], batch: &mut Batch, now: u64)
                         }
                     };
                     drop(store);
-                    record(core, kind, started, hit);
+                    let code = if hit { ErrorCode::Success } else { ErrorCode::KeyNotFound };
+                    done(core, ctx, user, kind, target.as_deref(), started, code, hit as u64);
                     return Flow::Continue;
                 }
             }
@@ -453,18 +597,124 @@ fn command(core: &Core, role: Role, payload: &[u8], batch: &mut Batch, now: u64)
         }
     }
     if remote {
-        batch.pending.push(Pending::Merge { merge: p.merge, replies, kind, started });
+        batch.pending.push(Pending::Merge { merge: p.merge, replies, kind, started, target });
     } else {
         let replies = replies.into_iter().map(|r| r.expect("local reply")).collect();
         let res = merge(&p.merge, replies, cfg.max_payload);
-        record(core, kind, started, res.is_ok());
+        done_result(core, ctx, user, kind, target.as_deref(), started, &res);
         batch.ready(|out| encode_outcome(out, &res));
     }
     flow
 }
 
-fn record(core: &Core, kind: StatementKind, started: Instant, ok: bool) {
-    core.stats.borrow_mut().record(kind, started.elapsed().as_micros() as u64, ok);
+/// Statistics and audit for a finished statement.
+#[allow(clippy::too_many_arguments)]
+fn done(
+    core: &Core,
+    ctx: &Ctx,
+    user: &str,
+    kind: StatementKind,
+    target: Option<&str>,
+    started: Instant,
+    code: ErrorCode,
+    rows: u64,
+) {
+    let latency_us = started.elapsed().as_micros() as u64;
+    core.stats.borrow_mut().record(kind, latency_us, code == ErrorCode::Success);
+    audit(core, ctx, user, "command", kind.name(), target, rows, code, latency_us);
+}
+
+fn done_result(
+    core: &Core,
+    ctx: &Ctx,
+    user: &str,
+    kind: StatementKind,
+    target: Option<&str>,
+    started: Instant,
+    res: &Result<ResultSet, WireError>,
+) {
+    let (code, rows) = match res {
+        Ok(rs) if rs.columns.is_empty() => (ErrorCode::Success, rs.affected),
+        Ok(rs) => (ErrorCode::Success, rs.rows.len() as u64),
+        Err(e) => (e.code, 0),
+    };
+    done(core, ctx, user, kind, target, started, code, rows);
+}
+
+/// One audit line, if the audit log is on.
+#[allow(clippy::too_many_arguments)]
+fn audit(
+    core: &Core,
+    ctx: &Ctx,
+    user: &str,
+    event: &str,
+    kind: &str,
+    target: Option<&str>,
+    rows: u64,
+    code: ErrorCode,
+    latency_us: u64,
+) {
+    let log = core.audit.borrow();
+    if !log.enabled() {
+        return;
+    }
+    let peer = ctx.peer.map_or(String::new(), |p| p.to_string());
+    log.record(format!(
+        "{{\"ts_ms\":{},\"shard\":{},\"conn\":{},\"peer\":{},\"user\":{},\"event\":\"{event}\",\"kind\":\"{kind}\",\"target\":{},\"rows\":{rows},\"code\":\"{}\",\"latency_us\":{latency_us}}}",
+        now_ms(),
+        core.id,
+        ctx.id,
+        json_str(&peer),
+        json_str(user),
+        json_str(target.unwrap_or("")),
+        code.name(),
+    ));
+}
+
+fn audit_login(core: &Core, ctx: &Ctx, user: &str, method: &str, code: ErrorCode) {
+    audit(core, ctx, user, "login", method, None, 0, code, 0);
+}
+
+/// What a statement touches, for the audit log: keys and key ranges as SQL literals (cut to
+/// 128 bytes each), never a value.
+fn describe(stmt: &Statement<'_>) -> String {
+    fn lit(k: &[u8]) -> String {
+        let mut q = quote_literal(&k[..k.len().min(128)]);
+        if k.len() > 128 {
+            q.push('…');
+        }
+        q
+    }
+    fn keys<'k>(ks: impl Iterator<Item = &'k [u8]>, n: usize) -> String {
+        let shown: Vec<String> = ks.take(8).map(lit).collect();
+        let more = if n > shown.len() { format!(", … ({n} keys)") } else { String::new() };
+        format!("{}{more}", shown.join(", "))
+    }
+    fn filter(f: &Filter<'_>) -> String {
+        let b = |b: &std::ops::Bound<Vec<u8>>, open: bool| match b {
+            std::ops::Bound::Included(k) => {
+                format!("{}{}", if open { "[" } else { "" }, lit(k)) + if open { "" } else { "]" }
+            }
+            std::ops::Bound::Excluded(k) => {
+                format!("{}{}", if open { "(" } else { "" }, lit(k)) + if open { "" } else { ")" }
+            }
+            std::ops::Bound::Unbounded => (if open { "(-∞" } else { "+∞)" }).to_string(),
+        };
+        match f {
+            Filter::All => "all keys".into(),
+            Filter::Eq(k) => format!("key = {}", lit(k)),
+            Filter::In(ks) => format!("key IN ({})", keys(ks.iter().map(|k| &**k), ks.len())),
+            Filter::Like(p) => format!("key LIKE, prefix {}", lit(p.prefix())),
+            Filter::Range { lower, upper } => format!("key in {}, {}", b(lower, true), b(upper, false)),
+        }
+    }
+    match stmt {
+        Statement::Select(s) => filter(&s.filter),
+        Statement::Delete(f) => filter(f),
+        Statement::Insert(i) => format!("keys {}", keys(i.rows().map(|r| &*r.key), i.len())),
+        Statement::Update(u) => format!("key = {}", lit(&u.key)),
+        Statement::ShowStats | Statement::ShowStatus => String::new(),
+    }
 }
 
 fn encode_outcome(out: &mut Vec<u8>, res: &Result<ResultSet, WireError>) {
@@ -475,7 +725,7 @@ fn encode_outcome(out: &mut Vec<u8>, res: &Result<ResultSet, WireError>) {
 }
 
 /// Send the batch's remote operations, wait for every reply, and write all replies in order.
-async fn finish(core: &Rc<Core>, phase: &Phase, mut batch: Batch, now: u64) -> Vec<u8> {
+async fn finish(core: &Rc<Core>, ctx: &Ctx, phase: &Phase, mut batch: Batch, now: u64) -> Vec<u8> {
     if batch.pending.is_empty() {
         return batch.out;
     }
@@ -505,17 +755,34 @@ async fn finish(core: &Rc<Core>, phase: &Phase, mut batch: Batch, now: u64) -> V
     for p in batch.pending {
         match p {
             Pending::Staged(r) => out.extend_from_slice(&batch.stage[r]),
-            Pending::Merge { merge: m, replies, kind, started } => {
+            Pending::Merge { merge: m, replies, kind, started, target } => {
                 let res = match replies.into_iter().collect::<Option<Vec<_>>>() {
                     Some(replies) => merge(&m, replies, max_payload),
                     None => Err(WireError::new(ErrorCode::ServerOverloaded, "a shard is not answering")),
                 };
-                record(core, kind, started, res.is_ok());
+                done_result(core, ctx, phase.user(), kind, target.as_deref(), started, &res);
                 encode_outcome(&mut out, &res);
             }
             Pending::Info { what, started } => {
                 let rs = info(core, phase, what).await;
-                record(core, StatementKind::Show, started, true);
+                core.stats.borrow_mut().record(
+                    StatementKind::Show,
+                    started.elapsed().as_micros() as u64,
+                    true,
+                );
+                if matches!(what, InfoKind::StatsFrame) {
+                    audit(
+                        core,
+                        ctx,
+                        phase.user(),
+                        "stats",
+                        "stats",
+                        None,
+                        rs.rows.len() as u64,
+                        ErrorCode::Success,
+                        0,
+                    );
+                }
                 let kind = if matches!(what, InfoKind::StatsFrame) {
                     MessageType::Stats
                 } else {
@@ -543,7 +810,7 @@ async fn info(core: &Rc<Core>, phase: &Phase, what: InfoKind) -> ResultSet {
         InfoKind::ShowStatus => {
             let cfg = &core.shared.config;
             let (user, role) = match phase {
-                Phase::Ready { user, role } => (user.as_str(), role.name()),
+                Phase::Ready { user, role, .. } => (user.as_str(), role.name()),
                 _ => ("", ""),
             };
             let mut rows = vec![

@@ -2,24 +2,70 @@
 //! shared read-only configuration. Shard state sits in `RefCell`s that are borrowed only between
 //! awaits, never across one.
 
-use super::datadir::User;
+use super::audit::AuditLog;
+use super::datadir::{self, User};
 use super::mesh::{Mesh, Rep, Req};
 use super::runtime::LocalSignal;
 use super::stats::ShardStats;
 use super::Config;
+use crate::security::ratelimit::{LoginThrottle, TokenBucket};
+use crate::security::stored_hash;
 use crate::shard::{run_op, ShardOp, ShardReply};
 use crate::store::Store;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
+use std::path::Path;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+/// Users and API keys, as the data directory holds them. Each core keeps its own copy and
+/// reloads it when the files change, so `user add`, `user remove` and `apikey revoke` take
+/// effect within AUTH_RELOAD_CHECK_MS without a restart and without shared state.
+pub struct AuthDb {
+    pub users: HashMap<String, User>,
+    /// SHA-256 of each key → the user it acts as.
+    pub api_keys: HashMap<[u8; 32], String>,
+    stamp: (Option<std::time::SystemTime>, Option<std::time::SystemTime>),
+}
+
+fn stamps(dir: &Path) -> (Option<std::time::SystemTime>, Option<std::time::SystemTime>) {
+    let m = |f: &str| std::fs::metadata(dir.join(f)).and_then(|m| m.modified()).ok();
+    (m("users"), m("apikeys"))
+}
+
+impl AuthDb {
+    pub fn load(dir: &Path) -> Result<AuthDb, String> {
+        let stamp = stamps(dir);
+        let users = datadir::load_users(dir)?.into_iter().map(|u| (u.name.clone(), u)).collect();
+        let api_keys = datadir::load_api_keys(dir)?.into_iter().map(|k| (k.stored, k.user)).collect();
+        Ok(AuthDb { users, api_keys, stamp })
+    }
+
+    /// A fresh copy if the files changed since this one was read.
+    pub fn reload_if_changed(&self, dir: &Path) -> Option<AuthDb> {
+        if stamps(dir) == self.stamp {
+            return None;
+        }
+        match AuthDb::load(dir) {
+            Ok(db) => Some(db),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot reload users and API keys; keeping the previous ones");
+                None
+            }
+        }
+    }
+
+    /// The user an API key acts as, if the key is known and its user still exists.
+    pub fn api_key_user(&self, key: &[u8]) -> Option<&User> {
+        self.api_keys.get(&stored_hash(key)).and_then(|u| self.users.get(u))
+    }
+}
+
 /// Read-only after start, plus a few counters that every core may bump. Never shard data.
 pub struct Shared {
     pub config: Config,
-    pub users: HashMap<String, User>,
     pub auth_salt: [u8; 16],
     pub fingerprint: [u8; 32],
     /// TLS 1.3 configuration; `None` with `--plaintext`.
@@ -42,6 +88,13 @@ pub struct Core {
     pub mesh: Option<Rc<Mesh>>,
     pub shutdown: Rc<LocalSignal>,
     pub conns: Cell<usize>,
+    pub auth: RefCell<Rc<AuthDb>>,
+    pub throttle: RefCell<LoginThrottle>,
+    /// This core's share of the global rate limit.
+    pub global_bucket: RefCell<Option<TokenBucket>>,
+    /// Per-user buckets for the users of this core's connections.
+    pub user_buckets: RefCell<HashMap<String, TokenBucket>>,
+    pub audit: RefCell<AuditLog>,
 }
 
 pub fn now_ms() -> u64 {
@@ -62,6 +115,7 @@ impl Core {
         s.data_bytes = store.data_bytes() as u64;
         s.index_bytes = store.index_bytes_estimate() as u64;
         s.connections = self.conns.get() as u64;
+        s.audit_dropped = self.audit.borrow().dropped.get();
         s
     }
 

@@ -35,11 +35,50 @@ impl Role {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// A token-bucket setting: sustained operations per second and the burst allowed above it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RateLimit {
+    pub ops_per_s: f64,
+    pub burst: f64,
+}
+
+impl RateLimit {
+    /// `OPS` or `OPS:BURST` (burst defaults to one second's worth); `0` means no limit.
+    pub fn parse(s: &str) -> Result<Option<RateLimit>, String> {
+        let bad = || format!("rate limit {s:?}: expected OPS or OPS:BURST (operations per second)");
+        let (ops, burst) = match s.split_once(':') {
+            Some((o, b)) => {
+                (o.parse::<f64>().map_err(|_| bad())?, Some(b.parse::<f64>().map_err(|_| bad())?))
+            }
+            None => (s.parse::<f64>().map_err(|_| bad())?, None),
+        };
+        if !ops.is_finite() || ops < 0.0 || burst.is_some_and(|b| !b.is_finite() || b < 1.0) {
+            return Err(bad());
+        }
+        Ok((ops > 0.0).then(|| RateLimit { ops_per_s: ops, burst: burst.unwrap_or(ops.max(1.0)) }))
+    }
+
+    pub fn to_arg(&self) -> String {
+        format!("{}:{}", self.ops_per_s, self.burst)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
 pub struct User {
     pub name: String,
     pub role: Role,
     pub stored: [u8; 32],
+    pub rate_limit: Option<RateLimit>,
+}
+
+/// An API key as stored: its id (shown by `apikey list`), the user it acts as, SHA-256 of the
+/// key, and when it was made.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApiKey {
+    pub id: String,
+    pub user: String,
+    pub stored: [u8; 32],
+    pub created_unix_s: u64,
 }
 
 /// What a server reads from its data directory at start.
@@ -47,6 +86,7 @@ pub struct DataDir {
     pub path: PathBuf,
     pub auth_salt: [u8; 16],
     pub users: Vec<User>,
+    pub api_keys: Vec<ApiKey>,
     /// SHA-256 of the identity's SubjectPublicKeyInfo (DER).
     pub fingerprint: [u8; 32],
     pub cert_pem: String,
@@ -94,14 +134,21 @@ pub fn load_users(dir: &Path) -> Result<Vec<User>, String> {
         if line.trim().is_empty() || line.starts_with('#') {
             continue;
         }
-        let bad = || format!("{}:{}: expected `name<TAB>role<TAB>sha256-hex`", p.display(), i + 1);
-        let mut f = line.split('\t');
-        let (Some(name), Some(role), Some(hex), None) = (f.next(), f.next(), f.next(), f.next()) else {
-            return Err(bad());
+        let bad = || {
+            format!("{}:{}: expected `name<TAB>role<TAB>sha256-hex[<TAB>rate=OPS:BURST]`", p.display(), i + 1)
+        };
+        let f: Vec<&str> = line.split('\t').collect();
+        let (name, role, hex) = match f[..] {
+            [n, r, h] | [n, r, h, _] => (n, r, h),
+            _ => return Err(bad()),
         };
         let role = Role::parse(role).ok_or_else(bad)?;
         let stored = unhex32(hex).ok_or_else(bad)?;
-        users.push(User { name: name.to_owned(), role, stored });
+        let rate_limit = match f.get(3) {
+            Some(r) => RateLimit::parse(r.strip_prefix("rate=").ok_or_else(bad)?)?,
+            None => None,
+        };
+        users.push(User { name: name.to_owned(), role, stored, rate_limit });
     }
     Ok(users)
 }
@@ -109,7 +156,11 @@ pub fn load_users(dir: &Path) -> Result<Vec<User>, String> {
 fn save_users(dir: &Path, users: &[User]) -> Result<(), String> {
     let mut text = String::from("# velocityd users: name, role, SHA-256 of the Argon2id credential\n");
     for u in users {
-        text += &format!("{}\t{}\t{}\n", u.name, u.role.name(), hex(&u.stored));
+        text += &format!("{}\t{}\t{}", u.name, u.role.name(), hex(&u.stored));
+        if let Some(r) = u.rate_limit {
+            text += &format!("\trate={}", r.to_arg());
+        }
+        text.push('\n');
     }
     let p = dir.join("users");
     write_secret(&p, text.as_bytes()).map_err(ctx("cannot write", &p))
@@ -126,7 +177,13 @@ pub fn validate_username(name: &str) -> Result<(), String> {
 }
 
 /// Add or replace a user. Runs Argon2id here, in the management command, never in the server.
-pub fn add_user(dir: &Path, name: &str, password: &str, role: Role) -> Result<(), String> {
+pub fn add_user(
+    dir: &Path,
+    name: &str,
+    password: &str,
+    role: Role,
+    rate_limit: Option<RateLimit>,
+) -> Result<(), String> {
     validate_username(name)?;
     if password.is_empty() {
         return Err("the password is empty".into());
@@ -135,8 +192,75 @@ pub fn add_user(dir: &Path, name: &str, password: &str, role: Role) -> Result<()
     let cred = derive_credential(password, name, &salt, ARGON2)?;
     let mut users = load_users(dir)?;
     users.retain(|u| u.name != name);
-    users.push(User { name: name.to_owned(), role, stored: stored_hash(&cred) });
+    users.push(User { name: name.to_owned(), role, stored: stored_hash(&cred), rate_limit });
     save_users(dir, &users)
+}
+
+pub fn load_api_keys(dir: &Path) -> Result<Vec<ApiKey>, String> {
+    let p = dir.join("apikeys");
+    let text = match fs::read_to_string(&p) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(format!("cannot read {}: {e}", p.display())),
+    };
+    let mut keys = Vec::new();
+    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty() && !l.starts_with('#')) {
+        let bad = || format!("{}:{}: expected `id<TAB>user<TAB>sha256-hex<TAB>created`", p.display(), i + 1);
+        let f: Vec<&str> = line.split('\t').collect();
+        let [id, user, h, created] = f[..] else { return Err(bad()) };
+        keys.push(ApiKey {
+            id: id.to_owned(),
+            user: user.to_owned(),
+            stored: unhex32(h).ok_or_else(bad)?,
+            created_unix_s: created.parse().map_err(|_| bad())?,
+        });
+    }
+    Ok(keys)
+}
+
+fn save_api_keys(dir: &Path, keys: &[ApiKey]) -> Result<(), String> {
+    let mut text =
+        String::from("# velocityd API keys: id, user, SHA-256 of the key, created (unix seconds)\n");
+    for k in keys {
+        text += &format!("{}\t{}\t{}\t{}\n", k.id, k.user, hex(&k.stored), k.created_unix_s);
+    }
+    let p = dir.join("apikeys");
+    write_secret(&p, text.as_bytes()).map_err(ctx("cannot write", &p))
+}
+
+/// Make a key for `user`; returns (id, key). Only its SHA-256 is kept: the key is shown once.
+pub fn create_api_key(dir: &Path, user: &str) -> Result<(String, String), String> {
+    if !load_users(dir)?.iter().any(|u| u.name == user) {
+        return Err(format!("no user {user} in {}", dir.display()));
+    }
+    let mut id = [0u8; 4];
+    let mut secret = [0u8; 24];
+    getrandom::fill(&mut id).map_err(|e| format!("no randomness: {e}"))?;
+    getrandom::fill(&mut secret).map_err(|e| format!("no randomness: {e}"))?;
+    let id = hex(&id);
+    let key = format!("vk_{id}_{}", hex(&secret));
+    let mut keys = load_api_keys(dir)?;
+    let created_unix_s =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    keys.push(ApiKey {
+        id: id.clone(),
+        user: user.to_owned(),
+        stored: stored_hash(key.as_bytes()),
+        created_unix_s,
+    });
+    save_api_keys(dir, &keys)?;
+    Ok((id, key))
+}
+
+pub fn revoke_api_key(dir: &Path, id: &str) -> Result<bool, String> {
+    let mut keys = load_api_keys(dir)?;
+    let before = keys.len();
+    keys.retain(|k| k.id != id);
+    if keys.len() == before {
+        return Ok(false);
+    }
+    save_api_keys(dir, &keys)?;
+    Ok(true)
 }
 
 pub fn remove_user(dir: &Path, name: &str) -> Result<bool, String> {
@@ -201,8 +325,9 @@ impl DataDir {
     pub fn open(path: &Path, cert: Option<&Path>, key: Option<&Path>) -> Result<DataDir, String> {
         let auth_salt = auth_salt(path)?;
         let users = load_users(path)?;
+        let api_keys = load_api_keys(path)?;
         let (key_pem, cert_pem, fingerprint) = served_identity(path, cert, key)?;
-        Ok(DataDir { path: path.to_owned(), auth_salt, users, fingerprint, cert_pem, key_pem })
+        Ok(DataDir { path: path.to_owned(), auth_salt, users, api_keys, fingerprint, cert_pem, key_pem })
     }
 }
 

@@ -2,6 +2,7 @@
 //! address with SO_REUSEPORT and accepting for itself. This module wires the sans-I/O core to
 //! sockets and cores; `runtime` is the only place that names glommio.
 
+pub mod audit;
 mod conn;
 mod core;
 pub mod datadir;
@@ -13,6 +14,7 @@ pub mod transport;
 use self::core::{now_ms, Core, Shared};
 use crate::limits::*;
 use crate::protocol::{encode_error, ErrorCode};
+use crate::security;
 use crate::store::Store;
 use runtime::{race, sleep, Either, LocalSignal, TcpListener};
 use std::cell::{Cell, RefCell};
@@ -41,6 +43,13 @@ pub struct Config {
     /// The operator's certificate chain and key (PEM) instead of the data directory's identity.
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
+    /// Per-connection and server-wide rate limits (the latter split evenly across cores).
+    pub rate_limit_conn: Option<datadir::RateLimit>,
+    pub rate_limit_global: Option<datadir::RateLimit>,
+    /// Failed logins from one address (per core) before throttling; 0 turns it off.
+    pub login_fail_threshold: u32,
+    pub audit: bool,
+    pub audit_file_bytes_max: u64,
 }
 
 /// The open-files limit, raised to its hard maximum, less a reserve for everything else.
@@ -104,6 +113,7 @@ pub fn run(config: Config) -> Result<(), String> {
         0 => default_max_connections(),
         n => n,
     };
+    core::AuthDb::load(&config.data_dir)?; // refuse to start on a malformed users or API-key file
     if dd.users.is_empty() {
         tracing::warn!(
             "no users in {}: nobody can log in; add one with `velocityd user add NAME --password-stdin --data-dir {}`",
@@ -124,7 +134,6 @@ pub fn run(config: Config) -> Result<(), String> {
         "velocityd starting"
     );
     let shared = Arc::new(Shared {
-        users: dd.users.iter().map(|u| (u.name.clone(), u.clone())).collect(),
         auth_salt: dd.auth_salt,
         fingerprint: dd.fingerprint,
         tls,
@@ -187,6 +196,29 @@ async fn executor(shared: Arc<Shared>, meshes: Option<MeshSetup>) {
         None => (0, None),
     };
     joining.set(false);
+    let cfg = &shared.config;
+    let auth = match core::AuthDb::load(&cfg.data_dir) {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot load users");
+            std::process::exit(1);
+        }
+    };
+    let audit = if cfg.audit {
+        match audit::AuditLog::open(&cfg.data_dir, id, cfg.audit_file_bytes_max, AUDIT_FILES_KEPT) {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot open the audit log");
+                std::process::exit(1);
+            }
+        }
+    } else {
+        audit::AuditLog::off()
+    };
+    let global_bucket = cfg.rate_limit_global.map(|r| {
+        let n = shards as f64;
+        security::ratelimit::TokenBucket::new(r.ops_per_s / n, (r.burst / n).max(1.0), Instant::now())
+    });
     let shutdown = Rc::new(LocalSignal::default());
     let core = Rc::new_cyclic(|weak: &std::rc::Weak<Core>| {
         let mesh = joined.map(|j| {
@@ -202,6 +234,32 @@ async fn executor(shared: Arc<Shared>, meshes: Option<MeshSetup>) {
             mesh,
             shutdown: shutdown.clone(),
             conns: Cell::new(0),
+            auth: RefCell::new(Rc::new(auth)),
+            throttle: RefCell::new(security::ratelimit::LoginThrottle::new(
+                cfg.login_fail_threshold,
+                LOGIN_THROTTLE_ADDRESSES_MAX,
+            )),
+            global_bucket: RefCell::new(global_bucket),
+            user_buckets: RefCell::new(std::collections::HashMap::new()),
+            audit: RefCell::new(audit),
+        }
+    });
+    // Pick up changes to the users and API-key files (user add/remove, apikey revoke).
+    let c = core.clone();
+    runtime::spawn(async move {
+        while !c.shutdown.is_fired() {
+            sleep(Duration::from_millis(AUTH_RELOAD_CHECK_MS)).await;
+            let fresh = c.auth.borrow().reload_if_changed(&c.shared.config.data_dir);
+            if let Some(db) = fresh {
+                tracing::info!(
+                    shard = c.id,
+                    users = db.users.len(),
+                    api_keys = db.api_keys.len(),
+                    "reloaded users and API keys"
+                );
+                *c.auth.borrow_mut() = Rc::new(db);
+                c.user_buckets.borrow_mut().clear();
+            }
         }
     });
 
@@ -304,4 +362,5 @@ async fn executor(shared: Arc<Shared>, meshes: Option<MeshSetup>) {
     while shared.draining.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
         sleep(Duration::from_millis(5)).await;
     }
+    core.audit.borrow_mut().close();
 }

@@ -22,7 +22,9 @@ pub struct ShardStats {
     pub bytes_in: u64,
     pub bytes_out: u64,
     pub failed_logins: u64,
+    pub login_throttled: u64,
     pub rate_limited: u64,
+    pub audit_dropped: u64,
     pub keys: u64,
     pub data_bytes: u64,
     pub index_bytes: u64,
@@ -40,7 +42,9 @@ impl Default for ShardStats {
             bytes_in: 0,
             bytes_out: 0,
             failed_logins: 0,
+            login_throttled: 0,
             rate_limited: 0,
+            audit_dropped: 0,
             keys: 0,
             data_bytes: 0,
             index_bytes: 0,
@@ -67,7 +71,9 @@ impl ShardStats {
         self.bytes_in += o.bytes_in;
         self.bytes_out += o.bytes_out;
         self.failed_logins += o.failed_logins;
+        self.login_throttled += o.login_throttled;
         self.rate_limited += o.rate_limited;
+        self.audit_dropped += o.audit_dropped;
         self.keys += o.keys;
         self.data_bytes += o.data_bytes;
         self.index_bytes += o.index_bytes;
@@ -108,6 +114,8 @@ impl ShardStats {
         rows.push(("bytes_out".into(), int(self.bytes_out)));
         rows.push(("rate_limited".into(), int(self.rate_limited)));
         rows.push(("failed_logins".into(), int(self.failed_logins)));
+        rows.push(("login_throttled".into(), int(self.login_throttled)));
+        rows.push(("audit_dropped".into(), int(self.audit_dropped)));
         rows
     }
 }
