@@ -152,11 +152,20 @@ pub struct ConnectOptions {
     pub tls: bool,
     pub trust: trust::Trust,
     pub timeout: Option<Duration>,
+    /// Local address to connect from (e.g. one of several loopback addresses).
+    pub source: Option<std::net::IpAddr>,
 }
 
 impl ConnectOptions {
     pub fn new(host: impl Into<String>, port: u16) -> Self {
-        ConnectOptions { host: host.into(), port, tls: true, trust: trust::Trust::default(), timeout: None }
+        ConnectOptions {
+            host: host.into(),
+            port,
+            tls: true,
+            trust: trust::Trust::default(),
+            timeout: None,
+            source: None,
+        }
     }
 
     /// `host:port` as recorded in the known-hosts file.
@@ -186,7 +195,21 @@ impl Client {
     /// Connect, perform HELLO and check the server's identity: the caller sees SERVER_INFO
     /// before authenticating.
     pub fn open(opts: &ConnectOptions) -> Result<Client> {
-        let tcp = TcpStream::connect((opts.host.as_str(), opts.port))?;
+        let tcp = match opts.source {
+            None => TcpStream::connect((opts.host.as_str(), opts.port))?,
+            Some(ip) => {
+                use std::net::ToSocketAddrs;
+                let to = (opts.host.as_str(), opts.port)
+                    .to_socket_addrs()?
+                    .next()
+                    .ok_or_else(|| ClientError::Usage(format!("cannot resolve {}", opts.host)))?;
+                let sock =
+                    socket2::Socket::new(socket2::Domain::for_address(to), socket2::Type::STREAM, None)?;
+                sock.bind(&std::net::SocketAddr::new(ip, 0).into())?;
+                sock.connect(&to.into())?;
+                sock.into()
+            }
+        };
         tcp.set_nodelay(true)?;
         tcp.set_read_timeout(opts.timeout)?;
         tcp.set_write_timeout(opts.timeout)?;
