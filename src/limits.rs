@@ -85,9 +85,11 @@ pub const SHUTDOWN_POLL_MS: u64 = 50;
 /// Longest a graceful shutdown waits for in-flight requests before exiting anyway.
 pub const SHUTDOWN_DRAIN_MS: u64 = 5_000;
 
-/// Audit lines queued per shard for its writer thread; past this, lines are dropped and counted
+/// Bytes of audit lines a core gathers before handing them to its writer thread.
+pub const AUDIT_BUFFER_BYTES: usize = 64 << 10;
+/// Buffers queued per shard for its writer (4 MiB); past this, lines are dropped and counted
 /// rather than making requests wait on the disk.
-pub const AUDIT_QUEUE_LINES: usize = 65_536;
+pub const AUDIT_QUEUE_BUFFERS: usize = 64;
 /// How often the audit writer flushes when lines stop arriving.
 pub const AUDIT_FLUSH_MS: u64 = 100;
 /// Default size at which an audit file is rotated, and how many old files are kept.

@@ -2,7 +2,7 @@
 //! buffer at a time. Requests for this core's shard run inline; the rest are batched per shard
 //! into one mesh message each; replies are written in request order, once per batch.
 
-use super::audit::json_str;
+use super::audit::put_json_str;
 use super::core::{now_ms, Core};
 use super::datadir::Role;
 use super::mesh::{Rep, Req};
@@ -658,17 +658,18 @@ fn audit(
     if !log.enabled() {
         return;
     }
-    let peer = ctx.peer.map_or(String::new(), |p| p.to_string());
-    log.record(format!(
-        "{{\"ts_ms\":{},\"shard\":{},\"conn\":{},\"peer\":{},\"user\":{},\"event\":\"{event}\",\"kind\":\"{kind}\",\"target\":{},\"rows\":{rows},\"code\":\"{}\",\"latency_us\":{latency_us}}}",
-        now_ms(),
-        core.id,
-        ctx.id,
-        json_str(&peer),
-        json_str(user),
-        json_str(target.unwrap_or("")),
-        code.name(),
-    ));
+    log.record(|b| {
+        use std::io::Write;
+        let _ = write!(b, "{{\"ts_ms\":{},\"shard\":{},\"conn\":{},\"peer\":\"", now_ms(), core.id, ctx.id);
+        if let Some(p) = ctx.peer {
+            let _ = write!(b, "{p}");
+        }
+        b.extend_from_slice(b"\",\"user\":");
+        put_json_str(b, user);
+        let _ = write!(b, ",\"event\":\"{event}\",\"kind\":\"{kind}\",\"target\":");
+        put_json_str(b, target.unwrap_or(""));
+        let _ = write!(b, ",\"rows\":{rows},\"code\":\"{}\",\"latency_us\":{latency_us}}}", code.name());
+    });
 }
 
 fn audit_login(core: &Core, ctx: &Ctx, user: &str, method: &str, code: ErrorCode) {

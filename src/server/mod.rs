@@ -269,6 +269,8 @@ async fn executor(shared: Arc<Shared>, meshes: Option<MeshSetup>) {
         while !c.shutdown.is_fired() {
             sleep(Duration::from_millis(EXPIRY_TICK_MS)).await;
             c.store.borrow_mut().expire_step(now_ms(), EXPIRY_STEP_KEYS_MAX);
+            // Audit lines reach the writer within a tick even when few arrive.
+            c.audit.borrow().flush();
         }
     });
     // The signal thread sets an atomic; this turns it into a core-local wake-up. Its tick also
