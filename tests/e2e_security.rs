@@ -416,3 +416,29 @@ fn audit_off_writes_nothing() {
     s.client().execute("INSERT INTO kv (key, value) VALUES ('a', 'b')").unwrap();
     assert!(!s.data_dir.join("audit").exists());
 }
+
+#[test]
+fn audit_files_rotate_by_size() {
+    let mut s = Server::start_with(1, &["--audit-file-bytes-max", "4096"]);
+    let mut c = s.client();
+    let stmts: Vec<String> =
+        (0..300).map(|i| format!("INSERT INTO kv (key, value) VALUES ('rot:{i}', 'v')")).collect();
+    for r in c.pipeline(&stmts).unwrap() {
+        r.unwrap();
+    }
+    drop(c);
+    assert!(s.terminate().success());
+    let dir = s.data_dir.join("audit");
+    let mut lines = 0;
+    for name in ["shard-0.log", "shard-0.log.1", "shard-0.log.2", "shard-0.log.3", "shard-0.log.4"] {
+        let p = dir.join(name);
+        let text = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(text.len() <= 4096, "{name} is {} bytes", text.len());
+        for l in text.lines() {
+            serde_json::from_str::<serde_json::Value>(l).unwrap();
+            lines += 1;
+        }
+    }
+    assert!(!dir.join("shard-0.log.5").exists(), "at most 4 old files are kept");
+    assert!(lines > 40, "{lines}");
+}
