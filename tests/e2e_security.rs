@@ -113,46 +113,24 @@ fn trust_on_first_use_pinning_and_a_changed_key() {
     }
     assert_eq!(std::fs::read_to_string(&kh).unwrap(), text, "the known-hosts file is unchanged");
 
-    // The CLI says the same and exits non-zero.
-    let out = run_with_stdin(
-        Command::new(bin("velocity-cli"))
-            .args([
-                "--port",
-                &port.to_string(),
-                "-u",
-                "alice",
-                "--password-stdin",
-                "--accept-new-host",
-                "-c",
-                "SHOW STATUS",
-            ])
-            .arg("--known-hosts")
-            .arg(&kh),
-        PASSWORD,
-    );
+    // The CLI says the same and exits non-zero; with the new key pinned it connects.
+    let cli = |trust: &[&str]| {
+        run_with_stdin(
+            Command::new(bin("velocity-cli"))
+                .args(["--port", &port.to_string(), "-u", "alice", "--password-stdin", "-c", "SHOW STATUS"])
+                .args(trust)
+                .arg("--known-hosts")
+                .arg(&kh),
+            PASSWORD,
+        )
+    };
+    let out = cli(&["--accept-new-host"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("HAS CHANGED"));
-    // With the new key pinned, the CLI connects.
     let fp2 = fingerprint_string(
         &Client::open(&opts(&s2, &other_kh, NewHost::Accept, None)).unwrap().server_info().fingerprint,
     );
-    let out = run_with_stdin(
-        Command::new(bin("velocity-cli"))
-            .args([
-                "--port",
-                &port.to_string(),
-                "-u",
-                "alice",
-                "--password-stdin",
-                "--fingerprint",
-                &fp2,
-                "-c",
-                "SHOW STATUS",
-            ])
-            .arg("--known-hosts")
-            .arg(&kh),
-        PASSWORD,
-    );
+    let out = cli(&["--fingerprint", &fp2]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
 

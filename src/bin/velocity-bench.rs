@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use velocity::client::trust::{NewHost, Trust};
+use velocity::client::trust::TrustArgs;
 use velocity::client::ConnectOptions;
 use velocity::client::{build, derive, Client, Credentials};
 use velocity::protocol::{
@@ -58,18 +58,8 @@ struct Args {
     /// Read the password from standard input (else VELOCITY_PASSWORD).
     #[arg(long)]
     password_stdin: bool,
-    /// Plain TCP instead of TLS 1.3 (for a server started with --plaintext).
-    #[arg(long)]
-    plaintext: bool,
-    /// Known-hosts file (default ~/.velocity/known_hosts).
-    #[arg(long)]
-    known_hosts: Option<std::path::PathBuf>,
-    /// Trust and record a server seen for the first time.
-    #[arg(long)]
-    accept_new_host: bool,
-    /// Accept only this server key (SHA256:…).
-    #[arg(long)]
-    fingerprint: Option<String>,
+    #[command(flatten)]
+    trust: TrustArgs,
     /// Write the latency distribution (.hgrm) here.
     #[arg(long)]
     hist_out: Option<String>,
@@ -235,7 +225,7 @@ async fn connection(sh: Arc<Shared>, conn_no: u64, hist: std::rc::Rc<std::cell::
         Err(e) => return note_error(&sh, format!("connect: {e}")),
     };
     let _ = tcp.set_nodelay(true);
-    let mut s = if sh.args.plaintext {
+    let mut s = if sh.args.trust.plaintext {
         Transport::Plain(tcp)
     } else {
         let (cfg, verifier) = velocity::security::tls::client_config();
@@ -337,14 +327,7 @@ async fn connection(sh: Arc<Shared>, conn_no: u64, hist: std::rc::Rc<std::cell::
 }
 
 fn connect_options(args: &Args) -> ConnectOptions {
-    let mut o = ConnectOptions::new(args.host.clone(), args.port);
-    o.tls = !args.plaintext;
-    o.trust = Trust {
-        known_hosts: args.known_hosts.clone(),
-        new_host: if args.accept_new_host { NewHost::Accept } else { NewHost::Refuse },
-        pinned: args.fingerprint.clone(),
-    };
-    o
+    args.trust.options(&args.host, args.port, None)
 }
 
 fn populate(args: &Args, creds: &Credentials) -> Result<(), String> {

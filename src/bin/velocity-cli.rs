@@ -4,8 +4,8 @@ use clap::Parser;
 use std::io::{IsTerminal, Read, Write};
 use std::process::ExitCode;
 use std::time::Instant;
-use velocity::client::trust::{NewHost, Trust};
-use velocity::client::{Client, ClientError, ConnectOptions, Credentials};
+use velocity::client::trust::TrustArgs;
+use velocity::client::{Client, ClientError, Credentials};
 use velocity::protocol::{ResultSet, Value};
 
 #[derive(Parser)]
@@ -27,18 +27,8 @@ struct Cli {
     /// Print results as JSON lines.
     #[arg(long)]
     json: bool,
-    /// Connect without TLS (to a server started with --plaintext).
-    #[arg(long)]
-    plaintext: bool,
-    /// Known-hosts file (default ~/.velocity/known_hosts).
-    #[arg(long)]
-    known_hosts: Option<std::path::PathBuf>,
-    /// Trust and record a server seen for the first time, without asking.
-    #[arg(long)]
-    accept_new_host: bool,
-    /// Accept only this server key (SHA256:…, as `velocityd fingerprint` prints it).
-    #[arg(long)]
-    fingerprint: Option<String>,
+    #[command(flatten)]
+    trust: TrustArgs,
 }
 
 /// First contact with an unknown server: ask on the terminal, as ssh does.
@@ -277,19 +267,9 @@ fn main() -> ExitCode {
         }
     };
     let creds = Credentials::Password { user: cli.user.clone(), password };
-    let mut opts = ConnectOptions::new(cli.host.clone(), cli.port);
-    opts.tls = !cli.plaintext;
-    opts.trust = Trust {
-        known_hosts: cli.known_hosts.clone(),
-        new_host: if cli.accept_new_host {
-            NewHost::Accept
-        } else if std::fs::File::open("/dev/tty").is_ok() {
-            NewHost::Ask(Box::new(ask_on_tty))
-        } else {
-            NewHost::Refuse
-        },
-        pinned: cli.fingerprint.clone(),
-    };
+    let tty = std::fs::File::open("/dev/tty").is_ok();
+    let ask: Option<Box<dyn Fn(&str, &str) -> bool>> = if tty { Some(Box::new(ask_on_tty)) } else { None };
+    let opts = cli.trust.options(&cli.host, cli.port, ask);
     let client = match Client::connect(&opts, &creds) {
         Ok(c) => c,
         Err(e) => {

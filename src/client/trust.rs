@@ -113,3 +113,44 @@ pub fn check(trust: &Trust, host: &str, fp: &[u8; 32]) -> Result<(), String> {
         }
     }
 }
+
+/// The command-line options that say how a tool connects and whom it trusts; shared by
+/// velocity-cli and velocity-bench.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct TrustArgs {
+    /// Connect without TLS (to a server started with --plaintext).
+    #[arg(long)]
+    pub plaintext: bool,
+    /// Known-hosts file (default ~/.velocity/known_hosts).
+    #[arg(long)]
+    pub known_hosts: Option<PathBuf>,
+    /// Trust and record a server seen for the first time, without asking.
+    #[arg(long)]
+    pub accept_new_host: bool,
+    /// Accept only this server key (SHA256:…, as `velocityd fingerprint` prints it).
+    #[arg(long)]
+    pub fingerprint: Option<String>,
+}
+
+impl TrustArgs {
+    /// Connect options for `host:port`; `ask` is used for a new host when not accepted outright.
+    pub fn options(
+        &self,
+        host: &str,
+        port: u16,
+        ask: Option<Box<dyn Fn(&str, &str) -> bool>>,
+    ) -> super::ConnectOptions {
+        let mut o = super::ConnectOptions::new(host, port);
+        o.tls = !self.plaintext;
+        o.trust = Trust {
+            known_hosts: self.known_hosts.clone(),
+            new_host: match (self.accept_new_host, ask) {
+                (true, _) => NewHost::Accept,
+                (false, Some(ask)) => NewHost::Ask(ask),
+                (false, None) => NewHost::Refuse,
+            },
+            pinned: self.fingerprint.clone(),
+        };
+        o
+    }
+}
