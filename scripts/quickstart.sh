@@ -22,8 +22,9 @@ pid=$!
 trap 'kill -TERM $pid 2>/dev/null; wait $pid' INT TERM
 for _ in $(seq 100); do (echo > /dev/tcp/127.0.0.1/"$PORT") 2>/dev/null && break; sleep 0.05; done
 if [ -n "$PASSWORD" ]; then
-  echo "--- a few statements through velocity-cli:"
-  printf '%s' "$PASSWORD" | target/release/velocity-cli --port "$PORT" -u admin --password-stdin -c \
+  echo "--- a few statements through velocity-cli (over TLS; this first contact records the"
+  echo "    server's fingerprint $(target/release/velocityd fingerprint --data-dir "$DATA_DIR") in ~/.velocity/known_hosts):"
+  printf '%s' "$PASSWORD" | target/release/velocity-cli --port "$PORT" -u admin --password-stdin --accept-new-host -c \
     "INSERT INTO kv (key, value) VALUES ('user:1', 'alice'), ('user:2', 'bob'); SELECT key, value FROM kv WHERE key LIKE 'user:%'; SHOW STATUS"
 fi
 cat <<TXT
