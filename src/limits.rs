@@ -61,6 +61,10 @@ pub const CONN_BATCH_REQUESTS_MAX: usize = 1024;
 /// reserve, each reserving `max_payload`. At least one such read is always admitted, so a
 /// batch holds at most max(this, one max_payload) of buffered results.
 pub const CONN_BATCH_RESULT_BYTES_BUDGET: usize = 8 << 20;
+/// Bytes an idle connection waits with (in its task's state, not on the heap): enough for a
+/// typical un-pipelined request, so that it costs one read; anything longer is read on into a
+/// full CONN_READ_CHUNK_BYTES buffer.
+pub const CONN_FIRST_READ_BYTES: usize = 256;
 /// Output bytes after which a connection writes what it has before encoding more replies.
 pub const CONN_OUT_FLUSH_BYTES: usize = 256 << 10;
 /// Read size per socket read: enough for about 200 pipelined point requests per wake-up, small

@@ -488,3 +488,27 @@ fn crossbeam_mesh_gives_the_same_answers() {
     }
     assert_eq!(c.execute("SELECT COUNT(*) FROM kv").unwrap().rows, vec![vec![Value::Int(2000)]]);
 }
+
+/// An idle connection waits with a 256-byte buffer; requests that fill it exactly must still be
+/// answered at once (not held back waiting for more bytes).
+#[test]
+fn requests_filling_the_first_read_exactly_are_answered() {
+    use std::io::{Read, Write};
+    let s = Server::start_with(1, &["--plaintext"]);
+    let mut c = std::net::TcpStream::connect(s.addr).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut bytes = Vec::new();
+    for i in 0..4u8 {
+        bytes.extend(frame(0x20, &[i; 50]));
+    }
+    assert_eq!(bytes.len(), velocity::limits::CONN_FIRST_READ_BYTES);
+    for round in 0..3 {
+        c.write_all(&bytes).unwrap();
+        let mut got = vec![0u8; bytes.len()];
+        c.read_exact(&mut got).unwrap_or_else(|e| panic!("round {round}: {e}"));
+        for i in 0..4 {
+            assert_eq!(got[i * 64 + 5], 0x21);
+            assert_eq!(got[i * 64 + 10], i as u8);
+        }
+    }
+}

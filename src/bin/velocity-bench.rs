@@ -60,6 +60,14 @@ struct Args {
     password_stdin: bool,
     #[command(flatten)]
     trust: TrustArgs,
+    /// Once every connection is logged in, hold them all idle this long before the load starts
+    /// (for measuring memory per idle connection).
+    #[arg(long, default_value_t = 0)]
+    idle_s: u64,
+    /// Pause between a connection's rounds of requests: a light load spread over many
+    /// connections (0: closed loop, as fast as replies come).
+    #[arg(long, default_value_t = 0)]
+    think_ms: u64,
     /// Write the latency distribution (.hgrm) here.
     #[arg(long)]
     hist_out: Option<String>,
@@ -139,6 +147,9 @@ struct Shared {
     wrong: AtomicU64,
     hist: Mutex<Histogram<u64>>,
     first_error: Mutex<Option<String>>,
+    /// Connections logged in, and whether the idle hold is over.
+    connected: AtomicU64,
+    released: AtomicBool,
 }
 
 fn new_hist() -> Histogram<u64> {
@@ -244,6 +255,10 @@ async fn connection(sh: Arc<Shared>, conn_no: u64, hist: std::rc::Rc<std::cell::
     if let Err(e) = handshake(&sh, &mut s, &mut inbuf).await {
         return note_error(&sh, e);
     }
+    sh.connected.fetch_add(1, Ordering::Relaxed);
+    while !sh.released.load(Ordering::Relaxed) {
+        runtime::sleep(Duration::from_millis(100)).await;
+    }
     let mut rng = 0x9E3779B97F4A7C15u64 ^ (conn_no + 1).wrapping_mul(0xBF58476D1CE4E5B9);
     let depth = sh.args.pipeline.max(1);
     let mut out = Vec::with_capacity(depth * 128);
@@ -318,6 +333,9 @@ async fn connection(sh: Arc<Shared>, conn_no: u64, hist: std::rc::Rc<std::cell::
                 Err(e) => return note_error(&sh, format!("bad frame: {e}")),
             }
         }
+        if sh.args.think_ms > 0 {
+            runtime::sleep(Duration::from_millis(sh.args.think_ms)).await;
+        }
         if let Some(max) = sh.args.requests {
             if sh.done.load(Ordering::Relaxed) >= max {
                 sh.stop.store(true, Ordering::Relaxed);
@@ -347,6 +365,18 @@ fn populate(args: &Args, creds: &Credentials) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// Many connections need many descriptors: take the hard limit.
+fn raise_fd_limit() {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: plain syscalls on a local struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
 }
 
 fn main() -> std::process::ExitCode {
@@ -416,11 +446,30 @@ fn run() -> Result<std::process::ExitCode, String> {
         wrong: AtomicU64::new(0),
         hist: Mutex::new(new_hist()),
         first_error: Mutex::new(None),
+        connected: AtomicU64::new(0),
+        released: AtomicBool::new(false),
     });
+    raise_fd_limit();
     let threads = args.threads.max(1);
     let timer_sh = sh.clone();
     let timer = std::thread::spawn(move || {
         let sh = timer_sh;
+        // Wait until every connection is in (or has failed), hold them idle, then start.
+        let want = sh.args.connections.max(1) as u64;
+        let t = Instant::now();
+        while sh.connected.load(Ordering::Relaxed) + sh.errors.load(Ordering::Relaxed) < want {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if sh.args.idle_s > 0 {
+            eprintln!(
+                "established {} connections in {:.1}s; holding them idle for {}s",
+                sh.connected.load(Ordering::Relaxed),
+                t.elapsed().as_secs_f64(),
+                sh.args.idle_s
+            );
+            std::thread::sleep(Duration::from_secs(sh.args.idle_s));
+        }
+        sh.released.store(true, Ordering::Relaxed);
         std::thread::sleep(Duration::from_secs(sh.args.warmup_s));
         sh.recording.store(true, Ordering::Relaxed);
         let start = Instant::now();

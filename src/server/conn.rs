@@ -169,7 +169,8 @@ impl Conn {
                     break;
                 }
                 self.out.clear();
-                if self.out.capacity() > CONN_OUT_FLUSH_BYTES {
+                // Going idle, or holding a large buffer: give it back.
+                if self.inbuf.is_empty() || self.out.capacity() > CONN_OUT_FLUSH_BYTES {
                     self.out = Vec::new();
                 }
             }
@@ -213,8 +214,6 @@ impl Conn {
                     .saturating_sub(self.accepted.elapsed()),
             ),
         };
-        let len = self.inbuf.len();
-        self.inbuf.resize(len + CONN_READ_CHUNK_BYTES, 0);
         let shutdown = self.core.shutdown.clone();
         let stop = async move {
             match timeout {
@@ -228,6 +227,31 @@ impl Conn {
                 }
             }
         };
+        let mut stop = std::pin::pin!(stop);
+        if self.inbuf.is_empty() {
+            // Between requests: wait holding only a small buffer; most un-pipelined requests fit.
+            let mut first = [0u8; CONN_FIRST_READ_BYTES];
+            match race(stream.first_bytes(&mut first), stop.as_mut()).await {
+                // Plain bytes: process them now (a full read follows only if a frame is cut).
+                Either::Left(Ok(Some(n))) if n > 0 => {
+                    self.inbuf.extend_from_slice(&first[..n]);
+                    if n == first.len() {
+                        // Pipelined requests: take what else has arrived, without waiting.
+                        self.inbuf.resize(n + CONN_READ_CHUNK_BYTES, 0);
+                        let more = stream.read_ready(&mut self.inbuf[n..]).unwrap_or(0);
+                        self.inbuf.truncate(n + more);
+                    }
+                    self.core.stats.borrow_mut().bytes_in += self.inbuf.len() as u64;
+                    return ReadOutcome::Data;
+                }
+                // TLS: rustls has bytes; read its plaintext below.
+                Either::Left(Ok(Some(_))) => {}
+                Either::Left(_) => return ReadOutcome::Closed,
+                Either::Right(o) => return o,
+            }
+        }
+        let len = self.inbuf.len();
+        self.inbuf.resize(len + CONN_READ_CHUNK_BYTES, 0);
         let buf = &mut self.inbuf[len..];
         let outcome = match race(stream.read(buf), stop).await {
             Either::Left(Ok(0)) | Either::Left(Err(_)) => ReadOutcome::Closed,

@@ -39,6 +39,45 @@ impl Transport {
         Ok(())
     }
 
+    /// Wait for the peer's next bytes while holding only `first` (small, in the caller's
+    /// state) rather than a full read buffer: an idle connection then costs little more than its
+    /// state. Plain: up to `first.len()` bytes land in `first` and their count is returned.
+    /// TLS: the ciphertext goes to rustls's side and `Some(0)` is returned. `None`: closed.
+    pub async fn first_bytes(&mut self, first: &mut [u8]) -> io::Result<Option<usize>> {
+        match self {
+            Transport::Plain(t) => match t.read(first).await? {
+                0 => Ok(None),
+                n => Ok(Some(n)),
+            },
+            Transport::Tls { tcp, tls, pending } => {
+                // rustls may already hold plaintext (more than the last read took) or ciphertext.
+                let buffered = match tls.process_new_packets() {
+                    Ok(st) => st.plaintext_bytes_to_read() > 0 || st.peer_has_closed(),
+                    Err(_) => true, // let the read report it
+                };
+                if buffered || !pending.is_empty() || tls.wants_write() {
+                    return Ok(Some(0));
+                }
+                match tcp.read(first).await? {
+                    0 => Ok(None),
+                    n => {
+                        pending.extend_from_slice(&first[..n]);
+                        Ok(Some(0))
+                    }
+                }
+            }
+        }
+    }
+
+    /// Plain only: whatever the socket already holds, without waiting (`None`: nothing yet).
+    pub fn read_ready(&mut self, buf: &mut [u8]) -> Option<usize> {
+        let Transport::Plain(t) = self else { return None };
+        use std::os::unix::io::AsRawFd;
+        // SAFETY: a non-blocking recv into a valid, writable slice.
+        let n = unsafe { libc::recv(t.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
+        (n > 0).then_some(n as usize)
+    }
+
     /// Read plaintext into `buf`; 0 means the peer closed.
     pub async fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match self {
