@@ -260,6 +260,11 @@ async fn connection(sh: Arc<Shared>, conn_no: u64, hist: std::rc::Rc<std::cell::
         runtime::sleep(Duration::from_millis(100)).await;
     }
     let mut rng = 0x9E3779B97F4A7C15u64 ^ (conn_no + 1).wrapping_mul(0xBF58476D1CE4E5B9);
+    if sh.args.think_ms > 0 {
+        // Spread the connections over the think interval, so the load is even, not in waves.
+        let offset = (conn_no.wrapping_mul(0x9E3779B97F4A7C15) >> 11) % sh.args.think_ms;
+        runtime::sleep(Duration::from_millis(offset)).await;
+    }
     let depth = sh.args.pipeline.max(1);
     let mut out = Vec::with_capacity(depth * 128);
     let mut expect: Vec<(Option<u64>, Option<u64>)> = Vec::with_capacity(depth);
