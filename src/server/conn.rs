@@ -19,7 +19,7 @@ use crate::security::ratelimit::TokenBucket;
 use crate::security::verify_credential;
 use crate::shard::{merge, plan, shard_of_key, Merge, ShardOp, ShardReply};
 use crate::sql::quote_literal;
-use crate::sql::{parse, Column, Filter, Projection, Statement, StatementKind};
+use crate::sql::{parse, point_select_key, Column, Filter, Projection, Statement, StatementKind};
 use std::net::SocketAddr;
 use std::ops::Range;
 use std::rc::Rc;
@@ -547,6 +547,15 @@ fn command(
         batch.error(ErrorCode::InvalidCommand, "SQL is not valid UTF-8");
         return Flow::Continue;
     };
+    // The hot path: a canonical point read of this core's shard, answered without a parse or
+    // a plan.
+    if let Some(key) = point_select_key(sql) {
+        if shard_of_key(key, core.shards) == core.id {
+            let target = core.audit.borrow().enabled().then(|| describe_key(key));
+            local_point_get(core, ctx, user, key, target.as_deref(), started, batch, now);
+            return Flow::Continue;
+        }
+    }
     let stmt = match parse(sql) {
         Ok(s) => s,
         Err(e) => {
@@ -571,25 +580,11 @@ fn command(
             batch.pending.push(Pending::Info { what, started });
             return Flow::Continue;
         }
-        // The hot path: a point read of this core's shard, answered without a plan.
+        // A point read of this core's shard in another spelling: still no plan.
         Statement::Select(sel) if sel.limit.is_none() => {
             if let (Filter::Eq(key), Projection::Columns(cols)) = (&sel.filter, &sel.projection) {
                 if cols.as_slice() == [Column::Value] && shard_of_key(key, core.shards) == core.id {
-                    let store = core.store.borrow();
-                    let hit = match store.get(key, now) {
-                        Some(e) => {
-                            let v = e.value;
-                            batch.ready(|out| encode_single_value_response(out, "value", v));
-                            true
-                        }
-                        None => {
-                            batch.error(ErrorCode::KeyNotFound, "key not found");
-                            false
-                        }
-                    };
-                    drop(store);
-                    let code = if hit { ErrorCode::Success } else { ErrorCode::KeyNotFound };
-                    done(core, ctx, user, kind, target.as_deref(), started, code, hit as u64);
+                    local_point_get(core, ctx, user, key, target.as_deref(), started, batch, now);
                     return Flow::Continue;
                 }
             }
@@ -629,6 +624,35 @@ fn command(
         batch.ready(|out| encode_outcome(out, &res));
     }
     flow
+}
+
+/// A point read of this core's shard: the value goes straight from the store into the reply.
+#[allow(clippy::too_many_arguments)]
+fn local_point_get(
+    core: &Core,
+    ctx: &Ctx,
+    user: &str,
+    key: &[u8],
+    target: Option<&str>,
+    started: Instant,
+    batch: &mut Batch,
+    now: u64,
+) {
+    let store = core.store.borrow();
+    let hit = match store.get(key, now) {
+        Some(e) => {
+            let v = e.value;
+            batch.ready(|out| encode_single_value_response(out, "value", v));
+            true
+        }
+        None => {
+            batch.error(ErrorCode::KeyNotFound, "key not found");
+            false
+        }
+    };
+    drop(store);
+    let code = if hit { ErrorCode::Success } else { ErrorCode::KeyNotFound };
+    done(core, ctx, user, StatementKind::SelectPoint, target, started, code, hit as u64);
 }
 
 /// Statistics and audit for a finished statement.
@@ -700,16 +724,22 @@ fn audit_login(core: &Core, ctx: &Ctx, user: &str, method: &str, code: ErrorCode
     audit(core, ctx, user, "login", method, None, 0, code, 0);
 }
 
+/// A key as the audit log shows it: an SQL literal of at most 128 of its bytes.
+fn lit(k: &[u8]) -> String {
+    let mut q = quote_literal(&k[..k.len().min(128)]);
+    if k.len() > 128 {
+        q.push('…');
+    }
+    q
+}
+
+fn describe_key(k: &[u8]) -> String {
+    format!("key = {}", lit(k))
+}
+
 /// What a statement touches, for the audit log: keys and key ranges as SQL literals (cut to
 /// 128 bytes each), never a value.
 fn describe(stmt: &Statement<'_>) -> String {
-    fn lit(k: &[u8]) -> String {
-        let mut q = quote_literal(&k[..k.len().min(128)]);
-        if k.len() > 128 {
-            q.push('…');
-        }
-        q
-    }
     fn keys<'k>(ks: impl Iterator<Item = &'k [u8]>, n: usize) -> String {
         let shown: Vec<String> = ks.take(8).map(lit).collect();
         let more = if n > shown.len() { format!(", … ({n} keys)") } else { String::new() };
@@ -727,7 +757,7 @@ fn describe(stmt: &Statement<'_>) -> String {
         };
         match f {
             Filter::All => "all keys".into(),
-            Filter::Eq(k) => format!("key = {}", lit(k)),
+            Filter::Eq(k) => describe_key(k),
             Filter::In(ks) => format!("key IN ({})", keys(ks.iter().map(|k| &**k), ks.len())),
             Filter::Like(p) => format!("key LIKE, prefix {}", lit(p.prefix())),
             Filter::Range { lower, upper } => format!("key in {}, {}", b(lower, true), b(upper, false)),
@@ -737,7 +767,7 @@ fn describe(stmt: &Statement<'_>) -> String {
         Statement::Select(s) => filter(&s.filter),
         Statement::Delete(f) => filter(f),
         Statement::Insert(i) => format!("keys {}", keys(i.rows().map(|r| &*r.key), i.len())),
-        Statement::Update(u) => format!("key = {}", lit(&u.key)),
+        Statement::Update(u) => describe_key(&u.key),
         Statement::ShowStats | Statement::ShowStatus => String::new(),
     }
 }

@@ -3,6 +3,7 @@
 //! so `SELECT value FROM kv WHERE key = '…'` and a one-row INSERT parse without allocating.
 
 mod ast;
+mod fast;
 mod lexer;
 mod like;
 mod parser;
@@ -11,6 +12,7 @@ pub use ast::{
     Column, ColumnList, Filter, Insert, KeyBound, Projection, Row, Select, Statement, StatementKind,
     TtlChange, Update,
 };
+pub use fast::point_select_key;
 pub use like::LikePattern;
 pub use parser::{parse, ParseError};
 
