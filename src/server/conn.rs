@@ -12,14 +12,15 @@ use crate::error::WireError;
 use crate::limits::*;
 use crate::protocol::message::encode_error;
 use crate::protocol::{
-    begin_frame, decode_frame, encode_single_value_response, end_frame, AuthRequest, AuthStatus, Decoded,
-    ErrorCode, Message, MessageType, Peer, ResultSet, ServerInfo, Value, VERSION,
+    begin_frame, decode_frame, encode_affected_response, encode_single_value_response, end_frame,
+    AuthRequest, AuthStatus, Decoded, ErrorCode, Message, MessageType, Peer, ResultSet, ServerInfo, Value,
+    VERSION,
 };
 use crate::security::ratelimit::TokenBucket;
 use crate::security::verify_credential;
 use crate::shard::{merge, plan, shard_of_key, Merge, ShardOp, ShardReply};
 use crate::sql::quote_literal;
-use crate::sql::{parse, point_select_key, Column, Filter, Projection, Statement, StatementKind};
+use crate::sql::{insert_one, parse, point_select_key, Column, Filter, Projection, Statement, StatementKind};
 use std::net::SocketAddr;
 use std::ops::Range;
 use std::rc::Rc;
@@ -553,6 +554,31 @@ fn command(
         if shard_of_key(key, core.shards) == core.id {
             let target = core.audit.borrow().enabled().then(|| describe_key(key));
             local_point_get(core, ctx, user, key, target.as_deref(), started, batch, now);
+            return Flow::Continue;
+        }
+    }
+    // And a canonical one-row INSERT of a local key.
+    if let Some((key, value)) = insert_one(sql) {
+        if shard_of_key(key, core.shards) == core.id {
+            if role == Role::ReadOnly {
+                audit(
+                    core,
+                    ctx,
+                    user,
+                    "command",
+                    "insert",
+                    Some(&describe_key(key)),
+                    0,
+                    ErrorCode::Unauthorized,
+                    0,
+                );
+                batch.error(ErrorCode::Unauthorized, "this user's role is readonly");
+                return Flow::Continue;
+            }
+            core.store.borrow_mut().insert(key, value, None);
+            batch.ready(|out| encode_affected_response(out, 1));
+            let target = core.audit.borrow().enabled().then(|| format!("keys {}", lit(key)));
+            done(core, ctx, user, StatementKind::Insert, target.as_deref(), started, ErrorCode::Success, 1);
             return Flow::Continue;
         }
     }

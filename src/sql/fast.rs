@@ -25,6 +25,28 @@ pub fn point_select_key(sql: &str) -> Option<&[u8]> {
     Some(&rest[..end])
 }
 
+const INSERT_PREFIX: &[u8] = b"insert into kv (key, value) values ('";
+
+/// Key and value of a canonical one-row INSERT without TTL:
+/// `INSERT INTO kv (key, value) VALUES ('<key>', '<value>')`, optional `;`.
+#[inline]
+pub fn insert_one(sql: &str) -> Option<(&[u8], &[u8])> {
+    let b = sql.as_bytes();
+    if b.len() <= INSERT_PREFIX.len() || !b[..INSERT_PREFIX.len()].eq_ignore_ascii_case(INSERT_PREFIX) {
+        return None;
+    }
+    let rest = &b[INSERT_PREFIX.len()..];
+    let k_end = rest.iter().position(|&c| c == b'\'')?;
+    let after_key = &rest[k_end + 1..];
+    let after_sep = after_key.strip_prefix(b", '")?;
+    let v_end = after_sep.iter().position(|&c| c == b'\'')?;
+    let tail = &after_sep[v_end + 1..];
+    if !(tail == b")" || tail == b");") || k_end > KEY_BYTES_MAX {
+        return None;
+    }
+    Some((&rest[..k_end], &after_sep[..v_end]))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -61,7 +83,40 @@ mod tests {
         }
     }
 
+    fn insert_same_as_parser(sql: &str) {
+        if let Some((k, v)) = insert_one(sql) {
+            let Ok(Statement::Insert(i)) = parse(sql) else { panic!("{sql:?}") };
+            assert!(i.rest.is_empty(), "{sql:?}");
+            assert_eq!((&*i.first.key, &*i.first.value, i.first.ttl_s), (k, v, None), "{sql:?}");
+        }
+    }
+
+    #[test]
+    fn canonical_insert_hits_and_agrees() {
+        for sql in [
+            "INSERT INTO kv (key, value) VALUES ('user:1', 'alice')",
+            "insert into KV (KEY, VALUE) values ('', '');",
+        ] {
+            assert!(insert_one(sql).is_some(), "{sql}");
+            insert_same_as_parser(sql);
+        }
+        for sql in [
+            "INSERT INTO kv (key, value) VALUES ('a', 'b'), ('c', 'd')",
+            "INSERT INTO kv (key, value) VALUES ('a', 'it''s')",
+            "INSERT INTO kv (key, value) VALUES ('a''b', 'c')",
+            "INSERT INTO kv (key, value) VALUES ('a', X'00')",
+            "INSERT INTO kv (key, value, ttl) VALUES ('a', 'b', 5)",
+        ] {
+            assert!(insert_one(sql).is_none(), "{sql}");
+        }
+    }
+
     proptest::proptest! {
+        #[test]
+        fn insert_never_disagrees_with_the_parser(k in "(?s).{0,8}", v in "(?s).{0,8}", sep in proptest::sample::select(&["', '", "','", "', ", "'), ('"][..]), tail in proptest::sample::select(&["')", "');", "') ", "'", "'), ('x', 'y')"][..])) {
+            insert_same_as_parser(&format!("INSERT INTO kv (key, value) VALUES ('{k}{sep}{v}{tail}"));
+        }
+
         #[test]
         fn never_disagrees_with_the_parser(lit in "(?s).{0,12}", tail in proptest::sample::select(&["", ";", "' ", "'", " LIMIT 1", ";;"][..]), upper in proptest::bool::ANY) {
             let prefix = if upper { "SELECT VALUE FROM KV WHERE KEY = '" } else { "select value from kv where key = '" };
