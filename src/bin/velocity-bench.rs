@@ -68,6 +68,9 @@ struct Args {
     /// connections (0: closed loop, as fast as replies come).
     #[arg(long, default_value_t = 0)]
     think_ms: u64,
+    /// Write an SVG chart of latency by percentile (log scale, as HdrHistogram plots) here.
+    #[arg(long)]
+    plot: Option<String>,
     /// Write the latency distribution (.hgrm) here.
     #[arg(long)]
     hist_out: Option<String>,
@@ -372,6 +375,45 @@ fn populate(args: &Args, creds: &Credentials) -> Result<(), String> {
     Ok(())
 }
 
+/// Latency (ms) against percentile on a log scale of 1/(1-p): 0%, 90%, 99%, 99.9%, 99.99%.
+fn latency_svg(h: &Histogram<u64>, args: &Args) -> String {
+    let (w, ht, left, bottom, top, right) = (800.0, 420.0, 70.0, 50.0, 40.0, 20.0);
+    let x_max = 4.0; // log10(1/(1-0.9999))
+    let pts: Vec<(f64, f64)> = h
+        .iter_quantiles(4)
+        .map(|v| {
+            let q = v.quantile_iterated_to().min(0.9999);
+            ((1.0 / (1.0 - q)).log10(), v.value_iterated_to() as f64 / 1000.0)
+        })
+        .collect();
+    let y_max = pts.iter().map(|p| p.1).fold(0.001f64, f64::max) * 1.1;
+    let sx = |x: f64| left + x / x_max * (w - left - right);
+    let sy = |y: f64| ht - bottom - y / y_max * (ht - bottom - top);
+    let mut svg = format!(
+        "<svg xmlns='http://www.w3.org/2000/svg' width='{w}' height='{ht}' font-family='sans-serif' font-size='12'>\n\
+         <rect width='100%' height='100%' fill='white'/>\n\
+         <text x='{left}' y='22' font-size='14'>velocity-bench {} · {} conns × pipeline {} · latency by percentile</text>\n",
+        args.workload, args.connections, args.pipeline
+    );
+    for (i, label) in ["0%", "90%", "99%", "99.9%", "99.99%"].iter().enumerate() {
+        let x = sx(i as f64);
+        svg += &format!("<line x1='{x}' y1='{}' x2='{x}' y2='{}' stroke='#ddd'/><text x='{x}' y='{}' text-anchor='middle'>{label}</text>\n", sy(0.0), sy(y_max), ht - bottom + 18.0);
+    }
+    for i in 0..=4 {
+        let y = y_max * i as f64 / 4.0;
+        svg += &format!("<line x1='{left}' y1='{0}' x2='{1}' y2='{0}' stroke='#eee'/><text x='{2}' y='{0}' text-anchor='end'>{y:.2} ms</text>\n", sy(y), w - right, left - 6.0);
+    }
+    let line: Vec<String> = pts.iter().map(|(x, y)| format!("{:.1},{:.1}", sx(*x), sy(*y))).collect();
+    svg +=
+        &format!("<polyline fill='none' stroke='#1f6feb' stroke-width='2' points='{}'/>\n", line.join(" "));
+    svg += &format!(
+        "<text x='{}' y='{}' text-anchor='middle'>percentile</text>\n</svg>\n",
+        (w + left) / 2.0,
+        ht - 8.0
+    );
+    svg
+}
+
 /// Many connections need many descriptors: take the hard limit.
 fn raise_fd_limit() {
     let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
@@ -563,6 +605,9 @@ fn run() -> Result<std::process::ExitCode, String> {
             )
             .unwrap();
         }
+    }
+    if let Some(path) = &args.plot {
+        std::fs::write(path, latency_svg(&h, &args)).map_err(|e| format!("{path}: {e}"))?;
     }
     Ok(if errors > 0 || wrong > 0 {
         std::process::ExitCode::from(2)
