@@ -646,7 +646,8 @@ fn command(
     } else {
         let replies = replies.into_iter().map(|r| r.expect("local reply")).collect();
         let res = merge(&p.merge, replies, cfg.max_payload);
-        done_result(core, ctx, user, kind, target.as_deref(), started, &res);
+        let (code, rows) = outcome(&res);
+        done(core, ctx, user, kind, target.as_deref(), started, code, rows);
         batch.ready(|out| encode_outcome(out, &res));
     }
     flow
@@ -698,21 +699,13 @@ fn done(
     audit(core, ctx, user, "command", kind.name(), target, rows, code, latency_us);
 }
 
-fn done_result(
-    core: &Core,
-    ctx: &Ctx,
-    user: &str,
-    kind: StatementKind,
-    target: Option<&str>,
-    started: Instant,
-    res: &Result<ResultSet, WireError>,
-) {
-    let (code, rows) = match res {
+/// The code and row count an audit line and the statistics record for a result.
+fn outcome(res: &Result<ResultSet, WireError>) -> (ErrorCode, u64) {
+    match res {
         Ok(rs) if rs.columns.is_empty() => (ErrorCode::Success, rs.affected),
         Ok(rs) => (ErrorCode::Success, rs.rows.len() as u64),
         Err(e) => (e.code, 0),
-    };
-    done(core, ctx, user, kind, target, started, code, rows);
+    }
 }
 
 /// One audit line, if the audit log is on.
@@ -841,7 +834,8 @@ async fn finish(core: &Rc<Core>, ctx: &Ctx, phase: &Phase, mut batch: Batch, now
                     Some(replies) => merge(&m, replies, max_payload),
                     None => Err(WireError::new(ErrorCode::ServerOverloaded, "a shard is not answering")),
                 };
-                done_result(core, ctx, phase.user(), kind, target.as_deref(), started, &res);
+                let (code, rows) = outcome(&res);
+                done(core, ctx, phase.user(), kind, target.as_deref(), started, code, rows);
                 encode_outcome(&mut out, &res);
             }
             Pending::Info { what, started } => {
