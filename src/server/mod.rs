@@ -347,8 +347,12 @@ async fn executor(shared: Arc<Shared>, meshes: Option<MeshSetup>) {
             },
         };
         let c = core.clone();
+        let serve = conn::Conn::new(c.clone(), conn_id).serve(transport);
+        if conn_id == 1 {
+            tracing::debug!(future_bytes = std::mem::size_of_val(&serve), "connection task size");
+        }
         runtime::spawn(async move {
-            conn::Conn::new(c.clone(), conn_id).serve(transport).await;
+            serve.await;
             c.conns.set(c.conns.get() - 1);
             c.shared.connections.fetch_sub(1, Ordering::Relaxed);
         });
