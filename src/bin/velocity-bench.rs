@@ -322,8 +322,7 @@ async fn connection(sh: Arc<Shared>, conn_no: u64, hist: std::rc::Rc<std::cell::
                 Ok(Decoded::Frame(f)) => {
                     let (ev, ea) = expect[got];
                     // With a store populated up front a GET miss is an error; without, a miss is fine.
-                    if sh.args.no_populate && f.kind == MessageType::Error as u8 {
-                    } else {
+                    if !(sh.args.no_populate && f.kind == MessageType::Error as u8) {
                         check(&sh, f.kind, f.payload, ev, ea);
                     }
                     let n = f.consumed;

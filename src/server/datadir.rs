@@ -7,7 +7,7 @@ use crate::security::{derive_credential, stored_hash, Argon2Params};
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 pub const ARGON2: Argon2Params =
     Argon2Params { m_kib: ARGON2_M_KIB_DEFAULT, t: ARGON2_T_DEFAULT, p: ARGON2_P_DEFAULT };
@@ -83,10 +83,7 @@ pub struct ApiKey {
 
 /// What a server reads from its data directory at start.
 pub struct DataDir {
-    pub path: PathBuf,
     pub auth_salt: [u8; 16],
-    pub users: Vec<User>,
-    pub api_keys: Vec<ApiKey>,
     /// SHA-256 of the identity's SubjectPublicKeyInfo (DER).
     pub fingerprint: [u8; 32],
     pub cert_pem: String,
@@ -324,10 +321,8 @@ pub fn served_identity(
 impl DataDir {
     pub fn open(path: &Path, cert: Option<&Path>, key: Option<&Path>) -> Result<DataDir, String> {
         let auth_salt = auth_salt(path)?;
-        let users = load_users(path)?;
-        let api_keys = load_api_keys(path)?;
         let (key_pem, cert_pem, fingerprint) = served_identity(path, cert, key)?;
-        Ok(DataDir { path: path.to_owned(), auth_salt, users, api_keys, fingerprint, cert_pem, key_pem })
+        Ok(DataDir { auth_salt, fingerprint, cert_pem, key_pem })
     }
 }
 

@@ -113,8 +113,9 @@ pub fn run(config: Config) -> Result<(), String> {
         0 => default_max_connections(),
         n => n,
     };
-    core::AuthDb::load(&config.data_dir)?; // refuse to start on a malformed users or API-key file
-    if dd.users.is_empty() {
+    // Refuse to start on a malformed users or API-key file; each core loads its own copy later.
+    let auth = core::AuthDb::load(&config.data_dir)?;
+    if auth.users.is_empty() {
         tracing::warn!(
             "no users in {}: nobody can log in; add one with `velocityd user add NAME --password-stdin --data-dir {}`",
             config.data_dir.display(),
