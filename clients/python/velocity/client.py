@@ -1,0 +1,408 @@
+"""The blocking connection: connect, check the server's identity, log in, run statements one at a
+time or pipelined."""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import socket
+import ssl
+from typing import Callable, List, Optional, Sequence, Union
+
+from . import protocol as p
+from .errors import (
+    Disconnected,
+    ProtocolError,
+    TrustError,
+    UsageError,
+    VelocityError,
+    error_for,
+)
+from .protocol import Result, ServerInfo
+from .trust import PathLike, check, host_label, spki_sha256
+
+__version__ = "0.1.0"
+CLIENT_NAME = f"velocity-py/{__version__}"
+DEFAULT_PORT = 7411
+#: Unanswered requests a pipeline keeps in flight: enough to fill the link, few enough that
+#: neither side's socket buffers fill while the other waits (which would deadlock).
+PIPELINE_WINDOW = 1024
+
+Param = Union[str, bytes, int, None]
+
+
+def derive_credential(info: ServerInfo, user: str, password: str) -> bytes:
+    """The 32-byte method-1 credential: Argon2id(password, SHA-256(auth_salt ‖ user)[:16]) with
+    the server's cost parameters, refused when they exceed the client's bounds."""
+    from argon2.low_level import Type, hash_secret_raw
+
+    if len(user.encode()) > p.USERNAME_BYTES_MAX:
+        raise UsageError(f"user name is longer than {p.USERNAME_BYTES_MAX} bytes")
+    if len(password.encode()) > p.PASSWORD_BYTES_MAX:
+        raise UsageError(f"password is longer than {p.PASSWORD_BYTES_MAX} bytes")
+    if not (
+        0 < info.argon2_m_kib <= p.ARGON2_M_KIB_MAX
+        and 0 < info.argon2_t <= p.ARGON2_T_MAX
+        and 0 < info.argon2_p <= p.ARGON2_P_MAX
+    ):
+        raise ProtocolError(
+            "server asks for Argon2id parameters outside the client's bounds: "
+            f"m={info.argon2_m_kib} KiB, t={info.argon2_t}, p={info.argon2_p}"
+        )
+    salt = hashlib.sha256(info.auth_salt + user.encode()).digest()[:16]
+    return hash_secret_raw(
+        password.encode(),
+        salt,
+        time_cost=info.argon2_t,
+        memory_cost=info.argon2_m_kib,
+        parallelism=info.argon2_p,
+        hash_len=32,
+        type=Type.ID,
+    )
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        return False
+
+
+def tls_context() -> ssl.SSLContext:
+    """TLS 1.3 only. Certificates are not checked against a CA: the server's identity is its key's
+    fingerprint, checked against SERVER_INFO and the known-hosts file (trust on first use)."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+    return ctx
+
+
+def check_identity(
+    info: ServerInfo,
+    cert_der: Optional[bytes],
+    label: str,
+    known_hosts: Optional[PathLike],
+    accept_new_host: Union[bool, Callable[[str, str], bool]],
+    fingerprint: Optional[str],
+) -> None:
+    if info.version != p.VERSION:
+        raise ProtocolError(f"server chose unsupported protocol version {info.version}")
+    if cert_der is not None and spki_sha256(cert_der) != info.fingerprint:
+        raise TrustError(
+            "SERVER_INFO's fingerprint is not the key that the TLS handshake presented: "
+            "possible man-in-the-middle; refused"
+        )
+    check(label, info.fingerprint_text, known_hosts, accept_new_host, fingerprint)
+
+
+def auth_frame(info: ServerInfo, user: Optional[str], password: Optional[str], api_key: Optional[str],
+               credential: Optional[bytes]) -> Optional[bytes]:
+    if api_key is not None:
+        key = api_key.encode()
+        if len(key) > p.CREDENTIAL_BYTES_MAX:
+            raise UsageError(f"API key is longer than {p.CREDENTIAL_BYTES_MAX} bytes")
+        return p.encode_auth_request(p.METHOD_API_KEY, "", key)
+    if user is None:
+        if password is not None or credential is not None:
+            raise UsageError("a password needs a user")
+        return None
+    if credential is None:
+        if password is None:
+            raise UsageError("give a password, a derived credential or an API key")
+        credential = derive_credential(info, user, password)
+    return p.encode_auth_request(p.METHOD_PASSWORD, user, credential)
+
+
+def reply_to_result(msg_type: int, payload: bytes) -> Union[Result, VelocityError]:
+    """A reply frame as a result, or the error it reports (returned, not raised, so that a
+    pipeline can hand back each reply in order)."""
+    if msg_type in (p.RESPONSE, p.STATS):
+        return p.parse_result(payload)
+    if msg_type == p.ERROR:
+        code, message = p.parse_code_message(payload)
+        return error_for(code, message)
+    if msg_type == p.DISCONNECT:
+        code, reason = p.parse_code_message(payload)
+        raise Disconnected(f"server disconnected: {reason}", code, reason)
+    raise ProtocolError(f"unexpected frame type 0x{msg_type:02x} in reply to a request")
+
+
+class Connection:
+    """One connection to a Velocity server. Use :func:`velocity.connect` to make one.
+
+    A context manager: leaving the ``with`` block says DISCONNECT and closes the socket.
+    Not safe for use by several threads at once (use one connection per thread).
+    """
+
+    def __init__(self, sock: socket.socket, info: ServerInfo, decoder: p.FrameDecoder) -> None:
+        self._sock = sock
+        self.server_info = info
+        self._decoder = decoder
+        self._closed = False
+
+    # -- I/O --------------------------------------------------------------------------------
+
+    def _send(self, data: bytes) -> None:
+        try:
+            self._sock.sendall(data)
+        except OSError as e:
+            self._closed = True
+            raise Disconnected(f"connection lost while sending: {e}") from e
+
+    def _recv_frame(self):
+        while True:
+            try:
+                frame = self._decoder.next_frame()
+            except p.FrameError as e:
+                if e.fatal:
+                    self.close_now()
+                raise
+            if frame is not None:
+                return frame
+            try:
+                data = self._sock.recv(256 * 1024)
+            except socket.timeout as e:
+                raise VelocityError("timed out waiting for the server") from e
+            except OSError as e:
+                self._closed = True
+                raise Disconnected(f"connection lost: {e}") from e
+            if not data:
+                self._closed = True
+                raise Disconnected("the server closed the connection")
+            self._decoder.feed(data)
+
+    def _reply(self) -> Union[Result, VelocityError]:
+        msg_type, payload = self._recv_frame()
+        return reply_to_result(msg_type, payload)
+
+    # -- requests ---------------------------------------------------------------------------
+
+    def execute(self, sql: str, params: Optional[Sequence[Param]] = None) -> Result:
+        """Run one statement and return its result. ``?`` placeholders outside quoted literals
+        are replaced by ``params``, each quoted so that it cannot change the statement."""
+        self._send(self._command(sql, params))
+        r = self._reply()
+        if isinstance(r, VelocityError):
+            raise r
+        return r
+
+    def _command(self, sql: str, params: Optional[Sequence[Param]]) -> bytes:
+        if self._closed:
+            raise Disconnected("the connection is closed")
+        if params is not None:
+            sql = p.bind(sql, params)
+        data = sql.encode("utf-8")
+        if len(data) > self.server_info.max_payload:
+            raise UsageError(f"statement is {len(data)} bytes; the server accepts {self.server_info.max_payload}")
+        return p.encode_frame(p.COMMAND, data)
+
+    def pipeline(self) -> "Pipeline":
+        """Collect statements and send them together; see :class:`Pipeline`."""
+        return Pipeline(self)
+
+    def run_pipelined(self, frames: List[bytes], window: int = PIPELINE_WINDOW) -> List[Union[Result, VelocityError]]:
+        """Send request frames without waiting, keeping at most ``window`` unanswered; the
+        replies in request order."""
+        replies: List[Union[Result, VelocityError]] = []
+        out = bytearray()
+        in_flight = 0
+        for f in frames:
+            out += f
+            in_flight += 1
+            if in_flight >= window:
+                self._send(bytes(out))
+                out.clear()
+                while in_flight > window // 2:
+                    replies.append(self._reply())
+                    in_flight -= 1
+        if out:
+            self._send(bytes(out))
+        for _ in range(in_flight):
+            replies.append(self._reply())
+        return replies
+
+    def ping(self, data: bytes = b"") -> bytes:
+        if len(data) > p.PING_PAYLOAD_BYTES_MAX:
+            raise UsageError(f"PING carries at most {p.PING_PAYLOAD_BYTES_MAX} bytes")
+        self._send(p.encode_ping(data))
+        msg_type, payload = self._recv_frame()
+        if msg_type == p.PONG:
+            return payload
+        r = reply_to_result(msg_type, payload)
+        raise r if isinstance(r, VelocityError) else ProtocolError("PING answered with a result set")
+
+    def stats(self) -> Result:
+        """The STATS frame: server counters and latency percentiles as (name, value) rows."""
+        self._send(p.encode_stats())
+        r = self._reply()
+        if isinstance(r, VelocityError):
+            raise r
+        return r
+
+    def send_raw(self, frame: bytes) -> Union[Result, VelocityError, bytes]:
+        """Send a pre-built frame and return the reply (for tests and tools)."""
+        self._send(frame)
+        msg_type, payload = self._recv_frame()
+        return payload if msg_type == p.PONG else self._as_reply(msg_type, payload)
+
+    @staticmethod
+    def _as_reply(msg_type: int, payload: bytes) -> Union[Result, VelocityError]:
+        return reply_to_result(msg_type, payload)
+
+    @property
+    def fingerprint(self) -> str:
+        return self.server_info.fingerprint_text
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def close(self) -> None:
+        """Say DISCONNECT and close."""
+        if self._closed:
+            return
+        try:
+            self._sock.sendall(p.encode_disconnect(0, "bye"))
+        except OSError:
+            pass
+        self.close_now()
+
+    def close_now(self) -> None:
+        self._closed = True
+        try:
+            self._sock.close()
+        except OSError:
+            pass
+
+    def __enter__(self) -> "Connection":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        if not getattr(self, "_closed", True):
+            self.close_now()
+
+
+class Pipeline:
+    """Statements sent in one round trip (within a window of in-flight requests)::
+
+        with conn.pipeline() as pipe:
+            for i in range(10_000):
+                pipe.execute("INSERT INTO kv (key, value) VALUES (?, ?)", [f"k{i}", "v"])
+        pipe.results  # one Result per statement, in order
+
+    ``run()`` sends what was queued and returns the results; by default the first error is
+    raised after every reply has been read (the connection stays usable); with
+    ``raise_on_error=False`` errors are returned in place of their results.
+    """
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+        self._frames: List[bytes] = []
+        self.results: List[Union[Result, VelocityError]] = []
+
+    def execute(self, sql: str, params: Optional[Sequence[Param]] = None) -> "Pipeline":
+        self._frames.append(self._conn._command(sql, params))
+        return self
+
+    add = execute
+
+    def __len__(self) -> int:
+        return len(self._frames)
+
+    def run(self, raise_on_error: bool = True) -> List[Union[Result, VelocityError]]:
+        frames, self._frames = self._frames, []
+        self.results = self._conn.run_pipelined(frames)
+        if raise_on_error:
+            for r in self.results:
+                if isinstance(r, VelocityError):
+                    raise r
+        return self.results
+
+    def __enter__(self) -> "Pipeline":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None and self._frames:
+            self.run()
+
+
+def connect(
+    host: str = "127.0.0.1",
+    port: int = DEFAULT_PORT,
+    *,
+    user: Optional[str] = None,
+    password: Optional[str] = None,
+    api_key: Optional[str] = None,
+    credential: Optional[bytes] = None,
+    tls: bool = True,
+    known_hosts: Optional[PathLike] = None,
+    accept_new_host: Union[bool, Callable[[str, str], bool]] = False,
+    fingerprint: Optional[str] = None,
+    timeout: Optional[float] = 30.0,
+    client_name: str = CLIENT_NAME,
+) -> Connection:
+    """Connect to a Velocity server, check its identity and log in.
+
+    - ``user`` and ``password`` (Argon2id-derived here; the password never leaves the process),
+      or ``user`` and a ``credential`` from :func:`derive_credential`, or an ``api_key``; with
+      none of them the connection is made but not logged in.
+    - ``tls=False`` for a server started with ``--plaintext``.
+    - Trust on first use: ``known_hosts`` (default ``~/.velocity/known_hosts``);
+      ``accept_new_host`` records a server seen for the first time (or a callable that asks);
+      ``fingerprint='SHA256:…'`` accepts exactly that server key.
+    """
+    try:
+        sock = socket.create_connection((host, port), timeout=timeout)
+    except OSError as e:
+        raise Disconnected(f"cannot connect to {host}:{port}: {e}") from e
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    cert_der = None
+    decoder = p.FrameDecoder(p.PREAUTH_PAYLOAD_BYTES_MAX)
+    try:
+        if tls:
+            try:
+                sock = tls_context().wrap_socket(sock, server_hostname=None if _is_ip(host) else host)
+            except (ssl.SSLError, OSError) as e:
+                raise ProtocolError(
+                    f"TLS handshake with {host}:{port} failed ({e}); if the server was started with "
+                    "--plaintext, connect with tls=False"
+                ) from e
+            cert_der = sock.getpeercert(binary_form=True)
+            if not cert_der:
+                raise TrustError("the server presented no certificate")
+        conn = Connection(sock, None, decoder)  # type: ignore[arg-type]
+        conn._send(p.encode_hello(client_name))
+        try:
+            msg_type, payload = conn._recv_frame()
+        except p.FrameError as e:
+            if not tls and e.kind == "bad_magic":
+                raise ProtocolError(f"{e}; if the server uses TLS (the default), connect with tls=True") from e
+            raise
+        if msg_type != p.SERVER_INFO:
+            r = reply_to_result(msg_type, payload)
+            raise r if isinstance(r, VelocityError) else ProtocolError("expected SERVER_INFO")
+        info = p.parse_server_info(payload)
+        check_identity(info, cert_der, host_label(host, port), known_hosts, accept_new_host, fingerprint)
+        if info.max_payload > p.PAYLOAD_BYTES_CEILING:
+            raise ProtocolError(f"server announces max_payload {info.max_payload}, beyond the protocol's ceiling")
+        conn.server_info = info
+        frame = auth_frame(info, user, password, api_key, credential)
+        if frame is not None:
+            conn._send(frame)
+            msg_type, payload = conn._recv_frame()
+            if msg_type != p.AUTH_RESPONSE:
+                r = reply_to_result(msg_type, payload)
+                raise r if isinstance(r, VelocityError) else ProtocolError("expected AUTH_RESPONSE")
+            status, message = p.parse_code_message(payload)
+            if status != 0:
+                raise error_for(status, message)
+            decoder.payload_bytes_max = info.max_payload
+        return conn
+    except BaseException:
+        sock.close()
+        raise
