@@ -23,6 +23,11 @@ impl WireError {
     pub fn not_found() -> Self {
         Self::new(ErrorCode::KeyNotFound, "key not found")
     }
+
+    /// The write could not be made durable; it was not applied. The cause is in the server log.
+    pub fn storage() -> Self {
+        Self::new(ErrorCode::StorageError, "the write could not be made durable and was not applied")
+    }
 }
 
 impl fmt::Display for WireError {

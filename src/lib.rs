@@ -10,6 +10,7 @@
 //! `protocol`, `sql`, `store` and `shard` do no I/O and know nothing of the runtime.
 
 pub mod client;
+pub mod durability;
 pub mod error;
 pub mod limits;
 pub mod protocol;

@@ -120,3 +120,27 @@ pub const ARGON2_P_MAX: u8 = 16;
 /// Connections reserved for things other than clients (listeners, data files, logs) when the
 /// default `--max-connections` is derived from the open-files limit.
 pub const FD_RESERVE: u64 = 64;
+
+// ---- Durability ----
+
+/// Bytes of log records one group commit writes at most before its fdatasync. Caps how much a
+/// crash can tear (see WAL_TORN_TAIL_BYTES_MAX) and how long one sync keeps its writers waiting;
+/// at ~50 bytes a SET, 1 MiB is 20,000 writes per sync, far above what arrives during one.
+pub const WAL_GROUP_BYTES_MAX: usize = 1 << 20;
+/// A bad record this close to the end of the last log is a torn tail (a crash mid-write) and is
+/// dropped; further from the end it is damage, and start-up stops. One group write plus one
+/// default-sized statement's record: nothing larger is ever unsynced at a crash.
+pub const WAL_TORN_TAIL_BYTES_MAX: usize = WAL_GROUP_BYTES_MAX + (1 << 20) + 4096;
+/// Largest record body the reader accepts: one statement at the largest --max-payload, with
+/// room for its per-row framing and sealing. A longer length field is damage.
+pub const WAL_RECORD_BYTES_MAX: usize = 2 * (PAYLOAD_BYTES_MAX_CEILING as usize) + 4096;
+/// Default log size that triggers a snapshot: the log is then truncated behind it, so disk use
+/// stays near (snapshot + this). A snapshot is also taken when the log outgrows the last one.
+pub const SNAPSHOT_LOG_BYTES_DEFAULT: u64 = 64 << 20;
+/// Entries a snapshot copies between yields: bounds the pause a snapshot puts in front of
+/// requests on its core (~100 µs at ~100 ns an entry).
+pub const SNAPSHOT_CHUNK_ENTRIES: usize = 1024;
+/// How often each core checks whether its log calls for a snapshot.
+pub const SNAPSHOT_CHECK_MS: u64 = 500;
+/// Default interval of `--durability periodic`.
+pub const FSYNC_INTERVAL_MS_DEFAULT: u64 = 1_000;

@@ -6,11 +6,13 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use velocity::limits::{
+    FSYNC_INTERVAL_MS_DEFAULT, SNAPSHOT_LOG_BYTES_DEFAULT,
     AUDIT_FILE_BYTES_MAX_DEFAULT, HANDSHAKE_TIMEOUT_MS, IDLE_TIMEOUT_S_DEFAULT, LOGIN_FAIL_THRESHOLD_DEFAULT,
     PAYLOAD_BYTES_MAX_DEFAULT,
 };
 use velocity::server::datadir::{self, Role};
 use velocity::server::mesh::Transport;
+use velocity::server::wal::Mode;
 use velocity::server::{run, Config};
 
 #[derive(Parser)]
@@ -76,6 +78,20 @@ struct ServeArgs {
     /// Size at which an audit file is rotated (4 older files are kept).
     #[arg(long, default_value_t = AUDIT_FILE_BYTES_MAX_DEFAULT)]
     audit_file_bytes_max: u64,
+    /// sync: a write is acknowledged once its log record is on disk (fdatasync, group commit).
+    /// periodic: acknowledged at once, synced every --fsync-interval-ms. none: memory only.
+    #[arg(long, default_value = "sync", value_parser = ["sync", "periodic", "none"])]
+    durability: String,
+    /// With --durability periodic: how often the log is synced.
+    #[arg(long, default_value_t = FSYNC_INTERVAL_MS_DEFAULT)]
+    fsync_interval_ms: u64,
+    /// Encrypt the log and snapshots with AES-256-GCM under this key (32 raw bytes or 64 hex
+    /// characters; `velocityd keygen` makes one).
+    #[arg(long)]
+    encryption_key_file: Option<PathBuf>,
+    /// Log size (per shard) that triggers a snapshot, after which the log is truncated.
+    #[arg(long, default_value_t = SNAPSHOT_LOG_BYTES_DEFAULT)]
+    snapshot_log_bytes: u64,
 }
 
 #[derive(Subcommand)]
@@ -86,6 +102,20 @@ enum Command {
     /// Manage API keys (authentication method 2).
     #[command(subcommand)]
     Apikey(ApiKeyCmd),
+    /// Write a new random 256-bit key for --encryption-key-file (mode 0600; refuses to overwrite).
+    Keygen {
+        /// Where to write the key (64 hex characters and a newline).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Check the write-ahead logs and truncate each damaged one to its last good record, after
+    /// saying what is dropped. Run it while the server is stopped.
+    Repair {
+        #[arg(long, default_value = "./velocity-data")]
+        data_dir: PathBuf,
+        #[arg(long)]
+        encryption_key_file: Option<PathBuf>,
+    },
     /// Print the server identity's fingerprint, for checking out of band.
     Fingerprint {
         #[arg(long, default_value = "./velocity-data")]
@@ -214,6 +244,30 @@ fn main_inner() -> Result<(), String> {
             }
             println!("API key {id} revoked (restart velocityd to apply)");
         }
+        Some(Command::Keygen { out }) => {
+            use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
+            let mut key = [0u8; velocity::durability::KEY_BYTES];
+            getrandom::fill(&mut key).map_err(|e| format!("no randomness: {e}"))?;
+            let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&out)
+                .map_err(|e| format!("cannot create {}: {e}", out.display()))?;
+            f.write_all(format!("{hex}\n").as_bytes())
+                .and_then(|_| f.sync_all())
+                .map_err(|e| format!("cannot write {}: {e}", out.display()))?;
+            println!("wrote a new AES-256 key to {} (mode 0600). Keep a copy apart from the data: without it the data cannot be read.", out.display());
+        }
+        Some(Command::Repair { data_dir, encryption_key_file }) => {
+            let key = encryption_key_file.as_deref().map(velocity::durability::cipher::read_key_file).transpose()?;
+            let cipher = key.map(|k| velocity::durability::Cipher::new(&k));
+            for line in velocity::server::durable::repair(&data_dir, cipher.as_ref())? {
+                println!("{line}");
+            }
+        }
         Some(Command::Fingerprint { data_dir, tls_cert }) => {
             let fp = match tls_cert {
                 Some(c) => datadir::cert_fingerprint(
@@ -255,6 +309,17 @@ fn main_inner() -> Result<(), String> {
                 login_fail_threshold: s.login_fail_threshold,
                 audit: s.audit == "on",
                 audit_file_bytes_max: s.audit_file_bytes_max,
+                durability: match s.durability.as_str() {
+                    "sync" => Some(Mode::Sync),
+                    "periodic" => Some(Mode::Periodic { interval_ms: s.fsync_interval_ms.max(1) }),
+                    _ => None,
+                },
+                encryption_key: s
+                    .encryption_key_file
+                    .as_deref()
+                    .map(velocity::durability::cipher::read_key_file)
+                    .transpose()?,
+                snapshot_log_bytes: s.snapshot_log_bytes,
             })?;
         }
     }

@@ -7,7 +7,9 @@ use super::core::{now_ms, Core};
 use super::datadir::Role;
 use super::mesh::{Rep, Req};
 use super::runtime::{race, sleep, Either};
+use super::stats::ShardStats;
 use super::transport::Transport;
+use super::wal::{Group, Mode};
 use crate::error::WireError;
 use crate::limits::*;
 use crate::protocol::message::encode_error;
@@ -58,6 +60,8 @@ impl Phase {
 enum Pending {
     /// An encoded reply waiting in the stage buffer for earlier replies.
     Staged(Range<usize>),
+    /// A write's encoded reply, sent once its log group is on disk (else STORAGE_ERROR).
+    Durable(Range<usize>, Rc<Group>),
     Merge {
         merge: Merge,
         replies: Vec<Option<ShardReply>>,
@@ -65,6 +69,8 @@ enum Pending {
         started: Instant,
         /// What the audit log says the statement touched (only when the log is on).
         target: Option<String>,
+        /// The log group of this statement's writes to the local shard.
+        local_group: Option<Rc<Group>>,
     },
     Info {
         what: InfoKind,
@@ -109,6 +115,18 @@ impl Batch {
 
     fn error(&mut self, code: ErrorCode, msg: &str) {
         self.ready(|out| encode_error(out, code, msg));
+    }
+
+    /// A reply to hold until `group` is durable; `None`: ready now.
+    fn after(&mut self, group: Option<Rc<Group>>, encode: impl FnOnce(&mut Vec<u8>)) {
+        match group {
+            None => self.ready(encode),
+            Some(g) => {
+                let start = self.stage.len();
+                encode(&mut self.stage);
+                self.pending.push(Pending::Durable(start..self.stage.len(), g));
+            }
+        }
     }
 }
 
@@ -575,8 +593,8 @@ fn command(
                 batch.error(ErrorCode::Unauthorized, "this user's role is readonly");
                 return Flow::Continue;
             }
-            core.store.borrow_mut().insert(key, value, None);
-            batch.ready(|out| encode_affected_response(out, 1));
+            let group = core.insert_logged(key, value, now);
+            batch.after(group, |out| encode_affected_response(out, 1));
             let target = core.audit.borrow().enabled().then(|| format!("keys {}", lit(key)));
             done(core, ctx, user, StatementKind::Insert, target.as_deref(), started, ErrorCode::Success, 1);
             return Flow::Continue;
@@ -629,11 +647,11 @@ fn command(
     }
     let mut replies: Vec<Option<ShardReply>> = Vec::with_capacity(p.parts.len());
     let mut remote = false;
+    let mut local_group = None;
     let at = batch.pending.len();
     for (i, (shard, op)) in p.parts.into_iter().enumerate() {
         if shard == core.id {
-            let mut store = core.store.borrow_mut();
-            replies.push(Some(crate::shard::run_op(&mut store, &op, now)));
+            replies.push(Some(core.run_op_logged(&op, now, &mut local_group)));
         } else {
             replies.push(None);
             batch.remote[shard].push(op);
@@ -642,13 +660,13 @@ fn command(
         }
     }
     if remote {
-        batch.pending.push(Pending::Merge { merge: p.merge, replies, kind, started, target });
+        batch.pending.push(Pending::Merge { merge: p.merge, replies, kind, started, target, local_group });
     } else {
         let replies = replies.into_iter().map(|r| r.expect("local reply")).collect();
         let res = merge(&p.merge, replies, cfg.max_payload);
         let (code, rows) = outcome(&res);
         done(core, ctx, user, kind, target.as_deref(), started, code, rows);
-        batch.ready(|out| encode_outcome(out, &res));
+        batch.after(local_group, |out| encode_outcome(out, &res));
     }
     flow
 }
@@ -829,8 +847,21 @@ async fn finish(core: &Rc<Core>, ctx: &Ctx, phase: &Phase, mut batch: Batch, now
     for p in batch.pending {
         match p {
             Pending::Staged(r) => out.extend_from_slice(&batch.stage[r]),
-            Pending::Merge { merge: m, replies, kind, started, target } => {
+            Pending::Durable(r, group) => {
+                if group.wait().await {
+                    out.extend_from_slice(&batch.stage[r]);
+                } else {
+                    let e = WireError::storage();
+                    encode_error(&mut out, e.code, &e.message);
+                }
+            }
+            Pending::Merge { merge: m, replies, kind, started, target, local_group } => {
+                let durable = match local_group {
+                    Some(g) => g.wait().await,
+                    None => true,
+                };
                 let res = match replies.into_iter().collect::<Option<Vec<_>>>() {
+                    _ if !durable => Err(WireError::storage()),
                     Some(replies) => merge(&m, replies, max_payload),
                     None => Err(WireError::new(ErrorCode::ServerOverloaded, "a shard is not answering")),
                 };
@@ -870,6 +901,14 @@ async fn finish(core: &Rc<Core>, ctx: &Ctx, phase: &Phase, mut batch: Batch, now
     out
 }
 
+fn durability_text(cfg: &super::Config) -> String {
+    match cfg.durability {
+        None => "none (in memory only)".into(),
+        Some(Mode::Sync) => "sync (acknowledged after fdatasync; group commit)".into(),
+        Some(Mode::Periodic { interval_ms }) => format!("periodic (fdatasync every {interval_ms} ms)"),
+    }
+}
+
 async fn info(core: &Rc<Core>, phase: &Phase, what: InfoKind) -> ResultSet {
     let all = core.collect_stats().await;
     let int = |v: u64| Value::Int(v as i64);
@@ -896,14 +935,28 @@ async fn info(core: &Rc<Core>, phase: &Phase, what: InfoKind) -> ResultSet {
                 ("connections".into(), int(core.shared.connections.load(Ordering::Relaxed) as u64)),
                 ("max_connections".into(), int(core.shared.max_connections as u64)),
                 ("max_payload".into(), int(cfg.max_payload as u64)),
-                ("durability".into(), text("none (in memory only)")),
+                ("durability".into(), text(&durability_text(cfg))),
+                ("encryption_at_rest".into(), text(if cfg.encryption_key.is_some() { "AES-256-GCM" } else { "off" })),
                 ("tls".into(), text(if core.shared.tls.is_some() { "TLS 1.3" } else { "off" })),
                 ("user".into(), text(user)),
                 ("role".into(), text(role)),
             ];
+            if cfg.durability.is_some() {
+                let total = |f: fn(&ShardStats) -> u64| all.iter().map(f).sum::<u64>();
+                rows.push(("wal_log_bytes".into(), int(total(|s| s.log_bytes))));
+                rows.push(("wal_snapshot_bytes".into(), int(total(|s| s.snapshot_bytes))));
+                let last = all.iter().map(|s| s.last_snapshot_ms).max().unwrap_or(0);
+                rows.push(("wal_last_snapshot_unix_ms".into(), int(last)));
+                rows.push(("wal_last_snapshot_age_s".into(), int(now_ms().saturating_sub(last) / 1000)));
+                rows.push(("storage_errors".into(), int(total(|s| s.storage_errors))));
+            }
             for (i, s) in all.iter().enumerate() {
                 rows.push((format!("shard_{i}_keys"), int(s.keys)));
                 rows.push((format!("shard_{i}_connections"), int(s.connections)));
+                if cfg.durability.is_some() {
+                    rows.push((format!("shard_{i}_wal_log_bytes"), int(s.log_bytes)));
+                    rows.push((format!("shard_{i}_wal_snapshot_bytes"), int(s.snapshot_bytes)));
+                }
             }
             rows
         }

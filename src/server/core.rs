@@ -10,6 +10,8 @@ use super::stats::ShardStats;
 use super::Config;
 use crate::security::ratelimit::{LoginThrottle, TokenBucket};
 use crate::security::stored_hash;
+use super::wal::{Group, Mode, Wal};
+use crate::durability::{apply::before, apply_logged, encode_set};
 use crate::shard::{run_op, ShardOp, ShardReply};
 use crate::store::Store;
 use std::cell::{Cell, RefCell};
@@ -95,6 +97,8 @@ pub struct Core {
     /// Per-user buckets for the users of this core's connections.
     pub user_buckets: RefCell<HashMap<String, TokenBucket>>,
     pub audit: RefCell<AuditLog>,
+    /// This shard's write-ahead log; None with `--durability none`.
+    pub wal: Option<Rc<Wal>>,
 }
 
 pub fn now_ms() -> u64 {
@@ -102,9 +106,49 @@ pub fn now_ms() -> u64 {
 }
 
 impl Core {
-    pub fn run_ops(&self, ops: &[ShardOp], now_ms: u64) -> Vec<ShardReply> {
+    /// Run ops on this shard. Writes go to the log; with `--durability sync` the group to wait
+    /// for before answering comes back too.
+    pub fn run_ops(&self, ops: &[ShardOp], now_ms: u64) -> (Vec<ShardReply>, Option<Rc<Group>>) {
+        let mut group = None;
+        let replies = ops.iter().map(|op| self.run_op_logged(op, now_ms, &mut group)).collect();
+        (replies, group)
+    }
+
+    /// One op; a write's group (sync mode) is left in `group`.
+    pub fn run_op_logged(&self, op: &ShardOp, now_ms: u64, group: &mut Option<Rc<Group>>) -> ShardReply {
         let mut store = self.store.borrow_mut();
-        ops.iter().map(|op| run_op(&mut store, op, now_ms)).collect()
+        let Some(wal) = self.wal.as_ref().filter(|_| op.is_write()) else {
+            return run_op(&mut store, op, now_ms);
+        };
+        let sync = wal.mode == Mode::Sync;
+        let mut redo = Vec::new();
+        let mut undo = Vec::new();
+        let reply = apply_logged(&mut store, op, now_ms, &mut redo, sync.then_some(&mut undo));
+        drop(store);
+        if !redo.is_empty() {
+            let g = wal.append(&redo, undo);
+            if sync {
+                *group = Some(g);
+            }
+        }
+        reply
+    }
+
+    /// The one-row INSERT fast path, logged.
+    pub fn insert_logged(&self, key: &[u8], value: &[u8], now_ms: u64) -> Option<Rc<Group>> {
+        let mut store = self.store.borrow_mut();
+        let Some(wal) = &self.wal else {
+            store.insert(key, value, None);
+            return None;
+        };
+        let sync = wal.mode == Mode::Sync;
+        let undo = if sync { vec![before(&store, key, now_ms)] } else { Vec::new() };
+        store.insert(key, value, None);
+        drop(store);
+        let mut redo = Vec::with_capacity(key.len() + value.len() + 15);
+        encode_set(&mut redo, key, value, None);
+        let g = wal.append(&redo, undo);
+        sync.then_some(g)
     }
 
     /// This core's statistics with its store's figures filled in.
@@ -116,14 +160,24 @@ impl Core {
         s.index_bytes = store.index_bytes_estimate() as u64;
         s.connections = self.conns.get() as u64;
         s.audit_dropped = self.audit.borrow().dropped.get();
+        if let Some(w) = &self.wal {
+            s.log_bytes = w.log_bytes();
+            s.snapshot_bytes = w.snapshot_bytes.get();
+            s.last_snapshot_ms = w.last_snapshot_ms.get();
+            s.storage_errors = w.storage_errors.get();
+            s.snapshots = w.snapshots.get();
+        }
         s
     }
 
     /// Serve a request from another core.
-    pub fn handle(&self, req: Req) -> Rep {
+    pub fn handle(&self, req: Req) -> (Rep, Option<Rc<Group>>) {
         match req {
-            Req::Ops { now_ms, ops, .. } => Rep::Ops(self.run_ops(&ops, now_ms)),
-            Req::Stats { .. } => Rep::Stats(Box::new(self.stats_snapshot())),
+            Req::Ops { now_ms, ops, .. } => {
+                let (replies, group) = self.run_ops(&ops, now_ms);
+                (Rep::Ops(replies), group)
+            }
+            Req::Stats { .. } => (Rep::Stats(Box::new(self.stats_snapshot())), None),
         }
     }
 

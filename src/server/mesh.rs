@@ -4,6 +4,7 @@
 //! drain its replies, so no cycle of full queues can deadlock two cores.
 
 use super::runtime::{spawn, Slot};
+use super::wal::Group;
 use super::stats::ShardStats;
 use crate::limits::SHARD_QUEUE_BATCHES_MAX;
 use crate::shard::{ShardOp, ShardReply};
@@ -153,7 +154,7 @@ pub async fn join(req: ReqMesh, rep: RepMesh) -> Joined {
 impl Joined {
     /// Start the tasks that serve other cores' requests with `handle` and route replies to the
     /// waiting connections. Returns the mesh handle for sending.
-    pub fn start(self, handle: impl Fn(Req) -> Rep + 'static) -> Rc<Mesh> {
+    pub fn start(self, handle: impl Fn(Req) -> (Rep, Option<Rc<Group>>) + 'static) -> Rc<Mesh> {
         let handle = Rc::new(handle);
         match self.rx {
             Rx::Glommio { req: mut req_rx, rep: mut rep_rx } => {
@@ -163,8 +164,13 @@ impl Joined {
                     spawn(async move {
                         while let Some(req) = rx.recv().await {
                             let (id, reply_to) = req.ids();
-                            if mesh.reply(reply_to, (id, handle(req))).await.is_err() {
-                                break;
+                            match handle(req) {
+                                (rep, None) => {
+                                    if mesh.reply(reply_to, (id, rep)).await.is_err() {
+                                        break;
+                                    }
+                                }
+                                (rep, Some(group)) => reply_when_durable(&mesh, reply_to, id, rep, group),
                             }
                         }
                     });
@@ -195,7 +201,12 @@ impl Joined {
                         for rx in &req {
                             while let Ok(q) = rx.try_recv() {
                                 let (id, reply_to) = q.ids();
-                                let _ = mesh.reply(reply_to, (id, handle(q))).await;
+                                match handle(q) {
+                                    (rep, None) => {
+                                        let _ = mesh.reply(reply_to, (id, rep)).await;
+                                    }
+                                    (rep, Some(group)) => reply_when_durable(&mesh, reply_to, id, rep, group),
+                                }
                                 got = true;
                             }
                         }
@@ -232,6 +243,25 @@ impl Req {
             Req::Ops { id, reply_to, .. } | Req::Stats { id, reply_to } => (*id, *reply_to),
         }
     }
+}
+
+/// Answer a request that wrote, once its log group is settled; the requests behind it on the
+/// queue go on meanwhile (their own group commits share the sync).
+fn reply_when_durable(mesh: &Rc<Mesh>, reply_to: usize, id: u64, rep: Rep, group: Rc<Group>) {
+    let mesh = mesh.clone();
+    spawn(async move {
+        let rep = match (group.wait().await, rep) {
+            (true, rep) => rep,
+            (false, Rep::Ops(replies)) => Rep::Ops(
+                replies
+                    .into_iter()
+                    .map(|r| if matches!(r, ShardReply::Affected(_)) { ShardReply::StorageError } else { r })
+                    .collect(),
+            ),
+            (false, rep) => rep,
+        };
+        let _ = mesh.reply(reply_to, (id, rep)).await;
+    });
 }
 
 impl Mesh {

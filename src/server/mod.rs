@@ -6,10 +6,12 @@ pub mod audit;
 mod conn;
 mod core;
 pub mod datadir;
+pub mod durable;
 pub mod mesh;
 pub mod runtime;
 pub mod stats;
 pub mod transport;
+pub mod wal;
 
 use self::core::{now_ms, Core, Shared};
 use crate::limits::*;
@@ -50,6 +52,53 @@ pub struct Config {
     pub login_fail_threshold: u32,
     pub audit: bool,
     pub audit_file_bytes_max: u64,
+    /// None: in memory only.
+    pub durability: Option<wal::Mode>,
+    /// AES-256-GCM key for the log and snapshots.
+    pub encryption_key: Option<[u8; crate::durability::KEY_BYTES]>,
+    /// Log size that triggers a snapshot.
+    pub snapshot_log_bytes: u64,
+}
+
+/// What each core starts from: its recovered shard and the generation its files are in.
+pub struct Startup {
+    pub generation: u64,
+    pub cipher: Option<Arc<crate::durability::Cipher>>,
+    /// Taken once by each core as it starts; never touched again.
+    pub stores: std::sync::Mutex<Vec<Option<Store>>>,
+}
+
+/// Recover the data directory's durable state into `cores` shards and lay it out afresh for
+/// them (a new generation), or check that there is none when durability is off.
+fn startup(config: &Config) -> Result<Startup, String> {
+    let cipher = config.encryption_key.map(|k| Arc::new(crate::durability::Cipher::new(&k)));
+    let now = now_ms();
+    if config.durability.is_none() {
+        if durable::current(&config.data_dir)?.is_some() {
+            return Err(format!(
+                "{} holds durable data, and --durability none would neither load nor keep it: start with \
+                 --durability sync (or periodic), or move that directory away to start empty",
+                durable::wal_dir(&config.data_dir).display()
+            ));
+        }
+        let stores = (0..config.cores).map(|_| Some(Store::new())).collect();
+        return Ok(Startup { generation: 0, cipher, stores: std::sync::Mutex::new(stores) });
+    }
+    let rec = durable::recover(&config.data_dir, config.cores, cipher.as_deref(), now)?;
+    let r = &rec.report;
+    let records = r.snapshot_entries + r.log_records;
+    tracing::info!(
+        snapshot_entries = r.snapshot_entries,
+        log_records = r.log_records,
+        bytes = r.bytes_read,
+        elapsed_ms = r.elapsed_ms,
+        records_per_s = (records as f64 / (r.elapsed_ms.max(1) as f64 / 1000.0)) as u64,
+        torn_tails = r.torn_tails.len(),
+        "recovered"
+    );
+    let generation = durable::install(&config.data_dir, rec.generation, &rec.stores, cipher.as_deref(), now)?;
+    let stores = rec.stores.into_iter().map(Some).collect();
+    Ok(Startup { generation, cipher, stores: std::sync::Mutex::new(stores) })
 }
 
 /// The open-files limit, raised to its hard maximum, less a reserve for everything else.
@@ -125,6 +174,10 @@ pub fn run(config: Config) -> Result<(), String> {
     if config.plaintext && !config.listen.ip().is_loopback() {
         tracing::warn!(listen = %config.listen, "--plaintext on a non-loopback address: credentials and data cross the network unencrypted");
     }
+    // A file-size limit must surface as an error on the write (STORAGE_ERROR), not kill us.
+    // SAFETY: setting a signal disposition to SIG_IGN.
+    unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) };
+    let start = Arc::new(startup(&config)?);
     tracing::info!(
         listen = %config.listen,
         shards = config.cores,
@@ -160,7 +213,7 @@ pub fn run(config: Config) -> Result<(), String> {
         Some(l) => runtime::Placement::Cpus(l),
         None => runtime::Placement::Spread(config.cores),
     };
-    runtime::run_pool(placement, preempt, move || executor(sh, meshes))?;
+    runtime::run_pool(placement, preempt, move || executor(sh, meshes, start))?;
     tracing::info!("velocityd stopped");
     Ok(())
 }
@@ -171,7 +224,7 @@ enum MeshSetup {
     Crossbeam(Arc<mesh::CrossbeamMesh>),
 }
 
-async fn executor(shared: Arc<Shared>, meshes: Option<MeshSetup>) {
+async fn executor(shared: Arc<Shared>, meshes: Option<MeshSetup>, start: Arc<Startup>) {
     let shards = shared.config.cores;
     // glommio wakes a task waiting for a shared channel's peer to connect only when the waiting
     // executor's reactor runs; an executor parked with no timer would wait for ever (seen under
@@ -220,6 +273,21 @@ async fn executor(shared: Arc<Shared>, meshes: Option<MeshSetup>) {
         let n = shards as f64;
         security::ratelimit::TokenBucket::new(r.ops_per_s / n, (r.burst / n).max(1.0), Instant::now())
     });
+    let store = start.stores.lock().expect("start-up hand-off")[id].take().expect("each shard starts once");
+    let wal = match cfg.durability {
+        None => None,
+        Some(mode) => {
+            match wal::Wal::open(mode, cfg.data_dir.clone(), start.generation, id, start.cipher.clone(), cfg.snapshot_log_bytes)
+                .await
+            {
+                Ok(w) => Some(Rc::new(w)),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot open the write-ahead log");
+                    std::process::exit(1);
+                }
+            }
+        }
+    };
     let shutdown = Rc::new(LocalSignal::default());
     let core = Rc::new_cyclic(|weak: &std::rc::Weak<Core>| {
         let mesh = joined.map(|j| {
@@ -229,7 +297,7 @@ async fn executor(shared: Arc<Shared>, meshes: Option<MeshSetup>) {
         Core {
             id,
             shards,
-            store: RefCell::new(Store::new()),
+            store: RefCell::new(store),
             stats: RefCell::new(stats::ShardStats::default()),
             shared: shared.clone(),
             mesh,
@@ -243,8 +311,13 @@ async fn executor(shared: Arc<Shared>, meshes: Option<MeshSetup>) {
             global_bucket: RefCell::new(global_bucket),
             user_buckets: RefCell::new(std::collections::HashMap::new()),
             audit: RefCell::new(audit),
+            wal,
         }
     });
+    if core.wal.is_some() {
+        runtime::spawn(wal::run_writer(core.clone()));
+        runtime::spawn(wal::run_snapshots(core.clone()));
+    }
     // Pick up changes to the users and API-key files (user add/remove, apikey revoke).
     let c = core.clone();
     runtime::spawn(async move {
@@ -368,6 +441,10 @@ async fn executor(shared: Arc<Shared>, meshes: Option<MeshSetup>) {
     shared.draining.fetch_sub(1, Ordering::SeqCst);
     while shared.draining.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
         sleep(Duration::from_millis(5)).await;
+    }
+    if let Some(w) = &core.wal {
+        // Whatever is queued is written and synced before the process exits.
+        wal::drained(w).await;
     }
     core.audit.borrow_mut().close();
 }

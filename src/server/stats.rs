@@ -28,6 +28,13 @@ pub struct ShardStats {
     pub keys: u64,
     pub data_bytes: u64,
     pub index_bytes: u64,
+    /// Durability: bytes of the current log and of the last snapshot, when it was taken, and
+    /// log groups that could not be made durable.
+    pub log_bytes: u64,
+    pub snapshot_bytes: u64,
+    pub last_snapshot_ms: u64,
+    pub snapshots: u64,
+    pub storage_errors: u64,
 }
 
 impl Default for ShardStats {
@@ -48,6 +55,11 @@ impl Default for ShardStats {
             keys: 0,
             data_bytes: 0,
             index_bytes: 0,
+            log_bytes: 0,
+            snapshot_bytes: 0,
+            last_snapshot_ms: 0,
+            snapshots: 0,
+            storage_errors: 0,
         }
     }
 }
@@ -77,6 +89,11 @@ impl ShardStats {
         self.keys += o.keys;
         self.data_bytes += o.data_bytes;
         self.index_bytes += o.index_bytes;
+        self.log_bytes += o.log_bytes;
+        self.snapshot_bytes += o.snapshot_bytes;
+        self.last_snapshot_ms = self.last_snapshot_ms.max(o.last_snapshot_ms);
+        self.snapshots += o.snapshots;
+        self.storage_errors += o.storage_errors;
     }
 
     /// The (name, value) rows of SHOW STATS and of a STATS reply.
@@ -116,6 +133,10 @@ impl ShardStats {
         rows.push(("failed_logins".into(), int(self.failed_logins)));
         rows.push(("login_throttled".into(), int(self.login_throttled)));
         rows.push(("audit_dropped".into(), int(self.audit_dropped)));
+        rows.push(("storage_errors".into(), int(self.storage_errors)));
+        rows.push(("wal_log_bytes".into(), int(self.log_bytes)));
+        rows.push(("wal_snapshot_bytes".into(), int(self.snapshot_bytes)));
+        rows.push(("wal_snapshots".into(), int(self.snapshots)));
         rows
     }
 }

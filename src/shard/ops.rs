@@ -54,6 +54,13 @@ pub enum ShardOp {
     Info,
 }
 
+impl ShardOp {
+    /// Whether the op changes the store (and so goes to the write-ahead log).
+    pub fn is_write(&self) -> bool {
+        matches!(self, ShardOp::Put { .. } | ShardOp::Update { .. } | ShardOp::Delete { .. } | ShardOp::DeleteRange { .. })
+    }
+}
+
 /// One row read from a shard. `value` and `ttl_s` are filled only when the projection asks.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RowOut {
@@ -78,6 +85,8 @@ pub enum ShardReply {
     Count(u64),
     Affected(u64),
     Info(ShardInfo),
+    /// The write could not be made durable and was taken back.
+    StorageError,
 }
 
 /// Wire bytes of one row under `cols` (the value tags and lengths included).

@@ -238,6 +238,9 @@ pub fn name_value_result(rows: Vec<(String, Value)>) -> ResultSet {
 
 /// Combine the shards' replies, in the order of the plan's parts, into the statement's result.
 pub fn merge(m: &Merge, replies: Vec<ShardReply>, max_payload: u32) -> Result<ResultSet, WireError> {
+    if replies.iter().any(|r| matches!(r, ShardReply::StorageError)) {
+        return Err(WireError::storage());
+    }
     let rs = match m {
         Merge::Point { cols, key, limit } => match replies.into_iter().next() {
             Some(ShardReply::Entry(Some((value, ttl_s)))) => {

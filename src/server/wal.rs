@@ -1,0 +1,403 @@
+//! Each core's write-ahead log and snapshots, through glommio's file I/O.
+//!
+//! A write is applied to the shard's store and its record appended to the open group; the
+//! core's writer task writes one group at a time and fdatasyncs it, and every write that arrived
+//! during that sync joins the next group (group commit). With `--durability sync` a write's
+//! RESPONSE waits for its group. If a group cannot be made durable (disk full, I/O error), it
+//! and every later group are taken back from the store with their undo images, in reverse, and
+//! their writers get STORAGE_ERROR: what readers see afterwards is what is on disk.
+
+use super::core::{now_ms, Core};
+use super::durable::{log_path, shard_dir, snap_path};
+use super::runtime::{race, sleep, yield_now, LocalSignal, Slot};
+use crate::durability::{self, seal_record, Cipher, FileId, FileKind, SnapshotEncoder, Undo, HEADER_BYTES};
+use crate::limits::{SNAPSHOT_CHECK_MS, SNAPSHOT_CHUNK_ENTRIES, WAL_GROUP_BYTES_MAX};
+use crate::store::KeyRange;
+use glommio::io::{BufferedFile, Directory, OpenOptions};
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::ops::ControlFlow;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// A RESPONSE leaves after its record is on disk.
+    Sync,
+    /// Records are written at once and synced every `interval_ms`; a crash loses at most that.
+    Periodic { interval_ms: u64 },
+}
+
+/// The fate of the records appended while one group was open.
+#[derive(Default)]
+pub struct Group {
+    durable: Cell<Option<bool>>,
+    done: Rc<LocalSignal>,
+}
+
+impl Group {
+    /// True once the group is on disk; false if it could not be made durable.
+    pub async fn wait(&self) -> bool {
+        if let Some(ok) = self.durable.get() {
+            return ok;
+        }
+        self.done.wait().await;
+        self.durable.get().unwrap_or(false)
+    }
+
+    fn settle(&self, ok: bool) {
+        self.durable.set(Some(ok));
+        self.done.fire();
+    }
+}
+
+struct Pending {
+    /// `u32 length ‖ payload` per record; sealed when written, for the file it lands in.
+    records: Vec<u8>,
+    undo: Vec<Undo>,
+    group: Rc<Group>,
+}
+
+pub struct Wal {
+    pub mode: Mode,
+    data_dir: PathBuf,
+    generation: u64,
+    shard: u32,
+    cipher: Option<Arc<Cipher>>,
+    index: Cell<u64>,
+    file: RefCell<Option<Rc<BufferedFile>>>,
+    /// End of the last write to the current log.
+    written_end: Cell<u64>,
+    queue: RefCell<VecDeque<Pending>>,
+    kick: RefCell<Rc<LocalSignal>>,
+    rotate: RefCell<Option<Rc<Slot<Result<u64, String>>>>>,
+    snapshot_log_bytes: u64,
+    pub snapshot_bytes: Cell<u64>,
+    pub last_snapshot_ms: Cell<u64>,
+    pub storage_errors: Cell<u64>,
+    pub snapshots: Cell<u64>,
+    writer_done: Rc<LocalSignal>,
+}
+
+impl Wal {
+    /// Open this core's log of `generation` (made by `durable::install`) for appending.
+    pub async fn open(
+        mode: Mode,
+        data_dir: PathBuf,
+        generation: u64,
+        shard: usize,
+        cipher: Option<Arc<Cipher>>,
+        snapshot_log_bytes: u64,
+    ) -> Result<Wal, String> {
+        let dir = shard_dir(&data_dir, generation, shard);
+        let path = log_path(&dir, 0);
+        let file = OpenOptions::new()
+            .write(true)
+            .buffered_open(&path)
+            .await
+            .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+        let end = file.file_size().await.map_err(|e| format!("cannot stat {}: {e}", path.display()))?;
+        let snap = std::fs::metadata(snap_path(&dir, 0)).map(|m| m.len()).unwrap_or(0);
+        Ok(Wal {
+            mode,
+            data_dir,
+            generation,
+            shard: shard as u32,
+            cipher,
+            index: Cell::new(0),
+            file: RefCell::new(Some(Rc::new(file))),
+            written_end: Cell::new(end),
+            queue: RefCell::new(VecDeque::new()),
+            kick: RefCell::new(Rc::new(LocalSignal::default())),
+            rotate: RefCell::new(None),
+            snapshot_log_bytes,
+            snapshot_bytes: Cell::new(snap),
+            last_snapshot_ms: Cell::new(now_ms()),
+            storage_errors: Cell::new(0),
+            snapshots: Cell::new(0),
+            writer_done: Rc::new(LocalSignal::default()),
+        })
+    }
+
+    fn dir(&self) -> PathBuf {
+        shard_dir(&self.data_dir, self.generation, self.shard as usize)
+    }
+
+    /// Bytes of the current log (written so far).
+    pub fn log_bytes(&self) -> u64 {
+        self.written_end.get()
+    }
+
+    /// Queue one record; the group it joins says when it is durable.
+    pub fn append(&self, payload: &[u8], undo: Vec<Undo>) -> Rc<Group> {
+        let mut q = self.queue.borrow_mut();
+        if q.back().is_none_or(|p| p.records.len() >= WAL_GROUP_BYTES_MAX) {
+            q.push_back(Pending { records: Vec::new(), undo: Vec::new(), group: Rc::new(Group::default()) });
+        }
+        let p = q.back_mut().expect("just ensured");
+        p.records.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        p.records.extend_from_slice(payload);
+        p.undo.extend(undo);
+        let g = p.group.clone();
+        drop(q);
+        self.kick.borrow().fire();
+        g
+    }
+
+    /// The group of the last record appended, if it is not settled yet.
+    fn last_group(&self) -> Option<Rc<Group>> {
+        self.queue.borrow().back().map(|p| p.group.clone())
+    }
+
+    fn file_id(&self, kind: FileKind, index: u64) -> FileId {
+        FileId { kind, generation: self.generation, shard: self.shard, index }
+    }
+
+    /// Write one group at the end of the current log; fdatasync when `sync`.
+    async fn write_group(&self, p: &Pending, sync: bool) -> Result<(), String> {
+        let file = self.file.borrow().clone().ok_or("the log is closed")?;
+        let id = self.file_id(FileKind::Log, self.index.get());
+        let start = self.written_end.get();
+        let mut out = Vec::with_capacity(p.records.len() + 64);
+        let mut rest = &p.records[..];
+        while !rest.is_empty() {
+            let n = u32::from_le_bytes(rest[..4].try_into().unwrap()) as usize;
+            let at = start + out.len() as u64;
+            seal_record(&mut out, &rest[4..4 + n], &id, at, self.cipher.as_deref());
+            rest = &rest[4 + n..];
+        }
+        let len = out.len();
+        let wrote = file.write_at(out, start).await.map_err(|e| e.to_string())?;
+        if wrote < len {
+            return Err(format!("short write: {wrote} of {len} bytes (disk full?)"));
+        }
+        self.written_end.set(start + len as u64);
+        if sync {
+            file.fdatasync().await.map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+
+    /// Take back `failed` and everything queued after it, newest first; each writer hears no.
+    async fn fail_from(&self, core: &Core, failed: Pending, start: u64, error: &str) {
+        let later: Vec<Pending> = self.queue.borrow_mut().drain(..).collect();
+        {
+            let now = now_ms();
+            let mut store = core.store.borrow_mut();
+            for p in later.iter().rev().chain(std::iter::once(&failed)) {
+                durability::undo(&mut store, p.undo.clone(), now);
+            }
+        }
+        let groups = 1 + later.len() as u64;
+        self.storage_errors.set(self.storage_errors.get() + groups);
+        tracing::error!(
+            shard = self.shard,
+            log = %log_path(&self.dir(), self.index.get()).display(),
+            offset = start,
+            error,
+            groups,
+            "a log write failed: its writes were taken back and answered with STORAGE_ERROR"
+        );
+        // Nothing after the last good record may stay in the file.
+        self.written_end.set(start);
+        let file = self.file.borrow().clone();
+        if let Some(f) = file {
+            let _ = f.truncate(start).await;
+        }
+        failed.group.settle(false);
+        for p in later {
+            p.group.settle(false);
+        }
+    }
+
+    /// Start log `index + 1` between groups, so a snapshot can begin.
+    async fn rotate_now(&self) -> Result<u64, String> {
+        let next = self.index.get() + 1;
+        let path = log_path(&self.dir(), next);
+        let f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .buffered_open(&path)
+            .await
+            .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+        let header = durability::file_header(FileKind::Log, self.cipher.as_deref()).to_vec();
+        f.write_at(header, 0).await.map_err(|e| e.to_string())?;
+        f.fdatasync().await.map_err(|e| e.to_string())?;
+        sync_dir(&self.dir()).await?;
+        let old = self.file.replace(Some(Rc::new(f)));
+        if let Some(old) = old.and_then(|o| Rc::try_unwrap(o).ok()) {
+            let _ = old.close().await;
+        }
+        self.index.set(next);
+        self.written_end.set(HEADER_BYTES as u64);
+        Ok(next)
+    }
+}
+
+async fn sync_dir(dir: &std::path::Path) -> Result<(), String> {
+    let d = Directory::open(dir).await.map_err(|e| format!("cannot open {}: {e}", dir.display()))?;
+    d.sync().await.map_err(|e| format!("cannot sync {}: {e}", dir.display()))?;
+    let _ = d.close().await;
+    Ok(())
+}
+
+/// The writer: one group at a time until shutdown, then whatever is left.
+pub async fn run_writer(core: Rc<Core>) {
+    let wal = core.wal.clone().expect("writer runs with a log");
+    let (sync_each, interval) = match wal.mode {
+        Mode::Sync => (true, Duration::ZERO),
+        Mode::Periodic { interval_ms } => (false, Duration::from_millis(interval_ms)),
+    };
+    let mut dirty = false;
+    let mut last_sync = Instant::now();
+    loop {
+        if wal.queue.borrow().is_empty() && wal.rotate.borrow().is_none() {
+            if core.shutdown.is_fired() {
+                break;
+            }
+            let kick = wal.kick.borrow().clone();
+            if dirty {
+                let left = interval.saturating_sub(last_sync.elapsed());
+                let _ = race(kick.wait(), race(sleep(left), core.shutdown.wait())).await;
+            } else {
+                let _ = race(kick.wait(), core.shutdown.wait()).await;
+            }
+        }
+        *wal.kick.borrow_mut() = Rc::new(LocalSignal::default());
+        let rotate = wal.rotate.borrow_mut().take();
+        if let Some(slot) = rotate {
+            slot.put(wal.rotate_now().await);
+        }
+        let next = wal.queue.borrow_mut().pop_front();
+        if let Some(p) = next {
+            let start = wal.written_end.get();
+            match wal.write_group(&p, sync_each).await {
+                Ok(()) => {
+                    dirty = !sync_each;
+                    p.group.settle(true);
+                }
+                Err(e) if sync_each => wal.fail_from(&core, p, start, &e).await,
+                Err(e) => {
+                    // Periodic: the writes were acknowledged already; they stay in memory and
+                    // the operator hears of it.
+                    wal.storage_errors.set(wal.storage_errors.get() + 1);
+                    tracing::error!(shard = wal.shard, error = %e, "a log write failed (periodic durability): recent writes are in memory only");
+                    wal.written_end.set(start);
+                    p.group.settle(false);
+                }
+            }
+        }
+        if dirty && (last_sync.elapsed() >= interval || core.shutdown.is_fired()) {
+            let file = wal.file.borrow().clone();
+            if let Some(f) = file {
+                if let Err(e) = f.fdatasync().await {
+                    wal.storage_errors.set(wal.storage_errors.get() + 1);
+                    tracing::error!(shard = wal.shard, error = %e, "fdatasync failed (periodic durability)");
+                }
+            }
+            dirty = false;
+            last_sync = Instant::now();
+        }
+    }
+    wal.writer_done.fire();
+}
+
+/// Wait until the writer has written and synced everything queued (at shutdown).
+pub async fn drained(wal: &Wal) {
+    wal.writer_done.wait().await;
+}
+
+/// Take a snapshot whenever the log has outgrown the threshold and the last snapshot.
+pub async fn run_snapshots(core: Rc<Core>) {
+    let wal = core.wal.clone().expect("snapshots run with a log");
+    while !core.shutdown.is_fired() {
+        let _ = race(sleep(Duration::from_millis(SNAPSHOT_CHECK_MS)), core.shutdown.wait()).await;
+        if core.shutdown.is_fired() {
+            break;
+        }
+        if wal.log_bytes() < wal.snapshot_log_bytes.max(wal.snapshot_bytes.get()) {
+            continue;
+        }
+        match snapshot(&core, &wal).await {
+            Ok(Some(bytes)) => tracing::info!(shard = wal.shard, bytes, "snapshot taken; older log removed"),
+            Ok(None) => {}
+            Err(e) => tracing::error!(shard = wal.shard, error = %e, "snapshot failed; the log keeps growing"),
+        }
+    }
+}
+
+/// Rotate the log, copy the store a chunk at a time into `snap-K`, and once every write it may
+/// have seen is durable, make it the snapshot and remove what it replaces. Ok(None): given up
+/// because a log write failed meanwhile (the snapshot might hold writes that were taken back).
+pub async fn snapshot(core: &Core, wal: &Wal) -> Result<Option<u64>, String> {
+    let errors_before = wal.storage_errors.get();
+    let slot = Slot::new();
+    *wal.rotate.borrow_mut() = Some(slot.clone());
+    wal.kick.borrow().fire();
+    let index = slot.take().await?;
+    let dir = wal.dir();
+    let tmp = dir.join(format!("snap-{index}.tmp"));
+    let file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .buffered_open(&tmp)
+        .await
+        .map_err(|e| format!("cannot create {}: {e}", tmp.display()))?;
+    let mut enc = SnapshotEncoder::new(wal.file_id(FileKind::Snapshot, index), wal.cipher.as_deref());
+    let mut range = KeyRange::all();
+    let mut size = 0u64;
+    loop {
+        let mut last: Option<Vec<u8>> = None;
+        let mut n = 0;
+        {
+            let store = core.store.borrow();
+            store.scan(&range, false, now_ms(), |e| {
+                enc.push(e.key, e.value, e.expires_at_ms);
+                n += 1;
+                if n == SNAPSHOT_CHUNK_ENTRIES {
+                    last = Some(e.key.to_vec());
+                    return ControlFlow::Break(());
+                }
+                ControlFlow::Continue(())
+            });
+        }
+        if let Some((at, bytes)) = enc.take_ready(256 << 10) {
+            size = at + bytes.len() as u64;
+            file.write_at(bytes, at).await.map_err(|e| format!("{}: {e}", tmp.display()))?;
+        }
+        match last {
+            Some(k) => range = range.resume_after(&k, false),
+            None => break,
+        }
+        // The bounded pause: other tasks on this core run between chunks.
+        yield_now().await;
+    }
+    let (at, bytes) = enc.finish();
+    size = size.max(at + bytes.len() as u64);
+    file.write_at(bytes, at).await.map_err(|e| format!("{}: {e}", tmp.display()))?;
+    file.fdatasync().await.map_err(|e| format!("{}: {e}", tmp.display()))?;
+    let _ = file.close().await;
+    // The snapshot may hold writes still on their way to the log: it becomes the truth only
+    // once they are durable.
+    if let Some(g) = wal.last_group() {
+        g.wait().await;
+    }
+    if wal.storage_errors.get() != errors_before {
+        let _ = std::fs::remove_file(&tmp);
+        return Ok(None);
+    }
+    std::fs::rename(&tmp, snap_path(&dir, index)).map_err(|e| format!("cannot rename {}: {e}", tmp.display()))?;
+    sync_dir(&dir).await?;
+    for k in 0..index {
+        let _ = std::fs::remove_file(snap_path(&dir, k));
+        let _ = std::fs::remove_file(log_path(&dir, k));
+    }
+    wal.snapshot_bytes.set(size);
+    wal.last_snapshot_ms.set(now_ms());
+    wal.snapshots.set(wal.snapshots.get() + 1);
+    Ok(Some(size))
+}
