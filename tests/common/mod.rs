@@ -84,20 +84,44 @@ impl Server {
 
     /// Start on `port` when given (to stand in for another server), else on a free port.
     pub fn start_at(data_dir: PathBuf, cores: usize, extra: &[&str], port: Option<u16>) -> Server {
+        Self::start_limited(data_dir, cores, extra, port, None)
+    }
+
+    /// As `start_at`, with the process's file-size limit (RLIMIT_FSIZE) set to `fsize_bytes`: a
+    /// disk that fills up, without needing to mount one.
+    pub fn start_limited(
+        data_dir: PathBuf,
+        cores: usize,
+        extra: &[&str],
+        port: Option<u16>,
+        fsize_bytes: Option<u64>,
+    ) -> Server {
         let log = data_dir.with_extension("log");
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let port = port.unwrap_or_else(free_port);
             let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-            let child = Command::new(bin("velocityd"))
-                .args(["--listen", &addr.to_string(), "--cores", &cores.to_string(), "--data-dir"])
+            let mut cmd = Command::new(bin("velocityd"));
+            cmd.args(["--listen", &addr.to_string(), "--cores", &cores.to_string(), "--data-dir"])
                 .arg(&data_dir)
                 .args(extra)
                 .env("VELOCITY_LOG", "info")
                 .stdout(Stdio::null())
-                .stderr(std::fs::File::create(&log).unwrap())
-                .spawn()
-                .expect("start velocityd");
+                .stderr(std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap());
+            if let Some(limit) = fsize_bytes {
+                use std::os::unix::process::CommandExt;
+                // SAFETY: setrlimit is async-signal-safe; nothing else runs between fork and exec.
+                unsafe {
+                    cmd.pre_exec(move || {
+                        let l = libc::rlimit { rlim_cur: limit, rlim_max: limit };
+                        if libc::setrlimit(libc::RLIMIT_FSIZE, &l) != 0 {
+                            return Err(std::io::Error::last_os_error());
+                        }
+                        Ok(())
+                    });
+                }
+            }
+            let child = cmd.spawn().expect("start velocityd");
             let mut s = Server {
                 child,
                 addr,
@@ -110,7 +134,10 @@ impl Server {
             // Ready when every core accepts: with SO_REUSEPORT a connection may land on any.
             while Instant::now() < deadline {
                 if let Ok(Some(_)) = s.child.try_wait() {
-                    break; // port taken by someone else, or a start-up error: retry below
+                    // Port taken by someone else, or a start-up error: retry below, on the
+                    // same data directory (this attempt must not remove it).
+                    s.data_dir = PathBuf::new();
+                    break;
                 }
                 if TcpStream::connect(addr).is_ok() {
                     let c = Client::open(&s.options()).expect("HELLO");
@@ -163,6 +190,20 @@ impl Server {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// SIGKILL (a crash), keeping the data directory for a restart; returns it.
+    pub fn crash(mut self) -> PathBuf {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.keep_data()
+    }
+
+    /// Stop caring for the data directory (the caller restarts on it); returns it.
+    pub fn keep_data(&mut self) -> PathBuf {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        std::mem::take(&mut self.data_dir)
+    }
+
     /// SIGTERM, then the exit status.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
@@ -181,8 +222,10 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.data_dir);
-        let _ = std::fs::remove_file(&self.log);
-        let _ = std::fs::remove_file(self.known_hosts());
+        if !self.data_dir.as_os_str().is_empty() {
+            let _ = std::fs::remove_dir_all(&self.data_dir);
+            let _ = std::fs::remove_file(&self.log);
+            let _ = std::fs::remove_file(self.known_hosts());
+        }
     }
 }

@@ -1,0 +1,418 @@
+//! Durability end to end: the real velocityd, killed with SIGKILL, restarted, its files damaged,
+//! its disk filled, its data encrypted.
+
+mod common;
+
+use common::*;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use velocity::client::build;
+use velocity::protocol::{ErrorCode, Value};
+
+fn value_of(c: &mut velocity::client::Client, key: &str) -> Option<Vec<u8>> {
+    match c.execute(&build::get(key.as_bytes())) {
+        Ok(rs) => match &rs.rows[0][0] {
+            Value::Bytes(b) => Some(b.clone()),
+            other => panic!("{other:?}"),
+        },
+        Err(e) if e.code() == Some(ErrorCode::KeyNotFound) => None,
+        Err(e) => panic!("{e}"),
+    }
+}
+
+fn count(c: &mut velocity::client::Client) -> i64 {
+    match c.execute("SELECT COUNT(*) FROM kv").unwrap().rows[0][0] {
+        Value::Int(n) => n,
+        ref v => panic!("{v:?}"),
+    }
+}
+
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(files_under(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// The one log file of a single-shard server.
+fn only_log(data_dir: &Path) -> PathBuf {
+    let logs: Vec<PathBuf> = files_under(&data_dir.join("wal"))
+        .into_iter()
+        .filter(|p| p.file_name().unwrap().to_str().unwrap().starts_with("log-"))
+        .collect();
+    assert_eq!(logs.len(), 1, "{logs:?}");
+    logs.into_iter().next().unwrap()
+}
+
+/// What each writer knows of its keys: the last acknowledged value's sequence number and the
+/// highest one sent (an unacknowledged write may or may not have been made durable).
+#[derive(Default, Clone, Copy)]
+struct KeyState {
+    acked: u64,
+    sent: u64,
+}
+
+/// Writers pipelining batches of INSERTs until the server dies; returns writes acknowledged.
+fn write_until_killed(s: &Server, state: &Arc<Mutex<HashMap<String, KeyState>>>, writers: usize) -> u64 {
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked_total = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut threads = Vec::new();
+    for w in 0..writers {
+        let mut c = s.client();
+        let state = state.clone();
+        let stop = stop.clone();
+        let acked_total = acked_total.clone();
+        threads.push(std::thread::spawn(move || {
+            let mut round = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                round += 1;
+                // 16 statements a batch over 50 keys per writer: keys are rewritten often, so
+                // "the last acknowledged value" is tested, not just presence.
+                let batch: Vec<(String, u64)> = (0..16)
+                    .map(|i| {
+                        let k = format!("w{w}:{}", (round * 7 + i) % 50);
+                        let seq = { state.lock().unwrap().get(&k).map_or(0, |s| s.sent) + 1 };
+                        (k, seq)
+                    })
+                    .collect();
+                let mut st = state.lock().unwrap();
+                // A key may appear twice in a batch; the later write has the higher sequence.
+                let mut seqs = Vec::new();
+                for (k, _) in &batch {
+                    let e = st.entry(k.clone()).or_default();
+                    e.sent += 1;
+                    seqs.push(e.sent);
+                }
+                drop(st);
+                let sql: Vec<String> = batch
+                    .iter()
+                    .zip(&seqs)
+                    .map(|((k, _), seq)| build::set(k.as_bytes(), format!("{seq}").as_bytes()))
+                    .collect();
+                match c.pipeline(&sql) {
+                    Ok(replies) => {
+                        let mut st = state.lock().unwrap();
+                        for (((k, _), seq), r) in batch.iter().zip(&seqs).zip(replies) {
+                            if r.is_ok() {
+                                let e = st.get_mut(k).unwrap();
+                                e.acked = e.acked.max(*seq);
+                                acked_total.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                    }
+                    Err(_) => return,
+                }
+            }
+        }));
+    }
+    std::thread::sleep(Duration::from_millis(150 + rand_below(400)));
+    stop.store(true, Ordering::Relaxed);
+    threads
+        .into_iter()
+        .for_each(|t| t.join().unwrap_or_else(|_| panic!("writer panicked")));
+    acked_total.load(Ordering::Relaxed)
+}
+
+/// Start velocityd on `dir` expecting it to refuse: its exit status and stderr. Killed (and the
+/// test failed) if it starts serving instead.
+fn start_expecting_refusal(dir: &Path, args: &[&str]) -> (std::process::ExitStatus, String) {
+    let mut child = Command::new(bin("velocityd"))
+        .args(["--listen", "127.0.0.1:0", "--cores", "1", "--data-dir"])
+        .arg(dir)
+        .args(args)
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("velocityd started instead of refusing");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+    (status, err)
+}
+
+fn rand_below(n: u64) -> u64 {
+    let mut b = [0u8; 8];
+    getrandom::fill(&mut b).unwrap();
+    u64::from_le_bytes(b) % n
+}
+
+/// Every acknowledged write is there with its last acknowledged value (or a later one that was
+/// sent and may have become durable before the crash).
+fn check_state(c: &mut velocity::client::Client, state: &HashMap<String, KeyState>) -> usize {
+    for (k, s) in state {
+        let got = value_of(c, k).map(|v| String::from_utf8(v).unwrap().parse::<u64>().unwrap());
+        match got {
+            None => assert_eq!(s.acked, 0, "{k}: acknowledged write {} lost", s.acked),
+            Some(v) => assert!(
+                v >= s.acked && v <= s.sent,
+                "{k}: found {v}, acknowledged {} (sent up to {})",
+                s.acked,
+                s.sent
+            ),
+        }
+    }
+    state.len()
+}
+
+#[test]
+fn crash_cycles_keep_every_acknowledged_write() {
+    let cycles: usize = std::env::var("VELOCITY_CRASH_CYCLES").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
+    let state = Arc::new(Mutex::new(HashMap::new()));
+    let mut s = Server::start_with(2, &["--audit", "off"]);
+    let mut total_acked = 0;
+    for cycle in 0..cycles {
+        // Kill the server while the writers run: they see the connection drop.
+        let killer = {
+            let pid = s.child.id() as i32;
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(100 + rand_below(300)));
+                // SAFETY: signalling our own child.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            })
+        };
+        total_acked += write_until_killed(&s, &state, 4);
+        killer.join().unwrap();
+        let dir = s.crash();
+        // Restart with the same or another number of cores: records are routed by key.
+        s = Server::start_in(dir, 1 + cycle % 2, &["--audit", "off"]);
+        let mut c = s.client();
+        let keys = check_state(&mut c, &state.lock().unwrap());
+        eprintln!("cycle {cycle}: {total_acked} writes acknowledged so far, {keys} keys checked");
+    }
+    assert!(total_acked > 0);
+}
+
+#[test]
+fn a_torn_last_record_is_dropped_with_a_log_line() {
+    let mut s = Server::start_with(1, &["--audit", "off"]);
+    let mut c = s.client();
+    for i in 0..100 {
+        c.execute(&build::set(format!("k{i}").as_bytes(), b"v")).unwrap();
+    }
+    drop(c);
+    let dir = s.keep_data();
+    // A crash mid-write: a record header that promises more than follows.
+    let log = only_log(&dir);
+    let mut f = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+    std::io::Write::write_all(&mut f, &[200, 0, 0, 0, 1, 2, 3, 4, 9, 9, 9]).unwrap();
+    drop(f);
+    let s = Server::start_in(dir, 1, &["--audit", "off"]);
+    let mut c = s.client();
+    assert_eq!(count(&mut c), 100);
+    assert!(s.log_text().contains("torn last record"), "{}", s.log_text());
+}
+
+#[test]
+fn damage_before_the_tail_stops_start_up_and_repair_truncates_there() {
+    let mut s = Server::start_with(1, &["--audit", "off"]);
+    let mut c = s.client();
+    // More than a torn write's worth (WAL_TORN_TAIL_BYTES_MAX) after the damage.
+    let value = vec![b'x'; 1000];
+    for chunk in 0..40 {
+        let sql: Vec<String> =
+            (0..100).map(|i| build::set(format!("k{:05}", chunk * 100 + i).as_bytes(), &value)).collect();
+        c.pipeline(&sql).unwrap().into_iter().for_each(|r| assert!(r.is_ok()));
+    }
+    drop(c);
+    let dir = s.keep_data();
+    let log = only_log(&dir);
+    let mut bytes = std::fs::read(&log).unwrap();
+    let at = bytes.len() / 4;
+    bytes[at] ^= 0x04;
+    std::fs::write(&log, &bytes).unwrap();
+    // Start-up refuses, naming the file and the offset.
+    let (status, err) = start_expecting_refusal(&dir, &[]);
+    assert!(!status.success());
+    assert!(err.contains(log.to_str().unwrap()) && err.contains("damaged at offset") && err.contains("repair"), "{err}");
+    // Repair says what it drops, then start-up works with the records before the damage.
+    let out = Command::new(bin("velocityd")).args(["repair", "--data-dir"]).arg(&dir).output().unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(said.contains("dropping") && said.contains("keeping"), "{said}");
+    let s = Server::start_in(dir, 1, &["--audit", "off"]);
+    let mut c = s.client();
+    let n = count(&mut c);
+    assert!(n > 500 && n < 2000, "{n} records kept");
+    // The kept ones are a prefix of what was written.
+    assert_eq!(value_of(&mut c, "k00000"), Some(value.clone()));
+    assert_eq!(value_of(&mut c, &format!("k{:05}", n - 1)), Some(value));
+    assert_eq!(value_of(&mut c, &format!("k{:05}", n)), None);
+}
+
+#[test]
+fn recovery_with_a_different_number_of_cores() {
+    let s = Server::start_with(2, &["--audit", "off"]);
+    let mut c = s.client();
+    let rows: Vec<String> = (0..500).map(|i| format!("('key:{i:03}', 'v{i}')")).collect();
+    c.execute(&format!("INSERT INTO kv (key, value) VALUES {}", rows.join(", "))).unwrap();
+    c.execute("DELETE FROM kv WHERE key LIKE 'key:1%'").unwrap();
+    c.execute("INSERT INTO kv (key, value, ttl) VALUES ('short', 'lived', 1)").unwrap();
+    drop(c);
+    let mut dir = s.crash();
+    std::thread::sleep(Duration::from_millis(1100));
+    for cores in [1, 2, 1] {
+        let s = Server::start_in(dir, cores, &["--audit", "off"]);
+        let mut c = s.client();
+        assert_eq!(count(&mut c), 400, "with {cores} cores");
+        assert_eq!(value_of(&mut c, "key:250"), Some(b"v250".to_vec()));
+        assert_eq!(value_of(&mut c, "key:150"), None);
+        // Expired keys are not brought back.
+        assert_eq!(value_of(&mut c, "short"), None);
+        let ordered = c.execute("SELECT key FROM kv WHERE key >= 'key:2' LIMIT 3").unwrap();
+        assert_eq!(ordered.rows.len(), 3);
+        assert_eq!(ordered.rows[0][0], Value::Bytes(b"key:200".to_vec()));
+        let mut s = s;
+        dir = s.keep_data();
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_full_disk_gives_storage_error_and_loses_nothing_acknowledged() {
+    let dir = temp_dir("full");
+    add_user(&dir, "alice", PASSWORD, "readwrite");
+    // Room for the start-up files and a few hundred records, then EFBIG.
+    let s = Server::start_limited(dir, 1, &["--audit", "off"], None, Some(24 * 1024));
+    let mut c = s.client();
+    let value = vec![b'v'; 200];
+    let mut acked = Vec::new();
+    let mut refused = None;
+    for i in 0..1000 {
+        let k = format!("k{i}");
+        match c.execute(&build::set(k.as_bytes(), &value)) {
+            Ok(_) => acked.push(k),
+            Err(e) => {
+                assert_eq!(e.code(), Some(ErrorCode::StorageError), "{e}");
+                refused = Some(k);
+                break;
+            }
+        }
+    }
+    let refused = refused.expect("the file-size limit was reached");
+    assert!(!acked.is_empty());
+    // The refused write is not visible; everything acknowledged is; the server still serves.
+    assert_eq!(value_of(&mut c, &refused), None);
+    assert_eq!(count(&mut c), acked.len() as i64);
+    // The same write again: still no room, still refused.
+    let e = c.execute(&build::set(refused.as_bytes(), &value)).unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::StorageError));
+    let status = c.execute("SHOW STATUS").unwrap();
+    assert!(status.rows.iter().any(|r| r[0] == Value::Bytes(b"storage_errors".to_vec()) && r[1] != Value::Int(0)));
+    assert!(s.log_text().contains("STORAGE_ERROR"), "{}", s.log_text());
+    drop(c);
+    // After a crash and a restart with room again: exactly the acknowledged writes.
+    let dir = s.crash();
+    let s = Server::start_in(dir, 1, &["--audit", "off"]);
+    let mut c = s.client();
+    assert_eq!(count(&mut c), acked.len() as i64);
+    assert_eq!(value_of(&mut c, acked.last().unwrap()), Some(value));
+    assert_eq!(value_of(&mut c, &refused), None);
+}
+
+#[test]
+fn snapshots_truncate_the_log_and_recovery_uses_them() {
+    let s = Server::start_with(1, &["--audit", "off", "--snapshot-log-bytes", "65536"]);
+    let mut c = s.client();
+    for round in 0..20 {
+        let sql: Vec<String> =
+            (0..200).map(|i| build::set(format!("k{i}").as_bytes(), format!("r{round}").as_bytes())).collect();
+        c.pipeline(&sql).unwrap();
+        std::thread::sleep(Duration::from_millis(60));
+    }
+    // The snapshot check runs every 500 ms.
+    std::thread::sleep(Duration::from_millis(1200));
+    let stats = c.execute("SHOW STATS").unwrap();
+    let snaps = stats.rows.iter().find(|r| r[0] == Value::Bytes(b"wal_snapshots".to_vec())).unwrap()[1].clone();
+    assert!(matches!(snaps, Value::Int(n) if n >= 1), "{snaps:?}");
+    // The log is bounded by the threshold, not by everything ever written (~20 × 200 × 20 B).
+    let dir = s.data_dir.clone();
+    let log_bytes: u64 = files_under(&dir.join("wal"))
+        .iter()
+        .filter(|p| p.file_name().unwrap().to_str().unwrap().starts_with("log-"))
+        .map(|p| std::fs::metadata(p).unwrap().len())
+        .sum();
+    assert!(log_bytes < 65536 + 16 * 1024, "{log_bytes}");
+    drop(c);
+    let dir = s.crash();
+    let s = Server::start_in(dir, 1, &["--audit", "off"]);
+    let mut c = s.client();
+    assert_eq!(count(&mut c), 200);
+    assert_eq!(value_of(&mut c, "k7"), Some(b"r19".to_vec()));
+}
+
+#[test]
+fn encryption_at_rest_hides_keys_and_values_and_refuses_a_wrong_key() {
+    let keys = temp_dir("keys");
+    let key = keys.join("k1");
+    let out = Command::new(bin("velocityd")).args(["keygen", "--out"]).arg(&key).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(std::fs::read_to_string(&key).unwrap().trim().len(), 64);
+    // keygen never overwrites a key.
+    assert!(!Command::new(bin("velocityd")).args(["keygen", "--out"]).arg(&key).output().unwrap().status.success());
+    let other = keys.join("k2");
+    std::fs::write(&other, [7u8; 32]).unwrap();
+
+    let key_arg = key.to_str().unwrap();
+    let extra = ["--audit", "off", "--snapshot-log-bytes", "8192", "--encryption-key-file", key_arg];
+    let mut s = Server::start_with(1, &extra);
+    let mut c = s.client();
+    for i in 0..300 {
+        c.execute(&build::set(format!("secret-key-{i}").as_bytes(), format!("secret-value-{i}").as_bytes()))
+            .unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(1200)); // a snapshot, too
+    drop(c);
+    let dir = s.keep_data();
+    for f in files_under(&dir.join("wal")) {
+        let bytes = std::fs::read(&f).unwrap();
+        for needle in [&b"secret-key-"[..], &b"secret-value-"[..]] {
+            assert!(!bytes.windows(needle.len()).any(|w| w == needle), "{} holds plain text", f.display());
+        }
+    }
+    assert!(files_under(&dir.join("wal")).iter().any(|p| p.to_str().unwrap().contains("snap-")));
+    let (status, err) = start_expecting_refusal(&dir, &["--encryption-key-file", other.to_str().unwrap()]);
+    assert!(!status.success());
+    assert!(err.contains("different key"), "{err}");
+    let (status, err) = start_expecting_refusal(&dir, &[]);
+    assert!(!status.success());
+    assert!(err.contains("--encryption-key-file"), "{err}");
+    // The right key: everything is there.
+    let s = Server::start_in(dir, 1, &extra);
+    let mut c = s.client();
+    assert_eq!(count(&mut c), 300);
+    assert_eq!(value_of(&mut c, "secret-key-299"), Some(b"secret-value-299".to_vec()));
+    let _ = std::fs::remove_dir_all(&keys);
+}
+
+#[test]
+fn durability_none_refuses_a_directory_with_durable_data() {
+    let mut s = Server::start_with(1, &["--audit", "off"]);
+    s.client().execute("INSERT INTO kv (key, value) VALUES ('a', 'b')").unwrap();
+    let dir = s.keep_data();
+    let (status, err) = start_expecting_refusal(&dir, &["--durability", "none"]);
+    assert!(!status.success());
+    assert!(err.contains("holds durable data"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
