@@ -2,7 +2,8 @@
 # Velocity against Redis, side by side in one run: interleaved rounds, each server pinned to CPU 0
 # and its load generator to CPU 1 (taskset), same connections, pipeline depth, key space (100,000
 # keys "key:%012d"), value size (16 B) and command. Redis is driven by redis-benchmark, Velocity
-# by velocity-bench; Velocity runs with --plaintext --audit off, as Redis has neither. Server CPU time per operation comes from /proc/PID/stat (utime + stime).
+# by velocity-bench; Velocity runs with --plaintext --audit off --durability none, as this Redis has
+# no TLS, no audit log and no persistence (scripts/durability-bench.sh compares persistence). Server CPU time per operation comes from /proc/PID/stat (utime + stime).
 # Installs redis-server from Debian's package when missing.
 #   scripts/compare-redis.sh [ROUNDS] [SECONDS]        (defaults: 3 rounds of 5 s per case)
 #   CASES="50:16:get 50:16:set 50:1:get 50:1:set 1:64:get 1:64:set" to choose cases.
@@ -26,7 +27,7 @@ hz=$(getconf CLK_TCK)
 waitport() { for _ in $(seq 200); do (echo > /dev/tcp/127.0.0.1/$1) 2>/dev/null && return; sleep 0.05; done; }
 
 # Start both servers once; the key space is loaded once per server.
-taskset -c 0 target/release/velocityd --data-dir "$dir/v" --listen 127.0.0.1:$vport --cpu-list 0 --plaintext --audit off 2>/dev/null &
+taskset -c 0 target/release/velocityd --data-dir "$dir/v" --listen 127.0.0.1:$vport --cpu-list 0 --plaintext --audit off --durability none 2>/dev/null &
 vpid=$!
 taskset -c 0 redis-server --bind 127.0.0.1 --port $rport --save '' --appendonly no --dir "$dir" >/dev/null &
 rpid=$!

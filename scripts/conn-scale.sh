@@ -16,7 +16,7 @@ rss() { awk '/VmRSS/{print $2*1024}' "/proc/$1/status"; }
 for mode in plain tls; do
   sflag=(); cflag=(--accept-new-host --known-hosts "$dir/kh")
   [ $mode = plain ] && { sflag=(--plaintext); cflag+=(--plaintext); }
-  taskset -c 0 target/release/velocityd --data-dir "$dir/d" --listen 127.0.0.1:$port --cpu-list 0 --audit off \
+  taskset -c 0 target/release/velocityd --data-dir "$dir/d" --listen 127.0.0.1:$port --cpu-list 0 --audit off --durability none \
     "${sflag[@]}" 2>/dev/null &
   spid=$!
   for _ in $(seq 200); do (echo > /dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.05; done

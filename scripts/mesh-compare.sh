@@ -11,7 +11,7 @@ dir=$(mktemp -d); trap 'pkill -f "velocityd --data-dir $dir" 2>/dev/null; rm -rf
 echo -n bench | target/release/velocityd user add bench --password-stdin --data-dir "$dir" >/dev/null
 port=$(python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])')
 run() { # mesh conns pipeline workload
-  target/release/velocityd --data-dir "$dir" --listen 127.0.0.1:$port --cores 2 --mesh "$1" --plaintext --audit off 2>/dev/null &
+  target/release/velocityd --data-dir "$dir" --listen 127.0.0.1:$port --cores 2 --mesh "$1" --plaintext --audit off --durability none 2>/dev/null &
   local pid=$!
   for _ in $(seq 100); do (echo > /dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.05; done
   echo -n bench | target/release/velocity-bench -p $port -u bench --password-stdin --plaintext --accept-new-host --known-hosts "$dir/kh" -c "$2" -P "$3" \

@@ -18,7 +18,7 @@ run() { # transport audit conns pipeline workload
   if [ "$1" = plain ]; then tflag=(--plaintext); bflag+=(--plaintext); fi
   rm -rf "$dir/d/audit"
   taskset -c 0 target/release/velocityd --data-dir "$dir/d" --listen 127.0.0.1:$port --cpu-list 0 \
-    --audit "$2" "${tflag[@]}" 2>/dev/null &
+    --audit "$2" --durability none "${tflag[@]}" 2>/dev/null &
   local pid=$!
   for _ in $(seq 200); do (echo > /dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.05; done
   echo -n bench | taskset -c 1 target/release/velocity-bench -p $port -u bench --password-stdin "${bflag[@]}" \

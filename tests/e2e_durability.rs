@@ -180,6 +180,7 @@ fn crash_cycles_keep_every_acknowledged_write() {
     let state = Arc::new(Mutex::new(HashMap::new()));
     let mut s = Server::start_with(2, &["--audit", "off"]);
     let mut total_acked = 0;
+    let mut checks = 0;
     for cycle in 0..cycles {
         // Kill the server while the writers run: they see the connection drop.
         let killer = {
@@ -197,8 +198,12 @@ fn crash_cycles_keep_every_acknowledged_write() {
         s = Server::start_in(dir, 1 + cycle % 2, &["--audit", "off"]);
         let mut c = s.client();
         let keys = check_state(&mut c, &state.lock().unwrap());
-        eprintln!("cycle {cycle}: {total_acked} writes acknowledged so far, {keys} keys checked");
+        checks += keys;
+        eprintln!("cycle {}: {total_acked} writes acknowledged so far, {keys} keys checked", cycle + 1);
     }
+    eprintln!(
+        "crash test: {cycles} SIGKILL cycles, {total_acked} acknowledged writes, {checks} key checks against the last acknowledged value: all kept"
+    );
     assert!(total_acked > 0);
 }
 
