@@ -32,7 +32,7 @@ run_velocity() { # mode
   echo -n bench | taskset -c 1 target/release/velocity-bench -p "$port" -u bench --password-stdin --plaintext --accept-new-host \
       --known-hosts "$d.kh" -c $CONNS -P $PIPE --workload set --duration-s "$SECS" --warmup-s 1 --keys $KEYS \
       --value-bytes $VALUE --json 2>/dev/null |
-    python3 -c 'import json,sys; j=json.load(sys.stdin); print(f"{j[\"ops_per_s\"]:.0f}\t{j[\"p50_ms\"]}\t{j[\"p99_ms\"]}\t{j[\"errors\"]+j[\"wrong_replies\"]}")'
+    python3 -c 'import json,sys; j=json.load(sys.stdin); print("%.0f\t%s\t%s\t%d" % (j["ops_per_s"], j["p50_ms"], j["p99_ms"], j["errors"] + j["wrong_replies"]))'
   kill "$pid"; wait "$pid" 2>/dev/null || true
 }
 

@@ -128,9 +128,10 @@ pub const FD_RESERVE: u64 = 64;
 /// at ~50 bytes a SET, 1 MiB is 20,000 writes per sync, far above what arrives during one.
 pub const WAL_GROUP_BYTES_MAX: usize = 1 << 20;
 /// A bad record this close to the end of the last log is a torn tail (a crash mid-write) and is
-/// dropped; further from the end it is damage, and start-up stops. One group write plus one
-/// default-sized statement's record: nothing larger is ever unsynced at a crash.
-pub const WAL_TORN_TAIL_BYTES_MAX: usize = WAL_GROUP_BYTES_MAX + (1 << 20) + 4096;
+/// dropped; further from the end it is damage, and start-up stops. Two group writes (one being
+/// synced while the next is written) plus one default-sized statement's record: nothing more is
+/// unsynced at a crash.
+pub const WAL_TORN_TAIL_BYTES_MAX: usize = 2 * WAL_GROUP_BYTES_MAX + (1 << 20) + 4096;
 /// Largest record body the reader accepts: one statement at the largest --max-payload, with
 /// room for its per-row framing and sealing. A longer length field is damage.
 pub const WAL_RECORD_BYTES_MAX: usize = 2 * (PAYLOAD_BYTES_MAX_CEILING as usize) + 4096;

@@ -7,16 +7,64 @@ use crate::store::{ExpiryChange, Store};
 use crate::sql::TtlChange;
 use std::ops::ControlFlow;
 
-/// What a key held before a write: its value and expiry, or nothing.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Before-images of the keys a group of writes changed, in one flat buffer (no allocation per
+/// write): per entry `u16 key length ‖ key ‖ u8 had a value ‖ [u32 length ‖ value ‖ u64 expiry]`.
+#[derive(Default, Debug, Clone, PartialEq, Eq)]
 pub struct Undo {
-    pub key: Vec<u8>,
-    pub before: Option<(Vec<u8>, Option<u64>)>,
+    buf: Vec<u8>,
 }
 
-/// The undo image of `key` as it is now.
-pub fn before(store: &Store, key: &[u8], now_ms: u64) -> Undo {
-    Undo { key: key.to_vec(), before: store.get(key, now_ms).map(|e| (e.value.to_vec(), e.expires_at_ms)) }
+impl Undo {
+    /// Remember what `key` holds now.
+    pub fn push(&mut self, store: &Store, key: &[u8], now_ms: u64) {
+        self.buf.extend_from_slice(&(key.len() as u16).to_le_bytes());
+        self.buf.extend_from_slice(key);
+        match store.get(key, now_ms) {
+            None => self.buf.push(0),
+            Some(e) => {
+                self.buf.push(1);
+                self.buf.extend_from_slice(&(e.value.len() as u32).to_le_bytes());
+                self.buf.extend_from_slice(e.value);
+                self.buf.extend_from_slice(&e.expires_at_ms.unwrap_or(0).to_le_bytes());
+            }
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.buf.is_empty()
+    }
+
+    /// Restore every remembered key, newest first.
+    pub fn apply(&self, store: &mut Store, now_ms: u64) {
+        let b = &self.buf;
+        let mut entries = Vec::new();
+        let mut pos = 0;
+        while pos < b.len() {
+            let start = pos;
+            let klen = u16::from_le_bytes([b[pos], b[pos + 1]]) as usize;
+            pos += 2 + klen;
+            let has = b[pos] == 1;
+            pos += 1;
+            if has {
+                let vlen = u32::from_le_bytes(b[pos..pos + 4].try_into().unwrap()) as usize;
+                pos += 4 + vlen + 8;
+            }
+            entries.push(start);
+        }
+        for &start in entries.iter().rev() {
+            let klen = u16::from_le_bytes([b[start], b[start + 1]]) as usize;
+            let key = &b[start + 2..start + 2 + klen];
+            let at = start + 2 + klen;
+            if b[at] == 1 {
+                let vlen = u32::from_le_bytes(b[at + 1..at + 5].try_into().unwrap()) as usize;
+                let value = &b[at + 5..at + 5 + vlen];
+                let exp = u64::from_le_bytes(b[at + 5 + vlen..at + 13 + vlen].try_into().unwrap());
+                store.insert(key, value, (exp != 0).then_some(exp));
+            } else {
+                store.delete(key, now_ms);
+            }
+        }
+    }
 }
 
 /// Run `op` like [`run_op`]; for a write, append its mutations to `redo` and its before-images
@@ -26,11 +74,11 @@ pub fn apply_logged(
     op: &ShardOp,
     now_ms: u64,
     redo: &mut Vec<u8>,
-    mut undo: Option<&mut Vec<Undo>>,
+    mut undo: Option<&mut Undo>,
 ) -> ShardReply {
     let mut remember = |store: &Store, key: &[u8]| {
         if let Some(u) = undo.as_deref_mut() {
-            u.push(before(store, key, now_ms));
+            u.push(store, key, now_ms);
         }
     };
     match op {
@@ -89,18 +137,6 @@ pub fn apply_logged(
     }
 }
 
-/// Take back writes whose log records could not be made durable: `undo` in reverse order.
-pub fn undo(store: &mut Store, undo: Vec<Undo>, now_ms: u64) {
-    for u in undo.into_iter().rev() {
-        match u.before {
-            Some((value, exp)) => store.insert(&u.key, &value, exp),
-            None => {
-                store.delete(&u.key, now_ms);
-            }
-        }
-    }
-}
-
 /// Apply a replayed mutation. A key whose expiry has passed is removed, not brought back.
 pub fn replay(store: &mut Store, m: Mutation, now_ms: u64) {
     match m {
@@ -150,7 +186,7 @@ mod tests {
             replica.insert(k, v, *e);
         }
         let mut redo = Vec::new();
-        let mut und = Vec::new();
+        let mut und = Undo::default();
         for sql in [
             "INSERT INTO kv (key, value, ttl) VALUES ('a', 'x', 60), ('d', '4', 10)",
             "UPDATE kv SET value = 'y' WHERE key = 'b'",
@@ -167,7 +203,7 @@ mod tests {
             replay(&mut replica, m, now);
         }
         assert_eq!(dump(&replica, now), dump(&s, now));
-        undo(&mut s, und, now);
+        und.apply(&mut s, now);
         assert_eq!(dump(&s, now), start);
     }
 

@@ -13,7 +13,7 @@
 pub mod apply;
 pub mod cipher;
 
-pub use apply::{apply_logged, undo, Undo};
+pub use apply::{apply_logged, Undo};
 pub use cipher::{Cipher, KEY_BYTES};
 
 use crate::limits::{KEY_BYTES_MAX, WAL_RECORD_BYTES_MAX, WAL_TORN_TAIL_BYTES_MAX};
@@ -190,6 +190,15 @@ pub fn decode_payload(mut p: &[u8]) -> Result<Payload, String> {
         }
     }
     Ok(Payload::Mutations(out))
+}
+
+/// Frame a plain record whose payload was appended to `out` after an 8-byte placeholder at
+/// `start` (the hot path builds records in place, without a copy).
+pub fn frame_in_place(out: &mut [u8], start: usize) {
+    let body = &out[start + RECORD_HEADER_BYTES..];
+    let (len, crc) = (body.len() as u32, crc32fast::hash(body));
+    out[start..start + 4].copy_from_slice(&len.to_le_bytes());
+    out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
 }
 
 /// Frame `payload` as the record at `offset` of `file`, appending to `out`.

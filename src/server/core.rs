@@ -11,7 +11,7 @@ use super::Config;
 use crate::security::ratelimit::{LoginThrottle, TokenBucket};
 use crate::security::stored_hash;
 use super::wal::{Group, Mode, Wal};
-use crate::durability::{apply::before, apply_logged, encode_set};
+use crate::durability::{apply_logged, encode_set};
 use crate::shard::{run_op, ShardOp, ShardReply};
 use crate::store::Store;
 use std::cell::{Cell, RefCell};
@@ -121,20 +121,15 @@ impl Core {
             return run_op(&mut store, op, now_ms);
         };
         let sync = wal.mode == Mode::Sync;
-        let mut redo = Vec::new();
-        let mut undo = Vec::new();
-        let reply = apply_logged(&mut store, op, now_ms, &mut redo, sync.then_some(&mut undo));
-        drop(store);
-        if !redo.is_empty() {
-            let g = wal.append(&redo, undo);
-            if sync {
-                *group = Some(g);
-            }
+        let (reply, g, appended) =
+            wal.log(|redo, undo| apply_logged(&mut store, op, now_ms, redo, sync.then_some(undo)));
+        if appended && sync {
+            *group = Some(g);
         }
         reply
     }
 
-    /// The one-row INSERT fast path, logged.
+    /// The one-row INSERT fast path, logged: the record is built straight into the log buffer.
     pub fn insert_logged(&self, key: &[u8], value: &[u8], now_ms: u64) -> Option<Rc<Group>> {
         let mut store = self.store.borrow_mut();
         let Some(wal) = &self.wal else {
@@ -142,12 +137,13 @@ impl Core {
             return None;
         };
         let sync = wal.mode == Mode::Sync;
-        let undo = if sync { vec![before(&store, key, now_ms)] } else { Vec::new() };
-        store.insert(key, value, None);
-        drop(store);
-        let mut redo = Vec::with_capacity(key.len() + value.len() + 15);
-        encode_set(&mut redo, key, value, None);
-        let g = wal.append(&redo, undo);
+        let ((), g, _) = wal.log(|redo, undo| {
+            if sync {
+                undo.push(&store, key, now_ms);
+            }
+            store.insert(key, value, None);
+            encode_set(redo, key, value, None);
+        });
         sync.then_some(g)
     }
 
@@ -166,6 +162,7 @@ impl Core {
             s.last_snapshot_ms = w.last_snapshot_ms.get();
             s.storage_errors = w.storage_errors.get();
             s.snapshots = w.snapshots.get();
+            s.syncs = w.syncs.get();
         }
         s
     }

@@ -35,6 +35,7 @@ pub struct ShardStats {
     pub last_snapshot_ms: u64,
     pub snapshots: u64,
     pub storage_errors: u64,
+    pub syncs: u64,
 }
 
 impl Default for ShardStats {
@@ -60,6 +61,7 @@ impl Default for ShardStats {
             last_snapshot_ms: 0,
             snapshots: 0,
             storage_errors: 0,
+            syncs: 0,
         }
     }
 }
@@ -94,6 +96,7 @@ impl ShardStats {
         self.last_snapshot_ms = self.last_snapshot_ms.max(o.last_snapshot_ms);
         self.snapshots += o.snapshots;
         self.storage_errors += o.storage_errors;
+        self.syncs += o.syncs;
     }
 
     /// The (name, value) rows of SHOW STATS and of a STATS reply.
@@ -137,6 +140,7 @@ impl ShardStats {
         rows.push(("wal_log_bytes".into(), int(self.log_bytes)));
         rows.push(("wal_snapshot_bytes".into(), int(self.snapshot_bytes)));
         rows.push(("wal_snapshots".into(), int(self.snapshots)));
+        rows.push(("wal_syncs".into(), int(self.syncs)));
         rows
     }
 }

@@ -10,7 +10,10 @@
 use super::core::{now_ms, Core};
 use super::durable::{log_path, shard_dir, snap_path};
 use super::runtime::{race, sleep, yield_now, LocalSignal, Slot};
-use crate::durability::{self, seal_record, Cipher, FileId, FileKind, SnapshotEncoder, Undo, HEADER_BYTES};
+use crate::durability::{
+    self, frame_in_place, seal_record, Cipher, FileId, FileKind, SnapshotEncoder, Undo, HEADER_BYTES,
+    RECORD_HEADER_BYTES,
+};
 use crate::limits::{SNAPSHOT_CHECK_MS, SNAPSHOT_CHUNK_ENTRIES, WAL_GROUP_BYTES_MAX};
 use crate::store::KeyRange;
 use glommio::io::{BufferedFile, Directory, OpenOptions};
@@ -54,9 +57,11 @@ impl Group {
 }
 
 struct Pending {
-    /// `u32 length ‖ payload` per record; sealed when written, for the file it lands in.
+    /// Without encryption: framed records, ready to write as they are. With encryption:
+    /// `u32 length ‖ 4 spare ‖ payload` per record, sealed when written (the associated data
+    /// names the file and offset it lands at, known only then).
     records: Vec<u8>,
-    undo: Vec<Undo>,
+    undo: Undo,
     group: Rc<Group>,
 }
 
@@ -78,6 +83,8 @@ pub struct Wal {
     pub last_snapshot_ms: Cell<u64>,
     pub storage_errors: Cell<u64>,
     pub snapshots: Cell<u64>,
+    /// fdatasync calls that completed (each made one or more groups durable).
+    pub syncs: Cell<u64>,
     writer_done: Rc<LocalSignal>,
 }
 
@@ -117,6 +124,7 @@ impl Wal {
             last_snapshot_ms: Cell::new(now_ms()),
             storage_errors: Cell::new(0),
             snapshots: Cell::new(0),
+            syncs: Cell::new(0),
             writer_done: Rc::new(LocalSignal::default()),
         })
     }
@@ -130,20 +138,34 @@ impl Wal {
         self.written_end.get()
     }
 
-    /// Queue one record; the group it joins says when it is durable.
-    pub fn append(&self, payload: &[u8], undo: Vec<Undo>) -> Rc<Group> {
+    /// Append one record built in place by `build`, which appends the payload to the first
+    /// buffer (and before-images to the undo log, in sync mode). An empty payload appends
+    /// nothing. Returns what `build` returned, the group the record joined, and whether one was
+    /// appended.
+    pub fn log<R>(&self, build: impl FnOnce(&mut Vec<u8>, &mut Undo) -> R) -> (R, Rc<Group>, bool) {
         let mut q = self.queue.borrow_mut();
         if q.back().is_none_or(|p| p.records.len() >= WAL_GROUP_BYTES_MAX) {
-            q.push_back(Pending { records: Vec::new(), undo: Vec::new(), group: Rc::new(Group::default()) });
+            q.push_back(Pending { records: Vec::new(), undo: Undo::default(), group: Rc::new(Group::default()) });
         }
         let p = q.back_mut().expect("just ensured");
-        p.records.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-        p.records.extend_from_slice(payload);
-        p.undo.extend(undo);
+        let start = p.records.len();
+        p.records.extend_from_slice(&[0u8; RECORD_HEADER_BYTES]);
+        let r = build(&mut p.records, &mut p.undo);
+        let appended = p.records.len() > start + RECORD_HEADER_BYTES;
+        if !appended {
+            p.records.truncate(start);
+        } else if self.cipher.is_none() {
+            frame_in_place(&mut p.records, start);
+        } else {
+            let n = (p.records.len() - start - RECORD_HEADER_BYTES) as u32;
+            p.records[start..start + 4].copy_from_slice(&n.to_le_bytes());
+        }
         let g = p.group.clone();
         drop(q);
-        self.kick.borrow().fire();
-        g
+        if appended {
+            self.kick.borrow().fire();
+        }
+        (r, g, appended)
     }
 
     /// The group of the last record appended, if it is not settled yet.
@@ -155,42 +177,46 @@ impl Wal {
         FileId { kind, generation: self.generation, shard: self.shard, index }
     }
 
-    /// Write one group at the end of the current log; fdatasync when `sync`.
-    async fn write_group(&self, p: &Pending, sync: bool) -> Result<(), String> {
+    /// Write one group at the end of the current log (the caller syncs).
+    async fn write_group(&self, p: &mut Pending) -> Result<(), String> {
         let file = self.file.borrow().clone().ok_or("the log is closed")?;
         let id = self.file_id(FileKind::Log, self.index.get());
         let start = self.written_end.get();
-        let mut out = Vec::with_capacity(p.records.len() + 64);
-        let mut rest = &p.records[..];
-        while !rest.is_empty() {
-            let n = u32::from_le_bytes(rest[..4].try_into().unwrap()) as usize;
-            let at = start + out.len() as u64;
-            seal_record(&mut out, &rest[4..4 + n], &id, at, self.cipher.as_deref());
-            rest = &rest[4 + n..];
-        }
+        let out = match self.cipher.as_deref() {
+            None => std::mem::take(&mut p.records),
+            Some(c) => {
+                let mut out = Vec::with_capacity(p.records.len() + p.records.len() / 8 + 64);
+                let mut rest = &p.records[..];
+                while !rest.is_empty() {
+                    let n = u32::from_le_bytes(rest[..4].try_into().unwrap()) as usize;
+                    let at = start + out.len() as u64;
+                    let body = &rest[RECORD_HEADER_BYTES..RECORD_HEADER_BYTES + n];
+                    seal_record(&mut out, body, &id, at, Some(c));
+                    rest = &rest[RECORD_HEADER_BYTES + n..];
+                }
+                out
+            }
+        };
         let len = out.len();
         let wrote = file.write_at(out, start).await.map_err(|e| e.to_string())?;
         if wrote < len {
             return Err(format!("short write: {wrote} of {len} bytes (disk full?)"));
         }
         self.written_end.set(start + len as u64);
-        if sync {
-            file.fdatasync().await.map_err(|e| e.to_string())?;
-        }
         Ok(())
     }
 
     /// Take back `failed` and everything queued after it, newest first; each writer hears no.
-    async fn fail_from(&self, core: &Core, failed: Pending, start: u64, error: &str) {
-        let later: Vec<Pending> = self.queue.borrow_mut().drain(..).collect();
+    async fn fail_from(&self, core: &Core, mut failed: Vec<Pending>, start: u64, error: &str) {
+        failed.extend(self.queue.borrow_mut().drain(..));
         {
             let now = now_ms();
             let mut store = core.store.borrow_mut();
-            for p in later.iter().rev().chain(std::iter::once(&failed)) {
-                durability::undo(&mut store, p.undo.clone(), now);
+            for p in failed.iter().rev() {
+                p.undo.apply(&mut store, now);
             }
         }
-        let groups = 1 + later.len() as u64;
+        let groups = failed.len() as u64;
         self.storage_errors.set(self.storage_errors.get() + groups);
         tracing::error!(
             shard = self.shard,
@@ -206,8 +232,7 @@ impl Wal {
         if let Some(f) = file {
             let _ = f.truncate(start).await;
         }
-        failed.group.settle(false);
-        for p in later {
+        for p in failed {
             p.group.settle(false);
         }
     }
@@ -244,45 +269,114 @@ async fn sync_dir(dir: &std::path::Path) -> Result<(), String> {
     Ok(())
 }
 
-/// The writer: one group at a time until shutdown, then whatever is left.
+/// The writer: until shutdown, then whatever is left.
 pub async fn run_writer(core: Rc<Core>) {
     let wal = core.wal.clone().expect("writer runs with a log");
-    let (sync_each, interval) = match wal.mode {
-        Mode::Sync => (true, Duration::ZERO),
-        Mode::Periodic { interval_ms } => (false, Duration::from_millis(interval_ms)),
-    };
+    match wal.mode {
+        Mode::Sync => sync_loop(&core, &wal).await,
+        Mode::Periodic { interval_ms } => periodic_loop(&core, &wal, Duration::from_millis(interval_ms)).await,
+    }
+    wal.writer_done.fire();
+}
+
+/// Wait for work: a queued group, a rotation, or (when `timeout` is given) the time to sync.
+async fn idle(core: &Core, wal: &Wal, timeout: Option<Duration>) {
+    if !wal.queue.borrow().is_empty() || wal.rotate.borrow().is_some() {
+        return;
+    }
+    let kick = wal.kick.borrow().clone();
+    match timeout {
+        Some(t) => drop(race(kick.wait(), race(sleep(t), core.shutdown.wait())).await),
+        None => drop(race(kick.wait(), core.shutdown.wait()).await),
+    }
+}
+
+/// `--durability sync`: group N+1 is written while group N is fdatasynced, so the disk is
+/// never idle while writes wait, and each write waits for about one sync, not two.
+async fn sync_loop(core: &Core, wal: &Wal) {
+    // Written, its fdatasync not yet issued or done.
+    let mut unsynced: Option<(Pending, u64)> = None;
+    loop {
+        if unsynced.is_none() {
+            if wal.queue.borrow().is_empty() && wal.rotate.borrow().is_none() && core.shutdown.is_fired() {
+                return;
+            }
+            idle(core, wal, None).await;
+        }
+        *wal.kick.borrow_mut() = Rc::new(LocalSignal::default());
+        // A rotation happens between groups, with nothing unsynced in the old log.
+        let rotating = wal.rotate.borrow().is_some();
+        let next = if rotating && unsynced.is_some() { None } else { wal.queue.borrow_mut().pop_front() };
+        let file = wal.file.borrow().clone();
+        match (unsynced.take(), next) {
+            (None, None) => {
+                let rotate = wal.rotate.borrow_mut().take();
+                if let Some(slot) = rotate {
+                    slot.put(wal.rotate_now().await);
+                }
+            }
+            (None, Some(mut n)) => {
+                let start = wal.written_end.get();
+                match wal.write_group(&mut n).await {
+                    Ok(()) => unsynced = Some((n, start)),
+                    Err(e) => wal.fail_from(core, vec![n], start, &e).await,
+                }
+            }
+            (Some((prev, prev_start)), None) => match sync(wal, file).await {
+                Ok(()) => prev.group.settle(true),
+                Err(e) => wal.fail_from(core, vec![prev], prev_start, &e).await,
+            },
+            (Some((prev, prev_start)), Some(mut n)) => {
+                let start = wal.written_end.get();
+                let (synced, written) = futures_lite::future::zip(sync(wal, file), wal.write_group(&mut n)).await;
+                match (synced, written) {
+                    (Ok(()), Ok(())) => {
+                        prev.group.settle(true);
+                        unsynced = Some((n, start));
+                    }
+                    (Ok(()), Err(e)) => {
+                        prev.group.settle(true);
+                        wal.fail_from(core, vec![n], start, &e).await;
+                    }
+                    (Err(e), _) => wal.fail_from(core, vec![prev, n], prev_start, &e).await,
+                }
+            }
+        }
+    }
+}
+
+async fn sync(wal: &Wal, file: Option<Rc<BufferedFile>>) -> Result<(), String> {
+    file.ok_or("the log is closed")?.fdatasync().await.map_err(|e| format!("fdatasync: {e}"))?;
+    wal.syncs.set(wal.syncs.get() + 1);
+    Ok(())
+}
+
+/// `--durability periodic`: groups are written as they come (acknowledged already) and the log
+/// is synced every `interval`.
+async fn periodic_loop(core: &Core, wal: &Wal, interval: Duration) {
     let mut dirty = false;
     let mut last_sync = Instant::now();
     loop {
-        if wal.queue.borrow().is_empty() && wal.rotate.borrow().is_none() {
-            if core.shutdown.is_fired() {
-                break;
-            }
-            let kick = wal.kick.borrow().clone();
-            if dirty {
-                let left = interval.saturating_sub(last_sync.elapsed());
-                let _ = race(kick.wait(), race(sleep(left), core.shutdown.wait())).await;
-            } else {
-                let _ = race(kick.wait(), core.shutdown.wait()).await;
-            }
+        if wal.queue.borrow().is_empty() && wal.rotate.borrow().is_none() && !dirty && core.shutdown.is_fired() {
+            return;
         }
+        idle(core, wal, dirty.then(|| interval.saturating_sub(last_sync.elapsed()))).await;
         *wal.kick.borrow_mut() = Rc::new(LocalSignal::default());
         let rotate = wal.rotate.borrow_mut().take();
         if let Some(slot) = rotate {
             slot.put(wal.rotate_now().await);
         }
         let next = wal.queue.borrow_mut().pop_front();
-        if let Some(p) = next {
+        if let Some(mut p) = next {
             let start = wal.written_end.get();
-            match wal.write_group(&p, sync_each).await {
+            match wal.write_group(&mut p).await {
                 Ok(()) => {
-                    dirty = !sync_each;
+                    dirty = true;
                     p.group.settle(true);
                 }
-                Err(e) if sync_each => wal.fail_from(&core, p, start, &e).await,
                 Err(e) => {
-                    // Periodic: the writes were acknowledged already; they stay in memory and
-                    // the operator hears of it.
+                    // The writes were acknowledged already; they stay in memory and the
+                    // operator hears of it.
                     wal.storage_errors.set(wal.storage_errors.get() + 1);
                     tracing::error!(shard = wal.shard, error = %e, "a log write failed (periodic durability): recent writes are in memory only");
                     wal.written_end.set(start);
@@ -291,18 +385,14 @@ pub async fn run_writer(core: Rc<Core>) {
             }
         }
         if dirty && (last_sync.elapsed() >= interval || core.shutdown.is_fired()) {
-            let file = wal.file.borrow().clone();
-            if let Some(f) = file {
-                if let Err(e) = f.fdatasync().await {
-                    wal.storage_errors.set(wal.storage_errors.get() + 1);
-                    tracing::error!(shard = wal.shard, error = %e, "fdatasync failed (periodic durability)");
-                }
+            if let Err(e) = sync(wal, wal.file.borrow().clone()).await {
+                wal.storage_errors.set(wal.storage_errors.get() + 1);
+                tracing::error!(shard = wal.shard, error = %e, "fdatasync failed (periodic durability)");
             }
             dirty = false;
             last_sync = Instant::now();
         }
     }
-    wal.writer_done.fire();
 }
 
 /// Wait until the writer has written and synced everything queued (at shutdown).
