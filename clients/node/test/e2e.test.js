@@ -117,6 +117,23 @@ test('every error code the client can provoke', () => withServer({ extra: ['--pl
   await assert.rejects(db.ping(), velocity.Disconnected);
 }));
 
+test('STORAGE_ERROR when the disk is full', () => withServer({ extra: ['--plaintext', '--audit', 'off'], fsizeBytes: 24 * 1024 }, async (s) => {
+  const db = await s.alice();
+  let refused = -1;
+  for (let i = 0; i < 1000 && refused < 0; i++) {
+    try {
+      await db.execute('INSERT INTO kv (key, value) VALUES (?, ?)', [`k${i}`, 'v'.repeat(200)]);
+    } catch (e) {
+      assert.ok(e instanceof velocity.StorageError && e.code === 5, String(e));
+      refused = i;
+    }
+  }
+  assert.ok(refused > 0);
+  assert.equal((await db.execute('SELECT COUNT(*) FROM kv')).scalar(), refused);
+  await assert.rejects(db.execute('SELECT value FROM kv WHERE key = ?', [`k${refused}`]), velocity.KeyNotFound);
+  await db.close();
+}));
+
 test('API key login', () => withServer({ extra: ['--login-fail-threshold', '0'] }, async (s) => {
   const key = velocityd(['apikey', 'create', '--user', 'alice'], s.dataDir).trim();
   let db;

@@ -44,7 +44,7 @@ const canConnect = (port) => new Promise((resolve) => {
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 class Server {
-  static async start({ cores = 1, extra = [], port = 0, dataDir = null } = {}) {
+  static async start({ cores = 1, extra = [], port = 0, dataDir = null, fsizeBytes = 0 } = {}) {
     const s = new Server();
     s.dir = tmpDir();
     s.dataDir = dataDir || path.join(s.dir, 'data');
@@ -60,8 +60,11 @@ class Server {
       s.port = port || (await freePort());
       s.log = path.join(s.dir, 'log');
       const logFd = fs.openSync(s.log, 'w');
-      s.proc = spawn(bin('velocityd'), ['--listen', `127.0.0.1:${s.port}`, '--cores', String(cores), '--data-dir', s.dataDir, ...extra],
-        { stdio: ['ignore', 'ignore', logFd] });
+      const args = ['--listen', `127.0.0.1:${s.port}`, '--cores', String(cores), '--data-dir', s.dataDir, ...extra];
+      // A file-size limit (in the shell's 512-byte blocks) stands in for a full disk.
+      s.proc = fsizeBytes
+        ? spawn('sh', ['-c', `ulimit -f ${Math.floor(fsizeBytes / 512)}; exec "$0" "$@"`, bin('velocityd'), ...args], { stdio: ['ignore', 'ignore', logFd] })
+        : spawn(bin('velocityd'), args, { stdio: ['ignore', 'ignore', logFd] });
       let exited = false;
       s.proc.once('exit', () => { exited = true; });
       while (Date.now() < deadline && !exited) {

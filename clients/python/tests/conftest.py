@@ -4,6 +4,7 @@ data directory and two users, and stops it after the test."""
 from __future__ import annotations
 
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -44,7 +45,7 @@ def velocityd(*args: str, data_dir: Path, stdin: str = "") -> str:
 
 
 class Server:
-    def __init__(self, data_dir: Path, cores: int = 2, extra=(), port: int = 0) -> None:
+    def __init__(self, data_dir: Path, cores: int = 2, extra=(), port: int = 0, fsize: int = 0) -> None:
         self.data_dir = data_dir
         self.tls = "--plaintext" not in extra
         self.known_hosts = data_dir.parent / (data_dir.name + ".known_hosts")
@@ -56,6 +57,7 @@ class Server:
                 [velocityd_path(), "--listen", f"127.0.0.1:{self.port}", "--cores", str(cores),
                  "--data-dir", str(data_dir), *extra],
                 stdout=subprocess.DEVNULL, stderr=open(self.log, "w"),
+                preexec_fn=(lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))) if fsize else None,
             )
             while time.monotonic() < deadline:
                 if self.proc.poll() is not None:
@@ -101,13 +103,13 @@ def make_server(tmp_dir):
     alice (readwrite) and reader (readonly)."""
     started = []
 
-    def make(cores: int = 2, extra=(), port: int = 0, data_dir: Path = None) -> Server:
+    def make(cores: int = 2, extra=(), port: int = 0, data_dir: Path = None, fsize: int = 0) -> Server:
         if data_dir is None:
             data_dir = tmp_dir / f"data{len(started)}"
             data_dir.mkdir()
             velocityd("user", "add", "alice", "--role", "readwrite", "--password-stdin", data_dir=data_dir, stdin=PASSWORD)
             velocityd("user", "add", "reader", "--role", "readonly", "--password-stdin", data_dir=data_dir, stdin=RO_PASSWORD)
-        s = Server(data_dir, cores, extra, port)
+        s = Server(data_dir, cores, extra, port, fsize)
         started.append(s)
         return s
 

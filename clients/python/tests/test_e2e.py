@@ -138,6 +138,20 @@ def test_every_error_code_the_client_can_provoke(make_server):
             db.ping()
 
 
+def test_storage_error_when_the_disk_is_full(make_server):
+    # A file-size limit stands in for a full disk: the write that does not fit is refused with
+    # STORAGE_ERROR and is not applied.
+    s = make_server(1, ("--plaintext", "--audit", "off"), fsize=24 * 1024)
+    with s.alice() as db:
+        with pytest.raises(velocity.StorageError) as e:
+            for i in range(1000):
+                db.execute("INSERT INTO kv (key, value) VALUES (?, ?)", [f"k{i}", "v" * 200])
+        assert e.value.code == 5
+        assert db.execute("SELECT COUNT(*) FROM kv").scalar() == i
+        with pytest.raises(velocity.KeyNotFound):
+            db.execute("SELECT value FROM kv WHERE key = ?", [f"k{i}"])
+
+
 def test_api_key_login(make_server):
     # Waiting for the key file to be reloaded means failed logins; throttling is tested in Rust.
     s = make_server(1, ("--login-fail-threshold", "0"))
