@@ -116,14 +116,7 @@ fn aad(file: &FileId, offset: u64) -> [u8; 29] {
 
 pub fn encode_mutation(out: &mut Vec<u8>, m: &Mutation) {
     match m {
-        Mutation::Set { key, value, expires_at_ms } => {
-            out.push(OP_SET);
-            out.extend_from_slice(&(key.len() as u16).to_le_bytes());
-            out.extend_from_slice(key);
-            out.extend_from_slice(&(value.len() as u32).to_le_bytes());
-            out.extend_from_slice(value);
-            out.extend_from_slice(&expires_at_ms.unwrap_or(0).to_le_bytes());
-        }
+        Mutation::Set { key, value, expires_at_ms } => encode_set(out, key, value, *expires_at_ms),
         Mutation::Del { key } => {
             out.push(OP_DEL);
             out.extend_from_slice(&(key.len() as u16).to_le_bytes());

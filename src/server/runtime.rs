@@ -8,7 +8,9 @@ use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
+pub use glommio::io::BufferedFile as File;
 pub use glommio::net::{TcpListener, TcpStream};
+use glommio::io::{Directory, OpenOptions};
 
 pub fn spawn<F: Future<Output = ()> + 'static>(f: F) {
     glommio::spawn_local(f).detach();
@@ -176,4 +178,33 @@ where
         r.map_err(|e| format!("executor failed: {e}"))?;
     }
     Ok(())
+}
+
+// ---- Files (the write-ahead log and snapshots): glommio's io_uring file I/O ----
+
+/// A new, empty file for writing (replacing any earlier one).
+pub async fn create_file(path: &std::path::Path) -> Result<File, String> {
+    OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .buffered_open(path)
+        .await
+        .map_err(|e| format!("cannot create {}: {e}", path.display()))
+}
+
+pub async fn sync_dir(dir: &std::path::Path) -> Result<(), String> {
+    let d = Directory::open(dir).await.map_err(|e| format!("cannot open {}: {e}", dir.display()))?;
+    d.sync().await.map_err(|e| format!("cannot sync {}: {e}", dir.display()))?;
+    let _ = d.close().await;
+    Ok(())
+}
+
+/// An existing file, opened for positional writes.
+pub async fn open_file_for_writing(path: &std::path::Path) -> Result<File, String> {
+    OpenOptions::new()
+        .write(true)
+        .buffered_open(path)
+        .await
+        .map_err(|e| format!("cannot open {}: {e}", path.display()))
 }

@@ -9,14 +9,13 @@
 
 use super::core::{now_ms, Core};
 use super::durable::{log_path, shard_dir, snap_path};
-use super::runtime::{race, sleep, yield_now, LocalSignal, Slot};
+use super::runtime::{create_file, open_file_for_writing, race, sleep, sync_dir, yield_now, File, LocalSignal, Slot};
 use crate::durability::{
     self, frame_in_place, seal_record, Cipher, FileId, FileKind, SnapshotEncoder, Undo, HEADER_BYTES,
     RECORD_HEADER_BYTES,
 };
 use crate::limits::{SNAPSHOT_CHECK_MS, SNAPSHOT_CHUNK_ENTRIES, WAL_GROUP_BYTES_MAX};
 use crate::store::KeyRange;
-use glommio::io::{BufferedFile, Directory, OpenOptions};
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::ops::ControlFlow;
@@ -72,7 +71,7 @@ pub struct Wal {
     shard: u32,
     cipher: Option<Arc<Cipher>>,
     index: Cell<u64>,
-    file: RefCell<Option<Rc<BufferedFile>>>,
+    file: RefCell<Option<Rc<File>>>,
     /// End of the last write to the current log.
     written_end: Cell<u64>,
     queue: RefCell<VecDeque<Pending>>,
@@ -100,11 +99,7 @@ impl Wal {
     ) -> Result<Wal, String> {
         let dir = shard_dir(&data_dir, generation, shard);
         let path = log_path(&dir, 0);
-        let file = OpenOptions::new()
-            .write(true)
-            .buffered_open(&path)
-            .await
-            .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+        let file = open_file_for_writing(&path).await?;
         let end = file.file_size().await.map_err(|e| format!("cannot stat {}: {e}", path.display()))?;
         let snap = std::fs::metadata(snap_path(&dir, 0)).map(|m| m.len()).unwrap_or(0);
         Ok(Wal {
@@ -241,13 +236,7 @@ impl Wal {
     async fn rotate_now(&self) -> Result<u64, String> {
         let next = self.index.get() + 1;
         let path = log_path(&self.dir(), next);
-        let f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .buffered_open(&path)
-            .await
-            .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+        let f = create_file(&path).await?;
         let header = durability::file_header(FileKind::Log, self.cipher.as_deref()).to_vec();
         f.write_at(header, 0).await.map_err(|e| e.to_string())?;
         f.fdatasync().await.map_err(|e| e.to_string())?;
@@ -260,13 +249,6 @@ impl Wal {
         self.written_end.set(HEADER_BYTES as u64);
         Ok(next)
     }
-}
-
-async fn sync_dir(dir: &std::path::Path) -> Result<(), String> {
-    let d = Directory::open(dir).await.map_err(|e| format!("cannot open {}: {e}", dir.display()))?;
-    d.sync().await.map_err(|e| format!("cannot sync {}: {e}", dir.display()))?;
-    let _ = d.close().await;
-    Ok(())
 }
 
 /// The writer: until shutdown, then whatever is left.
@@ -345,7 +327,7 @@ async fn sync_loop(core: &Core, wal: &Wal) {
     }
 }
 
-async fn sync(wal: &Wal, file: Option<Rc<BufferedFile>>) -> Result<(), String> {
+async fn sync(wal: &Wal, file: Option<Rc<File>>) -> Result<(), String> {
     file.ok_or("the log is closed")?.fdatasync().await.map_err(|e| format!("fdatasync: {e}"))?;
     wal.syncs.set(wal.syncs.get() + 1);
     Ok(())
@@ -430,13 +412,7 @@ pub async fn snapshot(core: &Core, wal: &Wal) -> Result<Option<u64>, String> {
     let index = slot.take().await?;
     let dir = wal.dir();
     let tmp = dir.join(format!("snap-{index}.tmp"));
-    let file = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .buffered_open(&tmp)
-        .await
-        .map_err(|e| format!("cannot create {}: {e}", tmp.display()))?;
+    let file = create_file(&tmp).await?;
     let mut enc = SnapshotEncoder::new(wal.file_id(FileKind::Snapshot, index), wal.cipher.as_deref());
     let mut range = KeyRange::all();
     let mut size = 0u64;

@@ -20,14 +20,16 @@ from .client import (
     PIPELINE_WINDOW,
     Param,
     _is_ip,
-    check_identity,
+    accept_server_info,
+    auth_frame,
+    check_auth_response,
     derive_credential,
     reply_to_result,
     tls_context,
 )
-from .errors import Disconnected, ProtocolError, UsageError, VelocityError, error_for
+from .errors import Disconnected, ProtocolError, UsageError, VelocityError
 from .protocol import Result, ServerInfo
-from .trust import PathLike, host_label, spki_sha256
+from .trust import PathLike, host_label
 
 
 class AsyncConnection:
@@ -171,35 +173,20 @@ async def connect(
         writer.write(p.encode_hello(client_name))
         await writer.drain()
         msg_type, payload = await asyncio.wait_for(conn._recv_frame(), timeout)
-        if msg_type != p.SERVER_INFO:
-            r = reply_to_result(msg_type, payload)
-            raise r if isinstance(r, VelocityError) else ProtocolError("expected SERVER_INFO")
-        info = p.parse_server_info(payload)
-        check_identity(info, cert_der, host_label(host, port), known_hosts, accept_new_host, fingerprint)
-        if info.max_payload > p.PAYLOAD_BYTES_CEILING:
-            raise ProtocolError(f"server announces max_payload {info.max_payload}, beyond the protocol's ceiling")
+        info = accept_server_info(
+            msg_type, payload, cert_der, host_label(host, port), known_hosts, accept_new_host, fingerprint
+        )
         conn.server_info = info
-        if api_key is not None:
-            frame = p.encode_auth_request(p.METHOD_API_KEY, "", api_key.encode())
-        elif user is not None:
-            if credential is None:
-                if password is None:
-                    raise UsageError("give a password, a derived credential or an API key")
-                credential = await asyncio.get_running_loop().run_in_executor(
-                    None, derive_credential, info, user, password
-                )
-            frame = p.encode_auth_request(p.METHOD_PASSWORD, user, credential)
-        else:
-            frame = None
+        if api_key is None and user is not None and credential is None and password is not None:
+            # Argon2id off the event loop.
+            credential = await asyncio.get_running_loop().run_in_executor(
+                None, derive_credential, info, user, password
+            )
+        frame = auth_frame(info, user, None, api_key, credential)
         if frame is not None:
             writer.write(frame)
             await writer.drain()
-            msg_type, payload = await asyncio.wait_for(conn._recv_frame(), timeout)
-            if msg_type != p.AUTH_RESPONSE:
-                raise ProtocolError("expected AUTH_RESPONSE")
-            status, message = p.parse_code_message(payload)
-            if status != 0:
-                raise error_for(status, message)
+            check_auth_response(*await asyncio.wait_for(conn._recv_frame(), timeout))
             conn._decoder.payload_bytes_max = info.max_payload
         return conn
     except BaseException:

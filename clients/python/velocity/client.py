@@ -97,6 +97,35 @@ def check_identity(
     check(label, info.fingerprint_text, known_hosts, accept_new_host, fingerprint)
 
 
+def accept_server_info(
+    msg_type: int,
+    payload: bytes,
+    cert_der: Optional[bytes],
+    label: str,
+    known_hosts: Optional[PathLike],
+    accept_new_host: Union[bool, Callable[[str, str], bool]],
+    fingerprint: Optional[str],
+) -> ServerInfo:
+    """The reply to HELLO, checked: SERVER_INFO from a server we trust, with sane bounds."""
+    if msg_type != p.SERVER_INFO:
+        r = reply_to_result(msg_type, payload)
+        raise r if isinstance(r, VelocityError) else ProtocolError("expected SERVER_INFO")
+    info = p.parse_server_info(payload)
+    check_identity(info, cert_der, label, known_hosts, accept_new_host, fingerprint)
+    if info.max_payload > p.PAYLOAD_BYTES_CEILING:
+        raise ProtocolError(f"server announces max_payload {info.max_payload}, beyond the protocol's ceiling")
+    return info
+
+
+def check_auth_response(msg_type: int, payload: bytes) -> None:
+    if msg_type != p.AUTH_RESPONSE:
+        r = reply_to_result(msg_type, payload)
+        raise r if isinstance(r, VelocityError) else ProtocolError("expected AUTH_RESPONSE")
+    status, message = p.parse_code_message(payload)
+    if status != 0:
+        raise error_for(status, message)
+
+
 def auth_frame(info: ServerInfo, user: Optional[str], password: Optional[str], api_key: Optional[str],
                credential: Optional[bytes]) -> Optional[bytes]:
     if api_key is not None:
@@ -383,24 +412,14 @@ def connect(
             if not tls and e.kind == "bad_magic":
                 raise ProtocolError(f"{e}; if the server uses TLS (the default), connect with tls=True") from e
             raise
-        if msg_type != p.SERVER_INFO:
-            r = reply_to_result(msg_type, payload)
-            raise r if isinstance(r, VelocityError) else ProtocolError("expected SERVER_INFO")
-        info = p.parse_server_info(payload)
-        check_identity(info, cert_der, host_label(host, port), known_hosts, accept_new_host, fingerprint)
-        if info.max_payload > p.PAYLOAD_BYTES_CEILING:
-            raise ProtocolError(f"server announces max_payload {info.max_payload}, beyond the protocol's ceiling")
+        info = accept_server_info(
+            msg_type, payload, cert_der, host_label(host, port), known_hosts, accept_new_host, fingerprint
+        )
         conn.server_info = info
         frame = auth_frame(info, user, password, api_key, credential)
         if frame is not None:
             conn._send(frame)
-            msg_type, payload = conn._recv_frame()
-            if msg_type != p.AUTH_RESPONSE:
-                r = reply_to_result(msg_type, payload)
-                raise r if isinstance(r, VelocityError) else ProtocolError("expected AUTH_RESPONSE")
-            status, message = p.parse_code_message(payload)
-            if status != 0:
-                raise error_for(status, message)
+            check_auth_response(*conn._recv_frame())
             decoder.payload_bytes_max = info.max_payload
         return conn
     except BaseException:
