@@ -121,6 +121,19 @@ pub const ARGON2_P_MAX: u8 = 16;
 /// default `--max-connections` is derived from the open-files limit.
 pub const FD_RESERVE: u64 = 64;
 
+/// A logged-in plaintext connection idle this long is parked: its task and socket state are
+/// freed and it waits as session state plus a descriptor in the core's epoll set (park.rs).
+/// Long enough that a client pausing between bursts is never parked; short enough that a pool
+/// of idle connections costs little within seconds.
+pub const CONN_PARK_AFTER_IDLE_MS: u64 = 2_000;
+/// How often a core polls its parked connections (a non-blocking epoll_wait): the extra delay
+/// of the first request after a long idle.
+pub const CONN_PARK_POLL_MS: u64 = 2;
+/// Parked connections resumed per poll at most; the rest wait for the next poll.
+pub const PARKED_EVENTS_PER_POLL: usize = 256;
+/// Parked connections between two returns of freed memory to the OS (malloc_trim).
+pub const PARK_TRIM_EVERY: usize = 256;
+
 // ---- Durability ----
 
 /// Bytes of log records one group commit writes at most before its fdatasync. Caps how much a

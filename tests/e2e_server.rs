@@ -426,6 +426,55 @@ fn idle_and_handshake_timeouts_disconnect() {
     );
 }
 
+fn stat(c: &mut velocity::client::Client, name: &str) -> i64 {
+    let rs = c.execute("SHOW STATS").unwrap();
+    match rs.rows.iter().find(|r| r[0] == Value::Bytes(name.as_bytes().to_vec())).map(|r| &r[1]) {
+        Some(Value::Int(n)) => *n,
+        other => panic!("{name}: {other:?}"),
+    }
+}
+
+/// Idle plaintext connections are parked (their task and socket state freed) and resume on
+/// their next request with their session intact; parked ones still get the idle timeout and
+/// the shutdown DISCONNECT.
+#[test]
+fn idle_connections_park_and_resume_with_their_session() {
+    let mut s = Server::start_with(2, &["--plaintext", "--idle-timeout-s", "5"]);
+    let mut writers: Vec<_> = (0..20).map(|_| s.client()).collect();
+    let mut reader = s.connect(&s.reader).unwrap();
+    for (i, c) in writers.iter_mut().enumerate() {
+        c.execute(&build::set(format!("k{i}").as_bytes(), b"v")).unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(2600));
+    let mut probe = s.client();
+    assert!(stat(&mut probe, "connections_parked") >= 21);
+    // Each resumes on its request, as the same user with the same role.
+    for (i, c) in writers.iter_mut().enumerate() {
+        assert_eq!(c.execute(&build::get(format!("k{i}").as_bytes())).unwrap().rows[0][0], Value::Bytes(b"v".to_vec()));
+    }
+    let e = reader.execute(&build::set(b"no", b"no")).unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::Unauthorized));
+    // Pipelined requests after a park arrive whole.
+    let sql: Vec<String> = (0..500).map(|i| build::get(format!("k{}", i % 20).as_bytes())).collect();
+    assert!(writers[0].pipeline(&sql).unwrap().iter().all(|r| r.is_ok()));
+    // A parked connection past the idle timeout is told why and closed.
+    std::thread::sleep(Duration::from_millis(6500));
+    match writers[1].read_message(1 << 20) {
+        Err(ClientError::Disconnected { reason, .. }) => assert!(reason.contains("idle"), "{reason}"),
+        other => panic!("expected DISCONNECT, got {other:?}"),
+    }
+    let mut fresh = s.client();
+    assert_eq!(stat(&mut fresh, "connections"), 1);
+    // Shutdown reaches parked connections too.
+    let mut parked = s.client();
+    std::thread::sleep(Duration::from_millis(2600));
+    assert!(s.terminate().success());
+    match parked.read_message(1 << 20) {
+        Err(ClientError::Disconnected { reason, .. }) => assert!(reason.contains("shutting down"), "{reason}"),
+        other => panic!("expected DISCONNECT, got {other:?}"),
+    }
+}
+
 #[test]
 fn stats_frame_ttl_big_values_and_too_large_results() {
     let s = Server::start_with(2, &["--max-payload", "65536"]);

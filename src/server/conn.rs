@@ -156,6 +156,8 @@ enum ReadOutcome {
     Closed,
     Timeout,
     Shutdown,
+    /// Idle long enough to give up the task (park.rs).
+    Park,
 }
 
 impl Conn {
@@ -177,9 +179,12 @@ impl Conn {
         }
     }
 
-    pub async fn serve(mut self, mut stream: Transport) {
+    /// Serve until the connection ends (true) or is parked (false).
+    pub async fn serve(mut self, mut stream: Transport) -> bool {
         let _ = stream.tcp().set_nodelay(true);
-        self.ctx.peer = stream.tcp().peer_addr().ok();
+        if self.ctx.peer.is_none() {
+            self.ctx.peer = stream.tcp().peer_addr().ok();
+        }
         loop {
             let close = self.process().await;
             if !self.out.is_empty() {
@@ -205,6 +210,13 @@ impl Conn {
                 ReadOutcome::Timeout if matches!(self.phase, Phase::Ready { .. }) => "idle timeout",
                 ReadOutcome::Timeout => "handshake timeout",
                 ReadOutcome::Shutdown => "server shutting down",
+                ReadOutcome::Park => match self.park(stream) {
+                    Ok(()) => return false,
+                    Err(s) => {
+                        stream = s;
+                        continue;
+                    }
+                },
             };
             let frame = Message::Disconnect { code: 0, reason: reason.into() }.to_frame();
             let _ = stream.write_all(&frame).await;
@@ -212,6 +224,42 @@ impl Conn {
         }
         stream.close().await;
         tracing::debug!(conn = self.ctx.id, "connection closed");
+        true
+    }
+
+    /// Hand this idle connection's session and socket to the core's parker. The socket's
+    /// descriptor is duplicated before glommio's stream (and its state) is dropped.
+    fn park(&mut self, stream: Transport) -> Result<(), Transport> {
+        use std::os::fd::AsRawFd;
+        let Transport::Plain(tcp) = &stream else { return Err(stream) };
+        // SAFETY: dup of a descriptor we hold open.
+        let fd = unsafe { libc::dup(tcp.as_raw_fd()) };
+        if fd < 0 {
+            return Err(stream);
+        }
+        let parked = Conn {
+            core: self.core.clone(),
+            ctx: Ctx { id: self.ctx.id, peer: self.ctx.peer },
+            phase: std::mem::replace(&mut self.phase, Phase::AwaitHello),
+            inbuf: Vec::new(),
+            out: Vec::new(),
+            accepted: self.accepted,
+        };
+        let idle = Duration::from_millis(CONN_PARK_AFTER_IDLE_MS);
+        let since = Instant::now().checked_sub(idle).unwrap_or_else(Instant::now);
+        match self.core.parker.park(parked, fd, since) {
+            Ok(()) => {
+                drop(stream);
+                tracing::debug!(conn = self.ctx.id, "connection parked");
+                Ok(())
+            }
+            Err((back, fd)) => {
+                // SAFETY: closing our duplicate.
+                unsafe { libc::close(fd) };
+                self.phase = back.phase;
+                Err(stream)
+            }
+        }
     }
 
     fn has_frame(&self) -> bool {
@@ -233,11 +281,21 @@ impl Conn {
                     .saturating_sub(self.accepted.elapsed()),
             ),
         };
+        // A logged-in plaintext connection with nothing buffered parks once idle long enough.
+        let parkable = matches!(self.phase, Phase::Ready { .. })
+            && self.inbuf.is_empty()
+            && matches!(stream, Transport::Plain(_));
+        let park = Duration::from_millis(CONN_PARK_AFTER_IDLE_MS);
+        let deadline = match (timeout, parkable) {
+            (Some(t), true) if park < t => Some((park, ReadOutcome::Park)),
+            (None, true) => Some((park, ReadOutcome::Park)),
+            (t, _) => t.map(|t| (t, ReadOutcome::Timeout)),
+        };
         let shutdown = self.core.shutdown.clone();
         let stop = async move {
-            match timeout {
-                Some(t) => match race(sleep(t), shutdown.wait()).await {
-                    Either::Left(_) => ReadOutcome::Timeout,
+            match deadline {
+                Some((t, outcome)) => match race(sleep(t), shutdown.wait()).await {
+                    Either::Left(_) => outcome,
                     Either::Right(_) => ReadOutcome::Shutdown,
                 },
                 None => {

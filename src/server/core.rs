@@ -99,6 +99,8 @@ pub struct Core {
     pub audit: RefCell<AuditLog>,
     /// This shard's write-ahead log; None with `--durability none`.
     pub wal: Option<Rc<Wal>>,
+    /// Idle plaintext connections waiting as session state (park.rs).
+    pub parker: super::park::Parker,
 }
 
 pub fn now_ms() -> u64 {
@@ -155,6 +157,7 @@ impl Core {
         s.data_bytes = store.data_bytes() as u64;
         s.index_bytes = store.index_bytes_estimate() as u64;
         s.connections = self.conns.get() as u64;
+        s.connections_parked = self.parker.len() as u64;
         s.audit_dropped = self.audit.borrow().dropped.get();
         if let Some(w) = &self.wal {
             s.log_bytes = w.log_bytes();

@@ -8,6 +8,7 @@ mod core;
 pub mod datadir;
 pub mod durable;
 pub mod mesh;
+mod park;
 pub mod runtime;
 pub mod stats;
 pub mod transport;
@@ -218,6 +219,25 @@ pub fn run(config: Config) -> Result<(), String> {
     Ok(())
 }
 
+/// Run a connection in a task of its own; when it ends (rather than parks), count it gone.
+fn serve_conn(core: &Rc<Core>, c: conn::Conn, transport: transport::Transport) {
+    let core = core.clone();
+    let serve = c.serve(transport);
+    if core.stats.borrow().connections_total == 1 {
+        tracing::debug!(future_bytes = std::mem::size_of_val(&serve), "connection task size");
+    }
+    runtime::spawn(async move {
+        if serve.await {
+            conn_ended(&core);
+        }
+    });
+}
+
+fn conn_ended(core: &Core) {
+    core.conns.set(core.conns.get() - 1);
+    core.shared.connections.fetch_sub(1, Ordering::Relaxed);
+}
+
 #[derive(Clone)]
 enum MeshSetup {
     Glommio((mesh::ReqMesh, mesh::RepMesh)),
@@ -312,8 +332,13 @@ async fn executor(shared: Arc<Shared>, meshes: Option<MeshSetup>, start: Arc<Sta
             user_buckets: RefCell::new(std::collections::HashMap::new()),
             audit: RefCell::new(audit),
             wal,
+            parker: park::Parker::new().unwrap_or_else(|e| {
+                tracing::error!(error = %e, "cannot create an epoll set");
+                std::process::exit(1);
+            }),
         }
     });
+    runtime::spawn(park::run(core.clone()));
     if core.wal.is_some() {
         runtime::spawn(wal::run_writer(core.clone()));
         runtime::spawn(wal::run_snapshots(core.clone()));
@@ -420,16 +445,7 @@ async fn executor(shared: Arc<Shared>, meshes: Option<MeshSetup>, start: Arc<Sta
                 }
             },
         };
-        let c = core.clone();
-        let serve = conn::Conn::new(c.clone(), conn_id).serve(transport);
-        if conn_id == 1 {
-            tracing::debug!(future_bytes = std::mem::size_of_val(&serve), "connection task size");
-        }
-        runtime::spawn(async move {
-            serve.await;
-            c.conns.set(c.conns.get() - 1);
-            c.shared.connections.fetch_sub(1, Ordering::Relaxed);
-        });
+        serve_conn(&core, conn::Conn::new(core.clone(), conn_id), transport);
     }
     drop(listener);
     // Let this core's connections finish their in-flight requests and say goodbye, then wait

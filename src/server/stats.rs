@@ -36,6 +36,8 @@ pub struct ShardStats {
     pub snapshots: u64,
     pub storage_errors: u64,
     pub syncs: u64,
+    /// Idle connections parked as session state (park.rs).
+    pub connections_parked: u64,
 }
 
 impl Default for ShardStats {
@@ -62,6 +64,7 @@ impl Default for ShardStats {
             snapshots: 0,
             storage_errors: 0,
             syncs: 0,
+            connections_parked: 0,
         }
     }
 }
@@ -97,6 +100,7 @@ impl ShardStats {
         self.snapshots += o.snapshots;
         self.storage_errors += o.storage_errors;
         self.syncs += o.syncs;
+        self.connections_parked += o.connections_parked;
     }
 
     /// The (name, value) rows of SHOW STATS and of a STATS reply.
@@ -126,6 +130,7 @@ impl ShardStats {
         rows.push(("connections".into(), int(self.connections)));
         rows.push(("connections_total".into(), int(self.connections_total)));
         rows.push(("connections_refused".into(), int(self.connections_refused)));
+        rows.push(("connections_parked".into(), int(self.connections_parked)));
         rows.push(("keys".into(), int(self.keys)));
         rows.push(("memory_data_bytes".into(), int(self.data_bytes)));
         rows.push(("memory_index_bytes".into(), int(self.index_bytes)));
