@@ -421,3 +421,50 @@ fn durability_none_refuses_a_directory_with_durable_data() {
     assert!(err.contains("holds durable data"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn periodic_durability_keeps_what_was_synced_and_everything_on_a_clean_stop() {
+    let extra = ["--audit", "off", "--durability", "periodic", "--fsync-interval-ms", "100"];
+    let mut s = Server::start_with(2, &extra);
+    let mut c = s.client();
+    let status = c.execute("SHOW STATUS").unwrap();
+    assert!(status.rows.iter().any(|r| r[1] == Value::Bytes(b"periodic (fdatasync every 100 ms)".to_vec())));
+    for i in 0..200 {
+        c.execute(&build::set(format!("k{i}").as_bytes(), b"v")).unwrap();
+    }
+    // Past the interval, a crash loses nothing of the above.
+    std::thread::sleep(Duration::from_millis(400));
+    drop(c);
+    let dir = s.crash();
+    let mut s = Server::start_in(dir, 1, &extra);
+    let mut c = s.client();
+    assert_eq!(count(&mut c), 200);
+    // A clean stop (SIGTERM) writes and syncs whatever is queued.
+    for i in 200..300 {
+        c.execute(&build::set(format!("k{i}").as_bytes(), b"v")).unwrap();
+    }
+    drop(c);
+    assert!(s.terminate().success());
+    let dir = s.keep_data();
+    let s = Server::start_in(dir, 2, &extra);
+    assert_eq!(count(&mut s.client()), 300);
+}
+
+#[test]
+fn writes_forwarded_across_cores_are_durable_with_either_mesh() {
+    for mesh in ["glommio", "crossbeam"] {
+        let s = Server::start_with(2, &["--audit", "off", "--mesh", mesh]);
+        let mut c = s.client();
+        // Keys spread over both shards: half of them are forwarded to the other core.
+        let rows: Vec<String> = (0..300).map(|i| format!("('m{i}', 'v{i}')")).collect();
+        assert_eq!(c.execute(&format!("INSERT INTO kv (key, value) VALUES {}", rows.join(", "))).unwrap().affected, 300);
+        let sql: Vec<String> = (300..600).map(|i| build::set(format!("m{i}").as_bytes(), b"x")).collect();
+        assert!(c.pipeline(&sql).unwrap().iter().all(|r| r.is_ok()));
+        drop(c);
+        let dir = s.crash();
+        let s = Server::start_in(dir, 2, &["--audit", "off", "--mesh", mesh]);
+        let mut c = s.client();
+        assert_eq!(count(&mut c), 600, "with the {mesh} mesh");
+        assert_eq!(value_of(&mut c, "m7"), Some(b"v7".to_vec()));
+    }
+}
