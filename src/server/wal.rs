@@ -287,16 +287,20 @@ async fn sync_loop(core: &Core, wal: &Wal) {
         }
         *wal.kick.borrow_mut() = Rc::new(LocalSignal::default());
         // A rotation happens between groups, with nothing unsynced in the old log.
+        // A rotation goes first once nothing is unsynced in the old log; under a steady stream of
+        // writes the queue is never empty, so it must not wait for that.
         let rotating = wal.rotate.borrow().is_some();
-        let next = if rotating && unsynced.is_some() { None } else { wal.queue.borrow_mut().pop_front() };
+        if rotating && unsynced.is_none() {
+            let rotate = wal.rotate.borrow_mut().take();
+            if let Some(slot) = rotate {
+                slot.put(wal.rotate_now().await);
+            }
+            continue;
+        }
+        let next = if rotating { None } else { wal.queue.borrow_mut().pop_front() };
         let file = wal.file.borrow().clone();
         match (unsynced.take(), next) {
-            (None, None) => {
-                let rotate = wal.rotate.borrow_mut().take();
-                if let Some(slot) = rotate {
-                    slot.put(wal.rotate_now().await);
-                }
-            }
+            (None, None) => {}
             (None, Some(mut n)) => {
                 let start = wal.written_end.get();
                 match wal.write_group(&mut n).await {
