@@ -487,3 +487,46 @@ fn writes_forwarded_across_cores_are_durable_with_either_mesh() {
         assert_eq!(value_of(&mut c, "m7"), Some(b"v7".to_vec()));
     }
 }
+
+/// Snapshots under a steady stream of writes, with the data directory given as a relative path
+/// (glommio opens directories by absolute path only: the server resolves it at start).
+#[test]
+fn snapshots_with_a_relative_data_dir_under_load() {
+    use velocity::client::trust::{NewHost, Trust};
+    use velocity::client::{Client, ConnectOptions, Credentials};
+    let parent = temp_dir("rel");
+    let dir = parent.join("data");
+    add_user(&dir, "alice", PASSWORD, "readwrite");
+    let port = free_port();
+    let mut child = Command::new(bin("velocityd"))
+        .current_dir(&parent)
+        .args(["--listen", &format!("127.0.0.1:{port}"), "--cores", "1", "--plaintext", "--audit", "off"])
+        .args(["--snapshot-log-bytes", "65536", "--data-dir", "data"])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut opts = ConnectOptions::new("127.0.0.1", port);
+    opts.tls = false;
+    opts.trust = Trust { known_hosts: Some(parent.join("kh")), new_host: NewHost::Accept, pinned: None };
+    let creds = Credentials::Password { user: "alice".into(), password: PASSWORD.into() };
+    let mut c = (0..200)
+        .find_map(|_| {
+            std::thread::sleep(Duration::from_millis(25));
+            Client::connect(&opts, &creds).ok()
+        })
+        .expect("velocityd started");
+    let started = std::time::Instant::now();
+    let mut round = 0u64;
+    while started.elapsed() < Duration::from_millis(1500) {
+        round += 1;
+        let sql: Vec<String> =
+            (0..64).map(|i| build::set(format!("k{i}").as_bytes(), format!("r{round}").as_bytes())).collect();
+        assert!(c.pipeline(&sql).unwrap().iter().all(|r| r.is_ok()));
+    }
+    let stats = c.execute("SHOW STATS").unwrap();
+    let snaps = stats.rows.iter().find(|r| r[0] == Value::Bytes(b"wal_snapshots".to_vec())).unwrap()[1].clone();
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&parent);
+    assert!(matches!(snaps, Value::Int(n) if n >= 1), "{snaps:?}");
+}

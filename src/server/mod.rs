@@ -144,7 +144,7 @@ fn install_signal_thread(shared: Arc<Shared>) {
     }
 }
 
-pub fn run(config: Config) -> Result<(), String> {
+pub fn run(mut config: Config) -> Result<(), String> {
     if config.cores == 0 || config.cores > u16::MAX as usize {
         return Err("--cores must be between 1 and 65535".into());
     }
@@ -154,6 +154,10 @@ pub fn run(config: Config) -> Result<(), String> {
         ));
     }
     let dd = datadir::DataDir::open(&config.data_dir, config.tls_cert.as_deref(), config.tls_key.as_deref())?;
+    // Absolute from here on: glommio opens directories by absolute path only (a relative one
+    // fails with EBADF), and log lines should name files unambiguously.
+    config.data_dir = std::fs::canonicalize(&config.data_dir)
+        .map_err(|e| format!("cannot resolve {}: {e}", config.data_dir.display()))?;
     let tls = if config.plaintext {
         None
     } else {

@@ -410,10 +410,12 @@ pub async fn run_snapshots(core: Rc<Core>) {
 /// because a log write failed meanwhile (the snapshot might hold writes that were taken back).
 pub async fn snapshot(core: &Core, wal: &Wal) -> Result<Option<u64>, String> {
     let errors_before = wal.storage_errors.get();
+    tracing::debug!(shard = wal.shard, log_bytes = wal.log_bytes(), "snapshot: rotating the log");
     let slot = Slot::new();
     *wal.rotate.borrow_mut() = Some(slot.clone());
     wal.kick.borrow().fire();
     let index = slot.take().await?;
+    tracing::debug!(shard = wal.shard, index, "snapshot: log rotated, copying the store");
     let dir = wal.dir();
     let tmp = dir.join(format!("snap-{index}.tmp"));
     let file = create_file(&tmp).await?;
