@@ -68,6 +68,37 @@ fn store(c: &mut Criterion) {
             black_box(s.get(&key(i), 0).is_some())
         })
     });
+    // A pipelined batch of 16 reads, as a connection's batch runs them: one after another, or
+    // with every entry prefetched first so that the cache misses overlap.
+    let mut g = c.benchmark_group("store/16 gets (1M keys)");
+    g.throughput(Throughput::Elements(16));
+    g.bench_function("one by one", |b| {
+        b.iter(|| {
+            let mut hits = 0;
+            for _ in 0..16 {
+                i = (i + 7919) % N_KEYS;
+                hits += s.get(&key(i), 0).is_some() as usize;
+            }
+            black_box(hits)
+        })
+    });
+    g.bench_function("prefetched first", |b| {
+        b.iter(|| {
+            let start = i;
+            for _ in 0..16 {
+                i = (i + 7919) % N_KEYS;
+                s.prefetch(&key(i));
+            }
+            i = start;
+            let mut hits = 0;
+            for _ in 0..16 {
+                i = (i + 7919) % N_KEYS;
+                hits += s.get(&key(i), 0).is_some() as usize;
+            }
+            black_box(hits)
+        })
+    });
+    g.finish();
     c.bench_function("store/insert overwrite (1M keys)", |b| {
         b.iter(|| {
             i = (i + 7919) % N_KEYS;

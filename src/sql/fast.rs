@@ -11,7 +11,27 @@ const PREFIX: &[u8] = b"select value from kv where key = '";
 /// The key of a canonical point SELECT, borrowed from `sql`.
 #[inline]
 pub fn point_select_key(sql: &str) -> Option<&[u8]> {
-    let b = sql.as_bytes();
+    point_select_key_bytes(sql.as_bytes())
+}
+
+/// The key that a canonical point SELECT or one-row INSERT will look up, for a look-ahead that
+/// prefetches it. A hint only: the bytes are not checked to be UTF-8 or a whole statement (the
+/// real run still goes through `point_select_key` or `insert_one`).
+#[inline]
+pub fn hot_key(b: &[u8]) -> Option<&[u8]> {
+    if let Some(k) = point_select_key_bytes(b) {
+        return Some(k);
+    }
+    if b.len() <= INSERT_PREFIX.len() || !b[..INSERT_PREFIX.len()].eq_ignore_ascii_case(INSERT_PREFIX) {
+        return None;
+    }
+    let rest = &b[INSERT_PREFIX.len()..];
+    let end = rest.iter().position(|&c| c == b'\'')?;
+    Some(&rest[..end])
+}
+
+#[inline]
+fn point_select_key_bytes(b: &[u8]) -> Option<&[u8]> {
     if b.len() <= PREFIX.len() || !b[..PREFIX.len()].eq_ignore_ascii_case(PREFIX) {
         return None;
     }
@@ -59,6 +79,15 @@ mod tests {
             assert_eq!(s.filter, Filter::Eq(std::borrow::Cow::Borrowed(k)), "{sql:?}");
             assert!(!s.desc && s.limit.is_none(), "{sql:?}");
         }
+    }
+
+    #[test]
+    fn hot_key_names_the_key_of_both_fast_forms() {
+        assert_eq!(hot_key(b"SELECT value FROM kv WHERE key = 'a1'"), Some(&b"a1"[..]));
+        assert_eq!(hot_key(b"insert into kv (key, value) values ('k', 'v')"), Some(&b"k"[..]));
+        assert_eq!(hot_key(b"DELETE FROM kv WHERE key = 'a'"), None);
+        assert_eq!(hot_key(b"SELECT value FROM kv WHERE key = 'unterminated"), None);
+        assert_eq!(hot_key(b"\xff\xfe"), None);
     }
 
     #[test]

@@ -12,7 +12,7 @@ pub use ast::{
     Column, ColumnList, Filter, Insert, KeyBound, Projection, Row, Select, Statement, StatementKind,
     TtlChange, Update,
 };
-pub use fast::{insert_one, point_select_key};
+pub use fast::{hot_key, insert_one, point_select_key};
 pub use like::LikePattern;
 pub use parser::{parse, ParseError};
 
