@@ -317,12 +317,13 @@ impl Conn {
             match race(stream.first_bytes(&mut first), stop.as_mut()).await {
                 // Plain bytes: process them now (a full read follows only if a frame is cut).
                 Either::Left(Ok(Some(n))) if n > 0 => {
+                    if n == first.len() {
+                        self.inbuf.reserve(n + CONN_READ_CHUNK_BYTES);
+                    }
                     self.inbuf.extend_from_slice(&first[..n]);
                     if n == first.len() {
                         // Pipelined requests: take what else has arrived, without waiting.
-                        self.inbuf.resize(n + CONN_READ_CHUNK_BYTES, 0);
-                        let more = stream.read_ready(&mut self.inbuf[n..]).unwrap_or(0);
-                        self.inbuf.truncate(n + more);
+                        stream.read_ready(&mut self.inbuf, CONN_READ_CHUNK_BYTES);
                     }
                     self.core.stats.borrow_mut().bytes_in += self.inbuf.len() as u64;
                     return ReadOutcome::Data;

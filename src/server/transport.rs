@@ -69,13 +69,23 @@ impl Transport {
         }
     }
 
-    /// Plain only: whatever the socket already holds, without waiting (`None`: nothing yet).
-    pub fn read_ready(&mut self, buf: &mut [u8]) -> Option<usize> {
-        let Transport::Plain(t) = self else { return None };
+    /// Plain only: append up to `max_bytes` of whatever the socket already holds, without
+    /// waiting; returns how many (0: nothing yet, or TLS).
+    pub fn read_ready(&mut self, buf: &mut Vec<u8>, max_bytes: usize) -> usize {
+        let Transport::Plain(t) = self else { return 0 };
         use std::os::unix::io::AsRawFd;
-        // SAFETY: a non-blocking recv into a valid, writable slice.
-        let n = unsafe { libc::recv(t.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
-        (n > 0).then_some(n as usize)
+        // Into spare capacity: zeroing a 16 KiB chunk per batch first was 1% of server time.
+        buf.reserve(max_bytes);
+        let spare = buf.spare_capacity_mut();
+        let want = spare.len().min(max_bytes);
+        // SAFETY: a non-blocking recv into writable (if uninitialised) memory we own; the kernel
+        // initialises the n bytes it reports, and only those become part of the Vec.
+        let n = unsafe { libc::recv(t.as_raw_fd(), spare.as_mut_ptr().cast(), want, libc::MSG_DONTWAIT) };
+        if n <= 0 {
+            return 0;
+        }
+        unsafe { buf.set_len(buf.len() + n as usize) };
+        n as usize
     }
 
     /// Read plaintext into `buf`; 0 means the peer closed.
