@@ -4,7 +4,7 @@
 
 use super::audit::put_json_str;
 use super::core::{now_ms, Core};
-use super::datadir::Role;
+use super::datadir::{RateLimit, Role};
 use super::mesh::{Rep, Req};
 use super::runtime::{race, sleep, Either};
 use super::stats::ShardStats;
@@ -101,6 +101,8 @@ struct Batch {
     fast: Vec<(StatementKind, bool)>,
     /// When the batch's bytes were read.
     started: Instant,
+    /// The user's own rate limit, looked up once a batch rather than once a request.
+    user_limit: Option<Option<RateLimit>>,
 }
 
 impl Batch {
@@ -362,6 +364,7 @@ impl Conn {
             result_bytes_reserved: 0,
             fast: Vec::new(),
             started: Instant::now(),
+            user_limit: None,
         };
         let batch_started = batch.started;
         let now = now_ms();
@@ -451,7 +454,7 @@ fn handle_frame(
     if kind == MessageType::Command as u8 {
         return match phase {
             Phase::Ready { user, role, bucket } => {
-                if let Err(why) = admit(core, user, bucket) {
+                if let Err(why) = admit(core, user, bucket, &mut batch.user_limit) {
                     refuse_rate_limited(core, ctx, user, "command", why, batch);
                     return Flow::Continue;
                 }
@@ -574,7 +577,7 @@ fn handle_frame(
         (Phase::Ready { user, .. }, Message::StatsRequest) => {
             let user = user.clone();
             let Phase::Ready { bucket, .. } = phase else { unreachable!() };
-            match admit(core, &user, bucket) {
+            match admit(core, &user, bucket, &mut batch.user_limit) {
                 Ok(()) => {
                     batch.pending.push(Pending::Info { what: InfoKind::StatsFrame, started: Instant::now() })
                 }
@@ -609,9 +612,14 @@ fn authenticate(core: &Core, a: &AuthRequest) -> Option<(String, Role)> {
 
 /// Whether the rate limits let one more request of `user` run now; if so it is counted against
 /// every limit. A refused request is not executed and uses up nothing.
-fn admit(core: &Core, user: &str, conn_bucket: &mut Option<TokenBucket>) -> Result<(), &'static str> {
+fn admit(
+    core: &Core,
+    user: &str,
+    conn_bucket: &mut Option<TokenBucket>,
+    user_limit: &mut Option<Option<RateLimit>>,
+) -> Result<(), &'static str> {
     let cfg = &core.shared.config;
-    let user_limit = core.auth.borrow().users.get(user).and_then(|u| u.rate_limit);
+    let user_limit = *user_limit.get_or_insert_with(|| core.auth.borrow().users.get(user).and_then(|u| u.rate_limit));
     if conn_bucket.is_none() && user_limit.is_none() && cfg.rate_limit_global.is_none() {
         return Ok(());
     }
