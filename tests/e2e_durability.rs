@@ -444,7 +444,7 @@ fn durability_none_refuses_a_directory_with_durable_data() {
 #[test]
 fn periodic_durability_keeps_what_was_synced_and_everything_on_a_clean_stop() {
     let extra = ["--audit", "off", "--durability", "periodic", "--fsync-interval-ms", "100"];
-    let mut s = Server::start_with(2, &extra);
+    let s = Server::start_with(2, &extra);
     let mut c = s.client();
     let status = c.execute("SHOW STATUS").unwrap();
     assert!(status.rows.iter().any(|r| r[1] == Value::Bytes(b"periodic (fdatasync every 100 ms)".to_vec())));
