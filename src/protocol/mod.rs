@@ -10,7 +10,7 @@ pub mod result;
 mod wire;
 
 pub use codes::{AuthStatus, ErrorCode};
-pub use frame::{begin_frame, decode_frame, encode_frame, end_frame, Decoded, Frame, FrameError};
+pub use frame::{begin_frame, decode_frame, encode_frame, end_frame, peek_frame, Decoded, Frame, FrameError};
 pub use message::{AuthRequest, Hello, Message, MessageType, PayloadError, Peer, ServerInfo};
 pub use result::{ResultSet, ResultSetWriter, Value};
 

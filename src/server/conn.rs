@@ -14,7 +14,7 @@ use crate::error::WireError;
 use crate::limits::*;
 use crate::protocol::message::encode_error;
 use crate::protocol::{
-    begin_frame, decode_frame, encode_affected_response, encode_single_value_response, end_frame,
+    begin_frame, decode_frame, encode_affected_response, peek_frame, encode_single_value_response, end_frame,
     AuthRequest, AuthStatus, Decoded, ErrorCode, Message, MessageType, Peer, ResultSet, ServerInfo, Value,
     VERSION,
 };
@@ -319,12 +319,12 @@ impl Conn {
             match race(stream.first_bytes(&mut first), stop.as_mut()).await {
                 // Plain bytes: process them now (a full read follows only if a frame is cut).
                 Either::Left(Ok(Some(n))) if n > 0 => {
-                    if n == first.len() {
-                        self.inbuf.reserve(n + CONN_READ_CHUNK_BYTES);
-                    }
-                    self.inbuf.extend_from_slice(&first[..n]);
-                    if n == first.len() {
+                    if n < first.len() {
+                        self.inbuf.extend_from_slice(&first[..n]);
+                    } else {
                         // Pipelined requests: take what else has arrived, without waiting.
+                        self.inbuf.reserve(n + CONN_READ_CHUNK_BYTES);
+                        self.inbuf.extend_from_slice(&first[..n]);
                         stream.read_ready(&mut self.inbuf, CONN_READ_CHUNK_BYTES);
                     }
                     self.core.stats.borrow_mut().bytes_in += self.inbuf.len() as u64;
@@ -426,7 +426,7 @@ fn prefetch_point_reads(core: &Core, inbuf: &[u8], payload_max: u32) {
     let store = core.store.borrow();
     let mut pos = 0;
     for i in 0..CONN_BATCH_REQUESTS_MAX {
-        let Ok(Decoded::Frame(f)) = decode_frame(&inbuf[pos..], payload_max) else { break };
+        let Ok(Decoded::Frame(f)) = peek_frame(&inbuf[pos..], payload_max) else { break };
         if i == 0 && f.consumed == inbuf.len() {
             return; // a lone request: nothing to overlap with
         }

@@ -251,15 +251,8 @@ enum MeshSetup {
 async fn executor(shared: Arc<Shared>, meshes: Option<MeshSetup>, start: Arc<Startup>) {
     let shards = shared.config.cores;
     // glommio wakes a task waiting for a shared channel's peer to connect only when the waiting
-    // executor's reactor runs; an executor parked with no timer would wait for ever (seen under
-    // load: both cores parked mid-join). A 1 ms ticker keeps the reactor turning until joined.
-    let joining = Rc::new(Cell::new(true));
-    let ticking = joining.clone();
-    runtime::spawn(async move {
-        while ticking.get() {
-            sleep(Duration::from_millis(1)).await;
-        }
-    });
+    // executor's reactor runs; an executor parked with no timer would wait for ever.
+    let joining = runtime::keep_turning();
     let (id, joined) = match meshes {
         Some(MeshSetup::Glommio((req, rep))) => {
             let j = mesh::join(req, rep).await;
@@ -273,7 +266,7 @@ async fn executor(shared: Arc<Shared>, meshes: Option<MeshSetup>, start: Arc<Sta
         }
         None => (0, None),
     };
-    joining.set(false);
+    drop(joining);
     let cfg = &shared.config;
     let auth = match core::AuthDb::load(&cfg.data_dir) {
         Ok(a) => a,

@@ -84,6 +84,7 @@ impl Transport {
         if n <= 0 {
             return 0;
         }
+        // SAFETY: the kernel wrote these n bytes, right after the initialised ones.
         unsafe { buf.set_len(buf.len() + n as usize) };
         n as usize
     }

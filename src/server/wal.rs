@@ -268,8 +268,12 @@ async fn idle(core: &Core, wal: &Wal, timeout: Option<Duration>) {
     }
     let kick = wal.kick.borrow().clone();
     match timeout {
-        Some(t) => drop(race(kick.wait(), race(sleep(t), core.shutdown.wait())).await),
-        None => drop(race(kick.wait(), core.shutdown.wait()).await),
+        Some(t) => {
+            let _ = race(kick.wait(), race(sleep(t), core.shutdown.wait())).await;
+        }
+        None => {
+            let _ = race(kick.wait(), core.shutdown.wait()).await;
+        }
     }
 }
 
@@ -286,7 +290,6 @@ async fn sync_loop(core: &Core, wal: &Wal) {
             idle(core, wal, None).await;
         }
         *wal.kick.borrow_mut() = Rc::new(LocalSignal::default());
-        // A rotation happens between groups, with nothing unsynced in the old log.
         // A rotation goes first once nothing is unsynced in the old log; under a steady stream of
         // writes the queue is never empty, so it must not wait for that.
         let rotating = wal.rotate.borrow().is_some();
@@ -371,7 +374,8 @@ async fn periodic_loop(core: &Core, wal: &Wal, interval: Duration) {
             }
         }
         if dirty && (last_sync.elapsed() >= interval || core.shutdown.is_fired()) {
-            if let Err(e) = sync(wal, wal.file.borrow().clone()).await {
+            let file = wal.file.borrow().clone();
+            if let Err(e) = sync(wal, file).await {
                 wal.storage_errors.set(wal.storage_errors.get() + 1);
                 tracing::error!(shard = wal.shard, error = %e, "fdatasync failed (periodic durability)");
             }

@@ -19,30 +19,33 @@ pub fn point_select_key(sql: &str) -> Option<&[u8]> {
 /// real run still goes through `point_select_key` or `insert_one`).
 #[inline]
 pub fn hot_key(b: &[u8]) -> Option<&[u8]> {
-    if let Some(k) = point_select_key_bytes(b) {
-        return Some(k);
-    }
-    if b.len() <= INSERT_PREFIX.len() || !b[..INSERT_PREFIX.len()].eq_ignore_ascii_case(INSERT_PREFIX) {
+    point_select_key_bytes(b).or_else(|| literal(after_prefix(b, INSERT_PREFIX)?).map(|(key, _)| key))
+}
+
+/// What follows `prefix` (matched in any case) in `b`, if anything does.
+#[inline]
+fn after_prefix<'a>(b: &'a [u8], prefix: &[u8]) -> Option<&'a [u8]> {
+    if b.len() <= prefix.len() || !b[..prefix.len()].eq_ignore_ascii_case(prefix) {
         return None;
     }
-    let rest = &b[INSERT_PREFIX.len()..];
+    Some(&b[prefix.len()..])
+}
+
+/// A literal's bytes up to its closing quote, and what follows that quote.
+#[inline]
+fn literal(rest: &[u8]) -> Option<(&[u8], &[u8])> {
     let end = rest.iter().position(|&c| c == b'\'')?;
-    Some(&rest[..end])
+    Some((&rest[..end], &rest[end + 1..]))
 }
 
 #[inline]
 fn point_select_key_bytes(b: &[u8]) -> Option<&[u8]> {
-    if b.len() <= PREFIX.len() || !b[..PREFIX.len()].eq_ignore_ascii_case(PREFIX) {
-        return None;
-    }
-    let rest = &b[PREFIX.len()..];
-    let end = rest.iter().position(|&c| c == b'\'')?;
-    let tail = &rest[end + 1..];
+    let (key, tail) = literal(after_prefix(b, PREFIX)?)?;
     // A doubled quote continues the literal: leave that to the parser.
-    if !(tail.is_empty() || tail == b";") || end > KEY_BYTES_MAX {
+    if !(tail.is_empty() || tail == b";") || key.len() > KEY_BYTES_MAX {
         return None;
     }
-    Some(&rest[..end])
+    Some(key)
 }
 
 const INSERT_PREFIX: &[u8] = b"insert into kv (key, value) values ('";
@@ -51,20 +54,12 @@ const INSERT_PREFIX: &[u8] = b"insert into kv (key, value) values ('";
 /// `INSERT INTO kv (key, value) VALUES ('<key>', '<value>')`, optional `;`.
 #[inline]
 pub fn insert_one(sql: &str) -> Option<(&[u8], &[u8])> {
-    let b = sql.as_bytes();
-    if b.len() <= INSERT_PREFIX.len() || !b[..INSERT_PREFIX.len()].eq_ignore_ascii_case(INSERT_PREFIX) {
+    let (key, after_key) = literal(after_prefix(sql.as_bytes(), INSERT_PREFIX)?)?;
+    let (value, tail) = literal(after_key.strip_prefix(b", '")?)?;
+    if !(tail == b")" || tail == b");") || key.len() > KEY_BYTES_MAX {
         return None;
     }
-    let rest = &b[INSERT_PREFIX.len()..];
-    let k_end = rest.iter().position(|&c| c == b'\'')?;
-    let after_key = &rest[k_end + 1..];
-    let after_sep = after_key.strip_prefix(b", '")?;
-    let v_end = after_sep.iter().position(|&c| c == b'\'')?;
-    let tail = &after_sep[v_end + 1..];
-    if !(tail == b")" || tail == b");") || k_end > KEY_BYTES_MAX {
-        return None;
-    }
-    Some((&rest[..k_end], &after_sep[..v_end]))
+    Some((key, value))
 }
 
 #[cfg(test)]
