@@ -117,9 +117,7 @@ fn write_until_killed(s: &Server, state: &Arc<Mutex<HashMap<String, KeyState>>>,
     }
     std::thread::sleep(Duration::from_millis(150 + rand_below(400)));
     stop.store(true, Ordering::Relaxed);
-    threads
-        .into_iter()
-        .for_each(|t| t.join().unwrap_or_else(|_| panic!("writer panicked")));
+    threads.into_iter().for_each(|t| t.join().unwrap_or_else(|_| panic!("writer panicked")));
     acked_total.load(Ordering::Relaxed)
 }
 
@@ -248,7 +246,10 @@ fn damage_before_the_tail_stops_start_up_and_repair_truncates_there() {
     // Start-up refuses, naming the file and the offset.
     let (status, err) = start_expecting_refusal(&dir, &[]);
     assert!(!status.success());
-    assert!(err.contains(log.to_str().unwrap()) && err.contains("damaged at offset") && err.contains("repair"), "{err}");
+    assert!(
+        err.contains(log.to_str().unwrap()) && err.contains("damaged at offset") && err.contains("repair"),
+        "{err}"
+    );
     // Repair says what it drops, then start-up works with the records before the damage.
     let out = Command::new(bin("velocityd")).args(["repair", "--data-dir"]).arg(&dir).output().unwrap();
     let said = String::from_utf8_lossy(&out.stdout);
@@ -322,7 +323,10 @@ fn a_full_disk_gives_storage_error_and_loses_nothing_acknowledged() {
     let e = c.execute(&build::set(refused.as_bytes(), &value)).unwrap_err();
     assert_eq!(e.code(), Some(ErrorCode::StorageError));
     let status = c.execute("SHOW STATUS").unwrap();
-    assert!(status.rows.iter().any(|r| r[0] == Value::Bytes(b"storage_errors".to_vec()) && r[1] != Value::Int(0)));
+    assert!(status
+        .rows
+        .iter()
+        .any(|r| r[0] == Value::Bytes(b"storage_errors".to_vec()) && r[1] != Value::Int(0)));
     assert!(s.log_text().contains("STORAGE_ERROR"), "{}", s.log_text());
     drop(c);
     // After a crash and a restart with room again: exactly the acknowledged writes.
@@ -339,8 +343,9 @@ fn snapshots_truncate_the_log_and_recovery_uses_them() {
     let s = Server::start_with(1, &["--audit", "off", "--snapshot-log-bytes", "65536"]);
     let mut c = s.client();
     for round in 0..20 {
-        let sql: Vec<String> =
-            (0..200).map(|i| build::set(format!("k{i}").as_bytes(), format!("r{round}").as_bytes())).collect();
+        let sql: Vec<String> = (0..200)
+            .map(|i| build::set(format!("k{i}").as_bytes(), format!("r{round}").as_bytes()))
+            .collect();
         c.pipeline(&sql).unwrap();
         std::thread::sleep(Duration::from_millis(60));
     }
@@ -353,7 +358,8 @@ fn snapshots_truncate_the_log_and_recovery_uses_them() {
         std::thread::spawn(move || {
             let mut n = 0u64;
             while busy.load(Ordering::Relaxed) {
-                let sql: Vec<String> = (0..16).map(|i| build::set(format!("k{i}").as_bytes(), b"r19")).collect();
+                let sql: Vec<String> =
+                    (0..16).map(|i| build::set(format!("k{i}").as_bytes(), b"r19")).collect();
                 w.pipeline(&sql).unwrap();
                 n += 16;
             }
@@ -364,7 +370,8 @@ fn snapshots_truncate_the_log_and_recovery_uses_them() {
     busy.store(false, Ordering::Relaxed);
     let streamed = writer.join().unwrap();
     let stats = c.execute("SHOW STATS").unwrap();
-    let snaps = stats.rows.iter().find(|r| r[0] == Value::Bytes(b"wal_snapshots".to_vec())).unwrap()[1].clone();
+    let snaps =
+        stats.rows.iter().find(|r| r[0] == Value::Bytes(b"wal_snapshots".to_vec())).unwrap()[1].clone();
     assert!(matches!(snaps, Value::Int(n) if n >= 2), "{snaps:?}");
     // The log is bounded by the threshold plus what arrives while a snapshot is due and taken,
     // not by everything written (each record is about 30 bytes).
@@ -394,7 +401,13 @@ fn encryption_at_rest_hides_keys_and_values_and_refuses_a_wrong_key() {
     assert_eq!(std::fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600);
     assert_eq!(std::fs::read_to_string(&key).unwrap().trim().len(), 64);
     // keygen never overwrites a key.
-    assert!(!Command::new(bin("velocityd")).args(["keygen", "--out"]).arg(&key).output().unwrap().status.success());
+    assert!(!Command::new(bin("velocityd"))
+        .args(["keygen", "--out"])
+        .arg(&key)
+        .output()
+        .unwrap()
+        .status
+        .success());
     let other = keys.join("k2");
     std::fs::write(&other, [7u8; 32]).unwrap();
 
@@ -476,7 +489,10 @@ fn writes_forwarded_across_cores_are_durable_with_either_mesh() {
         let mut c = s.client();
         // Keys spread over both shards: half of them are forwarded to the other core.
         let rows: Vec<String> = (0..300).map(|i| format!("('m{i}', 'v{i}')")).collect();
-        assert_eq!(c.execute(&format!("INSERT INTO kv (key, value) VALUES {}", rows.join(", "))).unwrap().affected, 300);
+        assert_eq!(
+            c.execute(&format!("INSERT INTO kv (key, value) VALUES {}", rows.join(", "))).unwrap().affected,
+            300
+        );
         let sql: Vec<String> = (300..600).map(|i| build::set(format!("m{i}").as_bytes(), b"x")).collect();
         assert!(c.pipeline(&sql).unwrap().iter().all(|r| r.is_ok()));
         drop(c);
@@ -524,7 +540,8 @@ fn snapshots_with_a_relative_data_dir_under_load() {
         assert!(c.pipeline(&sql).unwrap().iter().all(|r| r.is_ok()));
     }
     let stats = c.execute("SHOW STATS").unwrap();
-    let snaps = stats.rows.iter().find(|r| r[0] == Value::Bytes(b"wal_snapshots".to_vec())).unwrap()[1].clone();
+    let snaps =
+        stats.rows.iter().find(|r| r[0] == Value::Bytes(b"wal_snapshots".to_vec())).unwrap()[1].clone();
     let _ = child.kill();
     let _ = child.wait();
     let _ = std::fs::remove_dir_all(&parent);

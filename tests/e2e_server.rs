@@ -450,7 +450,10 @@ fn idle_connections_park_and_resume_with_their_session() {
     assert!(stat(&mut probe, "connections_parked") >= 21);
     // Each resumes on its request, as the same user with the same role.
     for (i, c) in writers.iter_mut().enumerate() {
-        assert_eq!(c.execute(&build::get(format!("k{i}").as_bytes())).unwrap().rows[0][0], Value::Bytes(b"v".to_vec()));
+        assert_eq!(
+            c.execute(&build::get(format!("k{i}").as_bytes())).unwrap().rows[0][0],
+            Value::Bytes(b"v".to_vec())
+        );
     }
     let e = reader.execute(&build::set(b"no", b"no")).unwrap_err();
     assert_eq!(e.code(), Some(ErrorCode::Unauthorized));
@@ -470,7 +473,9 @@ fn idle_connections_park_and_resume_with_their_session() {
     std::thread::sleep(Duration::from_millis(2600));
     assert!(s.terminate().success());
     match parked.read_message(1 << 20) {
-        Err(ClientError::Disconnected { reason, .. }) => assert!(reason.contains("shutting down"), "{reason}"),
+        Err(ClientError::Disconnected { reason, .. }) => {
+            assert!(reason.contains("shutting down"), "{reason}")
+        }
         other => panic!("expected DISCONNECT, got {other:?}"),
     }
 }

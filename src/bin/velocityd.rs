@@ -6,9 +6,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use velocity::limits::{
-    FSYNC_INTERVAL_MS_DEFAULT, SNAPSHOT_LOG_BYTES_DEFAULT,
-    AUDIT_FILE_BYTES_MAX_DEFAULT, HANDSHAKE_TIMEOUT_MS, IDLE_TIMEOUT_S_DEFAULT, LOGIN_FAIL_THRESHOLD_DEFAULT,
-    PAYLOAD_BYTES_MAX_DEFAULT,
+    AUDIT_FILE_BYTES_MAX_DEFAULT, FSYNC_INTERVAL_MS_DEFAULT, HANDSHAKE_TIMEOUT_MS, IDLE_TIMEOUT_S_DEFAULT,
+    LOGIN_FAIL_THRESHOLD_DEFAULT, PAYLOAD_BYTES_MAX_DEFAULT, SNAPSHOT_LOG_BYTES_DEFAULT,
 };
 use velocity::server::datadir::{self, Role};
 use velocity::server::mesh::Transport;
@@ -262,7 +261,10 @@ fn main_inner() -> Result<(), String> {
             println!("wrote a new AES-256 key to {} (mode 0600). Keep a copy apart from the data: without it the data cannot be read.", out.display());
         }
         Some(Command::Repair { data_dir, encryption_key_file }) => {
-            let key = encryption_key_file.as_deref().map(velocity::durability::cipher::read_key_file).transpose()?;
+            let key = encryption_key_file
+                .as_deref()
+                .map(velocity::durability::cipher::read_key_file)
+                .transpose()?;
             let cipher = key.map(|k| velocity::durability::Cipher::new(&k));
             for line in velocity::server::durable::repair(&data_dir, cipher.as_ref())? {
                 println!("{line}");

@@ -3,8 +3,8 @@
 
 use super::{encode_mutation, encode_set, Mutation};
 use crate::shard::{run_op, ShardOp, ShardReply};
-use crate::store::{ExpiryChange, Store};
 use crate::sql::TtlChange;
+use crate::store::{ExpiryChange, Store};
 use std::ops::ControlFlow;
 
 /// Before-images of the keys a group of writes changed, in one flat buffer (no allocation per
@@ -211,7 +211,11 @@ mod tests {
     fn replay_does_not_bring_back_expired_keys() {
         let mut s = Store::new();
         s.insert(b"k", b"old", None);
-        replay(&mut s, Mutation::Set { key: b"k".to_vec(), value: b"v".to_vec(), expires_at_ms: Some(5) }, 10);
+        replay(
+            &mut s,
+            Mutation::Set { key: b"k".to_vec(), value: b"v".to_vec(), expires_at_ms: Some(5) },
+            10,
+        );
         assert!(s.get(b"k", 10).is_none());
         assert_eq!(s.len(), 0);
     }

@@ -16,7 +16,8 @@ pub struct Cipher {
 
 impl Cipher {
     pub fn new(key: &[u8; KEY_BYTES]) -> Cipher {
-        let id: [u8; 32] = Sha256::new().chain_update(b"velocity key id v1").chain_update(key).finalize().into();
+        let id: [u8; 32] =
+            Sha256::new().chain_update(b"velocity key id v1").chain_update(key).finalize().into();
         Cipher {
             key: LessSafeKey::new(UnboundKey::new(&AES_256_GCM, key).expect("a 32-byte key")),
             key_id: id[..8].try_into().unwrap(),
@@ -37,7 +38,11 @@ impl Cipher {
         out.extend_from_slice(plain);
         let tag = self
             .key
-            .seal_in_place_separate_tag(Nonce::assume_unique_for_key(nonce), Aad::from(aad), &mut out[start..])
+            .seal_in_place_separate_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(aad),
+                &mut out[start..],
+            )
             .expect("AES-GCM seals any record the log accepts");
         out.extend_from_slice(tag.as_ref());
     }
@@ -58,7 +63,8 @@ impl Cipher {
 
 /// Read a key file: 32 raw bytes, or 64 hex characters (surrounding whitespace allowed).
 pub fn read_key_file(path: &std::path::Path) -> Result<[u8; KEY_BYTES], String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("cannot read the key file {}: {e}", path.display()))?;
+    let bytes =
+        std::fs::read(path).map_err(|e| format!("cannot read the key file {}: {e}", path.display()))?;
     if bytes.len() == KEY_BYTES {
         return Ok(bytes.try_into().unwrap());
     }

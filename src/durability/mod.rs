@@ -87,7 +87,10 @@ pub fn check_header(kind: FileKind, header: &[u8], cipher: Option<&Cipher>) -> R
         return Err("not a Velocity data file (bad magic)".into());
     }
     if header[4] != FORMAT_VERSION {
-        return Err(format!("format version {} is not supported (this build reads {FORMAT_VERSION})", header[4]));
+        return Err(format!(
+            "format version {} is not supported (this build reads {FORMAT_VERSION})",
+            header[4]
+        ));
     }
     let encrypted = header[5] & FLAG_ENCRYPTED != 0;
     match (encrypted, cipher) {
@@ -279,7 +282,9 @@ pub fn scan_file(data: &[u8], file: &FileId, cipher: Option<&Cipher>) -> Result<
                 }
                 // The checksum matched, so the bytes are as written: a wrong key or a record
                 // moved from elsewhere. Never garbage data.
-                None => break Tail::Corrupt { offset: pos as u64, reason: "record fails authentication".into() },
+                None => {
+                    break Tail::Corrupt { offset: pos as u64, reason: "record fails authentication".into() }
+                }
             },
             (true, None) => unreachable!("check_header refuses an encrypted file without a key"),
         };
@@ -417,7 +422,10 @@ mod tests {
             assert_eq!(s.tail, Tail::Clean);
             assert_eq!(s.records.len(), 10);
             let Payload::Mutations(m) = &s.records[3].1 else { panic!() };
-            assert_eq!(m[0], Mutation::Set { key: b"k3".to_vec(), value: b"value".to_vec(), expires_at_ms: None });
+            assert_eq!(
+                m[0],
+                Mutation::Set { key: b"k3".to_vec(), value: b"value".to_vec(), expires_at_ms: None }
+            );
             assert_eq!(m[1], Mutation::Del { key: b"gone".to_vec() });
         }
     }
@@ -471,7 +479,14 @@ mod tests {
             bytes.extend(b);
             let m = read_snapshot(&bytes, &file, cipher).unwrap();
             assert_eq!(m.len(), 5000);
-            assert_eq!(m[3], Mutation::Set { key: 3u32.to_be_bytes().to_vec(), value: vec![7; 40], expires_at_ms: Some(99) });
+            assert_eq!(
+                m[3],
+                Mutation::Set {
+                    key: 3u32.to_be_bytes().to_vec(),
+                    value: vec![7; 40],
+                    expires_at_ms: Some(99)
+                }
+            );
             assert!(read_snapshot(&bytes[..bytes.len() - 1], &file, cipher).is_err());
         }
     }

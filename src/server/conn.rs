@@ -14,7 +14,7 @@ use crate::error::WireError;
 use crate::limits::*;
 use crate::protocol::message::encode_error;
 use crate::protocol::{
-    begin_frame, decode_frame, encode_affected_response, peek_frame, encode_single_value_response, end_frame,
+    begin_frame, decode_frame, encode_affected_response, encode_single_value_response, end_frame, peek_frame,
     AuthRequest, AuthStatus, Decoded, ErrorCode, Message, MessageType, Peer, ResultSet, ServerInfo, Value,
     VERSION,
 };
@@ -22,7 +22,9 @@ use crate::security::ratelimit::TokenBucket;
 use crate::security::verify_credential;
 use crate::shard::{merge, plan, shard_of_key, Merge, ShardOp, ShardReply};
 use crate::sql::quote_literal;
-use crate::sql::{insert_one, parse, point_select_key, hot_key, Column, Filter, Projection, Statement, StatementKind};
+use crate::sql::{
+    hot_key, insert_one, parse, point_select_key, Column, Filter, Projection, Statement, StatementKind,
+};
 use std::net::SocketAddr;
 use std::ops::Range;
 use std::rc::Rc;
@@ -619,7 +621,8 @@ fn admit(
     user_limit: &mut Option<Option<RateLimit>>,
 ) -> Result<(), &'static str> {
     let cfg = &core.shared.config;
-    let user_limit = *user_limit.get_or_insert_with(|| core.auth.borrow().users.get(user).and_then(|u| u.rate_limit));
+    let user_limit =
+        *user_limit.get_or_insert_with(|| core.auth.borrow().users.get(user).and_then(|u| u.rate_limit));
     if conn_bucket.is_none() && user_limit.is_none() && cfg.rate_limit_global.is_none() {
         return Ok(());
     }
@@ -706,7 +709,16 @@ fn command(
             let group = core.insert_logged(key, value, now);
             batch.after(group, |out| encode_affected_response(out, 1));
             let target = core.audit.borrow().enabled().then(|| format!("keys {}", lit(key)));
-            done_fast(core, ctx, user, StatementKind::Insert, target.as_deref(), ErrorCode::Success, 1, batch);
+            done_fast(
+                core,
+                ctx,
+                user,
+                StatementKind::Insert,
+                target.as_deref(),
+                ErrorCode::Success,
+                1,
+                batch,
+            );
             return Flow::Continue;
         }
     }
@@ -1066,7 +1078,10 @@ async fn info(core: &Rc<Core>, phase: &Phase, what: InfoKind) -> ResultSet {
                 ("max_connections".into(), int(core.shared.max_connections as u64)),
                 ("max_payload".into(), int(cfg.max_payload as u64)),
                 ("durability".into(), text(&durability_text(cfg))),
-                ("encryption_at_rest".into(), text(if cfg.encryption_key.is_some() { "AES-256-GCM" } else { "off" })),
+                (
+                    "encryption_at_rest".into(),
+                    text(if cfg.encryption_key.is_some() { "AES-256-GCM" } else { "off" }),
+                ),
                 ("tls".into(), text(if core.shared.tls.is_some() { "TLS 1.3" } else { "off" })),
                 ("user".into(), text(user)),
                 ("role".into(), text(role)),

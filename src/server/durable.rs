@@ -65,7 +65,9 @@ fn indexes(dir: &Path, prefix: &str) -> Result<Vec<u64>, String> {
         Err(e) => return Err(format!("cannot list {}: {e}", dir.display())),
     };
     for e in rd.flatten() {
-        if let Some(k) = e.file_name().to_str().and_then(|n| n.strip_prefix(prefix)).and_then(|k| k.parse().ok()) {
+        if let Some(k) =
+            e.file_name().to_str().and_then(|n| n.strip_prefix(prefix)).and_then(|k| k.parse().ok())
+        {
             v.push(k);
         }
     }
@@ -90,7 +92,12 @@ pub struct Recovered {
 
 /// Load the current generation into `shards` stores. Damage before a log's tail is an error
 /// that names the file and the offset.
-pub fn recover(data_dir: &Path, shards: usize, cipher: Option<&Cipher>, now_ms: u64) -> Result<Recovered, String> {
+pub fn recover(
+    data_dir: &Path,
+    shards: usize,
+    cipher: Option<&Cipher>,
+    now_ms: u64,
+) -> Result<Recovered, String> {
     let started = Instant::now();
     let mut stores: Vec<Store> = (0..shards).map(|_| Store::new()).collect();
     let mut report = RecoveryReport::default();
@@ -114,7 +121,8 @@ pub fn recover(data_dir: &Path, shards: usize, cipher: Option<&Cipher>, now_ms: 
                 replay(&mut stores[to], m, now_ms);
             }
         }
-        let logs: Vec<u64> = indexes(&dir, "log-")?.into_iter().filter(|k| base.is_none_or(|b| *k >= b)).collect();
+        let logs: Vec<u64> =
+            indexes(&dir, "log-")?.into_iter().filter(|k| base.is_none_or(|b| *k >= b)).collect();
         for (i, &k) in logs.iter().enumerate() {
             let path = log_path(&dir, k);
             let data = std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
@@ -158,7 +166,9 @@ pub fn recover(data_dir: &Path, shards: usize, cipher: Option<&Cipher>, now_ms: 
 }
 
 fn sync_dir(dir: &Path) -> Result<(), String> {
-    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| format!("cannot sync {}: {e}", dir.display()))
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| format!("cannot sync {}: {e}", dir.display()))
 }
 
 fn write_synced(path: &Path, chunks: impl IntoIterator<Item = Vec<u8>>) -> Result<u64, String> {
@@ -174,7 +184,13 @@ fn write_synced(path: &Path, chunks: impl IntoIterator<Item = Vec<u8>>) -> Resul
 }
 
 /// Write `store` as a complete snapshot file at `path`.
-pub fn write_snapshot(path: &Path, file: FileId, store: &Store, cipher: Option<&Cipher>, now_ms: u64) -> Result<u64, String> {
+pub fn write_snapshot(
+    path: &Path,
+    file: FileId,
+    store: &Store,
+    cipher: Option<&Cipher>,
+    now_ms: u64,
+) -> Result<u64, String> {
     let mut enc = SnapshotEncoder::new(file, cipher);
     let mut chunks = Vec::new();
     store.scan(&KeyRange::all(), false, now_ms, |e| {
@@ -190,7 +206,13 @@ pub fn write_snapshot(path: &Path, file: FileId, store: &Store, cipher: Option<&
 
 /// Make `stores` generation `old + 1`: a snapshot and an empty log per shard, then CURRENT, then
 /// remove the old generation. Returns the new generation.
-pub fn install(data_dir: &Path, old: u64, stores: &[Store], cipher: Option<&Cipher>, now_ms: u64) -> Result<u64, String> {
+pub fn install(
+    data_dir: &Path,
+    old: u64,
+    stores: &[Store],
+    cipher: Option<&Cipher>,
+    now_ms: u64,
+) -> Result<u64, String> {
     let generation = old + 1;
     let wal = wal_dir(data_dir);
     let gen_dir = wal.join(generation.to_string());
@@ -207,7 +229,8 @@ pub fn install(data_dir: &Path, old: u64, stores: &[Store], cipher: Option<&Ciph
     sync_dir(&gen_dir)?;
     let tmp = wal.join("CURRENT.tmp");
     write_synced(&tmp, [format!("generation {generation}\nshards {}\n", stores.len()).into_bytes()])?;
-    std::fs::rename(&tmp, wal.join("CURRENT")).map_err(|e| format!("cannot switch {}: {e}", wal.display()))?;
+    std::fs::rename(&tmp, wal.join("CURRENT"))
+        .map_err(|e| format!("cannot switch {}: {e}", wal.display()))?;
     sync_dir(&wal)?;
     // Everything else under wal/ is an older generation.
     if let Ok(rd) = std::fs::read_dir(&wal) {
@@ -235,7 +258,10 @@ pub fn repair(data_dir: &Path, cipher: Option<&Cipher>) -> Result<Vec<String>, S
             let data = std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
             let file = FileId { kind: FileKind::Snapshot, generation, shard: s as u32, index: k };
             if let Err(e) = read_snapshot(&data, &file, cipher) {
-                lines.push(format!("{}: snapshot is {e}; repair cannot rebuild it: restore it from a backup", path.display()));
+                lines.push(format!(
+                    "{}: snapshot is {e}; repair cannot rebuild it: restore it from a backup",
+                    path.display()
+                ));
             }
         }
         for k in indexes(&dir, "log-")? {
@@ -256,7 +282,9 @@ pub fn repair(data_dir: &Path, cipher: Option<&Cipher>) -> Result<Vec<String>, S
                         .write(true)
                         .open(&path)
                         .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
-                    f.set_len(offset).and_then(|_| f.sync_all()).map_err(|e| format!("cannot truncate {}: {e}", path.display()))?;
+                    f.set_len(offset)
+                        .and_then(|_| f.sync_all())
+                        .map_err(|e| format!("cannot truncate {}: {e}", path.display()))?;
                 }
             }
         }

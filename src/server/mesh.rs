@@ -4,8 +4,8 @@
 //! drain its replies, so no cycle of full queues can deadlock two cores.
 
 use super::runtime::{spawn, Slot};
-use super::wal::Group;
 use super::stats::ShardStats;
+use super::wal::Group;
 use crate::limits::SHARD_QUEUE_BATCHES_MAX;
 use crate::shard::{ShardOp, ShardReply};
 use glommio::channels::channel_mesh::{Full, MeshBuilder, Receivers, Senders};

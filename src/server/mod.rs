@@ -294,8 +294,15 @@ async fn executor(shared: Arc<Shared>, meshes: Option<MeshSetup>, start: Arc<Sta
     let wal = match cfg.durability {
         None => None,
         Some(mode) => {
-            match wal::Wal::open(mode, cfg.data_dir.clone(), start.generation, id, start.cipher.clone(), cfg.snapshot_log_bytes)
-                .await
+            match wal::Wal::open(
+                mode,
+                cfg.data_dir.clone(),
+                start.generation,
+                id,
+                start.cipher.clone(),
+                cfg.snapshot_log_bytes,
+            )
+            .await
             {
                 Ok(w) => Some(Rc::new(w)),
                 Err(e) => {

@@ -35,7 +35,12 @@ impl Parker {
         if epfd < 0 {
             return Err(std::io::Error::last_os_error());
         }
-        Ok(Parker { epfd, slots: RefCell::new(Vec::new()), free: RefCell::new(Vec::new()), count: Cell::new(0) })
+        Ok(Parker {
+            epfd,
+            slots: RefCell::new(Vec::new()),
+            free: RefCell::new(Vec::new()),
+            count: Cell::new(0),
+        })
     }
 
     pub fn len(&self) -> usize {

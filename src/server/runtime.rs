@@ -9,8 +9,8 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 pub use glommio::io::BufferedFile as File;
-pub use glommio::net::{TcpListener, TcpStream};
 use glommio::io::{Directory, OpenOptions};
+pub use glommio::net::{TcpListener, TcpStream};
 
 pub fn spawn<F: Future<Output = ()> + 'static>(f: F) {
     glommio::spawn_local(f).detach();

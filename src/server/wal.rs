@@ -9,7 +9,9 @@
 
 use super::core::{now_ms, Core};
 use super::durable::{log_path, shard_dir, snap_path};
-use super::runtime::{create_file, open_file_for_writing, race, sleep, sync_dir, yield_now, File, LocalSignal, Slot};
+use super::runtime::{
+    create_file, open_file_for_writing, race, sleep, sync_dir, yield_now, File, LocalSignal, Slot,
+};
 use crate::durability::{
     self, frame_in_place, seal_record, Cipher, FileId, FileKind, SnapshotEncoder, Undo, HEADER_BYTES,
     RECORD_HEADER_BYTES,
@@ -140,7 +142,11 @@ impl Wal {
     pub fn log<R>(&self, build: impl FnOnce(&mut Vec<u8>, &mut Undo) -> R) -> (R, Rc<Group>, bool) {
         let mut q = self.queue.borrow_mut();
         if q.back().is_none_or(|p| p.records.len() >= WAL_GROUP_BYTES_MAX) {
-            q.push_back(Pending { records: Vec::new(), undo: Undo::default(), group: Rc::new(Group::default()) });
+            q.push_back(Pending {
+                records: Vec::new(),
+                undo: Undo::default(),
+                group: Rc::new(Group::default()),
+            });
         }
         let p = q.back_mut().expect("just ensured");
         let start = p.records.len();
@@ -256,7 +262,9 @@ pub async fn run_writer(core: Rc<Core>) {
     let wal = core.wal.clone().expect("writer runs with a log");
     match wal.mode {
         Mode::Sync => sync_loop(&core, &wal).await,
-        Mode::Periodic { interval_ms } => periodic_loop(&core, &wal, Duration::from_millis(interval_ms)).await,
+        Mode::Periodic { interval_ms } => {
+            periodic_loop(&core, &wal, Duration::from_millis(interval_ms)).await
+        }
     }
     wal.writer_done.fire();
 }
@@ -317,7 +325,8 @@ async fn sync_loop(core: &Core, wal: &Wal) {
             },
             (Some((prev, prev_start)), Some(mut n)) => {
                 let start = wal.written_end.get();
-                let (synced, written) = futures_lite::future::zip(sync(wal, file), wal.write_group(&mut n)).await;
+                let (synced, written) =
+                    futures_lite::future::zip(sync(wal, file), wal.write_group(&mut n)).await;
                 match (synced, written) {
                     (Ok(()), Ok(())) => {
                         prev.group.settle(true);
@@ -346,7 +355,11 @@ async fn periodic_loop(core: &Core, wal: &Wal, interval: Duration) {
     let mut dirty = false;
     let mut last_sync = Instant::now();
     loop {
-        if wal.queue.borrow().is_empty() && wal.rotate.borrow().is_none() && !dirty && core.shutdown.is_fired() {
+        if wal.queue.borrow().is_empty()
+            && wal.rotate.borrow().is_none()
+            && !dirty
+            && core.shutdown.is_fired()
+        {
             return;
         }
         idle(core, wal, dirty.then(|| interval.saturating_sub(last_sync.elapsed()))).await;
@@ -404,7 +417,9 @@ pub async fn run_snapshots(core: Rc<Core>) {
         match snapshot(&core, &wal).await {
             Ok(Some(bytes)) => tracing::info!(shard = wal.shard, bytes, "snapshot taken; older log removed"),
             Ok(None) => {}
-            Err(e) => tracing::error!(shard = wal.shard, error = %e, "snapshot failed; the log keeps growing"),
+            Err(e) => {
+                tracing::error!(shard = wal.shard, error = %e, "snapshot failed; the log keeps growing")
+            }
         }
     }
 }
@@ -466,7 +481,8 @@ pub async fn snapshot(core: &Core, wal: &Wal) -> Result<Option<u64>, String> {
         let _ = std::fs::remove_file(&tmp);
         return Ok(None);
     }
-    std::fs::rename(&tmp, snap_path(&dir, index)).map_err(|e| format!("cannot rename {}: {e}", tmp.display()))?;
+    std::fs::rename(&tmp, snap_path(&dir, index))
+        .map_err(|e| format!("cannot rename {}: {e}", tmp.display()))?;
     sync_dir(&dir).await?;
     for k in 0..index {
         let _ = std::fs::remove_file(snap_path(&dir, k));

@@ -57,7 +57,13 @@ pub enum ShardOp {
 impl ShardOp {
     /// Whether the op changes the store (and so goes to the write-ahead log).
     pub fn is_write(&self) -> bool {
-        matches!(self, ShardOp::Put { .. } | ShardOp::Update { .. } | ShardOp::Delete { .. } | ShardOp::DeleteRange { .. })
+        matches!(
+            self,
+            ShardOp::Put { .. }
+                | ShardOp::Update { .. }
+                | ShardOp::Delete { .. }
+                | ShardOp::DeleteRange { .. }
+        )
     }
 }
 
