@@ -1,8 +1,29 @@
 #!/usr/bin/env bash
 # The whole test suite: what the README tells a new user to run, and exactly what .ci/run runs.
-# Installs what it needs; needs only the Rust toolchain, python3 and node/npm to begin with.
+# Installs what a fresh machine lacks: the Rust toolchain (rustup, stable), and python3 with
+# venv and Node.js with npm (Debian/Ubuntu packages, through apt-get).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+apt_install() {
+    command -v apt-get >/dev/null || { echo "please install: $*" >&2; exit 1; }
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+if ! command -v cargo >/dev/null; then
+    [ -x "$HOME/.cargo/bin/cargo" ] || {
+        command -v curl >/dev/null || apt_install curl ca-certificates
+        curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal
+    }
+    export PATH="$HOME/.cargo/bin:$PATH"
+fi
+if ! command -v python3 >/dev/null || ! python3 -c 'import ensurepip, venv' 2>/dev/null; then
+    apt_install python3 python3-venv
+fi
+if ! command -v npm >/dev/null; then
+    apt_install nodejs npm
+fi
 # End-to-end tests open many sockets; raise the soft open-files limit to the hard one.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
