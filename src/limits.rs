@@ -84,6 +84,12 @@ pub const EXPIRY_TICK_MS: u64 = 100;
 /// glommio's preemption timer. Its default (100 ms) lets one busy task delay every other
 /// connection on the core by that much; 500 µs keeps the tail near the sub-millisecond target.
 pub const PREEMPT_TIMER_US: u64 = 500;
+/// Longest start-up waits for a killed process (the data directory's previous owner, or one
+/// still holding the listen address) to finish exiting: the kernel closes a process's sockets
+/// only after freeing its memory, which takes seconds for a large heap. Past this, it refuses.
+pub const OWNER_EXIT_WAIT_MS: u64 = 30_000;
+/// Listen backlog of each core's socket (the kernel caps it at net.core.somaxconn).
+pub const TCP_BACKLOG: i32 = 1024;
 /// How often an executor checks for a shutdown request from the signal thread.
 pub const SHUTDOWN_POLL_MS: u64 = 50;
 /// Longest a graceful shutdown waits for in-flight requests before exiting anyway.

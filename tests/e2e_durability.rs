@@ -121,33 +121,6 @@ fn write_until_killed(s: &Server, state: &Arc<Mutex<HashMap<String, KeyState>>>,
     acked_total.load(Ordering::Relaxed)
 }
 
-/// Start velocityd on `dir` expecting it to refuse: its exit status and stderr. Killed (and the
-/// test failed) if it starts serving instead.
-fn start_expecting_refusal(dir: &Path, args: &[&str]) -> (std::process::ExitStatus, String) {
-    let mut child = Command::new(bin("velocityd"))
-        .args(["--listen", "127.0.0.1:0", "--cores", "1", "--data-dir"])
-        .arg(dir)
-        .args(args)
-        .stderr(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            break st;
-        }
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("velocityd started instead of refusing");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let mut err = String::new();
-    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
-    (status, err)
-}
-
 fn rand_below(n: u64) -> u64 {
     let mut b = [0u8; 8];
     getrandom::fill(&mut b).unwrap();

@@ -95,10 +95,13 @@ struct ServeArgs {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Manage users (run while the server is stopped, or restart it afterwards).
+    /// Manage users. Safe on the data directory of a running server: files are replaced
+    /// atomically, and the server applies changes within a second (removed users are
+    /// disconnected).
     #[command(subcommand)]
     User(UserCmd),
-    /// Manage API keys (authentication method 2).
+    /// Manage API keys (authentication method 2). Safe on a running server, as `user`: a revoked
+    /// key's sessions are disconnected within a second.
     #[command(subcommand)]
     Apikey(ApiKeyCmd),
     /// Write a new random 256-bit key for --encryption-key-file (mode 0600; refuses to overwrite).
@@ -108,7 +111,8 @@ enum Command {
         out: PathBuf,
     },
     /// Check the write-ahead logs and truncate each damaged one to its last good record, after
-    /// saying what is dropped. Run it while the server is stopped.
+    /// saying what is cut; the cut bytes are kept in DATA_DIR/quarantine. Refuses while a
+    /// server uses the directory.
     Repair {
         #[arg(long, default_value = "./velocity-data")]
         data_dir: PathBuf,
@@ -266,6 +270,7 @@ fn main_inner() -> Result<(), String> {
                 .map(velocity::durability::cipher::read_key_file)
                 .transpose()?;
             let cipher = key.map(|k| velocity::durability::Cipher::new(&k));
+            let _lock = velocity::server::owner::DirLock::acquire(&data_dir, "repair")?;
             for line in velocity::server::durable::repair(&data_dir, cipher.as_ref())? {
                 println!("{line}");
             }

@@ -8,6 +8,7 @@ mod core;
 pub mod datadir;
 pub mod durable;
 pub mod mesh;
+pub mod owner;
 mod park;
 pub mod runtime;
 pub mod stats;
@@ -19,7 +20,7 @@ use crate::limits::*;
 use crate::protocol::{encode_error, ErrorCode};
 use crate::security;
 use crate::store::Store;
-use runtime::{race, sleep, Either, LocalSignal, TcpListener};
+use runtime::{race, sleep, Either, LocalSignal};
 use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -67,6 +68,8 @@ pub struct Startup {
     pub cipher: Option<Arc<crate::durability::Cipher>>,
     /// Taken once by each core as it starts; never touched again.
     pub stores: std::sync::Mutex<Vec<Option<Store>>>,
+    /// Each core's listening socket, bound before the cores start (owner::bind_listeners).
+    pub listeners: std::sync::Mutex<Vec<Option<std::net::TcpListener>>>,
 }
 
 /// Recover the data directory's durable state into `cores` shards and lay it out afresh for
@@ -83,7 +86,12 @@ fn startup(config: &Config) -> Result<Startup, String> {
             ));
         }
         let stores = (0..config.cores).map(|_| Some(Store::new())).collect();
-        return Ok(Startup { generation: 0, cipher, stores: std::sync::Mutex::new(stores) });
+        return Ok(Startup {
+            generation: 0,
+            cipher,
+            stores: std::sync::Mutex::new(stores),
+            listeners: Default::default(),
+        });
     }
     let rec = durable::recover(&config.data_dir, config.cores, cipher.as_deref(), now)?;
     let r = &rec.report;
@@ -99,7 +107,7 @@ fn startup(config: &Config) -> Result<Startup, String> {
     );
     let generation = durable::install(&config.data_dir, rec.generation, &rec.stores, cipher.as_deref(), now)?;
     let stores = rec.stores.into_iter().map(Some).collect();
-    Ok(Startup { generation, cipher, stores: std::sync::Mutex::new(stores) })
+    Ok(Startup { generation, cipher, stores: std::sync::Mutex::new(stores), listeners: Default::default() })
 }
 
 /// The open-files limit, raised to its hard maximum, less a reserve for everything else.
@@ -153,6 +161,14 @@ pub fn run(mut config: Config) -> Result<(), String> {
             "--max-payload must be between {PAYLOAD_BYTES_MAX_FLOOR} and {PAYLOAD_BYTES_MAX_CEILING} bytes"
         ));
     }
+    // Held until velocityd exits: no second server, repair or start-up rewrites this directory.
+    let lock = owner::DirLock::acquire(&config.data_dir, "start velocityd")?;
+    // Bound before recovery: an address served by another process is refused at once, and
+    // clients connecting while a large data set loads wait in the backlog instead of failing.
+    let listeners = owner::bind_listeners(config.listen, config.cores, lock.previous)?;
+    if let Some(bound) = listeners.first().and_then(|l| l.local_addr().ok()) {
+        config.listen = bound;
+    }
     let dd = datadir::DataDir::open(&config.data_dir, config.tls_cert.as_deref(), config.tls_key.as_deref())?;
     // Absolute from here on: glommio opens directories by absolute path only (a relative one
     // fails with EBADF), and log lines should name files unambiguously.
@@ -182,7 +198,9 @@ pub fn run(mut config: Config) -> Result<(), String> {
     // A file-size limit must surface as an error on the write (STORAGE_ERROR), not kill us.
     // SAFETY: setting a signal disposition to SIG_IGN.
     unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) };
-    let start = Arc::new(startup(&config)?);
+    let start = startup(&config)?;
+    *start.listeners.lock().expect("start-up hand-off") = listeners.into_iter().map(Some).collect();
+    let start = Arc::new(start);
     tracing::info!(
         listen = %config.listen,
         shards = config.cores,
@@ -220,6 +238,7 @@ pub fn run(mut config: Config) -> Result<(), String> {
     };
     runtime::run_pool(placement, preempt, move || executor(sh, meshes, start))?;
     tracing::info!("velocityd stopped");
+    drop(lock);
     Ok(())
 }
 
@@ -387,13 +406,9 @@ async fn executor(shared: Arc<Shared>, meshes: Option<MeshSetup>, start: Arc<Sta
         c.shutdown.fire();
     });
 
-    let listener = match TcpListener::bind(shared.config.listen) {
-        Ok(l) => l,
-        Err(e) => {
-            tracing::error!(listen = %shared.config.listen, error = %e, "cannot listen");
-            std::process::exit(1);
-        }
-    };
+    let listener = runtime::listener(
+        start.listeners.lock().expect("start-up hand-off")[id].take().expect("each shard listens once"),
+    );
     tracing::debug!(shard = id, "accepting");
     loop {
         let stream = match race(listener.accept(), core.shutdown.wait()).await {

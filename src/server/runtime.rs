@@ -12,6 +12,13 @@ pub use glommio::io::BufferedFile as File;
 use glommio::io::{Directory, OpenOptions};
 pub use glommio::net::{TcpListener, TcpStream};
 
+/// A listening socket bound elsewhere (owner::bind_listeners), accepted from by this executor.
+pub fn listener(l: std::net::TcpListener) -> TcpListener {
+    use std::os::fd::{FromRawFd, IntoRawFd};
+    // SAFETY: the descriptor is a bound, listening TCP socket whose ownership moves here.
+    unsafe { TcpListener::from_raw_fd(l.into_raw_fd()) }
+}
+
 pub fn spawn<F: Future<Output = ()> + 'static>(f: F) {
     glommio::spawn_local(f).detach();
 }

@@ -4,7 +4,7 @@
 
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -228,4 +228,35 @@ impl Drop for Server {
             let _ = std::fs::remove_file(self.known_hosts());
         }
     }
+}
+
+/// Start velocityd on `dir` expecting it to refuse: its exit status and stderr. Killed (and the
+/// test failed) if it starts serving instead.
+pub fn start_expecting_refusal(dir: &Path, args: &[&str]) -> (std::process::ExitStatus, String) {
+    let mut cmd = Command::new(bin("velocityd"));
+    cmd.args(["--listen", "127.0.0.1:0", "--cores", "1", "--data-dir"]).arg(dir).args(args);
+    expect_refusal(cmd)
+}
+
+/// Run `cmd` (velocityd) expecting it to refuse to serve: its exit status and stderr.
+pub fn expect_refusal(mut cmd: Command) -> (std::process::ExitStatus, String) {
+    let mut child = cmd
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("velocityd started instead of refusing");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+    (status, err)
 }
