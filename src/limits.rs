@@ -143,14 +143,9 @@ pub const PARK_TRIM_EVERY: usize = 256;
 // ---- Durability ----
 
 /// Bytes of log records one group commit writes at most before its fdatasync. Caps how much a
-/// crash can tear (see WAL_TORN_TAIL_BYTES_MAX) and how long one sync keeps its writers waiting;
+/// crash can tear and how long one sync keeps its writers waiting;
 /// at ~50 bytes a SET, 1 MiB is 20,000 writes per sync, far above what arrives during one.
 pub const WAL_GROUP_BYTES_MAX: usize = 1 << 20;
-/// A bad record this close to the end of the last log is a torn tail (a crash mid-write) and is
-/// dropped; further from the end it is damage, and start-up stops. Two group writes (one being
-/// synced while the next is written) plus one default-sized statement's record: nothing more is
-/// unsynced at a crash.
-pub const WAL_TORN_TAIL_BYTES_MAX: usize = 2 * WAL_GROUP_BYTES_MAX + (1 << 20) + 4096;
 /// Largest record body the reader accepts: one statement at the largest --max-payload, with
 /// room for its per-row framing and sealing. A longer length field is damage.
 pub const WAL_RECORD_BYTES_MAX: usize = 2 * (PAYLOAD_BYTES_MAX_CEILING as usize) + 4096;

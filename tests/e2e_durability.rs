@@ -195,47 +195,80 @@ fn a_torn_last_record_is_dropped_with_a_log_line() {
     let s = Server::start_in(dir, 1, &["--audit", "off"]);
     let mut c = s.client();
     assert_eq!(count(&mut c), 100);
-    assert!(s.log_text().contains("torn last record"), "{}", s.log_text());
+    assert!(s.log_text().contains("torn last write"), "{}", s.log_text());
 }
 
+/// Every file under `dir` with its bytes.
+fn snapshot_of(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut v: Vec<_> = files_under(dir)
+        .into_iter()
+        .map(|p| {
+            let b = std::fs::read(&p).unwrap();
+            (p, b)
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// A flipped byte with intact records after it is damage, wherever it is — near the end too,
+/// where it used to be dropped as a "torn tail" with the acknowledged writes after it. Start-up
+/// refuses without changing a byte; repair cuts the log there and keeps what it cut.
 #[test]
-fn damage_before_the_tail_stops_start_up_and_repair_truncates_there() {
-    let mut s = Server::start_with(1, &["--audit", "off"]);
-    let mut c = s.client();
-    // More than a torn write's worth (WAL_TORN_TAIL_BYTES_MAX) after the damage.
-    let value = vec![b'x'; 1000];
-    for chunk in 0..80 {
-        let sql: Vec<String> =
-            (0..100).map(|i| build::set(format!("k{:05}", chunk * 100 + i).as_bytes(), &value)).collect();
-        c.pipeline(&sql).unwrap().into_iter().for_each(|r| assert!(r.is_ok()));
+fn damage_anywhere_stops_start_up_and_repair_keeps_what_it_cuts() {
+    // Near the end (1,000 records of ~1 KB before it: within a torn write's size) and far from it.
+    for from_end in [1000usize, 6000] {
+        let mut s = Server::start_with(1, &["--audit", "off"]);
+        let mut c = s.client();
+        let value = vec![b'x'; 1000];
+        for chunk in 0..80 {
+            let sql: Vec<String> =
+                (0..100).map(|i| build::set(format!("k{:05}", chunk * 100 + i).as_bytes(), &value)).collect();
+            c.pipeline(&sql).unwrap().into_iter().for_each(|r| assert!(r.is_ok()));
+        }
+        drop(c);
+        let dir = s.keep_data();
+        let log = only_log(&dir);
+        let mut bytes = std::fs::read(&log).unwrap();
+        // Inside record number 8000 - from_end (all records have the same size).
+        let record = (bytes.len() - 16) / 8000;
+        let at = bytes.len() - from_end * record + record / 2;
+        bytes[at] ^= 0x04;
+        std::fs::write(&log, &bytes).unwrap();
+        let before = snapshot_of(&dir.join("wal"));
+        // Start-up refuses, naming the file, the offset and what repair would do, and writes
+        // nothing (no new generation over the damage).
+        let (status, err) = start_expecting_refusal(&dir, &[]);
+        assert!(!status.success());
+        assert!(
+            err.contains(log.to_str().unwrap())
+                && err.contains("damaged at offset")
+                && err.contains("intact records follow")
+                && err.contains("repair")
+                && err.contains("quarantine"),
+            "{err}"
+        );
+        assert!(snapshot_of(&dir.join("wal")) == before, "a refused start-up changed the data files");
+        // Repair says what it cuts and keeps it; start-up then works with the records before.
+        let out = Command::new(bin("velocityd")).args(["repair", "--data-dir"]).arg(&dir).output().unwrap();
+        let said = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(said.contains("keeping") && said.contains("moved them to"), "{said}");
+        let q: Vec<PathBuf> = files_under(&dir.join("quarantine"));
+        assert_eq!(q.len(), 1, "{q:?}");
+        let cut = std::fs::read(&q[0]).unwrap();
+        assert!(bytes.ends_with(&cut) && cut.len() == from_end * record, "{} bytes kept", cut.len());
+        let kept = std::fs::metadata(&log).unwrap().len() as usize;
+        assert_eq!(kept + cut.len(), bytes.len());
+        let s = Server::start_in(dir, 1, &["--audit", "off"]);
+        let mut c = s.client();
+        let n = count(&mut c) as usize;
+        assert_eq!(n, 8000 - from_end, "records kept");
+        // The kept ones are a prefix of what was written.
+        assert_eq!(value_of(&mut c, "k00000"), Some(value.clone()));
+        assert_eq!(value_of(&mut c, &format!("k{:05}", n - 1)), Some(value));
+        assert_eq!(value_of(&mut c, &format!("k{:05}", n)), None);
     }
-    drop(c);
-    let dir = s.keep_data();
-    let log = only_log(&dir);
-    let mut bytes = std::fs::read(&log).unwrap();
-    let at = bytes.len() / 4;
-    bytes[at] ^= 0x04;
-    std::fs::write(&log, &bytes).unwrap();
-    // Start-up refuses, naming the file and the offset.
-    let (status, err) = start_expecting_refusal(&dir, &[]);
-    assert!(!status.success());
-    assert!(
-        err.contains(log.to_str().unwrap()) && err.contains("damaged at offset") && err.contains("repair"),
-        "{err}"
-    );
-    // Repair says what it drops, then start-up works with the records before the damage.
-    let out = Command::new(bin("velocityd")).args(["repair", "--data-dir"]).arg(&dir).output().unwrap();
-    let said = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(said.contains("dropping") && said.contains("keeping"), "{said}");
-    let s = Server::start_in(dir, 1, &["--audit", "off"]);
-    let mut c = s.client();
-    let n = count(&mut c);
-    assert!(n > 1000 && n < 4000, "{n} records kept");
-    // The kept ones are a prefix of what was written.
-    assert_eq!(value_of(&mut c, "k00000"), Some(value.clone()));
-    assert_eq!(value_of(&mut c, &format!("k{:05}", n - 1)), Some(value));
-    assert_eq!(value_of(&mut c, &format!("k{:05}", n)), None);
 }
 
 #[test]
@@ -346,16 +379,22 @@ fn snapshots_truncate_the_log_and_recovery_uses_them() {
     let snaps =
         stats.rows.iter().find(|r| r[0] == Value::Bytes(b"wal_snapshots".to_vec())).unwrap()[1].clone();
     assert!(matches!(snaps, Value::Int(n) if n >= 2), "{snaps:?}");
-    // The log is bounded by the threshold plus what arrives while a snapshot is due and taken,
-    // not by everything written (each record is about 30 bytes).
-    let written_bytes = (20 * 200 + streamed) * 30;
+    // Everything written so far went through snapshots, and the logs behind them are gone:
+    // once the writes stop, the next snapshot leaves only the new, empty log.
+    let written_bytes = (20 * 200 + streamed) * 36;
     let dir = s.data_dir.clone();
-    let log_bytes: u64 = files_under(&dir.join("wal"))
-        .iter()
-        .filter(|p| p.file_name().unwrap().to_str().unwrap().starts_with("log-"))
-        .map(|p| std::fs::metadata(p).unwrap().len())
-        .sum();
-    assert!(log_bytes < 65536 + 16 * 1024 || log_bytes < written_bytes / 4, "{log_bytes} of {written_bytes}");
+    let log_bytes = || -> u64 {
+        files_under(&dir.join("wal"))
+            .iter()
+            .filter(|p| p.file_name().unwrap().to_str().unwrap().starts_with("log-"))
+            .map(|p| std::fs::metadata(p).map_or(0, |m| m.len()))
+            .sum()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while log_bytes() >= 65536 {
+        assert!(std::time::Instant::now() < deadline, "{} log bytes of {written_bytes} written", log_bytes());
+        std::thread::sleep(Duration::from_millis(50));
+    }
     drop(c);
     let dir = s.crash();
     let s = Server::start_in(dir, 1, &["--audit", "off"]);
@@ -519,4 +558,82 @@ fn snapshots_with_a_relative_data_dir_under_load() {
     let _ = child.wait();
     let _ = std::fs::remove_dir_all(&parent);
     assert!(matches!(snaps, Value::Int(n) if n >= 1), "{snaps:?}");
+}
+
+fn generation(dir: &Path) -> String {
+    std::fs::read_to_string(dir.join("wal/CURRENT")).unwrap()
+}
+
+/// A restart with the same --cores goes on with the files in place (no new generation, no new
+/// space), so a server whose disk filled up starts again: here its file-size limit is below the
+/// size of its data, as a full disk would be. Reads work; writes that find no room are refused.
+#[test]
+fn a_server_whose_disk_filled_up_starts_again() {
+    let mut s = Server::start_with(1, &["--audit", "off"]);
+    let mut c = s.client();
+    let value = vec![b'v'; 500];
+    for chunk in 0..4 {
+        let sql: Vec<String> =
+            (0..100).map(|i| build::set(format!("k{}", chunk * 100 + i).as_bytes(), &value)).collect();
+        assert!(c.pipeline(&sql).unwrap().iter().all(|r| r.is_ok()));
+    }
+    drop(c);
+    let dir = s.keep_data();
+    let before = generation(&dir);
+    let s = Server::start_limited(dir, 1, &["--audit", "off"], None, Some(64 * 1024));
+    let mut c = s.client();
+    assert_eq!(count(&mut c), 400);
+    assert_eq!(value_of(&mut c, "k399"), Some(value.clone()));
+    let e = c.execute(&build::set(b"one more", &value)).unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::StorageError), "{e}");
+    assert_eq!(generation(&s.data_dir), before, "a restart with the same cores rewrote the data");
+    drop(c);
+    // With room again, nothing was lost and the refused write is not there.
+    let dir = s.crash();
+    let s = Server::start_in(dir, 1, &["--audit", "off"]);
+    let mut c = s.client();
+    assert_eq!(count(&mut c), 400);
+    assert_eq!(value_of(&mut c, "one more"), None);
+}
+
+/// A snapshot that cannot be written leaves no temporary file behind, and every file the server
+/// writes under the data directory is readable by its owner only.
+#[test]
+fn failed_snapshots_leave_nothing_behind_and_data_files_are_private() {
+    let mut s = Server::start_with(1, &["--audit", "on"]);
+    let mut c = s.client();
+    let value = vec![b'v'; 1000];
+    let sql: Vec<String> = (0..200).map(|i| build::set(format!("k{i}").as_bytes(), &value)).collect();
+    assert!(c.pipeline(&sql).unwrap().iter().all(|r| r.is_ok()));
+    drop(c);
+    let dir = s.keep_data();
+    // Room for the log to grow a little, not for a snapshot of 200 KB; a small threshold makes
+    // the server try one at once.
+    let s = Server::start_limited(
+        dir,
+        1,
+        &["--audit", "on", "--snapshot-log-bytes", "4096"],
+        None,
+        Some(150 * 1024),
+    );
+    let mut c = s.client();
+    // The log is already past the limit: this write finds no room either.
+    let e = c.execute(&build::set(b"refused", b"x")).unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::StorageError));
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !s.log_text().contains("snapshot failed") {
+        assert!(std::time::Instant::now() < deadline, "no snapshot was tried:\n{}", s.log_text());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let tmp: Vec<PathBuf> = files_under(&s.data_dir.join("wal"))
+        .into_iter()
+        .filter(|p| p.to_str().unwrap().ends_with(".tmp"))
+        .collect();
+    assert!(tmp.is_empty(), "{tmp:?}");
+    assert_eq!(count(&mut c), 200);
+    use std::os::unix::fs::PermissionsExt;
+    for f in files_under(&s.data_dir) {
+        let mode = std::fs::metadata(&f).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode & 0o077, 0, "{} is mode {mode:o}", f.display());
+    }
 }

@@ -37,7 +37,8 @@ fn a_data_directory_has_one_owner() {
     let (status, err) = expect_refusal(cmd);
     assert!(!status.success());
     assert!(err.contains(&format!("in use by PID {pid}")) && err.contains("LOCK"), "{err}");
-    let out = Command::new(bin("velocityd")).args(["repair", "--data-dir"]).arg(&s.data_dir).output().unwrap();
+    let out =
+        Command::new(bin("velocityd")).args(["repair", "--data-dir"]).arg(&s.data_dir).output().unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("cannot repair") && err.contains(&format!("PID {pid}")), "{err}");
@@ -69,6 +70,23 @@ fn an_address_has_one_server() {
         assert_eq!(value_of(&mut s.client(), "whose"), Some(b"first".to_vec()));
     }
     let _ = std::fs::remove_dir_all(&other);
+}
+
+struct KillOnDrop(Option<std::process::Child>);
+
+impl KillOnDrop {
+    fn get(&mut self) -> &mut std::process::Child {
+        self.0.as_mut().unwrap()
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(c) = self.0.as_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
 }
 
 /// /proc/PID/stat's state: 'Z' once a process has exited (its sockets are closed by then).
@@ -106,18 +124,23 @@ fn a_restart_right_after_kill_9_waits_for_the_old_process() {
             .args(extra)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null());
-        let mut child = next.spawn().unwrap();
+        // Killed if the test fails before it takes the old server's place.
+        let mut child = KillOnDrop(Some(next.spawn().unwrap()));
         // The first connection the new server answers: by then the old one must have exited.
         let deadline = Instant::now() + Duration::from_secs(40);
         let mut answered = 0;
         let mut resets = 0;
         while answered < 20 {
             assert!(Instant::now() < deadline, "the restarted server never answered");
-            assert!(child.try_wait().unwrap().is_none(), "the restarted server exited (refused?)");
+            assert!(child.get().try_wait().unwrap().is_none(), "the restarted server exited (refused?)");
             match velocity::client::Client::open(&opts) {
                 Ok(_) => {
                     if answered == 0 {
-                        assert_eq!(state_of(old), 'Z', "cycle {cycle}: answered while the old server was alive");
+                        assert_eq!(
+                            state_of(old),
+                            'Z',
+                            "cycle {cycle}: answered while the old server was alive"
+                        );
                     }
                     answered += 1;
                 }
@@ -134,7 +157,7 @@ fn a_restart_right_after_kill_9_waits_for_the_old_process() {
         }
         assert_eq!(resets, 0, "cycle {cycle}: connections to the restarted server were reset");
         // Reap the old process; the new one is the server from now on.
-        let mut old_child = std::mem::replace(&mut s.child, child);
+        let mut old_child = std::mem::replace(&mut s.child, child.0.take().unwrap());
         old_child.wait().unwrap();
         s.data_dir = dir;
     }

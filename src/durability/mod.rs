@@ -3,26 +3,45 @@
 //! recording what it did (the redo record) and what it replaced (the undo, for a write that
 //! cannot be made durable).
 //!
-//! Every file starts with a 16-byte header; then records, each `u32 length ‖ u32 CRC-32 of the
-//! body ‖ body`. The body is the plain payload, or `nonce ‖ ciphertext ‖ tag` when the file is
-//! encrypted, with the file's identity and the record's offset as associated data: a record
-//! cannot be moved within or between files unnoticed. A payload is a list of mutations, each an
-//! after-image (`Set` with its absolute expiry, or `Del`), so replaying a record twice is
-//! harmless; that is what lets a snapshot be taken while writes go on.
+//! Every file starts with a 16-byte header; then records, each `u32 length ‖ u32 CRC-32 ‖ u64
+//! sequence number ‖ body`, the CRC covering the length, the number and the body. Records of a
+//! file are numbered 1, 2, 3, … with no gap, so a scan knows which record is due next and can
+//! tell a torn tail from damage (below). The body is the plain payload, or `nonce ‖ ciphertext ‖
+//! tag` when the file is encrypted, with the file's identity and the record's offset as
+//! associated data: a record cannot be moved within or between files unnoticed. A payload is a
+//! list of mutations, each an after-image (`Set` with its absolute expiry, or `Del`), so
+//! replaying a record twice is harmless; that is what lets a snapshot be taken while writes go
+//! on.
+//!
+//! **Torn tail or damage.** A crash can only tear the last write: its records are complete up to
+//! some byte and missing (or garbage) after it. So a bad record at offset X is a torn tail only if
+//! no intact record follows it — none of the bytes after X parses as a record with a valid
+//! checksum and a number from the one due at X on. Anything else (a flipped bit, a zeroed or
+//! duplicated or reordered block followed by intact records) is damage: the file is refused
+//! whole, nothing is dropped silently, and `repair` moves what it cuts to a quarantine file.
 
 pub mod apply;
 pub mod cipher;
+#[cfg(test)]
+mod sim;
 
 pub use apply::{apply_logged, Undo};
 pub use cipher::{Cipher, KEY_BYTES};
 
-use crate::limits::{KEY_BYTES_MAX, WAL_RECORD_BYTES_MAX, WAL_TORN_TAIL_BYTES_MAX};
+use crate::limits::{KEY_BYTES_MAX, WAL_RECORD_BYTES_MAX};
 
 pub const HEADER_BYTES: usize = 16;
-pub const RECORD_HEADER_BYTES: usize = 8;
+/// `u32 length ‖ u32 CRC ‖ u64 sequence number`.
+pub const RECORD_HEADER_BYTES: usize = 16;
+/// The shortest record: a header and a one-byte payload.
+const RECORD_BYTES_MIN: usize = RECORD_HEADER_BYTES + 1;
+/// How far past the number due a record found after damage may be numbered and still count as
+/// one of this file's (a file holds far fewer records): random bytes pass this check once in 2^32.
+const SEQ_JUMP_MAX: u64 = 1 << 32;
 pub const LOG_MAGIC: &[u8; 4] = b"VWAL";
 pub const SNAP_MAGIC: &[u8; 4] = b"VSNP";
-pub const FORMAT_VERSION: u8 = 1;
+/// 2: numbered records (1 had none, and could not tell a torn tail from damage).
+pub const FORMAT_VERSION: u8 = 2;
 const FLAG_ENCRYPTED: u8 = 1;
 
 const OP_SET: u8 = 1;
@@ -88,7 +107,8 @@ pub fn check_header(kind: FileKind, header: &[u8], cipher: Option<&Cipher>) -> R
     }
     if header[4] != FORMAT_VERSION {
         return Err(format!(
-            "format version {} is not supported (this build reads {FORMAT_VERSION})",
+            "format version {} is not supported (this build reads version {FORMAT_VERSION}); start the \
+             release that wrote it and move the data over with paged reads (docs/operations.md)",
             header[4]
         ));
     }
@@ -188,27 +208,41 @@ pub fn decode_payload(mut p: &[u8]) -> Result<Payload, String> {
     Ok(Payload::Mutations(out))
 }
 
-/// Frame a plain record whose payload was appended to `out` after an 8-byte placeholder at
-/// `start` (the hot path builds records in place, without a copy).
-pub fn frame_in_place(out: &mut [u8], start: usize) {
-    let body = &out[start + RECORD_HEADER_BYTES..];
-    let (len, crc) = (body.len() as u32, crc32fast::hash(body));
-    out[start..start + 4].copy_from_slice(&len.to_le_bytes());
-    out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+fn record_crc(len: u32, seq: u64, body: &[u8]) -> u32 {
+    let mut h = crc32fast::Hasher::new();
+    h.update(&len.to_le_bytes());
+    h.update(&seq.to_le_bytes());
+    h.update(body);
+    h.finalize()
 }
 
-/// Frame `payload` as the record at `offset` of `file`, appending to `out`.
-pub fn seal_record(out: &mut Vec<u8>, payload: &[u8], file: &FileId, offset: u64, cipher: Option<&Cipher>) {
+/// Frame, as record `seq`, the `len` payload bytes that follow a RECORD_HEADER_BYTES placeholder
+/// at `start` of `out` (the log builds its records in place, and numbers them when it writes).
+pub fn frame_in_place(out: &mut [u8], start: usize, len: usize, seq: u64) {
+    let body = &out[start + RECORD_HEADER_BYTES..start + RECORD_HEADER_BYTES + len];
+    let crc = record_crc(len as u32, seq, body);
+    out[start..start + 4].copy_from_slice(&(len as u32).to_le_bytes());
+    out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+    out[start + 8..start + 16].copy_from_slice(&seq.to_le_bytes());
+}
+
+/// Frame `payload` as record `seq` at `offset` of `file`, appending to `out`.
+pub fn seal_record(
+    out: &mut Vec<u8>,
+    payload: &[u8],
+    file: &FileId,
+    offset: u64,
+    seq: u64,
+    cipher: Option<&Cipher>,
+) {
     let start = out.len();
     out.extend_from_slice(&[0u8; RECORD_HEADER_BYTES]);
     match cipher {
         None => out.extend_from_slice(payload),
         Some(c) => c.seal_into(out, payload, &aad(file, offset)),
     }
-    let body_len = out.len() - start - RECORD_HEADER_BYTES;
-    let crc = crc32fast::hash(&out[start + RECORD_HEADER_BYTES..]);
-    out[start..start + 4].copy_from_slice(&(body_len as u32).to_le_bytes());
-    out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+    let len = out.len() - start - RECORD_HEADER_BYTES;
+    frame_in_place(out, start, len, seq);
 }
 
 /// Bytes a sealed record of `payload_len` takes.
@@ -221,57 +255,105 @@ pub fn sealed_len(payload_len: usize, encrypted: bool) -> usize {
 pub enum Tail {
     /// Every byte was a good record.
     Clean,
-    /// The last write was cut short (a crash mid-write): the bytes from `offset` are dropped.
+    /// The last write was cut short (a crash mid-write): nothing intact follows `offset`, and the
+    /// bytes from there on are dropped.
     Torn { offset: u64, reason: String },
-    /// A bad record with more than a torn write's worth of data after it: not a crash but
-    /// damage. Nothing from `offset` on can be trusted.
-    Corrupt { offset: u64, reason: String },
+    /// Damage, not a crash: intact records follow the bad one (the first at `next_intact`), or
+    /// the record at `offset` is intact but cannot be read (a wrong key, a record moved from
+    /// elsewhere, an unknown mutation). Nothing from `offset` on may be used or dropped silently.
+    Corrupt { offset: u64, reason: String, next_intact: Option<u64> },
 }
 
 #[derive(Debug)]
 pub struct Scan {
-    /// (offset, payload) of each good record, in order.
+    /// (offset, payload) of each good record, in order; the i-th is record number i + 1.
     pub records: Vec<(u64, Payload)>,
     /// End of the last good record.
     pub good_end: u64,
     pub tail: Tail,
 }
 
-/// Read the records of a whole file (header included in `data`). A bad record within
-/// WAL_TORN_TAIL_BYTES_MAX of the end is a torn tail: a crash can only tear the last group
-/// write, which is never larger. Earlier damage is corruption.
+impl Scan {
+    /// The number of the last good record (0: none), so appending continues with the next.
+    pub fn last_seq(&self) -> u64 {
+        self.records.len() as u64
+    }
+}
+
+fn u32_at(data: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(data[at..at + 4].try_into().unwrap())
+}
+
+fn u64_at(data: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(data[at..at + 8].try_into().unwrap())
+}
+
+/// The record at `pos` if it is whole, its checksum holds and it is number `seq`: (its body's
+/// range, where the next record starts). Otherwise why not.
+fn record_at(data: &[u8], pos: usize, seq: u64) -> Result<(std::ops::Range<usize>, usize), String> {
+    if data.len() - pos < RECORD_HEADER_BYTES {
+        return Err("record header cut short".into());
+    }
+    let len = u32_at(data, pos) as usize;
+    if len == 0 || len > WAL_RECORD_BYTES_MAX {
+        return Err(format!("record length {len} is impossible"));
+    }
+    let body_start = pos + RECORD_HEADER_BYTES;
+    if data.len() - body_start < len {
+        return Err(format!("record of {len} bytes cut short"));
+    }
+    let body = body_start..body_start + len;
+    let found = u64_at(data, pos + 8);
+    if record_crc(len as u32, found, &data[body.clone()]) != u32_at(data, pos + 4) {
+        return Err("checksum mismatch".into());
+    }
+    if found != seq {
+        return Err(format!("record number {found} where {seq} was due"));
+    }
+    Ok((body.clone(), body.end))
+}
+
+/// The first offset at or after `from` holding an intact record numbered `seq` or later: what
+/// makes a bad record damage rather than a torn tail. Cheap checks first (a plausible length and
+/// number), the checksum only for the rare candidate that passes them.
+pub fn next_intact(data: &[u8], from: usize, seq: u64) -> Option<u64> {
+    let last = data.len().checked_sub(RECORD_BYTES_MIN)?;
+    (from..=last).find_map(|p| {
+        let len = u32_at(data, p) as usize;
+        if len == 0 || len > WAL_RECORD_BYTES_MAX || len > data.len() - p - RECORD_HEADER_BYTES {
+            return None;
+        }
+        let n = u64_at(data, p + 8);
+        if n < seq || n - seq > SEQ_JUMP_MAX {
+            return None;
+        }
+        let body = &data[p + RECORD_HEADER_BYTES..p + RECORD_HEADER_BYTES + len];
+        (record_crc(len as u32, n, body) == u32_at(data, p + 4)).then_some(p as u64)
+    })
+}
+
+/// Read the records of a whole file (header included in `data`), telling a torn tail from
+/// damage as the module documentation says.
 pub fn scan_file(data: &[u8], file: &FileId, cipher: Option<&Cipher>) -> Result<Scan, String> {
     check_header(file.kind, data, cipher)?;
     let encrypted = header_encrypted(data);
     let mut pos = HEADER_BYTES;
     let mut records = Vec::new();
-    let bad = |pos: usize, reason: String| {
-        if data.len() - pos <= WAL_TORN_TAIL_BYTES_MAX {
-            Tail::Torn { offset: pos as u64, reason }
-        } else {
-            Tail::Corrupt { offset: pos as u64, reason }
-        }
-    };
     let tail = loop {
         if pos == data.len() {
             break Tail::Clean;
         }
-        if data.len() - pos < RECORD_HEADER_BYTES {
-            break bad(pos, "record header cut short".into());
-        }
-        let len = u32::from_le_bytes(data[pos..pos + 4].try_into().unwrap()) as usize;
-        let crc = u32::from_le_bytes(data[pos + 4..pos + 8].try_into().unwrap());
-        if len == 0 || len > WAL_RECORD_BYTES_MAX {
-            break bad(pos, format!("record length {len} is impossible"));
-        }
-        let body_start = pos + RECORD_HEADER_BYTES;
-        if data.len() - body_start < len {
-            break bad(pos, format!("record of {len} bytes cut short"));
-        }
-        let body = &data[body_start..body_start + len];
-        if crc32fast::hash(body) != crc {
-            break bad(pos, "checksum mismatch".into());
-        }
+        let seq = records.len() as u64 + 1;
+        let (body, next) = match record_at(data, pos, seq) {
+            Ok(r) => r,
+            Err(reason) => {
+                break match next_intact(data, pos, seq) {
+                    None => Tail::Torn { offset: pos as u64, reason },
+                    next_intact => Tail::Corrupt { offset: pos as u64, reason, next_intact },
+                };
+            }
+        };
+        let body = &data[body];
         let plain;
         let payload: &[u8] = match (encrypted, cipher) {
             (false, _) => body,
@@ -283,16 +365,20 @@ pub fn scan_file(data: &[u8], file: &FileId, cipher: Option<&Cipher>) -> Result<
                 // The checksum matched, so the bytes are as written: a wrong key or a record
                 // moved from elsewhere. Never garbage data.
                 None => {
-                    break Tail::Corrupt { offset: pos as u64, reason: "record fails authentication".into() }
+                    break Tail::Corrupt {
+                        offset: pos as u64,
+                        reason: "record fails authentication".into(),
+                        next_intact: None,
+                    }
                 }
             },
             (true, None) => unreachable!("check_header refuses an encrypted file without a key"),
         };
         match decode_payload(payload) {
             Ok(p) => records.push((pos as u64, p)),
-            Err(e) => break Tail::Corrupt { offset: pos as u64, reason: e },
+            Err(reason) => break Tail::Corrupt { offset: pos as u64, reason, next_intact: None },
         }
-        pos = body_start + len;
+        pos = next;
     };
     let good_end = match &tail {
         Tail::Clean => data.len() as u64,
@@ -311,6 +397,8 @@ pub struct SnapshotEncoder<'c> {
     /// File offset of `out[0]`.
     out_offset: u64,
     block: Vec<u8>,
+    /// Number of the next block record.
+    seq: u64,
     pub entries: u64,
 }
 
@@ -325,6 +413,7 @@ impl<'c> SnapshotEncoder<'c> {
             out: file_header(FileKind::Snapshot, cipher).to_vec(),
             out_offset: 0,
             block: Vec::new(),
+            seq: 1,
             entries: 0,
         }
     }
@@ -343,7 +432,8 @@ impl<'c> SnapshotEncoder<'c> {
         }
         let at = self.out_offset + self.out.len() as u64;
         let block = std::mem::take(&mut self.block);
-        seal_record(&mut self.out, &block, &self.file, at, self.cipher);
+        seal_record(&mut self.out, &block, &self.file, at, self.seq, self.cipher);
+        self.seq += 1;
     }
 
     /// Bytes ready to be written at `offset`, once enough have gathered.
@@ -363,7 +453,7 @@ impl<'c> SnapshotEncoder<'c> {
         let mut end = Vec::new();
         encode_end(&mut end, self.entries);
         let at = self.out_offset + self.out.len() as u64;
-        seal_record(&mut self.out, &end, &self.file, at, self.cipher);
+        seal_record(&mut self.out, &end, &self.file, at, self.seq, self.cipher);
         (self.out_offset, self.out)
     }
 }
@@ -374,7 +464,7 @@ pub fn read_snapshot(data: &[u8], file: &FileId, cipher: Option<&Cipher>) -> Res
     let scan = scan_file(data, file, cipher)?;
     match scan.tail {
         Tail::Clean => {}
-        Tail::Torn { offset, reason } | Tail::Corrupt { offset, reason } => {
+        Tail::Torn { offset, reason } | Tail::Corrupt { offset, reason, .. } => {
             return Err(format!("damaged at offset {offset}: {reason}"))
         }
     }
@@ -408,7 +498,7 @@ mod tests {
             encode_set(&mut p, format!("k{i}").as_bytes(), b"value", if i % 2 == 0 { Some(5) } else { None });
             encode_mutation(&mut p, &Mutation::Del { key: b"gone".to_vec() });
             let at = out.len() as u64;
-            seal_record(&mut out, &p, &file(), at, cipher);
+            seal_record(&mut out, &p, &file(), at, i as u64 + 1, cipher);
         }
         out
     }
@@ -492,17 +582,52 @@ mod tests {
     }
 
     #[test]
-    fn a_flipped_bit_far_from_the_end_is_corruption() {
-        let mut p = Vec::new();
-        encode_set(&mut p, b"k", &vec![b'x'; 1000], None);
-        let mut data = file_header(FileKind::Log, None).to_vec();
-        while data.len() < 2 * WAL_TORN_TAIL_BYTES_MAX {
-            let at = data.len() as u64;
-            seal_record(&mut data, &p, &file(), at, None);
+    fn a_flipped_bit_anywhere_before_an_intact_record_is_corruption() {
+        let data = log(None, 50);
+        let full = scan_file(&data, &file(), None).unwrap();
+        let last = full.records.last().unwrap().0 as usize;
+        // Near the end (once within a torn write's size of it, which used to be dropped as torn)
+        // and far from it: intact records follow, so it is damage.
+        for at in [HEADER_BYTES + 3, data.len() / 2, last - 5] {
+            let mut d = data.clone();
+            d[at] ^= 0x10;
+            let s = scan_file(&d, &file(), None).unwrap();
+            let Tail::Corrupt { offset, next_intact: Some(next), .. } = s.tail else {
+                panic!("{:?}", s.tail)
+            };
+            assert!(offset as usize <= at && (next as usize) > at, "at {at}: {offset} {next}");
+            assert_eq!(s.records.len(), full.records.iter().filter(|r| r.0 < offset).count());
         }
-        data[HEADER_BYTES + 100] ^= 0x10;
-        let s = scan_file(&data, &file(), None).unwrap();
-        assert_eq!(s.tail, Tail::Corrupt { offset: HEADER_BYTES as u64, reason: "checksum mismatch".into() });
-        assert!(s.records.is_empty());
+        // In the last record, with nothing after it: a torn write.
+        let mut d = data.clone();
+        d[last + 20] ^= 0x10;
+        let s = scan_file(&d, &file(), None).unwrap();
+        assert!(matches!(s.tail, Tail::Torn { offset, .. } if offset as usize == last), "{:?}", s.tail);
+        assert_eq!(s.records.len(), 49);
+    }
+
+    #[test]
+    fn duplicated_and_reordered_records_are_caught_by_their_numbers() {
+        let data = log(None, 6);
+        let full = scan_file(&data, &file(), None).unwrap();
+        let at: Vec<usize> = full.records.iter().map(|r| r.0 as usize).chain([data.len()]).collect();
+        // Records 2 and 3 swapped.
+        let mut d = data[..at[1]].to_vec();
+        d.extend_from_slice(&data[at[2]..at[3]]);
+        d.extend_from_slice(&data[at[1]..at[2]]);
+        d.extend_from_slice(&data[at[3]..]);
+        assert!(matches!(scan_file(&d, &file(), None).unwrap().tail, Tail::Corrupt { .. }));
+        // A copy of record 2 in front of record 3 (replaying it would bring back an old value).
+        let mut d = data[..at[2]].to_vec();
+        d.extend_from_slice(&data[at[1]..at[2]]);
+        d.extend_from_slice(&data[at[2]..]);
+        assert!(matches!(scan_file(&d, &file(), None).unwrap().tail, Tail::Corrupt { .. }));
+        // Old records repeated after the last: nothing newer follows, so they are a torn tail
+        // and every original record is kept.
+        let mut d = data.clone();
+        d.extend_from_slice(&data[at[0]..at[2]]);
+        let s = scan_file(&d, &file(), None).unwrap();
+        assert!(matches!(s.tail, Tail::Torn { .. }));
+        assert_eq!(s.records.len(), 6);
     }
 }

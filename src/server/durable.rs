@@ -8,18 +8,24 @@
 //! ```
 //! Recovery loads, for every shard of the current generation, its newest snapshot and then its
 //! logs from that index on, routing each key to the shard that owns it under the new `--cores`.
-//! It then writes the result as generation G+1 (one snapshot per new shard, empty logs), switches
-//! CURRENT with a rename, and removes generation G: a crash at any point leaves one complete
-//! generation to start from.
+//! Reading changes nothing: a start-up refused for damage leaves every byte as it found it.
+//!
+//! With the same `--cores` (and the same encryption), each core then goes on appending to its
+//! shard's last log where the good records end (a torn tail is cut off first): a restart needs no
+//! new disk space, so a server whose disk filled up can start again. With another `--cores` the
+//! keys must be laid out afresh: the result is written as generation G+1 (one snapshot per new
+//! shard, empty logs) after checking that the disk has room for it, CURRENT is switched with a
+//! rename, and generation G is removed: a crash at any point leaves one complete generation.
 
 use crate::durability::{
-    apply::replay, file_header, read_snapshot, scan_file, Cipher, FileId, FileKind, Payload, SnapshotEncoder,
-    Tail,
+    apply::replay, file_header, header_encrypted, read_snapshot, scan_file, Cipher, FileId, FileKind,
+    Payload, SnapshotEncoder, Tail, HEADER_BYTES,
 };
 use crate::shard::shard_of_key;
 use crate::store::{KeyRange, Store};
 use std::io::Write;
 use std::ops::ControlFlow;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -84,14 +90,43 @@ pub struct RecoveryReport {
     pub elapsed_ms: u64,
 }
 
+/// Where a shard's log goes on: the core appends record `next_seq` at offset `end` of log
+/// `index`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ShardLog {
+    pub index: u64,
+    pub end: u64,
+    pub next_seq: u64,
+    /// Size of the shard's newest snapshot (what the log must outgrow before the next one).
+    pub snapshot_bytes: u64,
+}
+
+/// The last log of an old shard, as recovery found it.
+#[derive(Debug)]
+struct LastLog {
+    log: ShardLog,
+    /// Length of the file: more than `log.end` when a torn tail is to be cut.
+    file_bytes: u64,
+}
+
 pub struct Recovered {
     pub stores: Vec<Store>,
     pub generation: u64,
     pub report: RecoveryReport,
+    old_shards: usize,
+    /// Per old shard; None when a shard has no log to append to.
+    last_logs: Vec<Option<LastLog>>,
+    /// Some file of the generation is not encrypted.
+    plain_files: bool,
 }
 
-/// Load the current generation into `shards` stores. Damage before a log's tail is an error
-/// that names the file and the offset.
+fn read(path: &Path) -> Result<Vec<u8>, String> {
+    std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+}
+
+/// Load the current generation into `shards` stores. A torn tail of a shard's last log is
+/// dropped (with a warning); damage anywhere is an error naming the file, the offset and what
+/// `repair` would do about it. Nothing is written.
 pub fn recover(
     data_dir: &Path,
     shards: usize,
@@ -102,16 +137,28 @@ pub fn recover(
     let mut stores: Vec<Store> = (0..shards).map(|_| Store::new()).collect();
     let mut report = RecoveryReport::default();
     let Some((generation, old_shards)) = current(data_dir)? else {
-        return Ok(Recovered { stores, generation: 0, report });
+        return Ok(Recovered {
+            stores,
+            generation: 0,
+            report,
+            old_shards: 0,
+            last_logs: Vec::new(),
+            plain_files: false,
+        });
     };
+    let mut last_logs = Vec::new();
+    let mut plain_files = false;
     for s in 0..old_shards {
         let dir = shard_dir(data_dir, generation, s);
         let snaps = indexes(&dir, "snap-")?;
         let base = snaps.last().copied();
+        let mut snapshot_bytes = 0;
         if let Some(k) = base {
             let path = snap_path(&dir, k);
-            let data = std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            let data = read(&path)?;
             report.bytes_read += data.len() as u64;
+            snapshot_bytes = data.len() as u64;
+            plain_files |= !header_encrypted(&data);
             let file = FileId { kind: FileKind::Snapshot, generation, shard: s as u32, index: k };
             let entries = read_snapshot(&data, &file, cipher)
                 .map_err(|e| format!("snapshot {} is {e}; restore it from a backup", path.display()))?;
@@ -123,10 +170,12 @@ pub fn recover(
         }
         let logs: Vec<u64> =
             indexes(&dir, "log-")?.into_iter().filter(|k| base.is_none_or(|b| *k >= b)).collect();
+        let mut last_log = None;
         for (i, &k) in logs.iter().enumerate() {
             let path = log_path(&dir, k);
-            let data = std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            let data = read(&path)?;
             report.bytes_read += data.len() as u64;
+            plain_files |= !header_encrypted(&data);
             let file = FileId { kind: FileKind::Log, generation, shard: s as u32, index: k };
             let scan = scan_file(&data, &file, cipher).map_err(|e| format!("{}: {e}", path.display()))?;
             let last = i + 1 == logs.len();
@@ -134,21 +183,19 @@ pub fn recover(
                 Tail::Clean => {}
                 Tail::Torn { offset, reason } if last => {
                     let line = format!(
-                        "{}: dropped a torn last record at offset {offset} ({} bytes: {reason}), the trace of a crash mid-write; it was never acknowledged",
+                        "{}: dropped a torn last write at offset {offset} ({} bytes: {reason}), the trace of a crash mid-write; it was never acknowledged",
                         path.display(),
                         data.len() as u64 - offset
                     );
                     tracing::warn!("{line}");
                     report.torn_tails.push(line);
                 }
-                Tail::Torn { offset, reason } | Tail::Corrupt { offset, reason } => {
-                    return Err(format!(
-                        "{} is damaged at offset {offset} ({reason}); records after it cannot be trusted. \
-                         `velocityd repair --data-dir {}` truncates the log there after saying what it drops",
-                        path.display(),
-                        data_dir.display()
-                    ));
-                }
+                tail => return Err(damage_message(data_dir, &path, &data, &scan, tail, last)),
+            }
+            if last {
+                let log =
+                    ShardLog { index: k, end: scan.good_end, next_seq: scan.last_seq() + 1, snapshot_bytes };
+                last_log = Some(LastLog { log, file_bytes: data.len() as u64 });
             }
             for (_, p) in scan.records {
                 if let Payload::Mutations(ms) = p {
@@ -160,9 +207,43 @@ pub fn recover(
                 }
             }
         }
+        last_logs.push(last_log);
     }
     report.elapsed_ms = started.elapsed().as_millis() as u64;
-    Ok(Recovered { stores, generation, report })
+    Ok(Recovered { stores, generation, report, old_shards, last_logs, plain_files })
+}
+
+/// What the operator reads when start-up refuses a damaged log.
+fn damage_message(
+    data_dir: &Path,
+    path: &Path,
+    data: &[u8],
+    scan: &crate::durability::Scan,
+    tail: &Tail,
+    last: bool,
+) -> String {
+    let (offset, reason, next) = match tail {
+        Tail::Corrupt { offset, reason, next_intact } => (*offset, reason.as_str(), *next_intact),
+        Tail::Torn { offset, reason } => (*offset, reason.as_str(), None),
+        Tail::Clean => unreachable!("a clean file is not damaged"),
+    };
+    let what = match (next, last) {
+        (Some(n), _) => {
+            format!("intact records follow it (the next at offset {n}): that is damage, not a torn write")
+        }
+        (None, false) => "later logs follow it, so it cannot be a torn last write".into(),
+        (None, true) => "the record there is whole but cannot be read".into(),
+    };
+    format!(
+        "{} is damaged at offset {offset} ({reason}); {what}. Nothing was changed. \
+         `velocityd repair --data-dir {}` would keep the {} records before offset {offset} and move the {} bytes \
+         from there on to {} (restore from a backup if you need what they hold)",
+        path.display(),
+        data_dir.display(),
+        scan.records.len(),
+        data.len() as u64 - offset,
+        quarantine_dir(data_dir).display()
+    )
 }
 
 fn sync_dir(dir: &Path) -> Result<(), String> {
@@ -171,9 +252,16 @@ fn sync_dir(dir: &Path) -> Result<(), String> {
         .map_err(|e| format!("cannot sync {}: {e}", dir.display()))
 }
 
+/// Create `path` (0600: data files hold keys and values) with `chunks`, synced.
 fn write_synced(path: &Path, chunks: impl IntoIterator<Item = Vec<u8>>) -> Result<u64, String> {
     let err = |e: std::io::Error| format!("cannot write {}: {e}", path.display());
-    let mut f = std::fs::File::create(path).map_err(err)?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(err)?;
     let mut n = 0;
     for c in chunks {
         n += c.len() as u64;
@@ -181,6 +269,14 @@ fn write_synced(path: &Path, chunks: impl IntoIterator<Item = Vec<u8>>) -> Resul
     }
     f.sync_all().map_err(err)?;
     Ok(n)
+}
+
+fn create_dir(dir: &Path) -> Result<(), String> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| format!("cannot create {}: {e}", dir.display()))
 }
 
 /// Write `store` as a complete snapshot file at `path`.
@@ -204,6 +300,101 @@ pub fn write_snapshot(
     write_synced(path, chunks)
 }
 
+/// Bytes free for this user on the file system holding `dir`.
+fn free_bytes(dir: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    // SAFETY: statvfs fills a local struct from a NUL-terminated path.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    (unsafe { libc::statvfs(c.as_ptr(), &mut st) } == 0).then(|| st.f_bavail as u64 * st.f_frsize as u64)
+}
+
+/// Files left by an interrupted start-up or snapshot: a generation CURRENT does not name,
+/// `CURRENT.tmp`, snapshots being written (`snap-K.tmp`). None is ever the truth.
+fn remove_leftovers(data_dir: &Path, generation: u64, shards: usize) {
+    let wal = wal_dir(data_dir);
+    let _ = std::fs::remove_file(wal.join("CURRENT.tmp"));
+    if let Ok(rd) = std::fs::read_dir(&wal) {
+        for e in rd.flatten() {
+            if e.path().is_dir() && e.file_name().to_str() != Some(&generation.to_string()) {
+                tracing::info!(path = %e.path().display(), "removing a generation left by an interrupted start-up");
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
+    for s in 0..shards {
+        let Ok(rd) = std::fs::read_dir(shard_dir(data_dir, generation, s)) else { continue };
+        for e in rd.flatten() {
+            if e.file_name().to_str().is_some_and(|n| n.ends_with(".tmp")) {
+                tracing::info!(path = %e.path().display(), "removing an unfinished snapshot");
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+}
+
+/// Make the recovered state the one the cores serve: reuse the current generation in place when
+/// the shards and the encryption are unchanged (cutting torn tails off), else write a new
+/// generation for `rec.stores`. Returns the generation and where each core's log goes on.
+pub fn lay_out(
+    data_dir: &Path,
+    rec: &Recovered,
+    cipher: Option<&Cipher>,
+    now_ms: u64,
+) -> Result<(u64, Vec<ShardLog>), String> {
+    let shards = rec.stores.len();
+    let reusable = rec.generation > 0
+        && rec.old_shards == shards
+        && !(cipher.is_some() && rec.plain_files)
+        && rec.last_logs.iter().all(Option::is_some);
+    if reusable {
+        remove_leftovers(data_dir, rec.generation, shards);
+        let mut logs = Vec::new();
+        for (s, last) in rec.last_logs.iter().enumerate() {
+            let last = last.as_ref().expect("checked above");
+            if last.file_bytes > last.log.end {
+                // Appending after a torn tail would make it damage: cut it (needs no space).
+                let path = log_path(&shard_dir(data_dir, rec.generation, s), last.log.index);
+                let f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&path)
+                    .and_then(|f| f.set_len(last.log.end).and(f.sync_all()))
+                    .map_err(|e| format!("cannot cut the torn tail of {}: {e}", path.display()));
+                f?;
+            }
+            logs.push(last.log);
+        }
+        return Ok((rec.generation, logs));
+    }
+    let needed: u64 =
+        rec.stores.iter().map(|s| s.data_bytes() as u64 + s.data_bytes() as u64 / 64 + 2 * (64 << 10)).sum();
+    if let Some(free) = free_bytes(data_dir) {
+        if free < needed {
+            let why = if rec.old_shards != shards && rec.generation > 0 {
+                format!(
+                    " (or start with --cores {} to go on with the files as they are, which needs no space)",
+                    rec.old_shards
+                )
+            } else {
+                String::new()
+            };
+            return Err(format!(
+                "laying the data out for {shards} shards needs about {needed} bytes in {}, and {free} are free: free some space{why}",
+                data_dir.display()
+            ));
+        }
+    }
+    let generation = install(data_dir, rec.generation, &rec.stores, cipher, now_ms)?;
+    let logs = (0..shards)
+        .map(|s| {
+            let snap = snap_path(&shard_dir(data_dir, generation, s), 0);
+            let snapshot_bytes = std::fs::metadata(snap).map_or(0, |m| m.len());
+            ShardLog { index: 0, end: HEADER_BYTES as u64, next_seq: 1, snapshot_bytes }
+        })
+        .collect();
+    Ok((generation, logs))
+}
+
 /// Make `stores` generation `old + 1`: a snapshot and an empty log per shard, then CURRENT, then
 /// remove the old generation. Returns the new generation.
 pub fn install(
@@ -220,11 +411,16 @@ pub fn install(
     let _ = std::fs::remove_dir_all(&gen_dir);
     for (s, store) in stores.iter().enumerate() {
         let dir = shard_dir(data_dir, generation, s);
-        std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        create_dir(&dir)?;
         let file = FileId { kind: FileKind::Snapshot, generation, shard: s as u32, index: 0 };
-        write_snapshot(&snap_path(&dir, 0), file, store, cipher, now_ms)?;
-        write_synced(&log_path(&dir, 0), [file_header(FileKind::Log, cipher).to_vec()])?;
-        sync_dir(&dir)?;
+        let made = write_snapshot(&snap_path(&dir, 0), file, store, cipher, now_ms)
+            .and_then(|_| write_synced(&log_path(&dir, 0), [file_header(FileKind::Log, cipher).to_vec()]))
+            .and_then(|_| sync_dir(&dir));
+        if let Err(e) = made {
+            // Whatever this attempt wrote is not the truth; give its space back.
+            let _ = std::fs::remove_dir_all(&gen_dir);
+            return Err(e);
+        }
     }
     sync_dir(&gen_dir)?;
     let tmp = wal.join("CURRENT.tmp");
@@ -232,20 +428,32 @@ pub fn install(
     std::fs::rename(&tmp, wal.join("CURRENT"))
         .map_err(|e| format!("cannot switch {}: {e}", wal.display()))?;
     sync_dir(&wal)?;
-    // Everything else under wal/ is an older generation.
-    if let Ok(rd) = std::fs::read_dir(&wal) {
-        for e in rd.flatten() {
-            let n = e.file_name();
-            if e.path().is_dir() && n.to_str() != Some(&generation.to_string()) {
-                let _ = std::fs::remove_dir_all(e.path());
-            }
-        }
-    }
+    remove_leftovers(data_dir, generation, stores.len());
     Ok(generation)
 }
 
-/// `velocityd repair`: truncate every damaged log to its last good record, saying what goes.
-/// Returns the report lines.
+/// Where `repair` keeps what it cuts.
+pub fn quarantine_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("quarantine")
+}
+
+/// Copy `bytes` to a new file in the quarantine directory, synced; its path.
+fn quarantine(data_dir: &Path, name: &str, bytes: &[u8]) -> Result<PathBuf, String> {
+    let dir = quarantine_dir(data_dir);
+    create_dir(&dir)?;
+    let mut path = dir.join(name);
+    let mut n = 1;
+    while path.exists() {
+        path = dir.join(format!("{name}.{n}"));
+        n += 1;
+    }
+    write_synced(&path, [bytes.to_vec()])?;
+    sync_dir(&dir)?;
+    Ok(path)
+}
+
+/// `velocityd repair`: cut every damaged log back to its last good record, keeping what is cut
+/// in the quarantine directory, and say what was done. Returns the report lines.
 pub fn repair(data_dir: &Path, cipher: Option<&Cipher>) -> Result<Vec<String>, String> {
     let mut lines = Vec::new();
     let Some((generation, shards)) = current(data_dir)? else {
@@ -255,7 +463,7 @@ pub fn repair(data_dir: &Path, cipher: Option<&Cipher>) -> Result<Vec<String>, S
         let dir = shard_dir(data_dir, generation, s);
         for k in indexes(&dir, "snap-")? {
             let path = snap_path(&dir, k);
-            let data = std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            let data = read(&path)?;
             let file = FileId { kind: FileKind::Snapshot, generation, shard: s as u32, index: k };
             if let Err(e) = read_snapshot(&data, &file, cipher) {
                 lines.push(format!(
@@ -266,27 +474,32 @@ pub fn repair(data_dir: &Path, cipher: Option<&Cipher>) -> Result<Vec<String>, S
         }
         for k in indexes(&dir, "log-")? {
             let path = log_path(&dir, k);
-            let data = std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            let data = read(&path)?;
             let file = FileId { kind: FileKind::Log, generation, shard: s as u32, index: k };
             let scan = scan_file(&data, &file, cipher).map_err(|e| format!("{}: {e}", path.display()))?;
-            match scan.tail {
-                Tail::Clean => lines.push(format!("{}: ok, {} records", path.display(), scan.records.len())),
-                Tail::Torn { offset, reason } | Tail::Corrupt { offset, reason } => {
-                    lines.push(format!(
-                        "{}: keeping {} records up to offset {offset}; dropping {} bytes from offset {offset} ({reason})",
-                        path.display(),
-                        scan.records.len(),
-                        data.len() as u64 - offset
-                    ));
-                    let f = std::fs::OpenOptions::new()
-                        .write(true)
-                        .open(&path)
-                        .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
-                    f.set_len(offset)
-                        .and_then(|_| f.sync_all())
-                        .map_err(|e| format!("cannot truncate {}: {e}", path.display()))?;
+            let (offset, reason, next) = match &scan.tail {
+                Tail::Clean => {
+                    lines.push(format!("{}: ok, {} records", path.display(), scan.records.len()));
+                    continue;
                 }
-            }
+                Tail::Torn { offset, reason } => (*offset, reason.clone(), None),
+                Tail::Corrupt { offset, reason, next_intact } => (*offset, reason.clone(), *next_intact),
+            };
+            let cut = &data[offset as usize..];
+            let kept = quarantine(data_dir, &format!("g{generation}-s{s}-log-{k}-from-{offset}"), cut)?;
+            let after = next.map_or(String::new(), |n| format!("; intact records follow at offset {n}"));
+            lines.push(format!(
+                "{}: keeping {} records up to offset {offset}; cut {} bytes from offset {offset} ({reason}{after}) and moved them to {}",
+                path.display(),
+                scan.records.len(),
+                cut.len(),
+                kept.display()
+            ));
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .and_then(|f| f.set_len(offset).and(f.sync_all()))
+                .map_err(|e| format!("cannot truncate {}: {e}", path.display()))?;
         }
     }
     Ok(lines)

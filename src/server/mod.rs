@@ -68,6 +68,8 @@ pub struct Startup {
     pub cipher: Option<Arc<crate::durability::Cipher>>,
     /// Taken once by each core as it starts; never touched again.
     pub stores: std::sync::Mutex<Vec<Option<Store>>>,
+    /// Where each core's log goes on (empty with durability off).
+    pub logs: Vec<durable::ShardLog>,
     /// Each core's listening socket, bound before the cores start (owner::bind_listeners).
     pub listeners: std::sync::Mutex<Vec<Option<std::net::TcpListener>>>,
 }
@@ -90,6 +92,7 @@ fn startup(config: &Config) -> Result<Startup, String> {
             generation: 0,
             cipher,
             stores: std::sync::Mutex::new(stores),
+            logs: Vec::new(),
             listeners: Default::default(),
         });
     }
@@ -105,9 +108,15 @@ fn startup(config: &Config) -> Result<Startup, String> {
         torn_tails = r.torn_tails.len(),
         "recovered"
     );
-    let generation = durable::install(&config.data_dir, rec.generation, &rec.stores, cipher.as_deref(), now)?;
+    let (generation, logs) = durable::lay_out(&config.data_dir, &rec, cipher.as_deref(), now)?;
     let stores = rec.stores.into_iter().map(Some).collect();
-    Ok(Startup { generation, cipher, stores: std::sync::Mutex::new(stores), listeners: Default::default() })
+    Ok(Startup {
+        generation,
+        cipher,
+        stores: std::sync::Mutex::new(stores),
+        logs,
+        listeners: Default::default(),
+    })
 }
 
 /// The open-files limit, raised to its hard maximum, less a reserve for everything else.
@@ -320,6 +329,7 @@ async fn executor(shared: Arc<Shared>, meshes: Option<MeshSetup>, start: Arc<Sta
                 id,
                 start.cipher.clone(),
                 cfg.snapshot_log_bytes,
+                start.logs[id],
             )
             .await
             {

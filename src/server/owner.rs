@@ -172,17 +172,18 @@ impl DirLock {
             let exiting = holder.and_then(|h| h.state()).is_some_and(|s| s.exiting);
             match holder {
                 Some(h) if exiting && Instant::now() < deadline => {
-                    tracing::info!(pid = h.pid, "the data directory's previous owner is exiting; waiting for it");
+                    tracing::info!(
+                        pid = h.pid,
+                        "the data directory's previous owner is exiting; waiting for it"
+                    );
                     wait_for_exit(h.pid, deadline);
                 }
-                _ => {
-                    return Err(format!(
-                        "cannot {what}: data directory {} is in use by {} (it holds {}); stop that process first",
-                        dir.display(),
-                        describe_holder(holder),
-                        path.display()
-                    ))
-                }
+                _ => return Err(format!(
+                    "cannot {what}: data directory {} is in use by {} (it holds {}); stop that process first",
+                    dir.display(),
+                    describe_holder(holder),
+                    path.display()
+                )),
             }
         }
         let previous = read_holder(&mut file);

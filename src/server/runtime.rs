@@ -212,12 +212,14 @@ where
 
 // ---- Files (the write-ahead log and snapshots): glommio's io_uring file I/O ----
 
-/// A new, empty file for writing (replacing any earlier one).
+/// A new, empty file for writing (replacing any earlier one), readable by its owner only: data
+/// files hold keys and values.
 pub async fn create_file(path: &std::path::Path) -> Result<File, String> {
     OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
+        .mode(0o600)
         .buffered_open(path)
         .await
         .map_err(|e| format!("cannot create {}: {e}", path.display()))

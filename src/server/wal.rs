@@ -8,7 +8,7 @@
 //! their writers get STORAGE_ERROR: what readers see afterwards is what is on disk.
 
 use super::core::{now_ms, Core};
-use super::durable::{log_path, shard_dir, snap_path};
+use super::durable::{log_path, shard_dir, snap_path, ShardLog};
 use super::runtime::{
     create_file, open_file_for_writing, race, sleep, sync_dir, yield_now, File, LocalSignal, Slot,
 };
@@ -58,12 +58,14 @@ impl Group {
 }
 
 struct Pending {
-    /// Without encryption: framed records, ready to write as they are. With encryption:
-    /// `u32 length ‖ 4 spare ‖ payload` per record, sealed when written (the associated data
-    /// names the file and offset it lands at, known only then).
+    /// `u32 length ‖ 12 spare ‖ payload` per record: numbered and framed (or sealed, when
+    /// encrypted: the associated data names the file and offset it lands at) when written, so
+    /// that a group taken back leaves no gap in the numbers.
     records: Vec<u8>,
     undo: Undo,
     group: Rc<Group>,
+    /// Number of the group's first record, once written.
+    first_seq: u64,
 }
 
 pub struct Wal {
@@ -76,6 +78,8 @@ pub struct Wal {
     file: RefCell<Option<Rc<File>>>,
     /// End of the last write to the current log.
     written_end: Cell<u64>,
+    /// Number of the next record written to the current log.
+    next_seq: Cell<u64>,
     queue: RefCell<VecDeque<Pending>>,
     kick: RefCell<Rc<LocalSignal>>,
     rotate: RefCell<Option<Rc<Slot<Result<u64, String>>>>>,
@@ -90,7 +94,7 @@ pub struct Wal {
 }
 
 impl Wal {
-    /// Open this core's log of `generation` (made by `durable::install`) for appending.
+    /// Open this core's log of `generation` for appending where start-up left it (`at`).
     pub async fn open(
         mode: Mode,
         data_dir: PathBuf,
@@ -98,26 +102,26 @@ impl Wal {
         shard: usize,
         cipher: Option<Arc<Cipher>>,
         snapshot_log_bytes: u64,
+        at: ShardLog,
     ) -> Result<Wal, String> {
         let dir = shard_dir(&data_dir, generation, shard);
-        let path = log_path(&dir, 0);
+        let path = log_path(&dir, at.index);
         let file = open_file_for_writing(&path).await?;
-        let end = file.file_size().await.map_err(|e| format!("cannot stat {}: {e}", path.display()))?;
-        let snap = std::fs::metadata(snap_path(&dir, 0)).map(|m| m.len()).unwrap_or(0);
         Ok(Wal {
             mode,
             data_dir,
             generation,
             shard: shard as u32,
             cipher,
-            index: Cell::new(0),
+            index: Cell::new(at.index),
             file: RefCell::new(Some(Rc::new(file))),
-            written_end: Cell::new(end),
+            written_end: Cell::new(at.end),
+            next_seq: Cell::new(at.next_seq),
             queue: RefCell::new(VecDeque::new()),
             kick: RefCell::new(Rc::new(LocalSignal::default())),
             rotate: RefCell::new(None),
             snapshot_log_bytes,
-            snapshot_bytes: Cell::new(snap),
+            snapshot_bytes: Cell::new(at.snapshot_bytes),
             last_snapshot_ms: Cell::new(now_ms()),
             storage_errors: Cell::new(0),
             snapshots: Cell::new(0),
@@ -146,6 +150,7 @@ impl Wal {
                 records: Vec::new(),
                 undo: Undo::default(),
                 group: Rc::new(Group::default()),
+                first_seq: 0,
             });
         }
         let p = q.back_mut().expect("just ensured");
@@ -155,8 +160,6 @@ impl Wal {
         let appended = p.records.len() > start + RECORD_HEADER_BYTES;
         if !appended {
             p.records.truncate(start);
-        } else if self.cipher.is_none() {
-            frame_in_place(&mut p.records, start);
         } else {
             let n = (p.records.len() - start - RECORD_HEADER_BYTES) as u32;
             p.records[start..start + 4].copy_from_slice(&n.to_le_bytes());
@@ -178,13 +181,25 @@ impl Wal {
         FileId { kind, generation: self.generation, shard: self.shard, index }
     }
 
-    /// Write one group at the end of the current log (the caller syncs).
+    /// Number and frame one group's records and write them at the end of the current log (the
+    /// caller syncs).
     async fn write_group(&self, p: &mut Pending) -> Result<(), String> {
         let file = self.file.borrow().clone().ok_or("the log is closed")?;
         let id = self.file_id(FileKind::Log, self.index.get());
         let start = self.written_end.get();
+        p.first_seq = self.next_seq.get();
+        let mut seq = p.first_seq;
         let out = match self.cipher.as_deref() {
-            None => std::mem::take(&mut p.records),
+            None => {
+                let mut pos = 0;
+                while pos < p.records.len() {
+                    let n = u32::from_le_bytes(p.records[pos..pos + 4].try_into().unwrap()) as usize;
+                    frame_in_place(&mut p.records, pos, n, seq);
+                    seq += 1;
+                    pos += RECORD_HEADER_BYTES + n;
+                }
+                std::mem::take(&mut p.records)
+            }
             Some(c) => {
                 let mut out = Vec::with_capacity(p.records.len() + p.records.len() / 8 + 64);
                 let mut rest = &p.records[..];
@@ -192,12 +207,14 @@ impl Wal {
                     let n = u32::from_le_bytes(rest[..4].try_into().unwrap()) as usize;
                     let at = start + out.len() as u64;
                     let body = &rest[RECORD_HEADER_BYTES..RECORD_HEADER_BYTES + n];
-                    seal_record(&mut out, body, &id, at, Some(c));
+                    seal_record(&mut out, body, &id, at, seq, Some(c));
+                    seq += 1;
                     rest = &rest[RECORD_HEADER_BYTES + n..];
                 }
                 out
             }
         };
+        self.next_seq.set(seq);
         let len = out.len();
         let wrote = file.write_at(out, start).await.map_err(|e| e.to_string())?;
         if wrote < len {
@@ -227,14 +244,22 @@ impl Wal {
             groups,
             "a log write failed: its writes were taken back and answered with STORAGE_ERROR"
         );
-        // Nothing after the last good record may stay in the file.
-        self.written_end.set(start);
-        let file = self.file.borrow().clone();
-        if let Some(f) = file {
-            let _ = f.truncate(start).await;
-        }
+        self.rewind(start, failed[0].first_seq).await;
         for p in failed {
             p.group.settle(false);
+        }
+    }
+
+    /// Take the log back to `end`, where record `next_seq` goes next: nothing after the last
+    /// good record may stay in the file, or a later scan would take it for damage.
+    async fn rewind(&self, end: u64, next_seq: u64) {
+        self.written_end.set(end);
+        self.next_seq.set(next_seq);
+        let file = self.file.borrow().clone();
+        if let Some(f) = file {
+            if let Err(e) = f.truncate(end).await {
+                tracing::error!(shard = self.shard, error = %e, "cannot truncate the log after a failed write");
+            }
         }
     }
 
@@ -253,6 +278,7 @@ impl Wal {
         }
         self.index.set(next);
         self.written_end.set(HEADER_BYTES as u64);
+        self.next_seq.set(1);
         Ok(next)
     }
 }
@@ -381,7 +407,7 @@ async fn periodic_loop(core: &Core, wal: &Wal, interval: Duration) {
                     // operator hears of it.
                     wal.storage_errors.set(wal.storage_errors.get() + 1);
                     tracing::error!(shard = wal.shard, error = %e, "a log write failed (periodic durability): recent writes are in memory only");
-                    wal.written_end.set(start);
+                    wal.rewind(start, p.first_seq).await;
                     p.group.settle(false);
                 }
             }
@@ -427,6 +453,7 @@ pub async fn run_snapshots(core: Rc<Core>) {
 /// Rotate the log, copy the store a chunk at a time into `snap-K`, and once every write it may
 /// have seen is durable, make it the snapshot and remove what it replaces. Ok(None): given up
 /// because a log write failed meanwhile (the snapshot might hold writes that were taken back).
+/// A snapshot that fails or is given up leaves no file behind.
 pub async fn snapshot(core: &Core, wal: &Wal) -> Result<Option<u64>, String> {
     let errors_before = wal.storage_errors.get();
     tracing::debug!(shard = wal.shard, log_bytes = wal.log_bytes(), "snapshot: rotating the log");
@@ -437,10 +464,40 @@ pub async fn snapshot(core: &Core, wal: &Wal) -> Result<Option<u64>, String> {
     tracing::debug!(shard = wal.shard, index, "snapshot: log rotated, copying the store");
     let dir = wal.dir();
     let tmp = dir.join(format!("snap-{index}.tmp"));
-    let file = create_file(&tmp).await?;
+    let written = write_snapshot_file(core, wal, &tmp, index).await;
+    let size = match written {
+        Ok(size) if wal.storage_errors.get() == errors_before => size,
+        other => {
+            let _ = std::fs::remove_file(&tmp);
+            return other.map(|_| None);
+        }
+    };
+    std::fs::rename(&tmp, snap_path(&dir, index))
+        .map_err(|e| format!("cannot rename {}: {e}", tmp.display()))?;
+    sync_dir(&dir).await?;
+    for k in 0..index {
+        let _ = std::fs::remove_file(snap_path(&dir, k));
+        let _ = std::fs::remove_file(log_path(&dir, k));
+    }
+    wal.snapshot_bytes.set(size);
+    wal.last_snapshot_ms.set(now_ms());
+    wal.snapshots.set(wal.snapshots.get() + 1);
+    Ok(Some(size))
+}
+
+/// Copy the store into `tmp` a chunk at a time, sync it, and wait until every write it may hold
+/// is durable. Its size.
+async fn write_snapshot_file(
+    core: &Core,
+    wal: &Wal,
+    tmp: &std::path::Path,
+    index: u64,
+) -> Result<u64, String> {
+    let file = create_file(tmp).await?;
     let mut enc = SnapshotEncoder::new(wal.file_id(FileKind::Snapshot, index), wal.cipher.as_deref());
     let mut range = KeyRange::all();
     let mut size = 0u64;
+    let io = |e: &dyn std::fmt::Display| format!("{}: {e}", tmp.display());
     loop {
         let mut last: Option<Vec<u8>> = None;
         let mut n = 0;
@@ -458,7 +515,10 @@ pub async fn snapshot(core: &Core, wal: &Wal) -> Result<Option<u64>, String> {
         }
         if let Some((at, bytes)) = enc.take_ready(256 << 10) {
             size = at + bytes.len() as u64;
-            file.write_at(bytes, at).await.map_err(|e| format!("{}: {e}", tmp.display()))?;
+            let len = bytes.len();
+            if file.write_at(bytes, at).await.map_err(|e| io(&e))? < len {
+                return Err(format!("{}: short write (disk full?)", tmp.display()));
+            }
         }
         match last {
             Some(k) => range = range.resume_after(&k, false),
@@ -469,27 +529,16 @@ pub async fn snapshot(core: &Core, wal: &Wal) -> Result<Option<u64>, String> {
     }
     let (at, bytes) = enc.finish();
     size = size.max(at + bytes.len() as u64);
-    file.write_at(bytes, at).await.map_err(|e| format!("{}: {e}", tmp.display()))?;
-    file.fdatasync().await.map_err(|e| format!("{}: {e}", tmp.display()))?;
+    let len = bytes.len();
+    if file.write_at(bytes, at).await.map_err(|e| io(&e))? < len {
+        return Err(format!("{}: short write (disk full?)", tmp.display()));
+    }
+    file.fdatasync().await.map_err(|e| io(&e))?;
     let _ = file.close().await;
     // The snapshot may hold writes still on their way to the log: it becomes the truth only
     // once they are durable.
     if let Some(g) = wal.last_group() {
         g.wait().await;
     }
-    if wal.storage_errors.get() != errors_before {
-        let _ = std::fs::remove_file(&tmp);
-        return Ok(None);
-    }
-    std::fs::rename(&tmp, snap_path(&dir, index))
-        .map_err(|e| format!("cannot rename {}: {e}", tmp.display()))?;
-    sync_dir(&dir).await?;
-    for k in 0..index {
-        let _ = std::fs::remove_file(snap_path(&dir, k));
-        let _ = std::fs::remove_file(log_path(&dir, k));
-    }
-    wal.snapshot_bytes.set(size);
-    wal.last_snapshot_ms.set(now_ms());
-    wal.snapshots.set(wal.snapshots.get() + 1);
-    Ok(Some(size))
+    Ok(size)
 }

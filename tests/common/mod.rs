@@ -240,11 +240,8 @@ pub fn start_expecting_refusal(dir: &Path, args: &[&str]) -> (std::process::Exit
 
 /// Run `cmd` (velocityd) expecting it to refuse to serve: its exit status and stderr.
 pub fn expect_refusal(mut cmd: Command) -> (std::process::ExitStatus, String) {
-    let mut child = cmd
-        .stderr(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child =
+        cmd.stderr(std::process::Stdio::piped()).stdout(std::process::Stdio::null()).spawn().unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     let status = loop {
         if let Some(st) = child.try_wait().unwrap() {
