@@ -28,6 +28,15 @@ impl WireError {
     pub fn storage() -> Self {
         Self::new(ErrorCode::StorageError, "the write could not be made durable and was not applied")
     }
+
+    /// A read that would have seen a write which then could not be made durable: it is not
+    /// answered with what it saw, since that write was taken back.
+    pub fn storage_read() -> Self {
+        Self::new(
+            ErrorCode::StorageError,
+            "a write this read would have seen could not be made durable; the read was not answered: retry it",
+        )
+    }
 }
 
 impl fmt::Display for WireError {

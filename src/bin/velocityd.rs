@@ -91,6 +91,9 @@ struct ServeArgs {
     /// Log size (per shard) that triggers a snapshot, after which the log is truncated.
     #[arg(long, default_value_t = SNAPSHOT_LOG_BYTES_DEFAULT)]
     snapshot_log_bytes: u64,
+    /// Testing only (fault injection): pause this long before every group write to the log.
+    #[arg(long, hide = true, default_value_t = 0)]
+    test_write_delay_ms: u64,
 }
 
 #[derive(Subcommand)]
@@ -327,6 +330,7 @@ fn main_inner() -> Result<(), String> {
                     .map(velocity::durability::cipher::read_key_file)
                     .transpose()?,
                 snapshot_log_bytes: s.snapshot_log_bytes,
+                test_write_delay_ms: s.test_write_delay_ms,
             })?;
         }
     }

@@ -62,8 +62,13 @@ impl Phase {
 enum Pending {
     /// An encoded reply waiting in the stage buffer for earlier replies.
     Staged(Range<usize>),
-    /// A write's encoded reply, sent once its log group is on disk (else STORAGE_ERROR).
-    Durable(Range<usize>, Rc<Group>),
+    /// An encoded reply sent once `group` is on disk (else STORAGE_ERROR): a write's own group,
+    /// or for a read the newest group it may have seen.
+    Durable {
+        reply: Range<usize>,
+        group: Rc<Group>,
+        write: bool,
+    },
     Merge {
         merge: Merge,
         replies: Vec<Option<ShardReply>>,
@@ -128,13 +133,13 @@ impl Batch {
     }
 
     /// A reply to hold until `group` is durable; `None`: ready now.
-    fn after(&mut self, group: Option<Rc<Group>>, encode: impl FnOnce(&mut Vec<u8>)) {
+    fn after(&mut self, group: Option<Rc<Group>>, write: bool, encode: impl FnOnce(&mut Vec<u8>)) {
         match group {
             None => self.ready(encode),
-            Some(g) => {
+            Some(group) => {
                 let start = self.stage.len();
                 encode(&mut self.stage);
-                self.pending.push(Pending::Durable(start..self.stage.len(), g));
+                self.pending.push(Pending::Durable { reply: start..self.stage.len(), group, write });
             }
         }
     }
@@ -707,7 +712,7 @@ fn command(
                 return Flow::Continue;
             }
             let group = core.insert_logged(key, value, now);
-            batch.after(group, |out| encode_affected_response(out, 1));
+            batch.after(group, true, |out| encode_affected_response(out, 1));
             let target = core.audit.borrow().enabled().then(|| format!("keys {}", lit(key)));
             done_fast(
                 core,
@@ -789,7 +794,7 @@ fn command(
         let res = merge(&p.merge, replies, cfg.max_payload);
         let (code, rows) = outcome(&res);
         done(core, ctx, user, kind, target.as_deref(), started, code, rows);
-        batch.after(local_group, |out| encode_outcome(out, &res));
+        batch.after(local_group, p.merge.is_write(), |out| encode_outcome(out, &res));
     }
     flow
 }
@@ -806,14 +811,16 @@ fn local_point_get(
     now: u64,
 ) {
     let store = core.store.borrow();
+    // What the store shows may include writes not yet durable (a value, or a key's absence).
+    let barrier = core.read_barrier();
     let hit = match store.get(key, now) {
         Some(e) => {
             let v = e.value;
-            batch.ready(|out| encode_single_value_response(out, "value", v));
+            batch.after(barrier, false, |out| encode_single_value_response(out, "value", v));
             true
         }
         None => {
-            batch.error(ErrorCode::KeyNotFound, "key not found");
+            batch.after(barrier, false, |out| encode_error(out, ErrorCode::KeyNotFound, "key not found"));
             false
         }
     };
@@ -989,11 +996,11 @@ async fn finish(core: &Rc<Core>, ctx: &Ctx, phase: &Phase, mut batch: Batch, now
     for p in batch.pending {
         match p {
             Pending::Staged(r) => out.extend_from_slice(&batch.stage[r]),
-            Pending::Durable(r, group) => {
+            Pending::Durable { reply, group, write } => {
                 if group.wait().await {
-                    out.extend_from_slice(&batch.stage[r]);
+                    out.extend_from_slice(&batch.stage[reply]);
                 } else {
-                    let e = WireError::storage();
+                    let e = if write { WireError::storage() } else { WireError::storage_read() };
                     encode_error(&mut out, e.code, &e.message);
                 }
             }
@@ -1003,7 +1010,8 @@ async fn finish(core: &Rc<Core>, ctx: &Ctx, phase: &Phase, mut batch: Batch, now
                     None => true,
                 };
                 let res = match replies.into_iter().collect::<Option<Vec<_>>>() {
-                    _ if !durable => Err(WireError::storage()),
+                    _ if !durable && m.is_write() => Err(WireError::storage()),
+                    _ if !durable => Err(WireError::storage_read()),
                     Some(replies) => merge(&m, replies, max_payload),
                     None => Err(WireError::new(ErrorCode::ServerOverloaded, "a shard is not answering")),
                 };

@@ -109,17 +109,32 @@ pub fn now_ms() -> u64 {
 
 impl Core {
     /// Run ops on this shard. Writes go to the log; with `--durability sync` the group to wait
-    /// for before answering comes back too.
+    /// for before answering (writes' and reads' alike) comes back too.
     pub fn run_ops(&self, ops: &[ShardOp], now_ms: u64) -> (Vec<ShardReply>, Option<Rc<Group>>) {
         let mut group = None;
         let replies = ops.iter().map(|op| self.run_op_logged(op, now_ms, &mut group)).collect();
         (replies, group)
     }
 
-    /// One op; a write's group (sync mode) is left in `group`.
+    /// With `--durability sync`, the group a reply must wait for when it shows the store as it
+    /// is now: writes not yet durable are visible in the store, and a reader must not be told of
+    /// one that a crash or a failed sync could still take back (as Redis with `appendfsync
+    /// always` holds replies until the fsync of the writes they may have observed).
+    pub fn read_barrier(&self) -> Option<Rc<Group>> {
+        self.wal.as_ref().filter(|w| w.mode == Mode::Sync).and_then(|w| w.unsettled())
+    }
+
+    /// One op; the group its reply must wait for (a write's own, or a read's barrier) is left in
+    /// `group`.
     pub fn run_op_logged(&self, op: &ShardOp, now_ms: u64, group: &mut Option<Rc<Group>>) -> ShardReply {
         let mut store = self.store.borrow_mut();
-        let Some(wal) = self.wal.as_ref().filter(|_| op.is_write()) else {
+        if !op.is_write() {
+            if let Some(g) = self.read_barrier() {
+                *group = Some(g);
+            }
+            return run_op(&mut store, op, now_ms);
+        }
+        let Some(wal) = self.wal.as_ref() else {
             return run_op(&mut store, op, now_ms);
         };
         let sync = wal.mode == Mode::Sync;

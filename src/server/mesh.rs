@@ -245,19 +245,17 @@ impl Req {
     }
 }
 
-/// Answer a request that wrote, once its log group is settled; the requests behind it on the
-/// queue go on meanwhile (their own group commits share the sync).
+/// Answer a request that wrote, or read what was not yet durable, once that log group is
+/// settled; the requests behind it on the queue go on meanwhile (their own group commits share
+/// the sync). If the group failed, its writes were taken back: no reply tells of them.
 fn reply_when_durable(mesh: &Rc<Mesh>, reply_to: usize, id: u64, rep: Rep, group: Rc<Group>) {
     let mesh = mesh.clone();
     spawn(async move {
         let rep = match (group.wait().await, rep) {
             (true, rep) => rep,
-            (false, Rep::Ops(replies)) => Rep::Ops(
-                replies
-                    .into_iter()
-                    .map(|r| if matches!(r, ShardReply::Affected(_)) { ShardReply::StorageError } else { r })
-                    .collect(),
-            ),
+            (false, Rep::Ops(replies)) => {
+                Rep::Ops(replies.into_iter().map(|_| ShardReply::StorageError).collect())
+            }
             (false, rep) => rep,
         };
         let _ = mesh.reply(reply_to, (id, rep)).await;

@@ -60,6 +60,8 @@ pub struct Config {
     pub encryption_key: Option<[u8; crate::durability::KEY_BYTES]>,
     /// Log size that triggers a snapshot.
     pub snapshot_log_bytes: u64,
+    /// Testing only: a pause before each group write to the log (0: none).
+    pub test_write_delay_ms: u64,
 }
 
 /// What each core starts from: its recovered shard and the generation its files are in.
@@ -322,16 +324,7 @@ async fn executor(shared: Arc<Shared>, meshes: Option<MeshSetup>, start: Arc<Sta
     let wal = match cfg.durability {
         None => None,
         Some(mode) => {
-            match wal::Wal::open(
-                mode,
-                cfg.data_dir.clone(),
-                start.generation,
-                id,
-                start.cipher.clone(),
-                cfg.snapshot_log_bytes,
-                start.logs[id],
-            )
-            .await
+            match wal::Wal::open(cfg, mode, start.generation, id, start.cipher.clone(), start.logs[id]).await
             {
                 Ok(w) => Some(Rc::new(w)),
                 Err(e) => {

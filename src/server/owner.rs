@@ -178,12 +178,14 @@ impl DirLock {
                     );
                     wait_for_exit(h.pid, deadline);
                 }
-                _ => return Err(format!(
+                _ => {
+                    return Err(format!(
                     "cannot {what}: data directory {} is in use by {} (it holds {}); stop that process first",
                     dir.display(),
                     describe_holder(holder),
                     path.display()
-                )),
+                ))
+                }
             }
         }
         let previous = read_holder(&mut file);

@@ -51,6 +51,11 @@ impl Group {
         self.durable.get().unwrap_or(false)
     }
 
+    /// Whether the group's fate is known.
+    pub fn settled(&self) -> bool {
+        self.durable.get().is_some()
+    }
+
     fn settle(&self, ok: bool) {
         self.durable.set(Some(ok));
         self.done.fire();
@@ -81,9 +86,14 @@ pub struct Wal {
     /// Number of the next record written to the current log.
     next_seq: Cell<u64>,
     queue: RefCell<VecDeque<Pending>>,
+    /// The group of the newest record appended: every earlier group settles before it.
+    newest: RefCell<Option<Rc<Group>>>,
     kick: RefCell<Rc<LocalSignal>>,
     rotate: RefCell<Option<Rc<Slot<Result<u64, String>>>>>,
     snapshot_log_bytes: u64,
+    /// A fault for tests: a pause before every group write, widening the window in which writes
+    /// are applied in memory but not yet in the log (where a crash takes them back).
+    write_delay: Duration,
     pub snapshot_bytes: Cell<u64>,
     pub last_snapshot_ms: Cell<u64>,
     pub storage_errors: Cell<u64>,
@@ -96,14 +106,14 @@ pub struct Wal {
 impl Wal {
     /// Open this core's log of `generation` for appending where start-up left it (`at`).
     pub async fn open(
+        cfg: &super::Config,
         mode: Mode,
-        data_dir: PathBuf,
         generation: u64,
         shard: usize,
         cipher: Option<Arc<Cipher>>,
-        snapshot_log_bytes: u64,
         at: ShardLog,
     ) -> Result<Wal, String> {
+        let data_dir = cfg.data_dir.clone();
         let dir = shard_dir(&data_dir, generation, shard);
         let path = log_path(&dir, at.index);
         let file = open_file_for_writing(&path).await?;
@@ -118,9 +128,11 @@ impl Wal {
             written_end: Cell::new(at.end),
             next_seq: Cell::new(at.next_seq),
             queue: RefCell::new(VecDeque::new()),
+            newest: RefCell::new(None),
             kick: RefCell::new(Rc::new(LocalSignal::default())),
             rotate: RefCell::new(None),
-            snapshot_log_bytes,
+            snapshot_log_bytes: cfg.snapshot_log_bytes,
+            write_delay: Duration::from_millis(cfg.test_write_delay_ms),
             snapshot_bytes: Cell::new(at.snapshot_bytes),
             last_snapshot_ms: Cell::new(now_ms()),
             storage_errors: Cell::new(0),
@@ -167,14 +179,16 @@ impl Wal {
         let g = p.group.clone();
         drop(q);
         if appended {
+            *self.newest.borrow_mut() = Some(g.clone());
             self.kick.borrow().fire();
         }
         (r, g, appended)
     }
 
-    /// The group of the last record appended, if it is not settled yet.
-    fn last_group(&self) -> Option<Rc<Group>> {
-        self.queue.borrow().back().map(|p| p.group.clone())
+    /// The group of the newest record, while it is not settled (queued, being written or being
+    /// synced): whoever has seen the store's current state waits for it.
+    pub fn unsettled(&self) -> Option<Rc<Group>> {
+        self.newest.borrow().as_ref().filter(|g| !g.settled()).cloned()
     }
 
     fn file_id(&self, kind: FileKind, index: u64) -> FileId {
@@ -184,6 +198,9 @@ impl Wal {
     /// Number and frame one group's records and write them at the end of the current log (the
     /// caller syncs).
     async fn write_group(&self, p: &mut Pending) -> Result<(), String> {
+        if !self.write_delay.is_zero() {
+            sleep(self.write_delay).await;
+        }
         let file = self.file.borrow().clone().ok_or("the log is closed")?;
         let id = self.file_id(FileKind::Log, self.index.get());
         let start = self.written_end.get();
@@ -535,9 +552,9 @@ async fn write_snapshot_file(
     }
     file.fdatasync().await.map_err(|e| io(&e))?;
     let _ = file.close().await;
-    // The snapshot may hold writes still on their way to the log: it becomes the truth only
-    // once they are durable.
-    if let Some(g) = wal.last_group() {
+    // The snapshot may hold writes still on their way to the log (queued, or being written or
+    // synced): it becomes the truth only once they are durable.
+    if let Some(g) = wal.unsettled() {
         g.wait().await;
     }
     Ok(size)

@@ -39,6 +39,13 @@ pub enum Merge {
     },
 }
 
+impl Merge {
+    /// Whether the statement writes (its STORAGE_ERROR says the write was not applied).
+    pub fn is_write(&self) -> bool {
+        matches!(self, Merge::Affected | Merge::Update)
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Plan {
     pub parts: Vec<(usize, ShardOp)>,
@@ -239,7 +246,7 @@ pub fn name_value_result(rows: Vec<(String, Value)>) -> ResultSet {
 /// Combine the shards' replies, in the order of the plan's parts, into the statement's result.
 pub fn merge(m: &Merge, replies: Vec<ShardReply>, max_payload: u32) -> Result<ResultSet, WireError> {
     if replies.iter().any(|r| matches!(r, ShardReply::StorageError)) {
-        return Err(WireError::storage());
+        return Err(if m.is_write() { WireError::storage() } else { WireError::storage_read() });
     }
     let rs = match m {
         Merge::Point { cols, key, limit } => match replies.into_iter().next() {
