@@ -71,3 +71,98 @@ fn json_mode_prints_one_object_per_row() {
     // Column order follows the statement.
     assert!(text(&out.stdout).lines().nth(1).unwrap().starts_with("{\"key\""));
 }
+
+/// Table mode on values far wider than a terminal: a 100 KiB value used to panic the CLI
+/// (Rust's formatting width is limited to u16, and `{v:<w$}` took the value's length), binary
+/// values must not reach the terminal raw, and `--json` still prints every byte.
+#[test]
+fn table_mode_cuts_long_and_binary_values() {
+    let s = Server::start(1);
+    let big = "x".repeat(100 << 10);
+    let mut c = s.client();
+    c.execute(&format!("INSERT INTO kv (key, value) VALUES ('big', '{big}')")).unwrap();
+    // ESC [ 2 J (clear screen), NUL, an invalid UTF-8 byte, then 80 KiB more.
+    c.execute(&format!(
+        "INSERT INTO kv (key, value) VALUES ('bin', X'1b5b324a00ff{}')",
+        "41".repeat(80 << 10)
+    ))
+    .unwrap();
+    // 60 wide characters: 120 terminal columns, 180 bytes.
+    c.execute(&format!("INSERT INTO kv (key, value) VALUES ('wide', '{}')", "表".repeat(60))).unwrap();
+
+    let out = cli(&s, PASSWORD, &["-c", "SELECT key, value FROM kv WHERE key = 'big'"]);
+    assert!(out.status.success(), "status {:?}: {}", out.status, text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains(" big | xxxxxxxx"), "{stdout}");
+    assert!(stdout.contains("… (102400 bytes)"), "{stdout}");
+    assert!(stdout.contains("(1 row)"), "{stdout}");
+    assert!(stdout.lines().all(|l| l.chars().count() <= 200), "{stdout}");
+
+    let out =
+        cli(&s, PASSWORD, &["-c", "SELECT key, value FROM kv WHERE key IN ('bin', 'wide') ORDER BY key"]);
+    assert!(out.status.success(), "status {:?}: {}", out.status, text(&out.stderr));
+    // Nothing but printable text and newlines: the escape sequence is shown as hex.
+    assert!(!out.stdout.iter().any(|&b| b < 0x20 && b != b'\n'), "{:?}", text(&out.stdout));
+    let stdout = String::from_utf8(out.stdout).expect("table output is UTF-8");
+    assert!(stdout.contains(" bin  | X'1b5b324a00ff414141"), "{stdout}");
+    assert!(stdout.contains(&format!("… ({} bytes)", 6 + (80 << 10))), "{stdout}");
+    assert!(stdout.contains(&format!(" wide | {}… (180 bytes)", "表".repeat(43))), "{stdout}");
+    assert!(stdout.lines().all(|l| l.chars().count() <= 200), "{stdout}");
+
+    let out = cli(&s, PASSWORD, &["--json", "-c", "SELECT key, value FROM kv WHERE key = 'big'"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let row: serde_json::Value = serde_json::from_str(text(&out.stdout).trim()).unwrap();
+    assert_eq!(row, serde_json::json!({"key": "big", "value": big}));
+}
+
+/// The interactive shell keeps its history as it goes, not only on a clean exit: a session
+/// that ends badly (a crash, a lost stdout) still has the statements it ran.
+#[test]
+fn shell_saves_history_after_each_statement() {
+    use std::io::Write;
+    use std::time::{Duration, Instant};
+    let s = Server::start(1);
+    s.client()
+        .execute(&format!("INSERT INTO kv (key, value) VALUES ('big', '{}')", "y".repeat(70_000)))
+        .unwrap();
+    let home = temp_dir("home");
+    let mut child = Command::new(bin("velocity-cli"))
+        .args([
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &s.addr.port().to_string(),
+            "-u",
+            "alice",
+            "--accept-new-host",
+        ])
+        .arg("--known-hosts")
+        .arg(s.known_hosts())
+        .env("HOME", &home)
+        .env("VELOCITY_PASSWORD", PASSWORD)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"SELECT key, value FROM kv WHERE key = 'big';\n").unwrap();
+    stdin.flush().unwrap();
+    let history = home.join(".velocity_history");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    // Saved while the shell still runs: it waits on stdin, which stays open.
+    while !std::fs::read_to_string(&history).unwrap_or_default().contains("key = 'big'") {
+        if let Some(st) = child.try_wait().unwrap() {
+            let out = child.wait_with_output().unwrap();
+            panic!("velocity-cli exited ({st}) before saving its history: {}", text(&out.stderr));
+        }
+        assert!(Instant::now() < deadline, "no history saved after a statement");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    stdin.write_all(b"\\q\n").unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "status {:?}: {}", out.status, text(&out.stderr));
+    assert!(text(&out.stdout).contains("… (70000 bytes)"), "{}", text(&out.stdout));
+    let _ = std::fs::remove_dir_all(&home);
+}

@@ -75,14 +75,75 @@ fn read_password_prompt() -> Result<String, String> {
     Ok(line.trim_end_matches(['\n', '\r']).to_owned())
 }
 
+/// Widest a table cell gets, in terminal columns: a value may be megabytes, a line of the
+/// table should still fit a screen or two.
+const CELL_COLUMNS_MAX: usize = 100;
+
+/// Terminal columns `c` takes: 2 for the East Asian wide and fullwidth blocks, else 1. An
+/// approximation (no width tables among our dependencies) that errs on the wide side for the
+/// common wide scripts, so that a line is never longer than its computed width.
+fn char_width(c: char) -> usize {
+    match c as u32 {
+        0x1100..=0x115F
+        | 0x2E80..=0x303E
+        | 0x3040..=0xA4CF
+        | 0xAC00..=0xD7A3
+        | 0xF900..=0xFAFF
+        | 0xFE10..=0xFE19
+        | 0xFE30..=0xFE6F
+        | 0xFF00..=0xFF60
+        | 0xFFE0..=0xFFE6
+        | 0x1F300..=0x1F64F
+        | 0x1F900..=0x1F9FF
+        | 0x20000..=0x2FFFD
+        | 0x30000..=0x3FFFD => 2,
+        _ => 1,
+    }
+}
+
+fn text_width(s: &str) -> usize {
+    s.chars().map(char_width).sum()
+}
+
+/// `s` as one table cell: whole if it fits CELL_COLUMNS_MAX, else cut with a marker giving
+/// the size of the whole value (`bytes`), so that a cut value is never mistaken for a short one.
+fn clip(s: &str, bytes: usize) -> String {
+    let mut width = 0;
+    for (i, c) in s.char_indices() {
+        width += char_width(c);
+        if width > CELL_COLUMNS_MAX {
+            let mark = format!("… ({bytes} bytes)");
+            let room = CELL_COLUMNS_MAX - text_width(&mark);
+            let mut cut = 0;
+            let mut kept = 0;
+            for (j, c) in s[..i].char_indices() {
+                kept += char_width(c);
+                if kept > room {
+                    break;
+                }
+                cut = j + c.len_utf8();
+            }
+            return format!("{}{mark}", &s[..cut]);
+        }
+    }
+    s.to_owned()
+}
+
+/// Text as shown in a table: printable UTF-8 as is, anything else (control characters such
+/// as ESC or NUL, invalid UTF-8) as an X'..' literal, so that no escape sequence reaches the
+/// terminal; then cut to one cell.
+fn cell_bytes(b: &[u8]) -> String {
+    match std::str::from_utf8(b) {
+        Ok(s) if !s.chars().any(|c| c.is_control()) => clip(s, b.len()),
+        _ => clip(&velocity::sql::quote_literal(b), b.len()),
+    }
+}
+
 fn cell_text(v: &Value) -> String {
     match v {
         Value::Null => "NULL".into(),
         Value::Int(i) => i.to_string(),
-        Value::Bytes(b) => match std::str::from_utf8(b) {
-            Ok(s) if !s.chars().any(|c| c.is_control()) => s.to_owned(),
-            _ => velocity::sql::quote_literal(b),
-        },
+        Value::Bytes(b) => cell_bytes(b),
     }
 }
 
@@ -103,18 +164,23 @@ fn print_table(rs: &ResultSet, out: &mut impl Write) -> std::io::Result<()> {
     if rs.columns.is_empty() {
         return writeln!(out, "OK, {} row{} affected", rs.affected, if rs.affected == 1 { "" } else { "s" });
     }
+    // Column names come from the server too: the same rules as values.
+    let header: Vec<String> = rs.columns.iter().map(|c| cell_bytes(c.as_bytes())).collect();
     let cells: Vec<Vec<String>> = rs.rows.iter().map(|r| r.iter().map(cell_text).collect()).collect();
-    let mut w: Vec<usize> = rs.columns.iter().map(|c| c.chars().count()).collect();
+    let mut w: Vec<usize> = header.iter().map(|c| text_width(c)).collect();
     for r in &cells {
-        for (i, c) in r.iter().enumerate() {
-            w[i] = w[i].max(c.chars().count());
+        for (w, c) in w.iter_mut().zip(r) {
+            *w = (*w).max(text_width(c));
         }
     }
+    // Padded by hand, not with `{v:<w$}`: a format width is at most u16::MAX (wider panics)
+    // and counts chars, not terminal columns.
     let line = |out: &mut dyn Write, vals: &[String]| -> std::io::Result<()> {
-        let parts: Vec<String> = vals.iter().zip(&w).map(|(v, w)| format!(" {v:<w$} ")).collect();
+        let parts: Vec<String> =
+            vals.iter().zip(&w).map(|(v, w)| format!(" {v}{} ", " ".repeat(w - text_width(v)))).collect();
         writeln!(out, "{}", parts.join("|").trim_end())
     };
-    line(out, &rs.columns)?;
+    line(out, &header)?;
     writeln!(out, "{}", w.iter().map(|w| "-".repeat(w + 2)).collect::<Vec<_>>().join("+"))?;
     for r in &cells {
         line(out, r)?;
@@ -203,6 +269,13 @@ fn repl(shell: &mut Shell) -> ExitCode {
     if let Some(h) = &history {
         let _ = rl.load_history(h);
     }
+    // Saved as each entry is added, before it runs: a session that ends by an error return,
+    // a panic or a kill keeps what was typed.
+    let save = |rl: &mut rustyline::DefaultEditor| {
+        if let Some(h) = &history {
+            let _ = rl.save_history(h);
+        }
+    };
     println!("Connected. End statements with ';'. \\stats, \\status, \\q to quit.");
     let mut buf = String::new();
     loop {
@@ -215,6 +288,7 @@ fn repl(shell: &mut Shell) -> ExitCode {
                 }
                 if buf.is_empty() && expand(t).is_some() {
                     let _ = rl.add_history_entry(t);
+                    save(&mut rl);
                     if let Err(e) = shell.run(t) {
                         eprintln!("ERROR: {e}");
                     }
@@ -227,6 +301,7 @@ fn repl(shell: &mut Shell) -> ExitCode {
                 }
                 let text = std::mem::take(&mut buf);
                 let _ = rl.add_history_entry(text.trim());
+                save(&mut rl);
                 for stmt in split_statements(&text) {
                     if let Err(e) = shell.run(&stmt) {
                         eprintln!("ERROR: {e}");
@@ -239,9 +314,6 @@ fn repl(shell: &mut Shell) -> ExitCode {
             Err(rustyline::error::ReadlineError::Interrupted) => buf.clear(),
             Err(_) => break,
         }
-    }
-    if let Some(h) = &history {
-        let _ = rl.save_history(h);
     }
     ExitCode::SUCCESS
 }
@@ -289,5 +361,123 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         None => repl(&mut shell),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Long values are a short random pattern repeated, so that a case costs about what it
+    /// prints; short ones are fully random.
+    fn bytes() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            8 => prop::collection::vec(any::<u8>(), 0..300),
+            3 => prop::collection::vec(any::<char>(), 0..300)
+                .prop_map(|c| c.into_iter().collect::<String>().into_bytes()),
+            1 => (prop::collection::vec(any::<u8>(), 1..8), 0usize..200_000)
+                .prop_map(|(p, n)| p.iter().cycle().take(n).copied().collect()),
+            1 => (any::<char>(), 0usize..50_000).prop_map(|(c, n)| c.to_string().repeat(n).into_bytes()),
+        ]
+    }
+
+    fn value() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            1 => Just(Value::Null),
+            1 => any::<i64>().prop_map(Value::Int),
+            6 => bytes().prop_map(Value::Bytes),
+        ]
+    }
+
+    /// Any result set the decoder can hand over: rows as wide as the columns, no rows without
+    /// columns; names up to the u16 length limit.
+    fn result_set() -> impl Strategy<Value = ResultSet> {
+        let name = prop_oneof![
+            6 => prop::collection::vec(any::<char>(), 0..40).prop_map(|c| c.into_iter().collect::<String>()),
+            1 => (any::<char>(), 0usize..16_000).prop_map(|(c, n)| c.to_string().repeat(n)),
+        ];
+        (0usize..12).prop_flat_map(move |n| {
+            let rows = if n == 0 { 0..1 } else { 0..30 };
+            (
+                prop::collection::vec(name.clone(), n),
+                prop::collection::vec(prop::collection::vec(value(), n), rows),
+                any::<u64>(),
+            )
+                .prop_map(|(columns, rows, affected)| ResultSet { columns, rows, affected })
+        })
+    }
+
+    /// What a JSON cell decodes back to: the value's bytes (or int, or NULL), whole.
+    fn from_json(j: &serde_json::Value) -> Value {
+        match j {
+            serde_json::Value::Null => Value::Null,
+            serde_json::Value::Number(n) => Value::Int(n.as_i64().unwrap()),
+            serde_json::Value::String(s) => Value::Bytes(s.clone().into_bytes()),
+            serde_json::Value::Object(o) => {
+                let hex = o["hex"].as_str().unwrap();
+                Value::Bytes(
+                    (0..hex.len())
+                        .step_by(2)
+                        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+                        .collect(),
+                )
+            }
+            other => panic!("unexpected JSON cell {other}"),
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn printers_take_any_result_set(rs in result_set()) {
+            let n = rs.columns.len();
+            // Each cell: the whole rendering when it fits, else a prefix of it and the marker.
+            for v in rs.rows.iter().flatten() {
+                let t = cell_text(v);
+                prop_assert!(text_width(&t) <= CELL_COLUMNS_MAX, "{}", t);
+                if let Value::Bytes(b) = v {
+                    let whole = match std::str::from_utf8(b) {
+                        Ok(s) if !s.chars().any(char::is_control) => s.to_owned(),
+                        _ => velocity::sql::quote_literal(b),
+                    };
+                    if text_width(&whole) <= CELL_COLUMNS_MAX {
+                        prop_assert_eq!(&t, &whole);
+                    } else {
+                        let kept = t.strip_suffix(&format!("… ({} bytes)", b.len()));
+                        prop_assert!(kept.is_some_and(|k| whole.starts_with(k)), "{}", t);
+                    }
+                }
+            }
+
+            let mut out = Vec::new();
+            print_table(&rs, &mut out).unwrap();
+            // Printable text only: nothing the terminal would take as a command.
+            let out = String::from_utf8(out).unwrap();
+            prop_assert!(!out.chars().any(|c| c.is_control() && c != '\n'), "{:?}", out);
+            let lines: Vec<&str> = out.lines().collect();
+            prop_assert_eq!(lines.len(), if n == 0 { 1 } else { rs.rows.len() + 3 });
+            let bound = (n * (CELL_COLUMNS_MAX + 3)).max(40);
+            for l in &lines {
+                prop_assert!(text_width(l) <= bound, "{} columns > {}", text_width(l), bound);
+            }
+
+            let mut out = Vec::new();
+            print_json(&rs, &mut out).unwrap();
+            let lines: Vec<serde_json::Value> =
+                String::from_utf8(out).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+            if n == 0 {
+                prop_assert_eq!(&lines, &vec![serde_json::json!({ "affected": rs.affected })]);
+            } else {
+                prop_assert_eq!(lines.len(), rs.rows.len());
+                for (row, j) in rs.rows.iter().zip(&lines) {
+                    // A repeated column name keeps its last value.
+                    for (i, (c, v)) in rs.columns.iter().zip(row).enumerate() {
+                        if !rs.columns[i + 1..].contains(c) {
+                            prop_assert_eq!(&from_json(&j[c.as_str()]), v);
+                        }
+                    }
+                }
+            }
+        }
     }
 }
