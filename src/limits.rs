@@ -57,16 +57,15 @@ pub const IDLE_TIMEOUT_S_DEFAULT: u64 = 0;
 /// Most request frames taken from one read buffer as one batch. Bounds the pending-reply ring
 /// and the work done before the connection's replies are written.
 pub const CONN_BATCH_REQUESTS_MAX: usize = 1024;
-/// Budget of result bytes that the fan-out reads (ranges, IN lists, COUNT) of one batch may
-/// reserve, each reserving `max_payload`. At least one such read is always admitted, so a
-/// batch holds at most max(this, one max_payload) of buffered results.
-pub const CONN_BATCH_RESULT_BYTES_BUDGET: usize = 8 << 20;
 /// Bytes an idle connection waits with (in its task's state, not on the heap): enough for a
 /// typical un-pipelined request, so that it costs one read; anything longer is read on into a
 /// full CONN_READ_CHUNK_BYTES buffer.
 pub const CONN_FIRST_READ_BYTES: usize = 256;
-/// Output bytes after which a connection writes what it has before encoding more replies.
-pub const CONN_OUT_FLUSH_BYTES: usize = 256 << 10;
+/// Reply bytes a connection gathers for one batch (encoded, or held for encoding) before it
+/// stops taking requests from its input and writes them; a shard answering a batch's
+/// forwarded requests stops at this much too (Core::run_ops). With one reply of up to
+/// max_payload beyond it, this bounds what a client that never reads can make the server hold.
+pub const CONN_OUT_BYTES_MAX: usize = 256 << 10;
 /// Read size per socket read: enough for about 200 pipelined point requests per wake-up, small
 /// enough that zeroing it per read costs little without pipelining. A connection's input is at
 /// most one partial frame (≤ `max_payload` + 14) plus one such read.

@@ -80,10 +80,13 @@ impl ResultSet {
         ResultSet { columns: Vec::new(), rows: Vec::new(), affected: n }
     }
 
+    /// Bytes of a result set's counts: columns (u16), rows (u32), affected (u64).
+    pub const EMPTY_ENCODED_BYTES: usize = 2 + 4 + 8;
+
     pub fn encoded_len(&self) -> usize {
         let cols: usize = self.columns.iter().map(|c| 2 + c.len()).sum();
         let cells: usize = self.rows.iter().flatten().map(Value::encoded_len).sum();
-        2 + cols + 4 + cells + 8
+        Self::EMPTY_ENCODED_BYTES + cols + cells
     }
 
     pub fn encode(&self, out: &mut Vec<u8>) {

@@ -100,8 +100,9 @@ struct Batch {
     /// Operations for each remote shard, and for each the (pending, part) it answers.
     remote: Vec<Vec<ShardOp>>,
     remote_at: Vec<Vec<(usize, usize)>>,
-    /// Bytes of fan-out results this batch may hold (CONN_BATCH_RESULT_BYTES_BUDGET).
-    result_bytes_reserved: usize,
+    /// Bytes of local replies held in `pending` for merging: with `out` and `stage`, what the
+    /// batch holds against CONN_OUT_BYTES_MAX.
+    held_bytes: usize,
     /// Fast-path statements of this batch (kind, succeeded), recorded when the batch's replies
     /// are ready with the batch's time: their replies leave together, so that is their latency,
     /// and it costs two clock reads a batch instead of two a request.
@@ -115,6 +116,11 @@ struct Batch {
 impl Batch {
     fn blocked(&self) -> bool {
         !self.pending.is_empty()
+    }
+
+    /// Reply bytes held: a batch stops taking requests at CONN_OUT_BYTES_MAX.
+    fn held(&self) -> usize {
+        self.out.len() + self.stage.len() + self.held_bytes
     }
 
     /// Encode a reply now, straight into the output when nothing before it is outstanding.
@@ -153,7 +159,6 @@ fn encode_result(out: &mut Vec<u8>, kind: MessageType, rs: &ResultSet) {
 
 enum Flow {
     Continue,
-    EndBatch,
     Close,
 }
 
@@ -201,15 +206,13 @@ impl Conn {
             self.ctx.peer = stream.tcp().peer_addr().ok();
         }
         loop {
-            let close = self.process().await;
+            let Ok(close) = self.process(&mut stream).await else { break };
             if !self.out.is_empty() {
-                self.core.stats.borrow_mut().bytes_out += self.out.len() as u64;
-                if stream.write_all(&self.out).await.is_err() {
+                if write_out(&self.core, &mut stream, &mut self.out).await.is_err() {
                     break;
                 }
-                self.out.clear();
                 // Going idle, or holding a large buffer: give it back.
-                if self.inbuf.is_empty() || self.out.capacity() > CONN_OUT_FLUSH_BYTES {
+                if self.inbuf.is_empty() || self.out.capacity() > CONN_OUT_BYTES_MAX {
                     self.out = Vec::new();
                 }
             }
@@ -359,8 +362,9 @@ impl Conn {
         outcome
     }
 
-    /// Handle every complete frame in the input (up to the batch bounds); true to close.
-    async fn process(&mut self) -> bool {
+    /// Handle every complete frame in the input (up to the batch bounds); true to close. An
+    /// error: the socket failed while the batch's replies were being written.
+    async fn process(&mut self, stream: &mut Transport) -> std::io::Result<bool> {
         let shards = self.core.shards;
         let mut batch = Batch {
             out: std::mem::take(&mut self.out),
@@ -368,7 +372,7 @@ impl Conn {
             pending: Vec::new(),
             remote: vec![Vec::new(); shards],
             remote_at: vec![Vec::new(); shards],
-            result_bytes_reserved: 0,
+            held_bytes: 0,
             fast: Vec::new(),
             started: Instant::now(),
             user_limit: None,
@@ -400,11 +404,15 @@ impl Conn {
             let flow = handle_frame(&self.core, &self.ctx, &mut self.phase, kind, payload, &mut batch, now);
             match flow {
                 Flow::Continue => {}
-                Flow::EndBatch => break,
                 Flow::Close => {
                     close = true;
                     break;
                 }
+            }
+            // The rest waits in the input (unread from the socket beyond it) until these
+            // replies are written: a client that never reads holds no more than this.
+            if batch.held() >= CONN_OUT_BYTES_MAX {
+                break;
             }
         }
         self.inbuf.drain(..pos);
@@ -413,7 +421,7 @@ impl Conn {
             self.inbuf = Vec::new();
         }
         let fast = std::mem::take(&mut batch.fast);
-        self.out = finish(&self.core, &self.ctx, &self.phase, batch, now).await;
+        self.out = finish(&self.core, &self.ctx, &self.phase, batch, now, stream).await?;
         if !fast.is_empty() {
             let latency_us = batch_started.elapsed().as_micros() as u64;
             let mut stats = self.core.stats.borrow_mut();
@@ -421,7 +429,7 @@ impl Conn {
                 stats.record(kind, latency_us, ok);
             }
         }
-        close
+        Ok(close)
     }
 }
 
@@ -764,22 +772,16 @@ fn command(
         _ => {}
     }
     let p = plan(&stmt, core.shards, cfg.max_payload);
-    let fans_out =
-        p.parts.iter().any(|(_, op)| matches!(op, ShardOp::Scan { .. } | ShardOp::MultiGet { .. }));
-    let mut flow = Flow::Continue;
-    if fans_out {
-        batch.result_bytes_reserved += cfg.max_payload as usize;
-        if batch.result_bytes_reserved >= CONN_BATCH_RESULT_BYTES_BUDGET {
-            flow = Flow::EndBatch;
-        }
-    }
     let mut replies: Vec<Option<ShardReply>> = Vec::with_capacity(p.parts.len());
     let mut remote = false;
     let mut local_group = None;
     let at = batch.pending.len();
+    let mut local_bytes = 0;
     for (i, (shard, op)) in p.parts.into_iter().enumerate() {
         if shard == core.id {
-            replies.push(Some(core.run_op_logged(&op, now, &mut local_group)));
+            let r = core.run_op_logged(&op, now, &mut local_group);
+            local_bytes += r.held_bytes();
+            replies.push(Some(r));
         } else {
             replies.push(None);
             batch.remote[shard].push(op);
@@ -788,6 +790,7 @@ fn command(
         }
     }
     if remote {
+        batch.held_bytes += local_bytes;
         batch.pending.push(Pending::Merge { merge: p.merge, replies, kind, started, target, local_group });
     } else {
         let replies = replies.into_iter().map(|r| r.expect("local reply")).collect();
@@ -796,7 +799,7 @@ fn command(
         done(core, ctx, user, kind, target.as_deref(), started, code, rows);
         batch.after(local_group, p.merge.is_write(), |out| encode_outcome(out, &res));
     }
-    flow
+    Flow::Continue
 }
 
 /// A point read of this core's shard: the value goes straight from the store into the reply.
@@ -965,35 +968,97 @@ fn encode_outcome(out: &mut Vec<u8>, res: &Result<ResultSet, WireError>) {
     }
 }
 
-/// Send the batch's remote operations, wait for every reply, and write all replies in order.
-async fn finish(core: &Rc<Core>, ctx: &Ctx, phase: &Phase, mut batch: Batch, now: u64) -> Vec<u8> {
-    if batch.pending.is_empty() {
-        return batch.out;
-    }
-    let max_payload = core.shared.config.max_payload;
-    if let Some(mesh) = &core.mesh {
+/// Write `out` to the socket and empty it.
+async fn write_out(core: &Core, stream: &mut Transport, out: &mut Vec<u8>) -> std::io::Result<()> {
+    core.stats.borrow_mut().bytes_out += out.len() as u64;
+    stream.write_all(out).await?;
+    out.clear();
+    Ok(())
+}
+
+/// The batch's operations for other shards, sent and answered in rounds: a shard answers until
+/// its replies hold CONN_OUT_BYTES_MAX and hands back the rest, which goes again once the
+/// replies before it have been written.
+struct Remote {
+    /// Per shard: ops not yet answered, and how many of its ops are answered.
+    rest: Vec<Vec<ShardOp>>,
+    answered: Vec<usize>,
+}
+
+impl Remote {
+    /// Send every shard's unanswered ops that `upto` (a pending index) depends on, and put the
+    /// replies in place.
+    async fn ask(&mut self, core: &Core, batch: &mut Batch, now: u64, upto: usize) {
+        let Some(mesh) = &core.mesh else { return };
         let mut slots = Vec::new();
         for shard in 0..core.shards {
-            let ops = std::mem::take(&mut batch.remote[shard]);
-            if ops.is_empty() {
+            let due = batch.remote_at[shard].get(self.answered[shard]).is_some_and(|&(pi, _)| pi <= upto);
+            if !due || self.rest[shard].is_empty() {
                 continue;
             }
-            let slot = mesh.send(shard, |id, reply_to| Req::Ops { id, reply_to, now_ms: now, ops }).await;
+            let ops = std::mem::take(&mut self.rest[shard]);
+            let slot = mesh
+                .send(shard, |id, reply_to| Req::Ops {
+                    id,
+                    reply_to,
+                    now_ms: now,
+                    ops,
+                    reply_bytes_max: CONN_OUT_BYTES_MAX,
+                })
+                .await;
             slots.push((shard, slot));
         }
         for (shard, slot) in slots {
             let Some(slot) = slot else { continue };
-            if let Rep::Ops(replies) = slot.take().await {
-                for (r, &(pi, part)) in replies.into_iter().zip(&batch.remote_at[shard]) {
+            if let Rep::Ops { replies, rest } = slot.take().await {
+                let from = self.answered[shard];
+                for (r, &(pi, part)) in replies.into_iter().zip(&batch.remote_at[shard][from..]) {
                     if let Pending::Merge { replies, .. } = &mut batch.pending[pi] {
                         replies[part] = Some(r);
                     }
+                    self.answered[shard] += 1;
                 }
+                self.rest[shard] = rest;
             }
         }
     }
-    let mut out = batch.out;
-    for p in batch.pending {
+
+    /// Whether pending `pi` still waits for a shard's reply that can still come.
+    fn waits(&self, batch: &Batch, pi: usize) -> bool {
+        (0..self.rest.len()).any(|s| {
+            !self.rest[s].is_empty()
+                && batch.remote_at[s].get(self.answered[s]).is_some_and(|&(p, _)| p <= pi)
+        })
+    }
+}
+
+/// Send the batch's remote operations, wait for their replies, and encode all replies in order,
+/// writing to the socket whenever CONN_OUT_BYTES_MAX of them have gathered.
+async fn finish(
+    core: &Rc<Core>,
+    ctx: &Ctx,
+    phase: &Phase,
+    mut batch: Batch,
+    now: u64,
+    stream: &mut Transport,
+) -> std::io::Result<Vec<u8>> {
+    if batch.pending.is_empty() {
+        return Ok(batch.out);
+    }
+    let max_payload = core.shared.config.max_payload;
+    let mut remote = Remote { rest: std::mem::take(&mut batch.remote), answered: vec![0; core.shards] };
+    remote.ask(core, &mut batch, now, usize::MAX).await;
+    let mut out = std::mem::take(&mut batch.out);
+    // Replies land in `batch.pending` by index; each is taken out as its turn comes.
+    for pi in 0..batch.pending.len() {
+        while remote.waits(&batch, pi) {
+            // What is encoded goes out first, so that the next round's replies replace it.
+            if !out.is_empty() {
+                write_out(core, stream, &mut out).await?;
+            }
+            remote.ask(core, &mut batch, now, pi).await;
+        }
+        let p = std::mem::replace(&mut batch.pending[pi], Pending::Staged(0..0));
         match p {
             Pending::Staged(r) => out.extend_from_slice(&batch.stage[r]),
             Pending::Durable { reply, group, write } => {
@@ -1047,8 +1112,11 @@ async fn finish(core: &Rc<Core>, ctx: &Ctx, phase: &Phase, mut batch: Batch, now
                 encode_result(&mut out, kind, &rs);
             }
         }
+        if out.len() >= CONN_OUT_BYTES_MAX {
+            write_out(core, stream, &mut out).await?;
+        }
     }
-    out
+    Ok(out)
 }
 
 fn durability_text(cfg: &super::Config) -> String {

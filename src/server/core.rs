@@ -108,12 +108,33 @@ pub fn now_ms() -> u64 {
 }
 
 impl Core {
-    /// Run ops on this shard. Writes go to the log; with `--durability sync` the group to wait
-    /// for before answering (writes' and reads' alike) comes back too.
-    pub fn run_ops(&self, ops: &[ShardOp], now_ms: u64) -> (Vec<ShardReply>, Option<Rc<Group>>) {
+    /// Run ops on this shard, in order, until their replies hold about `reply_bytes_max`: the
+    /// read that would pass it, and every op after it, come back unrun, for the sender to ask
+    /// again once it has passed on what it holds (at least one op always runs). Writes go to the
+    /// log; with `--durability sync` the group to wait for before answering (writes' and reads'
+    /// alike) comes back too.
+    pub fn run_ops(
+        &self,
+        ops: Vec<ShardOp>,
+        now_ms: u64,
+        reply_bytes_max: usize,
+    ) -> (Vec<ShardReply>, Vec<ShardOp>, Option<Rc<Group>>) {
         let mut group = None;
-        let replies = ops.iter().map(|op| self.run_op_logged(op, now_ms, &mut group)).collect();
-        (replies, group)
+        let mut replies = Vec::with_capacity(ops.len());
+        let mut held = 0;
+        let mut ops = ops.into_iter();
+        while let Some(op) = ops.next() {
+            let reply = self.run_op_logged(&op, now_ms, &mut group);
+            let bytes = reply.held_bytes();
+            if !op.is_write() && !replies.is_empty() && held + bytes > reply_bytes_max {
+                // A read has no effect to undo: it runs again when asked again.
+                let rest = std::iter::once(op).chain(ops).collect();
+                return (replies, rest, group);
+            }
+            held += bytes;
+            replies.push(reply);
+        }
+        (replies, Vec::new(), group)
     }
 
     /// With `--durability sync`, the group a reply must wait for when it shows the store as it
@@ -188,9 +209,9 @@ impl Core {
     /// Serve a request from another core.
     pub fn handle(&self, req: Req) -> (Rep, Option<Rc<Group>>) {
         match req {
-            Req::Ops { now_ms, ops, .. } => {
-                let (replies, group) = self.run_ops(&ops, now_ms);
-                (Rep::Ops(replies), group)
+            Req::Ops { now_ms, ops, reply_bytes_max, .. } => {
+                let (replies, rest, group) = self.run_ops(ops, now_ms, reply_bytes_max);
+                (Rep::Ops { replies, rest }, group)
             }
             Req::Stats { .. } => (Rep::Stats(Box::new(self.stats_snapshot())), None),
         }

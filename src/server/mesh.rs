@@ -14,12 +14,14 @@ use std::collections::HashMap;
 use std::rc::Rc;
 
 pub enum Req {
-    /// One connection's operations for this shard from one read buffer, in request order.
+    /// One connection's operations for this shard from one read buffer, in request order; the
+    /// replies may hold about `reply_bytes_max` (Core::run_ops).
     Ops {
         id: u64,
         reply_to: usize,
         now_ms: u64,
         ops: Vec<ShardOp>,
+        reply_bytes_max: usize,
     },
     Stats {
         id: u64,
@@ -28,7 +30,11 @@ pub enum Req {
 }
 
 pub enum Rep {
-    Ops(Vec<ShardReply>),
+    /// Replies to the first ops, in order; `rest` are the ops not run (to be sent again).
+    Ops {
+        replies: Vec<ShardReply>,
+        rest: Vec<ShardOp>,
+    },
     Stats(Box<ShardStats>),
 }
 
@@ -253,8 +259,8 @@ fn reply_when_durable(mesh: &Rc<Mesh>, reply_to: usize, id: u64, rep: Rep, group
     spawn(async move {
         let rep = match (group.wait().await, rep) {
             (true, rep) => rep,
-            (false, Rep::Ops(replies)) => {
-                Rep::Ops(replies.into_iter().map(|_| ShardReply::StorageError).collect())
+            (false, Rep::Ops { replies, rest }) => {
+                Rep::Ops { replies: replies.into_iter().map(|_| ShardReply::StorageError).collect(), rest }
             }
             (false, rep) => rep,
         };

@@ -17,9 +17,12 @@ pub enum ShardOp {
     Get {
         key: Vec<u8>,
     },
+    /// The rows of the keys found, refusing with `TooLarge` (before copying a value) when
+    /// their encoded size passes `bytes_max`.
     MultiGet {
         keys: Vec<Vec<u8>>,
         cols: ColumnList,
+        bytes_max: usize,
     },
     Put {
         rows: Vec<PutRow>,
@@ -95,6 +98,20 @@ pub enum ShardReply {
     StorageError,
 }
 
+impl ShardReply {
+    /// Roughly the bytes this reply holds: what a batch counts against its output bound.
+    pub fn held_bytes(&self) -> usize {
+        const ROW_OVERHEAD_BYTES: usize = 48;
+        match self {
+            ShardReply::Entry(Some((v, _))) => ROW_OVERHEAD_BYTES + v.len(),
+            ShardReply::Rows(rows) => {
+                rows.iter().map(|r| ROW_OVERHEAD_BYTES + r.key.len() + r.value.len()).sum::<usize>()
+            }
+            _ => ROW_OVERHEAD_BYTES,
+        }
+    }
+}
+
 /// Wire bytes of one row under `cols` (the value tags and lengths included).
 pub fn row_encoded_len(cols: &ColumnList, key_len: usize, value_len: usize, has_ttl: bool) -> usize {
     cols.as_slice()
@@ -127,7 +144,16 @@ pub fn run_op(store: &mut Store, op: &ShardOp, now_ms: u64) -> ShardReply {
         ShardOp::Get { key } => {
             ShardReply::Entry(store.get(key, now_ms).map(|e| (e.value.to_vec(), e.ttl_remaining_s(now_ms))))
         }
-        ShardOp::MultiGet { keys, cols } => {
+        ShardOp::MultiGet { keys, cols, bytes_max } => {
+            // Sized first: a hostile IN list of large values must not be copied to be refused.
+            let bytes: usize = keys
+                .iter()
+                .filter_map(|k| store.get(k, now_ms))
+                .map(|e| row_encoded_len(cols, e.key.len(), e.value.len(), e.expires_at_ms.is_some()))
+                .sum();
+            if bytes > *bytes_max {
+                return ShardReply::TooLarge;
+            }
             let rows =
                 keys.iter().filter_map(|k| store.get(k, now_ms).map(|e| to_row(cols, e, now_ms))).collect();
             ShardReply::Rows(rows)

@@ -2,7 +2,7 @@
 //! into one result. The server runs the parts on their cores; `execute` runs them in place and is
 //! the reference semantics of profile §5.
 
-use super::ops::{run_op, PutRow, RowOut, ShardInfo, ShardOp, ShardReply};
+use super::ops::{row_encoded_len, run_op, PutRow, RowOut, ShardInfo, ShardOp, ShardReply};
 use super::route::shard_of_key;
 use crate::error::WireError;
 use crate::protocol::{ResultSet, Value};
@@ -123,7 +123,11 @@ pub fn plan(stmt: &Statement<'_>, shards: usize, max_payload: u32) -> Plan {
             let t = target(&sel.filter, shards);
             match (&sel.projection, t) {
                 (Projection::Count, Target::Keys(groups)) => Plan {
-                    parts: per_group(groups, |keys| ShardOp::MultiGet { keys, cols: ColumnList::new() }),
+                    parts: per_group(groups, |keys| ShardOp::MultiGet {
+                        keys,
+                        cols: ColumnList::new(),
+                        bytes_max: max_payload as usize,
+                    }),
                     merge: Merge::CountRows { limit: sel.limit },
                 },
                 (Projection::Count, Target::Range { range, like, shards }) => Plan {
@@ -140,7 +144,11 @@ pub fn plan(stmt: &Statement<'_>, shards: usize, max_payload: u32) -> Plan {
                         };
                     }
                     Plan {
-                        parts: per_group(groups, |keys| ShardOp::MultiGet { keys, cols: *cols }),
+                        parts: per_group(groups, |keys| ShardOp::MultiGet {
+                            keys,
+                            cols: *cols,
+                            bytes_max: max_payload as usize,
+                        }),
                         merge: Merge::Rows { cols: *cols, desc: sel.desc, limit: sel.limit },
                     }
                 }
@@ -196,12 +204,18 @@ fn too_large(bytes: usize, max_payload: u32) -> WireError {
     ))
 }
 
-fn cell(c: Column, key: &[u8], r: &RowOut) -> Value {
-    match c {
-        Column::Key => Value::Bytes(key.to_vec()),
-        Column::Value => Value::Bytes(r.value.clone()),
-        Column::Ttl => r.ttl_s.map_or(Value::Null, Value::Int),
-    }
+/// The row's cells under `cols`, moving its bytes rather than copying them (the key is copied
+/// only if it is shown twice).
+fn cells(cols: &ColumnList, r: RowOut) -> Vec<Value> {
+    let (mut key, mut value) = (Some(r.key), Some(r.value));
+    cols.as_slice()
+        .iter()
+        .map(|c| match c {
+            Column::Key => Value::Bytes(key.take().unwrap_or_default()),
+            Column::Value => Value::Bytes(value.take().unwrap_or_default()),
+            Column::Ttl => r.ttl_s.map_or(Value::Null, Value::Int),
+        })
+        .collect()
 }
 
 fn col_names(cols: &ColumnList) -> Vec<String> {
@@ -251,11 +265,14 @@ pub fn merge(m: &Merge, replies: Vec<ShardReply>, max_payload: u32) -> Result<Re
     let rs = match m {
         Merge::Point { cols, key, limit } => match replies.into_iter().next() {
             Some(ShardReply::Entry(Some((value, ttl_s)))) => {
-                let r = RowOut { key: Vec::new(), value, ttl_s };
-                let row = cols.as_slice().iter().map(|c| cell(*c, key, &r)).collect();
+                let r = RowOut {
+                    key: if cols.contains(Column::Key) { key.clone() } else { Vec::new() },
+                    value,
+                    ttl_s,
+                };
                 ResultSet {
                     columns: col_names(cols),
-                    rows: if *limit == Some(0) { vec![] } else { vec![row] },
+                    rows: if *limit == Some(0) { vec![] } else { vec![cells(cols, r)] },
                     affected: 0,
                 }
             }
@@ -279,12 +296,19 @@ pub fn merge(m: &Merge, replies: Vec<ShardReply>, max_payload: u32) -> Result<Re
             if let Some(l) = limit {
                 rows.truncate((*l).min(usize::MAX as u64) as usize);
             }
+            // Sized before the result is built, so that a result to refuse is never assembled.
+            let bytes = ResultSet::EMPTY_ENCODED_BYTES
+                + col_names(cols).iter().map(|c| 2 + c.len()).sum::<usize>()
+                + rows
+                    .iter()
+                    .map(|r| row_encoded_len(cols, r.key.len(), r.value.len(), r.ttl_s.is_some()))
+                    .sum::<usize>();
+            if bytes > max_payload as usize {
+                return Err(too_large(bytes, max_payload));
+            }
             ResultSet {
                 columns: col_names(cols),
-                rows: rows
-                    .iter()
-                    .map(|r| cols.as_slice().iter().map(|c| cell(*c, &r.key, r)).collect())
-                    .collect(),
+                rows: rows.into_iter().map(|r| cells(cols, r)).collect(),
                 affected: 0,
             }
         }

@@ -140,7 +140,8 @@ impl Server {
                     break;
                 }
                 if TcpStream::connect(addr).is_ok() {
-                    let c = Client::open(&s.options()).expect("HELLO");
+                    let c = Client::open(&s.options())
+                        .unwrap_or_else(|e| panic!("HELLO: {e}; velocityd's log:\n{}", s.log_text()));
                     let info = c.server_info().clone();
                     s.alice = Credentials::Derived {
                         user: "alice".into(),
@@ -178,7 +179,8 @@ impl Server {
     }
 
     pub fn client(&self) -> Client {
-        self.connect(&self.alice).expect("connect as alice")
+        self.connect(&self.alice)
+            .unwrap_or_else(|e| panic!("connect as alice: {e}; velocityd's log:\n{}", self.log_text()))
     }
 
     /// Connected and past HELLO, not logged in.
