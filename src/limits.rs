@@ -105,10 +105,36 @@ pub const AUDIT_FLUSH_MS: u64 = 100;
 pub const AUDIT_FILE_BYTES_MAX_DEFAULT: u64 = 64 << 20;
 pub const AUDIT_FILES_KEPT: usize = 4;
 
-/// Failed logins from one address (per core) before its attempts are refused unchecked.
+/// Failed logins of one user (or one API key) from one address (per core) before that pair's
+/// attempts are refused unchecked. Counted per pair, so that one user's typo storm behind a NAT
+/// or an app server does not lock out the other users there.
 pub const LOGIN_FAIL_THRESHOLD_DEFAULT: u32 = 5;
-/// Addresses each core remembers failed logins for: bounds the throttle's memory.
-pub const LOGIN_THROTTLE_ADDRESSES_MAX: usize = 65_536;
+/// Failed logins from one address, all users together (per core), before every login from it
+/// is refused unchecked: password spraying tries many users a few times each and never trips the
+/// per-pair threshold. Ten times that threshold: ten users' worth of typo storms at once.
+pub const LOGIN_ADDR_FAIL_THRESHOLD_DEFAULT: u32 = 50;
+/// The per-address count leaks away, draining from the threshold to 0 in this long without
+/// failures (50 per 5 min = one every 6 s). An address failing slower than that, in bursts
+/// below the threshold — a NAT whose users mistype now and then — is never throttled; a sprayer
+/// at 10,000 tries a second reaches 50 in 5 ms, and afterwards gets about this rate at most.
+pub const LOGIN_ADDR_FAIL_DRAIN_MS: u64 = 300_000;
+/// Addresses, and (address, user) pairs, each core remembers failed logins for: bound the
+/// throttle's memory under a flood from many addresses or user names. Each map is two
+/// generations of 28,672 entries (7/8 of 2^15, hashbrown's load factor, so a generation's table
+/// stops at 2^15 buckets instead of doubling for its last entries): 57 or 65 bytes a bucket,
+/// 7.6 MiB a core for both maps at the bound, less than the one 65,536-address map before (8.1).
+/// Past it the quietest generation is forgotten, which gives its entries a fresh count: to use
+/// that, an attacker needs ~29,000 new failing pairs or addresses between two of its tries.
+pub const LOGIN_THROTTLE_ADDRESSES_MAX: usize = 57_344;
+pub const LOGIN_THROTTLE_PAIRS_MAX: usize = 57_344;
+/// Failed logins are logged as one summary per address per interval, never one line per
+/// attempt: 10,000 failures a second would otherwise flood the log.
+pub const LOGIN_REPORT_INTERVAL_MS: u64 = 10_000;
+/// Addresses summarised one by one per interval (per core); the rest are summed into one more
+/// line. Bounds the log to ~6.5 lines a second per core whatever the number of addresses.
+pub const LOGIN_REPORT_ADDRESSES_MAX: usize = 64;
+/// User names shown as examples in a summary; the number of distinct users is always given.
+pub const LOGIN_REPORT_EXAMPLES: usize = 3;
 /// How often each core looks for changes to the users and API-key files.
 pub const AUTH_RELOAD_CHECK_MS: u64 = 1_000;
 

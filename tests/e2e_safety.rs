@@ -367,3 +367,56 @@ fn clients_that_never_read_hold_bounded_memory() {
     eprintln!("16 never-reading clients: RSS {} MB -> peak {} MB", before >> 20, peak >> 20);
     drop(idle);
 }
+
+/// Failed logins lock out the (address, user) pair, not the address: a typo storm of one user
+/// behind a shared address leaves the others logging in; spraying many users from one address
+/// throttles that address; and the server log gets one summary per address, not a line per try.
+#[test]
+fn login_throttling_locks_out_only_the_attacker() {
+    use velocity::client::{Client, ClientError, Credentials};
+    let s = Server::start_with(1, &[]);
+    let from = |ip: &str| {
+        let mut o = s.options();
+        o.source = Some(ip.parse().unwrap());
+        o
+    };
+    let shared = from("127.0.0.1");
+    let wrong = Credentials::Password { user: "alice".into(), password: "typo".into() };
+    for _ in 0..2 {
+        let mut c = Client::open(&shared).unwrap();
+        for _ in 0..3 {
+            let _ = c.authenticate(&wrong);
+        }
+    }
+    // alice is throttled from this address, even with her right password...
+    match Client::connect(&shared, &s.alice) {
+        Err(ClientError::Auth { status: 2, message }) => assert!(message.contains("this user"), "{message}"),
+        other => panic!("alice not throttled: {:?}", other.map(|_| ())),
+    }
+    // ...and the other users there are not.
+    Client::connect(&shared, &s.reader).expect("another user from the same address");
+    // Spraying: one wrong try for each of 60 users from one address.
+    let sprayer = from("127.0.0.3");
+    let mut c = Client::open(&sprayer).unwrap();
+    for i in 0..60 {
+        if i % 3 == 0 {
+            c = Client::open(&sprayer).unwrap();
+        }
+        let _ = c.authenticate(&Credentials::Derived { user: format!("user{i}"), credential: [7; 32] });
+    }
+    match Client::connect(&sprayer, &s.reader) {
+        Err(ClientError::Auth { status: 2, message }) => {
+            assert!(message.contains("your address"), "{message}")
+        }
+        other => panic!("the spraying address is not throttled: {:?}", other.map(|_| ())),
+    }
+    Client::connect(&shared, &s.reader).expect("an address that did not spray");
+    // Logged as summaries within the report interval, not one line per attempt.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !s.log_text().contains("127.0.0.3: 50 failed logins") {
+        assert!(std::time::Instant::now() < deadline, "no summary:\n{}", s.log_text());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let lines = s.log_text().lines().filter(|l| l.contains("127.0.0.3")).count();
+    assert!(lines <= 2, "{lines} log lines for one address:\n{}", s.log_text());
+}

@@ -7,7 +7,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use velocity::limits::{
     AUDIT_FILE_BYTES_MAX_DEFAULT, FSYNC_INTERVAL_MS_DEFAULT, HANDSHAKE_TIMEOUT_MS, IDLE_TIMEOUT_S_DEFAULT,
-    LOGIN_FAIL_THRESHOLD_DEFAULT, PAYLOAD_BYTES_MAX_DEFAULT, SNAPSHOT_LOG_BYTES_DEFAULT,
+    LOGIN_ADDR_FAIL_THRESHOLD_DEFAULT, LOGIN_FAIL_THRESHOLD_DEFAULT, PAYLOAD_BYTES_MAX_DEFAULT,
+    SNAPSHOT_LOG_BYTES_DEFAULT,
 };
 use velocity::server::datadir::{self, Role};
 use velocity::server::mesh::Transport;
@@ -67,10 +68,16 @@ struct ServeArgs {
     /// Server-wide rate limit, OPS or OPS:BURST per second, split evenly across cores (0: none).
     #[arg(long, default_value = "0")]
     rate_limit_global: String,
-    /// Failed logins from one address (counted per core) before its attempts are refused
-    /// unchecked, with a back-off from 1 s doubling to 5 min (0: no throttling).
+    /// Failed logins of one user (or API key) from one address, counted per core, before that
+    /// user's attempts from there are refused unchecked, with a back-off from 1 s doubling to
+    /// 5 min. Other users from the same address are not affected (0: off).
     #[arg(long, default_value_t = LOGIN_FAIL_THRESHOLD_DEFAULT)]
     login_fail_threshold: u32,
+    /// Failed logins from one address, all users together, before every login from it is
+    /// refused unchecked (password spraying); the count leaks away at this many per 5 min, so a
+    /// shared NAT with occasional typos never reaches it (0: off).
+    #[arg(long, default_value_t = LOGIN_ADDR_FAIL_THRESHOLD_DEFAULT)]
+    login_addr_fail_threshold: u32,
     /// The audit log: one JSON line per login and per request under DATA_DIR/audit.
     #[arg(long, default_value = "on", value_parser = ["on", "off"])]
     audit: String,
@@ -317,6 +324,7 @@ fn main_inner() -> Result<(), String> {
                 rate_limit_conn: datadir::RateLimit::parse(&s.rate_limit_conn)?,
                 rate_limit_global: datadir::RateLimit::parse(&s.rate_limit_global)?,
                 login_fail_threshold: s.login_fail_threshold,
+                login_addr_fail_threshold: s.login_addr_fail_threshold,
                 audit: s.audit == "on",
                 audit_file_bytes_max: s.audit_file_bytes_max,
                 durability: match s.durability.as_str() {

@@ -18,7 +18,7 @@ use crate::protocol::{
     AuthRequest, AuthStatus, Decoded, ErrorCode, Message, MessageType, Peer, ResultSet, ServerInfo, Value,
     VERSION,
 };
-use crate::security::ratelimit::TokenBucket;
+use crate::security::ratelimit::{Login, TokenBucket};
 use crate::security::verify_credential;
 use crate::shard::{merge, plan, shard_of_key, Merge, ShardOp, ShardReply};
 use crate::sql::quote_literal;
@@ -528,11 +528,20 @@ fn handle_frame(
             let method = if a.method == AuthRequest::METHOD_API_KEY { "api_key" } else { "password" };
             let ip = ctx.peer.map(|p| p.ip());
             let now_i = Instant::now();
-            let throttled = ip.and_then(|ip| core.throttle.borrow().blocked(ip, now_i));
+            let who = if a.method == AuthRequest::METHOD_API_KEY {
+                Login::ApiKey(&a.credential)
+            } else {
+                Login::User(&a.username)
+            };
+            let throttled = ip.and_then(|ip| core.throttle.borrow_mut().check(ip, who, now_i));
             let outcome = match throttled {
-                Some(wait) => Err((
+                Some(r) => Err((
                     AuthStatus::RateLimited,
-                    format!("too many failed logins from your address; retry in {} s", wait.as_secs().max(1)),
+                    format!(
+                        "too many failed logins {}from your address; retry in {} s",
+                        if r.whole_address { "" } else { "for this user " },
+                        r.retry_in.as_millis().div_ceil(1000).max(1)
+                    ),
                 )),
                 None => authenticate(core, &a)
                     .ok_or((AuthStatus::InvalidCredentials, "invalid credentials".to_string())),
@@ -540,7 +549,7 @@ fn handle_frame(
             match outcome {
                 Ok((user, role)) => {
                     if let Some(ip) = ip {
-                        core.throttle.borrow_mut().succeeded(ip);
+                        core.throttle.borrow_mut().succeeded(ip, who);
                     }
                     audit_login(core, ctx, &user, method, ErrorCode::Success);
                     let msg = format!("authenticated as {user}");
@@ -560,7 +569,7 @@ fn handle_frame(
                     }
                     if status == AuthStatus::InvalidCredentials {
                         if let Some(ip) = ip {
-                            core.throttle.borrow_mut().failed(ip, now_i);
+                            core.throttle.borrow_mut().failed(ip, who, now_i);
                         }
                     }
                     let code = if status == AuthStatus::RateLimited {
@@ -568,9 +577,8 @@ fn handle_frame(
                     } else {
                         ErrorCode::InvalidCredentials
                     };
-                    let who = if method == "api_key" { "(api key)" } else { a.username.as_str() };
-                    audit_login(core, ctx, who, method, code);
-                    tracing::info!(user = %who, peer = ?ctx.peer, tries, ?status, "failed login");
+                    let name = if method == "api_key" { "(api key)" } else { a.username.as_str() };
+                    audit_login(core, ctx, name, method, code);
                     batch.ready(|out| Message::auth_response(status, msg).encode(out));
                     if tries >= AUTH_TRIES_MAX {
                         batch.ready(|out| {

@@ -50,8 +50,12 @@ pub struct Config {
     /// Per-connection and server-wide rate limits (the latter split evenly across cores).
     pub rate_limit_conn: Option<datadir::RateLimit>,
     pub rate_limit_global: Option<datadir::RateLimit>,
-    /// Failed logins from one address (per core) before throttling; 0 turns it off.
+    /// Failed logins of one user from one address (per core) before that pair is throttled;
+    /// 0 turns it off.
     pub login_fail_threshold: u32,
+    /// Failed logins from one address, all users (per core, leaking away), before the whole
+    /// address is throttled (password spraying); 0 turns it off.
+    pub login_addr_fail_threshold: u32,
     pub audit: bool,
     pub audit_file_bytes_max: u64,
     /// None: in memory only.
@@ -351,8 +355,12 @@ async fn executor(shared: Arc<Shared>, meshes: Option<MeshSetup>, start: Arc<Sta
             conns: Cell::new(0),
             auth: RefCell::new(Rc::new(auth)),
             throttle: RefCell::new(security::ratelimit::LoginThrottle::new(
-                cfg.login_fail_threshold,
-                LOGIN_THROTTLE_ADDRESSES_MAX,
+                security::ratelimit::LoginThrottleConfig {
+                    user_fail_threshold: cfg.login_fail_threshold,
+                    addr_fail_threshold: cfg.login_addr_fail_threshold,
+                    ..Default::default()
+                },
+                std::time::Instant::now(),
             )),
             global_bucket: RefCell::new(global_bucket),
             user_buckets: RefCell::new(std::collections::HashMap::new()),
@@ -374,6 +382,10 @@ async fn executor(shared: Arc<Shared>, meshes: Option<MeshSetup>, start: Arc<Sta
     runtime::spawn(async move {
         while !c.shutdown.is_fired() {
             sleep(Duration::from_millis(AUTH_RELOAD_CHECK_MS)).await;
+            // Failed logins: one summary line per address per interval, never one per attempt.
+            for r in c.throttle.borrow_mut().take_report(Instant::now()) {
+                tracing::warn!(shard = c.id, "{r}");
+            }
             let fresh = c.auth.borrow().reload_if_changed(&c.shared.config.data_dir);
             if let Some(db) = fresh {
                 tracing::info!(
