@@ -420,3 +420,83 @@ fn login_throttling_locks_out_only_the_attacker() {
     let lines = s.log_text().lines().filter(|l| l.contains("127.0.0.3")).count();
     assert!(lines <= 2, "{lines} log lines for one address:\n{}", s.log_text());
 }
+
+fn velocityd_cmd(args: &[&str], dir: &std::path::Path) -> String {
+    let out = Command::new(bin("velocityd")).args(args).arg("--data-dir").arg(dir).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Revocation reaches open sessions: after `apikey revoke` and `user remove`, the sessions of
+/// that key or user — busy ones, idle ones, and idle ones parked as session state — get
+/// DISCONNECT and close within the reload interval; a changed role applies from the next request.
+#[test]
+fn revoked_keys_and_removed_users_lose_their_open_sessions() {
+    use velocity::client::{ClientError, Credentials};
+    let s = Server::start_with(2, &["--plaintext", "--audit", "off"]);
+    add_user(&s.data_dir, "carol", "carol's password", "readwrite");
+    add_user(&s.data_dir, "dave", "dave's password", "readwrite");
+    let key = velocityd_cmd(&["apikey", "create", "--user", "alice"], &s.data_dir).trim().to_string();
+    let id = key.split('_').nth(1).unwrap().to_string();
+    // The server reloads the files within a second.
+    std::thread::sleep(Duration::from_millis(1500));
+    let login = |creds: Credentials| s.connect(&creds).unwrap();
+    let carol = || Credentials::Password { user: "carol".into(), password: "carol's password".into() };
+    let (mut key_busy, mut key_idle) =
+        (login(Credentials::ApiKey(key.clone())), login(Credentials::ApiKey(key.clone())));
+    let (mut carol_busy, mut carol_idle) = (login(carol()), login(carol()));
+    let mut dave = login(Credentials::Password { user: "dave".into(), password: "dave's password".into() });
+    let mut alice = s.client();
+    for c in [&mut key_busy, &mut key_idle, &mut carol_busy, &mut carol_idle, &mut dave, &mut alice] {
+        c.execute("INSERT INTO kv (key, value) VALUES ('k', 'v')").unwrap();
+    }
+    // Idle for longer than the parking delay: two of them wait as parked session state.
+    std::thread::sleep(Duration::from_millis(2500));
+    velocityd_cmd(&["apikey", "revoke", &id], &s.data_dir);
+    velocityd_cmd(&["user", "remove", "carol"], &s.data_dir);
+    run_with_stdin(
+        Command::new(bin("velocityd"))
+            .args(["user", "add", "dave", "--role", "readonly", "--password-stdin", "--data-dir"])
+            .arg(&s.data_dir),
+        "dave's password",
+    );
+    // The busy ones: refused from the next request on, with DISCONNECT.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    for c in [&mut key_busy, &mut carol_busy] {
+        loop {
+            assert!(std::time::Instant::now() < deadline, "a revoked session kept working");
+            match c.execute("SELECT value FROM kv WHERE key = 'k'") {
+                Ok(_) => std::thread::sleep(Duration::from_millis(50)),
+                Err(ClientError::Disconnected { code, reason }) => {
+                    assert_eq!(code, ErrorCode::Unauthorized as u16, "{reason}");
+                    break;
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+    }
+    // The idle ones are told without asking anything.
+    for (c, why) in [(&mut key_idle, "API key revoked"), (&mut carol_idle, "user removed")] {
+        c.set_timeout(Some(Duration::from_secs(10))).unwrap();
+        match c.read_message(1 << 20) {
+            Err(ClientError::Disconnected { code, reason }) => {
+                assert_eq!((code, reason.as_str()), (ErrorCode::Unauthorized as u16, why))
+            }
+            other => panic!("an idle revoked session got {:?}", other.map(|m| m.kind())),
+        }
+    }
+    // dave is readonly now, on his open session, once the server has seen the change.
+    loop {
+        assert!(std::time::Instant::now() < deadline, "dave's new role never applied");
+        match dave.execute("INSERT INTO kv (key, value) VALUES ('k', 'w')") {
+            Ok(_) => std::thread::sleep(Duration::from_millis(50)),
+            Err(e) => {
+                assert_eq!(e.code(), Some(ErrorCode::Unauthorized), "{e}");
+                break;
+            }
+        }
+    }
+    assert!(dave.execute("SELECT value FROM kv WHERE key = 'k'").is_ok());
+    // Everyone else carries on.
+    alice.execute("INSERT INTO kv (key, value) VALUES ('k', 'x')").unwrap();
+}

@@ -239,7 +239,7 @@ fn main_inner() -> Result<(), String> {
             if !datadir::remove_user(&data_dir, &name)? {
                 return Err(format!("no user {name} in {}", data_dir.display()));
             }
-            println!("user {name} removed");
+            println!("user {name} removed; a running velocityd disconnects its sessions within a second");
         }
         Some(Command::Apikey(ApiKeyCmd::Create { user, data_dir })) => {
             let (id, key) = datadir::create_api_key(&data_dir, &user)?;
@@ -255,7 +255,7 @@ fn main_inner() -> Result<(), String> {
             if !datadir::revoke_api_key(&data_dir, &id)? {
                 return Err(format!("no API key {id} in {}", data_dir.display()));
             }
-            println!("API key {id} revoked (restart velocityd to apply)");
+            println!("API key {id} revoked; a running velocityd disconnects its sessions within a second");
         }
         Some(Command::Keygen { out }) => {
             use std::io::Write;

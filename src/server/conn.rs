@@ -19,7 +19,7 @@ use crate::protocol::{
     VERSION,
 };
 use crate::security::ratelimit::{Login, TokenBucket};
-use crate::security::verify_credential;
+use crate::security::{stored_hash, verify_credential};
 use crate::shard::{merge, plan, shard_of_key, Merge, ShardOp, ShardReply};
 use crate::sql::quote_literal;
 use crate::sql::{
@@ -36,11 +36,14 @@ enum Phase {
     AwaitAuth {
         tries: u32,
     },
-    /// Logged in; `bucket` is this connection's rate limit, if one is set.
+    /// Logged in; `bucket` is this connection's rate limit, if one is set. `key` is the
+    /// SHA-256 of the API key it logged in with (None: a password): what must still be there
+    /// for the session to go on.
     Ready {
         user: String,
         role: Role,
         bucket: Option<TokenBucket>,
+        key: Option<[u8; 32]>,
     },
 }
 
@@ -169,6 +172,8 @@ pub struct Conn {
     inbuf: Vec<u8>,
     out: Vec<u8>,
     accepted: Instant,
+    /// The users-and-keys reload (Core::auth_epoch) this session was last checked against.
+    auth_epoch: u64,
 }
 
 enum ReadOutcome {
@@ -178,17 +183,45 @@ enum ReadOutcome {
     Shutdown,
     /// Idle long enough to give up the task (park.rs).
     Park,
+    /// The users or API keys were reloaded: the session is checked again.
+    AuthChanged,
 }
 
 impl Conn {
     pub fn new(core: Rc<Core>, id: u64) -> Conn {
         Conn {
-            core,
             ctx: Ctx { id, peer: None },
             phase: Phase::AwaitHello,
             inbuf: Vec::new(),
             out: Vec::new(),
             accepted: Instant::now(),
+            auth_epoch: 0,
+            core,
+        }
+    }
+
+    /// Whether the session may go on after a reload of the users and API keys: None, with its
+    /// role brought up to date (it applies from the next request); or why it must end (its user
+    /// was removed, or its API key revoked).
+    pub fn revoked(&mut self) -> Option<&'static str> {
+        let epoch = self.core.auth_epoch.get();
+        if self.auth_epoch == epoch {
+            return None;
+        }
+        self.auth_epoch = epoch;
+        let Phase::Ready { user, role, key, .. } = &mut self.phase else { return None };
+        let db = self.core.auth.borrow().clone();
+        if let Some(k) = key {
+            if db.api_keys.get(k) != Some(user) {
+                return Some("API key revoked");
+            }
+        }
+        match db.users.get(user.as_str()) {
+            Some(u) => {
+                *role = u.role;
+                None
+            }
+            None => Some("user removed"),
         }
     }
 
@@ -206,6 +239,13 @@ impl Conn {
             self.ctx.peer = stream.tcp().peer_addr().ok();
         }
         loop {
+            if let Some(why) = self.revoked() {
+                tracing::info!(conn = self.ctx.id, user = self.phase.user(), why, "session ended");
+                let frame = Message::Disconnect { code: ErrorCode::Unauthorized as u16, reason: why.into() }
+                    .to_frame();
+                let _ = stream.write_all(&frame).await;
+                break;
+            }
             let Ok(close) = self.process(&mut stream).await else { break };
             if !self.out.is_empty() {
                 if write_out(&self.core, &mut stream, &mut self.out).await.is_err() {
@@ -223,7 +263,7 @@ impl Conn {
                 continue; // the batch stopped at a bound; more frames are already here
             }
             let reason = match self.read(&mut stream).await {
-                ReadOutcome::Data => continue,
+                ReadOutcome::Data | ReadOutcome::AuthChanged => continue,
                 ReadOutcome::Closed => break,
                 ReadOutcome::Timeout if matches!(self.phase, Phase::Ready { .. }) => "idle timeout",
                 ReadOutcome::Timeout => "handshake timeout",
@@ -262,6 +302,7 @@ impl Conn {
             inbuf: Vec::new(),
             out: Vec::new(),
             accepted: self.accepted,
+            auth_epoch: self.auth_epoch,
         };
         let idle = Duration::from_millis(CONN_PARK_AFTER_IDLE_MS);
         let since = Instant::now().checked_sub(idle).unwrap_or_else(Instant::now);
@@ -310,16 +351,27 @@ impl Conn {
             (t, _) => t.map(|t| (t, ReadOutcome::Timeout)),
         };
         let shutdown = self.core.shutdown.clone();
+        // A logged-in session also wakes when the users and keys change (revocation).
+        let auth = matches!(self.phase, Phase::Ready { .. }).then(|| self.core.auth_changed.borrow().clone());
         let stop = async move {
-            match deadline {
-                Some((t, outcome)) => match race(sleep(t), shutdown.wait()).await {
-                    Either::Left(_) => outcome,
-                    Either::Right(_) => ReadOutcome::Shutdown,
-                },
-                None => {
-                    shutdown.wait().await;
-                    ReadOutcome::Shutdown
+            let ended = async {
+                match auth {
+                    Some(a) => match race(shutdown.wait(), a.wait()).await {
+                        Either::Left(_) => ReadOutcome::Shutdown,
+                        Either::Right(_) => ReadOutcome::AuthChanged,
+                    },
+                    None => {
+                        shutdown.wait().await;
+                        ReadOutcome::Shutdown
+                    }
                 }
+            };
+            match deadline {
+                Some((t, outcome)) => match race(sleep(t), ended).await {
+                    Either::Left(_) => outcome,
+                    Either::Right(o) => o,
+                },
+                None => ended.await,
             }
         };
         let mut stop = std::pin::pin!(stop);
@@ -468,7 +520,7 @@ fn handle_frame(
 ) -> Flow {
     if kind == MessageType::Command as u8 {
         return match phase {
-            Phase::Ready { user, role, bucket } => {
+            Phase::Ready { user, role, bucket, .. } => {
                 if let Err(why) = admit(core, user, bucket, &mut batch.user_limit) {
                     refuse_rate_limited(core, ctx, user, "command", why, batch);
                     return Flow::Continue;
@@ -559,7 +611,8 @@ fn handle_frame(
                         .config
                         .rate_limit_conn
                         .map(|r| TokenBucket::new(r.ops_per_s, r.burst, now_i));
-                    *phase = Phase::Ready { user, role, bucket };
+                    let key = (a.method == AuthRequest::METHOD_API_KEY).then(|| stored_hash(&a.credential));
+                    *phase = Phase::Ready { user, role, bucket, key };
                 }
                 Err((status, msg)) => {
                     {

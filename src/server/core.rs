@@ -91,6 +91,10 @@ pub struct Core {
     pub shutdown: Rc<LocalSignal>,
     pub conns: Cell<usize>,
     pub auth: RefCell<Rc<AuthDb>>,
+    /// Bumped at each reload of `auth`: a session checked against an older one is checked again.
+    pub auth_epoch: Cell<u64>,
+    /// Fired (and replaced) at each reload, waking idle sessions to be checked.
+    pub auth_changed: RefCell<Rc<LocalSignal>>,
     pub throttle: RefCell<LoginThrottle>,
     /// This core's share of the global rate limit.
     pub global_bucket: RefCell<Option<TokenBucket>>,

@@ -354,6 +354,8 @@ async fn executor(shared: Arc<Shared>, meshes: Option<MeshSetup>, start: Arc<Sta
             shutdown: shutdown.clone(),
             conns: Cell::new(0),
             auth: RefCell::new(Rc::new(auth)),
+            auth_epoch: Cell::new(0),
+            auth_changed: RefCell::new(Rc::new(LocalSignal::default())),
             throttle: RefCell::new(security::ratelimit::LoginThrottle::new(
                 security::ratelimit::LoginThrottleConfig {
                     user_fail_threshold: cfg.login_fail_threshold,
@@ -396,6 +398,12 @@ async fn executor(shared: Arc<Shared>, meshes: Option<MeshSetup>, start: Arc<Sta
                 );
                 *c.auth.borrow_mut() = Rc::new(db);
                 c.user_buckets.borrow_mut().clear();
+                // Sessions of removed users and revoked keys end now; a changed role applies
+                // from the next request.
+                c.auth_epoch.set(c.auth_epoch.get() + 1);
+                let woken = c.auth_changed.replace(Rc::new(LocalSignal::default()));
+                woken.fire();
+                c.parker.end_revoked(&c);
             }
         }
     });

@@ -9,7 +9,7 @@ use super::conn::Conn;
 use super::core::Core;
 use super::runtime::{race, sleep, TcpStream};
 use crate::limits::{CONN_PARK_POLL_MS, PARKED_EVENTS_PER_POLL, PARK_TRIM_EVERY};
-use crate::protocol::Message;
+use crate::protocol::{ErrorCode, Message};
 use std::cell::{Cell, RefCell};
 use std::os::fd::{FromRawFd, RawFd};
 use std::rc::Rc;
@@ -103,6 +103,19 @@ impl Parker {
         due.into_iter().filter_map(|i| self.take(i)).collect()
     }
 
+    /// Say DISCONNECT to parked sessions whose user was removed or whose API key was revoked.
+    pub fn end_revoked(&self, core: &Core) {
+        let n = self.slots.borrow().len();
+        for i in 0..n {
+            let why = self.slots.borrow_mut()[i].as_mut().and_then(|p| p.conn.revoked());
+            if let Some(why) = why {
+                if let Some(p) = self.take(i) {
+                    disconnect(core, p, ErrorCode::Unauthorized as u16, why);
+                }
+            }
+        }
+    }
+
     fn all(&self) -> Vec<Parked> {
         let n = self.slots.borrow().len();
         (0..n).filter_map(|i| self.take(i)).collect()
@@ -122,8 +135,8 @@ impl Drop for Parker {
 
 /// Say goodbye on a parked socket (best effort: it is idle, so its send buffer has room) and
 /// close it.
-fn disconnect(core: &Core, p: Parked, reason: &str) {
-    let frame = Message::Disconnect { code: 0, reason: reason.into() }.to_frame();
+fn disconnect(core: &Core, p: Parked, code: u16, reason: &str) {
+    let frame = Message::Disconnect { code, reason: reason.into() }.to_frame();
     // SAFETY: `p.fd` is an open socket we own; the buffer is valid for its length.
     unsafe {
         libc::send(p.fd, frame.as_ptr().cast(), frame.len(), libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL);
@@ -145,7 +158,7 @@ pub async fn run(core: Rc<Core>) {
         let _ = race(sleep(Duration::from_millis(CONN_PARK_POLL_MS)), core.shutdown.wait()).await;
         if core.shutdown.is_fired() {
             for p in core.parker.all() {
-                disconnect(&core, p, "server shutting down");
+                disconnect(&core, p, 0, "server shutting down");
             }
             return;
         }
@@ -169,7 +182,7 @@ pub async fn run(core: Rc<Core>) {
             if last_expiry.elapsed() >= Duration::from_secs(1) {
                 last_expiry = Instant::now();
                 for p in core.parker.expired(limit) {
-                    disconnect(&core, p, "idle timeout");
+                    disconnect(&core, p, 0, "idle timeout");
                 }
             }
         }
