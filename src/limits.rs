@@ -148,6 +148,23 @@ pub const ARGON2_M_KIB_MAX: u32 = 1 << 20;
 pub const ARGON2_T_MAX: u32 = 16;
 pub const ARGON2_P_MAX: u8 = 16;
 
+/// Connections waiting to log in (not yet authenticated), server-wide, from one source address
+/// and in all; each core enforces its share. A handshake takes a round trip or two and a login
+/// one SHA-256, so a legitimate client holds a slot for milliseconds; a peer trickling its
+/// handshake holds one until the handshake timeout. Generous enough for an application server
+/// opening a pool of a hundred connections at once; the total is also held to half of
+/// --max-connections, so logged-in users always have room, and one address's share to half of
+/// the total, so other addresses can always log in.
+pub const UNAUTHENTICATED_PER_ADDRESS_MAX_DEFAULT: usize = 128;
+pub const UNAUTHENTICATED_MAX_DEFAULT: usize = 4096;
+/// Default longest a logged-in client may take to send one frame, from its first byte: a deadline
+/// per frame, so that trickling a byte at a time cannot hold a connection's buffers for ever.
+/// 10 s carries a default-sized (1 MiB) frame at 100 KiB/s.
+pub const FRAME_TIMEOUT_MS_DEFAULT: u64 = 10_000;
+/// Refused connections a core tells why at once (each may take a TLS handshake); past this, under
+/// a flood of connections, refused ones are closed without a word.
+pub const REFUSALS_IN_FLIGHT_MAX: usize = 64;
+
 /// Connections reserved for things other than clients (listeners, data files, logs) when the
 /// default `--max-connections` is derived from the open-files limit.
 pub const FD_RESERVE: u64 = 64;

@@ -170,7 +170,7 @@ fn a_restart_right_after_kill_9_waits_for_the_old_process() {
 #[test]
 fn a_read_never_shows_a_write_that_a_crash_takes_back() {
     for cores in [1, 2] {
-        let mut s = Server::start_with(cores, &["--audit", "off", "--test-write-delay-ms", "1500"]);
+        let s = Server::start_with(cores, &["--audit", "off", "--test-write-delay-ms", "1500"]);
         // One key on each shard: the read is local for one and forwarded for the other.
         let keys: Vec<String> = (0..cores)
             .map(|shard| {
@@ -499,4 +499,103 @@ fn revoked_keys_and_removed_users_lose_their_open_sessions() {
     assert!(dave.execute("SELECT value FROM kv WHERE key = 'k'").is_ok());
     // Everyone else carries on.
     alice.execute("INSERT INTO kv (key, value) VALUES ('k', 'x')").unwrap();
+}
+
+/// Connections that trickle their handshake a byte at a time and reconnect as soon as they are
+/// closed — more of them than there are connection slots — no longer lock out logins: one
+/// address holds at most its share of the login slots, and each such connection is closed at
+/// the handshake deadline however it trickles. A logged-in client trickling a frame is closed at
+/// the frame deadline.
+#[test]
+fn handshake_tricklers_do_not_lock_out_logins() {
+    use std::io::{Read, Write};
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::Arc;
+    let s = Server::start_with(
+        2,
+        &[
+            "--plaintext",
+            "--audit",
+            "off",
+            "--max-connections",
+            "200",
+            "--handshake-timeout-ms",
+            "3000",
+            "--frame-timeout-ms",
+            "1000",
+        ],
+    );
+    let addr = s.addr;
+    let stop = Arc::new(AtomicBool::new(false));
+    let longest_ms = Arc::new(AtomicU64::new(0));
+    let trickler = {
+        let (stop, longest_ms) = (stop.clone(), longest_ms.clone());
+        std::thread::spawn(move || {
+            let hello = velocity::protocol::Message::Hello(velocity::protocol::Hello {
+                versions: vec![1],
+                client: "trickler".into(),
+            })
+            .to_frame();
+            let open = || {
+                let c = std::net::TcpStream::connect(addr).ok()?;
+                c.set_nonblocking(true).ok()?;
+                Some((c, 0usize, std::time::Instant::now()))
+            };
+            let mut conns: Vec<_> = (0..260).filter_map(|_| open()).collect();
+            while !stop.load(Ordering::Relaxed) {
+                for slot in conns.iter_mut() {
+                    let (c, sent, since) = slot;
+                    let mut buf = [0u8; 256];
+                    let closed = match c.read(&mut buf) {
+                        Ok(0) => true,
+                        Ok(_) => false,
+                        Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
+                    };
+                    let closed = closed || c.write(&hello[*sent % hello.len()..][..1]).is_err();
+                    *sent += 1;
+                    if closed {
+                        longest_ms.fetch_max(since.elapsed().as_millis() as u64, Ordering::Relaxed);
+                        if let Some(fresh) = open() {
+                            *slot = fresh;
+                        }
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(300));
+            }
+        })
+    };
+    // Let the tricklers take what they can, then log in, again and again, from elsewhere.
+    std::thread::sleep(Duration::from_millis(1000));
+    let mut o = s.options();
+    o.source = Some("127.0.0.2".parse().unwrap());
+    for i in 0..20 {
+        let mut c = velocity::client::Client::connect(&o, &s.alice)
+            .unwrap_or_else(|e| panic!("login {i} refused while tricklers hold connections: {e}"));
+        c.execute("SELECT COUNT(*) FROM kv").unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // A logged-in client that trickles a frame is closed at the frame deadline. (From the
+    // tricklers' own address logins are refused meanwhile: that address is over its share.)
+    let mut c = velocity::client::Client::connect(&o, &s.alice).unwrap();
+    let frame = velocity::protocol::Message::Ping(b"slow".to_vec()).to_frame();
+    let started = std::time::Instant::now();
+    let mut closed = false;
+    for b in &frame[..frame.len() - 1] {
+        if c.send_raw(&[*b]).is_err() {
+            closed = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(400));
+    }
+    if !closed {
+        c.set_timeout(Some(Duration::from_secs(10))).unwrap();
+        assert!(c.read_message(4096).is_err(), "a trickled frame was never cut off");
+    }
+    assert!(started.elapsed() < Duration::from_secs(8), "{:?}", started.elapsed());
+    stop.store(true, Ordering::Relaxed);
+    trickler.join().unwrap();
+    // Every trickling connection was closed by its handshake deadline (3 s), not kept alive by
+    // its trickle.
+    let longest = longest_ms.load(Ordering::Relaxed);
+    assert!(longest > 0 && longest < 6000, "a trickling connection lived {longest} ms");
 }

@@ -233,7 +233,18 @@ async fn read_msg(s: &mut Transport, buf: &mut Vec<u8>) -> Result<Message, Strin
     }
 }
 
-async fn connection(sh: Arc<Shared>, conn_no: u64, hist: std::rc::Rc<std::cell::RefCell<Histogram<u64>>>) {
+/// Handshakes each load thread has in flight at most: a pool that opens thousands of connections
+/// at once would otherwise meet the server's cap on connections waiting to log in from one
+/// address (--max-unauthenticated-per-ip), as any well-behaved client pool should not.
+const HANDSHAKES_IN_FLIGHT_MAX: u64 = 16;
+
+async fn connection(
+    sh: Arc<Shared>,
+    conn_no: u64,
+    hist: std::rc::Rc<std::cell::RefCell<Histogram<u64>>>,
+    logins: std::rc::Rc<glommio::sync::Semaphore>,
+) {
+    let login = logins.acquire_static_permit(1).await;
     let tcp = match TcpStream::connect(sh.addr).await {
         Ok(s) => s,
         Err(e) => return note_error(&sh, format!("connect: {e}")),
@@ -258,6 +269,7 @@ async fn connection(sh: Arc<Shared>, conn_no: u64, hist: std::rc::Rc<std::cell::
     if let Err(e) = handshake(&sh, &mut s, &mut inbuf).await {
         return note_error(&sh, e);
     }
+    drop(login);
     sh.connected.fetch_add(1, Ordering::Relaxed);
     while !sh.released.load(Ordering::Relaxed) {
         runtime::sleep(Duration::from_millis(100)).await;
@@ -539,9 +551,15 @@ fn run() -> Result<std::process::ExitCode, String> {
     runtime::run_pool(Placement::Unbound(threads), Duration::from_millis(1), move || async move {
         let me = glommio::executor().id();
         let hist = std::rc::Rc::new(std::cell::RefCell::new(new_hist()));
+        let logins = std::rc::Rc::new(glommio::sync::Semaphore::new(HANDSHAKES_IN_FLIGHT_MAX));
         let mut tasks = Vec::new();
         for c in (0..conns).filter(|c| c % threads == me % threads) {
-            tasks.push(glommio::spawn_local(connection(pool_sh.clone(), c as u64, hist.clone())));
+            tasks.push(glommio::spawn_local(connection(
+                pool_sh.clone(),
+                c as u64,
+                hist.clone(),
+                logins.clone(),
+            )));
         }
         // A parked executor could miss a reply's completion (seen once in a 50 x 1 run).
         let _turning = runtime::keep_turning();

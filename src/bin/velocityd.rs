@@ -6,9 +6,10 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use velocity::limits::{
-    AUDIT_FILE_BYTES_MAX_DEFAULT, FSYNC_INTERVAL_MS_DEFAULT, HANDSHAKE_TIMEOUT_MS, IDLE_TIMEOUT_S_DEFAULT,
-    LOGIN_ADDR_FAIL_THRESHOLD_DEFAULT, LOGIN_FAIL_THRESHOLD_DEFAULT, PAYLOAD_BYTES_MAX_DEFAULT,
-    SNAPSHOT_LOG_BYTES_DEFAULT,
+    AUDIT_FILE_BYTES_MAX_DEFAULT, FRAME_TIMEOUT_MS_DEFAULT, FSYNC_INTERVAL_MS_DEFAULT, HANDSHAKE_TIMEOUT_MS,
+    IDLE_TIMEOUT_S_DEFAULT, LOGIN_ADDR_FAIL_THRESHOLD_DEFAULT, LOGIN_FAIL_THRESHOLD_DEFAULT,
+    PAYLOAD_BYTES_MAX_DEFAULT, SNAPSHOT_LOG_BYTES_DEFAULT, UNAUTHENTICATED_MAX_DEFAULT,
+    UNAUTHENTICATED_PER_ADDRESS_MAX_DEFAULT,
 };
 use velocity::server::datadir::{self, Role};
 use velocity::server::mesh::Transport;
@@ -47,6 +48,16 @@ struct ServeArgs {
     /// Time allowed to send HELLO and log in.
     #[arg(long, default_value_t = HANDSHAKE_TIMEOUT_MS)]
     handshake_timeout_ms: u64,
+    /// Time a logged-in client may take to send one frame, from its first byte.
+    #[arg(long, default_value_t = FRAME_TIMEOUT_MS_DEFAULT)]
+    frame_timeout_ms: u64,
+    /// Connections from one address that may be waiting to log in at once (server-wide).
+    #[arg(long, default_value_t = UNAUTHENTICATED_PER_ADDRESS_MAX_DEFAULT)]
+    max_unauthenticated_per_ip: usize,
+    /// Connections that may be waiting to log in at once, server-wide (at most half of
+    /// --max-connections, so that logged-in users always have room).
+    #[arg(long, default_value_t = UNAUTHENTICATED_MAX_DEFAULT)]
+    max_unauthenticated: usize,
     /// Largest request or reply payload after authentication (4 KiB to 64 MiB).
     #[arg(long, default_value_t = PAYLOAD_BYTES_MAX_DEFAULT)]
     max_payload: u32,
@@ -316,6 +327,9 @@ fn main_inner() -> Result<(), String> {
                 max_connections: s.max_connections,
                 idle_timeout_s: s.idle_timeout_s,
                 handshake_timeout_ms: s.handshake_timeout_ms,
+                frame_timeout_ms: s.frame_timeout_ms,
+                max_unauthenticated_per_ip: s.max_unauthenticated_per_ip,
+                max_unauthenticated: s.max_unauthenticated,
                 max_payload: s.max_payload,
                 mesh: if s.mesh == "crossbeam" { Transport::Crossbeam } else { Transport::Glommio },
                 plaintext: s.plaintext,

@@ -174,6 +174,10 @@ pub struct Conn {
     accepted: Instant,
     /// The users-and-keys reload (Core::auth_epoch) this session was last checked against.
     auth_epoch: u64,
+    /// When the partial frame in `inbuf` began to arrive (the frame timeout runs from there).
+    frame_started: Option<Instant>,
+    /// This connection's login slot (admission.rs), held until it authenticates.
+    slot: Option<super::admission::Slot>,
 }
 
 enum ReadOutcome {
@@ -185,17 +189,21 @@ enum ReadOutcome {
     Park,
     /// The users or API keys were reloaded: the session is checked again.
     AuthChanged,
+    /// A frame begun was not completed within the frame timeout.
+    FrameTimeout,
 }
 
 impl Conn {
-    pub fn new(core: Rc<Core>, id: u64) -> Conn {
+    pub fn new(core: Rc<Core>, id: u64, peer: Option<SocketAddr>, slot: super::admission::Slot) -> Conn {
         Conn {
-            ctx: Ctx { id, peer: None },
+            ctx: Ctx { id, peer },
             phase: Phase::AwaitHello,
             inbuf: Vec::new(),
             out: Vec::new(),
             accepted: Instant::now(),
             auth_epoch: 0,
+            frame_started: None,
+            slot: Some(slot),
             core,
         }
     }
@@ -267,6 +275,7 @@ impl Conn {
                 ReadOutcome::Closed => break,
                 ReadOutcome::Timeout if matches!(self.phase, Phase::Ready { .. }) => "idle timeout",
                 ReadOutcome::Timeout => "handshake timeout",
+                ReadOutcome::FrameTimeout => "frame not completed in time",
                 ReadOutcome::Shutdown => "server shutting down",
                 ReadOutcome::Park => match self.park(stream) {
                     Ok(()) => return false,
@@ -303,6 +312,8 @@ impl Conn {
             out: Vec::new(),
             accepted: self.accepted,
             auth_epoch: self.auth_epoch,
+            frame_started: None,
+            slot: None,
         };
         let idle = Duration::from_millis(CONN_PARK_AFTER_IDLE_MS);
         let since = Instant::now().checked_sub(idle).unwrap_or_else(Instant::now);
@@ -330,26 +341,35 @@ impl Conn {
         if self.core.shutdown.is_fired() {
             return ReadOutcome::Shutdown;
         }
-        let timeout = match self.phase {
-            Phase::Ready { .. } => match self.core.shared.config.idle_timeout_s {
-                0 => None,
-                s => Some(Duration::from_secs(s)),
-            },
-            _ => Some(
-                Duration::from_millis(self.core.shared.config.handshake_timeout_ms)
-                    .saturating_sub(self.accepted.elapsed()),
-            ),
+        let cfg = &self.core.shared.config;
+        let ready = matches!(self.phase, Phase::Ready { .. });
+        // The earliest of: the idle timeout (logged in) or what is left of the handshake timeout
+        // (not yet); what is left of the frame timeout for a frame begun (a deadline per frame,
+        // not per byte: trickling does not extend it); parking, for a logged-in plaintext
+        // connection with nothing buffered.
+        let mut deadline: Option<(Duration, ReadOutcome)> = None;
+        let mut sooner = |t: Duration, o: ReadOutcome| {
+            if deadline.as_ref().is_none_or(|(d, _)| t < *d) {
+                deadline = Some((t, o));
+            }
         };
-        // A logged-in plaintext connection with nothing buffered parks once idle long enough.
-        let parkable = matches!(self.phase, Phase::Ready { .. })
-            && self.inbuf.is_empty()
-            && matches!(stream, Transport::Plain(_));
-        let park = Duration::from_millis(CONN_PARK_AFTER_IDLE_MS);
-        let deadline = match (timeout, parkable) {
-            (Some(t), true) if park < t => Some((park, ReadOutcome::Park)),
-            (None, true) => Some((park, ReadOutcome::Park)),
-            (t, _) => t.map(|t| (t, ReadOutcome::Timeout)),
-        };
+        if !ready {
+            sooner(
+                Duration::from_millis(cfg.handshake_timeout_ms).saturating_sub(self.accepted.elapsed()),
+                ReadOutcome::Timeout,
+            );
+        } else if cfg.idle_timeout_s > 0 {
+            sooner(Duration::from_secs(cfg.idle_timeout_s), ReadOutcome::Timeout);
+        }
+        if let (true, Some(t0)) = (ready, self.frame_started) {
+            sooner(
+                Duration::from_millis(cfg.frame_timeout_ms).saturating_sub(t0.elapsed()),
+                ReadOutcome::FrameTimeout,
+            );
+        }
+        if ready && self.inbuf.is_empty() && matches!(stream, Transport::Plain(_)) {
+            sooner(Duration::from_millis(CONN_PARK_AFTER_IDLE_MS), ReadOutcome::Park);
+        }
         let shutdown = self.core.shutdown.clone();
         // A logged-in session also wakes when the users and keys change (revocation).
         let auth = matches!(self.phase, Phase::Ready { .. }).then(|| self.core.auth_changed.borrow().clone());
@@ -468,9 +488,18 @@ impl Conn {
             }
         }
         self.inbuf.drain(..pos);
-        if self.inbuf.is_empty() && self.inbuf.capacity() > 0 {
-            // An idle connection holds no input buffer.
-            self.inbuf = Vec::new();
+        if self.inbuf.is_empty() {
+            self.frame_started = None;
+            if self.inbuf.capacity() > 0 {
+                // An idle connection holds no input buffer.
+                self.inbuf = Vec::new();
+            }
+        } else if pos > 0 || self.frame_started.is_none() {
+            self.frame_started = Some(Instant::now());
+        }
+        if matches!(self.phase, Phase::Ready { .. }) {
+            // Logged in: its login slot goes back to the core's admission.
+            self.slot = None;
         }
         let fast = std::mem::take(&mut batch.fast);
         self.out = finish(&self.core, &self.ctx, &self.phase, batch, now, stream).await?;

@@ -101,6 +101,10 @@ pub struct Core {
     /// Per-user buckets for the users of this core's connections.
     pub user_buckets: RefCell<HashMap<String, TokenBucket>>,
     pub audit: RefCell<AuditLog>,
+    /// Connections being told why they were not admitted (bounded: REFUSALS_IN_FLIGHT_MAX).
+    pub refusing: Cell<usize>,
+    /// Login slots of this core's connections that have not authenticated yet.
+    pub admission: Rc<super::admission::Admission>,
     /// This shard's write-ahead log; None with `--durability none`.
     pub wal: Option<Rc<Wal>>,
     /// Idle plaintext connections waiting as session state (park.rs).

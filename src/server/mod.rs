@@ -2,6 +2,7 @@
 //! address with SO_REUSEPORT and accepting for itself. This module wires the sans-I/O core to
 //! sockets and cores; `runtime` is the only place that names glommio.
 
+mod admission;
 pub mod audit;
 mod conn;
 mod core;
@@ -39,6 +40,11 @@ pub struct Config {
     pub max_connections: usize,
     pub idle_timeout_s: u64,
     pub handshake_timeout_ms: u64,
+    /// Longest a logged-in client may take to send one frame, from its first byte.
+    pub frame_timeout_ms: u64,
+    /// Connections waiting to log in, server-wide, from one address and in all (admission.rs).
+    pub max_unauthenticated_per_ip: usize,
+    pub max_unauthenticated: usize,
     pub max_payload: u32,
     /// Cross-core queues: glommio's channel mesh or crossbeam-channel.
     pub mesh: mesh::Transport,
@@ -276,6 +282,39 @@ fn conn_ended(core: &Core) {
     core.shared.connections.fetch_sub(1, Ordering::Relaxed);
 }
 
+/// Tell a connection that is not admitted why (in the transport it expects), then close it;
+/// at most the handshake timeout is spent on it, and at most REFUSALS_IN_FLIGHT_MAX at once per
+/// core: past that, under a flood, it is closed without a word.
+fn refuse(core: &Rc<Core>, stream: runtime::TcpStream, why: &'static str) {
+    if core.refusing.get() >= REFUSALS_IN_FLIGHT_MAX {
+        drop(stream);
+        return;
+    }
+    core.refusing.set(core.refusing.get() + 1);
+    let tls = core.shared.tls.clone();
+    let handshake_ms = core.shared.config.handshake_timeout_ms;
+    let core = core.clone();
+    runtime::spawn(async move {
+        let mut t = match tls.map(rustls::ServerConnection::new) {
+            None => transport::Transport::Plain(stream),
+            Some(Ok(c)) => {
+                transport::Transport::Tls { tcp: stream, tls: Box::new(c.into()), pending: Vec::new() }
+            }
+            Some(Err(_)) => return,
+        };
+        let mut out = Vec::new();
+        encode_error(&mut out, ErrorCode::ServerOverloaded, why);
+        let say = async {
+            if t.handshake().await.is_ok() {
+                let _ = t.write_all(&out).await;
+            }
+        };
+        let _ = race(say, sleep(Duration::from_millis(handshake_ms))).await;
+        t.close().await;
+        core.refusing.set(core.refusing.get() - 1);
+    });
+}
+
 #[derive(Clone)]
 enum MeshSetup {
     Glommio((mesh::ReqMesh, mesh::RepMesh)),
@@ -367,6 +406,14 @@ async fn executor(shared: Arc<Shared>, meshes: Option<MeshSetup>, start: Arc<Sta
             global_bucket: RefCell::new(global_bucket),
             user_buckets: RefCell::new(std::collections::HashMap::new()),
             audit: RefCell::new(audit),
+            refusing: Cell::new(0),
+            admission: {
+                // Never more than half the connection limit (logged-in users always have room),
+                // and one address never more than half of that (other addresses can log in).
+                let total = cfg.max_unauthenticated.min(shared.max_connections / 2).max(1);
+                let per_address = cfg.max_unauthenticated_per_ip.min(total / 2).max(1);
+                admission::Admission::new(per_address, total, shards)
+            },
             wal,
             parker: park::Parker::new().unwrap_or_else(|e| {
                 tracing::error!(error = %e, "cannot create an epoll set");
@@ -443,35 +490,27 @@ async fn executor(shared: Arc<Shared>, meshes: Option<MeshSetup>, start: Arc<Sta
                 continue;
             }
         };
+        let peer = stream.peer_addr().ok();
         let n = shared.connections.fetch_add(1, Ordering::Relaxed);
-        if n >= shared.max_connections {
-            shared.connections.fetch_sub(1, Ordering::Relaxed);
-            core.stats.borrow_mut().connections_refused += 1;
-            let tls = shared.tls.clone();
-            let handshake_ms = shared.config.handshake_timeout_ms;
-            runtime::spawn(async move {
-                // Say why, in the transport the client expects, then close.
-                let mut t = match tls.map(rustls::ServerConnection::new) {
-                    None => transport::Transport::Plain(stream),
-                    Some(Ok(c)) => transport::Transport::Tls {
-                        tcp: stream,
-                        tls: Box::new(c.into()),
-                        pending: Vec::new(),
-                    },
-                    Some(Err(_)) => return,
-                };
-                let mut out = Vec::new();
-                encode_error(&mut out, ErrorCode::ServerOverloaded, "too many connections");
-                let say = async {
-                    if t.handshake().await.is_ok() {
-                        let _ = t.write_all(&out).await;
-                    }
-                };
-                let _ = race(say, sleep(Duration::from_millis(handshake_ms))).await;
-                t.close().await;
-            });
-            continue;
-        }
+        let admitted = if n >= shared.max_connections {
+            Err("too many connections")
+        } else {
+            core.admission.admit(peer.map(|p| p.ip())).map_err(|r| match r {
+                admission::Refused::Address => {
+                    "too many connections from your address are logging in; retry later"
+                }
+                admission::Refused::Total => "too many connections are logging in; retry later",
+            })
+        };
+        let slot = match admitted {
+            Ok(slot) => slot,
+            Err(why) => {
+                shared.connections.fetch_sub(1, Ordering::Relaxed);
+                core.stats.borrow_mut().connections_refused += 1;
+                refuse(&core, stream, why);
+                continue;
+            }
+        };
         core.conns.set(core.conns.get() + 1);
         core.stats.borrow_mut().connections_total += 1;
         let conn_id = shared.next_conn_id.fetch_add(1, Ordering::Relaxed);
@@ -487,7 +526,7 @@ async fn executor(shared: Arc<Shared>, meshes: Option<MeshSetup>, start: Arc<Sta
                 }
             },
         };
-        serve_conn(&core, conn::Conn::new(core.clone(), conn_id), transport);
+        serve_conn(&core, conn::Conn::new(core.clone(), conn_id, peer, slot), transport);
     }
     drop(listener);
     // Let this core's connections finish their in-flight requests and say goodbye, then wait
