@@ -71,6 +71,11 @@ pub const CONN_OUT_BYTES_MAX: usize = 256 << 10;
 /// most one partial frame (≤ `max_payload` + 14) plus one such read.
 pub const CONN_READ_CHUNK_BYTES: usize = 16 << 10;
 
+/// Entries a long statement (range DELETE, range SELECT, COUNT, a many-row INSERT) looks at or
+/// writes in one slice; between slices the core's other connections get their turn whenever the
+/// preemption timer has fired. ~50–100 µs a slice, so a 1M-key range delete never holds the
+/// core for more than a slice past PREEMPT_TIMER_US.
+pub const SLICE_ENTRIES: usize = 1024;
 /// Depth of each cross-shard queue, in batches (one batch holds all of one connection's
 /// requests for that shard from one read buffer). Seastar uses 128.
 pub const SHARD_QUEUE_BATCHES_MAX: usize = 128;
@@ -157,6 +162,9 @@ pub const ARGON2_P_MAX: u8 = 16;
 /// the total, so other addresses can always log in.
 pub const UNAUTHENTICATED_PER_ADDRESS_MAX_DEFAULT: usize = 128;
 pub const UNAUTHENTICATED_MAX_DEFAULT: usize = 4096;
+/// The half-of-max-connections rule never leaves fewer login slots than this: with a tiny
+/// --max-connections, that limit bounds them already.
+pub const UNAUTHENTICATED_MIN: usize = 64;
 /// Default longest a logged-in client may take to send one frame, from its first byte: a deadline
 /// per frame, so that trickling a byte at a time cannot hold a connection's buffers for ever.
 /// 10 s carries a default-sized (1 MiB) frame at 100 KiB/s.

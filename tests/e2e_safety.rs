@@ -599,3 +599,59 @@ fn handshake_tricklers_do_not_lock_out_logins() {
     let longest = longest_ms.load(Ordering::Relaxed);
     assert!(longest > 0 && longest < 6000, "a trickling connection lived {longest} ms");
 }
+
+/// Heavy statements — a range DELETE of a million keys, COUNT and a LIKE scan over them, a
+/// 100,000-row INSERT — run in slices: a client of the same core is served while each runs, and
+/// the statements' results are what they were.
+#[test]
+fn heavy_statements_let_the_other_clients_of_their_core_in() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let s = Server::start_with(1, &["--audit", "off", "--durability", "none", "--max-payload", "8388608"]);
+    let mut c = s.client();
+    c.execute("INSERT INTO kv (key, value) VALUES ('a', 'probe')").unwrap();
+    let insert_rows = |from: usize, n: usize| -> String {
+        let rows: Vec<String> = (from..from + n).map(|i| format!("('r:{i:07}', 'v')")).collect();
+        format!("INSERT INTO kv (key, value) VALUES {}", rows.join(", "))
+    };
+    let stmts: Vec<String> = (0..100).map(|b| insert_rows(b * 10_000, 10_000)).collect();
+    assert!(c.pipeline(&stmts).unwrap().iter().all(|r| r.is_ok()));
+    // While `heavy` runs on one connection, another asks for 'a' again and again: how many
+    // answers come back before the heavy statement's?
+    let during = |heavy: &str| -> (velocity::protocol::ResultSet, usize) {
+        let mut h = s.client();
+        let mut probe = s.client();
+        h.send(heavy).unwrap();
+        h.flush().unwrap();
+        let done = Arc::new(AtomicBool::new(false));
+        let waiter = {
+            let done = done.clone();
+            std::thread::spawn(move || {
+                let r = h.recv().unwrap().unwrap();
+                done.store(true, Ordering::SeqCst);
+                r
+            })
+        };
+        let mut answered = 0;
+        while !done.load(Ordering::SeqCst) {
+            assert_eq!(value_of(&mut probe, "a"), Some(b"probe".to_vec()));
+            if !done.load(Ordering::SeqCst) {
+                answered += 1;
+            }
+        }
+        (waiter.join().unwrap(), answered)
+    };
+    let (rs, n) = during("SELECT COUNT(*) FROM kv WHERE key >= 'r:'");
+    assert_eq!(rs.rows, vec![vec![Value::Int(1_000_000)]]);
+    assert!(n >= 3, "COUNT held the core: {n} probes answered meanwhile");
+    let (rs, n) = during("SELECT key FROM kv WHERE key LIKE 'r:%x'");
+    assert!(rs.rows.is_empty());
+    assert!(n >= 3, "a LIKE scan held the core: {n} probes answered meanwhile");
+    let (rs, n) = during("DELETE FROM kv WHERE key >= 'r:'");
+    assert_eq!(rs.affected, 1_000_000);
+    assert!(n >= 3, "DELETE held the core: {n} probes answered meanwhile");
+    assert_eq!(c.execute("SELECT COUNT(*) FROM kv").unwrap().rows, vec![vec![Value::Int(1)]]);
+    let (rs, _) = during(&insert_rows(0, 100_000));
+    assert_eq!(rs.affected, 100_000);
+    assert_eq!(c.execute("SELECT COUNT(*) FROM kv").unwrap().rows, vec![vec![Value::Int(100_001)]]);
+}

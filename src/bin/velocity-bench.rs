@@ -561,8 +561,6 @@ fn run() -> Result<std::process::ExitCode, String> {
                 logins.clone(),
             )));
         }
-        // A parked executor could miss a reply's completion (seen once in a 50 x 1 run).
-        let _turning = runtime::keep_turning();
         for t in tasks {
             t.await;
         }

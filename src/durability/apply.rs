@@ -2,10 +2,9 @@
 //! undo (before-images, to take the write back if the log cannot be made durable).
 
 use super::{encode_mutation, encode_set, Mutation};
-use crate::shard::{run_op, ShardOp, ShardReply};
+use crate::shard::{run_op, ShardOp, ShardReply, Sliced};
 use crate::sql::TtlChange;
 use crate::store::{ExpiryChange, Store};
-use std::ops::ControlFlow;
 
 /// Before-images of the keys a group of writes changed, in one flat buffer (no allocation per
 /// write): per entry `u16 key length ‖ key ‖ u8 had a value ‖ [u32 length ‖ value ‖ u64 expiry]`.
@@ -82,15 +81,6 @@ pub fn apply_logged(
         }
     };
     match op {
-        ShardOp::Put { rows } => {
-            for r in rows {
-                remember(store, &r.key);
-                let exp = r.ttl_s.map(|t| now_ms + t * 1000);
-                store.insert(&r.key, &r.value, exp);
-                encode_set(redo, &r.key, &r.value, exp);
-            }
-            ShardReply::Affected(rows.len() as u64)
-        }
         ShardOp::Update { key, value, ttl } => {
             remember(store, key);
             let change = match ttl {
@@ -116,25 +106,62 @@ pub fn apply_logged(
             }
             ShardReply::Affected(n)
         }
-        ShardOp::DeleteRange { range, like } => {
-            // The keys, not the range, go to the log: after a change of --cores the range would
-            // reach keys that were never this shard's.
-            let mut keys = Vec::new();
-            store.scan(range, false, now_ms, |e| {
-                if like.as_ref().is_none_or(|p| p.matches(e.key)) {
-                    keys.push(e.key.to_vec());
+        ShardOp::Put { .. } | ShardOp::DeleteRange { .. } => {
+            let mut s = Sliced::default();
+            loop {
+                if let Some(reply) =
+                    apply_slice(store, op, &mut s, now_ms, usize::MAX, redo, undo.as_deref_mut())
+                {
+                    break reply;
                 }
-                ControlFlow::Continue(())
-            });
+            }
+        }
+        _ => run_op(store, op, now_ms),
+    }
+}
+
+/// One slice of a long write (a Put of many rows, a DeleteRange), applied and recorded as
+/// `apply_logged` does: at most `budget` rows written or entries looked at. The reply once the
+/// last slice is done. The keys a DeleteRange removes go to the log, not its range: after a
+/// change of --cores the range would reach keys that were never this shard's.
+pub fn apply_slice(
+    store: &mut Store,
+    op: &ShardOp,
+    s: &mut Sliced,
+    now_ms: u64,
+    budget: usize,
+    redo: &mut Vec<u8>,
+    mut undo: Option<&mut Undo>,
+) -> Option<ShardReply> {
+    let mut remember = |store: &Store, key: &[u8]| {
+        if let Some(u) = undo.as_deref_mut() {
+            u.push(store, key, now_ms);
+        }
+    };
+    let (n, last) = match op {
+        ShardOp::Put { rows } => {
+            let (slice, last) = s.next_rows(op, budget);
+            for r in &rows[slice.clone()] {
+                remember(store, &r.key);
+                let exp = r.ttl_s.map(|t| now_ms + t * 1000);
+                store.insert(&r.key, &r.value, exp);
+                encode_set(redo, &r.key, &r.value, exp);
+            }
+            (slice.len() as u64, last)
+        }
+        ShardOp::DeleteRange { .. } => {
+            let (keys, last) = s.next_doomed(op, store, now_ms, budget);
             for k in &keys {
                 remember(store, k);
                 store.delete(k, now_ms);
                 encode_mutation(redo, &Mutation::Del { key: k.clone() });
             }
-            ShardReply::Affected(keys.len() as u64)
+            (keys.len() as u64, last)
         }
-        _ => run_op(store, op, now_ms),
-    }
+        other => unreachable!("apply_slice of {other:?}"),
+    };
+    let total = s.add_affected(n);
+    last.then_some(ShardReply::Affected(total))
 }
 
 /// Apply a replayed mutation. A key whose expiry has passed is removed, not brought back.
@@ -159,6 +186,7 @@ mod tests {
     use crate::durability::{decode_payload, Payload};
     use crate::shard::{plan, ShardOp};
     use crate::sql::parse;
+    use std::ops::ControlFlow;
 
     fn ops(sql: &str) -> Vec<ShardOp> {
         plan(&parse(sql).unwrap(), 1, 1 << 20).parts.into_iter().map(|(_, op)| op).collect()

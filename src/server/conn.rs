@@ -3,7 +3,7 @@
 //! into one mesh message each; replies are written in request order, once per batch.
 
 use super::audit::put_json_str;
-use super::core::{now_ms, Core};
+use super::core::{now_ms, Core, Started};
 use super::datadir::{RateLimit, Role};
 use super::mesh::{Rep, Req};
 use super::runtime::{race, sleep, Either};
@@ -20,7 +20,7 @@ use crate::protocol::{
 };
 use crate::security::ratelimit::{Login, TokenBucket};
 use crate::security::{stored_hash, verify_credential};
-use crate::shard::{merge, plan, shard_of_key, Merge, ShardOp, ShardReply};
+use crate::shard::{merge, plan, shard_of_key, Merge, ShardOp, ShardReply, Sliced};
 use crate::sql::quote_literal;
 use crate::sql::{
     hot_key, insert_one, parse, point_select_key, Column, Filter, Projection, Statement, StatementKind,
@@ -81,6 +81,8 @@ enum Pending {
         target: Option<String>,
         /// The log group of this statement's writes to the local shard.
         local_group: Option<Rc<Group>>,
+        /// This shard's part when it runs in slices: its index among the parts, and its state.
+        local_more: Option<(usize, ShardOp, Sliced, Vec<Rc<Group>>)>,
     },
     Info {
         what: InfoKind,
@@ -162,6 +164,8 @@ fn encode_result(out: &mut Vec<u8>, kind: MessageType, rs: &ResultSet) {
 
 enum Flow {
     Continue,
+    /// Take no more requests this batch: a statement is still running (in slices).
+    EndBatch,
     Close,
 }
 
@@ -476,6 +480,7 @@ impl Conn {
             let flow = handle_frame(&self.core, &self.ctx, &mut self.phase, kind, payload, &mut batch, now);
             match flow {
                 Flow::Continue => {}
+                Flow::EndBatch => break,
                 Flow::Close => {
                     close = true;
                     break;
@@ -867,11 +872,19 @@ fn command(
     let mut local_group = None;
     let at = batch.pending.len();
     let mut local_bytes = 0;
+    let mut local_more = None;
     for (i, (shard, op)) in p.parts.into_iter().enumerate() {
         if shard == core.id {
-            let r = core.run_op_logged(&op, now, &mut local_group);
-            local_bytes += r.held_bytes();
-            replies.push(Some(r));
+            match core.start_op(op, now, &mut local_group) {
+                Started::Done(r) => {
+                    local_bytes += r.held_bytes();
+                    replies.push(Some(r));
+                }
+                Started::More(op, sliced, groups) => {
+                    replies.push(None);
+                    local_more = Some((i, op, sliced, groups));
+                }
+            }
         } else {
             replies.push(None);
             batch.remote[shard].push(op);
@@ -879,9 +892,20 @@ fn command(
             remote = true;
         }
     }
-    if remote {
+    if remote || local_more.is_some() {
+        // A part still running in slices ends the batch here: nothing after it may run first.
+        let flow = if local_more.is_some() { Flow::EndBatch } else { Flow::Continue };
         batch.held_bytes += local_bytes;
-        batch.pending.push(Pending::Merge { merge: p.merge, replies, kind, started, target, local_group });
+        batch.pending.push(Pending::Merge {
+            merge: p.merge,
+            replies,
+            kind,
+            started,
+            target,
+            local_group,
+            local_more,
+        });
+        return flow;
     } else {
         let replies = replies.into_iter().map(|r| r.expect("local reply")).collect();
         let res = merge(&p.merge, replies, cfg.max_payload);
@@ -1159,7 +1183,16 @@ async fn finish(
                     encode_error(&mut out, e.code, &e.message);
                 }
             }
-            Pending::Merge { merge: m, replies, kind, started, target, local_group } => {
+            Pending::Merge { merge: m, mut replies, kind, started, target, mut local_group, local_more } => {
+                if let Some((i, op, sliced, groups)) = local_more {
+                    // The rest of this shard's part, in slices: the core's other connections
+                    // are served in between.
+                    let (reply, group) = core.finish_op(op, sliced, groups, now).await;
+                    replies[i] = Some(reply);
+                    if group.is_some() {
+                        local_group = group;
+                    }
+                }
                 let durable = match local_group {
                     Some(g) => g.wait().await,
                     None => true,

@@ -5,14 +5,15 @@
 use super::audit::AuditLog;
 use super::datadir::{self, User};
 use super::mesh::{Mesh, Rep, Req};
-use super::runtime::LocalSignal;
+use super::runtime::{yield_if_needed, LocalSignal};
 use super::stats::ShardStats;
 use super::wal::{Group, Mode, Wal};
 use super::Config;
-use crate::durability::{apply_logged, encode_set};
+use crate::durability::{apply::apply_slice, apply_logged, encode_set};
+use crate::limits::SLICE_ENTRIES;
 use crate::security::ratelimit::{LoginThrottle, TokenBucket};
 use crate::security::stored_hash;
-use crate::shard::{run_op, ShardOp, ShardReply};
+use crate::shard::{run_op, ShardOp, ShardReply, Sliced};
 use crate::store::Store;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -111,38 +112,157 @@ pub struct Core {
     pub parker: super::park::Parker,
 }
 
+/// The first part of a statement's op on this shard: all of it, or the state of one that runs
+/// in slices.
+pub enum Started {
+    Done(ShardReply),
+    More(ShardOp, Sliced, Vec<Rc<Group>>),
+}
+
+/// How a request from another core is answered.
+pub enum Handled {
+    Now(Rep, Option<Rc<Group>>),
+    Later(std::pin::Pin<Box<dyn std::future::Future<Output = (Rep, Option<Rc<Group>>)>>>),
+}
+
+/// A batch of another core's ops being run (Core::run_some).
+struct OpsRun {
+    replies: Vec<ShardReply>,
+    ops: std::vec::IntoIter<ShardOp>,
+    held: usize,
+    group: Option<Rc<Group>>,
+    now_ms: u64,
+    reply_bytes_max: usize,
+}
+
+enum Ran {
+    Done(Vec<ShardReply>, Vec<ShardOp>, Option<Rc<Group>>),
+    Sliced(OpsRun, ShardOp, Sliced, Vec<Rc<Group>>),
+}
+
 pub fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 impl Core {
-    /// Run ops on this shard, in order, until their replies hold about `reply_bytes_max`: the
-    /// read that would pass it, and every op after it, come back unrun, for the sender to ask
-    /// again once it has passed on what it holds (at least one op always runs). Writes go to the
-    /// log; with `--durability sync` the group to wait for before answering (writes' and reads'
-    /// alike) comes back too.
-    pub fn run_ops(
-        &self,
-        ops: Vec<ShardOp>,
-        now_ms: u64,
-        reply_bytes_max: usize,
-    ) -> (Vec<ShardReply>, Vec<ShardOp>, Option<Rc<Group>>) {
-        let mut group = None;
-        let mut replies = Vec::with_capacity(ops.len());
-        let mut held = 0;
-        let mut ops = ops.into_iter();
-        while let Some(op) = ops.next() {
-            let reply = self.run_op_logged(&op, now_ms, &mut group);
-            let bytes = reply.held_bytes();
-            if !op.is_write() && !replies.is_empty() && held + bytes > reply_bytes_max {
-                // A read has no effect to undo: it runs again when asked again.
-                let rest = std::iter::once(op).chain(ops).collect();
-                return (replies, rest, group);
+    /// Run ops on this shard, in order, until their replies hold `reply_bytes_max`: the read
+    /// that finds that much held, and every op after it, come back unrun, for the sender to ask
+    /// again once it has passed on what it holds (so at most one reply beyond the bound, and at
+    /// least one op, runs). Writes go to the log; with `--durability sync` the group to wait for
+    /// before answering (writes' and reads' alike) comes back too. Stops at an op that needs more
+    /// than one slice, for `run_all` to go on with.
+    fn run_some(&self, mut run: OpsRun) -> Ran {
+        while let Some(op) = run.ops.next() {
+            if !op.is_write() && !run.replies.is_empty() && run.held >= run.reply_bytes_max {
+                let rest = std::iter::once(op).chain(run.ops).collect();
+                return Ran::Done(run.replies, rest, run.group);
             }
-            held += bytes;
-            replies.push(reply);
+            match self.start_op(op, run.now_ms, &mut run.group) {
+                Started::Done(reply) => {
+                    run.held += reply.held_bytes();
+                    run.replies.push(reply);
+                }
+                Started::More(op, sliced, groups) => return Ran::Sliced(run, op, sliced, groups),
+            }
         }
-        (replies, Vec::new(), group)
+        Ran::Done(run.replies, Vec::new(), run.group)
+    }
+
+    /// `run_some`, going on through ops that run in slices, letting the core's other work in
+    /// between.
+    async fn run_all(self: Rc<Self>, mut ran: Ran) -> (Vec<ShardReply>, Vec<ShardOp>, Option<Rc<Group>>) {
+        loop {
+            match ran {
+                Ran::Done(replies, rest, group) => return (replies, rest, group),
+                Ran::Sliced(mut run, op, sliced, groups) => {
+                    let (reply, group) = self.finish_op(op, sliced, groups, run.now_ms).await;
+                    if group.is_some() {
+                        // Appended later than any group before it, so it settles last.
+                        run.group = group;
+                    }
+                    run.held += reply.held_bytes();
+                    run.replies.push(reply);
+                    ran = self.run_some(run);
+                }
+            }
+        }
+    }
+
+    /// All of `op` if it is short; else its first slice, and the state to go on with in
+    /// `finish_op`.
+    pub fn start_op(&self, op: ShardOp, now_ms: u64, group: &mut Option<Rc<Group>>) -> Started {
+        if !Sliced::needed(&op, SLICE_ENTRIES) {
+            return Started::Done(self.run_op_logged(&op, now_ms, group));
+        }
+        let mut sliced = Sliced::default();
+        let mut groups = Vec::new();
+        match self.slice(&op, &mut sliced, now_ms, &mut groups) {
+            Some(reply) if groups.len() <= 1 => {
+                if let Some(g) =
+                    groups.pop().or_else(|| (!op.is_write()).then(|| self.read_barrier()).flatten())
+                {
+                    *group = Some(g);
+                }
+                Started::Done(reply)
+            }
+            Some(_) => unreachable!("one slice appends one record"),
+            None => Started::More(op, sliced, groups),
+        }
+    }
+
+    /// The rest of a long op, a slice at a time, yielding to the core's other tasks whenever the
+    /// executor asks for it. Its reply, and the group the reply must wait for.
+    pub async fn finish_op(
+        &self,
+        op: ShardOp,
+        mut sliced: Sliced,
+        mut groups: Vec<Rc<Group>>,
+        now_ms: u64,
+    ) -> (ShardReply, Option<Rc<Group>>) {
+        let reply = loop {
+            yield_if_needed().await;
+            if let Some(r) = self.slice(&op, &mut sliced, now_ms, &mut groups) {
+                break r;
+            }
+        };
+        if !op.is_write() {
+            return (reply, self.read_barrier());
+        }
+        // Each slice's record may be in a group of its own: all must be durable, the last one
+        // is the caller's to wait for.
+        let last = groups.pop();
+        for g in groups {
+            if !g.wait().await {
+                return (ShardReply::StorageError, last);
+            }
+        }
+        (reply, last)
+    }
+
+    /// One slice of `op` (at most SLICE_ENTRIES entries looked at or rows written); a write's
+    /// record is logged, its group (sync mode) added to `groups`. The reply after the last.
+    fn slice(
+        &self,
+        op: &ShardOp,
+        sliced: &mut Sliced,
+        now_ms: u64,
+        groups: &mut Vec<Rc<Group>>,
+    ) -> Option<ShardReply> {
+        if !op.is_write() {
+            return sliced.read_step(op, &self.store.borrow(), now_ms, SLICE_ENTRIES);
+        }
+        let mut store = self.store.borrow_mut();
+        let Some(wal) = &self.wal else {
+            return apply_slice(&mut store, op, sliced, now_ms, SLICE_ENTRIES, &mut Vec::new(), None);
+        };
+        let sync = wal.mode == Mode::Sync;
+        let (reply, g, appended) = wal.log(|redo, undo| {
+            apply_slice(&mut store, op, sliced, now_ms, SLICE_ENTRIES, redo, sync.then_some(undo))
+        });
+        if appended && sync && groups.last().is_none_or(|last| !Rc::ptr_eq(last, &g)) {
+            groups.push(g);
+        }
+        reply
     }
 
     /// With `--durability sync`, the group a reply must wait for when it shows the store as it
@@ -214,14 +334,30 @@ impl Core {
         s
     }
 
-    /// Serve a request from another core.
-    pub fn handle(&self, req: Req) -> (Rep, Option<Rc<Group>>) {
+    /// Serve a request from another core: at once, or (when an op runs in slices) in a task.
+    pub fn handle(self: &Rc<Self>, req: Req) -> Handled {
         match req {
             Req::Ops { now_ms, ops, reply_bytes_max, .. } => {
-                let (replies, rest, group) = self.run_ops(ops, now_ms, reply_bytes_max);
-                (Rep::Ops { replies, rest }, group)
+                let run = OpsRun {
+                    replies: Vec::with_capacity(ops.len()),
+                    ops: ops.into_iter(),
+                    held: 0,
+                    group: None,
+                    now_ms,
+                    reply_bytes_max,
+                };
+                match self.run_some(run) {
+                    Ran::Done(replies, rest, group) => Handled::Now(Rep::Ops { replies, rest }, group),
+                    ran => {
+                        let core = self.clone();
+                        Handled::Later(Box::pin(async move {
+                            let (replies, rest, group) = core.run_all(ran).await;
+                            (Rep::Ops { replies, rest }, group)
+                        }))
+                    }
+                }
             }
-            Req::Stats { .. } => (Rep::Stats(Box::new(self.stats_snapshot())), None),
+            Req::Stats { .. } => Handled::Now(Rep::Stats(Box::new(self.stats_snapshot())), None),
         }
     }
 

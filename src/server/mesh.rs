@@ -3,9 +3,9 @@
 //! replies travel on two separate meshes: a core that is blocked sending a request can still
 //! drain its replies, so no cycle of full queues can deadlock two cores.
 
+use super::core::Handled;
 use super::runtime::{spawn, Slot};
 use super::stats::ShardStats;
-use super::wal::Group;
 use crate::limits::SHARD_QUEUE_BATCHES_MAX;
 use crate::shard::{ShardOp, ShardReply};
 use glommio::channels::channel_mesh::{Full, MeshBuilder, Receivers, Senders};
@@ -159,8 +159,9 @@ pub async fn join(req: ReqMesh, rep: RepMesh) -> Joined {
 
 impl Joined {
     /// Start the tasks that serve other cores' requests with `handle` and route replies to the
-    /// waiting connections. Returns the mesh handle for sending.
-    pub fn start(self, handle: impl Fn(Req) -> (Rep, Option<Rc<Group>>) + 'static) -> Rc<Mesh> {
+    /// waiting connections. Call it once the core that `handle` reaches is whole: a request the
+    /// other cores queued meanwhile is handled as soon as its task is spawned.
+    pub fn start(self, handle: impl Fn(Req) -> Handled + 'static) {
         let handle = Rc::new(handle);
         match self.rx {
             Rx::Glommio { req: mut req_rx, rep: mut rep_rx } => {
@@ -171,12 +172,12 @@ impl Joined {
                         while let Some(req) = rx.recv().await {
                             let (id, reply_to) = req.ids();
                             match handle(req) {
-                                (rep, None) => {
+                                Handled::Now(rep, None) => {
                                     if mesh.reply(reply_to, (id, rep)).await.is_err() {
                                         break;
                                     }
                                 }
-                                (rep, Some(group)) => reply_when_durable(&mesh, reply_to, id, rep, group),
+                                handled => answer_later(&mesh, reply_to, id, handled),
                             }
                         }
                     });
@@ -208,10 +209,10 @@ impl Joined {
                             while let Ok(q) = rx.try_recv() {
                                 let (id, reply_to) = q.ids();
                                 match handle(q) {
-                                    (rep, None) => {
+                                    Handled::Now(rep, None) => {
                                         let _ = mesh.reply(reply_to, (id, rep)).await;
                                     }
-                                    (rep, Some(group)) => reply_when_durable(&mesh, reply_to, id, rep, group),
+                                    handled => answer_later(&mesh, reply_to, id, handled),
                                 }
                                 got = true;
                             }
@@ -233,7 +234,6 @@ impl Joined {
                 });
             }
         }
-        self.mesh
     }
 }
 
@@ -251,18 +251,26 @@ impl Req {
     }
 }
 
-/// Answer a request that wrote, or read what was not yet durable, once that log group is
-/// settled; the requests behind it on the queue go on meanwhile (their own group commits share
-/// the sync). If the group failed, its writes were taken back: no reply tells of them.
-fn reply_when_durable(mesh: &Rc<Mesh>, reply_to: usize, id: u64, rep: Rep, group: Rc<Group>) {
+/// Answer, in a task of its own, a request that runs in slices, or that wrote or read what was
+/// not yet durable (once that log group is settled); the requests behind it on the queue go on
+/// meanwhile (their own group commits share the sync). If the group failed, its writes were
+/// taken back: no reply tells of them.
+fn answer_later(mesh: &Rc<Mesh>, reply_to: usize, id: u64, handled: Handled) {
     let mesh = mesh.clone();
     spawn(async move {
-        let rep = match (group.wait().await, rep) {
-            (true, rep) => rep,
+        let (rep, group) = match handled {
+            Handled::Now(rep, group) => (rep, group),
+            Handled::Later(work) => work.await,
+        };
+        let durable = match group {
+            Some(g) => g.wait().await,
+            None => true,
+        };
+        let rep = match (durable, rep) {
             (false, Rep::Ops { replies, rest }) => {
                 Rep::Ops { replies: replies.into_iter().map(|_| ShardReply::StorageError).collect(), rest }
             }
-            (false, rep) => rep,
+            (_, rep) => rep,
         };
         let _ = mesh.reply(reply_to, (id, rep)).await;
     });

@@ -323,9 +323,6 @@ enum MeshSetup {
 
 async fn executor(shared: Arc<Shared>, meshes: Option<MeshSetup>, start: Arc<Startup>) {
     let shards = shared.config.cores;
-    // glommio wakes a task waiting for a shared channel's peer to connect only when the waiting
-    // executor's reactor runs; an executor parked with no timer would wait for ever.
-    let joining = runtime::keep_turning();
     let (id, joined) = match meshes {
         Some(MeshSetup::Glommio((req, rep))) => {
             let j = mesh::join(req, rep).await;
@@ -339,7 +336,6 @@ async fn executor(shared: Arc<Shared>, meshes: Option<MeshSetup>, start: Arc<Sta
         }
         None => (0, None),
     };
-    drop(joining);
     let cfg = &shared.config;
     let auth = match core::AuthDb::load(&cfg.data_dir) {
         Ok(a) => a,
@@ -378,11 +374,8 @@ async fn executor(shared: Arc<Shared>, meshes: Option<MeshSetup>, start: Arc<Sta
         }
     };
     let shutdown = Rc::new(LocalSignal::default());
-    let core = Rc::new_cyclic(|weak: &std::rc::Weak<Core>| {
-        let mesh = joined.map(|j| {
-            let weak = weak.clone();
-            j.start(move |req| weak.upgrade().expect("core outlives its mesh tasks").handle(req))
-        });
+    let core = Rc::new({
+        let mesh = joined.as_ref().map(|j| j.mesh.clone());
         Core {
             id,
             shards,
@@ -409,8 +402,10 @@ async fn executor(shared: Arc<Shared>, meshes: Option<MeshSetup>, start: Arc<Sta
             refusing: Cell::new(0),
             admission: {
                 // Never more than half the connection limit (logged-in users always have room),
-                // and one address never more than half of that (other addresses can log in).
-                let total = cfg.max_unauthenticated.min(shared.max_connections / 2).max(1);
+                // and one address never more than half of that (other addresses can log in);
+                // a small connection limit bounds them by itself.
+                let total =
+                    cfg.max_unauthenticated.min((shared.max_connections / 2).max(UNAUTHENTICATED_MIN));
                 let per_address = cfg.max_unauthenticated_per_ip.min(total / 2).max(1);
                 admission::Admission::new(per_address, total, shards)
             },
@@ -465,9 +460,7 @@ async fn executor(shared: Arc<Shared>, meshes: Option<MeshSetup>, start: Arc<Sta
             c.audit.borrow().flush();
         }
     });
-    // The signal thread sets an atomic; this turns it into a core-local wake-up. Its tick also
-    // bounds any other wake-up glommio leaves to the reactor loop (a sender waiting for room in
-    // a full shared queue) to SHUTDOWN_POLL_MS.
+    // The signal thread sets an atomic; this turns it into a core-local wake-up.
     let c = core.clone();
     runtime::spawn(async move {
         while !c.shutting_down() {
@@ -475,6 +468,13 @@ async fn executor(shared: Arc<Shared>, meshes: Option<MeshSetup>, start: Arc<Sta
         }
         c.shutdown.fire();
     });
+    // Serve the other cores only now that this core is whole: glommio polls a spawned task at
+    // once, inside `spawn`, so a request that a faster core queued while this one was starting
+    // is handled right there, and its handler must find the core.
+    if let Some(j) = joined {
+        let weak = Rc::downgrade(&core);
+        j.start(move |req| weak.upgrade().expect("core outlives its mesh tasks").handle(req));
+    }
 
     let listener = runtime::listener(
         start.listeners.lock().expect("start-up hand-off")[id].take().expect("each shard listens once"),

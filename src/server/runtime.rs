@@ -23,32 +23,15 @@ pub fn spawn<F: Future<Output = ()> + 'static>(f: F) {
     glommio::spawn_local(f).detach();
 }
 
-/// Keep this executor's reactor turning (a 1 ms timer) until the guard is dropped. glommio
-/// can park an executor with a wake-up not yet noticed — a shared channel's peer connecting
-/// (seen: both cores parked mid-join), a socket's completion (seen: velocity-bench asleep with
-/// every reply in its receive queues); a pending timer makes it look again within 1 ms.
-pub fn keep_turning() -> KeepTurning {
-    let turning = Rc::new(Cell::new(true));
-    let ticking = turning.clone();
-    spawn(async move {
-        while ticking.get() {
-            sleep(Duration::from_millis(1)).await;
-        }
-    });
-    KeepTurning(turning)
-}
-
-pub struct KeepTurning(Rc<Cell<bool>>);
-
-impl Drop for KeepTurning {
-    fn drop(&mut self) {
-        self.0.set(false);
-    }
-}
-
 /// Let the executor run other tasks before this one continues.
 pub async fn yield_now() {
     glommio::executor().yield_task_queue_now().await;
+}
+
+/// Let the executor run other tasks if this one has had the core for its time slice (the
+/// preemption timer), else go on at once: what a long statement calls between slices.
+pub async fn yield_if_needed() {
+    glommio::yield_if_needed().await;
 }
 
 pub async fn sleep(d: Duration) {

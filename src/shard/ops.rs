@@ -112,6 +112,138 @@ impl ShardReply {
     }
 }
 
+/// A statement part that may visit or write many entries, run a slice at a time (Core): what
+/// it has gathered so far and where it goes on. Each slice looks at a bounded number of entries
+/// (or writes a bounded number of rows); each key is read or written atomically, the part as a
+/// whole is not (docs/protocol.md).
+#[derive(Debug, Default)]
+pub struct Sliced {
+    /// The range still to visit (None: not started, or done).
+    rest: Option<KeyRange>,
+    started: bool,
+    /// A Scan's rows and their encoded size; a Count's count; a Put's next row; what a write's
+    /// slices affected.
+    rows: Vec<RowOut>,
+    bytes: usize,
+    count: u64,
+    next_row: usize,
+    affected: u64,
+}
+
+impl Sliced {
+    /// Whether `op` may take more than one slice.
+    pub fn needed(op: &ShardOp, budget: usize) -> bool {
+        match op {
+            ShardOp::Scan { .. } | ShardOp::DeleteRange { .. } => true,
+            ShardOp::Count { range, like } => like.is_some() || *range != KeyRange::all(),
+            ShardOp::Put { rows } => rows.len() > budget,
+            _ => false,
+        }
+    }
+
+    fn range(&mut self, op: &ShardOp) -> Option<KeyRange> {
+        if !self.started {
+            self.started = true;
+            return match op {
+                ShardOp::Scan { range, .. }
+                | ShardOp::Count { range, .. }
+                | ShardOp::DeleteRange { range, .. } => Some(range.clone()),
+                _ => None,
+            };
+        }
+        self.rest.take()
+    }
+
+    /// One slice of a read (Scan, Count): the reply once the last slice is done.
+    pub fn read_step(
+        &mut self,
+        op: &ShardOp,
+        store: &Store,
+        now_ms: u64,
+        budget: usize,
+    ) -> Option<ShardReply> {
+        let range = self.range(op);
+        match op {
+            ShardOp::Scan { like, desc, limit, cols, bytes_max, .. } => {
+                let (rows, bytes) = (&mut self.rows, &mut self.bytes);
+                let mut too_large = false;
+                if let (Some(range), true) = (range, *limit > 0 && (rows.len() as u64) < *limit) {
+                    self.rest = store.scan_slice(&range, *desc, now_ms, budget, |e| {
+                        if !matches(like, e.key) {
+                            return ControlFlow::Continue(());
+                        }
+                        *bytes +=
+                            row_encoded_len(cols, e.key.len(), e.value.len(), e.expires_at_ms.is_some());
+                        if *bytes > *bytes_max {
+                            too_large = true;
+                            return ControlFlow::Break(());
+                        }
+                        rows.push(to_row(cols, e, now_ms));
+                        if rows.len() as u64 >= *limit {
+                            ControlFlow::Break(())
+                        } else {
+                            ControlFlow::Continue(())
+                        }
+                    });
+                }
+                if too_large {
+                    self.rest = None;
+                    return Some(ShardReply::TooLarge);
+                }
+                self.rest.is_none().then(|| ShardReply::Rows(std::mem::take(&mut self.rows)))
+            }
+            ShardOp::Count { like, .. } => {
+                let n = &mut self.count;
+                if let Some(range) = range {
+                    self.rest = store.scan_slice(&range, false, now_ms, budget, |e| {
+                        *n += matches(like, e.key) as u64;
+                        ControlFlow::Continue(())
+                    });
+                }
+                self.rest.is_none().then_some(ShardReply::Count(self.count))
+            }
+            other => unreachable!("read_step of {other:?}"),
+        }
+    }
+
+    /// The keys the next slice of a DeleteRange removes (at most `budget` entries looked at),
+    /// and whether it is the last slice.
+    pub fn next_doomed(
+        &mut self,
+        op: &ShardOp,
+        store: &Store,
+        now_ms: u64,
+        budget: usize,
+    ) -> (Vec<Vec<u8>>, bool) {
+        let ShardOp::DeleteRange { like, .. } = op else { unreachable!("next_doomed of {op:?}") };
+        let mut keys = Vec::new();
+        if let Some(range) = self.range(op) {
+            self.rest = store.scan_slice(&range, false, now_ms, budget, |e| {
+                if matches(like, e.key) {
+                    keys.push(e.key.to_vec());
+                }
+                ControlFlow::Continue(())
+            });
+        }
+        (keys, self.rest.is_none())
+    }
+
+    /// The rows the next slice of a Put writes, and whether it is the last slice.
+    pub fn next_rows(&mut self, op: &ShardOp, budget: usize) -> (std::ops::Range<usize>, bool) {
+        let ShardOp::Put { rows } = op else { unreachable!("next_rows of {op:?}") };
+        let from = self.next_row;
+        let to = rows.len().min(from.saturating_add(budget));
+        self.next_row = to;
+        (from..to, to == rows.len())
+    }
+
+    /// Add what a slice of a write affected; the total so far.
+    pub fn add_affected(&mut self, n: u64) -> u64 {
+        self.affected += n;
+        self.affected
+    }
+}
+
 /// Wire bytes of one row under `cols` (the value tags and lengths included).
 pub fn row_encoded_len(cols: &ColumnList, key_len: usize, value_len: usize, has_ttl: bool) -> usize {
     cols.as_slice()

@@ -92,6 +92,18 @@ impl KeyRange {
         r
     }
 
+    /// The part of this range from `key` on (ascending) or up to it (descending), `key`
+    /// included: where a scan stopped before visiting `key` resumes.
+    pub fn resume_from(&self, key: &[u8], desc: bool) -> KeyRange {
+        let mut r = self.clone();
+        if desc {
+            r.upper = Bound::Included(key.to_vec());
+        } else {
+            r.lower = Bound::Included(key.to_vec());
+        }
+        r
+    }
+
     fn as_ref_bounds(&self) -> (Bound<&[u8]>, Bound<&[u8]>) {
         (as_ref(&self.lower), as_ref(&self.upper))
     }
@@ -318,6 +330,40 @@ impl Store {
                     return;
                 }
             }
+        }
+    }
+
+    /// `scan`, looking at no more than `budget` entries (live or expired): what a statement runs
+    /// between two chances for the core's other requests. `visit` may stop early. Returns the
+    /// part of `range` still to visit if the budget ran out first, None when done.
+    pub fn scan_slice(
+        &self,
+        range: &KeyRange,
+        desc: bool,
+        now_ms: u64,
+        budget: usize,
+        mut visit: impl FnMut(EntryView<'_>) -> ControlFlow<()>,
+    ) -> Option<KeyRange> {
+        if range.is_empty() {
+            return None;
+        }
+        let it = self.order.range::<[u8], _>(range.as_ref_bounds());
+        let mut seen = 0;
+        let mut step = |e: &EntryPtr| -> ControlFlow<Option<KeyRange>> {
+            if seen == budget {
+                return ControlFlow::Break(Some(range.resume_from(e.key(), desc)));
+            }
+            seen += 1;
+            if live(e, now_ms) && visit(view(e)).is_break() {
+                return ControlFlow::Break(None);
+            }
+            ControlFlow::Continue(())
+        };
+        let flow =
+            if desc { it.rev().try_for_each(&mut step) } else { it.into_iter().try_for_each(&mut step) };
+        match flow {
+            ControlFlow::Break(rest) => rest,
+            ControlFlow::Continue(()) => None,
         }
     }
 
