@@ -140,6 +140,14 @@ enum Command {
         #[arg(long)]
         encryption_key_file: Option<PathBuf>,
     },
+    /// Print the audit log as JSON lines, oldest first per shard; sealed files (written with
+    /// --encryption-key-file) need the same key. Safe while the server runs.
+    Audit {
+        #[arg(long, default_value = "./velocity-data")]
+        data_dir: PathBuf,
+        #[arg(long)]
+        encryption_key_file: Option<PathBuf>,
+    },
     /// Print the server identity's fingerprint, for checking out of band.
     Fingerprint {
         #[arg(long, default_value = "./velocity-data")]
@@ -295,6 +303,19 @@ fn main_inner() -> Result<(), String> {
             for line in velocity::server::durable::repair(&data_dir, cipher.as_ref())? {
                 println!("{line}");
             }
+        }
+        Some(Command::Audit { data_dir, encryption_key_file }) => {
+            let key = encryption_key_file
+                .as_deref()
+                .map(velocity::durability::cipher::read_key_file)
+                .transpose()?;
+            let cipher = key.map(|k| velocity::durability::Cipher::new(&k));
+            let stdout = std::io::stdout();
+            let mut out = std::io::BufWriter::new(stdout.lock());
+            velocity::server::audit::read_all(&data_dir, cipher.as_ref(), &mut out, &mut |w| {
+                eprintln!("velocityd audit: {w}")
+            })?;
+            std::io::Write::flush(&mut out).map_err(|e| e.to_string())?;
         }
         Some(Command::Fingerprint { data_dir, tls_cert }) => {
             let fp = match tls_cert {

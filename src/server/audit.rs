@@ -9,13 +9,20 @@
 //! What a line holds: time, shard, connection id, peer address, user, event, statement kind,
 //! the key or key range (keys only, as SQL literals), rows, result code and latency. Never a
 //! password, credential, API key or value.
+//!
+//! With `--encryption-key-file` the lines name keys, which must not be on disk in the clear: each
+//! batch of lines handed to the writer is sealed with the data key as one record (the log's
+//! framing: numbered, checksummed, AES-256-GCM with the file and offset as associated data), and
+//! older plain files are sealed at start. `velocityd audit` prints them as JSON lines again.
 
+use crate::durability::{file_header, seal_record, Cipher, FileId, FileKind, HEADER_BYTES};
 use crate::limits::{AUDIT_BUFFER_BYTES, AUDIT_FLUSH_MS, AUDIT_QUEUE_BUFFERS};
 use std::cell::{Cell, RefCell};
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufWriter, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 pub struct AuditLog {
@@ -33,6 +40,68 @@ struct Writer {
     written: u64,
     max_bytes: u64,
     keep: usize,
+    /// With encryption: the key, this shard, and the number of the next record of the file.
+    seal: Option<Seal>,
+}
+
+struct Seal {
+    cipher: Arc<Cipher>,
+    shard: u32,
+    next_seq: u64,
+}
+
+/// Every audit file is sealed as the same "file" (the name changes as files rotate): a record
+/// cannot move to another offset, and no record of a data file passes for an audit one.
+fn audit_file_id(shard: u32) -> FileId {
+    FileId { kind: FileKind::Audit, generation: 0, shard, index: 0 }
+}
+
+/// The files of a shard's audit log, oldest first (`shard-N.log.K`, …, `shard-N.log`).
+pub fn audit_files(data_dir: &Path, shard: usize) -> Vec<PathBuf> {
+    let path = data_dir.join("audit").join(format!("shard-{shard}.log"));
+    let mut v: Vec<(usize, PathBuf)> = fs::read_dir(data_dir.join("audit"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            let k = name.strip_prefix(&format!("shard-{shard}.log."))?.parse().ok()?;
+            Some((k, e.path()))
+        })
+        .collect();
+    v.sort_by(|a, b| b.0.cmp(&a.0));
+    let mut out: Vec<PathBuf> = v.into_iter().map(|(_, p)| p).collect();
+    if path.exists() {
+        out.push(path);
+    }
+    out
+}
+
+fn is_sealed(header: &[u8]) -> bool {
+    header.starts_with(crate::durability::AUDIT_MAGIC)
+}
+
+/// Rewrite a plain audit file sealed: its lines in records of about AUDIT_BUFFER_BYTES.
+fn seal_file(path: &Path, cipher: &Cipher, shard: u32) -> std::io::Result<()> {
+    let plain = fs::read(path)?;
+    let mut out = file_header(FileKind::Audit, Some(cipher)).to_vec();
+    let mut rest = &plain[..];
+    let mut seq = 1;
+    while !rest.is_empty() {
+        let mut cut = rest.len().min(AUDIT_BUFFER_BYTES);
+        if cut < rest.len() {
+            cut = rest[..cut].iter().rposition(|b| *b == b'\n').map_or(cut, |i| i + 1);
+        }
+        let at = out.len() as u64;
+        seal_record(&mut out, &rest[..cut], &audit_file_id(shard), at, seq, Some(cipher));
+        seq += 1;
+        rest = &rest[cut..];
+    }
+    let tmp = path.with_extension("sealing");
+    let mut f = OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+    f.write_all(&out)?;
+    f.sync_all()?;
+    fs::rename(&tmp, path)
 }
 
 fn open_append(path: &Path) -> std::io::Result<File> {
@@ -55,11 +124,46 @@ impl Writer {
         }
         self.out = BufWriter::new(open_append(&self.path)?);
         self.written = 0;
+        self.start_sealed()
+    }
+
+    /// A new sealed file starts with its header.
+    fn start_sealed(&mut self) -> std::io::Result<()> {
+        if let (Some(seal), 0) = (&mut self.seal, self.written) {
+            let header = file_header(FileKind::Audit, Some(&seal.cipher));
+            self.out.write_all(&header)?;
+            self.written = header.len() as u64;
+            seal.next_seq = 1;
+        }
         Ok(())
     }
 
-    /// Write whole lines; rotation happens between lines.
-    fn write(&mut self, mut lines: &[u8]) -> std::io::Result<()> {
+    /// Write whole lines; rotation happens between lines (between records, when sealed).
+    fn write(&mut self, lines: &[u8]) -> std::io::Result<()> {
+        if self.seal.is_none() {
+            return self.write_plain(lines);
+        }
+        let len = crate::durability::sealed_len(lines.len(), true) as u64;
+        if self.written > HEADER_BYTES as u64 && self.written + len > self.max_bytes {
+            self.rotate()?;
+        }
+        let seal = self.seal.as_mut().expect("sealed above");
+        let mut out = Vec::with_capacity(len as usize);
+        seal_record(
+            &mut out,
+            lines,
+            &audit_file_id(seal.shard),
+            self.written,
+            seal.next_seq,
+            Some(&seal.cipher),
+        );
+        seal.next_seq += 1;
+        self.out.write_all(&out)?;
+        self.written += out.len() as u64;
+        Ok(())
+    }
+
+    fn write_plain(&mut self, mut lines: &[u8]) -> std::io::Result<()> {
         while !lines.is_empty() {
             let room = self.max_bytes.saturating_sub(self.written) as usize;
             // As many whole lines as fit (at least one, into an empty file).
@@ -93,14 +197,68 @@ impl AuditLog {
         }
     }
 
-    pub fn open(data_dir: &Path, shard: usize, max_bytes: u64, keep: usize) -> Result<AuditLog, String> {
+    /// Open shard `shard`'s audit log; sealed with `cipher` when given (older plain files are
+    /// sealed now), plain otherwise (a sealed current file is rotated away first).
+    pub fn open(
+        data_dir: &Path,
+        shard: usize,
+        max_bytes: u64,
+        keep: usize,
+        cipher: Option<Arc<Cipher>>,
+    ) -> Result<AuditLog, String> {
         let dir = data_dir.join("audit");
-        fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         let path = dir.join(format!("shard-{shard}.log"));
-        let file = open_append(&path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+        let err = |e: std::io::Error| format!("audit log {}: {e}", path.display());
+        let mut seal = None;
+        let mut current_sealed = false;
+        for f in audit_files(data_dir, shard) {
+            let mut head = [0u8; HEADER_BYTES];
+            let n = File::open(&f).and_then(|mut h| std::io::Read::read(&mut h, &mut head)).unwrap_or(0);
+            let sealed = n == HEADER_BYTES && is_sealed(&head);
+            match (&cipher, sealed) {
+                (Some(c), false) if n > 0 => {
+                    seal_file(&f, c, shard as u32).map_err(|e| format!("cannot seal {}: {e}", f.display()))?
+                }
+                _ => {}
+            }
+            if f == path {
+                current_sealed = n > 0 && (sealed || cipher.is_some());
+            }
+        }
+        if let Some(c) = &cipher {
+            // Go on after the last good record (a crash may have torn the last write).
+            let mut next_seq = 1;
+            if current_sealed {
+                let data = fs::read(&path).map_err(err)?;
+                let (records, good_end, _) =
+                    crate::durability::scan_records(&data, &audit_file_id(shard as u32), Some(c))
+                        .map_err(|e| format!("audit log {}: {e}", path.display()))?;
+                OpenOptions::new().write(true).open(&path).and_then(|f| f.set_len(good_end)).map_err(err)?;
+                next_seq = records.len() as u64 + 1;
+            }
+            seal = Some(Seal { cipher: c.clone(), shard: shard as u32, next_seq });
+        }
+        let file = open_append(&path).map_err(err)?;
         let written = file.metadata().map_or(0, |m| m.len());
         let (tx, rx) = crossbeam_channel::bounded::<Vec<u8>>(AUDIT_QUEUE_BUFFERS);
-        let mut w = Writer { path, out: BufWriter::new(file), written, max_bytes: max_bytes.max(4096), keep };
+        let mut w = Writer {
+            path: path.clone(),
+            out: BufWriter::new(file),
+            written,
+            max_bytes: max_bytes.max(4096),
+            keep,
+            seal,
+        };
+        if cipher.is_none() && current_sealed {
+            // Plain lines do not go into a sealed file.
+            w.rotate().map_err(err)?;
+        }
+        w.start_sealed().map_err(err)?;
         let writer = std::thread::Builder::new()
             .name(format!("velocity-audit-{shard}"))
             .spawn(move || {
@@ -195,6 +353,47 @@ impl Drop for AuditLog {
     fn drop(&mut self) {
         self.close();
     }
+}
+
+/// The lines of every audit file of the data directory, oldest first per shard, as JSON lines
+/// (sealed files opened with `cipher`); warnings for damaged or unreadable files go to `warn`.
+pub fn read_all(
+    data_dir: &Path,
+    cipher: Option<&Cipher>,
+    out: &mut dyn Write,
+    warn: &mut dyn FnMut(String),
+) -> Result<(), String> {
+    for shard in 0.. {
+        let files = audit_files(data_dir, shard);
+        if files.is_empty() {
+            break;
+        }
+        for f in files {
+            let data = fs::read(&f).map_err(|e| format!("cannot read {}: {e}", f.display()))?;
+            if !is_sealed(&data) {
+                out.write_all(&data).map_err(|e| e.to_string())?;
+                continue;
+            }
+            let Some(c) = cipher else {
+                warn(format!("{} is sealed: give --encryption-key-file", f.display()));
+                continue;
+            };
+            match crate::durability::scan_records(&data, &audit_file_id(shard as u32), Some(c)) {
+                Ok((records, _, tail)) => {
+                    for r in records {
+                        out.write_all(&r).map_err(|e| e.to_string())?;
+                    }
+                    if let crate::durability::Tail::Torn { offset, reason }
+                    | crate::durability::Tail::Corrupt { offset, reason, .. } = tail
+                    {
+                        warn(format!("{}: stopped at offset {offset} ({reason})", f.display()));
+                    }
+                }
+                Err(e) => warn(format!("{}: {e}", f.display())),
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Append `s` as a JSON string literal.

@@ -345,7 +345,13 @@ async fn executor(shared: Arc<Shared>, meshes: Option<MeshSetup>, start: Arc<Sta
         }
     };
     let audit = if cfg.audit {
-        match audit::AuditLog::open(&cfg.data_dir, id, cfg.audit_file_bytes_max, AUDIT_FILES_KEPT) {
+        match audit::AuditLog::open(
+            &cfg.data_dir,
+            id,
+            cfg.audit_file_bytes_max,
+            AUDIT_FILES_KEPT,
+            start.cipher.clone(),
+        ) {
             Ok(a) => a,
             Err(e) => {
                 tracing::error!(error = %e, "cannot open the audit log");
