@@ -92,6 +92,10 @@ pub const PREEMPT_TIMER_US: u64 = 500;
 /// still holding the listen address) to finish exiting: the kernel closes a process's sockets
 /// only after freeing its memory, which takes seconds for a large heap. Past this, it refuses.
 pub const OWNER_EXIT_WAIT_MS: u64 = 30_000;
+/// How often start-up looks again at a listening socket that no process holds any more (a
+/// killed process's, which the kernel closes a few milliseconds after the process is gone, once
+/// its io_uring's pending accept is cancelled): there is nothing to wait on but the socket table.
+pub const ORPHANED_SOCKET_POLL_MS: u64 = 5;
 /// Listen backlog of each core's socket (the kernel caps it at net.core.somaxconn).
 pub const TCP_BACKLOG: i32 = 1024;
 /// How often an executor checks for a shutdown request from the signal thread.

@@ -717,3 +717,20 @@ fn with_encryption_the_audit_log_names_no_key_in_the_clear() {
     let _ = std::fs::remove_dir_all(&dir);
     let _ = std::fs::remove_dir_all(&keys);
 }
+
+/// kill -9, reaped at once, and an immediate restart: the dead process's listening sockets
+/// outlive it by a few milliseconds (the kernel closes them once their io_uring's pending accept
+/// is cancelled, with no process left to hold them). The restart waits for them instead of
+/// refusing the address or joining them.
+#[test]
+fn a_restart_after_kill_9_and_reap_waits_for_the_orphaned_sockets() {
+    let mut s = Server::start_with(2, &["--audit", "off", "--plaintext"]);
+    let port = s.addr.port();
+    for cycle in 0..10 {
+        let dir = s.crash(); // SIGKILL and reap
+        let next = Server::start_at(dir, 2, &["--audit", "off", "--plaintext"], Some(port));
+        assert!(!next.log_text().contains("cannot listen"), "cycle {cycle}:\n{}", next.log_text());
+        assert_eq!(next.addr.port(), port);
+        s = next;
+    }
+}

@@ -14,7 +14,7 @@
 //! are reset when they close. A server that finds the address or the directory held by a process
 //! that is exiting waits for it to be gone (bounded), then binds: it never joins a dying group.
 
-use crate::limits::{OWNER_EXIT_WAIT_MS, TCP_BACKLOG};
+use crate::limits::{ORPHANED_SOCKET_POLL_MS, OWNER_EXIT_WAIT_MS, TCP_BACKLOG};
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, Write};
 use std::net::SocketAddr;
@@ -37,6 +37,8 @@ struct ProcessState {
     start_ticks: u64,
     /// The kernel is tearing it down (PF_EXITING): it will let go of its files and sockets soon.
     exiting: bool,
+    /// It has exited (its descriptors are closed) and waits to be reaped.
+    zombie: bool,
     comm: String,
 }
 
@@ -61,8 +63,9 @@ fn process_state(pid: i32) -> Option<ProcessState> {
             .and_then(|m| u64::from_str_radix(m.trim(), 16).ok())
             .is_some_and(|m| m & (1 << (libc::SIGKILL - 1)) != 0)
     });
-    let exiting = flags & PF_EXITING != 0 || state == "Z" || state == "X" || killed;
-    Some(ProcessState { start_ticks, exiting, comm })
+    let zombie = state == "Z" || state == "X";
+    let exiting = flags & PF_EXITING != 0 || zombie || killed;
+    Some(ProcessState { start_ticks, exiting, zombie, comm })
 }
 
 impl ProcessId {
@@ -207,41 +210,51 @@ fn read_holder(file: &mut File) -> Option<ProcessId> {
     ProcessId::parse(&text)
 }
 
-/// PIDs of the processes with a socket listening on `port` (any address), as far as /proc lets
-/// this user see.
-fn listeners_on_port(port: u16) -> Vec<i32> {
-    let mut inodes = Vec::new();
+/// The sockets listening on `port` (any address): their owners' uid and the PIDs holding them,
+/// as far as /proc lets this user see.
+struct Listeners {
+    /// Owners of each socket's descriptors (empty: none, or none this user may see).
+    held: Vec<(u32, Vec<i32>)>,
+}
+
+fn listeners_on_port(port: u16) -> Listeners {
+    let mut sockets: Vec<(u32, String)> = Vec::new();
     for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
         let Ok(text) = std::fs::read_to_string(table) else { continue };
         for line in text.lines().skip(1) {
             let f: Vec<&str> = line.split_whitespace().collect();
-            // sl local_address rem_address st … inode is field 9.
-            let (Some(local), Some(st), Some(inode)) = (f.get(1), f.get(3), f.get(9)) else { continue };
+            // sl local_address rem_address st queues timer retrnsmt uid timeout inode …
+            let (Some(local), Some(st), Some(uid), Some(inode)) = (f.get(1), f.get(3), f.get(7), f.get(9))
+            else {
+                continue;
+            };
             let p = local.rsplit(':').next().and_then(|p| u16::from_str_radix(p, 16).ok());
             if *st == "0A" && p == Some(port) {
-                inodes.push(format!("socket:[{inode}]"));
+                sockets.push((uid.parse().unwrap_or(u32::MAX), format!("socket:[{inode}]")));
             }
         }
     }
-    let mut pids = Vec::new();
-    if inodes.is_empty() {
-        return pids;
+    let mut held: Vec<(u32, Vec<i32>)> = sockets.iter().map(|(uid, _)| (*uid, Vec::new())).collect();
+    if sockets.is_empty() {
+        return Listeners { held };
     }
-    let Ok(procs) = std::fs::read_dir("/proc") else { return pids };
+    let Ok(procs) = std::fs::read_dir("/proc") else { return Listeners { held } };
     for p in procs.flatten() {
         let Some(pid) = p.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else { continue };
         let Ok(fds) = std::fs::read_dir(p.path().join("fd")) else { continue };
-        let holds = fds.flatten().any(|fd| {
-            std::fs::read_link(fd.path())
-                .ok()
-                .and_then(|l| l.to_str().map(|l| inodes.iter().any(|i| i == l)))
-                .unwrap_or(false)
-        });
-        if holds {
-            pids.push(pid);
+        for fd in fds.flatten() {
+            let Some(link) = std::fs::read_link(fd.path()).ok().and_then(|l| l.to_str().map(str::to_owned))
+            else {
+                continue;
+            };
+            if let Some(i) = sockets.iter().position(|(_, s)| *s == link) {
+                if !held[i].1.contains(&pid) {
+                    held[i].1.push(pid);
+                }
+            }
         }
     }
-    pids
+    Listeners { held }
 }
 
 fn new_socket(addr: SocketAddr, reuse_port: bool) -> std::io::Result<socket2::Socket> {
@@ -263,6 +276,7 @@ pub fn bind_listeners(
     previous: Option<ProcessId>,
 ) -> Result<Vec<std::net::TcpListener>, String> {
     let deadline = Instant::now() + Duration::from_millis(OWNER_EXIT_WAIT_MS);
+    let mut waited = false;
     let first = loop {
         let s = new_socket(addr, false).map_err(|e| format!("cannot make a socket for {addr}: {e}"))?;
         let err = match s.bind(&addr.into()) {
@@ -272,32 +286,50 @@ pub fn bind_listeners(
         if err.kind() != std::io::ErrorKind::AddrInUse {
             return Err(format!("cannot listen on {addr}: {err}"));
         }
-        let holders = listeners_on_port(addr.port());
+        let listeners = listeners_on_port(addr.port());
         let me = std::process::id() as i32;
+        // SAFETY: geteuid has no preconditions.
+        let my_uid = unsafe { libc::geteuid() };
+        let holders: Vec<i32> =
+            listeners.held.iter().flat_map(|(_, pids)| pids.iter().copied()).filter(|p| *p != me).collect();
         let states: Vec<(i32, Option<ProcessState>)> =
-            holders.iter().filter(|p| **p != me).map(|&p| (p, process_state(p))).collect();
+            holders.iter().map(|&p| (p, process_state(p))).collect();
         if let Some((pid, st)) = states.iter().find(|(_, s)| s.as_ref().is_some_and(|s| !s.exiting)) {
             let comm = st.as_ref().map_or(String::new(), |s| format!(" ({})", s.comm));
             return Err(format!(
                 "cannot listen on {addr}: it is served by PID {pid}{comm}; stop it or choose another --listen"
             ));
         }
-        // Exiting holders, and the previous owner of the data directory if it is still
-        // exiting: its sockets outlive the listing of its descriptors while it closes them.
+        // A socket of ours that no process holds is a killed process's, still being torn down
+        // by the kernel (an io_uring's pending accept keeps it open for a few milliseconds after
+        // the process is gone); one of another user's that we cannot see is a conflict.
+        let orphaned = listeners.held.iter().any(|(uid, pids)| pids.is_empty() && *uid == my_uid);
+        let foreign = listeners.held.iter().any(|(uid, pids)| pids.is_empty() && *uid != my_uid);
         let mut waiting: Vec<i32> = states.iter().map(|(p, _)| *p).collect();
         if let Some(prev) = previous.filter(|p| p.state().is_some()) {
+            // Its sockets outlive the listing of its descriptors while it closes them.
             waiting.push(prev.pid);
         }
-        if waiting.is_empty() || Instant::now() >= deadline {
+        if foreign || (waiting.is_empty() && !orphaned) || Instant::now() >= deadline {
             return Err(format!(
-                "cannot listen on {addr}: address in use (by a process this user cannot see, or one that \
-                 did not exit within {} s)",
+                "cannot listen on {addr}: address in use (by another user's process, or one that did not \
+                 let go of it within {} s)",
                 OWNER_EXIT_WAIT_MS / 1000
             ));
         }
-        for pid in waiting {
-            tracing::info!(pid, %addr, "the address is held by an exiting process; waiting for it");
-            wait_for_exit(pid, deadline);
+        if !waited {
+            tracing::info!(%addr, pids = ?waiting, "the address is held by an exiting process; waiting for it");
+            waited = true;
+        }
+        // A process still running its exit is waited for; once it has exited (a zombie, or
+        // gone), its sockets may still be closing in the kernel, which tells no one: look again.
+        let running: Vec<i32> =
+            waiting.into_iter().filter(|p| process_state(*p).is_some_and(|s| !s.zombie)).collect();
+        for pid in &running {
+            wait_for_exit(*pid, deadline);
+        }
+        if running.is_empty() {
+            std::thread::sleep(Duration::from_millis(ORPHANED_SOCKET_POLL_MS));
         }
     };
     let err = |e: std::io::Error| format!("cannot listen on {addr}: {e}");

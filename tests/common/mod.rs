@@ -140,8 +140,20 @@ impl Server {
                     break;
                 }
                 if TcpStream::connect(addr).is_ok() {
-                    let c = Client::open(&s.options())
-                        .unwrap_or_else(|e| panic!("HELLO: {e}; velocityd's log:\n{}", s.log_text()));
+                    let c = match Client::open(&s.options()) {
+                        Ok(c) => c,
+                        // Right after a kill -9 on this port, the dead server's listening socket
+                        // lingers a few milliseconds in the kernel and takes connections it then
+                        // resets: this server is not listening yet.
+                        Err(velocity::client::ClientError::Io(e))
+                            if e.kind() == std::io::ErrorKind::ConnectionReset
+                                && Instant::now() < deadline =>
+                        {
+                            std::thread::sleep(Duration::from_millis(20));
+                            continue;
+                        }
+                        Err(e) => panic!("HELLO: {e}; velocityd's log:\n{}", s.log_text()),
+                    };
                     let info = c.server_info().clone();
                     s.alice = Credentials::Derived {
                         user: "alice".into(),
