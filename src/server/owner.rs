@@ -210,15 +210,19 @@ fn read_holder(file: &mut File) -> Option<ProcessId> {
     ProcessId::parse(&text)
 }
 
-/// The sockets listening on `port` (any address): their owners' uid and the PIDs holding them,
-/// as far as /proc lets this user see.
-struct Listeners {
-    /// Owners of each socket's descriptors (empty: none, or none this user may see).
-    held: Vec<(u32, Vec<i32>)>,
+/// A TCP socket bound to the port in question, as /proc shows it.
+struct PortSocket {
+    listening: bool,
+    uid: u32,
+    /// The processes holding it (empty: none, or none this user may see).
+    pids: Vec<i32>,
 }
 
-fn listeners_on_port(port: u16) -> Listeners {
-    let mut sockets: Vec<(u32, String)> = Vec::new();
+/// The sockets bound to `port` (any address) but those in TIME_WAIT (which SO_REUSEADDR lets a
+/// new listener share): listeners, and what a dead server leaves closing (its accepted
+/// connections still sending their FIN, a listener being torn down).
+fn sockets_on_port(port: u16) -> Vec<PortSocket> {
+    let mut found: Vec<(PortSocket, String)> = Vec::new();
     for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
         let Ok(text) = std::fs::read_to_string(table) else { continue };
         for line in text.lines().skip(1) {
@@ -229,32 +233,38 @@ fn listeners_on_port(port: u16) -> Listeners {
                 continue;
             };
             let p = local.rsplit(':').next().and_then(|p| u16::from_str_radix(p, 16).ok());
-            if *st == "0A" && p == Some(port) {
-                sockets.push((uid.parse().unwrap_or(u32::MAX), format!("socket:[{inode}]")));
+            if p == Some(port) && *st != "06" {
+                let s = PortSocket {
+                    listening: *st == "0A",
+                    uid: uid.parse().unwrap_or(u32::MAX),
+                    pids: Vec::new(),
+                };
+                found.push((s, format!("socket:[{inode}]")));
             }
         }
     }
-    let mut held: Vec<(u32, Vec<i32>)> = sockets.iter().map(|(uid, _)| (*uid, Vec::new())).collect();
-    if sockets.is_empty() {
-        return Listeners { held };
-    }
-    let Ok(procs) = std::fs::read_dir("/proc") else { return Listeners { held } };
-    for p in procs.flatten() {
-        let Some(pid) = p.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else { continue };
-        let Ok(fds) = std::fs::read_dir(p.path().join("fd")) else { continue };
-        for fd in fds.flatten() {
-            let Some(link) = std::fs::read_link(fd.path()).ok().and_then(|l| l.to_str().map(str::to_owned))
-            else {
-                continue;
-            };
-            if let Some(i) = sockets.iter().position(|(_, s)| *s == link) {
-                if !held[i].1.contains(&pid) {
-                    held[i].1.push(pid);
+    // An orphaned socket (no file any more) has inode 0: no process can hold it.
+    if found.iter().any(|(_, link)| link != "socket:[0]") {
+        if let Ok(procs) = std::fs::read_dir("/proc") {
+            for p in procs.flatten() {
+                let Some(pid) = p.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else { continue };
+                let Ok(fds) = std::fs::read_dir(p.path().join("fd")) else { continue };
+                for fd in fds.flatten() {
+                    let Some(link) =
+                        std::fs::read_link(fd.path()).ok().and_then(|l| l.to_str().map(str::to_owned))
+                    else {
+                        continue;
+                    };
+                    for (s, _) in found.iter_mut().filter(|(_, l)| *l == link) {
+                        if !s.pids.contains(&pid) {
+                            s.pids.push(pid);
+                        }
+                    }
                 }
             }
         }
     }
-    Listeners { held }
+    found.into_iter().map(|(s, _)| s).collect()
 }
 
 fn new_socket(addr: SocketAddr, reuse_port: bool) -> std::io::Result<socket2::Socket> {
@@ -286,12 +296,16 @@ pub fn bind_listeners(
         if err.kind() != std::io::ErrorKind::AddrInUse {
             return Err(format!("cannot listen on {addr}: {err}"));
         }
-        let listeners = listeners_on_port(addr.port());
+        let sockets = sockets_on_port(addr.port());
         let me = std::process::id() as i32;
         // SAFETY: geteuid has no preconditions.
         let my_uid = unsafe { libc::geteuid() };
-        let holders: Vec<i32> =
-            listeners.held.iter().flat_map(|(_, pids)| pids.iter().copied()).filter(|p| *p != me).collect();
+        let holders: Vec<i32> = sockets
+            .iter()
+            .filter(|s| s.listening)
+            .flat_map(|s| s.pids.iter().copied())
+            .filter(|p| *p != me)
+            .collect();
         let states: Vec<(i32, Option<ProcessState>)> =
             holders.iter().map(|&p| (p, process_state(p))).collect();
         if let Some((pid, st)) = states.iter().find(|(_, s)| s.as_ref().is_some_and(|s| !s.exiting)) {
@@ -300,11 +314,12 @@ pub fn bind_listeners(
                 "cannot listen on {addr}: it is served by PID {pid}{comm}; stop it or choose another --listen"
             ));
         }
-        // A socket of ours that no process holds is a killed process's, still being torn down
-        // by the kernel (an io_uring's pending accept keeps it open for a few milliseconds after
-        // the process is gone); one of another user's that we cannot see is a conflict.
-        let orphaned = listeners.held.iter().any(|(uid, pids)| pids.is_empty() && *uid == my_uid);
-        let foreign = listeners.held.iter().any(|(uid, pids)| pids.is_empty() && *uid != my_uid);
+        // Sockets of ours that no process holds are a killed server's, still being closed by the
+        // kernel for a few milliseconds after it is gone (its listeners, once their io_uring's
+        // pending accepts are cancelled; its connections, until their FIN is acknowledged).
+        // Another user's listener that we cannot see is a conflict.
+        let orphaned = sockets.iter().any(|s| s.pids.is_empty() && s.uid == my_uid);
+        let foreign = sockets.iter().any(|s| s.listening && s.pids.is_empty() && s.uid != my_uid);
         let mut waiting: Vec<i32> = states.iter().map(|(p, _)| *p).collect();
         if let Some(prev) = previous.filter(|p| p.state().is_some()) {
             // Its sockets outlive the listing of its descriptors while it closes them.
