@@ -71,11 +71,13 @@ pub const CONN_OUT_BYTES_MAX: usize = 256 << 10;
 /// most one partial frame (≤ `max_payload` + 14) plus one such read.
 pub const CONN_READ_CHUNK_BYTES: usize = 16 << 10;
 
-/// Entries a long statement (range DELETE, range SELECT, COUNT, a many-row INSERT) looks at or
-/// writes in one slice; between slices the core's other connections get their turn whenever the
-/// preemption timer has fired. ~50–100 µs a slice, so a 1M-key range delete never holds the
-/// core for more than a slice past PREEMPT_TIMER_US.
+/// Entries a long read (range SELECT, LIKE, COUNT over a range) looks at in one slice, and rows
+/// a long write (range DELETE, an INSERT of many rows) changes in one: about 30–100 µs each on
+/// this machine (a write, with its log record and before-image, costs ~1 µs a key). Between
+/// slices the core polls its sockets and runs its other connections' requests, so another
+/// client waits about one slice, not the whole statement.
 pub const SLICE_ENTRIES: usize = 1024;
+pub const SLICE_WRITES: usize = 64;
 /// Depth of each cross-shard queue, in batches (one batch holds all of one connection's
 /// requests for that shard from one read buffer). Seastar uses 128.
 pub const SHARD_QUEUE_BATCHES_MAX: usize = 128;
@@ -203,6 +205,11 @@ pub const WAL_GROUP_BYTES_MAX: usize = 1 << 20;
 /// Largest record body the reader accepts: one statement at the largest --max-payload, with
 /// room for its per-row framing and sealing. A longer length field is damage.
 pub const WAL_RECORD_BYTES_MAX: usize = 2 * (PAYLOAD_BYTES_MAX_CEILING as usize) + 4096;
+/// Buckets (a power of two) of a shard's table of keys written but not yet durable (sync mode):
+/// a point read waits only for the group of a write to a key of its bucket, not for every write
+/// in flight on the shard. 64Ki buckets (512 KiB a shard): a read under a write flood rarely
+/// shares a bucket with a key being written.
+pub const DIRTY_BUCKETS: usize = 1 << 16;
 /// Default log size that triggers a snapshot: the log is then truncated behind it, so disk use
 /// stays near (snapshot + this). A snapshot is also taken when the log outgrows the last one.
 pub const SNAPSHOT_LOG_BYTES_DEFAULT: u64 = 64 << 20;

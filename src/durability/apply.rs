@@ -33,6 +33,30 @@ impl Undo {
         self.buf.is_empty()
     }
 
+    /// Bytes of before-images so far: where the entries pushed from now on begin.
+    pub fn len_bytes(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// The keys of the entries from byte `at` on (a `len_bytes` taken earlier).
+    pub fn keys_from(&self, mut at: usize) -> impl Iterator<Item = &[u8]> {
+        let b = &self.buf;
+        std::iter::from_fn(move || {
+            if at >= b.len() {
+                return None;
+            }
+            let klen = u16::from_le_bytes([b[at], b[at + 1]]) as usize;
+            let key = &b[at + 2..at + 2 + klen];
+            let mut next = at + 2 + klen + 1;
+            if b[at + 2 + klen] == 1 {
+                let vlen = u32::from_le_bytes(b[next..next + 4].try_into().unwrap()) as usize;
+                next += 4 + vlen + 8;
+            }
+            at = next;
+            Some(key)
+        })
+    }
+
     /// Restore every remembered key, newest first.
     pub fn apply(&self, store: &mut Store, now_ms: u64) {
         let b = &self.buf;
@@ -110,7 +134,7 @@ pub fn apply_logged(
             let mut s = Sliced::default();
             loop {
                 if let Some(reply) =
-                    apply_slice(store, op, &mut s, now_ms, usize::MAX, redo, undo.as_deref_mut())
+                    apply_slice(store, op, &mut s, now_ms, usize::MAX, usize::MAX, redo, undo.as_deref_mut())
                 {
                     break reply;
                 }
@@ -121,7 +145,7 @@ pub fn apply_logged(
 }
 
 /// One slice of a long write (a Put of many rows, a DeleteRange), applied and recorded as
-/// `apply_logged` does: at most `budget` rows written or entries looked at. The reply once the
+/// `apply_logged` does: at most `writes` rows written, and `visits` entries looked at. The reply once the
 /// last slice is done. The keys a DeleteRange removes go to the log, not its range: after a
 /// change of --cores the range would reach keys that were never this shard's.
 pub fn apply_slice(
@@ -129,7 +153,8 @@ pub fn apply_slice(
     op: &ShardOp,
     s: &mut Sliced,
     now_ms: u64,
-    budget: usize,
+    visits: usize,
+    writes: usize,
     redo: &mut Vec<u8>,
     mut undo: Option<&mut Undo>,
 ) -> Option<ShardReply> {
@@ -140,7 +165,7 @@ pub fn apply_slice(
     };
     let (n, last) = match op {
         ShardOp::Put { rows } => {
-            let (slice, last) = s.next_rows(op, budget);
+            let (slice, last) = s.next_rows(op, writes);
             for r in &rows[slice.clone()] {
                 remember(store, &r.key);
                 let exp = r.ttl_s.map(|t| now_ms + t * 1000);
@@ -150,7 +175,7 @@ pub fn apply_slice(
             (slice.len() as u64, last)
         }
         ShardOp::DeleteRange { .. } => {
-            let (keys, last) = s.next_doomed(op, store, now_ms, budget);
+            let (keys, last) = s.next_doomed(op, store, now_ms, visits, writes);
             for k in &keys {
                 remember(store, k);
                 store.delete(k, now_ms);

@@ -928,8 +928,8 @@ fn local_point_get(
     now: u64,
 ) {
     let store = core.store.borrow();
-    // What the store shows may include writes not yet durable (a value, or a key's absence).
-    let barrier = core.read_barrier();
+    // What the store shows may include a write not yet durable (a value, or a key's absence).
+    let barrier = core.read_barrier_for(key);
     let hit = match store.get(key, now) {
         Some(e) => {
             let v = e.value;

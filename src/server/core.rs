@@ -5,12 +5,12 @@
 use super::audit::AuditLog;
 use super::datadir::{self, User};
 use super::mesh::{Mesh, Rep, Req};
-use super::runtime::{yield_if_needed, LocalSignal};
+use super::runtime::{yield_now, LocalSignal};
 use super::stats::ShardStats;
-use super::wal::{Group, Mode, Wal};
+use super::wal::{later, Group, Mode, Wal};
 use super::Config;
 use crate::durability::{apply::apply_slice, apply_logged, encode_set};
-use crate::limits::SLICE_ENTRIES;
+use crate::limits::{SLICE_ENTRIES, SLICE_WRITES};
 use crate::security::ratelimit::{LoginThrottle, TokenBucket};
 use crate::security::stored_hash;
 use crate::shard::{run_op, ShardOp, ShardReply, Sliced};
@@ -220,7 +220,9 @@ impl Core {
         now_ms: u64,
     ) -> (ShardReply, Option<Rc<Group>>) {
         let reply = loop {
-            yield_if_needed().await;
+            // Let the executor poll its sockets and run what they woke: a client of this core
+            // waits for one slice, not for the preemption timer.
+            yield_now().await;
             if let Some(r) = self.slice(&op, &mut sliced, now_ms, &mut groups) {
                 break r;
             }
@@ -239,7 +241,7 @@ impl Core {
         (reply, last)
     }
 
-    /// One slice of `op` (at most SLICE_ENTRIES entries looked at or rows written); a write's
+    /// One slice of `op` (at most SLICE_ENTRIES entries looked at, or SLICE_WRITES rows written); a write's
     /// record is logged, its group (sync mode) added to `groups`. The reply after the last.
     fn slice(
         &self,
@@ -253,11 +255,29 @@ impl Core {
         }
         let mut store = self.store.borrow_mut();
         let Some(wal) = &self.wal else {
-            return apply_slice(&mut store, op, sliced, now_ms, SLICE_ENTRIES, &mut Vec::new(), None);
+            return apply_slice(
+                &mut store,
+                op,
+                sliced,
+                now_ms,
+                SLICE_ENTRIES,
+                SLICE_WRITES,
+                &mut Vec::new(),
+                None,
+            );
         };
         let sync = wal.mode == Mode::Sync;
         let (reply, g, appended) = wal.log(|redo, undo| {
-            apply_slice(&mut store, op, sliced, now_ms, SLICE_ENTRIES, redo, sync.then_some(undo))
+            apply_slice(
+                &mut store,
+                op,
+                sliced,
+                now_ms,
+                SLICE_ENTRIES,
+                SLICE_WRITES,
+                redo,
+                sync.then_some(undo),
+            )
         });
         if appended && sync && groups.last().is_none_or(|last| !Rc::ptr_eq(last, &g)) {
             groups.push(g);
@@ -273,13 +293,32 @@ impl Core {
         self.wal.as_ref().filter(|w| w.mode == Mode::Sync).and_then(|w| w.unsettled())
     }
 
+    /// `read_barrier` for a read of one key: only writes to keys that share its bucket.
+    pub fn read_barrier_for(&self, key: &[u8]) -> Option<Rc<Group>> {
+        self.wal.as_ref().filter(|w| w.mode == Mode::Sync).and_then(|w| w.unsettled_for(key))
+    }
+
+    /// The barrier of a read op: per key for point and IN-list reads, the shard's for ranges.
+    fn barrier_of(&self, op: &ShardOp) -> Option<Rc<Group>> {
+        match op {
+            ShardOp::Get { key } => self.read_barrier_for(key),
+            // Groups settle in order: the newest of the keys' is the one to wait for, and the
+            // shard's newest is never older; take it if any key has one.
+            ShardOp::MultiGet { keys, .. } => {
+                keys.iter().any(|k| self.read_barrier_for(k).is_some()).then(|| self.read_barrier()).flatten()
+            }
+            _ => self.read_barrier(),
+        }
+    }
+
     /// One op; the group its reply must wait for (a write's own, or a read's barrier) is left in
     /// `group`.
     pub fn run_op_logged(&self, op: &ShardOp, now_ms: u64, group: &mut Option<Rc<Group>>) -> ShardReply {
         let mut store = self.store.borrow_mut();
         if !op.is_write() {
-            if let Some(g) = self.read_barrier() {
-                *group = Some(g);
+            if let Some(g) = self.barrier_of(op) {
+                // A key's barrier may be older than what this reply waits for already.
+                *group = Some(later(group.take(), g));
             }
             return run_op(&mut store, op, now_ms);
         }

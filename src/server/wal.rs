@@ -16,7 +16,7 @@ use crate::durability::{
     self, frame_in_place, seal_record, Cipher, FileId, FileKind, SnapshotEncoder, Undo, HEADER_BYTES,
     RECORD_HEADER_BYTES,
 };
-use crate::limits::{SNAPSHOT_CHECK_MS, SNAPSHOT_CHUNK_ENTRIES, WAL_GROUP_BYTES_MAX};
+use crate::limits::{DIRTY_BUCKETS, SNAPSHOT_CHECK_MS, SNAPSHOT_CHUNK_ENTRIES, WAL_GROUP_BYTES_MAX};
 use crate::store::KeyRange;
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -39,6 +39,16 @@ pub enum Mode {
 pub struct Group {
     durable: Cell<Option<bool>>,
     done: Rc<LocalSignal>,
+    /// Groups of a log are numbered as they open, and settle in that order.
+    pub number: u64,
+}
+
+/// The later of two groups to wait for: waiting for it covers the other.
+pub fn later(a: Option<Rc<Group>>, b: Rc<Group>) -> Rc<Group> {
+    match a {
+        Some(a) if a.number > b.number => a,
+        _ => b,
+    }
 }
 
 impl Group {
@@ -86,8 +96,13 @@ pub struct Wal {
     /// Number of the next record written to the current log.
     next_seq: Cell<u64>,
     queue: RefCell<VecDeque<Pending>>,
+    /// Groups opened so far (the next one's number).
+    groups_opened: Cell<u64>,
     /// The group of the newest record appended: every earlier group settles before it.
     newest: RefCell<Option<Rc<Group>>>,
+    /// Per bucket of keys (by token), the group of the newest write to one of them (sync mode):
+    /// a point read of a key waits only for a group that wrote a key of its bucket.
+    dirty: RefCell<Box<[Option<Rc<Group>>]>>,
     kick: RefCell<Rc<LocalSignal>>,
     rotate: RefCell<Option<Rc<Slot<Result<u64, String>>>>>,
     snapshot_log_bytes: u64,
@@ -128,7 +143,9 @@ impl Wal {
             written_end: Cell::new(at.end),
             next_seq: Cell::new(at.next_seq),
             queue: RefCell::new(VecDeque::new()),
+            groups_opened: Cell::new(0),
             newest: RefCell::new(None),
+            dirty: RefCell::new((0..DIRTY_BUCKETS).map(|_| None).collect()),
             kick: RefCell::new(Rc::new(LocalSignal::default())),
             rotate: RefCell::new(None),
             snapshot_log_bytes: cfg.snapshot_log_bytes,
@@ -161,12 +178,14 @@ impl Wal {
             q.push_back(Pending {
                 records: Vec::new(),
                 undo: Undo::default(),
-                group: Rc::new(Group::default()),
+                group: Rc::new(Group { number: self.groups_opened.get(), ..Group::default() }),
                 first_seq: 0,
             });
+            self.groups_opened.set(self.groups_opened.get() + 1);
         }
         let p = q.back_mut().expect("just ensured");
         let start = p.records.len();
+        let undo_at = p.undo.len_bytes();
         p.records.extend_from_slice(&[0u8; RECORD_HEADER_BYTES]);
         let r = build(&mut p.records, &mut p.undo);
         let appended = p.records.len() > start + RECORD_HEADER_BYTES;
@@ -177,12 +196,25 @@ impl Wal {
             p.records[start..start + 4].copy_from_slice(&n.to_le_bytes());
         }
         let g = p.group.clone();
+        if appended {
+            // The keys this record wrote are those it took before-images of (sync mode).
+            let mut dirty = self.dirty.borrow_mut();
+            for key in p.undo.keys_from(undo_at) {
+                dirty[bucket(key)] = Some(g.clone());
+            }
+        }
         drop(q);
         if appended {
             *self.newest.borrow_mut() = Some(g.clone());
             self.kick.borrow().fire();
         }
         (r, g, appended)
+    }
+
+    /// The group a point read of `key` must wait for: the newest unsettled one that wrote a key
+    /// of its bucket (or the key's absence, for a delete).
+    pub fn unsettled_for(&self, key: &[u8]) -> Option<Rc<Group>> {
+        self.dirty.borrow()[bucket(key)].as_ref().filter(|g| !g.settled()).cloned()
     }
 
     /// The group of the newest record, while it is not settled (queued, being written or being
@@ -298,6 +330,11 @@ impl Wal {
         self.next_seq.set(1);
         Ok(next)
     }
+}
+
+fn bucket(key: &[u8]) -> usize {
+    // The token's low bits: its high ones are the shard, the same for every key here.
+    (crate::shard::token(key) as usize) & (DIRTY_BUCKETS - 1)
 }
 
 /// The writer: until shutdown, then whatever is left.

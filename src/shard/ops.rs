@@ -206,24 +206,32 @@ impl Sliced {
         }
     }
 
-    /// The keys the next slice of a DeleteRange removes (at most `budget` entries looked at),
-    /// and whether it is the last slice.
+    /// The keys the next slice of a DeleteRange removes (at most `writes` of them, at most
+    /// `visits` entries looked at), and whether it is the last slice.
     pub fn next_doomed(
         &mut self,
         op: &ShardOp,
         store: &Store,
         now_ms: u64,
-        budget: usize,
+        visits: usize,
+        writes: usize,
     ) -> (Vec<Vec<u8>>, bool) {
         let ShardOp::DeleteRange { like, .. } = op else { unreachable!("next_doomed of {op:?}") };
-        let mut keys = Vec::new();
+        let mut keys: Vec<Vec<u8>> = Vec::new();
         if let Some(range) = self.range(op) {
-            self.rest = store.scan_slice(&range, false, now_ms, budget, |e| {
+            self.rest = store.scan_slice(&range, false, now_ms, visits, |e| {
                 if matches(like, e.key) {
                     keys.push(e.key.to_vec());
+                    if keys.len() == writes {
+                        return ControlFlow::Break(());
+                    }
                 }
                 ControlFlow::Continue(())
             });
+            if keys.len() == writes {
+                // Stopped at the write budget: go on after the last key taken.
+                self.rest = Some(range.resume_after(keys.last().expect("writes > 0"), false));
+            }
         }
         (keys, self.rest.is_none())
     }
