@@ -40,7 +40,7 @@ enum Phase {
     /// SHA-256 of the API key it logged in with (None: a password): what must still be there
     /// for the session to go on.
     Ready {
-        user: String,
+        user: Rc<str>,
         role: Role,
         bucket: Option<TokenBucket>,
         key: Option<[u8; 32]>,
@@ -224,11 +224,11 @@ impl Conn {
         let Phase::Ready { user, role, key, .. } = &mut self.phase else { return None };
         let db = self.core.auth.borrow().clone();
         if let Some(k) = key {
-            if db.api_keys.get(k) != Some(user) {
+            if db.api_keys.get(k).map(String::as_str) != Some(&**user) {
                 return Some("API key revoked");
             }
         }
-        match db.users.get(user.as_str()) {
+        match db.users.get(&**user) {
             Some(u) => {
                 *role = u.role;
                 None
@@ -701,23 +701,19 @@ fn handle_frame(
 
 /// Method 1 (password credential) or 2 (API key). A password is compared even for an unknown
 /// user, so timing does not tell which user names exist.
-fn authenticate(core: &Core, a: &AuthRequest) -> Option<(String, Role)> {
+fn authenticate(core: &Core, a: &AuthRequest) -> Option<(Rc<str>, Role)> {
     let db = core.auth.borrow().clone();
-    match a.method {
+    let user = match a.method {
         AuthRequest::METHOD_PASSWORD => {
             let user = db.users.get(&a.username);
             let stored = user.map_or([0u8; 32], |u| u.stored);
             let ok = verify_credential(&a.credential, &stored);
-            match user {
-                Some(u) if ok => Some((u.name.clone(), u.role)),
-                _ => None,
-            }
+            user.filter(|_| ok)?
         }
-        AuthRequest::METHOD_API_KEY if a.username.is_empty() => {
-            db.api_key_user(&a.credential).map(|u| (u.name.clone(), u.role))
-        }
-        _ => None,
-    }
+        AuthRequest::METHOD_API_KEY if a.username.is_empty() => db.api_key_user(&a.credential)?,
+        _ => return None,
+    };
+    Some((db.names.get(&user.name)?.clone(), user.role))
 }
 
 /// Whether the rate limits let one more request of `user` run now; if so it is counted against
@@ -1265,7 +1261,7 @@ async fn info(core: &Rc<Core>, phase: &Phase, what: InfoKind) -> ResultSet {
         InfoKind::ShowStatus => {
             let cfg = &core.shared.config;
             let (user, role) = match phase {
-                Phase::Ready { user, role, .. } => (user.as_str(), role.name()),
+                Phase::Ready { user, role, .. } => (&**user, role.name()),
                 _ => ("", ""),
             };
             let mut rows = vec![

@@ -28,6 +28,9 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 /// effect within AUTH_RELOAD_CHECK_MS without a restart and without shared state.
 pub struct AuthDb {
     pub users: HashMap<String, User>,
+    /// Each user's name, shared by its sessions: a session holds no allocation of its own,
+    /// which would pin a page of the connection's freed buffers once it is parked.
+    pub names: HashMap<String, Rc<str>>,
     /// SHA-256 of each key → the user it acts as.
     pub api_keys: HashMap<[u8; 32], String>,
     stamp: (Option<std::time::SystemTime>, Option<std::time::SystemTime>),
@@ -41,9 +44,11 @@ fn stamps(dir: &Path) -> (Option<std::time::SystemTime>, Option<std::time::Syste
 impl AuthDb {
     pub fn load(dir: &Path) -> Result<AuthDb, String> {
         let stamp = stamps(dir);
-        let users = datadir::load_users(dir)?.into_iter().map(|u| (u.name.clone(), u)).collect();
+        let users: HashMap<String, User> =
+            datadir::load_users(dir)?.into_iter().map(|u| (u.name.clone(), u)).collect();
+        let names = users.keys().map(|n| (n.clone(), Rc::from(n.as_str()))).collect();
         let api_keys = datadir::load_api_keys(dir)?.into_iter().map(|k| (k.stored, k.user)).collect();
-        Ok(AuthDb { users, api_keys, stamp })
+        Ok(AuthDb { users, names, api_keys, stamp })
     }
 
     /// A fresh copy if the files changed since this one was read.
