@@ -240,8 +240,9 @@ def tricklers(server, stop):
         s.close()
 
 
-def load_range(server, n):
-    c = server.connect(timeout=60)
+def load_range(connect, n):
+    """Keys r:0000000 … (n of them) with tiny values, 5,000 a statement, pipelined."""
+    c = connect()
     frames = []
     for b in range(0, n, 5000):
         rows = ", ".join(f"('r:{i:07}', 'v')" for i in range(b, min(n, b + 5000)))
@@ -358,7 +359,7 @@ def main():
     phase("never-reading", with_thread(never_readers))
     phase("tricklers", with_thread(tricklers))
     # On an otherwise quiet server (no mixed load): the probe's p99 is the delete's doing.
-    phase("range-delete", range_delete, load=False, prepare=lambda: load_range(server, 1_000_000))
+    phase("range-delete", range_delete, load=False, prepare=lambda: load_range(lambda: server.connect(timeout=60), 1_000_000))
     phase("disk-full", disk_full)
     writer.stop = True
     sampling[0] = False

@@ -6,28 +6,18 @@ next to the probe's own on the quiet server.
 """
 
 import os
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "clients", "python"))
-import velocity  # noqa: E402
-from velocity import protocol as p  # noqa: E402
+sys.path.insert(0, os.path.dirname(__file__))
+from chaos import free_port, load_range, p, velocity  # noqa: E402
 
 BIN = os.environ.get("BIN", "target/release")
 CORES = os.environ.get("CORES", "1")
 KEYS = 1_000_000
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def pct(xs, q):
@@ -58,18 +48,6 @@ def main():
             return velocity.connect("127.0.0.1", port, user="f", credential=cred, tls=False,
                                     known_hosts=os.devnull, accept_new_host=True, timeout=300)
 
-        def load():
-            c = connect()
-            frames = []
-            for b in range(0, KEYS, 5000):
-                rows = ", ".join(f"('r:{i:07}', 'v')" for i in range(b, min(KEYS, b + 5000)))
-                frames.append(p.encode_command(f"INSERT INTO kv (key, value) VALUES {rows}"))
-            for r in c.run_pipelined(frames, window=8):
-                if isinstance(r, velocity.VelocityError):
-                    raise r
-            c.execute("INSERT INTO kv (key, value) VALUES ('probe', 'x')")
-            c.close_now()
-
         def probe_during(sql):
             """(seconds the statement took, probe latencies in ms while it ran)."""
             probe, heavy = connect(), connect()
@@ -98,7 +76,8 @@ def main():
             during = [ms for t, ms in lat if window[0] <= t <= window[1]]
             return window[1] - window[0], during
 
-        load()
+        load_range(connect, KEYS)
+        connect().execute("INSERT INTO kv (key, value) VALUES ('probe', 'x')")
         insert = "INSERT INTO kv (key, value) VALUES " + ", ".join(f"('i:{i:06}', 'v')" for i in range(100_000))
         cases = [
             ("quiet (no statement)", None),

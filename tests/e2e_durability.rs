@@ -13,35 +13,11 @@ use std::time::Duration;
 use velocity::client::build;
 use velocity::protocol::{ErrorCode, Value};
 
-fn value_of(c: &mut velocity::client::Client, key: &str) -> Option<Vec<u8>> {
-    match c.execute(&build::get(key.as_bytes())) {
-        Ok(rs) => match &rs.rows[0][0] {
-            Value::Bytes(b) => Some(b.clone()),
-            other => panic!("{other:?}"),
-        },
-        Err(e) if e.code() == Some(ErrorCode::KeyNotFound) => None,
-        Err(e) => panic!("{e}"),
-    }
-}
-
 fn count(c: &mut velocity::client::Client) -> i64 {
     match c.execute("SELECT COUNT(*) FROM kv").unwrap().rows[0][0] {
         Value::Int(n) => n,
         ref v => panic!("{v:?}"),
     }
-}
-
-fn files_under(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap().flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            out.extend(files_under(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
 }
 
 /// The one log file of a single-shard server.

@@ -6,7 +6,7 @@ use super::audit::put_json_str;
 use super::core::{now_ms, Core, Started};
 use super::datadir::{RateLimit, Role};
 use super::mesh::{Rep, Req};
-use super::runtime::{race, sleep, Either};
+use super::runtime::{race, sleep, spawn_blocking, Either};
 use super::stats::ShardStats;
 use super::transport::Transport;
 use super::wal::{Group, Mode};
@@ -476,8 +476,22 @@ impl Conn {
                     (f.kind, start..start + f.payload.len())
                 }
             };
+            // A long statement is parsed and planned on the blocking pool meanwhile: the core's
+            // other connections run, and nothing of this one's runs before it.
+            let planned = if kind == MessageType::Command as u8
+                && matches!(self.phase, Phase::Ready { .. })
+                && plan_off_core(&self.inbuf[payload.clone()])
+            {
+                let sql = self.inbuf[payload.clone()].to_vec();
+                let (shards, max_payload) = (self.core.shards, self.core.shared.config.max_payload);
+                let audit = self.core.audit.borrow().enabled();
+                Some(spawn_blocking(move || plan_statement(sql, shards, max_payload, audit)).await)
+            } else {
+                None
+            };
             let payload = &self.inbuf[payload];
-            let flow = handle_frame(&self.core, &self.ctx, &mut self.phase, kind, payload, &mut batch, now);
+            let flow =
+                handle_frame(&self.core, &self.ctx, &mut self.phase, kind, payload, &mut batch, now, planned);
             match flow {
                 Flow::Continue => {}
                 Flow::EndBatch => break,
@@ -543,6 +557,7 @@ fn prefetch_point_reads(core: &Core, inbuf: &[u8], payload_max: u32) {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn handle_frame(
     core: &Core,
     ctx: &Ctx,
@@ -551,6 +566,7 @@ fn handle_frame(
     payload: &[u8],
     batch: &mut Batch,
     now: u64,
+    planned: Option<Planned>,
 ) -> Flow {
     if kind == MessageType::Command as u8 {
         return match phase {
@@ -560,7 +576,7 @@ fn handle_frame(
                     return Flow::Continue;
                 }
                 let role = *role;
-                command(core, ctx, phase, role, payload, batch, now)
+                command(core, ctx, phase, role, payload, batch, now, planned)
             }
             Phase::AwaitHello => {
                 batch.error(ErrorCode::ProtocolError, "expected HELLO");
@@ -768,6 +784,27 @@ fn refuse_rate_limited(core: &Core, ctx: &Ctx, user: &str, event: &str, why: &st
     batch.error(ErrorCode::RateLimited, &format!("rate limited by {why}; the request was not executed"));
 }
 
+/// A statement parsed and planned away from the core (`plan_statement`): its kind, what the
+/// audit log says it touches, and its plan; or why it does not parse.
+type Planned = Result<(StatementKind, Option<String>, crate::shard::Plan), String>;
+
+/// Parse and plan a long statement: run on the blocking thread pool, so that a 1 MB INSERT's
+/// parse (tens of milliseconds) does not stall the core's other connections.
+fn plan_statement(sql: Vec<u8>, shards: usize, max_payload: u32, audit: bool) -> Planned {
+    let sql = std::str::from_utf8(&sql).map_err(|_| "SQL is not valid UTF-8".to_string())?;
+    let stmt = parse(sql).map_err(|e| e.to_string())?;
+    Ok((stmt.kind(), audit.then(|| describe(&stmt)), plan(&stmt, shards, max_payload)))
+}
+
+/// Whether a COMMAND is long enough to be parsed off the core, and not one of the canonical
+/// forms the core answers without a parse.
+fn plan_off_core(payload: &[u8]) -> bool {
+    payload.len() >= STATEMENT_OFF_CORE_BYTES
+        && std::str::from_utf8(payload)
+            .is_ok_and(|sql| point_select_key(sql).is_none() && insert_one(sql).is_none())
+}
+
+#[allow(clippy::too_many_arguments)]
 fn command(
     core: &Core,
     ctx: &Ctx,
@@ -776,8 +813,26 @@ fn command(
     payload: &[u8],
     batch: &mut Batch,
     now: u64,
+    planned: Option<Planned>,
 ) -> Flow {
     let user = phase.user();
+    if let Some(planned) = planned {
+        let started = Instant::now();
+        let (kind, target, p) = match planned {
+            Ok(p) => p,
+            Err(e) => {
+                audit(core, ctx, user, "command", "invalid", None, 0, ErrorCode::InvalidCommand, 0);
+                batch.error(ErrorCode::InvalidCommand, &e);
+                return Flow::Continue;
+            }
+        };
+        if kind.is_write() && role == Role::ReadOnly {
+            audit(core, ctx, user, "command", kind.name(), target.as_deref(), 0, ErrorCode::Unauthorized, 0);
+            batch.error(ErrorCode::Unauthorized, "this user's role is readonly");
+            return Flow::Continue;
+        }
+        return run_plan(core, ctx, user, kind, target, p, started, batch, now);
+    }
     let Ok(sql) = std::str::from_utf8(payload) else {
         audit(core, ctx, user, "command", "invalid", None, 0, ErrorCode::InvalidCommand, 0);
         batch.error(ErrorCode::InvalidCommand, "SQL is not valid UTF-8");
@@ -863,6 +918,24 @@ fn command(
         _ => {}
     }
     let p = plan(&stmt, core.shards, cfg.max_payload);
+    run_plan(core, ctx, user, kind, target, p, started, batch, now)
+}
+
+/// Run a statement's plan: this shard's part inline (or its first slice), the others' queued
+/// for the batch's messages; the reply now if it is ready, else pending in the batch.
+#[allow(clippy::too_many_arguments)]
+fn run_plan(
+    core: &Core,
+    ctx: &Ctx,
+    user: &str,
+    kind: StatementKind,
+    target: Option<String>,
+    p: crate::shard::Plan,
+    started: Instant,
+    batch: &mut Batch,
+    now: u64,
+) -> Flow {
+    let cfg = &core.shared.config;
     let mut replies: Vec<Option<ShardReply>> = Vec::with_capacity(p.parts.len());
     let mut remote = false;
     let mut local_group = None;

@@ -259,31 +259,12 @@ impl Core {
             return sliced.read_step(op, &self.store.borrow(), now_ms, SLICE_ENTRIES);
         }
         let mut store = self.store.borrow_mut();
-        let Some(wal) = &self.wal else {
-            return apply_slice(
-                &mut store,
-                op,
-                sliced,
-                now_ms,
-                SLICE_ENTRIES,
-                SLICE_WRITES,
-                &mut Vec::new(),
-                None,
-            );
+        let mut apply = |redo: &mut Vec<u8>, undo: Option<&mut crate::durability::Undo>| {
+            apply_slice(&mut store, op, sliced, now_ms, SLICE_ENTRIES, SLICE_WRITES, redo, undo)
         };
+        let Some(wal) = &self.wal else { return apply(&mut Vec::new(), None) };
         let sync = wal.mode == Mode::Sync;
-        let (reply, g, appended) = wal.log(|redo, undo| {
-            apply_slice(
-                &mut store,
-                op,
-                sliced,
-                now_ms,
-                SLICE_ENTRIES,
-                SLICE_WRITES,
-                redo,
-                sync.then_some(undo),
-            )
-        });
+        let (reply, g, appended) = wal.log(|redo, undo| apply(redo, sync.then_some(undo)));
         if appended && sync && groups.last().is_none_or(|last| !Rc::ptr_eq(last, &g)) {
             groups.push(g);
         }

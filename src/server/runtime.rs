@@ -28,10 +28,10 @@ pub async fn yield_now() {
     glommio::executor().yield_task_queue_now().await;
 }
 
-/// Let the executor run other tasks if this one has had the core for its time slice (the
-/// preemption timer), else go on at once: what a long statement calls between slices.
-pub async fn yield_if_needed() {
-    glommio::yield_if_needed().await;
+/// Run `f` on the executor's blocking thread pool, letting this core go on meanwhile: for
+/// CPU-heavy work that cannot be sliced (parsing a very long statement).
+pub async fn spawn_blocking<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> R {
+    glommio::executor().spawn_blocking(f).await
 }
 
 pub async fn sleep(d: Duration) {

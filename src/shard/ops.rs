@@ -318,40 +318,15 @@ pub fn run_op(store: &mut Store, op: &ShardOp, now_ms: u64) -> ShardReply {
         ShardOp::DeleteRange { range, like } => {
             ShardReply::Affected(store.delete_range(range, now_ms, |k| matches(like, k)))
         }
-        ShardOp::Scan { range, like, desc, limit, cols, bytes_max } => {
-            let mut rows = Vec::new();
-            let mut bytes = 0usize;
-            let mut too_large = false;
-            if *limit > 0 {
-                store.scan(range, *desc, now_ms, |e| {
-                    if !matches(like, e.key) {
-                        return ControlFlow::Continue(());
-                    }
-                    bytes += row_encoded_len(cols, e.key.len(), e.value.len(), e.expires_at_ms.is_some());
-                    if bytes > *bytes_max {
-                        too_large = true;
-                        return ControlFlow::Break(());
-                    }
-                    rows.push(to_row(cols, e, now_ms));
-                    if rows.len() as u64 >= *limit {
-                        ControlFlow::Break(())
-                    } else {
-                        ControlFlow::Continue(())
-                    }
-                });
-            }
-            if too_large {
-                ShardReply::TooLarge
-            } else {
-                ShardReply::Rows(rows)
-            }
+        // One slice as large as the range: the same code as the server's slices.
+        ShardOp::Scan { .. } => {
+            Sliced::default().read_step(op, store, now_ms, usize::MAX).expect("one slice")
         }
-        ShardOp::Count { range, like } => {
-            if like.is_none() && *range == KeyRange::all() {
-                ShardReply::Count(store.live_len(now_ms))
-            } else {
-                ShardReply::Count(store.count(range, now_ms, |k| matches(like, k)))
-            }
+        ShardOp::Count { range, like } if like.is_none() && *range == KeyRange::all() => {
+            ShardReply::Count(store.live_len(now_ms))
+        }
+        ShardOp::Count { .. } => {
+            Sliced::default().read_step(op, store, now_ms, usize::MAX).expect("one slice")
         }
         ShardOp::Info => ShardReply::Info(ShardInfo {
             keys: store.live_len(now_ms),

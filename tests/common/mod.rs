@@ -271,3 +271,30 @@ pub fn expect_refusal(mut cmd: Command) -> (std::process::ExitStatus, String) {
     std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
     (status, err)
 }
+
+/// The value of `key`, or None for KEY_NOT_FOUND.
+pub fn value_of(c: &mut Client, key: &str) -> Option<Vec<u8>> {
+    use velocity::protocol::{ErrorCode, Value};
+    match c.execute(&velocity::client::build::get(key.as_bytes())) {
+        Ok(rs) => match &rs.rows[0][0] {
+            Value::Bytes(b) => Some(b.clone()),
+            other => panic!("{other:?}"),
+        },
+        Err(e) if e.code() == Some(ErrorCode::KeyNotFound) => None,
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// Every file below `dir`.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(files_under(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
