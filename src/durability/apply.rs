@@ -1,10 +1,9 @@
 //! Apply a write to a store and record it: the redo payload (after-images, for the log) and the
 //! undo (before-images, to take the write back if the log cannot be made durable).
 
-use super::{encode_mutation, encode_set, Mutation};
-use crate::shard::{run_op, ShardOp, ShardReply, Sliced};
-use crate::sql::TtlChange;
-use crate::store::{ExpiryChange, Store};
+use super::{encode_del, encode_set, Mutation};
+use crate::shard::WriteLog;
+use crate::store::Store;
 
 /// Before-images of the keys a group of writes changed, in one flat buffer (no allocation per
 /// write): per entry `u16 key length ‖ key ‖ u8 had a value ‖ [u32 length ‖ value ‖ u64 expiry]`.
@@ -90,103 +89,28 @@ impl Undo {
     }
 }
 
-/// Run `op` like [`run_op`]; for a write, append its mutations to `redo` and its before-images
-/// to `undo` (when given). Reads leave both untouched.
-pub fn apply_logged(
-    store: &mut Store,
-    op: &ShardOp,
-    now_ms: u64,
-    redo: &mut Vec<u8>,
-    mut undo: Option<&mut Undo>,
-) -> ShardReply {
-    let mut remember = |store: &Store, key: &[u8]| {
-        if let Some(u) = undo.as_deref_mut() {
-            u.push(store, key, now_ms);
-        }
-    };
-    match op {
-        ShardOp::Update { key, value, ttl } => {
-            remember(store, key);
-            let change = match ttl {
-                TtlChange::Keep => ExpiryChange::Keep,
-                TtlChange::Set(t) => ExpiryChange::Set(now_ms + t * 1000),
-                TtlChange::Clear => ExpiryChange::Clear,
-            };
-            let hit = store.update(key, value, change, now_ms);
-            if hit {
-                let exp = store.get(key, now_ms).and_then(|e| e.expires_at_ms);
-                encode_set(redo, key, value, exp);
-            }
-            ShardReply::Affected(hit as u64)
-        }
-        ShardOp::Delete { keys } => {
-            let mut n = 0;
-            for k in keys {
-                remember(store, k);
-                if store.delete(k, now_ms) {
-                    n += 1;
-                    encode_mutation(redo, &Mutation::Del { key: k.clone() });
-                }
-            }
-            ShardReply::Affected(n)
-        }
-        ShardOp::Put { .. } | ShardOp::DeleteRange { .. } => {
-            let mut s = Sliced::default();
-            loop {
-                if let Some(reply) =
-                    apply_slice(store, op, &mut s, now_ms, usize::MAX, usize::MAX, redo, undo.as_deref_mut())
-                {
-                    break reply;
-                }
-            }
-        }
-        _ => run_op(store, op, now_ms),
-    }
+/// A write's record as it is made: its mutations appended to `redo` (the log record's payload)
+/// and, in sync mode, its before-images to `undo`.
+pub struct Recorder<'a> {
+    pub redo: &'a mut Vec<u8>,
+    pub undo: Option<&'a mut Undo>,
+    pub now_ms: u64,
 }
 
-/// One slice of a long write (a Put of many rows, a DeleteRange), applied and recorded as
-/// `apply_logged` does: at most `writes` rows written, and `visits` entries looked at. The reply once the
-/// last slice is done. The keys a DeleteRange removes go to the log, not its range: after a
-/// change of --cores the range would reach keys that were never this shard's.
-pub fn apply_slice(
-    store: &mut Store,
-    op: &ShardOp,
-    s: &mut Sliced,
-    now_ms: u64,
-    visits: usize,
-    writes: usize,
-    redo: &mut Vec<u8>,
-    mut undo: Option<&mut Undo>,
-) -> Option<ShardReply> {
-    let mut remember = |store: &Store, key: &[u8]| {
-        if let Some(u) = undo.as_deref_mut() {
-            u.push(store, key, now_ms);
+impl WriteLog for Recorder<'_> {
+    fn before(&mut self, store: &Store, key: &[u8]) {
+        if let Some(u) = self.undo.as_deref_mut() {
+            u.push(store, key, self.now_ms);
         }
-    };
-    let (n, last) = match op {
-        ShardOp::Put { rows } => {
-            let (slice, last) = s.next_rows(op, writes);
-            for r in &rows[slice.clone()] {
-                remember(store, &r.key);
-                let exp = r.ttl_s.map(|t| now_ms + t * 1000);
-                store.insert(&r.key, &r.value, exp);
-                encode_set(redo, &r.key, &r.value, exp);
-            }
-            (slice.len() as u64, last)
-        }
-        ShardOp::DeleteRange { .. } => {
-            let (keys, last) = s.next_doomed(op, store, now_ms, visits, writes);
-            for k in &keys {
-                remember(store, k);
-                store.delete(k, now_ms);
-                encode_mutation(redo, &Mutation::Del { key: k.clone() });
-            }
-            (keys.len() as u64, last)
-        }
-        other => unreachable!("apply_slice of {other:?}"),
-    };
-    let total = s.add_affected(n);
-    last.then_some(ShardReply::Affected(total))
+    }
+
+    fn set(&mut self, key: &[u8], value: &[u8], expires_at_ms: Option<u64>) {
+        encode_set(self.redo, key, value, expires_at_ms);
+    }
+
+    fn deleted(&mut self, key: &[u8]) {
+        encode_del(self.redo, key);
+    }
 }
 
 /// Apply a replayed mutation. A key whose expiry has passed is removed, not brought back.
@@ -209,7 +133,7 @@ pub fn replay(store: &mut Store, m: Mutation, now_ms: u64) {
 mod tests {
     use super::*;
     use crate::durability::{decode_payload, Payload};
-    use crate::shard::{plan, ShardOp};
+    use crate::shard::{apply, plan, run_op, ShardOp};
     use crate::sql::parse;
     use std::ops::ControlFlow;
 
@@ -248,7 +172,7 @@ mod tests {
             "DELETE FROM kv WHERE key LIKE 'd%'",
         ] {
             for op in ops(sql) {
-                apply_logged(&mut s, &op, now, &mut redo, Some(&mut und));
+                apply(&mut s, &op, now, &mut Recorder { redo: &mut redo, undo: Some(&mut und), now_ms: now });
             }
         }
         let Payload::Mutations(muts) = decode_payload(&redo).unwrap() else { panic!() };

@@ -25,7 +25,7 @@ pub mod cipher;
 #[cfg(test)]
 mod sim;
 
-pub use apply::{apply_logged, Undo};
+pub use apply::{Recorder, Undo};
 pub use cipher::{Cipher, KEY_BYTES};
 
 use crate::limits::{KEY_BYTES_MAX, WAL_RECORD_BYTES_MAX};
@@ -149,12 +149,15 @@ fn aad(file: &FileId, offset: u64) -> [u8; 29] {
 pub fn encode_mutation(out: &mut Vec<u8>, m: &Mutation) {
     match m {
         Mutation::Set { key, value, expires_at_ms } => encode_set(out, key, value, *expires_at_ms),
-        Mutation::Del { key } => {
-            out.push(OP_DEL);
-            out.extend_from_slice(&(key.len() as u16).to_le_bytes());
-            out.extend_from_slice(key);
-        }
+        Mutation::Del { key } => encode_del(out, key),
     }
+}
+
+/// A `Del` from a borrowed key.
+pub fn encode_del(out: &mut Vec<u8>, key: &[u8]) {
+    out.push(OP_DEL);
+    out.extend_from_slice(&(key.len() as u16).to_le_bytes());
+    out.extend_from_slice(key);
 }
 
 /// A `Set` from borrowed parts (the hot path: no owned mutation is built).

@@ -9,11 +9,11 @@ use super::runtime::{yield_now, LocalSignal};
 use super::stats::ShardStats;
 use super::wal::{later, Group, Mode, Wal};
 use super::Config;
-use crate::durability::{apply::apply_slice, apply_logged, encode_set};
+use crate::durability::Recorder;
 use crate::limits::{SLICE_ENTRIES, SLICE_WRITES};
 use crate::security::ratelimit::{LoginThrottle, TokenBucket};
 use crate::security::stored_hash;
-use crate::shard::{run_op, ShardOp, ShardReply, Sliced};
+use crate::shard::{apply, apply_slice, put, NoLog, ShardOp, ShardReply, Sliced};
 use crate::store::Store;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -259,12 +259,15 @@ impl Core {
             return sliced.read_step(op, &self.store.borrow(), now_ms, SLICE_ENTRIES);
         }
         let mut store = self.store.borrow_mut();
-        let mut apply = |redo: &mut Vec<u8>, undo: Option<&mut crate::durability::Undo>| {
-            apply_slice(&mut store, op, sliced, now_ms, SLICE_ENTRIES, SLICE_WRITES, redo, undo)
+        let (visits, writes) = (SLICE_ENTRIES, SLICE_WRITES);
+        let Some(wal) = &self.wal else {
+            return apply_slice(&mut store, op, sliced, now_ms, visits, writes, &mut NoLog);
         };
-        let Some(wal) = &self.wal else { return apply(&mut Vec::new(), None) };
         let sync = wal.mode == Mode::Sync;
-        let (reply, g, appended) = wal.log(|redo, undo| apply(redo, sync.then_some(undo)));
+        let (reply, g, appended) = wal.log(|redo, undo| {
+            let mut log = Recorder { redo, undo: sync.then_some(undo), now_ms };
+            apply_slice(&mut store, op, sliced, now_ms, visits, writes, &mut log)
+        });
         if appended && sync && groups.last().is_none_or(|last| !Rc::ptr_eq(last, &g)) {
             groups.push(g);
         }
@@ -306,14 +309,15 @@ impl Core {
                 // A key's barrier may be older than what this reply waits for already.
                 *group = Some(later(group.take(), g));
             }
-            return run_op(&mut store, op, now_ms);
+            return apply(&mut store, op, now_ms, &mut NoLog);
         }
         let Some(wal) = self.wal.as_ref() else {
-            return run_op(&mut store, op, now_ms);
+            return apply(&mut store, op, now_ms, &mut NoLog);
         };
         let sync = wal.mode == Mode::Sync;
-        let (reply, g, appended) =
-            wal.log(|redo, undo| apply_logged(&mut store, op, now_ms, redo, sync.then_some(undo)));
+        let (reply, g, appended) = wal.log(|redo, undo| {
+            apply(&mut store, op, now_ms, &mut Recorder { redo, undo: sync.then_some(undo), now_ms })
+        });
         if appended && sync {
             *group = Some(g);
         }
@@ -324,16 +328,12 @@ impl Core {
     pub fn insert_logged(&self, key: &[u8], value: &[u8], now_ms: u64) -> Option<Rc<Group>> {
         let mut store = self.store.borrow_mut();
         let Some(wal) = &self.wal else {
-            store.insert(key, value, None);
+            put(&mut store, key, value, None, &mut NoLog);
             return None;
         };
         let sync = wal.mode == Mode::Sync;
         let ((), g, _) = wal.log(|redo, undo| {
-            if sync {
-                undo.push(&store, key, now_ms);
-            }
-            store.insert(key, value, None);
-            encode_set(redo, key, value, None);
+            put(&mut store, key, value, None, &mut Recorder { redo, undo: sync.then_some(undo), now_ms })
         });
         sync.then_some(g)
     }

@@ -5,6 +5,8 @@ pub mod ops;
 pub mod plan;
 pub mod route;
 
-pub use ops::{run_op, PutRow, RowOut, ShardInfo, ShardOp, ShardReply, Sliced};
+pub use ops::{
+    apply, apply_slice, put, run_op, NoLog, PutRow, RowOut, ShardInfo, ShardOp, ShardReply, Sliced, WriteLog,
+};
 pub use plan::{execute, merge, plan, Merge, Plan};
 pub use route::{shard_of_key, shard_of_token, token, token_range};

@@ -1,8 +1,8 @@
 //! What one shard is asked to do for one statement, and what it answers. A `ShardOp` owns its
-//! bytes so that it can cross cores; `run_op` applies it to a store. No I/O.
+//! bytes so that it can cross cores; `apply` runs it on a store. No I/O.
 
 use crate::sql::{Column, ColumnList, LikePattern, TtlChange};
-use crate::store::{ExpiryChange, KeyRange, Store};
+use crate::store::{KeyRange, Store};
 use std::ops::ControlFlow;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -279,7 +279,33 @@ fn matches(like: &Option<LikePattern>, key: &[u8]) -> bool {
 }
 
 /// Apply `op` to `store` at time `now_ms`.
+/// Where a write's changes are recorded as it applies them (the write-ahead log: before-images
+/// to take it back, after-images to redo it). Writes reach the store only through `apply` and
+/// `apply_slice`, with a `WriteLog` or with `NoLog`: the code the model test checks is the code
+/// the server runs.
+pub trait WriteLog {
+    /// `key` is about to change: what it holds now may be needed to take the change back.
+    fn before(&mut self, store: &Store, key: &[u8]);
+    fn set(&mut self, key: &[u8], value: &[u8], expires_at_ms: Option<u64>);
+    fn deleted(&mut self, key: &[u8]);
+}
+
+/// No record (`--durability none`, and the tests' stores).
+pub struct NoLog;
+
+impl WriteLog for NoLog {
+    fn before(&mut self, _: &Store, _: &[u8]) {}
+    fn set(&mut self, _: &[u8], _: &[u8], _: Option<u64>) {}
+    fn deleted(&mut self, _: &[u8]) {}
+}
+
+/// Run `op` on `store` in one piece, with no record of its writes.
 pub fn run_op(store: &mut Store, op: &ShardOp, now_ms: u64) -> ShardReply {
+    apply(store, op, now_ms, &mut NoLog)
+}
+
+/// Run `op` on `store` in one piece; a write's changes go to `log` as they are made.
+pub fn apply(store: &mut Store, op: &ShardOp, now_ms: u64, log: &mut impl WriteLog) -> ShardReply {
     match op {
         ShardOp::Get { key } => {
             ShardReply::Entry(store.get(key, now_ms).map(|e| (e.value.to_vec(), e.ttl_remaining_s(now_ms))))
@@ -298,34 +324,39 @@ pub fn run_op(store: &mut Store, op: &ShardOp, now_ms: u64) -> ShardReply {
                 keys.iter().filter_map(|k| store.get(k, now_ms).map(|e| to_row(cols, e, now_ms))).collect();
             ShardReply::Rows(rows)
         }
-        ShardOp::Put { rows } => {
-            for r in rows {
-                store.insert(&r.key, &r.value, r.ttl_s.map(|t| expiry_at(now_ms, t)));
-            }
-            ShardReply::Affected(rows.len() as u64)
-        }
         ShardOp::Update { key, value, ttl } => {
-            let change = match ttl {
-                TtlChange::Keep => ExpiryChange::Keep,
-                TtlChange::Set(t) => ExpiryChange::Set(expiry_at(now_ms, *t)),
-                TtlChange::Clear => ExpiryChange::Clear,
+            log.before(store, key);
+            let expiry = |was| match ttl {
+                TtlChange::Keep => was,
+                TtlChange::Set(t) => Some(expiry_at(now_ms, *t)),
+                TtlChange::Clear => None,
             };
-            ShardReply::Affected(store.update(key, value, change, now_ms) as u64)
+            let hit = store.update(key, value, expiry, now_ms);
+            if hit {
+                log.set(key, value, store.get(key, now_ms).and_then(|e| e.expires_at_ms));
+            }
+            ShardReply::Affected(hit as u64)
         }
         ShardOp::Delete { keys } => {
-            ShardReply::Affected(keys.iter().map(|k| store.delete(k, now_ms) as u64).sum())
+            let mut n = 0;
+            for k in keys {
+                log.before(store, k);
+                if store.delete(k, now_ms) {
+                    n += 1;
+                    log.deleted(k);
+                }
+            }
+            ShardReply::Affected(n)
         }
-        ShardOp::DeleteRange { range, like } => {
-            ShardReply::Affected(store.delete_range(range, now_ms, |k| matches(like, k)))
-        }
-        // One slice as large as the range: the same code as the server's slices.
-        ShardOp::Scan { .. } => {
-            Sliced::default().read_step(op, store, now_ms, usize::MAX).expect("one slice")
+        // One slice as large as the op: the same code as the server's slices.
+        ShardOp::Put { .. } | ShardOp::DeleteRange { .. } => {
+            apply_slice(store, op, &mut Sliced::default(), now_ms, usize::MAX, usize::MAX, log)
+                .expect("one slice")
         }
         ShardOp::Count { range, like } if like.is_none() && *range == KeyRange::all() => {
             ShardReply::Count(store.live_len(now_ms))
         }
-        ShardOp::Count { .. } => {
+        ShardOp::Scan { .. } | ShardOp::Count { .. } => {
             Sliced::default().read_step(op, store, now_ms, usize::MAX).expect("one slice")
         }
         ShardOp::Info => ShardReply::Info(ShardInfo {
@@ -334,6 +365,49 @@ pub fn run_op(store: &mut Store, op: &ShardOp, now_ms: u64) -> ShardReply {
             index_bytes: store.index_bytes_estimate() as u64,
         }),
     }
+}
+
+/// Write one row, recorded in `log`: every insert of a key, the one-row fast path's too.
+pub fn put(store: &mut Store, key: &[u8], value: &[u8], expires_at_ms: Option<u64>, log: &mut impl WriteLog) {
+    log.before(store, key);
+    store.insert(key, value, expires_at_ms);
+    log.set(key, value, expires_at_ms);
+}
+
+/// One slice of a long write (a Put of many rows, a DeleteRange): at most `writes` rows
+/// written and `visits` entries looked at, each change recorded in `log`. The reply once the
+/// last slice is done. A DeleteRange records the keys it removes, not its range: after a change
+/// of --cores the range would reach keys that were never this shard's.
+pub fn apply_slice(
+    store: &mut Store,
+    op: &ShardOp,
+    s: &mut Sliced,
+    now_ms: u64,
+    visits: usize,
+    writes: usize,
+    log: &mut impl WriteLog,
+) -> Option<ShardReply> {
+    let (n, last) = match op {
+        ShardOp::Put { rows } => {
+            let (slice, last) = s.next_rows(op, writes);
+            for r in &rows[slice.clone()] {
+                put(store, &r.key, &r.value, r.ttl_s.map(|t| expiry_at(now_ms, t)), log);
+            }
+            (slice.len() as u64, last)
+        }
+        ShardOp::DeleteRange { .. } => {
+            let (keys, last) = s.next_doomed(op, store, now_ms, visits, writes);
+            for k in &keys {
+                log.before(store, k);
+                store.delete(k, now_ms);
+                log.deleted(k);
+            }
+            (keys.len() as u64, last)
+        }
+        other => unreachable!("apply_slice of {other:?}"),
+    };
+    let total = s.add_affected(n);
+    last.then_some(ShardReply::Affected(total))
 }
 
 fn to_row(cols: &ColumnList, e: crate::store::EntryView<'_>, now_ms: u64) -> RowOut {

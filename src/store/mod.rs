@@ -26,15 +26,6 @@ impl EntryView<'_> {
     }
 }
 
-/// How an UPDATE changes a key's expiry.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ExpiryChange {
-    Keep,
-    /// New absolute expiry in milliseconds.
-    Set(u64),
-    Clear,
-}
-
 /// A key range; `Bound` of owned bytes so it can cross cores.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KeyRange {
@@ -220,8 +211,15 @@ impl Store {
         }
     }
 
-    /// Change the value of a live key; false (and no change) when there is none.
-    pub fn update(&mut self, key: &[u8], value: &[u8], ttl: ExpiryChange, now_ms: u64) -> bool {
+    /// Change the value of a live key, its expiry (absolute ms) to `expiry(old expiry)`; false
+    /// (and no change) when there is none.
+    pub fn update(
+        &mut self,
+        key: &[u8],
+        value: &[u8],
+        expiry: impl FnOnce(Option<u64>) -> Option<u64>,
+        now_ms: u64,
+    ) -> bool {
         let Some(old) = self.find(key) else {
             return false;
         };
@@ -229,12 +227,8 @@ impl Store {
             self.remove(old);
             return false;
         }
-        let exp = match ttl {
-            ExpiryChange::Keep => old.expires_at_ms(),
-            ExpiryChange::Set(t) => t,
-            ExpiryChange::Clear => NO_EXPIRY,
-        };
-        self.replace(old, value, exp);
+        let was = Some(old.expires_at_ms()).filter(|&t| t != NO_EXPIRY);
+        self.replace(old, value, expiry(was).unwrap_or(NO_EXPIRY));
         true
     }
 
@@ -383,26 +377,6 @@ impl Store {
         (self.hash.len() - due) as u64
     }
 
-    /// Remove the live keys of `range` that satisfy `keep`; returns how many. Expired keys met
-    /// on the way are collected too, but not counted.
-    pub fn delete_range(&mut self, range: &KeyRange, now_ms: u64, keep: impl Fn(&[u8]) -> bool) -> u64 {
-        if range.is_empty() {
-            return 0;
-        }
-        let doomed: Vec<EntryPtr> = self
-            .order
-            .range::<[u8], _>(range.as_ref_bounds())
-            .filter(|e| keep(e.key()) || !live(e, now_ms))
-            .copied()
-            .collect();
-        let mut n = 0;
-        for e in doomed {
-            n += live(&e, now_ms) as u64;
-            self.remove(e);
-        }
-        n
-    }
-
     /// Active expiry: remove at most `budget` keys whose time has come. Returns how many went.
     pub fn expire_step(&mut self, now_ms: u64, budget: usize) -> usize {
         let due: Vec<(u64, usize)> =
@@ -491,8 +465,8 @@ mod tests {
         s.insert(b"a", b"2", None); // same length: in place
         s.insert(b"a", b"333", None); // new block
         assert_eq!(s.get(b"a", 0).unwrap().value, b"333");
-        assert!(s.update(b"a", b"4", ExpiryChange::Keep, 0));
-        assert!(!s.update(b"zz", b"4", ExpiryChange::Keep, 0));
+        assert!(s.update(b"a", b"4", |e| e, 0));
+        assert!(!s.update(b"zz", b"4", |e| e, 0));
         assert_eq!(s.data_bytes(), entry_block_bytes(1, 1));
         assert!(s.delete(b"a", 0));
         assert!(!s.delete(b"a", 0));
@@ -510,7 +484,7 @@ mod tests {
         assert_eq!(s.live_len(1000), 1);
         assert_eq!(s.count(&KeyRange::all(), 1000, |_| true), 1);
         assert_eq!(keys(&s, &KeyRange::all(), false, 1000), vec![b"u".to_vec()]);
-        assert!(!s.update(b"t", b"w", ExpiryChange::Keep, 1000));
+        assert!(!s.update(b"t", b"w", |e| e, 1000));
         assert_eq!(s.len(), 1);
         s.insert(b"x", b"v", Some(5));
         s.insert(b"x", b"vv", None); // overwrite clears the expiry
@@ -550,7 +524,5 @@ mod tests {
         assert!(empty.is_empty());
         assert!(keys(&s, &empty, false, 0).is_empty());
         assert_eq!(KeyRange::prefix(&[0xff, 0xff]).upper, Bound::Unbounded);
-        assert_eq!(s.delete_range(&p, 0, |k| k.len() == 2), 3);
-        assert_eq!(s.len(), 4);
     }
 }
