@@ -103,12 +103,20 @@ pub const OWNER_EXIT_WAIT_MS: u64 = 30_000;
 /// killed process's, which the kernel closes a few milliseconds after the process is gone, once
 /// its io_uring's pending accept is cancelled): there is nothing to wait on but the socket table.
 pub const ORPHANED_SOCKET_POLL_MS: u64 = 5;
+/// Times start-up binds again when the address was in use but the socket table then shows
+/// nothing on it (the socket closed between the refused bind and the look; on a loaded machine
+/// that gap is wide): 40 x ORPHANED_SOCKET_POLL_MS, 0.2 s, before it refuses.
+pub const ADDR_UNSEEN_RETRIES: u32 = 40;
 /// Listen backlog of each core's socket (the kernel caps it at net.core.somaxconn).
 pub const TCP_BACKLOG: i32 = 1024;
 /// How often an executor checks for a shutdown request from the signal thread.
 pub const SHUTDOWN_POLL_MS: u64 = 50;
 /// Longest a graceful shutdown waits for in-flight requests before exiting anyway.
 pub const SHUTDOWN_DRAIN_MS: u64 = 5_000;
+/// How often a draining core looks whether its connections (and the other cores) are done.
+pub const SHUTDOWN_DRAIN_POLL_MS: u64 = 5;
+/// Pause after a failed accept (out of descriptors, say) before the next: no busy loop.
+pub const ACCEPT_RETRY_MS: u64 = 10;
 
 /// Bytes of audit lines a core gathers before handing them to its writer thread.
 pub const AUDIT_BUFFER_BYTES: usize = 64 << 10;

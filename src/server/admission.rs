@@ -66,6 +66,7 @@ impl Admission {
     }
 
     /// Connections of this core waiting to log in.
+    #[cfg(test)]
     pub fn waiting(&self) -> usize {
         self.total.get()
     }

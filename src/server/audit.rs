@@ -15,8 +15,11 @@
 //! framing: numbered, checksummed, AES-256-GCM with the file and offset as associated data), and
 //! older plain files are sealed at start. `velocityd audit` prints them as JSON lines again.
 
+use super::runtime::now_ms;
 use crate::durability::{file_header, seal_record, Cipher, FileId, FileKind, HEADER_BYTES};
 use crate::limits::{AUDIT_BUFFER_BYTES, AUDIT_FLUSH_MS, AUDIT_QUEUE_BUFFERS};
+use crate::protocol::ErrorCode;
+use crate::sql::{quote_literal, Filter, Statement};
 use std::cell::{Cell, RefCell};
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufWriter, Write};
@@ -187,6 +190,36 @@ impl Writer {
 }
 
 impl AuditLog {
+    /// One line: who (connection `conn` of `peer`, as `user`) did what (`event`, `kind`) to
+    /// what (`target`), and how it went.
+    #[allow(clippy::too_many_arguments)]
+    pub fn line(
+        &self,
+        shard: usize,
+        conn: u64,
+        peer: Option<std::net::SocketAddr>,
+        user: &str,
+        event: &str,
+        kind: &str,
+        target: Option<&str>,
+        rows: u64,
+        code: ErrorCode,
+        latency_us: u64,
+    ) {
+        self.record(|b| {
+            use std::io::Write;
+            let _ = write!(b, "{{\"ts_ms\":{},\"shard\":{shard},\"conn\":{conn},\"peer\":\"", now_ms());
+            if let Some(p) = peer {
+                let _ = write!(b, "{p}");
+            }
+            b.extend_from_slice(b"\",\"user\":");
+            put_json_str(b, user);
+            let _ = write!(b, ",\"event\":\"{event}\",\"kind\":\"{kind}\",\"target\":");
+            put_json_str(b, target.unwrap_or(""));
+            let _ = write!(b, ",\"rows\":{rows},\"code\":\"{}\",\"latency_us\":{latency_us}}}", code.name());
+        });
+    }
+
     pub fn off() -> AuditLog {
         AuditLog {
             tx: None,
@@ -399,4 +432,52 @@ pub fn read_all(
 /// Append `s` as a JSON string literal.
 pub fn put_json_str(out: &mut Vec<u8>, s: &str) {
     let _ = serde_json::to_writer(out, s);
+}
+
+/// A key as the audit log shows it: an SQL literal of at most 128 of its bytes.
+pub fn lit(k: &[u8]) -> String {
+    let mut q = quote_literal(&k[..k.len().min(128)]);
+    if k.len() > 128 {
+        q.push('…');
+    }
+    q
+}
+
+pub fn describe_key(k: &[u8]) -> String {
+    format!("key = {}", lit(k))
+}
+
+/// What a statement touches, for the audit log: keys and key ranges as SQL literals (cut to
+/// 128 bytes each), never a value.
+pub fn describe(stmt: &Statement<'_>) -> String {
+    fn keys<'k>(ks: impl Iterator<Item = &'k [u8]>, n: usize) -> String {
+        let shown: Vec<String> = ks.take(8).map(lit).collect();
+        let more = if n > shown.len() { format!(", … ({n} keys)") } else { String::new() };
+        format!("{}{more}", shown.join(", "))
+    }
+    fn filter(f: &Filter<'_>) -> String {
+        let b = |b: &std::ops::Bound<Vec<u8>>, open: bool| match b {
+            std::ops::Bound::Included(k) => {
+                format!("{}{}", if open { "[" } else { "" }, lit(k)) + if open { "" } else { "]" }
+            }
+            std::ops::Bound::Excluded(k) => {
+                format!("{}{}", if open { "(" } else { "" }, lit(k)) + if open { "" } else { ")" }
+            }
+            std::ops::Bound::Unbounded => (if open { "(-∞" } else { "+∞)" }).to_string(),
+        };
+        match f {
+            Filter::All => "all keys".into(),
+            Filter::Eq(k) => describe_key(k),
+            Filter::In(ks) => format!("key IN ({})", keys(ks.iter().map(|k| &**k), ks.len())),
+            Filter::Like(p) => format!("key LIKE, prefix {}", lit(p.prefix())),
+            Filter::Range { lower, upper } => format!("key in {}, {}", b(lower, true), b(upper, false)),
+        }
+    }
+    match stmt {
+        Statement::Select(s) => filter(&s.filter),
+        Statement::Delete(f) => filter(f),
+        Statement::Insert(i) => format!("keys {}", keys(i.rows().map(|r| &*r.key), i.len())),
+        Statement::Update(u) => describe_key(&u.key),
+        Statement::ShowStats | Statement::ShowStatus => String::new(),
+    }
 }

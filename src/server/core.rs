@@ -3,73 +3,24 @@
 //! awaits, never across one.
 
 use super::audit::AuditLog;
-use super::datadir::{self, User};
-use super::mesh::{Mesh, Rep, Req};
-use super::runtime::{yield_now, LocalSignal};
+use super::auth::AuthDb;
+use super::config::Config;
+use super::mesh::{Handled, Mesh, Rep, Req};
+use super::park::Parker;
+use super::runtime::{now_ms, yield_now, LocalSignal};
+use super::session::{RateLimits, Session};
 use super::stats::ShardStats;
 use super::wal::{later, Group, Mode, Wal};
-use super::Config;
 use crate::durability::Recorder;
 use crate::limits::{SLICE_ENTRIES, SLICE_WRITES};
-use crate::security::ratelimit::{LoginThrottle, TokenBucket};
-use crate::security::stored_hash;
+use crate::security::ratelimit::LoginThrottle;
 use crate::shard::{apply, apply_slice, put, NoLog, ShardOp, ShardReply, Sliced};
 use crate::store::Store;
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
-use std::path::Path;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
-
-/// Users and API keys, as the data directory holds them. Each core keeps its own copy and
-/// reloads it when the files change, so `user add`, `user remove` and `apikey revoke` take
-/// effect within AUTH_RELOAD_CHECK_MS without a restart and without shared state.
-pub struct AuthDb {
-    pub users: HashMap<String, User>,
-    /// Each user's name, shared by its sessions: a session holds no allocation of its own,
-    /// which would pin a page of the connection's freed buffers once it is parked.
-    pub names: HashMap<String, Rc<str>>,
-    /// SHA-256 of each key → the user it acts as.
-    pub api_keys: HashMap<[u8; 32], String>,
-    stamp: (Option<std::time::SystemTime>, Option<std::time::SystemTime>),
-}
-
-fn stamps(dir: &Path) -> (Option<std::time::SystemTime>, Option<std::time::SystemTime>) {
-    let m = |f: &str| std::fs::metadata(dir.join(f)).and_then(|m| m.modified()).ok();
-    (m("users"), m("apikeys"))
-}
-
-impl AuthDb {
-    pub fn load(dir: &Path) -> Result<AuthDb, String> {
-        let stamp = stamps(dir);
-        let users: HashMap<String, User> =
-            datadir::load_users(dir)?.into_iter().map(|u| (u.name.clone(), u)).collect();
-        let names = users.keys().map(|n| (n.clone(), Rc::from(n.as_str()))).collect();
-        let api_keys = datadir::load_api_keys(dir)?.into_iter().map(|k| (k.stored, k.user)).collect();
-        Ok(AuthDb { users, names, api_keys, stamp })
-    }
-
-    /// A fresh copy if the files changed since this one was read.
-    pub fn reload_if_changed(&self, dir: &Path) -> Option<AuthDb> {
-        if stamps(dir) == self.stamp {
-            return None;
-        }
-        match AuthDb::load(dir) {
-            Ok(db) => Some(db),
-            Err(e) => {
-                tracing::error!(error = %e, "cannot reload users and API keys; keeping the previous ones");
-                None
-            }
-        }
-    }
-
-    /// The user an API key acts as, if the key is known and its user still exists.
-    pub fn api_key_user(&self, key: &[u8]) -> Option<&User> {
-        self.api_keys.get(&stored_hash(key)).and_then(|u| self.users.get(u))
-    }
-}
+use std::time::Instant;
 
 /// Read-only after start, plus a few counters that every core may bump. Never shard data.
 pub struct Shared {
@@ -102,10 +53,10 @@ pub struct Core {
     /// Fired (and replaced) at each reload, waking idle sessions to be checked.
     pub auth_changed: RefCell<Rc<LocalSignal>>,
     pub throttle: RefCell<LoginThrottle>,
-    /// This core's share of the global rate limit.
-    pub global_bucket: RefCell<Option<TokenBucket>>,
-    /// Per-user buckets for the users of this core's connections.
-    pub user_buckets: RefCell<HashMap<String, TokenBucket>>,
+    /// Each user's rate limit and this core's share of the server's.
+    pub limits: RefCell<RateLimits>,
+    /// What SERVER_INFO tells a client.
+    pub server_info: crate::protocol::ServerInfo,
     pub audit: RefCell<AuditLog>,
     /// Connections being told why they were not admitted (bounded: REFUSALS_IN_FLIGHT_MAX).
     pub refusing: Cell<usize>,
@@ -114,7 +65,7 @@ pub struct Core {
     /// This shard's write-ahead log; None with `--durability none`.
     pub wal: Option<Rc<Wal>>,
     /// Idle plaintext connections waiting as session state (park.rs).
-    pub parker: super::park::Parker,
+    pub parker: Parker<Session>,
 }
 
 /// The first part of a statement's op on this shard: all of it, or the state of one that runs
@@ -122,12 +73,6 @@ pub struct Core {
 pub enum Started {
     Done(ShardReply),
     More(ShardOp, Sliced, Vec<Rc<Group>>),
-}
-
-/// How a request from another core is answered.
-pub enum Handled {
-    Now(Rep, Option<Rc<Group>>),
-    Later(std::pin::Pin<Box<dyn std::future::Future<Output = (Rep, Option<Rc<Group>>)>>>),
 }
 
 /// A batch of another core's ops being run (Core::run_some).
@@ -145,8 +90,14 @@ enum Ran {
     Sliced(OpsRun, ShardOp, Sliced, Vec<Rc<Group>>),
 }
 
-pub fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+impl super::wal::Host for Core {
+    fn store(&self) -> &RefCell<Store> {
+        &self.store
+    }
+
+    fn shutdown(&self) -> &Rc<LocalSignal> {
+        &self.shutdown
+    }
 }
 
 impl Core {
@@ -359,7 +310,9 @@ impl Core {
         s
     }
 
-    /// Serve a request from another core: at once, or (when an op runs in slices) in a task.
+    /// Serve a request from another core: at once, or (when an op runs in slices, or its reply
+    /// waits for a log group: a write's own, or what a read may have seen) in a task. If the
+    /// group fails, its writes were taken back: no reply tells of them.
     pub fn handle(self: &Rc<Self>, req: Req) -> Handled {
         match req {
             Req::Ops { now_ms, ops, reply_bytes_max, .. } => {
@@ -371,18 +324,22 @@ impl Core {
                     now_ms,
                     reply_bytes_max,
                 };
-                match self.run_some(run) {
-                    Ran::Done(replies, rest, group) => Handled::Now(Rep::Ops { replies, rest }, group),
-                    ran => {
-                        let core = self.clone();
-                        Handled::Later(Box::pin(async move {
-                            let (replies, rest, group) = core.run_all(ran).await;
-                            (Rep::Ops { replies, rest }, group)
-                        }))
+                let ran = match self.run_some(run) {
+                    Ran::Done(replies, rest, None) => return Handled::Now(Rep::Ops { replies, rest }),
+                    ran => ran,
+                };
+                let core = self.clone();
+                Handled::Later(Box::pin(async move {
+                    let (mut replies, rest, group) = core.run_all(ran).await;
+                    if let Some(g) = group {
+                        if !g.wait().await {
+                            replies.iter_mut().for_each(|r| *r = ShardReply::StorageError);
+                        }
                     }
-                }
+                    Rep::Ops { replies, rest }
+                }))
             }
-            Req::Stats { .. } => Handled::Now(Rep::Stats(Box::new(self.stats_snapshot())), None),
+            Req::Stats { .. } => Handled::Now(Rep::Stats(Box::new(self.stats_snapshot()))),
         }
     }
 

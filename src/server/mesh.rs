@@ -3,7 +3,6 @@
 //! replies travel on two separate meshes: a core that is blocked sending a request can still
 //! drain its replies, so no cycle of full queues can deadlock two cores.
 
-use super::core::Handled;
 use super::runtime::{spawn, Slot};
 use super::stats::ShardStats;
 use crate::limits::SHARD_QUEUE_BATCHES_MAX;
@@ -36,6 +35,13 @@ pub enum Rep {
         rest: Vec<ShardOp>,
     },
     Stats(Box<ShardStats>),
+}
+
+/// How a request from another core is answered: at once, or once some work (slices of a long
+/// statement, a log group to become durable) is done, in a task of its own.
+pub enum Handled {
+    Now(Rep),
+    Later(std::pin::Pin<Box<dyn std::future::Future<Output = Rep>>>),
 }
 
 pub type ReqMesh = MeshBuilder<Req, Full>;
@@ -172,12 +178,12 @@ impl Joined {
                         while let Some(req) = rx.recv().await {
                             let (id, reply_to) = req.ids();
                             match handle(req) {
-                                Handled::Now(rep, None) => {
+                                Handled::Now(rep) => {
                                     if mesh.reply(reply_to, (id, rep)).await.is_err() {
                                         break;
                                     }
                                 }
-                                handled => answer_later(&mesh, reply_to, id, handled),
+                                Handled::Later(work) => answer_later(&mesh, reply_to, id, work),
                             }
                         }
                     });
@@ -209,10 +215,10 @@ impl Joined {
                             while let Ok(q) = rx.try_recv() {
                                 let (id, reply_to) = q.ids();
                                 match handle(q) {
-                                    Handled::Now(rep, None) => {
+                                    Handled::Now(rep) => {
                                         let _ = mesh.reply(reply_to, (id, rep)).await;
                                     }
-                                    handled => answer_later(&mesh, reply_to, id, handled),
+                                    Handled::Later(work) => answer_later(&mesh, reply_to, id, work),
                                 }
                                 got = true;
                             }
@@ -251,27 +257,17 @@ impl Req {
     }
 }
 
-/// Answer, in a task of its own, a request that runs in slices, or that wrote or read what was
-/// not yet durable (once that log group is settled); the requests behind it on the queue go on
-/// meanwhile (their own group commits share the sync). If the group failed, its writes were
-/// taken back: no reply tells of them.
-fn answer_later(mesh: &Rc<Mesh>, reply_to: usize, id: u64, handled: Handled) {
+/// Answer a request once its work is done, in a task of its own: the requests behind it on
+/// the queue go on meanwhile.
+fn answer_later(
+    mesh: &Rc<Mesh>,
+    reply_to: usize,
+    id: u64,
+    work: std::pin::Pin<Box<dyn std::future::Future<Output = Rep>>>,
+) {
     let mesh = mesh.clone();
     spawn(async move {
-        let (rep, group) = match handled {
-            Handled::Now(rep, group) => (rep, group),
-            Handled::Later(work) => work.await,
-        };
-        let durable = match group {
-            Some(g) => g.wait().await,
-            None => true,
-        };
-        let rep = match (durable, rep) {
-            (false, Rep::Ops { replies, rest }) => {
-                Rep::Ops { replies: replies.into_iter().map(|_| ShardReply::StorageError).collect(), rest }
-            }
-            (_, rep) => rep,
-        };
+        let rep = work.await;
         let _ = mesh.reply(reply_to, (id, rep)).await;
     });
 }

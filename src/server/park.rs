@@ -5,31 +5,30 @@
 //! resumes a connection as soon as its socket is readable or closed. Idle connections then cost
 //! their session state, not a task: what makes 10,000 idle connections cheap.
 
-use super::conn::Conn;
-use super::core::Core;
-use super::runtime::{race, sleep, TcpStream};
-use crate::limits::{CONN_PARK_POLL_MS, PARKED_EVENTS_PER_POLL, PARK_TRIM_EVERY};
-use crate::protocol::{ErrorCode, Message};
+use crate::limits::PARKED_EVENTS_PER_POLL;
+use crate::protocol::Message;
 use std::cell::{Cell, RefCell};
-use std::os::fd::{FromRawFd, RawFd};
-use std::rc::Rc;
+use std::os::fd::RawFd;
 use std::time::{Duration, Instant};
 
-struct Parked {
-    conn: Conn,
-    fd: RawFd,
+/// A parked connection: its state (`T`, the session) and its socket, owned here.
+pub struct Parked<T> {
+    pub state: T,
+    pub fd: RawFd,
     idle_since: Instant,
 }
 
-pub struct Parker {
+/// The parked connections of one core, registered with its epoll set. Sans task: the core's
+/// parking loop (executor) polls it.
+pub struct Parker<T> {
     epfd: RawFd,
-    slots: RefCell<Vec<Option<Parked>>>,
+    slots: RefCell<Vec<Option<Parked<T>>>>,
     free: RefCell<Vec<usize>>,
     count: Cell<usize>,
 }
 
-impl Parker {
-    pub fn new() -> std::io::Result<Parker> {
+impl<T> Parker<T> {
+    pub fn new() -> std::io::Result<Parker<T>> {
         // SAFETY: plain syscall.
         let epfd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
         if epfd < 0 {
@@ -51,9 +50,9 @@ impl Parker {
         self.count.get() == 0
     }
 
-    /// Keep `conn` (whose socket is `fd`, now owned here) until its socket is readable. On
-    /// failure the caller gets both back.
-    pub fn park(&self, conn: Conn, fd: RawFd, idle_since: Instant) -> Result<(), (Conn, RawFd)> {
+    /// Keep `state` (of the connection whose socket is `fd`, now owned here) until its socket is
+    /// readable. On failure the caller gets both back.
+    pub fn park(&self, state: T, fd: RawFd, idle_since: Instant) -> Result<(), (T, RawFd)> {
         let slot = self.free.borrow_mut().pop().unwrap_or_else(|| {
             let mut s = self.slots.borrow_mut();
             s.push(None);
@@ -66,14 +65,14 @@ impl Parker {
         // SAFETY: `fd` is an open socket we own; `ev` is a valid event.
         if unsafe { libc::epoll_ctl(self.epfd, libc::EPOLL_CTL_ADD, fd, &mut ev) } != 0 {
             self.free.borrow_mut().push(slot);
-            return Err((conn, fd));
+            return Err((state, fd));
         }
-        self.slots.borrow_mut()[slot] = Some(Parked { conn, fd, idle_since });
+        self.slots.borrow_mut()[slot] = Some(Parked { state, fd, idle_since });
         self.count.set(self.count.get() + 1);
         Ok(())
     }
 
-    fn take(&self, slot: usize) -> Option<Parked> {
+    fn take(&self, slot: usize) -> Option<Parked<T>> {
         let p = self.slots.borrow_mut().get_mut(slot)?.take()?;
         // SAFETY: removing a registered fd from our own epoll set.
         unsafe { libc::epoll_ctl(self.epfd, libc::EPOLL_CTL_DEL, p.fd, std::ptr::null_mut()) };
@@ -83,7 +82,7 @@ impl Parker {
     }
 
     /// Connections whose sockets became readable (or closed) since the last poll.
-    fn ready(&self) -> Vec<Parked> {
+    pub fn ready(&self) -> Vec<Parked<T>> {
         let mut events = [libc::epoll_event { events: 0, u64: 0 }; PARKED_EVENTS_PER_POLL];
         // SAFETY: `events` has room for PARKED_EVENTS_PER_POLL entries; timeout 0 never blocks.
         let n = unsafe { libc::epoll_wait(self.epfd, events.as_mut_ptr(), events.len() as i32, 0) };
@@ -91,7 +90,7 @@ impl Parker {
     }
 
     /// Parked connections idle for longer than `limit`.
-    fn expired(&self, limit: Duration) -> Vec<Parked> {
+    pub fn expired(&self, limit: Duration) -> Vec<Parked<T>> {
         let due: Vec<usize> = self
             .slots
             .borrow()
@@ -103,26 +102,29 @@ impl Parker {
         due.into_iter().filter_map(|i| self.take(i)).collect()
     }
 
-    /// Say DISCONNECT to parked sessions whose user was removed or whose API key was revoked.
-    pub fn end_revoked(&self, core: &Core) {
+    /// Take out the parked connections for which `end` says why they must end.
+    pub fn take_ending(
+        &self,
+        mut end: impl FnMut(&mut T) -> Option<&'static str>,
+    ) -> Vec<(Parked<T>, &'static str)> {
         let n = self.slots.borrow().len();
+        let mut ending = Vec::new();
         for i in 0..n {
-            let why = self.slots.borrow_mut()[i].as_mut().and_then(|p| p.conn.revoked());
-            if let Some(why) = why {
-                if let Some(p) = self.take(i) {
-                    disconnect(core, p, ErrorCode::Unauthorized as u16, why);
-                }
+            let why = self.slots.borrow_mut()[i].as_mut().and_then(|p| end(&mut p.state));
+            if let Some(p) = why.and_then(|why| self.take(i).map(|p| (p, why))) {
+                ending.push(p);
             }
         }
+        ending
     }
 
-    fn all(&self) -> Vec<Parked> {
+    pub fn all(&self) -> Vec<Parked<T>> {
         let n = self.slots.borrow().len();
         (0..n).filter_map(|i| self.take(i)).collect()
     }
 }
 
-impl Drop for Parker {
+impl<T> Drop for Parker<T> {
     fn drop(&mut self) {
         for p in self.slots.get_mut().drain(..).flatten() {
             // SAFETY: closing descriptors we own.
@@ -135,56 +137,11 @@ impl Drop for Parker {
 
 /// Say goodbye on a parked socket (best effort: it is idle, so its send buffer has room) and
 /// close it.
-fn disconnect(core: &Core, p: Parked, code: u16, reason: &str) {
+pub fn disconnect<T>(p: Parked<T>, code: u16, reason: &str) {
     let frame = Message::Disconnect { code, reason: reason.into() }.to_frame();
     // SAFETY: `p.fd` is an open socket we own; the buffer is valid for its length.
     unsafe {
         libc::send(p.fd, frame.as_ptr().cast(), frame.len(), libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL);
         libc::close(p.fd);
-    }
-    super::conn_ended(core);
-}
-
-/// The core's parking task: resume readable connections, close those past the idle timeout,
-/// say goodbye to all at shutdown.
-pub async fn run(core: Rc<Core>) {
-    let idle_timeout = match core.shared.config.idle_timeout_s {
-        0 => None,
-        s => Some(Duration::from_secs(s)),
-    };
-    let mut last_expiry = Instant::now();
-    let mut trimmed_at_count = 0usize;
-    loop {
-        let _ = race(sleep(Duration::from_millis(CONN_PARK_POLL_MS)), core.shutdown.wait()).await;
-        if core.shutdown.is_fired() {
-            for p in core.parker.all() {
-                disconnect(&core, p, 0, "server shutting down");
-            }
-            return;
-        }
-        if core.parker.is_empty() {
-            trimmed_at_count = 0;
-            continue;
-        }
-        // The tasks and socket state of newly parked connections were freed, but the allocator
-        // keeps freed pages; give them back once a batch has parked.
-        if core.parker.len() >= trimmed_at_count + PARK_TRIM_EVERY {
-            trimmed_at_count = core.parker.len();
-            // SAFETY: glibc's malloc_trim only releases free memory.
-            unsafe { libc::malloc_trim(0) };
-        }
-        for p in core.parker.ready() {
-            // SAFETY: the descriptor is an open TCP socket whose ownership we hand over.
-            let stream = unsafe { TcpStream::from_raw_fd(p.fd) };
-            super::serve_conn(&core, p.conn, super::transport::Transport::Plain(stream));
-        }
-        if let Some(limit) = idle_timeout {
-            if last_expiry.elapsed() >= Duration::from_secs(1) {
-                last_expiry = Instant::now();
-                for p in core.parker.expired(limit) {
-                    disconnect(&core, p, 0, "idle timeout");
-                }
-            }
-        }
     }
 }

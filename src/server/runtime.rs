@@ -34,6 +34,12 @@ pub async fn spawn_blocking<R: Send + 'static>(f: impl FnOnce() -> R + Send + 's
     glommio::executor().spawn_blocking(f).await
 }
 
+/// Wall-clock time in milliseconds since the Unix epoch: what expiry times are measured in.
+pub fn now_ms() -> u64 {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
 pub async fn sleep(d: Duration) {
     glommio::timer::sleep(d).await;
 }
@@ -164,11 +170,35 @@ pub enum Placement {
     Unbound(usize),
 }
 
-/// Run `f` on every executor of a pool placed as asked; returns when all have finished.
+/// What an executor's future ends with: nothing, or whether its core came up.
+pub trait Finished {
+    fn into_result(self) -> Result<(), String>;
+}
+
+impl Finished for () {
+    fn into_result(self) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+impl Finished for Result<(), String> {
+    fn into_result(self) -> Result<(), String> {
+        self
+    }
+}
+
+/// This executor's number in its pool (0, 1, …).
+pub fn executor_id() -> usize {
+    glommio::executor().id()
+}
+
+/// Run `f` on every executor of a pool placed as asked; returns when all have finished, with
+/// the first error any of them returned.
 pub fn run_pool<G, F>(placement: Placement, preempt: Duration, f: G) -> Result<(), String>
 where
     G: FnOnce() -> F + Clone + Send + 'static,
-    F: Future<Output = ()> + 'static,
+    F: Future + 'static,
+    F::Output: Finished + Send,
 {
     use glommio::{CpuSet, LocalExecutorPoolBuilder, PoolPlacement};
     let placement = match placement {
@@ -187,10 +217,14 @@ where
         .preempt_timer(preempt)
         .on_all_shards(f)
         .map_err(|e| format!("cannot start the executors: {e}"))?;
+    let mut first = Ok(());
     for r in handles.join_all() {
-        r.map_err(|e| format!("executor failed: {e}"))?;
+        let r = r.map_err(|e| format!("executor failed: {e}")).and_then(Finished::into_result);
+        if first.is_ok() {
+            first = r;
+        }
     }
-    Ok(())
+    first
 }
 
 // ---- Files (the write-ahead log and snapshots): glommio's io_uring file I/O ----

@@ -7,17 +7,16 @@
 //! and every later group are taken back from the store with their undo images, in reverse, and
 //! their writers get STORAGE_ERROR: what readers see afterwards is what is on disk.
 
-use super::core::{now_ms, Core};
 use super::durable::{log_path, shard_dir, snap_path, ShardLog};
 use super::runtime::{
-    create_file, open_file_for_writing, race, sleep, sync_dir, yield_now, File, LocalSignal, Slot,
+    create_file, now_ms, open_file_for_writing, race, sleep, sync_dir, yield_now, File, LocalSignal, Slot,
 };
 use crate::durability::{
     self, frame_in_place, seal_record, Cipher, FileId, FileKind, SnapshotEncoder, Undo, HEADER_BYTES,
     RECORD_HEADER_BYTES,
 };
 use crate::limits::{DIRTY_BUCKETS, SNAPSHOT_CHECK_MS, SNAPSHOT_CHUNK_ENTRIES, WAL_GROUP_BYTES_MAX};
-use crate::store::KeyRange;
+use crate::store::{KeyRange, Store};
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::ops::ControlFlow;
@@ -25,6 +24,13 @@ use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// What the log's tasks use of the core they serve: its store (to take back writes that could
+/// not be made durable, and to copy into snapshots) and its shutdown signal.
+pub trait Host {
+    fn store(&self) -> &RefCell<Store>;
+    fn shutdown(&self) -> &Rc<LocalSignal>;
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
@@ -121,7 +127,7 @@ pub struct Wal {
 impl Wal {
     /// Open this core's log of `generation` for appending where start-up left it (`at`).
     pub async fn open(
-        cfg: &super::Config,
+        cfg: &super::config::Config,
         mode: Mode,
         generation: u64,
         shard: usize,
@@ -274,11 +280,11 @@ impl Wal {
     }
 
     /// Take back `failed` and everything queued after it, newest first; each writer hears no.
-    async fn fail_from(&self, core: &Core, mut failed: Vec<Pending>, start: u64, error: &str) {
+    async fn fail_from(&self, core: &impl Host, mut failed: Vec<Pending>, start: u64, error: &str) {
         failed.extend(self.queue.borrow_mut().drain(..));
         {
             let now = now_ms();
-            let mut store = core.store.borrow_mut();
+            let mut store = core.store().borrow_mut();
             for p in failed.iter().rev() {
                 p.undo.apply(&mut store, now);
             }
@@ -338,41 +344,40 @@ fn bucket(key: &[u8]) -> usize {
 }
 
 /// The writer: until shutdown, then whatever is left.
-pub async fn run_writer(core: Rc<Core>) {
-    let wal = core.wal.clone().expect("writer runs with a log");
+pub async fn run_writer(core: Rc<impl Host>, wal: Rc<Wal>) {
     match wal.mode {
-        Mode::Sync => sync_loop(&core, &wal).await,
+        Mode::Sync => sync_loop(&*core, &wal).await,
         Mode::Periodic { interval_ms } => {
-            periodic_loop(&core, &wal, Duration::from_millis(interval_ms)).await
+            periodic_loop(&*core, &wal, Duration::from_millis(interval_ms)).await
         }
     }
     wal.writer_done.fire();
 }
 
 /// Wait for work: a queued group, a rotation, or (when `timeout` is given) the time to sync.
-async fn idle(core: &Core, wal: &Wal, timeout: Option<Duration>) {
+async fn idle(core: &impl Host, wal: &Wal, timeout: Option<Duration>) {
     if !wal.queue.borrow().is_empty() || wal.rotate.borrow().is_some() {
         return;
     }
     let kick = wal.kick.borrow().clone();
     match timeout {
         Some(t) => {
-            let _ = race(kick.wait(), race(sleep(t), core.shutdown.wait())).await;
+            let _ = race(kick.wait(), race(sleep(t), core.shutdown().wait())).await;
         }
         None => {
-            let _ = race(kick.wait(), core.shutdown.wait()).await;
+            let _ = race(kick.wait(), core.shutdown().wait()).await;
         }
     }
 }
 
 /// `--durability sync`: group N+1 is written while group N is fdatasynced, so the disk is
 /// never idle while writes wait, and each write waits for about one sync, not two.
-async fn sync_loop(core: &Core, wal: &Wal) {
+async fn sync_loop(core: &impl Host, wal: &Wal) {
     // Written, its fdatasync not yet issued or done.
     let mut unsynced: Option<(Pending, u64)> = None;
     loop {
         if unsynced.is_none() {
-            if wal.queue.borrow().is_empty() && wal.rotate.borrow().is_none() && core.shutdown.is_fired() {
+            if wal.queue.borrow().is_empty() && wal.rotate.borrow().is_none() && core.shutdown().is_fired() {
                 return;
             }
             idle(core, wal, None).await;
@@ -431,14 +436,14 @@ async fn sync(wal: &Wal, file: Option<Rc<File>>) -> Result<(), String> {
 
 /// `--durability periodic`: groups are written as they come (acknowledged already) and the log
 /// is synced every `interval`.
-async fn periodic_loop(core: &Core, wal: &Wal, interval: Duration) {
+async fn periodic_loop(core: &impl Host, wal: &Wal, interval: Duration) {
     let mut dirty = false;
     let mut last_sync = Instant::now();
     loop {
         if wal.queue.borrow().is_empty()
             && wal.rotate.borrow().is_none()
             && !dirty
-            && core.shutdown.is_fired()
+            && core.shutdown().is_fired()
         {
             return;
         }
@@ -466,7 +471,7 @@ async fn periodic_loop(core: &Core, wal: &Wal, interval: Duration) {
                 }
             }
         }
-        if dirty && (last_sync.elapsed() >= interval || core.shutdown.is_fired()) {
+        if dirty && (last_sync.elapsed() >= interval || core.shutdown().is_fired()) {
             let file = wal.file.borrow().clone();
             if let Err(e) = sync(wal, file).await {
                 wal.storage_errors.set(wal.storage_errors.get() + 1);
@@ -484,17 +489,16 @@ pub async fn drained(wal: &Wal) {
 }
 
 /// Take a snapshot whenever the log has outgrown the threshold and the last snapshot.
-pub async fn run_snapshots(core: Rc<Core>) {
-    let wal = core.wal.clone().expect("snapshots run with a log");
-    while !core.shutdown.is_fired() {
-        let _ = race(sleep(Duration::from_millis(SNAPSHOT_CHECK_MS)), core.shutdown.wait()).await;
-        if core.shutdown.is_fired() {
+pub async fn run_snapshots(core: Rc<impl Host>, wal: Rc<Wal>) {
+    while !core.shutdown().is_fired() {
+        let _ = race(sleep(Duration::from_millis(SNAPSHOT_CHECK_MS)), core.shutdown().wait()).await;
+        if core.shutdown().is_fired() {
             break;
         }
         if wal.log_bytes() < wal.snapshot_log_bytes.max(wal.snapshot_bytes.get()) {
             continue;
         }
-        match snapshot(&core, &wal).await {
+        match snapshot(&*core, &wal).await {
             Ok(Some(bytes)) => tracing::info!(shard = wal.shard, bytes, "snapshot taken; older log removed"),
             Ok(None) => {}
             Err(e) => {
@@ -508,7 +512,7 @@ pub async fn run_snapshots(core: Rc<Core>) {
 /// have seen is durable, make it the snapshot and remove what it replaces. Ok(None): given up
 /// because a log write failed meanwhile (the snapshot might hold writes that were taken back).
 /// A snapshot that fails or is given up leaves no file behind.
-pub async fn snapshot(core: &Core, wal: &Wal) -> Result<Option<u64>, String> {
+pub async fn snapshot(core: &impl Host, wal: &Wal) -> Result<Option<u64>, String> {
     let errors_before = wal.storage_errors.get();
     tracing::debug!(shard = wal.shard, log_bytes = wal.log_bytes(), "snapshot: rotating the log");
     let slot = Slot::new();
@@ -542,7 +546,7 @@ pub async fn snapshot(core: &Core, wal: &Wal) -> Result<Option<u64>, String> {
 /// Copy the store into `tmp` a chunk at a time, sync it, and wait until every write it may hold
 /// is durable. Its size.
 async fn write_snapshot_file(
-    core: &Core,
+    core: &impl Host,
     wal: &Wal,
     tmp: &std::path::Path,
     index: u64,
@@ -556,7 +560,7 @@ async fn write_snapshot_file(
         let mut last: Option<Vec<u8>> = None;
         let mut n = 0;
         {
-            let store = core.store.borrow();
+            let store = core.store().borrow();
             store.scan(&range, false, now_ms(), |e| {
                 enc.push(e.key, e.value, e.expires_at_ms);
                 n += 1;

@@ -1,0 +1,49 @@
+//! velocityd's settings, as the command line gives them.
+
+use super::{datadir, mesh, wal};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub cores: usize,
+    pub cpu_list: Option<Vec<usize>>,
+    pub data_dir: PathBuf,
+    /// 0: derived from the open-files limit.
+    pub max_connections: usize,
+    pub idle_timeout_s: u64,
+    pub handshake_timeout_ms: u64,
+    /// Longest a logged-in client may take to send one frame, from its first byte.
+    pub frame_timeout_ms: u64,
+    /// Connections waiting to log in, server-wide, from one address and in all (admission.rs).
+    pub max_unauthenticated_per_ip: usize,
+    pub max_unauthenticated: usize,
+    pub max_payload: u32,
+    /// Cross-core queues: glommio's channel mesh or crossbeam-channel.
+    pub mesh: mesh::Transport,
+    /// Serve plain TCP instead of TLS 1.3.
+    pub plaintext: bool,
+    /// The operator's certificate chain and key (PEM) instead of the data directory's identity.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// Per-connection and server-wide rate limits (the latter split evenly across cores).
+    pub rate_limit_conn: Option<datadir::RateLimit>,
+    pub rate_limit_global: Option<datadir::RateLimit>,
+    /// Failed logins of one user from one address (per core) before that pair is throttled;
+    /// 0 turns it off.
+    pub login_fail_threshold: u32,
+    /// Failed logins from one address, all users (per core, leaking away), before the whole
+    /// address is throttled (password spraying); 0 turns it off.
+    pub login_addr_fail_threshold: u32,
+    pub audit: bool,
+    pub audit_file_bytes_max: u64,
+    /// None: in memory only.
+    pub durability: Option<wal::Mode>,
+    /// AES-256-GCM key for the log and snapshots.
+    pub encryption_key: Option<[u8; crate::durability::KEY_BYTES]>,
+    /// Log size that triggers a snapshot.
+    pub snapshot_log_bytes: u64,
+    /// Testing only: a pause before each group write to the log (0: none).
+    pub test_write_delay_ms: u64,
+}

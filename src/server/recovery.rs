@@ -1,0 +1,65 @@
+//! Start-up: the data directory's durable state recovered into one store per core, and laid out
+//! for this run's cores; what each core then starts from.
+
+use super::config::Config;
+use super::durable;
+use super::runtime::now_ms;
+use crate::store::Store;
+use std::sync::Arc;
+
+/// What each core starts from: its recovered shard and the generation its files are in.
+pub struct Startup {
+    pub generation: u64,
+    pub cipher: Option<Arc<crate::durability::Cipher>>,
+    /// Taken once by each core as it starts; never touched again.
+    pub stores: std::sync::Mutex<Vec<Option<Store>>>,
+    /// Where each core's log goes on (empty with durability off).
+    pub logs: Vec<durable::ShardLog>,
+    /// Each core's listening socket, bound before the cores start (owner::bind_listeners).
+    pub listeners: std::sync::Mutex<Vec<Option<std::net::TcpListener>>>,
+}
+
+/// Recover the data directory's durable state into `cores` shards and lay it out afresh for
+/// them (a new generation), or check that there is none when durability is off.
+pub fn startup(config: &Config) -> Result<Startup, String> {
+    let cipher = config.encryption_key.map(|k| Arc::new(crate::durability::Cipher::new(&k)));
+    let now = now_ms();
+    if config.durability.is_none() {
+        if durable::current(&config.data_dir)?.is_some() {
+            return Err(format!(
+                "{} holds durable data, and --durability none would neither load nor keep it: start with \
+                 --durability sync (or periodic), or move that directory away to start empty",
+                durable::wal_dir(&config.data_dir).display()
+            ));
+        }
+        let stores = (0..config.cores).map(|_| Some(Store::new())).collect();
+        return Ok(Startup {
+            generation: 0,
+            cipher,
+            stores: std::sync::Mutex::new(stores),
+            logs: Vec::new(),
+            listeners: Default::default(),
+        });
+    }
+    let rec = durable::recover(&config.data_dir, config.cores, cipher.as_deref(), now)?;
+    let r = &rec.report;
+    let records = r.snapshot_entries + r.log_records;
+    tracing::info!(
+        snapshot_entries = r.snapshot_entries,
+        log_records = r.log_records,
+        bytes = r.bytes_read,
+        elapsed_ms = r.elapsed_ms,
+        records_per_s = (records as f64 / (r.elapsed_ms.max(1) as f64 / 1000.0)) as u64,
+        torn_tails = r.torn_tails.len(),
+        "recovered"
+    );
+    let (generation, logs) = durable::lay_out(&config.data_dir, &rec, cipher.as_deref(), now)?;
+    let stores = rec.stores.into_iter().map(Some).collect();
+    Ok(Startup {
+        generation,
+        cipher,
+        stores: std::sync::Mutex::new(stores),
+        logs,
+        listeners: Default::default(),
+    })
+}
