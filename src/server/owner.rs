@@ -14,7 +14,7 @@
 //! are reset when they close. A server that finds the address or the directory held by a process
 //! that is exiting waits for it to be gone (bounded), then binds: it never joins a dying group.
 
-use crate::limits::{ORPHANED_SOCKET_POLL_MS, OWNER_EXIT_WAIT_MS, TCP_BACKLOG};
+use crate::limits::{ADDR_UNSEEN_RETRIES, ORPHANED_SOCKET_POLL_MS, OWNER_EXIT_WAIT_MS, TCP_BACKLOG};
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, Write};
 use std::net::SocketAddr;
@@ -287,6 +287,7 @@ pub fn bind_listeners(
 ) -> Result<Vec<std::net::TcpListener>, String> {
     let deadline = Instant::now() + Duration::from_millis(OWNER_EXIT_WAIT_MS);
     let mut waited = false;
+    let mut unseen = 0;
     let first = loop {
         let s = new_socket(addr, false).map_err(|e| format!("cannot make a socket for {addr}: {e}"))?;
         let err = match s.bind(&addr.into()) {
@@ -325,7 +326,15 @@ pub fn bind_listeners(
             // Its sockets outlive the listing of its descriptors while it closes them.
             waiting.push(prev.pid);
         }
-        if foreign || (waiting.is_empty() && !orphaned) || Instant::now() >= deadline {
+        // Nothing to be seen: what refused the bind may have gone in between (an orphaned
+        // socket closes at any moment). Bind again, a bounded number of times.
+        let vanished = !foreign && waiting.is_empty() && !orphaned;
+        if vanished && unseen < ADDR_UNSEEN_RETRIES {
+            unseen += 1;
+            std::thread::sleep(Duration::from_millis(ORPHANED_SOCKET_POLL_MS));
+            continue;
+        }
+        if foreign || vanished || Instant::now() >= deadline {
             return Err(format!(
                 "cannot listen on {addr}: address in use (by another user's process, or one that did not \
                  let go of it within {} s)",
