@@ -686,7 +686,7 @@ func TestContextsBoundWaitsAndKeepTheConnectionInStep(t *testing.T) {
 		t.Fatal(v)
 	}
 	// A server that does not answer (stopped): the deadline ends the wait.
-	s.signal(syscall.SIGSTOP)
+	s.pause()
 	stopped := true
 	defer func() {
 		if stopped {

@@ -86,9 +86,10 @@ type Error struct {
 
 func (e *Error) Error() string {
 	if !e.Code.Known() {
-		return fmt.Sprintf("velocity: server error %s: %s", e.Code, e.Message)
+		return fmt.Sprintf("velocity: server error %s: %s", e.Code.String(), e.Message)
 	}
-	return fmt.Sprintf("velocity: %s: %s", e.Code, e.Message)
+	// Code.String, not %s of the Code: as an error it would print with its own prefix.
+	return fmt.Sprintf("velocity: %s: %s", e.Code.String(), e.Message)
 }
 
 // Is matches the Code of the error (ErrKeyNotFound, ...).

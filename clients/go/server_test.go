@@ -225,6 +225,31 @@ func (s *server) signal(sig syscall.Signal) {
 	}
 }
 
+// pause stops the server (SIGSTOP) and waits until every one of its threads is stopped: a
+// signal is delivered asynchronously, and a thread running on another core could otherwise
+// still answer a request sent right after it.
+func (s *server) pause() {
+	s.signal(syscall.SIGSTOP)
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/stat", s.cmd.Process.Pid))
+		stopped := len(tasks) > 0
+		for _, task := range tasks {
+			stat, err := os.ReadFile(task)
+			// The state follows the command name in parentheses: "pid (comm) S ...".
+			if i := bytes.LastIndexByte(stat, ')'); err != nil || i < 0 || i+2 >= len(stat) || (stat[i+2] != 'T' && stat[i+2] != 't') {
+				stopped = false
+				break
+			}
+		}
+		if stopped {
+			return
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	s.t.Fatal("velocityd did not stop")
+}
+
 // options for this server: its transport, a known-hosts file of the test's own, new host
 // accepted; edit may change any of it.
 func (s *server) options(edit ...func(*Options)) Options {

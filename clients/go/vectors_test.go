@@ -442,6 +442,9 @@ func TestErrorCodesAndNames(t *testing.T) {
 			t.Fatal(c, ok)
 		}
 	}
+	if got := errorFor(4, "key not found").Error(); got != "velocity: KEY_NOT_FOUND: key not found" {
+		t.Fatal(got)
+	}
 	unknown := errorFor(0x99, "from the future")
 	if unknown.Code.Known() || !strings.Contains(unknown.Error(), "0x0099") {
 		t.Fatal(unknown)
