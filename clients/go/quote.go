@@ -2,6 +2,7 @@ package velocity
 
 import (
 	"encoding/hex"
+	"reflect"
 	"strconv"
 	"strings"
 	"unicode"
@@ -18,7 +19,8 @@ import (
 //   - integers of any Go integer type: decimal; negative ones are refused (the dialect has
 //     unsigned integer literals only);
 //   - nil: NULL;
-//   - a Value: as its kind says.
+//   - a Value: as its kind says;
+//   - named types whose underlying type is one of these (type Key string): as that type.
 //
 // Any other type (bool, floats, ...) is refused with an error matching ErrUsage.
 func Quote(v any) (string, error) {
@@ -61,6 +63,20 @@ func Quote(v any) (string, error) {
 		return strconv.FormatUint(x, 10), nil
 	case bool:
 		return "", usageErrorf("cannot quote a bool; pass an integer, string or []byte")
+	}
+	// Named types over the same kinds (type Key string, type ID uint32, ...).
+	rv := reflect.ValueOf(v)
+	switch rv.Kind() {
+	case reflect.String:
+		return quoteText(rv.String()), nil
+	case reflect.Slice:
+		if rv.Type().Elem().Kind() == reflect.Uint8 {
+			return quoteText(string(rv.Bytes())), nil
+		}
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
+		return quoteSigned(rv.Int())
+	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64, reflect.Uintptr:
+		return strconv.FormatUint(rv.Uint(), 10), nil
 	}
 	return "", usageErrorf("cannot quote a %T; pass an integer, string, []byte, Value or nil", v)
 }

@@ -366,6 +366,14 @@ func TestHostileArgon2ParametersAreRefused(t *testing.T) {
 	}
 }
 
+type (
+	namedString string
+	namedBytes  []byte
+	namedInt    int16
+	namedUint   uint8
+	namedBool   bool
+)
+
 func TestQuoteAndBind(t *testing.T) {
 	cases := []struct {
 		in   any
@@ -388,6 +396,10 @@ func TestQuoteAndBind(t *testing.T) {
 		{IntValue(5), "5"},
 		{BytesValue([]byte("v")), "'v'"},
 		{NullValue(), "NULL"},
+		{namedString("it's"), "'it''s'"},
+		{namedBytes{0}, "X'00'"},
+		{namedInt(9), "9"},
+		{namedUint(10), "10"},
 	}
 	for _, c := range cases {
 		got, err := Quote(c.in)
@@ -395,7 +407,7 @@ func TestQuoteAndBind(t *testing.T) {
 			t.Errorf("Quote(%#v) = %q, %v; want %q", c.in, got, err, c.want)
 		}
 	}
-	for _, bad := range []any{1.5, true, -1, int64(-5), IntValue(-1), struct{}{}, []string{"a"}} {
+	for _, bad := range []any{1.5, true, -1, int64(-5), IntValue(-1), struct{}{}, []string{"a"}, namedInt(-1), namedBool(true), Value{Kind: 9}} {
 		if _, err := Quote(bad); !errors.Is(err, ErrUsage) {
 			t.Errorf("Quote(%#v): %v, want a usage error", bad, err)
 		}
