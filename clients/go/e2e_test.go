@@ -199,6 +199,35 @@ func TestPipeliningTenThousandStatements(t *testing.T) {
 		for err := range errs {
 			t.Fatal(err)
 		}
+		// Pipelines run by several goroutines at once on one connection do not interleave.
+		errs = make(chan error, 4)
+		for g := 0; g < 4; g++ {
+			wg.Add(1)
+			go func(g int) {
+				defer wg.Done()
+				p := db.Pipeline()
+				for i := g; i < n; i += 4 {
+					p.Add("SELECT key, value FROM kv WHERE key = ?", fmt.Sprintf("k%05d", i))
+				}
+				replies, err := p.Run(ctx)
+				if err != nil {
+					errs <- err
+					return
+				}
+				for j, r := range replies {
+					i := g + 4*j
+					if got := r.Result.Text(); len(got) != 1 || got[0][0] != fmt.Sprintf("k%05d", i) || got[0][1] != fmt.Sprintf("v%d", i) {
+						errs <- fmt.Errorf("goroutine %d, key %d: %v", g, i, got)
+						return
+					}
+				}
+			}(g)
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Fatal(err)
+		}
 		if v := scalar(t, mustExec(t, ctx, db, "SELECT COUNT(*) FROM kv")); !v.Equal(IntValue(n)) {
 			t.Fatal(v)
 		}
@@ -241,6 +270,28 @@ func TestUserDataCannotEscapeItsLiteral(t *testing.T) {
 		// A ? inside a quoted literal is text, not a placeholder.
 		if r := mustExec(t, ctx, db, "SELECT key FROM kv WHERE key IN (?, '?') ORDER BY key", "keep"); !reflect.DeepEqual(r.Text(), [][]string{{"?"}, {"keep"}}) {
 			t.Fatal(r.Text())
+		}
+	})
+}
+
+func TestLargeBinaryValuesRoundTrip(t *testing.T) {
+	bothTransports(t, func(t *testing.T, extra []string) {
+		ctx := context.Background()
+		s := startServer(t, serverConfig{extra: extra})
+		db := s.alice(ctx)
+		// 400 KiB of every byte value: an X'...' literal of 800 KiB, within the 1 MiB default.
+		big := make([]byte, 400<<10)
+		for i := range big {
+			big[i] = byte(i*7 + i>>8)
+		}
+		mustExec(t, ctx, db, "INSERT INTO kv (key, value) VALUES (?, ?)", []byte{0, 0xff}, big)
+		v := scalar(t, mustExec(t, ctx, db, "SELECT value FROM kv WHERE key = ?", []byte{0, 0xff}))
+		if v.Kind != Bytes || !bytes.Equal(v.Bytes, big) {
+			t.Fatalf("read back %d bytes", len(v.Bytes))
+		}
+		r := mustExec(t, ctx, db, "SELECT key FROM kv WHERE key < 'a'")
+		if len(r.Rows) != 1 || !bytes.Equal(r.Rows[0][0].Bytes, []byte{0, 0xff}) {
+			t.Fatal(r.Rows)
 		}
 	})
 }
