@@ -182,10 +182,11 @@ public final class Connection implements AutoCloseable {
      * Runs one statement and returns its result, or throws the error the server reported (the
      * subclass of {@link VelocityException} for its wire code). {@code ?} placeholders outside
      * quoted literals are replaced by {@code params}, each quoted so that it cannot change the
-     * statement (see {@link Sql#quote}); with no parameters the SQL is sent as it is.
+     * statement (see {@link Sql#quote}); with no parameters (or a {@code null} array) the SQL is
+     * sent as it is.
      */
     public Result execute(String sql, Object... params) {
-        return request(command(params.length == 0 ? sql : Sql.bind(sql, Arrays.asList(params)))).result();
+        return request(command(params == null || params.length == 0 ? sql : Sql.bind(sql, Arrays.asList(params)))).result();
     }
 
     /** As {@link #execute(String, Object...)}, binding exactly {@code params}. */

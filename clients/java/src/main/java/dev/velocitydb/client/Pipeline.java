@@ -31,11 +31,11 @@ public final class Pipeline {
 
     /**
      * Queues a statement; {@code ?} placeholders outside quoted literals are replaced by
-     * {@code params}, each quoted (see {@link Sql#quote}). With no parameters the SQL is sent as
-     * it is.
+     * {@code params}, each quoted (see {@link Sql#quote}). With no parameters (or a {@code null}
+     * array) the SQL is sent as it is.
      */
     public Pipeline add(String sql, Object... params) {
-        frames.add(conn.command(params.length == 0 ? sql : Sql.bind(sql, Arrays.asList(params))));
+        frames.add(conn.command(params == null || params.length == 0 ? sql : Sql.bind(sql, Arrays.asList(params))));
         return this;
     }
 

@@ -53,7 +53,23 @@ final class Tls {
         }
     }
 
+    private static volatile SSLContext shared;
+
+    /** One context for every connection: it holds no per-server state (sessions aside). */
     static SSLContext context() {
+        SSLContext c = shared;
+        if (c == null) {
+            synchronized (Tls.class) {
+                if (shared == null) {
+                    shared = newContext();
+                }
+                c = shared;
+            }
+        }
+        return c;
+    }
+
+    private static SSLContext newContext() {
         try {
             SSLContext ctx = SSLContext.getInstance("TLSv1.3");
             ctx.init(null, new TrustManager[] {new FingerprintChecked()}, null);

@@ -344,6 +344,23 @@ class EndToEndTest {
     }
 
     @Test
+    void overloadOverTlsAndShutdownAreReported() throws IOException {
+        TestServer s = server(1, "--max-connections", "2");
+        try (Connection a = s.alice(); Connection b = s.alice()) {
+            ServerOverloadedException over = assertThrows(ServerOverloadedException.class, s::alice);
+            assertEquals(7, over.code());
+            // SIGTERM: the server says DISCONNECT to its clients, and they say why.
+            s.stop();
+            DisconnectedException gone = assertThrows(DisconnectedException.class, a::ping);
+            assertTrue(a.isClosed());
+            assertTrue(gone.getMessage().startsWith("server disconnected: "), gone.getMessage());
+            assertFalse(gone.reason().isEmpty());
+            assertEquals(0, gone.disconnectCode());
+            assertThrows(DisconnectedException.class, () -> b.execute("SELECT COUNT(*) FROM kv"));
+        }
+    }
+
+    @Test
     void nobodyListening() {
         int port = TestServer.freePort();
         assertThrows(DisconnectedException.class, () -> Velocity.connect(new Options().port(port)));
