@@ -53,23 +53,11 @@ final class Tls {
         }
     }
 
-    private static volatile SSLContext shared;
-
-    /** One context for every connection: it holds no per-server state (sessions aside). */
+    /**
+     * A new context for each connection, as the Python and Node.js clients: no TLS session is
+     * resumed, so every connection's handshake presents the key that is then checked.
+     */
     static SSLContext context() {
-        SSLContext c = shared;
-        if (c == null) {
-            synchronized (Tls.class) {
-                if (shared == null) {
-                    shared = newContext();
-                }
-                c = shared;
-            }
-        }
-        return c;
-    }
-
-    private static SSLContext newContext() {
         try {
             SSLContext ctx = SSLContext.getInstance("TLSv1.3");
             ctx.init(null, new TrustManager[] {new FingerprintChecked()}, null);
