@@ -1,0 +1,70 @@
+package velocity_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log"
+	"time"
+
+	velocity "github.com/velocitydb/velocity-go"
+)
+
+// Compiled (not run: it needs a server) so that the documented use stays correct.
+func Example() {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	db, err := velocity.Connect(ctx, velocity.Options{
+		Host: "127.0.0.1", Port: 7411, User: "alice", Password: "correct horse battery staple",
+		AcceptNewHost: true, // first contact: record the server's fingerprint
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer db.Close()
+
+	if _, err := db.Exec(ctx, "INSERT INTO kv (key, value, ttl) VALUES (?, ?, ?)", "user:1", "alice", 3600); err != nil {
+		log.Fatal(err)
+	}
+	r, err := db.Exec(ctx, "SELECT key, value, ttl FROM kv WHERE key LIKE ? LIMIT 10", "user:%")
+	if err != nil {
+		log.Fatal(err)
+	}
+	for _, row := range r.Rows {
+		fmt.Println(row[0].Text(), row[1].Text(), row[2]) // ttl: an INT, or NULL
+	}
+
+	_, err = db.Exec(ctx, "SELECT value FROM kv WHERE key = 'nobody'")
+	if errors.Is(err, velocity.ErrKeyNotFound) {
+		fmt.Println("no such key")
+	}
+
+	p := db.Pipeline()
+	for i := 0; i < 1000; i++ {
+		p.Add("SELECT value FROM kv WHERE key = ?", fmt.Sprintf("user:%d", i))
+	}
+	replies, err := p.Run(ctx) // err: the first statement's error, every reply still there
+	for _, rep := range replies {
+		if rep.Err == nil {
+			v, _ := rep.Result.Scalar()
+			_ = v.Bytes
+		}
+	}
+	_ = err
+}
+
+func ExamplePool() {
+	ctx := context.Background()
+	pool, err := velocity.NewPool(ctx, velocity.Options{User: "alice", Password: "…"}, 8)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer pool.Close()
+	// Any number of goroutines may share the pool.
+	if _, err := pool.Exec(ctx, "INSERT INTO kv (key, value) VALUES (?, ?)", "k", []byte{0, 1, 2}); err != nil {
+		var verr *velocity.Error
+		if errors.As(err, &verr) {
+			log.Printf("server said %s (code %d): %s", verr.Code, uint16(verr.Code), verr.Message)
+		}
+	}
+}
