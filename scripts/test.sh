@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite: what the README tells a new user to run, and exactly what .ci/run runs.
 # Installs what a fresh machine lacks: the Rust toolchain (rustup, stable), and python3 with
-# venv and Node.js with npm (Debian/Ubuntu packages, through apt-get).
+# venv and Node.js with npm (Debian/Ubuntu packages, through apt-get); the Go and Java suites
+# (scripts/test-go.sh, scripts/test-java.sh) install Go with golang.org/x/crypto, a JDK, Maven and
+# the Java libraries the same way, and build offline from Debian's packages.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -42,3 +44,8 @@ target/pyenv/bin/pytest -q clients/python/tests
 
 echo "== Node.js client (clients/node) =="
 (cd clients/node && npm ci --no-audit --no-fund --loglevel=error && npm test --silent)
+
+scripts/test-go.sh
+
+echo "== Java client (clients/java) =="
+scripts/test-java.sh
