@@ -1,6 +1,6 @@
 //! The two error types: `WireError` is what a client sees (a stable code and a message that
-//! reveals nothing internal); internal errors (I/O, configuration) carry detail for the logs
-//! and are mapped to a wire code at the boundary.
+//! reveals nothing internal); `Error` is what happened inside, and where, for the logs and for
+//! `main` (which prints it once): it never reaches a client.
 
 use crate::protocol::ErrorCode;
 use std::fmt;
@@ -46,3 +46,37 @@ impl fmt::Display for WireError {
 }
 
 impl std::error::Error for WireError {}
+
+/// What went wrong inside the server: what, and where. For the logs and for `main`; a client
+/// sees at most a `WireError`.
+#[derive(Debug)]
+pub enum Error {
+    /// The command line asks for what cannot be.
+    Config(String),
+    /// Another process holds what this one needs: the data directory, or the listen address.
+    Busy(String),
+    /// The data directory cannot be used as it is: damaged or unreadable files, a layout this
+    /// version does not know, a missing or wrong encryption key.
+    Data(String),
+    /// A core could not come up (its log, audit log, users, or epoll set).
+    Core { shard: usize, what: String },
+    /// The executors could not be started or ended badly.
+    Runtime(String),
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Config(m) | Error::Busy(m) | Error::Data(m) | Error::Runtime(m) => f.write_str(m),
+            Error::Core { shard, what } => write!(f, "core {shard}: {what}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl From<Error> for String {
+    fn from(e: Error) -> String {
+        e.to_string()
+    }
+}

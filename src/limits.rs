@@ -83,6 +83,18 @@ pub const SLICE_WRITES: usize = 64;
 /// ~20 ns a byte, a 1 MB INSERT takes 20–30 ms to parse, which would stall the core's other
 /// connections; 64 KiB takes about 1 ms.
 pub const STATEMENT_OFF_CORE_BYTES: usize = 64 << 10;
+/// Polling rounds without a message before the crossbeam poller starts sleeping.
+pub const CROSSBEAM_SPIN_ROUNDS: u32 = 2000;
+/// The crossbeam poller's first sleep when idle; it doubles up to 1 ms. This is the latency it
+/// adds to the first request after a lull.
+pub const CROSSBEAM_IDLE_SLEEP_US: u64 = 50;
+/// Ciphertext read per socket read: one maximal TLS record plus its header.
+pub const TLS_READ_BYTES: usize = 16 * 1024 + 256;
+/// Plaintext handed to rustls per write, so its send queue never holds more than this.
+pub const TLS_WRITE_CHUNK_BYTES: usize = 64 * 1024;
+/// Snapshot bytes written per write call: the encoder's output is handed to the file in pieces
+/// of this size, so a snapshot never holds more than this (plus one chunk) in memory.
+pub const SNAPSHOT_WRITE_BYTES: usize = 256 << 10;
 /// Depth of each cross-shard queue, in batches (one batch holds all of one connection's
 /// requests for that shard from one read buffer). Seastar uses 128.
 pub const SHARD_QUEUE_BATCHES_MAX: usize = 128;

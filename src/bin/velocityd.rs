@@ -12,7 +12,7 @@ use velocity::limits::{
     UNAUTHENTICATED_PER_ADDRESS_MAX_DEFAULT,
 };
 use velocity::server::datadir::{self, Role};
-use velocity::server::mesh::Transport;
+use velocity::server::mesh::MeshKind;
 use velocity::server::wal::Mode;
 use velocity::server::{run, Config};
 
@@ -352,7 +352,7 @@ fn main_inner() -> Result<(), String> {
                 max_unauthenticated_per_ip: s.max_unauthenticated_per_ip,
                 max_unauthenticated: s.max_unauthenticated,
                 max_payload: s.max_payload,
-                mesh: if s.mesh == "crossbeam" { Transport::Crossbeam } else { Transport::Glommio },
+                mesh: if s.mesh == "crossbeam" { MeshKind::Crossbeam } else { MeshKind::Glommio },
                 plaintext: s.plaintext,
                 tls_cert: s.tls_cert,
                 tls_key: s.tls_key,

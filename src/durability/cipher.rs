@@ -69,11 +69,8 @@ pub fn read_key_file(path: &std::path::Path) -> Result<[u8; KEY_BYTES], String> 
         return Ok(bytes.try_into().unwrap());
     }
     let text = std::str::from_utf8(&bytes).map(str::trim).unwrap_or("");
-    if text.len() == 2 * KEY_BYTES && text.bytes().all(|b| b.is_ascii_hexdigit()) {
-        let mut key = [0u8; KEY_BYTES];
-        for (i, k) in key.iter_mut().enumerate() {
-            *k = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).unwrap();
-        }
+    let mut key = [0u8; KEY_BYTES];
+    if hex::decode_to_slice(text, &mut key).is_ok() {
         return Ok(key);
     }
     Err(format!(

@@ -62,9 +62,7 @@ pub fn verify_credential(credential: &[u8], stored: &[u8; 32]) -> bool {
 mod tests {
     use super::*;
 
-    fn hex(b: &[u8]) -> String {
-        b.iter().map(|x| format!("{x:02x}")).collect()
-    }
+    use hex::encode as hex;
 
     #[test]
     fn profile_test_vector() {

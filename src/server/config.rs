@@ -21,7 +21,7 @@ pub struct Config {
     pub max_unauthenticated: usize,
     pub max_payload: u32,
     /// Cross-core queues: glommio's channel mesh or crossbeam-channel.
-    pub mesh: mesh::Transport,
+    pub mesh: mesh::MeshKind,
     /// Serve plain TCP instead of TLS 1.3.
     pub plaintext: bool,
     /// The operator's certificate chain and key (PEM) instead of the data directory's identity.

@@ -246,7 +246,8 @@ fn damage_message(
     )
 }
 
-fn sync_dir(dir: &Path) -> Result<(), String> {
+/// fsync a directory, so that the files created or renamed in it stay after a crash.
+pub fn sync_dir(dir: &Path) -> Result<(), String> {
     std::fs::File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(|e| format!("cannot sync {}: {e}", dir.display()))

@@ -14,6 +14,7 @@ use super::runtime::{self, now_ms, race, sleep, Either, LocalSignal, TcpStream};
 use super::session::{RateLimits, Session};
 use super::transport::Transport;
 use super::{datadir, mesh, stats, wal};
+use crate::error::Error;
 use crate::limits::*;
 use crate::protocol::{encode_error, ErrorCode, ServerInfo, VERSION};
 use crate::security::ratelimit::{LoginThrottle, LoginThrottleConfig, TokenBucket};
@@ -32,7 +33,7 @@ pub enum MeshSetup {
 }
 
 /// Run one core until shutdown; an error if it could not come up.
-pub async fn run(shared: Arc<Shared>, meshes: Option<MeshSetup>, start: Arc<Startup>) -> Result<(), String> {
+pub async fn run(shared: Arc<Shared>, meshes: Option<MeshSetup>, start: Arc<Startup>) -> Result<(), Error> {
     let (id, joined) = join_mesh(meshes, shared.config.cores).await;
     let core = match build_core(&shared, &start, id, joined.as_ref().map(|j| j.mesh.clone())).await {
         Ok(core) => core,
@@ -40,7 +41,7 @@ pub async fn run(shared: Arc<Shared>, meshes: Option<MeshSetup>, start: Arc<Star
             // The other cores are up or coming up: they stop too, and do not wait for this one.
             shared.shutdown.store(true, Ordering::SeqCst);
             shared.draining.fetch_sub(1, Ordering::SeqCst);
-            return Err(e);
+            return Err(Error::Core { shard: id, what: e });
         }
     };
     spawn_background(&core);

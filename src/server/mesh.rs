@@ -4,10 +4,10 @@
 //! drain its replies, so no cycle of full queues can deadlock two cores.
 
 use super::runtime::{spawn, Slot};
+use super::runtime::{Full, MeshBuilder, Receivers, Senders};
 use super::stats::ShardStats;
-use crate::limits::SHARD_QUEUE_BATCHES_MAX;
+use crate::limits::{CROSSBEAM_IDLE_SLEEP_US, CROSSBEAM_SPIN_ROUNDS, SHARD_QUEUE_BATCHES_MAX};
 use crate::shard::{ShardOp, ShardReply};
-use glommio::channels::channel_mesh::{Full, MeshBuilder, Receivers, Senders};
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -55,7 +55,7 @@ pub fn builders(cores: usize) -> (ReqMesh, RepMesh) {
 /// wake the receiving executor through an eventfd, crossbeam's are polled by a task that spins
 /// while traffic flows and backs off to a short sleep when idle.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Transport {
+pub enum MeshKind {
     Glommio,
     Crossbeam,
 }
@@ -242,12 +242,6 @@ impl Joined {
         }
     }
 }
-
-/// Polling rounds without a message before the crossbeam poller starts sleeping.
-const CROSSBEAM_SPIN_ROUNDS: u32 = 2000;
-/// The crossbeam poller's first sleep when idle; it doubles up to 1 ms. This is the latency it
-/// adds to the first request after a lull.
-const CROSSBEAM_IDLE_SLEEP_US: u64 = 50;
 
 impl Req {
     fn ids(&self) -> (u64, usize) {

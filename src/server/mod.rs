@@ -26,6 +26,7 @@ pub mod wal;
 pub use config::Config;
 
 use self::core::Shared;
+use crate::error::Error;
 use crate::limits::*;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -73,39 +74,41 @@ fn install_signal_thread(shared: Arc<Shared>) {
     }
 }
 
-pub fn run(mut config: Config) -> Result<(), String> {
+/// Run velocityd until it is told to stop; why it could not start, or why it stopped badly.
+pub fn run(mut config: Config) -> Result<(), Error> {
     if config.cores == 0 || config.cores > u16::MAX as usize {
-        return Err("--cores must be between 1 and 65535".into());
+        return Err(Error::Config("--cores must be between 1 and 65535".into()));
     }
     if !(PAYLOAD_BYTES_MAX_FLOOR..=PAYLOAD_BYTES_MAX_CEILING).contains(&config.max_payload) {
-        return Err(format!(
+        return Err(Error::Config(format!(
             "--max-payload must be between {PAYLOAD_BYTES_MAX_FLOOR} and {PAYLOAD_BYTES_MAX_CEILING} bytes"
-        ));
+        )));
     }
     // Held until velocityd exits: no second server, repair or start-up rewrites this directory.
-    let lock = owner::DirLock::acquire(&config.data_dir, "start velocityd")?;
+    let lock = owner::DirLock::acquire(&config.data_dir, "start velocityd").map_err(Error::Busy)?;
     // Bound before recovery: an address served by another process is refused at once, and
     // clients connecting while a large data set loads wait in the backlog instead of failing.
-    let listeners = owner::bind_listeners(config.listen, config.cores, lock.previous)?;
+    let listeners = owner::bind_listeners(config.listen, config.cores, lock.previous).map_err(Error::Busy)?;
     if let Some(bound) = listeners.first().and_then(|l| l.local_addr().ok()) {
         config.listen = bound;
     }
-    let dd = datadir::DataDir::open(&config.data_dir, config.tls_cert.as_deref(), config.tls_key.as_deref())?;
+    let dd = datadir::DataDir::open(&config.data_dir, config.tls_cert.as_deref(), config.tls_key.as_deref())
+        .map_err(Error::Data)?;
     // Absolute from here on: glommio opens directories by absolute path only (a relative one
     // fails with EBADF), and log lines should name files unambiguously.
     config.data_dir = std::fs::canonicalize(&config.data_dir)
-        .map_err(|e| format!("cannot resolve {}: {e}", config.data_dir.display()))?;
+        .map_err(|e| Error::Data(format!("cannot resolve {}: {e}", config.data_dir.display())))?;
     let tls = if config.plaintext {
         None
     } else {
-        Some(crate::security::tls::server_config(&dd.cert_pem, &dd.key_pem)?)
+        Some(crate::security::tls::server_config(&dd.cert_pem, &dd.key_pem).map_err(Error::Config)?)
     };
     let max_connections = match config.max_connections {
         0 => default_max_connections(),
         n => n,
     };
     // Refuse to start on a malformed users or API-key file; each core loads its own copy later.
-    let auth = auth::AuthDb::load(&config.data_dir)?;
+    let auth = auth::AuthDb::load(&config.data_dir).map_err(Error::Data)?;
     if auth.users.is_empty() {
         tracing::warn!(
             "no users in {}: nobody can log in; add one with `velocityd user add NAME --password-stdin --data-dir {}`",
@@ -119,7 +122,7 @@ pub fn run(mut config: Config) -> Result<(), String> {
     // A file-size limit must surface as an error on the write (STORAGE_ERROR), not kill us.
     // SAFETY: setting a signal disposition to SIG_IGN.
     unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) };
-    let start = recovery::startup(&config)?;
+    let start = recovery::startup(&config).map_err(Error::Data)?;
     *start.listeners.lock().expect("start-up hand-off") = listeners.into_iter().map(Some).collect();
     let start = Arc::new(start);
     tracing::info!(
@@ -146,8 +149,8 @@ pub fn run(mut config: Config) -> Result<(), String> {
     install_signal_thread(shared.clone());
     let meshes = match (config.cores > 1, config.mesh) {
         (false, _) => None,
-        (true, mesh::Transport::Glommio) => Some(executor::MeshSetup::Glommio(mesh::builders(config.cores))),
-        (true, mesh::Transport::Crossbeam) => {
+        (true, mesh::MeshKind::Glommio) => Some(executor::MeshSetup::Glommio(mesh::builders(config.cores))),
+        (true, mesh::MeshKind::Crossbeam) => {
             Some(executor::MeshSetup::Crossbeam(mesh::CrossbeamMesh::new(config.cores)))
         }
     };

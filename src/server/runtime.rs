@@ -1,6 +1,8 @@
-//! The thin layer over glommio: executors, timers, a local broadcast signal, and racing two
-//! futures. Nothing else in the crate names glommio, so the core stays portable.
+//! The thin layer over glommio: executors, timers, files, sockets, the channel mesh, a local
+//! broadcast signal, and racing two futures. Nothing else in the library names glommio (only
+//! velocity-bench's own executors do), so the rest stays portable.
 
+use crate::error::Error;
 use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::pin::Pin;
@@ -8,8 +10,10 @@ use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
+/// glommio's channel mesh: the bounded cross-core queues `mesh` is built on.
+pub use glommio::channels::channel_mesh::{Full, MeshBuilder, Receivers, Senders};
 pub use glommio::io::BufferedFile as File;
-use glommio::io::{Directory, OpenOptions};
+use glommio::io::OpenOptions;
 pub use glommio::net::{TcpListener, TcpStream};
 
 /// A listening socket bound elsewhere (owner::bind_listeners), accepted from by this executor.
@@ -172,17 +176,17 @@ pub enum Placement {
 
 /// What an executor's future ends with: nothing, or whether its core came up.
 pub trait Finished {
-    fn into_result(self) -> Result<(), String>;
+    fn into_result(self) -> Result<(), Error>;
 }
 
 impl Finished for () {
-    fn into_result(self) -> Result<(), String> {
+    fn into_result(self) -> Result<(), Error> {
         Ok(())
     }
 }
 
-impl Finished for Result<(), String> {
-    fn into_result(self) -> Result<(), String> {
+impl Finished for Result<(), Error> {
+    fn into_result(self) -> Result<(), Error> {
         self
     }
 }
@@ -194,7 +198,7 @@ pub fn executor_id() -> usize {
 
 /// Run `f` on every executor of a pool placed as asked; returns when all have finished, with
 /// the first error any of them returned.
-pub fn run_pool<G, F>(placement: Placement, preempt: Duration, f: G) -> Result<(), String>
+pub fn run_pool<G, F>(placement: Placement, preempt: Duration, f: G) -> Result<(), Error>
 where
     G: FnOnce() -> F + Clone + Send + 'static,
     F: Future + 'static,
@@ -203,10 +207,11 @@ where
     use glommio::{CpuSet, LocalExecutorPoolBuilder, PoolPlacement};
     let placement = match placement {
         Placement::Cpus(list) => {
-            let online = CpuSet::online().map_err(|e| format!("cannot read the CPU topology: {e}"))?;
+            let online =
+                CpuSet::online().map_err(|e| Error::Runtime(format!("cannot read the CPU topology: {e}")))?;
             let sets: Vec<CpuSet> = list.iter().map(|c| online.clone().filter(|l| l.cpu == *c)).collect();
             if let Some(i) = sets.iter().position(|s| s.is_empty()) {
-                return Err(format!("CPU {} in --cpu-list is not online", list[i]));
+                return Err(Error::Config(format!("CPU {} in --cpu-list is not online", list[i])));
             }
             PoolPlacement::Custom(sets)
         }
@@ -216,10 +221,11 @@ where
     let handles = LocalExecutorPoolBuilder::new(placement)
         .preempt_timer(preempt)
         .on_all_shards(f)
-        .map_err(|e| format!("cannot start the executors: {e}"))?;
+        .map_err(|e| Error::Runtime(format!("cannot start the executors: {e}")))?;
     let mut first = Ok(());
     for r in handles.join_all() {
-        let r = r.map_err(|e| format!("executor failed: {e}")).and_then(Finished::into_result);
+        let r =
+            r.map_err(|e| Error::Runtime(format!("executor failed: {e}"))).and_then(Finished::into_result);
         if first.is_ok() {
             first = r;
         }
@@ -240,13 +246,6 @@ pub async fn create_file(path: &std::path::Path) -> Result<File, String> {
         .buffered_open(path)
         .await
         .map_err(|e| format!("cannot create {}: {e}", path.display()))
-}
-
-pub async fn sync_dir(dir: &std::path::Path) -> Result<(), String> {
-    let d = Directory::open(dir).await.map_err(|e| format!("cannot open {}: {e}", dir.display()))?;
-    d.sync().await.map_err(|e| format!("cannot sync {}: {e}", dir.display()))?;
-    let _ = d.close().await;
-    Ok(())
 }
 
 /// An existing file, opened for positional writes.

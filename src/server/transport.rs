@@ -3,13 +3,9 @@
 //! the server's connections and by velocity-bench's.
 
 use super::runtime::TcpStream;
+use crate::limits::{TLS_READ_BYTES, TLS_WRITE_CHUNK_BYTES};
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use std::io::{self, Read, Write};
-
-/// Ciphertext read per socket read: one maximal TLS record plus its header.
-const TLS_READ_BYTES: usize = 16 * 1024 + 256;
-/// Plaintext handed to rustls per write, so its send queue never holds more than this.
-const TLS_WRITE_CHUNK_BYTES: usize = 64 * 1024;
 
 pub enum Transport {
     Plain(TcpStream),

@@ -8,14 +8,23 @@
 //! their writers get STORAGE_ERROR: what readers see afterwards is what is on disk.
 
 use super::durable::{log_path, shard_dir, snap_path, ShardLog};
+
+/// `durable::sync_dir` on the blocking pool: a directory's fsync must not stall the core.
+async fn sync_dir(dir: &std::path::Path) -> Result<(), String> {
+    let dir = dir.to_owned();
+    spawn_blocking(move || super::durable::sync_dir(&dir)).await
+}
 use super::runtime::{
-    create_file, now_ms, open_file_for_writing, race, sleep, sync_dir, yield_now, File, LocalSignal, Slot,
+    create_file, now_ms, open_file_for_writing, race, sleep, spawn_blocking, yield_now, File, LocalSignal,
+    Slot,
 };
 use crate::durability::{
     self, frame_in_place, seal_record, Cipher, FileId, FileKind, SnapshotEncoder, Undo, HEADER_BYTES,
     RECORD_HEADER_BYTES,
 };
-use crate::limits::{DIRTY_BUCKETS, SNAPSHOT_CHECK_MS, SNAPSHOT_CHUNK_ENTRIES, WAL_GROUP_BYTES_MAX};
+use crate::limits::{
+    DIRTY_BUCKETS, SNAPSHOT_CHECK_MS, SNAPSHOT_CHUNK_ENTRIES, SNAPSHOT_WRITE_BYTES, WAL_GROUP_BYTES_MAX,
+};
 use crate::store::{KeyRange, Store};
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -78,7 +87,7 @@ impl Group {
     }
 }
 
-struct Pending {
+struct Queued {
     /// `u32 length ‖ 12 spare ‖ payload` per record: numbered and framed (or sealed, when
     /// encrypted: the associated data names the file and offset it lands at) when written, so
     /// that a group taken back leaves no gap in the numbers.
@@ -101,7 +110,7 @@ pub struct Wal {
     written_end: Cell<u64>,
     /// Number of the next record written to the current log.
     next_seq: Cell<u64>,
-    queue: RefCell<VecDeque<Pending>>,
+    queue: RefCell<VecDeque<Queued>>,
     /// Groups opened so far (the next one's number).
     groups_opened: Cell<u64>,
     /// The group of the newest record appended: every earlier group settles before it.
@@ -181,7 +190,7 @@ impl Wal {
     pub fn log<R>(&self, build: impl FnOnce(&mut Vec<u8>, &mut Undo) -> R) -> (R, Rc<Group>, bool) {
         let mut q = self.queue.borrow_mut();
         if q.back().is_none_or(|p| p.records.len() >= WAL_GROUP_BYTES_MAX) {
-            q.push_back(Pending {
+            q.push_back(Queued {
                 records: Vec::new(),
                 undo: Undo::default(),
                 group: Rc::new(Group { number: self.groups_opened.get(), ..Group::default() }),
@@ -235,7 +244,7 @@ impl Wal {
 
     /// Number and frame one group's records and write them at the end of the current log (the
     /// caller syncs).
-    async fn write_group(&self, p: &mut Pending) -> Result<(), String> {
+    async fn write_group(&self, p: &mut Queued) -> Result<(), String> {
         if !self.write_delay.is_zero() {
             sleep(self.write_delay).await;
         }
@@ -280,7 +289,7 @@ impl Wal {
     }
 
     /// Take back `failed` and everything queued after it, newest first; each writer hears no.
-    async fn fail_from(&self, core: &impl Host, mut failed: Vec<Pending>, start: u64, error: &str) {
+    async fn fail_from(&self, core: &impl Host, mut failed: Vec<Queued>, start: u64, error: &str) {
         failed.extend(self.queue.borrow_mut().drain(..));
         {
             let now = now_ms();
@@ -374,7 +383,7 @@ async fn idle(core: &impl Host, wal: &Wal, timeout: Option<Duration>) {
 /// never idle while writes wait, and each write waits for about one sync, not two.
 async fn sync_loop(core: &impl Host, wal: &Wal) {
     // Written, its fdatasync not yet issued or done.
-    let mut unsynced: Option<(Pending, u64)> = None;
+    let mut unsynced: Option<(Queued, u64)> = None;
     loop {
         if unsynced.is_none() {
             if wal.queue.borrow().is_empty() && wal.rotate.borrow().is_none() && core.shutdown().is_fired() {
@@ -571,7 +580,7 @@ async fn write_snapshot_file(
                 ControlFlow::Continue(())
             });
         }
-        if let Some((at, bytes)) = enc.take_ready(256 << 10) {
+        if let Some((at, bytes)) = enc.take_ready(SNAPSHOT_WRITE_BYTES) {
             size = at + bytes.len() as u64;
             let len = bytes.len();
             if file.write_at(bytes, at).await.map_err(|e| io(&e))? < len {

@@ -173,9 +173,5 @@ fn is_word_byte(c: u8) -> bool {
 }
 
 fn decode_hex(s: &[u8]) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
-        return None;
-    }
-    let nib = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
-    s.chunks(2).map(|p| Some(nib(p[0])? << 4 | nib(p[1])?)).collect()
+    hex::decode(s).ok()
 }

@@ -36,9 +36,7 @@ pub fn quote_literal(bytes: &[u8]) -> String {
         _ => {
             let mut out = String::with_capacity(bytes.len() * 2 + 3);
             out.push_str("X'");
-            for b in bytes {
-                out.push_str(&format!("{b:02x}"));
-            }
+            out.push_str(&hex::encode(bytes));
             out.push('\'');
             out
         }
