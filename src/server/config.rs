@@ -1,6 +1,6 @@
 //! velocityd's settings, as the command line gives them.
 
-use super::{datadir, mesh, wal};
+use super::datadir;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -21,7 +21,7 @@ pub struct Config {
     pub max_unauthenticated: usize,
     pub max_payload: u32,
     /// Cross-core queues: glommio's channel mesh or crossbeam-channel.
-    pub mesh: mesh::MeshKind,
+    pub mesh: MeshKind,
     /// Serve plain TCP instead of TLS 1.3.
     pub plaintext: bool,
     /// The operator's certificate chain and key (PEM) instead of the data directory's identity.
@@ -39,11 +39,29 @@ pub struct Config {
     pub audit: bool,
     pub audit_file_bytes_max: u64,
     /// None: in memory only.
-    pub durability: Option<wal::Mode>,
+    pub durability: Option<Mode>,
     /// AES-256-GCM key for the log and snapshots.
     pub encryption_key: Option<[u8; crate::durability::KEY_BYTES]>,
     /// Log size that triggers a snapshot.
     pub snapshot_log_bytes: u64,
     /// Testing only: a pause before each group write to the log (0: none).
     pub test_write_delay_ms: u64,
+}
+
+/// How durable an acknowledged write is (`--durability`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// A RESPONSE leaves after its record is on disk.
+    Sync,
+    /// Records are written at once and synced every `interval_ms`; a crash loses at most that.
+    Periodic { interval_ms: u64 },
+}
+
+/// Which queues carry cross-core messages (`--mesh`). Both are bounded and lock-free; glommio's
+/// wake the receiving executor through an eventfd, crossbeam's are polled by a task that spins
+/// while traffic flows and backs off to a short sleep when idle.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MeshKind {
+    Glommio,
+    Crossbeam,
 }

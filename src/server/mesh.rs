@@ -3,6 +3,7 @@
 //! replies travel on two separate meshes: a core that is blocked sending a request can still
 //! drain its replies, so no cycle of full queues can deadlock two cores.
 
+pub use super::config::MeshKind;
 use super::runtime::{spawn, Slot};
 use super::runtime::{Full, MeshBuilder, Receivers, Senders};
 use super::stats::ShardStats;
@@ -49,15 +50,6 @@ pub type RepMesh = MeshBuilder<(u64, Rep), Full>;
 
 pub fn builders(cores: usize) -> (ReqMesh, RepMesh) {
     (MeshBuilder::full(cores, SHARD_QUEUE_BATCHES_MAX), MeshBuilder::full(cores, SHARD_QUEUE_BATCHES_MAX))
-}
-
-/// Which queues carry cross-core messages (`--mesh`). Both are bounded and lock-free; glommio's
-/// wake the receiving executor through an eventfd, crossbeam's are polled by a task that spins
-/// while traffic flows and backs off to a short sleep when idle.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum MeshKind {
-    Glommio,
-    Crossbeam,
 }
 
 enum Tx {

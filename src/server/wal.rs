@@ -7,6 +7,7 @@
 //! and every later group are taken back from the store with their undo images, in reverse, and
 //! their writers get STORAGE_ERROR: what readers see afterwards is what is on disk.
 
+pub use super::config::Mode;
 use super::durable::{log_path, shard_dir, snap_path, ShardLog};
 
 /// `durable::sync_dir` on the blocking pool: a directory's fsync must not stall the core.
@@ -39,14 +40,6 @@ use std::time::{Duration, Instant};
 pub trait Host {
     fn store(&self) -> &RefCell<Store>;
     fn shutdown(&self) -> &Rc<LocalSignal>;
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Mode {
-    /// A RESPONSE leaves after its record is on disk.
-    Sync,
-    /// Records are written at once and synced every `interval_ms`; a crash loses at most that.
-    Periodic { interval_ms: u64 },
 }
 
 /// The fate of the records appended while one group was open.
