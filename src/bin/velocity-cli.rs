@@ -2,6 +2,14 @@
 //! Velocity, with the habits of psql and redis-cli (-h -p -U, VELOCITY_* variables, \? and \h,
 //! -f and pipes).
 
+/// A line on stderr; a closed stderr is ignored rather than a panic (as `eprintln!` would).
+macro_rules! warn {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($t)*);
+    }};
+}
+
 #[path = "velocity-cli/help.rs"]
 mod help;
 #[path = "velocity-cli/print.rs"]
@@ -233,9 +241,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let fail = |p: Problem| {
         if cli.json {
-            eprintln!("{}", p.json(None, None));
+            warn!("{}", p.json(None, None));
         } else {
-            eprintln!("velocity-cli: {}", print::safe_text(&p.message));
+            warn!("velocity-cli: {}", print::safe_text(&p.message));
         }
         ExitCode::FAILURE
     };

@@ -122,7 +122,7 @@ pub fn run(shell: &mut Shell, banner: &str) -> ExitCode {
     let mut rl: Editor<Helper, DefaultHistory> = match Editor::with_config(config) {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("velocity-cli: cannot start the line editor: {e}");
+            warn!("velocity-cli: cannot start the line editor: {e}");
             return ExitCode::FAILURE;
         }
     };
@@ -155,7 +155,7 @@ pub fn run(shell: &mut Shell, banner: &str) -> ExitCode {
             }
             Err(ReadlineError::Eof) => break,
             Err(e) => {
-                eprintln!("velocity-cli: cannot read the terminal: {e}");
+                warn!("velocity-cli: cannot read the terminal: {e}");
                 return ExitCode::FAILURE;
             }
         };

@@ -312,7 +312,7 @@ impl Shell {
             return ExitCode::SUCCESS;
         }
         if self.format != Format::Json && !self.stop_on_error {
-            eprintln!("velocity-cli: {} of {} statements failed", self.failures, self.ran);
+            warn!("velocity-cli: {} of {} statements failed", self.failures, self.ran);
         }
         ExitCode::FAILURE
     }
@@ -437,7 +437,7 @@ impl Shell {
             if self.format == Format::Table {
                 self.say(&line)?;
             } else {
-                eprint!("{line}");
+                let _ = std::io::stderr().write_all(line.as_bytes());
             }
         }
         Ok(Flow::Go)
