@@ -102,8 +102,15 @@ mod tests {
             "SELECT value  FROM kv WHERE key = 'a'",
             "SELECT value FROM kv WHERE key = X'00'",
             "SELECT value FROM kv WHERE key = 'unterminated",
+            "SELECT value FROM kv WHERE key = 'a' -- a comment goes to the parser",
+            "SELECT value FROM kv WHERE key = 'a'/* so does this */",
         ] {
             assert!(point_select_key(sql).is_none(), "{sql}");
+        }
+        // A literal holding comment markers is still the key.
+        for sql in ["SELECT value FROM kv WHERE key = '--'", "SELECT value FROM kv WHERE key = '/*'"] {
+            assert!(point_select_key(sql).is_some(), "{sql}");
+            same_as_parser(sql);
         }
     }
 
@@ -130,6 +137,7 @@ mod tests {
             "INSERT INTO kv (key, value) VALUES ('a''b', 'c')",
             "INSERT INTO kv (key, value) VALUES ('a', X'00')",
             "INSERT INTO kv (key, value, ttl) VALUES ('a', 'b', 5)",
+            "INSERT INTO kv (key, value) VALUES ('a', 'b') -- comment",
         ] {
             assert!(insert_one(sql).is_none(), "{sql}");
         }
@@ -137,12 +145,12 @@ mod tests {
 
     proptest::proptest! {
         #[test]
-        fn insert_never_disagrees_with_the_parser(k in "(?s).{0,8}", v in "(?s).{0,8}", sep in proptest::sample::select(&["', '", "','", "', ", "'), ('"][..]), tail in proptest::sample::select(&["')", "');", "') ", "'", "'), ('x', 'y')"][..])) {
+        fn insert_never_disagrees_with_the_parser(k in "(?s).{0,8}", v in "(?s).{0,8}", sep in proptest::sample::select(&["', '", "','", "', ", "'), ('"][..]), tail in proptest::sample::select(&["')", "');", "') ", "'", "'), ('x', 'y')", "') -- c", "')/**/"][..])) {
             insert_same_as_parser(&format!("INSERT INTO kv (key, value) VALUES ('{k}{sep}{v}{tail}"));
         }
 
         #[test]
-        fn never_disagrees_with_the_parser(lit in "(?s).{0,12}", tail in proptest::sample::select(&["", ";", "' ", "'", " LIMIT 1", ";;"][..]), upper in proptest::bool::ANY) {
+        fn never_disagrees_with_the_parser(lit in "(?s).{0,12}", tail in proptest::sample::select(&["", ";", "' ", "'", " LIMIT 1", ";;", " -- c", "--", "/* c */", "; /* c */"][..]), upper in proptest::bool::ANY) {
             let prefix = if upper { "SELECT VALUE FROM KV WHERE KEY = '" } else { "select value from kv where key = '" };
             same_as_parser(&format!("{prefix}{lit}'{tail}"));
             same_as_parser(&format!("{prefix}{lit}"));

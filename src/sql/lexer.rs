@@ -1,5 +1,9 @@
 //! On-demand lexer: tokens are produced one at a time with their byte offset, so parsing a
 //! statement never builds a token vector.
+//!
+//! Comments (*extension*) are blanks between tokens: `--` to the end of the line, and
+//! `/* … */`, which nest as in the SQL standard and PostgreSQL (`/* a /* b */ c */` is one
+//! comment). Inside a string literal neither starts a comment.
 
 use std::borrow::Cow;
 
@@ -72,10 +76,8 @@ impl<'a> Lexer<'a> {
 
     /// The next token and its starting byte offset.
     pub fn next_tok(&mut self) -> Result<(usize, Tok<'a>), LexError> {
+        self.skip_blanks()?;
         let b = self.src.as_bytes();
-        while self.pos < b.len() && matches!(b[self.pos], b' ' | b'\t' | b'\r' | b'\n') {
-            self.pos += 1;
-        }
         let start = self.pos;
         let Some(&c) = b.get(start) else {
             return Ok((start, Tok::End));
@@ -135,6 +137,53 @@ impl<'a> Lexer<'a> {
             _ => {
                 let ch = self.src[start..].chars().next().unwrap();
                 Err(LexError { pos: start, msg: format!("unexpected character {ch:?}") })
+            }
+        }
+    }
+
+    /// Skip whitespace and comments up to the next token (or the end).
+    fn skip_blanks(&mut self) -> Result<(), LexError> {
+        let b = self.src.as_bytes();
+        loop {
+            while self.pos < b.len() && matches!(b[self.pos], b' ' | b'\t' | b'\r' | b'\n') {
+                self.pos += 1;
+            }
+            match (b.get(self.pos), b.get(self.pos + 1)) {
+                (Some(b'-'), Some(b'-')) => {
+                    self.pos = match b[self.pos..].iter().position(|&c| c == b'\n') {
+                        Some(n) => self.pos + n + 1,
+                        None => b.len(),
+                    };
+                }
+                (Some(b'/'), Some(b'*')) => {
+                    let start = self.pos;
+                    let mut depth = 0usize;
+                    let mut i = start;
+                    loop {
+                        if i + 1 >= b.len() {
+                            return Err(LexError {
+                                pos: start,
+                                msg: "unterminated /* comment: it needs a closing */ (comments nest)".into(),
+                            });
+                        }
+                        match (b[i], b[i + 1]) {
+                            (b'/', b'*') => {
+                                depth += 1;
+                                i += 2;
+                            }
+                            (b'*', b'/') => {
+                                depth -= 1;
+                                i += 2;
+                                if depth == 0 {
+                                    break;
+                                }
+                            }
+                            _ => i += 1,
+                        }
+                    }
+                    self.pos = i;
+                }
+                _ => return Ok(()),
             }
         }
     }

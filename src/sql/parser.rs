@@ -494,6 +494,72 @@ mod tests {
     }
 
     #[test]
+    fn comments_are_blanks_between_tokens() {
+        let plain = ok("SELECT key, value FROM kv WHERE key >= 'a' AND key < 'b' LIMIT 5");
+        for sql in [
+            "-- leading line comment\nSELECT key, value FROM kv WHERE key >= 'a' AND key < 'b' LIMIT 5",
+            "SELECT key, value FROM kv -- why: the a range\nWHERE key >= 'a' AND key < 'b' LIMIT 5",
+            "SELECT key, value FROM kv WHERE key >= 'a' AND key < 'b' LIMIT 5 -- trailing, no newline",
+            "SELECT key, value FROM kv WHERE key >= 'a' AND key < 'b' LIMIT 5; -- after the ';'",
+            "SELECT/**/key,/* c */value FROM kv WHERE key>='a'/*x*/AND key<'b' LIMIT 5/* end */",
+            "/* multi\n   line */ SELECT key, value FROM kv WHERE key >= 'a' AND key < 'b' LIMIT 5",
+            "SELECT key, value FROM kv WHERE key >= 'a' AND key < 'b' LIMIT 5--x",
+            "SELECT key, value FROM kv /* outer /* nested */ still outer */ WHERE key >= 'a' AND key < 'b' LIMIT 5",
+            "SELECT key, value FROM kv WHERE key >= 'a' /* -- a line comment inside a block */ AND key < 'b' LIMIT 5",
+            "SELECT key, value FROM kv WHERE key >= 'a' -- /* a block opener inside a line comment\nAND key < 'b' LIMIT 5",
+            "SELECT key, value FROM kv WHERE key >= 'a' AND key < 'b' LIMIT 5 /* ; */ ;",
+            "SELECT key, value FROM kv WHERE key >= 'a' AND key < 'b' LIMIT 5\r\n-- crlf\r\n",
+        ] {
+            assert_eq!(ok(sql), plain, "{sql}");
+        }
+    }
+
+    #[test]
+    fn comment_markers_inside_literals_stay_text() {
+        let Statement::Insert(i) =
+            ok("INSERT INTO kv (key, value) VALUES ('a--b', '/* not a comment */'), ('it''s -- here', '*/')")
+        else {
+            panic!()
+        };
+        assert_eq!(&*i.first.key, b"a--b");
+        assert_eq!(&*i.first.value, b"/* not a comment */");
+        assert_eq!(&*i.rest[0].key, b"it's -- here");
+        assert_eq!(&*i.rest[0].value, b"*/");
+        let Statement::Select(s) = ok("SELECT value FROM kv WHERE key = '--' -- the key is two dashes")
+        else {
+            panic!()
+        };
+        assert_eq!(s.filter, Filter::Eq(Cow::Borrowed(&b"--"[..])));
+    }
+
+    #[test]
+    fn comment_errors_are_clear() {
+        let e = err("SELECT value FROM kv /* never closed");
+        assert_eq!(e.pos, 21);
+        assert!(e.msg.contains("unterminated /* comment"), "{e}");
+        // Nested: one closing marker is not enough.
+        let e = err("SELECT value FROM kv /* a /* b */");
+        assert_eq!(e.pos, 21);
+        assert!(e.msg.contains("unterminated /* comment"), "{e}");
+        assert!(err("SELECT value FROM kv /*/").msg.contains("unterminated"));
+        // A statement of comments alone is empty.
+        assert_eq!(
+            err("-- nothing here").msg,
+            "expected SELECT, INSERT, UPDATE, DELETE or SHOW, found end of statement"
+        );
+        assert_eq!(err("/* nothing */ ;").pos, 14);
+        // Positions after a comment are offsets into the text as sent, comments included.
+        let e = err("/* 12345 */ SELECT value FORM kv");
+        assert_eq!((e.pos, e.msg.as_str()), (25, "expected FROM, found 'FORM'"));
+        // One dash or slash is still no token.
+        assert!(err("SELECT value FROM kv WHERE key = 'a' - 1").msg.contains("unexpected character '-'"));
+        assert!(err("SELECT value FROM kv WHERE key = 'a' / 1").msg.contains("unexpected character '/'"));
+        // A comment ends a number like any blank; letters after digits are still malformed.
+        let Statement::Select(s) = ok("SELECT key FROM kv LIMIT 7--seven") else { panic!() };
+        assert_eq!(s.limit, Some(7));
+    }
+
+    #[test]
     fn in_list_is_bounded() {
         let keys: Vec<String> = (0..=IN_LIST_KEYS_MAX).map(|i| format!("'{i}'")).collect();
         let sql = format!("SELECT value FROM kv WHERE key IN ({})", keys.join(","));
