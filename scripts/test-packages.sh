@@ -114,5 +114,25 @@ for mode in all quickstart; do
   run_example "node tarball: examples/quickstart.js ($mode)" "$mode" "$work/node-app" node quickstart.js
 done
 
+# --- What installing from the checkout leaves in it (pip's build/ and egg-info, npm pack's
+# tarball) is ignored by git. Only what this step made is removed again.
+echo "== build outputs in the checkout are ignored =="
+made=()
+for p in clients/python/build clients/python/velocity_client.egg-info "clients/node/$tarball"; do
+  [ -e "$p" ] || made+=("$p")
+done
+"$work/venv-wheel/bin/pip" install --quiet --disable-pip-version-check ./clients/python
+(cd clients/node && npm pack --silent >/dev/null)
+left=$(git status --porcelain --untracked-files=all -- clients)
+rm -rf "${made[@]}"
+if [ -z "$left" ]; then
+  echo "ok   pip install ./clients/python and npm pack leave nothing untracked"
+  passed=$((passed + 1))
+else
+  echo "FAIL untracked after pip install / npm pack:" >&2
+  echo "$left" >&2
+  failed=$((failed + 1))
+fi
+
 echo "packages: $passed passed, $failed failed"
 [ "$failed" = 0 ]
