@@ -312,3 +312,40 @@ fn plot_marks_percentiles_and_compare_overlays_runs() {
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("--plot"));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A run whose server goes away still ends, and its last line says the keys could not be counted.
+#[test]
+fn a_run_whose_server_died_says_it_could_not_count_the_keys() {
+    let s = Server::start_with(1, &["--plaintext", "--audit", "off"]);
+    let port = s.addr.port().to_string();
+    let mut cmd = Command::new(bench_bin());
+    cmd.args(["--port", &port, "-u", "alice", "--password-stdin", "--accept-new-host", "--plaintext"])
+        .arg("--known-hosts")
+        .arg(s.known_hosts())
+        .args(["--warmup-s", "0", "-c", "2", "--workload", "set", "--keys", "100", "--duration-s", "30"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), PASSWORD.as_bytes()).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let started = std::time::Instant::now();
+    let (kh, log) = (s.known_hosts(), s.log.clone());
+    let dir = s.crash();
+    for f in [&kh, &log] {
+        let _ = std::fs::remove_file(f);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    let out = child.wait_with_output().unwrap();
+    assert!(started.elapsed() < std::time::Duration::from_secs(20), "the run went on without its server");
+    assert_eq!(out.status.code(), Some(2), "errors exit 2");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let last = text.lines().last().unwrap();
+    assert!(last.starts_with(
+        "keys left  up to 100 keys in velocity-bench:000000000000 … velocity-bench:000000000099"
+    ));
+    assert!(
+        last.contains("could not count them") && last.contains("DELETE FROM kv WHERE key LIKE"),
+        "{last}"
+    );
+}

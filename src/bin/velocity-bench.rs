@@ -1079,18 +1079,20 @@ struct KeysLeft {
 fn keys_left(args: &Args, creds: &Credentials) -> KeysLeft {
     let text = |i| String::from_utf8_lossy(&key(&args.key_prefix, i)).into_owned();
     let (first, last) = (text(0), text(args.keys.max(1) - 1));
-    let counted =
-        Client::connect(&connect_options(args), creds).map_err(|e| e.to_string()).and_then(|mut c| {
-            let sql = format!(
-                "SELECT COUNT(*) FROM kv WHERE key BETWEEN {} AND {}",
-                quote_literal(first.as_bytes()),
-                quote_literal(last.as_bytes())
-            );
-            match c.execute(&sql).map_err(|e| e.to_string())?.rows.first().and_then(|r| r.first()) {
-                Some(velocity::protocol::Value::Int(n)) => Ok(*n),
-                other => Err(format!("unexpected reply to COUNT(*): {other:?}")),
-            }
-        });
+    // Bounded: a run whose server died or hangs still ends, saying it could not count.
+    let mut opts = connect_options(args);
+    opts.timeout = Some(Duration::from_secs(30));
+    let counted = Client::connect(&opts, creds).map_err(|e| e.to_string()).and_then(|mut c| {
+        let sql = format!(
+            "SELECT COUNT(*) FROM kv WHERE key BETWEEN {} AND {}",
+            quote_literal(first.as_bytes()),
+            quote_literal(last.as_bytes())
+        );
+        match c.execute(&sql).map_err(|e| e.to_string())?.rows.first().and_then(|r| r.first()) {
+            Some(velocity::protocol::Value::Int(n)) => Ok(*n),
+            other => Err(format!("unexpected reply to COUNT(*): {other:?}")),
+        }
+    });
     // LIKE matches the prefix literally once its wildcards are escaped.
     let mut pat = String::new();
     for c in args.key_prefix.chars() {
