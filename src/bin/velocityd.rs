@@ -2,8 +2,8 @@
 
 use clap::{Args, Parser, Subcommand};
 use std::io::Read;
-use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use velocity::limits::{
     AUDIT_FILE_BYTES_MAX_DEFAULT, FRAME_TIMEOUT_MS_DEFAULT, FSYNC_INTERVAL_MS_DEFAULT, HANDSHAKE_TIMEOUT_MS,
@@ -25,11 +25,57 @@ struct Cli {
     command: Option<Command>,
 }
 
+/// What `--help` of `user` and `apikey` says about a running server.
+const LIVE: &str =
+    "Works on the data directory of a running server too: the file is replaced atomically, and \
+the server picks up the change within a second, without a restart. Open sessions of a removed user or a \
+revoked key are disconnected; a changed role applies to open sessions from their next request.";
+
+/// The default of --listen.
+const LISTEN_DEFAULT: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 7411);
+
+/// --listen: IP:PORT, or an IP alone (the port then comes from --port, else 7411).
+#[derive(Clone, Copy, Debug)]
+struct ListenArg {
+    ip: IpAddr,
+    port: Option<u16>,
+}
+
+fn parse_listen(s: &str) -> Result<ListenArg, String> {
+    if let Ok(a) = s.parse::<SocketAddr>() {
+        return Ok(ListenArg { ip: a.ip(), port: Some(a.port()) });
+    }
+    let ip = s.strip_prefix('[').and_then(|v| v.strip_suffix(']')).unwrap_or(s);
+    match ip.parse::<IpAddr>() {
+        Ok(ip) => Ok(ListenArg { ip, port: None }),
+        Err(_) => Err("expected IP:PORT or an IP address, e.g. 0.0.0.0:7411, [::1]:7411 or 0.0.0.0".into()),
+    }
+}
+
+/// The address to serve: --listen, with --port as the shorthand for its port part.
+fn listen_addr(listen: Option<ListenArg>, port: Option<u16>) -> Result<SocketAddr, String> {
+    let Some(l) = listen else {
+        return Ok(SocketAddr::new(LISTEN_DEFAULT.ip(), port.unwrap_or(LISTEN_DEFAULT.port())));
+    };
+    match (l.port, port) {
+        (Some(a), Some(b)) if a != b => Err(format!(
+            "--port {b} disagrees with the port of --listen {}: give the port once",
+            SocketAddr::new(l.ip, a)
+        )),
+        (a, b) => Ok(SocketAddr::new(l.ip, a.or(b).unwrap_or(LISTEN_DEFAULT.port()))),
+    }
+}
+
 #[derive(Args)]
 struct ServeArgs {
-    /// Address every core listens on (SO_REUSEPORT).
-    #[arg(long, default_value = "127.0.0.1:7411")]
-    listen: SocketAddr,
+    /// Address every core listens on (SO_REUSEPORT): IP:PORT, or an IP with the port from --port.
+    /// [default: 127.0.0.1:7411]
+    #[arg(long, value_name = "IP[:PORT]", value_parser = parse_listen)]
+    listen: Option<ListenArg>,
+    /// The port to listen on: shorthand for the port part of --listen (`--port 7500` is
+    /// `--listen 127.0.0.1:7500`; `--listen 0.0.0.0 --port 7500` is `--listen 0.0.0.0:7500`).
+    #[arg(long)]
+    port: Option<u16>,
     /// Number of cores (executors, shards). Default: every available CPU.
     #[arg(long)]
     cores: Option<usize>,
@@ -116,14 +162,13 @@ struct ServeArgs {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Manage users. Safe on the data directory of a running server: files are replaced
-    /// atomically, and the server applies changes within a second (removed users are
-    /// disconnected).
-    #[command(subcommand)]
+    /// Manage users, also on the data directory of a running server (it applies changes within
+    /// a second).
+    #[command(subcommand, after_help = LIVE)]
     User(UserCmd),
-    /// Manage API keys (authentication method 2). Safe on a running server, as `user`: a revoked
-    /// key's sessions are disconnected within a second.
-    #[command(subcommand)]
+    /// Manage API keys (authentication method 2), also on the data directory of a running server
+    /// (a revoked key's sessions are disconnected within a second).
+    #[command(subcommand, after_help = LIVE)]
     Apikey(ApiKeyCmd),
     /// Write a new random 256-bit key for --encryption-key-file (mode 0600; refuses to overwrite).
     Keygen {
@@ -161,17 +206,23 @@ enum Command {
 #[derive(Subcommand)]
 enum ApiKeyCmd {
     /// Make a key acting as USER and print it once (only its SHA-256 is kept).
+    #[command(after_help = LIVE)]
     Create {
         #[arg(long)]
         user: String,
         #[arg(long, default_value = "./velocity-data")]
         data_dir: PathBuf,
     },
+    /// List the keys: id, user, and when it was made (RFC 3339, UTC). The server does not record
+    /// when a key was last used; the audit log (`velocityd audit`) has every login, API-key
+    /// logins with method "api_key" and their user.
+    #[command(after_help = LIVE)]
     List {
         #[arg(long, default_value = "./velocity-data")]
         data_dir: PathBuf,
     },
     /// Revoke the key with this id (as `apikey list` shows it).
+    #[command(after_help = LIVE)]
     Revoke {
         id: String,
         #[arg(long, default_value = "./velocity-data")]
@@ -181,29 +232,141 @@ enum ApiKeyCmd {
 
 #[derive(Subcommand)]
 enum UserCmd {
-    /// Add a user, or replace its password and role. The password is read from standard input.
+    /// Add a user; the password is read from standard input. An existing user is refused unless
+    /// the password is the one it has (then only the --role and --rate-limit given are applied)
+    /// or --force replaces it: `user passwd` and `user role` change one thing.
+    #[command(after_help = LIVE)]
     Add {
         name: String,
-        #[arg(long, default_value = "readwrite", value_parser = ["readonly", "readwrite"])]
-        role: String,
+        /// The new user's role [default: readwrite].
+        #[arg(long, value_parser = ["readonly", "readwrite"])]
+        role: Option<String>,
         /// Read the password from standard input (the only way: no prompts, no arguments).
         #[arg(long, required = true)]
         password_stdin: bool,
         /// This user's rate limit, OPS or OPS:BURST per second, enforced on each core (0: none).
         #[arg(long)]
         rate_limit: Option<String>,
+        /// Replace an existing user of this name: its password, role and rate limit.
+        #[arg(long)]
+        force: bool,
         #[arg(long, default_value = "./velocity-data")]
         data_dir: PathBuf,
     },
+    /// Change a user's password, read from standard input; its role and rate limit stay. Open
+    /// sessions stay logged in: a password is checked at login.
+    #[command(after_help = LIVE)]
+    Passwd {
+        name: String,
+        /// Read the new password from standard input (the only way: no prompts, no arguments).
+        #[arg(long, required = true)]
+        password_stdin: bool,
+        #[arg(long, default_value = "./velocity-data")]
+        data_dir: PathBuf,
+    },
+    /// Change a user's role; its password and rate limit stay.
+    #[command(after_help = LIVE)]
+    Role {
+        name: String,
+        #[arg(value_parser = ["readonly", "readwrite"])]
+        role: String,
+        #[arg(long, default_value = "./velocity-data")]
+        data_dir: PathBuf,
+    },
+    /// List the users: name, role, rate limit.
+    #[command(after_help = LIVE)]
     List {
         #[arg(long, default_value = "./velocity-data")]
         data_dir: PathBuf,
     },
+    /// Remove a user; its open sessions are disconnected.
+    #[command(after_help = LIVE)]
     Remove {
         name: String,
         #[arg(long, default_value = "./velocity-data")]
         data_dir: PathBuf,
     },
+}
+
+/// The data directory a command works on.
+fn data_dir_of(cmd: &Command) -> Option<&Path> {
+    Some(match cmd {
+        Command::User(
+            UserCmd::Add { data_dir, .. }
+            | UserCmd::Passwd { data_dir, .. }
+            | UserCmd::Role { data_dir, .. }
+            | UserCmd::List { data_dir }
+            | UserCmd::Remove { data_dir, .. },
+        ) => data_dir,
+        Command::Apikey(
+            ApiKeyCmd::Create { data_dir, .. }
+            | ApiKeyCmd::List { data_dir }
+            | ApiKeyCmd::Revoke { data_dir, .. },
+        ) => data_dir,
+        Command::Repair { data_dir, .. } | Command::Audit { data_dir, .. } => data_dir,
+        Command::Fingerprint { data_dir, tls_cert: None } => data_dir,
+        Command::Fingerprint { tls_cert: Some(_), .. } | Command::Keygen { .. } => return None,
+    })
+}
+
+/// A data directory that exists must be a directory (else every command fails deep inside,
+/// with "File exists" or "Not a directory" about a file in it).
+fn check_data_dir(dir: &Path) -> Result<(), String> {
+    match std::fs::metadata(dir) {
+        Ok(m) if !m.is_dir() => Err(format!(
+            "{} is not a directory (--data-dir names the directory of users, keys and data)",
+            dir.display()
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Held while a command changes the users or API keys: two at once on one directory would read
+/// the same file, and the second to write would undo the first's change. (The server does not
+/// take it: it only reads, and each file is replaced atomically.)
+struct AdminLock(#[allow(dead_code)] std::fs::File);
+
+impl AdminLock {
+    fn acquire(dir: &Path) -> Result<AdminLock, String> {
+        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+        use std::os::unix::io::AsRawFd;
+        if !dir.exists() {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(|e| format!("cannot create data directory {}: {e}", dir.display()))?;
+        }
+        let path = dir.join("admin.lock");
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+        // SAFETY: flock on a descriptor we own; released when the file is closed.
+        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            return Err(format!("cannot lock {}: {}", path.display(), std::io::Error::last_os_error()));
+        }
+        Ok(AdminLock(f))
+    }
+}
+
+/// Seconds since 1970 as RFC 3339 in UTC, e.g. 2026-12-01T19:23:38Z.
+fn rfc3339_utc(unix_s: u64) -> String {
+    let (days, secs) = ((unix_s / 86_400) as i64, unix_s % 86_400);
+    // The civil date of a day number (H. Hinnant's civil_from_days), in eras of 400 years.
+    let z = days + 719_468;
+    let (era, doe) = (z.div_euclid(146_097), z.rem_euclid(146_097));
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", secs / 3600, secs / 60 % 60, secs % 60)
 }
 
 fn parse_cpu_list(s: &str) -> Result<Vec<usize>, String> {
@@ -239,12 +402,46 @@ fn read_password() -> Result<String, String> {
 
 fn main_inner() -> Result<(), String> {
     let cli = Cli::parse();
+    match cli.command.as_ref().and_then(data_dir_of) {
+        Some(dir) => check_data_dir(dir)?,
+        None if cli.command.is_none() => check_data_dir(&cli.serve.data_dir)?,
+        None => {}
+    }
     match cli.command {
-        Some(Command::User(UserCmd::Add { name, role, data_dir, rate_limit, .. })) => {
-            let rate = rate_limit.as_deref().map(datadir::RateLimit::parse).transpose()?.flatten();
+        Some(Command::User(UserCmd::Add { name, role, data_dir, rate_limit, force, .. })) => {
+            let rate = rate_limit.as_deref().map(datadir::RateLimit::parse).transpose()?;
+            let role = role.as_deref().map(|r| Role::parse(r).expect("clap checked"));
             let pw = read_password()?;
-            datadir::add_user(&data_dir, &name, &pw, Role::parse(&role).expect("clap checked"), rate)?;
-            println!("user {name} ({role}) saved in {}", data_dir.display());
+            let _lock = AdminLock::acquire(&data_dir)?;
+            add_user(&data_dir, &name, &pw, role, rate, force)?;
+        }
+        Some(Command::User(UserCmd::Passwd { name, data_dir, .. })) => {
+            let pw = read_password()?;
+            let _lock = AdminLock::acquire(&data_dir)?;
+            if !datadir::load_users(&data_dir)?.iter().any(|u| u.name == name) {
+                return Err(format!("no user {name} in {}", data_dir.display()));
+            }
+            let stored = datadir::stored_credential(&data_dir, &name, &pw)?;
+            datadir::update_user(&data_dir, &name, |u| u.stored = stored)?;
+            println!(
+                "password of user {name} changed; a running velocityd checks logins against it within a second \
+                 (open sessions stay logged in)"
+            );
+        }
+        Some(Command::User(UserCmd::Role { name, role, data_dir })) => {
+            let new = Role::parse(&role).expect("clap checked");
+            let _lock = AdminLock::acquire(&data_dir)?;
+            let mut old = None;
+            if !datadir::update_user(&data_dir, &name, |u| old = Some(std::mem::replace(&mut u.role, new)))? {
+                return Err(format!("no user {name} in {}", data_dir.display()));
+            }
+            match old {
+                Some(o) if o == new => println!("user {name} is already {role}; nothing changed"),
+                _ => println!(
+                    "user {name} is now {role}; a running velocityd applies it within a second, to open \
+                     sessions from their next request"
+                ),
+            }
         }
         Some(Command::User(UserCmd::List { data_dir })) => {
             for u in datadir::load_users(&data_dir)? {
@@ -255,22 +452,25 @@ fn main_inner() -> Result<(), String> {
             }
         }
         Some(Command::User(UserCmd::Remove { name, data_dir })) => {
+            let _lock = AdminLock::acquire(&data_dir)?;
             if !datadir::remove_user(&data_dir, &name)? {
                 return Err(format!("no user {name} in {}", data_dir.display()));
             }
             println!("user {name} removed; a running velocityd disconnects its sessions within a second");
         }
         Some(Command::Apikey(ApiKeyCmd::Create { user, data_dir })) => {
+            let _lock = AdminLock::acquire(&data_dir)?;
             let (id, key) = datadir::create_api_key(&data_dir, &user)?;
             eprintln!("API key {id} for user {user} (shown once; only its SHA-256 is kept):");
             println!("{key}");
         }
         Some(Command::Apikey(ApiKeyCmd::List { data_dir })) => {
             for k in datadir::load_api_keys(&data_dir)? {
-                println!("{}\t{}\tcreated {}", k.id, k.user, k.created_unix_s);
+                println!("{}\t{}\tcreated {}", k.id, k.user, rfc3339_utc(k.created_unix_s));
             }
         }
         Some(Command::Apikey(ApiKeyCmd::Revoke { id, data_dir })) => {
+            let _lock = AdminLock::acquire(&data_dir)?;
             if !datadir::revoke_api_key(&data_dir, &id)? {
                 return Err(format!("no API key {id} in {}", data_dir.display()));
             }
@@ -341,7 +541,7 @@ fn main_inner() -> Result<(), String> {
                 (None, None) => std::thread::available_parallelism().map_or(1, |n| n.get()),
             };
             run(Config {
-                listen: s.listen,
+                listen: listen_addr(s.listen, s.port)?,
                 cores,
                 cpu_list,
                 data_dir: s.data_dir,
@@ -380,6 +580,63 @@ fn main_inner() -> Result<(), String> {
     Ok(())
 }
 
+/// `user add`: a new user; an existing one only with its own password (then the role and rate
+/// limit given are applied, and said) or with --force.
+fn add_user(
+    dir: &Path,
+    name: &str,
+    pw: &str,
+    role: Option<Role>,
+    rate: Option<Option<datadir::RateLimit>>,
+    force: bool,
+) -> Result<(), String> {
+    let existing = datadir::load_users(dir)?.into_iter().find(|u| u.name == name);
+    let old = match existing {
+        Some(old) if !force => old,
+        _ => {
+            let role = role.unwrap_or(Role::ReadWrite);
+            datadir::add_user(dir, name, pw, role, rate.flatten())?;
+            let what =
+                if existing.is_some() { "replaced (new password, role and rate limit)" } else { "added" };
+            println!(
+                "user {name} ({}) {what} in {}; a running velocityd applies it within a second",
+                role.name(),
+                dir.display()
+            );
+            return Ok(());
+        }
+    };
+    if datadir::stored_credential(dir, name, pw)? != old.stored {
+        return Err(format!(
+            "user {name} already exists in {} with another password; nothing changed. \
+             Change its password with `velocityd user passwd {name} --password-stdin`, its role with \
+             `velocityd user role {name} readonly|readwrite`, or replace the user with `user add --force`",
+            dir.display()
+        ));
+    }
+    let mut changes = Vec::new();
+    if let Some(r) = role.filter(|r| *r != old.role) {
+        changes.push(format!("role {} -> {}", old.role.name(), r.name()));
+    }
+    if let Some(r) = rate.filter(|r| *r != old.rate_limit) {
+        let show = |r: Option<datadir::RateLimit>| r.map_or("none".to_string(), |r| r.to_arg());
+        changes.push(format!("rate limit {} -> {}", show(old.rate_limit), show(r)));
+    }
+    if changes.is_empty() {
+        println!("user {name} already exists with this password; nothing changed");
+        return Ok(());
+    }
+    datadir::update_user(dir, name, |u| {
+        u.role = role.unwrap_or(u.role);
+        u.rate_limit = rate.unwrap_or(u.rate_limit);
+    })?;
+    println!(
+        "user {name} already exists with this password; changed {}; a running velocityd applies it within a second",
+        changes.join(", ")
+    );
+    Ok(())
+}
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
@@ -394,5 +651,40 @@ fn main() -> ExitCode {
             eprintln!("velocityd: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_dates() {
+        for (t, want) in [
+            (0, "1970-01-01T00:00:00Z"),
+            (951_782_400, "2000-02-29T00:00:00Z"),
+            (1_709_210_096, "2024-02-29T12:34:56Z"),
+            (1_796_153_018, "2026-12-01T19:23:38Z"),
+            (4_102_444_799, "2099-12-31T23:59:59Z"),
+        ] {
+            assert_eq!(rfc3339_utc(t), want);
+        }
+    }
+
+    #[test]
+    fn listen_and_port() {
+        let l = |s: &str| Some(parse_listen(s).unwrap());
+        let a = |s: &str| s.parse::<SocketAddr>().unwrap();
+        assert_eq!(listen_addr(None, None).unwrap(), a("127.0.0.1:7411"));
+        assert_eq!(listen_addr(None, Some(7500)).unwrap(), a("127.0.0.1:7500"));
+        assert_eq!(listen_addr(l("0.0.0.0:7600"), None).unwrap(), a("0.0.0.0:7600"));
+        assert_eq!(listen_addr(l("0.0.0.0"), Some(7500)).unwrap(), a("0.0.0.0:7500"));
+        assert_eq!(listen_addr(l("0.0.0.0"), None).unwrap(), a("0.0.0.0:7411"));
+        assert_eq!(listen_addr(l("[::1]"), Some(7500)).unwrap(), a("[::1]:7500"));
+        assert_eq!(listen_addr(l("::1"), None).unwrap(), a("[::1]:7411"));
+        assert_eq!(listen_addr(l("0.0.0.0:7500"), Some(7500)).unwrap(), a("0.0.0.0:7500"));
+        let e = listen_addr(l("0.0.0.0:7600"), Some(7500)).unwrap_err();
+        assert!(e.contains("--port 7500") && e.contains("0.0.0.0:7600"), "{e}");
+        assert!(parse_listen("localhost:7411").is_err());
     }
 }

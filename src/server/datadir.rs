@@ -94,6 +94,14 @@ fn write_secret(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");
     let mut f = fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
     f.write_all(bytes)?;
+    // A running server notices changed users and API keys by the files' mtimes: the new file's
+    // must differ from the one it replaces, even when both writes fall within one tick of the
+    // file system's clock (a few milliseconds), as `user add` then `user role` may.
+    if let Ok(old) = fs::metadata(path).and_then(|m| m.modified()) {
+        if f.metadata()?.modified()? <= old {
+            f.set_modified(old + std::time::Duration::from_millis(1))?;
+        }
+    }
     f.sync_all()?;
     fs::rename(&tmp, path)
 }
@@ -181,16 +189,31 @@ pub fn add_user(
     role: Role,
     rate_limit: Option<RateLimit>,
 ) -> Result<(), String> {
+    let stored = stored_credential(dir, name, password)?;
+    let mut users = load_users(dir)?;
+    users.retain(|u| u.name != name);
+    users.push(User { name: name.to_owned(), role, stored, rate_limit });
+    save_users(dir, &users)
+}
+
+/// What `name`'s stored credential is with `password`: what `add_user` would store, for
+/// comparing with a user's current one or setting a new password with `update_user`.
+pub fn stored_credential(dir: &Path, name: &str, password: &str) -> Result<[u8; 32], String> {
     validate_username(name)?;
     if password.is_empty() {
         return Err("the password is empty".into());
     }
     let salt = auth_salt(dir)?;
-    let cred = derive_credential(password, name, &salt, ARGON2)?;
+    Ok(stored_hash(&derive_credential(password, name, &salt, ARGON2)?))
+}
+
+/// Change the user `name` in place (its password, role or rate limit); false if there is none.
+pub fn update_user(dir: &Path, name: &str, change: impl FnOnce(&mut User)) -> Result<bool, String> {
     let mut users = load_users(dir)?;
-    users.retain(|u| u.name != name);
-    users.push(User { name: name.to_owned(), role, stored: stored_hash(&cred), rate_limit });
-    save_users(dir, &users)
+    let Some(u) = users.iter_mut().find(|u| u.name == name) else { return Ok(false) };
+    change(u);
+    save_users(dir, &users)?;
+    Ok(true)
 }
 
 pub fn load_api_keys(dir: &Path) -> Result<Vec<ApiKey>, String> {

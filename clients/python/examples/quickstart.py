@@ -1,29 +1,69 @@
 #!/usr/bin/env python3
 """Connect, write, read back, pipeline, handle a missing key.
 
-    python3 examples/quickstart.py --port 7411 --user alice   # asks for the password
+    VELOCITY_PASSWORD=... python3 examples/quickstart.py [--plaintext] [--accept-new-host]
+
+Where and as whom it connects comes from the environment, as for velocity-cli:
+VELOCITY_HOST (default 127.0.0.1), VELOCITY_PORT (7411), VELOCITY_USER (admin) and
+VELOCITY_PASSWORD (asked for when unset): the defaults are what scripts/quickstart.sh sets up.
+--host, --port and --user override them.
 """
 
 import argparse
 import getpass
 import os
+import sys
 
 import velocity
 
+# The quick start's server and user (scripts/quickstart.sh).
+DEFAULTS = {"VELOCITY_HOST": "127.0.0.1", "VELOCITY_PORT": "7411", "VELOCITY_USER": "admin"}
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--host", default="127.0.0.1")
-    ap.add_argument("--port", type=int, default=7411)
-    ap.add_argument("--user", default="alice")
+
+def settings(argv=None):
+    ap = argparse.ArgumentParser(
+        description="Velocity's Python client in a few statements.",
+        epilog="Environment: VELOCITY_HOST, VELOCITY_PORT, VELOCITY_USER, VELOCITY_PASSWORD "
+        "(defaults: 127.0.0.1, 7411, admin, as scripts/quickstart.sh sets up; the password is asked for).",
+    )
+    ap.add_argument("--host", help="overrides VELOCITY_HOST")
+    ap.add_argument("--port", type=int, help="overrides VELOCITY_PORT")
+    ap.add_argument("--user", help="overrides VELOCITY_USER")
     ap.add_argument("--plaintext", action="store_true", help="server started with --plaintext")
     ap.add_argument("--accept-new-host", action="store_true", help="trust a server seen for the first time")
-    args = ap.parse_args()
-    password = os.environ.get("VELOCITY_PASSWORD") or getpass.getpass(f"password for {args.user}: ")
+    args = ap.parse_args(argv)
+    defaulted = []
 
-    with velocity.connect(args.host, args.port, user=args.user, password=password, tls=not args.plaintext,
+    def pick(given, name):
+        if given is not None:
+            return given
+        if os.environ.get(name):
+            return os.environ[name]
+        defaulted.append(f"{name}={DEFAULTS[name]}")
+        return DEFAULTS[name]
+
+    args.host = pick(args.host, "VELOCITY_HOST")
+    port = pick(args.port, "VELOCITY_PORT")
+    try:
+        args.port = int(port)
+    except ValueError:
+        ap.error(f"VELOCITY_PORT is not a port number: {port!r}")
+    args.user = pick(args.user, "VELOCITY_USER")
+    if defaulted:
+        print(f"not set, so the quick start's defaults: {', '.join(defaulted)}", file=sys.stderr)
+    args.password = os.environ.get("VELOCITY_PASSWORD")
+    if not args.password:
+        print(f"VELOCITY_PASSWORD is not set: asking for {args.user}'s password "
+              "(scripts/quickstart.sh printed admin's)", file=sys.stderr)
+        args.password = getpass.getpass(f"password for {args.user}: ")
+    return args
+
+
+def main() -> None:
+    args = settings()
+    with velocity.connect(args.host, args.port, user=args.user, password=args.password, tls=not args.plaintext,
                           accept_new_host=args.accept_new_host) as db:
-        print("connected to", db.server_info.server, db.fingerprint)
+        print(f"connected to {db.server_info.server} at {args.host}:{args.port} as {args.user}, {db.fingerprint}")
         db.execute("INSERT INTO kv (key, value, ttl) VALUES (?, ?, ?)", ["greeting", "hello, world", 60])
         print("greeting =", velocity.text(db.execute("SELECT value FROM kv WHERE key = ?", ["greeting"]).scalar()))
 
