@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Before/after: the build at git revision REV against the working tree's build, interleaved
 # round by round on the same machine, one server core each (CPU 0, the load on CPU 1), with
-# medians and after/before ratios. Use it to show what a change costs or gains.
+# medians and after/before ratios. Use it to show what a change costs or gains. The load comes
+# from the working tree's velocity-bench for both builds (16-byte keys `key:%012d`), so only the
+# server differs.
 #   scripts/ab.sh REV [ROUNDS] [SECONDS] [CASE ...]
 #   CASE: CONNSxPIPELINE:WORKLOAD, e.g. 50x16:get 50x1:mixed:90 1x64:set (velocity-bench --workload)
 #   SERVER_ARGS: velocityd flags for both (default: --plaintext --audit off --durability none)
@@ -20,7 +22,7 @@ base=target/ab/$sha
 if [ ! -x "$base/target/release/velocityd" ]; then
   rm -rf "$base"; git worktree prune
   git worktree add -f --detach "$base" "$sha" >/dev/null
-  (cd "$base" && cargo build --release -q --bin velocityd --bin velocity-bench)
+  (cd "$base" && cargo build --release -q --bin velocityd)
 fi
 cargo build --release -q --bin velocityd --bin velocity-bench
 
@@ -39,8 +41,8 @@ run() { # bindir case
   # shellcheck disable=SC2086
   taskset -c 0 "$bin/velocityd" --data-dir "$d" --listen 127.0.0.1:$port --cpu-list 0 $SERVER_ARGS 2>/dev/null &
   pid=$!; waitport "$port"
-  bench() { echo -n bench | taskset -c 1 "$bin/velocity-bench" -p "$port" -u bench --password-stdin --plaintext \
-      --accept-new-host --known-hosts "$d.kh" --keys $KEYS --value-bytes $VALUE --json "$@" 2>/dev/null; }
+  bench() { echo -n bench | taskset -c 1 target/release/velocity-bench -p "$port" -u bench --password-stdin --plaintext \
+      --accept-new-host --known-hosts "$d.kh" --key-prefix key: --keys $KEYS --value-bytes $VALUE --json "$@" 2>/dev/null; }
   bench -c 1 -P 1 --requests 1 --warmup-s 0 >/dev/null   # loads the key space
   local a b j
   a=$(awk '{print $14+$15}' /proc/$pid/stat)

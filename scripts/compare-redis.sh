@@ -32,14 +32,14 @@ vpid=$!
 taskset -c 0 redis-server --bind 127.0.0.1 --port $rport --save '' --appendonly no --dir "$dir" >/dev/null &
 rpid=$!
 waitport $vport; waitport $rport
-echo -n bench | taskset -c 1 target/release/velocity-bench -p $vport -u bench --password-stdin --plaintext --accept-new-host --known-hosts "$dir/kh" -c 1 -P 1 \
+echo -n bench | taskset -c 1 target/release/velocity-bench -p $vport -u bench --password-stdin --plaintext --accept-new-host --known-hosts "$dir/kh" --key-prefix key: -c 1 -P 1 \
   --requests 1 --warmup-s 0 --keys $KEYS --value-bytes $VALUE --json >/dev/null 2>&1
 taskset -c 1 redis-benchmark -p $rport -c 50 -P 64 -n $((KEYS * 4)) -r $KEYS -d $VALUE -t set -q >/dev/null 2>&1
 
 run_velocity() { # conns pipeline op
   local a b j
   a=$(ticks $vpid)
-  j=$(echo -n bench | taskset -c 1 target/release/velocity-bench -p $vport -u bench --password-stdin --plaintext --accept-new-host --known-hosts "$dir/kh" -c "$1" -P "$2" \
+  j=$(echo -n bench | taskset -c 1 target/release/velocity-bench -p $vport -u bench --password-stdin --plaintext --accept-new-host --known-hosts "$dir/kh" --key-prefix key: -c "$1" -P "$2" \
       --workload "$3" --duration-s "$SECS" --warmup-s 1 --keys $KEYS --value-bytes $VALUE --no-populate --json 2>/dev/null)
   b=$(ticks $vpid)
   python3 - "$j" "$((b - a))" "$hz" <<'PY'

@@ -49,3 +49,6 @@ scripts/test-go.sh
 
 echo "== Java client (clients/java) =="
 scripts/test-java.sh
+
+echo "== Client packages: packed, installed outside the repository, examples run =="
+scripts/test-packages.sh

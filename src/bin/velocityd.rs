@@ -481,7 +481,7 @@ fn main_inner() -> Result<(), String> {
             use std::os::unix::fs::OpenOptionsExt;
             let mut key = [0u8; velocity::durability::KEY_BYTES];
             getrandom::fill(&mut key).map_err(|e| format!("no randomness: {e}"))?;
-            let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
+            let hex = hex::encode(key);
             let mut f = std::fs::OpenOptions::new()
                 .write(true)
                 .create_new(true)

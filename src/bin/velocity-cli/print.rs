@@ -133,7 +133,7 @@ fn cell_json(v: &Value) -> serde_json::Value {
         Value::Bytes(b) => match std::str::from_utf8(b) {
             Ok(s) => s.into(),
             Err(_) => {
-                serde_json::json!({ "hex": b.iter().map(|x| format!("{x:02x}")).collect::<String>() })
+                serde_json::json!({ "hex": hex::encode(b) })
             }
         },
     }
@@ -327,15 +327,7 @@ mod tests {
             serde_json::Value::Null => Value::Null,
             serde_json::Value::Number(n) => Value::Int(n.as_i64().unwrap()),
             serde_json::Value::String(s) => Value::Bytes(s.clone().into_bytes()),
-            serde_json::Value::Object(o) => {
-                let hex = o["hex"].as_str().unwrap();
-                Value::Bytes(
-                    (0..hex.len())
-                        .step_by(2)
-                        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
-                        .collect(),
-                )
-            }
+            serde_json::Value::Object(o) => Value::Bytes(hex::decode(o["hex"].as_str().unwrap()).unwrap()),
             other => panic!("unexpected JSON cell {other}"),
         }
     }
