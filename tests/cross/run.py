@@ -282,14 +282,27 @@ def short(line: str, n: int = 160) -> str:
     return line if len(line) <= n else f"{line[:n]}… ({len(line)} chars)"
 
 
+def key_of(line: str) -> str:
+    """The key of a dump line, readable: ``x:rust:quotes``."""
+    parts = line.split(" ")
+    if parts[0] == "count":
+        return "(the COUNT(*) line)"
+    if len(parts) > 1 and parts[1].startswith("b:"):
+        try:
+            return repr(bytes.fromhex(parts[1][2:]).decode("utf-8", "backslashreplace"))
+        except ValueError:
+            pass
+    return "?"
+
+
 def explain_diff(got: str, want: str) -> str:
-    g, w = got.splitlines(), want.splitlines()
+    g, w = got.split("\n"), want.split("\n")
     out = []
     for i in range(max(len(g), len(w))):
         a = g[i] if i < len(g) else "<no line>"
         b = w[i] if i < len(w) else "<no line>"
         if a != b:
-            out.append(f"    line {i + 1}:\n      got  {short(a)}\n      want {short(b)}")
+            out.append(f"    line {i + 1}, key {key_of(b)}:\n      got  {short(a)}\n      want {short(b)}")
             if len(out) == 5:
                 out.append("    …")
                 break
@@ -385,6 +398,15 @@ def run_mode(tls: bool, clients: list, tmp: Path, checks: Checks, keep: Path = N
                 jobs[r] = (other, pool.submit(run_runner, r, ["read"], env))
             cli_job = pool.submit(cli_read, server, hosts[clients[0]])
             dumps = {}
+            explained = {}  # a wrong dump already shown, by the reader that printed it
+
+            def wrong(what: str, got: str, want: str, reader: str) -> None:
+                if got in explained:
+                    checks.fail(what, f"    (the same dump as {explained[got]}'s)")
+                else:
+                    explained[got] = reader
+                    checks.fail(what, explain_diff(got, want))
+
             for r, (other, job) in jobs.items():
                 p = job.result()
                 trusting = f" (trusting {other}'s known_hosts)"
@@ -398,7 +420,7 @@ def run_mode(tls: bool, clients: list, tmp: Path, checks: Checks, keep: Path = N
                 if got == want:
                     checks.ok(f"{mode}: {r} reads every writer's keys{trusting}, byte for byte")
                 else:
-                    checks.fail(f"{mode}: {r} reads every writer's keys", explain_diff(got, want))
+                    wrong(f"{mode}: {r} reads every writer's keys", got, want, r)
             p = cli_job.result()
             if p.returncode != 0:
                 checks.fail(f"{mode}: velocity-cli --json reads", failure_text(p))
@@ -411,7 +433,7 @@ def run_mode(tls: bool, clients: list, tmp: Path, checks: Checks, keep: Path = N
                 if got == want_cli:
                     checks.ok(f"{mode}: velocity-cli --json reads every writer's keys")
                 else:
-                    checks.fail(f"{mode}: velocity-cli --json reads", explain_diff(got, want_cli))
+                    wrong(f"{mode}: velocity-cli --json reads", got, want_cli, "velocity-cli")
         # Which readers agree with which (all in one group when everything passes).
         groups = {}
         for r, d in dumps.items():

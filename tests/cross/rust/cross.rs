@@ -142,7 +142,8 @@ fn read() -> Res<()> {
         out.push_str(&format!("scan {}\n", line(r)));
     }
     for k in &keys {
-        let r = execute(&mut db, &format!("SELECT key, value, ttl FROM kv WHERE key = {}", q(k)))?;
+        let r = execute(&mut db, &format!("SELECT key, value, ttl FROM kv WHERE key = {}", q(k)))
+            .map_err(|e| format!("point read of {}: {e}", hex(k)))?;
         if r.rows.len() != 1 {
             return Err(format!("point read of {}: {} rows", hex(k), r.rows.len()));
         }
