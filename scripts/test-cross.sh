@@ -115,6 +115,8 @@ codegen-units = 4
 EOF
 cp Cargo.lock target/cross/rust/Cargo.lock
 CARGO_TARGET="${CARGO_TARGET_DIR:-$REPO/target}"
+[ -x "$CARGO_TARGET/release/velocity-cross" ] ||
+    echo "(the Rust runner: the first build compiles the velocity crate once more, a minute or two)"
 cargo build --quiet --release --manifest-path target/cross/rust/Cargo.toml --target-dir "$CARGO_TARGET"
 export CROSS_RUST_RUNNER="$CARGO_TARGET/release/velocity-cross"
 
