@@ -135,7 +135,8 @@ fn read() -> Res<()> {
         _ => return Err(format!("COUNT(*) gave {} rows", count.rows.len())),
     }
 
-    let mut scan = execute(&mut db, &format!("SELECT key, value, ttl FROM kv WHERE key LIKE {pattern}"))?.rows;
+    let mut scan =
+        execute(&mut db, &format!("SELECT key, value, ttl FROM kv WHERE key LIKE {pattern}"))?.rows;
     scan.sort_by_key(key_of);
     let keys: Vec<Vec<u8>> = scan.iter().map(key_of).collect();
     for r in &scan {
@@ -150,7 +151,8 @@ fn read() -> Res<()> {
         out.push_str(&format!("point {}\n", line(&r.rows[0])));
     }
     let list: Vec<String> = keys.iter().map(|k| q(k)).collect();
-    let mut rows = execute(&mut db, &format!("SELECT key, value, ttl FROM kv WHERE key IN ({})", list.join(", ")))?.rows;
+    let mut rows =
+        execute(&mut db, &format!("SELECT key, value, ttl FROM kv WHERE key IN ({})", list.join(", ")))?.rows;
     rows.sort_by_key(key_of);
     for r in &rows {
         out.push_str(&format!("in {}\n", line(r)));
