@@ -50,5 +50,8 @@ scripts/test-go.sh
 echo "== Java client (clients/java) =="
 scripts/test-java.sh
 
+echo "== The five clients agree byte for byte (tests/cross) =="
+scripts/test-cross.sh
+
 echo "== Client packages: packed, installed outside the repository, examples run =="
 scripts/test-packages.sh
