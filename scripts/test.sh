@@ -29,6 +29,14 @@ fi
 # End-to-end tests open many sockets; raise the soft open-files limit to the hard one.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
+echo "== Rust: formatting and lints =="
+if command -v rustup >/dev/null; then
+    rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy
+    rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt
+fi
+cargo fmt --check
+cargo clippy --release --all-targets --locked -- -D warnings
+
 echo "== Rust: library, server, CLI, end-to-end =="
 cargo test --release --locked
 # The client suites below start the velocityd that `cargo test --release` just built.

@@ -367,7 +367,7 @@ fn audit_log_records_logins_and_requests_and_no_secret_is_written_anywhere() {
             lines.push(serde_json::from_str::<serde_json::Value>(l).unwrap());
         }
     }
-    let has = |f: &dyn Fn(&serde_json::Value) -> bool| lines.iter().any(|l| f(l));
+    let has = |f: &dyn Fn(&serde_json::Value) -> bool| lines.iter().any(f);
     assert!(has(&|l| l["event"] == "login"
         && l["user"] == "alice"
         && l["code"] == "SUCCESS"

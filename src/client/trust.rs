@@ -13,8 +13,11 @@ pub enum NewHost {
     /// Record it and go on (`--accept-new-host`).
     Accept,
     /// Ask; the callback gets `host:port` and the fingerprint and says yes or no.
-    Ask(Box<dyn Fn(&str, &str) -> bool>),
+    Ask(AskFn),
 }
+
+/// Asked about an unknown server: `host:port` and its fingerprint in, trust it or not out.
+pub type AskFn = Box<dyn Fn(&str, &str) -> bool>;
 
 pub struct Trust {
     /// Default: `~/.velocity/known_hosts`.
@@ -134,12 +137,7 @@ pub struct TrustArgs {
 
 impl TrustArgs {
     /// Connect options for `host:port`; `ask` is used for a new host when not accepted outright.
-    pub fn options(
-        &self,
-        host: &str,
-        port: u16,
-        ask: Option<Box<dyn Fn(&str, &str) -> bool>>,
-    ) -> super::ConnectOptions {
+    pub fn options(&self, host: &str, port: u16, ask: Option<AskFn>) -> super::ConnectOptions {
         let mut o = super::ConnectOptions::new(host, port);
         o.tls = !self.plaintext;
         o.trust = Trust {

@@ -67,7 +67,7 @@ mod tests {
     #[test]
     fn profile_test_vector() {
         let salt: [u8; 16] = std::array::from_fn(|i| i as u8);
-        assert_eq!(hex(&password_salt(&salt, "alice")), "4bae77313a70b8732fd7144d646a5cf8");
+        assert_eq!(hex(password_salt(&salt, "alice")), "4bae77313a70b8732fd7144d646a5cf8");
         let cred = derive_credential(
             "correct horse battery staple",
             "alice",
@@ -75,9 +75,9 @@ mod tests {
             Argon2Params { m_kib: 19456, t: 2, p: 1 },
         )
         .unwrap();
-        assert_eq!(hex(&cred), "348410209a4900c7ca6485cd79f28d97bf92614b5884826920a6e758eddbc065");
+        assert_eq!(hex(cred), "348410209a4900c7ca6485cd79f28d97bf92614b5884826920a6e758eddbc065");
         let stored = stored_hash(&cred);
-        assert_eq!(hex(&stored), "e4bdc83df2264cc8b220e37b0cccee295029dde299790152b669e1406fd87117");
+        assert_eq!(hex(stored), "e4bdc83df2264cc8b220e37b0cccee295029dde299790152b669e1406fd87117");
         assert!(verify_credential(&cred, &stored));
         assert!(!verify_credential(&cred[..31], &stored));
     }

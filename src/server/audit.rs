@@ -72,7 +72,7 @@ pub fn audit_files(data_dir: &Path, shard: usize) -> Vec<PathBuf> {
             Some((k, e.path()))
         })
         .collect();
-    v.sort_by(|a, b| b.0.cmp(&a.0));
+    v.sort_by_key(|f| std::cmp::Reverse(f.0));
     let mut out: Vec<PathBuf> = v.into_iter().map(|(_, p)| p).collect();
     if path.exists() {
         out.push(path);

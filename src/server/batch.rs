@@ -4,7 +4,7 @@
 //! and written once per batch, or whenever CONN_OUT_BYTES_MAX of them have gathered.
 
 use super::audit::{describe, describe_key, lit};
-use super::core::{Core, Started};
+use super::core::{Core, Started, Unfinished};
 use super::datadir::{RateLimit, Role};
 use super::mesh::{Rep, Req};
 use super::report::{self, InfoKind};
@@ -19,7 +19,7 @@ use crate::protocol::{
     ErrorCode, MessageType, ResultSet,
 };
 use crate::security::ratelimit::TokenBucket;
-use crate::shard::{merge, plan, shard_of_key, Merge, ShardOp, ShardReply, Sliced};
+use crate::shard::{merge, plan, shard_of_key, Merge, ShardOp, ShardReply};
 use crate::sql::{
     hot_key, insert_one, parse, point_select_key, Column, Filter, Projection, Statement, StatementKind,
 };
@@ -47,7 +47,7 @@ enum Pending {
         /// The log group of this statement's writes to the local shard.
         local_group: Option<Rc<Group>>,
         /// This shard's part when it runs in slices: its index among the parts, and its state.
-        local_more: Option<(usize, ShardOp, Sliced, Vec<Rc<Group>>)>,
+        local_more: Option<(usize, Box<Unfinished>)>,
     },
     Info {
         what: InfoKind,
@@ -422,9 +422,9 @@ fn run_plan(
                     local_bytes += r.held_bytes();
                     replies.push(Some(r));
                 }
-                Started::More(op, sliced, groups) => {
+                Started::More(rest) => {
                     replies.push(None);
-                    local_more = Some((i, op, sliced, groups));
+                    local_more = Some((i, rest));
                 }
             }
         } else {
@@ -661,10 +661,10 @@ pub async fn finish(
                 }
             }
             Pending::Merge { merge: m, mut replies, kind, started, target, mut local_group, local_more } => {
-                if let Some((i, op, sliced, groups)) = local_more {
+                if let Some((i, rest)) = local_more {
                     // The rest of this shard's part, in slices: the core's other connections
                     // are served in between.
-                    let (reply, group) = core.finish_op(op, sliced, groups, now).await;
+                    let (reply, group) = core.finish_op(rest, now).await;
                     replies[i] = Some(reply);
                     if group.is_some() {
                         local_group = group;

@@ -72,7 +72,16 @@ pub struct Core {
 /// in slices.
 pub enum Started {
     Done(ShardReply),
-    More(ShardOp, Sliced, Vec<Rc<Group>>),
+    /// Boxed: rare, and large beside a reply.
+    More(Box<Unfinished>),
+}
+
+/// An op that runs in slices, between them: the op, how far it got, and the log groups of the
+/// slices written so far.
+pub struct Unfinished {
+    op: ShardOp,
+    sliced: Sliced,
+    groups: Vec<Rc<Group>>,
 }
 
 /// A batch of another core's ops being run (Core::run_some).
@@ -87,7 +96,7 @@ struct OpsRun {
 
 enum Ran {
     Done(Vec<ShardReply>, Vec<ShardOp>, Option<Rc<Group>>),
-    Sliced(OpsRun, ShardOp, Sliced, Vec<Rc<Group>>),
+    Sliced(OpsRun, Box<Unfinished>),
 }
 
 impl super::wal::Host for Core {
@@ -118,7 +127,7 @@ impl Core {
                     run.held += reply.held_bytes();
                     run.replies.push(reply);
                 }
-                Started::More(op, sliced, groups) => return Ran::Sliced(run, op, sliced, groups),
+                Started::More(rest) => return Ran::Sliced(run, rest),
             }
         }
         Ran::Done(run.replies, Vec::new(), run.group)
@@ -130,8 +139,8 @@ impl Core {
         loop {
             match ran {
                 Ran::Done(replies, rest, group) => return (replies, rest, group),
-                Ran::Sliced(mut run, op, sliced, groups) => {
-                    let (reply, group) = self.finish_op(op, sliced, groups, run.now_ms).await;
+                Ran::Sliced(mut run, rest) => {
+                    let (reply, group) = self.finish_op(rest, run.now_ms).await;
                     if group.is_some() {
                         // Appended later than any group before it, so it settles last.
                         run.group = group;
@@ -162,19 +171,14 @@ impl Core {
                 Started::Done(reply)
             }
             Some(_) => unreachable!("one slice appends one record"),
-            None => Started::More(op, sliced, groups),
+            None => Started::More(Box::new(Unfinished { op, sliced, groups })),
         }
     }
 
     /// The rest of a long op, a slice at a time, yielding to the core's other tasks whenever the
     /// executor asks for it. Its reply, and the group the reply must wait for.
-    pub async fn finish_op(
-        &self,
-        op: ShardOp,
-        mut sliced: Sliced,
-        mut groups: Vec<Rc<Group>>,
-        now_ms: u64,
-    ) -> (ShardReply, Option<Rc<Group>>) {
+    pub async fn finish_op(&self, rest: Box<Unfinished>, now_ms: u64) -> (ShardReply, Option<Rc<Group>>) {
+        let Unfinished { op, mut sliced, mut groups } = *rest;
         let reply = loop {
             // Let the executor poll its sockets and run what they woke: a client of this core
             // waits for one slice, not for the preemption timer.

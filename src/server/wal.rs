@@ -91,6 +91,9 @@ struct Queued {
     first_seq: u64,
 }
 
+/// A rotation's outcome: the new log's index, or why there is none.
+type Rotated = Result<u64, String>;
+
 pub struct Wal {
     pub mode: Mode,
     data_dir: PathBuf,
@@ -112,7 +115,7 @@ pub struct Wal {
     /// a point read of a key waits only for a group that wrote a key of its bucket.
     dirty: RefCell<Box<[Option<Rc<Group>>]>>,
     kick: RefCell<Rc<LocalSignal>>,
-    rotate: RefCell<Option<Rc<Slot<Result<u64, String>>>>>,
+    rotate: RefCell<Option<Rc<Slot<Rotated>>>>,
     snapshot_log_bytes: u64,
     /// A fault for tests: a pause before every group write, widening the window in which writes
     /// are applied in memory but not yet in the log (where a crash takes them back).
