@@ -145,3 +145,91 @@ pub fn disconnect<T>(p: Parked<T>, code: u16, reason: &str) {
         libc::close(p.fd);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A connected pair of sockets: (the parked end, the peer's end).
+    fn pair() -> (RawFd, RawFd) {
+        let mut fds = [0; 2];
+        // SAFETY: socketpair fills the two-element array it is given.
+        assert_eq!(unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM, 0, fds.as_mut_ptr()) }, 0);
+        (fds[0], fds[1])
+    }
+
+    fn send(fd: RawFd, b: &[u8]) {
+        // SAFETY: a write of a valid buffer to a socket we own.
+        assert_eq!(unsafe { libc::write(fd, b.as_ptr().cast(), b.len()) }, b.len() as isize);
+    }
+
+    fn close(fd: RawFd) {
+        // SAFETY: closing a descriptor we own.
+        unsafe { libc::close(fd) };
+    }
+
+    #[test]
+    fn parked_connections_come_back_when_readable_or_closed_and_only_then() {
+        let p: Parker<&str> = Parker::new().unwrap();
+        let (a, peer_a) = pair();
+        let (b, peer_b) = pair();
+        let (c, peer_c) = pair();
+        for (name, fd) in [("a", a), ("b", b), ("c", c)] {
+            assert!(p.park(name, fd, Instant::now()).is_ok());
+        }
+        assert_eq!(p.len(), 3);
+        assert!(p.ready().is_empty(), "nothing to read yet");
+        send(peer_b, b"x");
+        close(peer_c);
+        let mut back: Vec<&str> = p.ready().iter().map(|r| r.state).collect();
+        back.sort();
+        assert_eq!(back, ["b", "c"], "the readable one and the closed one");
+        assert_eq!(p.len(), 1);
+        // Taken out, they are the caller's again: more bytes for one are not reported twice.
+        send(peer_b, b"y");
+        assert!(p.ready().is_empty());
+        close(b);
+        close(c);
+        let left = p.all();
+        assert_eq!(left.iter().map(|l| l.state).collect::<Vec<_>>(), ["a"]);
+        assert!(p.is_empty());
+        for fd in [a, peer_a, peer_b] {
+            close(fd);
+        }
+    }
+
+    #[test]
+    fn expiry_and_revocation_take_out_only_those_due() {
+        let p: Parker<u32> = Parker::new().unwrap();
+        let long_ago = Instant::now() - Duration::from_secs(60);
+        let (old, peer_old) = pair();
+        let (new, peer_new) = pair();
+        let (revoked, peer_revoked) = pair();
+        assert!(p.park(1, old, long_ago).is_ok());
+        assert!(p.park(2, new, Instant::now()).is_ok());
+        assert!(p.park(3, revoked, Instant::now()).is_ok());
+        let due = p.expired(Duration::from_secs(30));
+        assert_eq!(due.iter().map(|d| d.state).collect::<Vec<_>>(), [1]);
+        let ending = p.take_ending(|s| (*s == 3).then_some("user removed"));
+        assert_eq!(ending.iter().map(|(e, why)| (e.state, *why)).collect::<Vec<_>>(), [(3, "user removed")]);
+        // The peer of a disconnected one reads the goodbye, then the end of the stream.
+        let (gone, _) = ending.into_iter().next().unwrap();
+        disconnect(gone, 8, "user removed");
+        let mut buf = [0u8; 256];
+        // SAFETY: a read into a buffer we own.
+        let n = unsafe { libc::read(peer_revoked, buf.as_mut_ptr().cast(), buf.len()) };
+        let frame = &buf[..n as usize];
+        let Ok(crate::protocol::Decoded::Frame(f)) = crate::protocol::decode_frame(frame, 1 << 20) else {
+            panic!("not a frame: {frame:?}")
+        };
+        assert_eq!(f.kind, crate::protocol::MessageType::Disconnect as u8);
+        // SAFETY: as above.
+        assert_eq!(unsafe { libc::read(peer_revoked, buf.as_mut_ptr().cast(), buf.len()) }, 0);
+        assert_eq!(p.len(), 1, "the fresh one stays");
+        drop(due);
+        for fd in [old, peer_old, peer_new, peer_revoked] {
+            close(fd);
+        }
+        // Dropping the parker closes what it still holds (`new`).
+    }
+}
