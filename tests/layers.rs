@@ -28,13 +28,18 @@ fn layer_of(module: &str) -> usize {
         .unwrap_or_else(|| panic!("src/server/{module}.rs has no layer in tests/layers.rs"))
 }
 
-/// The sibling modules `source` names through `super::` (or `self::`, in mod.rs).
-fn imports(source: &str, siblings: &BTreeSet<String>, is_mod: bool) -> BTreeSet<String> {
+/// The sibling modules `source` names through `prefixes` (`super::`, `crate::server::`, …).
+fn imports(source: &str, siblings: &BTreeSet<String>, prefixes: &[&str]) -> BTreeSet<String> {
     let mut found = BTreeSet::new();
-    for prefix in if is_mod { ["self::", "super::"] } else { ["super::", "super::"] } {
+    for prefix in prefixes {
         let mut rest = source;
         while let Some(i) = rest.find(prefix) {
+            // `super::super::x` is not `super::x`.
+            let whole = i < 7 || !rest[..i].ends_with("super::");
             rest = &rest[i + prefix.len()..];
+            if !whole && *prefix == "super::" {
+                continue;
+            }
             let names: Vec<&str> = if let Some(group) = rest.strip_prefix('{') {
                 let end = group.find('}').unwrap_or(group.len());
                 group[..end].split(',').map(|n| n.trim().split("::").next().unwrap_or("")).collect()
@@ -47,26 +52,56 @@ fn imports(source: &str, siblings: &BTreeSet<String>, is_mod: bool) -> BTreeSet<
     found
 }
 
+/// A file's text and the prefixes through which it names a sibling module.
+type Source = (String, Vec<&'static str>);
+
+/// Each module of `src/server/` (a file `x.rs`, or a directory `x/` of files) with its files'
+/// sources and, per file, the prefixes through which it names a sibling module.
+fn modules() -> Vec<(String, Vec<Source>)> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/server");
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(&dir).unwrap() {
+        let p = e.unwrap().path();
+        let name = p.file_stem().unwrap().to_string_lossy().into_owned();
+        if p.is_dir() {
+            let mut files = Vec::new();
+            for f in std::fs::read_dir(&p).unwrap() {
+                let f = f.unwrap().path();
+                let prefixes = if f.file_stem().is_some_and(|s| s == "mod") {
+                    vec!["super::", "crate::server::"]
+                } else {
+                    vec!["super::super::", "crate::server::"]
+                };
+                files.push((std::fs::read_to_string(&f).unwrap(), prefixes));
+            }
+            out.push((name, files));
+        } else if p.extension().is_some_and(|x| x == "rs") {
+            let prefixes = if name == "mod" {
+                vec!["self::", "crate::server::"]
+            } else {
+                vec!["super::", "crate::server::"]
+            };
+            out.push((name, vec![(std::fs::read_to_string(&p).unwrap(), prefixes)]));
+        }
+    }
+    out
+}
+
 #[test]
 fn server_modules_import_downward_only() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/server");
-    let files: Vec<(String, String)> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "rs"))
-        .map(|p| {
-            (p.file_stem().unwrap().to_string_lossy().into_owned(), std::fs::read_to_string(&p).unwrap())
-        })
-        .collect();
-    let siblings: BTreeSet<String> = files.iter().map(|(m, _)| m.clone()).collect();
+    let modules = modules();
+    let siblings: BTreeSet<String> = modules.iter().map(|(m, _)| m.clone()).collect();
     let mut wrong = Vec::new();
-    for (module, source) in &files {
-        let is_mod = module == "mod";
-        for used in imports(source, &siblings, is_mod) {
-            if used != *module && layer_of(&used) <= layer_of(module) {
-                wrong.push(format!("{module} uses {used}"));
+    for (module, files) in &modules {
+        for (source, prefixes) in files {
+            for used in imports(source, &siblings, prefixes) {
+                if used != *module && layer_of(&used) <= layer_of(module) {
+                    wrong.push(format!("{module} uses {used}"));
+                }
             }
         }
     }
+    wrong.sort();
+    wrong.dedup();
     assert!(wrong.is_empty(), "imports that do not go down a layer: {wrong:?}");
 }

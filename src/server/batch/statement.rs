@@ -1,0 +1,263 @@
+//! A statement of a logged-in session: the canonical point read and one-row INSERT of a local
+//! key without a parse, else parsed (off the core when long) and planned; this shard's part
+//! runs inline, the others' wait in the batch for their shards.
+
+use super::{audit, done, done_fast, encode_outcome, outcome, Batch, Flow, Pending};
+use crate::limits::STATEMENT_OFF_CORE_BYTES;
+use crate::protocol::message::encode_error;
+use crate::protocol::{encode_affected_response, encode_single_value_response, ErrorCode};
+use crate::server::audit::{describe, describe_key, lit};
+use crate::server::core::{Core, Started};
+use crate::server::datadir::Role;
+use crate::server::report::InfoKind;
+use crate::server::session::Session;
+use crate::shard::{merge, plan, shard_of_key, ShardReply};
+use crate::sql::{insert_one, parse, point_select_key, Column, Filter, Projection, Statement, StatementKind};
+use std::time::Instant;
+
+/// A statement parsed and planned away from the core (`plan_statement`): its kind, what the
+/// audit log says it touches, and its plan; or why it does not parse.
+pub type Planned = Result<(StatementKind, Option<String>, crate::shard::Plan), String>;
+
+/// Parse and plan a long statement: run on the blocking thread pool, so that a 1 MB INSERT's
+/// parse (tens of milliseconds) does not stall the core's other connections.
+pub fn plan_statement(sql: Vec<u8>, shards: usize, max_payload: u32, audit: bool) -> Planned {
+    let sql = std::str::from_utf8(&sql).map_err(|_| "SQL is not valid UTF-8".to_string())?;
+    let stmt = parse(sql).map_err(|e| e.to_string())?;
+    Ok((stmt.kind(), audit.then(|| describe(&stmt)), plan(&stmt, shards, max_payload)))
+}
+
+/// Whether a COMMAND is long enough to be parsed off the core, and not one of the canonical
+/// forms the core answers without a parse.
+pub fn plan_off_core(payload: &[u8]) -> bool {
+    payload.len() >= STATEMENT_OFF_CORE_BYTES
+        && std::str::from_utf8(payload)
+            .is_ok_and(|sql| point_select_key(sql).is_none() && insert_one(sql).is_none())
+}
+
+/// Run one statement of a logged-in session, or its plan made off the core (`planned`).
+#[allow(clippy::too_many_arguments)]
+pub(super) fn command(
+    core: &Core,
+    s: &Session,
+    role: Role,
+    payload: &[u8],
+    batch: &mut Batch,
+    now: u64,
+    planned: Option<Planned>,
+) -> Flow {
+    let started = Instant::now();
+    let (kind, target, p) = match planned {
+        Some(Ok(p)) => p,
+        Some(Err(e)) => return refuse(core, s, batch, "invalid", None, ErrorCode::InvalidCommand, &e),
+        None => {
+            let Ok(sql) = std::str::from_utf8(payload) else {
+                return refuse(
+                    core,
+                    s,
+                    batch,
+                    "invalid",
+                    None,
+                    ErrorCode::InvalidCommand,
+                    "SQL is not valid UTF-8",
+                );
+            };
+            if let Some(flow) = fast_path(core, s, role, sql, batch, now) {
+                return flow;
+            }
+            let stmt = match parse(sql) {
+                Ok(stmt) => stmt,
+                Err(e) => {
+                    return refuse(core, s, batch, "invalid", None, ErrorCode::InvalidCommand, &e.to_string())
+                }
+            };
+            let kind = stmt.kind();
+            let target = core.audit.borrow().enabled().then(|| describe(&stmt));
+            if kind.is_write() && role == Role::ReadOnly {
+                return refuse(
+                    core,
+                    s,
+                    batch,
+                    kind.name(),
+                    target.as_deref(),
+                    ErrorCode::Unauthorized,
+                    READONLY,
+                );
+            }
+            if let Some(flow) = without_plan(core, s, &stmt, target.as_deref(), started, batch, now) {
+                return flow;
+            }
+            (kind, target, plan(&stmt, core.shards, core.shared.config.max_payload))
+        }
+    };
+    if kind.is_write() && role == Role::ReadOnly {
+        return refuse(core, s, batch, kind.name(), target.as_deref(), ErrorCode::Unauthorized, READONLY);
+    }
+    run_plan(core, s, s.user(), kind, target, p, started, batch, now)
+}
+
+const READONLY: &str = "this user's role is readonly";
+
+/// Refuse a statement: audited, and answered with `code`.
+#[allow(clippy::too_many_arguments)]
+fn refuse(
+    core: &Core,
+    s: &Session,
+    batch: &mut Batch,
+    kind: &str,
+    target: Option<&str>,
+    code: ErrorCode,
+    msg: &str,
+) -> Flow {
+    audit(core, s, s.user(), "command", kind, target, 0, code, 0);
+    batch.error(code, msg);
+    Flow::Continue
+}
+
+/// The hot paths: a canonical point read or one-row INSERT of a key of this core's shard,
+/// answered without a parse or a plan. None: not one of them.
+fn fast_path(core: &Core, s: &Session, role: Role, sql: &str, batch: &mut Batch, now: u64) -> Option<Flow> {
+    let local = |key: &[u8]| shard_of_key(key, core.shards) == core.id;
+    if let Some(key) = point_select_key(sql).filter(|k| local(k)) {
+        let target = core.audit.borrow().enabled().then(|| describe_key(key));
+        local_point_get(core, s, s.user(), key, target.as_deref(), batch, now);
+        return Some(Flow::Continue);
+    }
+    let (key, value) = insert_one(sql).filter(|(k, _)| local(k))?;
+    if role == Role::ReadOnly {
+        let target = describe_key(key);
+        return Some(refuse(core, s, batch, "insert", Some(&target), ErrorCode::Unauthorized, READONLY));
+    }
+    let group = core.insert_logged(key, value, now);
+    batch.after(group, true, |out| encode_affected_response(out, 1));
+    let target = core.audit.borrow().enabled().then(|| format!("keys {}", lit(key)));
+    done_fast(core, s, s.user(), StatementKind::Insert, target.as_deref(), ErrorCode::Success, 1, batch);
+    Some(Flow::Continue)
+}
+
+/// Statements answered without a plan: SHOW (from every core's statistics) and a point read of
+/// this core's shard in another spelling. None: it needs a plan.
+fn without_plan(
+    core: &Core,
+    s: &Session,
+    stmt: &Statement<'_>,
+    target: Option<&str>,
+    started: Instant,
+    batch: &mut Batch,
+    now: u64,
+) -> Option<Flow> {
+    match stmt {
+        Statement::ShowStats | Statement::ShowStatus => {
+            let what =
+                if matches!(stmt, Statement::ShowStats) { InfoKind::ShowStats } else { InfoKind::ShowStatus };
+            audit(core, s, s.user(), "command", stmt.kind().name(), None, 0, ErrorCode::Success, 0);
+            batch.pending.push(Pending::Info { what, started });
+            Some(Flow::Continue)
+        }
+        Statement::Select(sel) if sel.limit.is_none() => {
+            let (Filter::Eq(key), Projection::Columns(cols)) = (&sel.filter, &sel.projection) else {
+                return None;
+            };
+            if cols.as_slice() != [Column::Value] || shard_of_key(key, core.shards) != core.id {
+                return None;
+            }
+            local_point_get(core, s, s.user(), key, target, batch, now);
+            Some(Flow::Continue)
+        }
+        _ => None,
+    }
+}
+
+/// Run a statement's plan: this shard's part inline (or its first slice), the others' queued
+/// for the batch's messages; the reply now if it is ready, else pending in the batch.
+#[allow(clippy::too_many_arguments)]
+fn run_plan(
+    core: &Core,
+    s: &Session,
+    user: &str,
+    kind: StatementKind,
+    target: Option<String>,
+    p: crate::shard::Plan,
+    started: Instant,
+    batch: &mut Batch,
+    now: u64,
+) -> Flow {
+    let cfg = &core.shared.config;
+    let mut replies: Vec<Option<ShardReply>> = Vec::with_capacity(p.parts.len());
+    let mut remote = false;
+    let mut local_group = None;
+    let at = batch.pending.len();
+    let mut local_bytes = 0;
+    let mut local_more = None;
+    for (i, (shard, op)) in p.parts.into_iter().enumerate() {
+        if shard == core.id {
+            match core.start_op(op, now, &mut local_group) {
+                Started::Done(r) => {
+                    local_bytes += r.held_bytes();
+                    replies.push(Some(r));
+                }
+                Started::More(rest) => {
+                    replies.push(None);
+                    local_more = Some((i, rest));
+                }
+            }
+        } else {
+            replies.push(None);
+            batch.remote[shard].push(op);
+            batch.remote_at[shard].push((at, i));
+            remote = true;
+        }
+    }
+    if remote || local_more.is_some() {
+        // A part still running in slices ends the batch here: nothing after it may run first.
+        let flow = if local_more.is_some() { Flow::EndBatch } else { Flow::Continue };
+        batch.held_bytes += local_bytes;
+        batch.pending.push(Pending::Merge {
+            merge: p.merge,
+            replies,
+            kind,
+            started,
+            target,
+            local_group,
+            local_more,
+        });
+        return flow;
+    } else {
+        let replies = replies.into_iter().map(|r| r.expect("local reply")).collect();
+        let res = merge(&p.merge, replies, cfg.max_payload);
+        let (code, rows) = outcome(&res);
+        done(core, s, user, kind, target.as_deref(), started, code, rows);
+        batch.after(local_group, p.merge.is_write(), |out| encode_outcome(out, &res));
+    }
+    Flow::Continue
+}
+
+/// A point read of this core's shard: the value goes straight from the store into the reply.
+#[allow(clippy::too_many_arguments)]
+fn local_point_get(
+    core: &Core,
+    s: &Session,
+    user: &str,
+    key: &[u8],
+    target: Option<&str>,
+    batch: &mut Batch,
+    now: u64,
+) {
+    let store = core.store.borrow();
+    // What the store shows may include a write not yet durable (a value, or a key's absence).
+    let barrier = core.read_barrier_for(key);
+    let hit = match store.get(key, now) {
+        Some(e) => {
+            let v = e.value;
+            batch.after(barrier, false, |out| encode_single_value_response(out, "value", v));
+            true
+        }
+        None => {
+            batch.after(barrier, false, |out| encode_error(out, ErrorCode::KeyNotFound, "key not found"));
+            false
+        }
+    };
+    drop(store);
+    let code = if hit { ErrorCode::Success } else { ErrorCode::KeyNotFound };
+    done_fast(core, s, user, StatementKind::SelectPoint, target, code, hit as u64, batch);
+}
