@@ -24,6 +24,13 @@ impl WireError {
         Self::new(ErrorCode::KeyNotFound, "key not found")
     }
 
+    /// A result that would not fit in one frame of `max_payload` bytes.
+    pub fn too_large(bytes: usize, max_payload: u32) -> Self {
+        Self::invalid(format!(
+            "result too large ({bytes} bytes; max_payload is {max_payload}): add LIMIT and page with WHERE key > 'last key'"
+        ))
+    }
+
     /// The write could not be made durable; it was not applied. The cause is in the server log.
     pub fn storage() -> Self {
         Self::new(ErrorCode::StorageError, "the write could not be made durable and was not applied")

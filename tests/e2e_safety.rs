@@ -724,3 +724,25 @@ fn a_restart_after_kill_9_and_reap_waits_for_the_orphaned_sockets() {
         s = next;
     }
 }
+
+/// A value written under a larger --max-payload than the server now runs with: a point read of
+/// it (the fast path too) is refused as too large, as every other read is, instead of a reply
+/// frame the client must reject; the connection goes on.
+#[test]
+fn a_value_larger_than_the_current_max_payload_is_refused_not_sent() {
+    let args = ["--audit", "off", "--plaintext"];
+    let mut s = Server::start_with(1, &[&args[..], &["--max-payload", "4194304"]].concat());
+    let big = "x".repeat(2 << 20);
+    s.client().execute(&format!("INSERT INTO kv (key, value) VALUES ('big', '{big}')")).unwrap();
+    s.client().execute("INSERT INTO kv (key, value) VALUES ('small', 'v')").unwrap();
+    assert!(s.terminate().success());
+    let dir = s.keep_data();
+    let s = Server::start_at(dir, 1, &[&args[..], &["--max-payload", "1048576"]].concat(), None);
+    let mut c = s.client();
+    for sql in ["SELECT value FROM kv WHERE key = 'big'", "SELECT value FROM kv WHERE key = 'big' LIMIT 1"] {
+        let e = c.execute(sql).unwrap_err();
+        assert_eq!(e.code(), Some(ErrorCode::InvalidCommand), "{sql}: {e}");
+        assert!(e.to_string().contains("too large"), "{sql}: {e}");
+    }
+    assert_eq!(value_of(&mut c, "small"), Some(b"v".to_vec()));
+}

@@ -188,6 +188,11 @@ impl<'o> ResultSetWriter<'o> {
 
 /// The whole RESPONSE frame of a one-row, one-column reply: the point GET.
 #[inline]
+/// The payload bytes of `encode_single_value_response`'s frame.
+pub fn single_value_response_len(column: &str, value_len: usize) -> usize {
+    2 + 2 + column.len() + 4 + 5 + value_len + 8
+}
+
 pub fn encode_single_value_response(out: &mut Vec<u8>, column: &str, value: &[u8]) {
     let start = begin_frame(out, MessageType::Response as u8);
     out.reserve(2 + 2 + column.len() + 4 + 5 + value.len() + 8 + 4);

@@ -198,12 +198,6 @@ pub fn plan(stmt: &Statement<'_>, shards: usize, max_payload: u32) -> Plan {
     }
 }
 
-fn too_large(bytes: usize, max_payload: u32) -> WireError {
-    WireError::invalid(format!(
-        "result too large ({bytes} bytes; max_payload is {max_payload}): add LIMIT and page with WHERE key > 'last key'"
-    ))
-}
-
 /// The row's cells under `cols`, moving its bytes rather than copying them (the key is copied
 /// only if it is shown twice).
 fn cells(cols: &ColumnList, r: RowOut) -> Vec<Value> {
@@ -283,7 +277,9 @@ pub fn merge(m: &Merge, replies: Vec<ShardReply>, max_payload: u32) -> Result<Re
             for r in replies {
                 match r {
                     ShardReply::Rows(mut v) => rows.append(&mut v),
-                    ShardReply::TooLarge => return Err(too_large(max_payload as usize + 1, max_payload)),
+                    ShardReply::TooLarge => {
+                        return Err(WireError::too_large(max_payload as usize + 1, max_payload))
+                    }
                     other => unreachable!("rows merge got {other:?}"),
                 }
             }
@@ -304,7 +300,7 @@ pub fn merge(m: &Merge, replies: Vec<ShardReply>, max_payload: u32) -> Result<Re
                     .map(|r| row_encoded_len(cols, r.key.len(), r.value.len(), r.ttl_s.is_some()))
                     .sum::<usize>();
             if bytes > max_payload as usize {
-                return Err(too_large(bytes, max_payload));
+                return Err(WireError::too_large(bytes, max_payload));
             }
             ResultSet {
                 columns: col_names(cols),
@@ -338,7 +334,7 @@ pub fn merge(m: &Merge, replies: Vec<ShardReply>, max_payload: u32) -> Result<Re
     };
     let bytes = rs.encoded_len();
     if bytes > max_payload as usize {
-        return Err(too_large(bytes, max_payload));
+        return Err(WireError::too_large(bytes, max_payload));
     }
     Ok(rs)
 }

@@ -3,9 +3,12 @@
 //! runs inline, the others' wait in the batch for their shards.
 
 use super::{audit, done, done_fast, encode_outcome, outcome, Batch, Flow, Pending};
+use crate::error::WireError;
 use crate::limits::STATEMENT_OFF_CORE_BYTES;
 use crate::protocol::message::encode_error;
-use crate::protocol::{encode_affected_response, encode_single_value_response, ErrorCode};
+use crate::protocol::{
+    encode_affected_response, encode_single_value_response, single_value_response_len, ErrorCode,
+};
 use crate::server::audit::{describe, describe_key, lit};
 use crate::server::core::{Core, Started};
 use crate::server::datadir::Role;
@@ -246,18 +249,26 @@ fn local_point_get(
     let store = core.store.borrow();
     // What the store shows may include a write not yet durable (a value, or a key's absence).
     let barrier = core.read_barrier_for(key);
-    let hit = match store.get(key, now) {
+    let max_payload = core.shared.config.max_payload;
+    let code = match store.get(key, now) {
+        // Written under a larger --max-payload than this run's: refused as any read of a result
+        // too large for a frame is.
+        Some(e) if single_value_response_len("value", e.value.len()) > max_payload as usize => {
+            let err = WireError::too_large(single_value_response_len("value", e.value.len()), max_payload);
+            batch.after(barrier, false, |out| encode_error(out, err.code, &err.message));
+            err.code
+        }
         Some(e) => {
             let v = e.value;
             batch.after(barrier, false, |out| encode_single_value_response(out, "value", v));
-            true
+            ErrorCode::Success
         }
         None => {
             batch.after(barrier, false, |out| encode_error(out, ErrorCode::KeyNotFound, "key not found"));
-            false
+            ErrorCode::KeyNotFound
         }
     };
     drop(store);
-    let code = if hit { ErrorCode::Success } else { ErrorCode::KeyNotFound };
+    let hit = code == ErrorCode::Success;
     done_fast(core, s, user, StatementKind::SelectPoint, target, code, hit as u64, batch);
 }
