@@ -127,10 +127,12 @@ fn read_password_prompt() -> Result<String, String> {
     // Echo off before the prompt shows: nothing typed after it can be echoed.
     // SAFETY: termios calls on the terminal's fd with a local struct, restored below.
     let mut term: libc::termios = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
     let had = unsafe { libc::tcgetattr(fd, &mut term) } == 0;
     if had {
         let mut quiet = term;
         quiet.c_lflag &= !libc::ECHO;
+        // SAFETY: as above.
         unsafe { libc::tcsetattr(fd, libc::TCSANOW, &quiet) };
     }
     let _ = tty.write_all(b"password: ");
@@ -145,6 +147,7 @@ fn read_password_prompt() -> Result<String, String> {
         }
     };
     if had {
+        // SAFETY: as above: the settings read before.
         unsafe { libc::tcsetattr(fd, libc::TCSANOW, &term) };
     }
     let _ = tty.write_all(b"\n");

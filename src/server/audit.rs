@@ -298,10 +298,13 @@ impl AuditLog {
                 // The executor that starts this thread is pinned; the writer need not share its
                 // core, so let the kernel place it on any CPU.
                 if let Some(cores) = core_affinity::get_core_ids() {
+                    // SAFETY: an all-zero cpu_set_t is the empty set.
                     let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
                     for c in cores {
+                        // SAFETY: CPU_SET on a local set, with ids the system gave.
                         unsafe { libc::CPU_SET(c.id, &mut set) };
                     }
+                    // SAFETY: this thread's own affinity, from a valid set of its size.
                     unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
                 }
                 let mut failed = false;

@@ -43,8 +43,12 @@ impl EntryPtr {
         }
     }
 
-    /// Free the block. The caller guarantees no index still holds this pointer.
+    /// Free the block.
+    ///
+    /// # Safety
+    /// No index may still hold this pointer, and it is not used again.
     pub unsafe fn free(self) {
+        // SAFETY: allocated by `new` with this same layout (its lengths are in the header).
         let layout = Self::layout(self.key_len(), self.value_len());
         dealloc(self.0.as_ptr(), layout);
     }
@@ -57,27 +61,32 @@ impl EntryPtr {
 
     #[inline]
     fn value_len(&self) -> usize {
+        // SAFETY: live block (module invariant); the header holds the length at offset 8.
         unsafe { (self.0.as_ptr().add(8) as *const u32).read() as usize }
     }
 
     #[inline]
     pub fn expires_at_ms(&self) -> u64 {
+        // SAFETY: live block; its first 8 bytes are the expiry.
         unsafe { (self.0.as_ptr() as *const u64).read() }
     }
 
     #[inline]
     pub fn set_expires_at_ms(&self, t: u64) {
+        // SAFETY: live block, owned by the store that calls this (no other reference writes it).
         unsafe { (self.0.as_ptr() as *mut u64).write(t) }
     }
 
     /// The key bytes. The lifetime is tied to `&self`, but the bytes live as long as the block.
     #[inline]
     pub fn key(&self) -> &[u8] {
+        // SAFETY: live block; the key's bytes follow the header, `key_len` of them.
         unsafe { std::slice::from_raw_parts(self.0.as_ptr().add(HEADER_BYTES), self.key_len()) }
     }
 
     #[inline]
     pub fn value(&self) -> &[u8] {
+        // SAFETY: live block; the value's bytes follow the key, `value_len` of them.
         unsafe {
             std::slice::from_raw_parts(self.0.as_ptr().add(HEADER_BYTES + self.key_len()), self.value_len())
         }
@@ -86,6 +95,7 @@ impl EntryPtr {
     /// Overwrite the value in place; only for a value of exactly the current length.
     pub fn overwrite_value(&self, value: &[u8]) {
         assert_eq!(value.len(), self.value_len());
+        // SAFETY: live block; exactly the value's bytes are written (checked just above).
         unsafe {
             std::ptr::copy_nonoverlapping(
                 value.as_ptr(),
@@ -107,6 +117,7 @@ impl EntryPtr {
     /// # Safety
     /// `addr` must come from `addr()` of a live entry.
     pub unsafe fn from_addr(addr: usize) -> EntryPtr {
+        // SAFETY: the caller's guarantee: a live entry's address, never null.
         EntryPtr(NonNull::new_unchecked(addr as *mut u8))
     }
 }
