@@ -118,17 +118,13 @@ impl Conn {
         matches!(decode_frame(&self.inbuf, self.payload_max()), Ok(Decoded::Frame(_)) | Err(_))
     }
 
-    /// Read more bytes, unless a timeout or shutdown comes first.
-    async fn read(&mut self, stream: &mut Transport) -> ReadOutcome {
-        if self.core.shutdown.is_fired() {
-            return ReadOutcome::Shutdown;
-        }
+    /// What ends the wait for more bytes if nothing comes, and when: the earliest of the idle
+    /// timeout (logged in) or what is left of the handshake timeout (not yet); what is left of
+    /// the frame timeout for a frame begun (a deadline per frame, not per byte: trickling does
+    /// not extend it); parking, for a logged-in plaintext connection with nothing buffered.
+    fn deadline(&self, plain: bool) -> Option<(Duration, ReadOutcome)> {
         let cfg = &self.core.shared.config;
         let ready = self.session.ready();
-        // The earliest of: the idle timeout (logged in) or what is left of the handshake timeout
-        // (not yet); what is left of the frame timeout for a frame begun (a deadline per frame,
-        // not per byte: trickling does not extend it); parking, for a logged-in plaintext
-        // connection with nothing buffered.
         let mut deadline: Option<(Duration, ReadOutcome)> = None;
         let mut sooner = |t: Duration, o: ReadOutcome| {
             if deadline.as_ref().is_none_or(|(d, _)| t < *d) {
@@ -150,9 +146,19 @@ impl Conn {
                 ReadOutcome::FrameTimeout,
             );
         }
-        if ready && self.inbuf.is_empty() && matches!(stream, Transport::Plain(_)) {
+        if ready && self.inbuf.is_empty() && plain {
             sooner(Duration::from_millis(CONN_PARK_AFTER_IDLE_MS), ReadOutcome::Park);
         }
+        deadline
+    }
+
+    /// Read more bytes, unless a timeout or shutdown comes first.
+    async fn read(&mut self, stream: &mut Transport) -> ReadOutcome {
+        if self.core.shutdown.is_fired() {
+            return ReadOutcome::Shutdown;
+        }
+        let ready = self.session.ready();
+        let deadline = self.deadline(matches!(stream, Transport::Plain(_)));
         let shutdown = self.core.shutdown.clone();
         // A logged-in session also wakes when the users and keys change (revocation).
         let auth = ready.then(|| self.core.auth_changed.borrow().clone());

@@ -5,13 +5,15 @@ use super::{audit, done, encode_outcome, encode_result, outcome, Batch, Pending}
 use crate::error::WireError;
 use crate::limits::CONN_OUT_BYTES_MAX;
 use crate::protocol::message::encode_error;
+use crate::protocol::ResultSet;
 use crate::protocol::{ErrorCode, MessageType};
-use crate::server::core::Core;
+use crate::server::core::{Core, Unfinished};
 use crate::server::mesh::{Rep, Req};
 use crate::server::report::{self, InfoKind};
 use crate::server::session::Session;
 use crate::server::transport::Transport;
-use crate::shard::{merge, ShardOp};
+use crate::server::wal::Group;
+use crate::shard::{merge, Merge, ShardOp, ShardReply};
 use crate::sql::StatementKind;
 use std::rc::Rc;
 
@@ -91,7 +93,6 @@ pub async fn finish(
     if batch.pending.is_empty() {
         return Ok(batch.out);
     }
-    let max_payload = core.shared.config.max_payload;
     let mut remote = Remote { rest: std::mem::take(&mut batch.remote), answered: vec![0; core.shards] };
     remote.ask(core, &mut batch, now, usize::MAX).await;
     let mut out = std::mem::take(&mut batch.out);
@@ -115,26 +116,8 @@ pub async fn finish(
                     encode_error(&mut out, e.code, &e.message);
                 }
             }
-            Pending::Merge { merge: m, mut replies, kind, started, target, mut local_group, local_more } => {
-                if let Some((i, rest)) = local_more {
-                    // The rest of this shard's part, in slices: the core's other connections
-                    // are served in between.
-                    let (reply, group) = core.finish_op(rest, now).await;
-                    replies[i] = Some(reply);
-                    if group.is_some() {
-                        local_group = group;
-                    }
-                }
-                let durable = match local_group {
-                    Some(g) => g.wait().await,
-                    None => true,
-                };
-                let res = match replies.into_iter().collect::<Option<Vec<_>>>() {
-                    _ if !durable && m.is_write() => Err(WireError::storage()),
-                    _ if !durable => Err(WireError::storage_read()),
-                    Some(replies) => merge(&m, replies, max_payload),
-                    None => Err(WireError::new(ErrorCode::ServerOverloaded, "a shard is not answering")),
-                };
+            Pending::Merge { merge: m, replies, kind, started, target, local_group, local_more } => {
+                let res = merged(core, m, replies, local_group, local_more, now).await;
                 let (code, rows) = outcome(&res);
                 done(core, s, s.user(), kind, target.as_deref(), started, code, rows);
                 encode_outcome(&mut out, &res);
@@ -146,20 +129,9 @@ pub async fn finish(
                     started.elapsed().as_micros() as u64,
                     true,
                 );
-                if matches!(what, InfoKind::StatsFrame) {
-                    audit(
-                        core,
-                        s,
-                        s.user(),
-                        "stats",
-                        "stats",
-                        None,
-                        rs.rows.len() as u64,
-                        ErrorCode::Success,
-                        0,
-                    );
-                }
                 let kind = if matches!(what, InfoKind::StatsFrame) {
+                    let rows = rs.rows.len() as u64;
+                    audit(core, s, s.user(), "stats", "stats", None, rows, ErrorCode::Success, 0);
                     MessageType::Stats
                 } else {
                     MessageType::Response
@@ -172,4 +144,35 @@ pub async fn finish(
         }
     }
     Ok(out)
+}
+
+/// A statement's result from its parts: this shard's rest run first if it runs in slices, its
+/// writes (or what its reads saw) durable, the other shards' replies in.
+async fn merged(
+    core: &Core,
+    m: Merge,
+    mut replies: Vec<Option<ShardReply>>,
+    mut local_group: Option<Rc<Group>>,
+    local_more: Option<(usize, Box<Unfinished>)>,
+    now: u64,
+) -> Result<ResultSet, WireError> {
+    if let Some((i, rest)) = local_more {
+        // The rest of this shard's part, in slices: the core's other connections are served
+        // in between.
+        let (reply, group) = core.finish_op(rest, now).await;
+        replies[i] = Some(reply);
+        if group.is_some() {
+            local_group = group;
+        }
+    }
+    let durable = match local_group {
+        Some(g) => g.wait().await,
+        None => true,
+    };
+    match replies.into_iter().collect::<Option<Vec<_>>>() {
+        _ if !durable && m.is_write() => Err(WireError::storage()),
+        _ if !durable => Err(WireError::storage_read()),
+        Some(replies) => merge(&m, replies, core.shared.config.max_payload),
+        None => Err(WireError::new(ErrorCode::ServerOverloaded, "a shard is not answering")),
+    }
 }
