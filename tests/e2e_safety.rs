@@ -746,3 +746,33 @@ fn a_value_larger_than_the_current_max_payload_is_refused_not_sent() {
     }
     assert_eq!(value_of(&mut c, "small"), Some(b"v".to_vec()));
 }
+
+/// `velocityd audit | head`: when the reader goes away the command stops quietly, as `cat`
+/// does, instead of failing with "Broken pipe".
+#[test]
+fn audit_output_into_a_closed_pipe_ends_quietly() {
+    use std::io::BufRead;
+    let mut s = Server::start_with(1, &["--plaintext", "--durability", "none"]);
+    let mut c = s.client();
+    let stmts: Vec<String> =
+        (0..3000).map(|i| format!("INSERT INTO kv (key, value) VALUES ('audit-{i}', 'v')")).collect();
+    assert!(c.pipeline(&stmts).unwrap().iter().all(|r| r.is_ok()));
+    drop(c);
+    assert!(s.terminate().success());
+    let dir = s.keep_data();
+    let mut child = Command::new(bin("velocityd"))
+        .args(["audit", "--data-dir"])
+        .arg(&dir)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut first).unwrap();
+    assert!(first.contains("\"event\""), "{first}");
+    // The reader is gone now (its end of the pipe was dropped with the BufReader).
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && !err.contains("Broken pipe"), "{:?}: {err}", out.status);
+    let _ = std::fs::remove_dir_all(&dir);
+}

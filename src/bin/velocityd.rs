@@ -511,11 +511,16 @@ fn main_inner() -> Result<(), String> {
                 .transpose()?;
             let cipher = key.map(|k| velocity::durability::Cipher::new(&k));
             let stdout = std::io::stdout();
-            let mut out = std::io::BufWriter::new(stdout.lock());
-            velocity::server::audit::read_all(&data_dir, cipher.as_ref(), &mut out, &mut |w| {
+            let mut out = std::io::BufWriter::new(PipeOut { inner: stdout.lock(), closed: false });
+            let read = velocity::server::audit::read_all(&data_dir, cipher.as_ref(), &mut out, &mut |w| {
                 eprintln!("velocityd audit: {w}")
-            })?;
-            std::io::Write::flush(&mut out).map_err(|e| e.to_string())?;
+            });
+            let flushed = std::io::Write::flush(&mut out).map_err(|e| e.to_string());
+            // The reader went away (`velocityd audit | head`): done, as `cat` would be.
+            if !out.get_ref().closed {
+                read?;
+                flushed?;
+            }
         }
         Some(Command::Fingerprint { data_dir, tls_cert }) => {
             let fp = match tls_cert {
@@ -635,6 +640,26 @@ fn add_user(
         changes.join(", ")
     );
     Ok(())
+}
+
+/// Standard output that remembers whether its reader closed the pipe.
+struct PipeOut<W> {
+    inner: W,
+    closed: bool,
+}
+
+impl<W: std::io::Write> std::io::Write for PipeOut<W> {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        let r = self.inner.write(b);
+        self.closed |= matches!(&r, Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe);
+        r
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        let r = self.inner.flush();
+        self.closed |= matches!(&r, Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe);
+        r
+    }
 }
 
 fn main() -> ExitCode {
