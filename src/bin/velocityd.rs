@@ -328,7 +328,7 @@ struct AdminLock(#[allow(dead_code)] std::fs::File);
 
 impl AdminLock {
     fn acquire(dir: &Path) -> Result<AdminLock, String> {
-        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+        use std::os::unix::fs::DirBuilderExt;
         use std::os::unix::io::AsRawFd;
         if !dir.exists() {
             std::fs::DirBuilder::new()
@@ -338,14 +338,7 @@ impl AdminLock {
                 .map_err(|e| format!("cannot create data directory {}: {e}", dir.display()))?;
         }
         let path = dir.join("admin.lock");
-        let f = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(&path)
-            .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+        let f = velocity::server::owner::open_lock_file(&path)?;
         // SAFETY: flock on a descriptor we own; released when the file is closed.
         if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
             return Err(format!("cannot lock {}: {}", path.display(), std::io::Error::last_os_error()));
@@ -356,17 +349,9 @@ impl AdminLock {
 
 /// Seconds since 1970 as RFC 3339 in UTC, e.g. 2026-12-01T19:23:38Z.
 fn rfc3339_utc(unix_s: u64) -> String {
-    let (days, secs) = ((unix_s / 86_400) as i64, unix_s % 86_400);
-    // The civil date of a day number (H. Hinnant's civil_from_days), in eras of 400 years.
-    let z = days + 719_468;
-    let (era, doe) = (z.div_euclid(146_097), z.rem_euclid(146_097));
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", secs / 3600, secs / 60 % 60, secs % 60)
+    let t = i64::try_from(unix_s).ok().and_then(|s| time::OffsetDateTime::from_unix_timestamp(s).ok());
+    t.and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .unwrap_or_else(|| format!("{unix_s} (seconds since 1970)"))
 }
 
 fn parse_cpu_list(s: &str) -> Result<Vec<usize>, String> {

@@ -122,6 +122,18 @@ pub struct DirLock {
     pub previous: Option<ProcessId>,
 }
 
+/// A lock file, created 0600 if missing, its contents kept: what `flock` is taken on.
+pub fn open_lock_file(path: &Path) -> Result<File, String> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| format!("cannot open {}: {e}", path.display()))
+}
+
 pub fn lock_path(dir: &Path) -> PathBuf {
     dir.join("LOCK")
 }
@@ -153,14 +165,7 @@ impl DirLock {
             Err(e) => return Err(format!("cannot use {}: {e}", dir.display())),
         }
         let path = lock_path(dir);
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(&path)
-            .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+        let mut file = open_lock_file(&path)?;
         let deadline = Instant::now() + Duration::from_millis(OWNER_EXIT_WAIT_MS);
         loop {
             // SAFETY: flock on a descriptor we own.
