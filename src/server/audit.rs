@@ -112,6 +112,42 @@ fn open_append(path: &Path) -> std::io::Result<File> {
 }
 
 impl Writer {
+    /// The writer thread: lines as they come, a flush whenever none came for AUDIT_FLUSH_MS,
+    /// and a sync at the end.
+    fn run(mut self, rx: crossbeam_channel::Receiver<Vec<u8>>) {
+        // The executor that starts this thread is pinned; the writer need not share its
+        // core, so let the kernel place it on any CPU.
+        if let Some(cores) = core_affinity::get_core_ids() {
+            // SAFETY: an all-zero cpu_set_t is the empty set.
+            let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+            for c in cores {
+                // SAFETY: CPU_SET on a local set, with ids the system gave.
+                unsafe { libc::CPU_SET(c.id, &mut set) };
+            }
+            // SAFETY: this thread's own affinity, from a valid set of its size.
+            unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
+        }
+        let mut failed = false;
+        loop {
+            match rx.recv_timeout(Duration::from_millis(AUDIT_FLUSH_MS)) {
+                Ok(lines) => {
+                    if let Err(e) = self.write(&lines) {
+                        if !failed {
+                            tracing::error!(error = %e, path = %self.path.display(), "cannot write the audit log");
+                            failed = true;
+                        }
+                    }
+                }
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                    let _ = self.out.flush();
+                }
+                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
+            }
+        }
+        let _ = self.out.flush();
+        let _ = self.out.get_ref().sync_all();
+    }
+
     fn rotate(&mut self) -> std::io::Result<()> {
         self.out.flush()?;
         for i in (1..self.keep).rev() {
@@ -294,39 +330,7 @@ impl AuditLog {
         w.start_sealed().map_err(err)?;
         let writer = std::thread::Builder::new()
             .name(format!("velocity-audit-{shard}"))
-            .spawn(move || {
-                // The executor that starts this thread is pinned; the writer need not share its
-                // core, so let the kernel place it on any CPU.
-                if let Some(cores) = core_affinity::get_core_ids() {
-                    // SAFETY: an all-zero cpu_set_t is the empty set.
-                    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-                    for c in cores {
-                        // SAFETY: CPU_SET on a local set, with ids the system gave.
-                        unsafe { libc::CPU_SET(c.id, &mut set) };
-                    }
-                    // SAFETY: this thread's own affinity, from a valid set of its size.
-                    unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
-                }
-                let mut failed = false;
-                loop {
-                    match rx.recv_timeout(Duration::from_millis(AUDIT_FLUSH_MS)) {
-                        Ok(lines) => {
-                            if let Err(e) = w.write(&lines) {
-                                if !failed {
-                                    tracing::error!(error = %e, path = %w.path.display(), "cannot write the audit log");
-                                    failed = true;
-                                }
-                            }
-                        }
-                        Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
-                            let _ = w.out.flush();
-                        }
-                        Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
-                    }
-                }
-                let _ = w.out.flush();
-                let _ = w.out.get_ref().sync_all();
-            })
+            .spawn(move || w.run(rx))
             .map_err(|e| format!("cannot start the audit writer: {e}"))?;
         Ok(AuditLog {
             tx: Some(tx),

@@ -76,14 +76,7 @@ fn install_signal_thread(shared: Arc<Shared>) {
 
 /// Run velocityd until it is told to stop; why it could not start, or why it stopped badly.
 pub fn run(mut config: Config) -> Result<(), Error> {
-    if config.cores == 0 || config.cores > u16::MAX as usize {
-        return Err(Error::Config("--cores must be between 1 and 65535".into()));
-    }
-    if !(PAYLOAD_BYTES_MAX_FLOOR..=PAYLOAD_BYTES_MAX_CEILING).contains(&config.max_payload) {
-        return Err(Error::Config(format!(
-            "--max-payload must be between {PAYLOAD_BYTES_MAX_FLOOR} and {PAYLOAD_BYTES_MAX_CEILING} bytes"
-        )));
-    }
+    check(&config)?;
     // Held until velocityd exits: no second server, repair or start-up rewrites this directory.
     let lock = owner::DirLock::acquire(&config.data_dir, "start velocityd").map_err(Error::Busy)?;
     // Bound before recovery: an address served by another process is refused at once, and
@@ -103,37 +96,17 @@ pub fn run(mut config: Config) -> Result<(), Error> {
     } else {
         Some(crate::security::tls::server_config(&dd.cert_pem, &dd.key_pem).map_err(Error::Config)?)
     };
+    warn_of(&config)?;
+    // The open-files limit is raised here, before recovery opens the logs.
     let max_connections = match config.max_connections {
         0 => default_max_connections(),
         n => n,
     };
-    // Refuse to start on a malformed users or API-key file; each core loads its own copy later.
-    let auth = auth::AuthDb::load(&config.data_dir).map_err(Error::Data)?;
-    if auth.users.is_empty() {
-        tracing::warn!(
-            "no users in {}: nobody can log in; add one with `velocityd user add NAME --password-stdin --data-dir {}`",
-            config.data_dir.display(),
-            config.data_dir.display()
-        );
-    }
-    if config.plaintext && !config.listen.ip().is_loopback() {
-        tracing::warn!(listen = %config.listen, "--plaintext on a non-loopback address: credentials and data cross the network unencrypted");
-    }
     // A file-size limit must surface as an error on the write (STORAGE_ERROR), not kill us.
     // SAFETY: setting a signal disposition to SIG_IGN.
     unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) };
     let start = recovery::startup(&config).map_err(Error::Data)?;
     *start.listeners.lock().expect("start-up hand-off") = listeners.into_iter().map(Some).collect();
-    let start = Arc::new(start);
-    tracing::info!(
-        listen = %config.listen,
-        shards = config.cores,
-        fingerprint = %datadir::fingerprint_string(&dd.fingerprint),
-        transport = if config.plaintext { "plain TCP" } else { "TLS 1.3" },
-        data_dir = %config.data_dir.display(),
-        max_connections,
-        "velocityd starting"
-    );
     let shared = Arc::new(Shared {
         auth_salt: dd.auth_salt,
         fingerprint: dd.fingerprint,
@@ -146,7 +119,55 @@ pub fn run(mut config: Config) -> Result<(), Error> {
         next_conn_id: AtomicU64::new(1),
         config: config.clone(),
     });
+    tracing::info!(
+        listen = %config.listen,
+        shards = config.cores,
+        fingerprint = %datadir::fingerprint_string(&dd.fingerprint),
+        transport = if config.plaintext { "plain TCP" } else { "TLS 1.3" },
+        data_dir = %config.data_dir.display(),
+        max_connections,
+        "velocityd starting"
+    );
     install_signal_thread(shared.clone());
+    run_cores(shared, Arc::new(start))?;
+    tracing::info!("velocityd stopped");
+    drop(lock);
+    Ok(())
+}
+
+/// Settings that cannot be, refused before anything is touched.
+fn check(config: &Config) -> Result<(), Error> {
+    if config.cores == 0 || config.cores > u16::MAX as usize {
+        return Err(Error::Config("--cores must be between 1 and 65535".into()));
+    }
+    if !(PAYLOAD_BYTES_MAX_FLOOR..=PAYLOAD_BYTES_MAX_CEILING).contains(&config.max_payload) {
+        return Err(Error::Config(format!(
+            "--max-payload must be between {PAYLOAD_BYTES_MAX_FLOOR} and {PAYLOAD_BYTES_MAX_CEILING} bytes"
+        )));
+    }
+    Ok(())
+}
+
+/// Refuse a malformed users or API-key file (each core loads its own copy later), and warn of
+/// a server nobody can log in to or one that sends credentials in the clear.
+fn warn_of(config: &Config) -> Result<(), Error> {
+    let auth = auth::AuthDb::load(&config.data_dir).map_err(Error::Data)?;
+    if auth.users.is_empty() {
+        tracing::warn!(
+            "no users in {}: nobody can log in; add one with `velocityd user add NAME --password-stdin --data-dir {}`",
+            config.data_dir.display(),
+            config.data_dir.display()
+        );
+    }
+    if config.plaintext && !config.listen.ip().is_loopback() {
+        tracing::warn!(listen = %config.listen, "--plaintext on a non-loopback address: credentials and data cross the network unencrypted");
+    }
+    Ok(())
+}
+
+/// One executor per core, placed as configured, joined by the mesh; until they all stop.
+fn run_cores(shared: Arc<Shared>, start: Arc<recovery::Startup>) -> Result<(), Error> {
+    let config = &shared.config;
     let meshes = match (config.cores > 1, config.mesh) {
         (false, _) => None,
         (true, mesh::MeshKind::Glommio) => Some(executor::MeshSetup::Glommio(mesh::builders(config.cores))),
@@ -154,14 +175,11 @@ pub fn run(mut config: Config) -> Result<(), Error> {
             Some(executor::MeshSetup::Crossbeam(mesh::CrossbeamMesh::new(config.cores)))
         }
     };
-    let preempt = Duration::from_micros(PREEMPT_TIMER_US);
-    let sh = shared.clone();
     let placement = match config.cpu_list.clone() {
         Some(l) => runtime::Placement::Cpus(l),
         None => runtime::Placement::Spread(config.cores),
     };
-    runtime::run_pool(placement, preempt, move || executor::run(sh, meshes, start))?;
-    tracing::info!("velocityd stopped");
-    drop(lock);
-    Ok(())
+    let preempt = Duration::from_micros(PREEMPT_TIMER_US);
+    let sh = shared.clone();
+    runtime::run_pool(placement, preempt, move || executor::run(sh, meshes, start))
 }
