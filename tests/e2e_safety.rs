@@ -776,3 +776,31 @@ fn audit_output_into_a_closed_pipe_ends_quietly() {
     assert!(out.status.success() && !err.contains("Broken pipe"), "{:?}: {err}", out.status);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The data directory's identity and salt are made once, by whoever comes first: a server
+/// starting and `velocityd fingerprint` (or several of them) on a fresh directory at the same
+/// moment all see the same key and none fails (they raced on one temporary file).
+#[test]
+fn concurrent_first_uses_of_a_data_dir_make_one_identity() {
+    for round in 0..5 {
+        let dir = temp_dir("identity-race");
+        let runs: Vec<_> = (0..8)
+            .map(|_| {
+                Command::new(bin("velocityd"))
+                    .args(["fingerprint", "--data-dir"])
+                    .arg(&dir)
+                    .stdout(std::process::Stdio::piped())
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        let outs: Vec<_> = runs.into_iter().map(|c| c.wait_with_output().unwrap()).collect();
+        for o in &outs {
+            assert!(o.status.success(), "round {round}: {}", String::from_utf8_lossy(&o.stderr));
+        }
+        let first = &outs[0].stdout;
+        assert!(outs.iter().all(|o| &o.stdout == first), "round {round}: different fingerprints");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -338,7 +338,7 @@ impl AdminLock {
                 .map_err(|e| format!("cannot create data directory {}: {e}", dir.display()))?;
         }
         let path = dir.join("admin.lock");
-        let f = velocity::server::owner::open_lock_file(&path)?;
+        let f = datadir::open_lock_file(&path)?;
         // SAFETY: flock on a descriptor we own; released when the file is closed.
         if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
             return Err(format!("cannot lock {}: {}", path.display(), std::io::Error::last_os_error()));

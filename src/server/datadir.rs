@@ -111,20 +111,55 @@ fn ctx<'a>(what: &str, path: &'a Path) -> impl FnOnce(std::io::Error) -> String 
     move |e| format!("{what} {}: {e}", path.display())
 }
 
+/// A lock file, created 0600 if missing, its contents kept: what `flock` is taken on.
+pub fn open_lock_file(path: &Path) -> Result<fs::File, String> {
+    fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| format!("cannot open {}: {e}", path.display()))
+}
+
+/// Run `make` holding `dir`'s creation lock: the files made once on first use (the auth salt,
+/// the identity) are made by one process, and the others read what it made. Without it a
+/// server starting and `velocityd fingerprint` raced on one temporary file.
+fn creating<T>(dir: &Path, make: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
+    use std::os::fd::AsRawFd;
+    let path = dir.join("create.lock");
+    let f = open_lock_file(&path)?;
+    // SAFETY: flock on a descriptor we own; released when it is closed, below.
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
+        return Err(format!("cannot lock {}: {}", path.display(), std::io::Error::last_os_error()));
+    }
+    let made = make();
+    drop(f);
+    made
+}
+
 /// Load (or create) the auth salt of `dir`.
 pub fn auth_salt(dir: &Path) -> Result<[u8; 16], String> {
     fs::create_dir_all(dir).map_err(ctx("cannot create data directory", dir))?;
     let p = dir.join("auth_salt");
-    match fs::read(&p) {
-        Ok(b) => b.try_into().map_err(|_| format!("{} is not 16 bytes long", p.display())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let mut salt = [0u8; 16];
-            getrandom::fill(&mut salt).map_err(|e| format!("no randomness: {e}"))?;
-            write_secret(&p, &salt).map_err(ctx("cannot write", &p))?;
-            Ok(salt)
-        }
+    let read = |p: &Path| match fs::read(p) {
+        Ok(b) => b.try_into().map(Some).map_err(|_| format!("{} is not 16 bytes long", p.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(format!("cannot read {}: {e}", p.display())),
+    };
+    if let Some(salt) = read(&p)? {
+        return Ok(salt);
     }
+    creating(dir, || {
+        if let Some(salt) = read(&p)? {
+            return Ok(salt); // made meanwhile by another process
+        }
+        let mut salt = [0u8; 16];
+        getrandom::fill(&mut salt).map_err(|e| format!("no randomness: {e}"))?;
+        write_secret(&p, &salt).map_err(ctx("cannot write", &p))?;
+        Ok(salt)
+    })
 }
 
 pub fn load_users(dir: &Path) -> Result<Vec<User>, String> {
@@ -298,19 +333,29 @@ pub fn remove_user(dir: &Path, name: &str) -> Result<bool, String> {
 pub fn identity(dir: &Path) -> Result<(String, String, [u8; 32]), String> {
     let key_p = dir.join("identity.key");
     let cert_p = dir.join("identity.crt");
-    let (key_pem, cert_pem) = if key_p.exists() {
+    // The key is written last: once it is there, so is its certificate.
+    let read = || -> Result<(String, String), String> {
         let k = fs::read_to_string(&key_p).map_err(ctx("cannot read", &key_p))?;
         let c = fs::read_to_string(&cert_p).map_err(ctx("cannot read", &cert_p))?;
-        (k, c)
+        Ok((k, c))
+    };
+    let (key_pem, cert_pem) = if key_p.exists() {
+        read()?
     } else {
-        let key = rcgen::KeyPair::generate().map_err(|e| format!("cannot generate a key pair: {e}"))?;
-        let params = rcgen::CertificateParams::new(vec!["localhost".to_string()])
-            .map_err(|e| format!("certificate parameters: {e}"))?;
-        let cert = params.self_signed(&key).map_err(|e| format!("cannot self-sign: {e}"))?;
-        let (k, c) = (key.serialize_pem(), cert.pem());
-        write_secret(&key_p, k.as_bytes()).map_err(ctx("cannot write", &key_p))?;
-        write_secret(&cert_p, c.as_bytes()).map_err(ctx("cannot write", &cert_p))?;
-        (k, c)
+        fs::create_dir_all(dir).map_err(ctx("cannot create data directory", dir))?;
+        creating(dir, || {
+            if key_p.exists() {
+                return read(); // made meanwhile by another process
+            }
+            let key = rcgen::KeyPair::generate().map_err(|e| format!("cannot generate a key pair: {e}"))?;
+            let params = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+                .map_err(|e| format!("certificate parameters: {e}"))?;
+            let cert = params.self_signed(&key).map_err(|e| format!("cannot self-sign: {e}"))?;
+            let (k, c) = (key.serialize_pem(), cert.pem());
+            write_secret(&cert_p, c.as_bytes()).map_err(ctx("cannot write", &cert_p))?;
+            write_secret(&key_p, k.as_bytes()).map_err(ctx("cannot write", &key_p))?;
+            Ok((k, c))
+        })?
     };
     let fingerprint = cert_fingerprint(&cert_pem).map_err(|e| format!("{}: {e}", cert_p.display()))?;
     Ok((key_pem, cert_pem, fingerprint))

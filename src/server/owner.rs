@@ -14,12 +14,13 @@
 //! are reset when they close. A server that finds the address or the directory held by a process
 //! that is exiting waits for it to be gone (bounded), then binds: it never joins a dying group.
 
+use super::datadir::open_lock_file;
 use crate::limits::{ADDR_UNSEEN_RETRIES, ORPHANED_SOCKET_POLL_MS, OWNER_EXIT_WAIT_MS, TCP_BACKLOG};
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{Read, Seek, Write};
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -120,18 +121,6 @@ pub struct DirLock {
     _file: File,
     /// The process that held the directory before this one, if it left its name behind.
     pub previous: Option<ProcessId>,
-}
-
-/// A lock file, created 0600 if missing, its contents kept: what `flock` is taken on.
-pub fn open_lock_file(path: &Path) -> Result<File, String> {
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| format!("cannot open {}: {e}", path.display()))
 }
 
 pub fn lock_path(dir: &Path) -> PathBuf {
