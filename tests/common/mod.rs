@@ -41,7 +41,12 @@ pub fn free_port() -> u16 {
 /// Run `cmd` with `input` on its standard input; its output, captured.
 pub fn run_with_stdin(cmd: &mut Command, input: &str) -> std::process::Output {
     let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    // A child may end without reading its input (a usage error, say): that is its answer,
+    // told by its status and output, not a failure to write.
+    match child.stdin.take().unwrap().write_all(input.as_bytes()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => panic!("writing to {cmd:?}: {e}"),
+        _ => {}
+    }
     child.wait_with_output().unwrap()
 }
 
