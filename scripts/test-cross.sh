@@ -56,25 +56,9 @@ mkdir -p target/cross
 
 echo "== cross-client check: building the runners =="
 # Go: this module and clients/go in one workspace, golang.org/x/* from Debian (see test-go.sh).
-cat > target/cross/go.work <<EOF
-go 1.19
-
-use (
-	$REPO/clients/go
-	$REPO/tests/cross/go
-)
-
-replace (
-	golang.org/x/crypto => $GOCODE/golang.org/x/crypto
-	golang.org/x/sys => $GOCODE/golang.org/x/sys
-	golang.org/x/net => $GOCODE/golang.org/x/net
-	golang.org/x/term => $GOCODE/golang.org/x/term
-	golang.org/x/text => $GOCODE/golang.org/x/text
-)
-EOF
 (
-    export GOWORK="$REPO/target/cross/go.work" GOPROXY=off GOSUMDB=off GOFLAGS=-mod=readonly
-    export GOCACHE="${GOCACHE:-$REPO/target/go/cache}" GOPATH="${GOPATH:-$REPO/target/go/path}"
+    . scripts/go-offline.sh
+    go_offline "$REPO/target/cross/go.work" "$REPO/clients/go" "$REPO/tests/cross/go"
     cd tests/cross/go
     go vet .
     go build -o "$REPO/target/cross/go/cross" .

@@ -35,22 +35,8 @@ fi
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 # The workspace: this module, with golang.org/x/* taken from Debian's source packages.
-mkdir -p target/go
-cat > target/go/go.work <<EOF
-go 1.19
-
-use $REPO/clients/go
-
-replace (
-	golang.org/x/crypto => $GOCODE/golang.org/x/crypto
-	golang.org/x/sys => $GOCODE/golang.org/x/sys
-	golang.org/x/net => $GOCODE/golang.org/x/net
-	golang.org/x/term => $GOCODE/golang.org/x/term
-	golang.org/x/text => $GOCODE/golang.org/x/text
-)
-EOF
-export GOWORK="$REPO/target/go/go.work" GOPROXY=off GOSUMDB=off GOFLAGS=-mod=readonly
-export GOCACHE="${GOCACHE:-$REPO/target/go/cache}" GOPATH="${GOPATH:-$REPO/target/go/path}"
+. scripts/go-offline.sh
+go_offline "$REPO/target/go/go.work" "$REPO/clients/go"
 
 echo "== Go client (clients/go) =="
 cd clients/go
