@@ -804,3 +804,25 @@ fn concurrent_first_uses_of_a_data_dir_make_one_identity() {
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
+
+/// A client blocked on a reply (with a read timeout set) while its process is stopped and
+/// continued, as a debugger or a job-control shell does, sees its read fail with EINTR: the
+/// client reads again instead of failing the statement (seen once in CI as
+/// "Interrupted system call" in the middle of a test).
+#[test]
+fn a_stop_and_continue_of_the_client_does_not_fail_its_request() {
+    let s = Server::start_with(1, &["--audit", "off", "--plaintext", "--test-write-delay-ms", "400"]);
+    // Its read timeout (30 s) makes the kernel end a read interrupted by a stop with EINTR.
+    let mut c = s.client();
+    let me = std::process::id();
+    for i in 0..3 {
+        // The write waits 400 ms in the server before it is logged: meanwhile this thread is
+        // blocked reading its reply when another process stops and continues this one.
+        let jolt = std::thread::spawn(move || {
+            Command::new("sh").args(["-c", &format!("kill -STOP {me}; kill -CONT {me}")]).status().unwrap()
+        });
+        let r = c.execute(&format!("INSERT INTO kv (key, value) VALUES ('k{i}', 'v')"));
+        assert!(jolt.join().unwrap().success());
+        assert_eq!(r.unwrap().affected, 1, "round {i}");
+    }
+}

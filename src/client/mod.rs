@@ -440,6 +440,12 @@ impl Client {
                     let n = self.stream.read(&mut self.rbuf[len..]);
                     let n = match n {
                         Ok(n) => n,
+                        // A signal, or a stop and continue of this process with a read timeout
+                        // set (the kernel ends such a read with EINTR): nothing was read.
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {
+                            self.rbuf.truncate(len);
+                            continue;
+                        }
                         Err(e) => {
                             self.rbuf.truncate(len);
                             return Err(e.into());
