@@ -14,7 +14,7 @@ const LAYERS: &[&[&str]] = &[
     &["report"],
     &["core"],
     &["session", "mesh", "wal", "park", "admission", "audit"],
-    &["auth", "stats", "durable"],
+    &["auth", "durable"],
     &["config", "owner"],
     &["datadir"],
     &["transport"],

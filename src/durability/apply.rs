@@ -138,7 +138,7 @@ mod tests {
     use std::ops::ControlFlow;
 
     fn ops(sql: &str) -> Vec<ShardOp> {
-        plan(&parse(sql).unwrap(), 1, 1 << 20).parts.into_iter().map(|(_, op)| op).collect()
+        plan(&parse(sql).unwrap(), 1, 1 << 20).unwrap().parts.into_iter().map(|(_, op)| op).collect()
     }
 
     fn dump(s: &Store, now: u64) -> Vec<(Vec<u8>, Vec<u8>, Option<u64>)> {

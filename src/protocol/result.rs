@@ -80,6 +80,15 @@ impl ResultSet {
         ResultSet { columns: Vec::new(), rows: Vec::new(), affected: n }
     }
 
+    /// A two-column (name, value) table: what SHOW answers.
+    pub fn name_value(rows: Vec<(String, Value)>) -> Self {
+        ResultSet {
+            columns: vec!["name".into(), "value".into()],
+            rows: rows.into_iter().map(|(n, v)| vec![Value::Bytes(n.into_bytes()), v]).collect(),
+            affected: 0,
+        }
+    }
+
     /// Bytes of a result set's counts: columns (u16), rows (u32), affected (u64).
     pub const EMPTY_ENCODED_BYTES: usize = 2 + 4 + 8;
 

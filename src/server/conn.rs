@@ -251,19 +251,7 @@ impl Conn {
                     (f.kind, start..start + f.payload.len())
                 }
             };
-            // A long statement is parsed and planned on the blocking pool meanwhile: the core's
-            // other connections run, and nothing of this one's runs before it.
-            let planned = if kind == MessageType::Command as u8
-                && self.session.ready()
-                && batch::plan_off_core(&self.inbuf[payload.clone()])
-            {
-                let sql = self.inbuf[payload.clone()].to_vec();
-                let (shards, max_payload) = (self.core.shards, self.core.shared.config.max_payload);
-                let audit = self.core.audit.borrow().enabled();
-                Some(spawn_blocking(move || batch::plan_statement(sql, shards, max_payload, audit)).await)
-            } else {
-                None
-            };
+            let planned = self.plan_if_long(kind, payload.clone()).await;
             let payload = &self.inbuf[payload];
             let flow =
                 batch::handle_frame(&self.core, &mut self.session, kind, payload, &mut batch, now, planned);
@@ -281,16 +269,7 @@ impl Conn {
                 break;
             }
         }
-        self.inbuf.drain(..pos);
-        if self.inbuf.is_empty() {
-            self.frame_started = None;
-            if self.inbuf.capacity() > 0 {
-                // An idle connection holds no input buffer.
-                self.inbuf = Vec::new();
-            }
-        } else if pos > 0 || self.frame_started.is_none() {
-            self.frame_started = Some(Instant::now());
-        }
+        self.consumed(pos);
         if self.session.ready() {
             // Logged in: its login slot goes back to the core's admission.
             self.slot = None;
@@ -305,5 +284,33 @@ impl Conn {
             }
         }
         Ok(close)
+    }
+
+    /// A long statement is parsed and planned on the blocking pool meanwhile: the core's other
+    /// connections run, and nothing of this one's runs before it. None: it runs on the core.
+    async fn plan_if_long(&self, kind: u8, payload: std::ops::Range<usize>) -> Option<batch::Planned> {
+        let sql = &self.inbuf[payload];
+        if kind != MessageType::Command as u8 || !self.session.ready() || !batch::plan_off_core(sql) {
+            return None;
+        }
+        let sql = sql.to_vec();
+        let (shards, max_payload) = (self.core.shards, self.core.shared.config.max_payload);
+        let audit = self.core.audit.borrow().enabled();
+        Some(spawn_blocking(move || batch::plan_statement(sql, shards, max_payload, audit)).await)
+    }
+
+    /// The first `pos` bytes of the input are handled: drop them, and time the frame left
+    /// waiting for the rest of its bytes.
+    fn consumed(&mut self, pos: usize) {
+        self.inbuf.drain(..pos);
+        if self.inbuf.is_empty() {
+            self.frame_started = None;
+            if self.inbuf.capacity() > 0 {
+                // An idle connection holds no input buffer.
+                self.inbuf = Vec::new();
+            }
+        } else if pos > 0 || self.frame_started.is_none() {
+            self.frame_started = Some(Instant::now());
+        }
     }
 }

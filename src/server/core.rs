@@ -9,12 +9,12 @@ use super::mesh::{Handled, Mesh, Rep, Req};
 use super::park::Parker;
 use super::runtime::{now_ms, yield_now, LocalSignal};
 use super::session::{RateLimits, Session};
-use super::stats::ShardStats;
 use super::wal::{later, Group, Mode, Wal};
 use crate::durability::Recorder;
 use crate::limits::{SLICE_ENTRIES, SLICE_WRITES};
 use crate::security::ratelimit::LoginThrottle;
 use crate::shard::{apply, apply_slice, put, NoLog, ShardOp, ShardReply, Sliced};
+use crate::stats::ShardStats;
 use crate::store::Store;
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -297,9 +297,7 @@ impl Core {
     pub fn stats_snapshot(&self) -> ShardStats {
         let mut s = self.stats.borrow().clone();
         let store = self.store.borrow();
-        s.keys = store.live_len(now_ms());
-        s.data_bytes = store.data_bytes() as u64;
-        s.index_bytes = store.index_bytes_estimate() as u64;
+        s.set_store(&store, now_ms());
         s.connections = self.conns.get() as u64;
         s.connections_parked = self.parker.len() as u64;
         s.audit_dropped = self.audit.borrow().dropped.get();

@@ -135,49 +135,93 @@ pub fn recover(
 ) -> Result<Recovered, String> {
     let started = Instant::now();
     let mut stores: Vec<Store> = (0..shards).map(|_| Store::new()).collect();
-    let mut report = RecoveryReport::default();
     let Some((generation, old_shards)) = current(data_dir)? else {
         return Ok(Recovered {
             stores,
             generation: 0,
-            report,
+            report: RecoveryReport::default(),
             old_shards: 0,
             last_logs: Vec::new(),
             plain_files: false,
         });
     };
+    let mut r = Replay {
+        data_dir,
+        generation,
+        stores: &mut stores,
+        cipher,
+        now_ms,
+        report: RecoveryReport::default(),
+        plain_files: false,
+    };
     let mut last_logs = Vec::new();
-    let mut plain_files = false;
     for s in 0..old_shards {
         let dir = shard_dir(data_dir, generation, s);
-        let snaps = indexes(&dir, "snap-")?;
-        let base = snaps.last().copied();
-        let mut snapshot_bytes = 0;
-        if let Some(k) = base {
-            let path = snap_path(&dir, k);
-            let data = read(&path)?;
-            report.bytes_read += data.len() as u64;
-            snapshot_bytes = data.len() as u64;
-            plain_files |= !header_encrypted(&data);
-            let file = FileId { kind: FileKind::Snapshot, generation, shard: s as u32, index: k };
-            let entries = read_snapshot(&data, &file, cipher)
-                .map_err(|e| format!("snapshot {} is {e}; restore it from a backup", path.display()))?;
-            report.snapshot_entries += entries.len() as u64;
-            for m in entries {
-                let to = shard_of_key(m.key(), shards);
-                replay(&mut stores[to], m, now_ms);
-            }
+        let (base, snapshot_bytes) = r.snapshot(&dir, s)?;
+        last_logs.push(r.logs(&dir, s, base, snapshot_bytes)?);
+    }
+    let (mut report, plain_files) = (r.report, r.plain_files);
+    report.elapsed_ms = started.elapsed().as_millis() as u64;
+    Ok(Recovered { stores, generation, report, old_shards, last_logs, plain_files })
+}
+
+/// Recovery under way: the files of one generation replayed into the stores of this run's
+/// shards (which may be more or fewer than the generation's).
+struct Replay<'a> {
+    data_dir: &'a Path,
+    generation: u64,
+    stores: &'a mut [Store],
+    cipher: Option<&'a Cipher>,
+    now_ms: u64,
+    report: RecoveryReport,
+    /// Whether any file read was written without encryption.
+    plain_files: bool,
+}
+
+impl Replay<'_> {
+    fn apply(&mut self, m: crate::durability::Mutation) {
+        let to = shard_of_key(m.key(), self.stores.len());
+        replay(&mut self.stores[to], m, self.now_ms);
+    }
+
+    /// Load old shard `s`'s newest snapshot: its index (None: there is none) and size.
+    fn snapshot(&mut self, dir: &Path, s: usize) -> Result<(Option<u64>, u64), String> {
+        let Some(k) = indexes(dir, "snap-")?.last().copied() else { return Ok((None, 0)) };
+        let path = snap_path(dir, k);
+        let data = read(&path)?;
+        self.report.bytes_read += data.len() as u64;
+        self.plain_files |= !header_encrypted(&data);
+        let file =
+            FileId { kind: FileKind::Snapshot, generation: self.generation, shard: s as u32, index: k };
+        let entries = read_snapshot(&data, &file, self.cipher)
+            .map_err(|e| format!("snapshot {} is {e}; restore it from a backup", path.display()))?;
+        self.report.snapshot_entries += entries.len() as u64;
+        for m in entries {
+            self.apply(m);
         }
+        Ok((Some(k), data.len() as u64))
+    }
+
+    /// Replay old shard `s`'s logs from snapshot `base` on: a torn tail of the last one is
+    /// dropped, any other damage refused. Where the last log ends, for the shard to go on.
+    fn logs(
+        &mut self,
+        dir: &Path,
+        s: usize,
+        base: Option<u64>,
+        snapshot_bytes: u64,
+    ) -> Result<Option<LastLog>, String> {
         let logs: Vec<u64> =
-            indexes(&dir, "log-")?.into_iter().filter(|k| base.is_none_or(|b| *k >= b)).collect();
+            indexes(dir, "log-")?.into_iter().filter(|k| base.is_none_or(|b| *k >= b)).collect();
         let mut last_log = None;
         for (i, &k) in logs.iter().enumerate() {
-            let path = log_path(&dir, k);
+            let path = log_path(dir, k);
             let data = read(&path)?;
-            report.bytes_read += data.len() as u64;
-            plain_files |= !header_encrypted(&data);
-            let file = FileId { kind: FileKind::Log, generation, shard: s as u32, index: k };
-            let scan = scan_file(&data, &file, cipher).map_err(|e| format!("{}: {e}", path.display()))?;
+            self.report.bytes_read += data.len() as u64;
+            self.plain_files |= !header_encrypted(&data);
+            let file = FileId { kind: FileKind::Log, generation: self.generation, shard: s as u32, index: k };
+            let scan =
+                scan_file(&data, &file, self.cipher).map_err(|e| format!("{}: {e}", path.display()))?;
             let last = i + 1 == logs.len();
             match &scan.tail {
                 Tail::Clean => {}
@@ -188,9 +232,9 @@ pub fn recover(
                         data.len() as u64 - offset
                     );
                     tracing::warn!("{line}");
-                    report.torn_tails.push(line);
+                    self.report.torn_tails.push(line);
                 }
-                tail => return Err(damage_message(data_dir, &path, &data, &scan, tail, last)),
+                tail => return Err(damage_message(self.data_dir, &path, &data, &scan, tail, last)),
             }
             if last {
                 let log =
@@ -199,18 +243,15 @@ pub fn recover(
             }
             for (_, p) in scan.records {
                 if let Payload::Mutations(ms) = p {
-                    report.log_records += 1;
+                    self.report.log_records += 1;
                     for m in ms {
-                        let to = shard_of_key(m.key(), shards);
-                        replay(&mut stores[to], m, now_ms);
+                        self.apply(m);
                     }
                 }
             }
         }
-        last_logs.push(last_log);
+        Ok(last_log)
     }
-    report.elapsed_ms = started.elapsed().as_millis() as u64;
-    Ok(Recovered { stores, generation, report, old_shards, last_logs, plain_files })
 }
 
 /// What the operator reads when start-up refuses a damaged log.

@@ -13,7 +13,7 @@ use super::recovery::Startup;
 use super::runtime::{self, now_ms, race, sleep, Either, LocalSignal, TcpStream};
 use super::session::{RateLimits, Session};
 use super::transport::Transport;
-use super::{datadir, mesh, stats, wal};
+use super::{datadir, mesh, wal};
 use crate::error::Error;
 use crate::limits::*;
 use crate::protocol::{encode_error, ErrorCode, ServerInfo, VERSION};
@@ -121,7 +121,7 @@ async fn build_core(
         id,
         shards,
         store: RefCell::new(store),
-        stats: RefCell::new(stats::ShardStats::default()),
+        stats: RefCell::new(crate::stats::ShardStats::default()),
         shared: shared.clone(),
         mesh,
         shutdown: Rc::new(LocalSignal::default()),

@@ -6,9 +6,9 @@
 pub use super::config::MeshKind;
 use super::runtime::{spawn, Slot};
 use super::runtime::{Full, MeshBuilder, Receivers, Senders};
-use super::stats::ShardStats;
 use crate::limits::{CROSSBEAM_IDLE_SLEEP_US, CROSSBEAM_SPIN_ROUNDS, SHARD_QUEUE_BATCHES_MAX};
 use crate::shard::{ShardOp, ShardReply};
+use crate::stats::ShardStats;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;

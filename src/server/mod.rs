@@ -19,7 +19,6 @@ mod recovery;
 mod report;
 pub mod runtime;
 mod session;
-pub mod stats;
 pub mod transport;
 pub mod wal;
 

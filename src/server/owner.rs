@@ -291,35 +291,7 @@ pub fn bind_listeners(
         if err.kind() != std::io::ErrorKind::AddrInUse {
             return Err(format!("cannot listen on {addr}: {err}"));
         }
-        let sockets = sockets_on_port(addr.port());
-        let me = std::process::id() as i32;
-        // SAFETY: geteuid has no preconditions.
-        let my_uid = unsafe { libc::geteuid() };
-        let holders: Vec<i32> = sockets
-            .iter()
-            .filter(|s| s.listening)
-            .flat_map(|s| s.pids.iter().copied())
-            .filter(|p| *p != me)
-            .collect();
-        let states: Vec<(i32, Option<ProcessState>)> =
-            holders.iter().map(|&p| (p, process_state(p))).collect();
-        if let Some((pid, st)) = states.iter().find(|(_, s)| s.as_ref().is_some_and(|s| !s.exiting)) {
-            let comm = st.as_ref().map_or(String::new(), |s| format!(" ({})", s.comm));
-            return Err(format!(
-                "cannot listen on {addr}: it is served by PID {pid}{comm}; stop it or choose another --listen"
-            ));
-        }
-        // Sockets of ours that no process holds are a killed server's, still being closed by the
-        // kernel for a few milliseconds after it is gone (its listeners, once their io_uring's
-        // pending accepts are cancelled; its connections, until their FIN is acknowledged).
-        // Another user's listener that we cannot see is a conflict.
-        let orphaned = sockets.iter().any(|s| s.pids.is_empty() && s.uid == my_uid);
-        let foreign = sockets.iter().any(|s| s.listening && s.pids.is_empty() && s.uid != my_uid);
-        let mut waiting: Vec<i32> = states.iter().map(|(p, _)| *p).collect();
-        if let Some(prev) = previous.filter(|p| p.state().is_some()) {
-            // Its sockets outlive the listing of its descriptors while it closes them.
-            waiting.push(prev.pid);
-        }
+        let Holders { waiting, orphaned, foreign } = holders(addr, previous)?;
         // Nothing to be seen: what refused the bind may have gone in between (an orphaned
         // socket closes at any moment). Bind again, a bounded number of times.
         let vanished = !foreign && waiting.is_empty() && !orphaned;
@@ -350,8 +322,56 @@ pub fn bind_listeners(
             std::thread::sleep(Duration::from_millis(ORPHANED_SOCKET_POLL_MS));
         }
     };
+    open_group(addr, first, cores)
+}
+
+/// What holds a port that refused a bind: processes to wait for (exiting, or the previous
+/// owner), sockets of ours that no process holds, another user's listener. Err: a live server.
+struct Holders {
+    waiting: Vec<i32>,
+    orphaned: bool,
+    foreign: bool,
+}
+
+fn holders(addr: SocketAddr, previous: Option<ProcessId>) -> Result<Holders, String> {
+    let sockets = sockets_on_port(addr.port());
+    let me = std::process::id() as i32;
+    // SAFETY: geteuid has no preconditions.
+    let my_uid = unsafe { libc::geteuid() };
+    let holders: Vec<i32> = sockets
+        .iter()
+        .filter(|s| s.listening)
+        .flat_map(|s| s.pids.iter().copied())
+        .filter(|p| *p != me)
+        .collect();
+    let states: Vec<(i32, Option<ProcessState>)> = holders.iter().map(|&p| (p, process_state(p))).collect();
+    if let Some((pid, st)) = states.iter().find(|(_, s)| s.as_ref().is_some_and(|s| !s.exiting)) {
+        let comm = st.as_ref().map_or(String::new(), |s| format!(" ({})", s.comm));
+        return Err(format!(
+            "cannot listen on {addr}: it is served by PID {pid}{comm}; stop it or choose another --listen"
+        ));
+    }
+    // Sockets of ours that no process holds are a killed server's, still being closed by the
+    // kernel for a few milliseconds after it is gone (its listeners, once their io_uring's
+    // pending accepts are cancelled; its connections, until their FIN is acknowledged).
+    // Another user's listener that we cannot see is a conflict.
+    let orphaned = sockets.iter().any(|s| s.pids.is_empty() && s.uid == my_uid);
+    let foreign = sockets.iter().any(|s| s.listening && s.pids.is_empty() && s.uid != my_uid);
+    let mut waiting: Vec<i32> = states.iter().map(|(p, _)| *p).collect();
+    if let Some(prev) = previous.filter(|p| p.state().is_some()) {
+        // Its sockets outlive the listing of its descriptors while it closes them.
+        waiting.push(prev.pid);
+    }
+    Ok(Holders { waiting, orphaned, foreign })
+}
+
+/// Now that this process holds the address alone, open the group to its other cores.
+fn open_group(
+    addr: SocketAddr,
+    first: socket2::Socket,
+    cores: usize,
+) -> Result<Vec<std::net::TcpListener>, String> {
     let err = |e: std::io::Error| format!("cannot listen on {addr}: {e}");
-    // Now that this process holds the address alone, open the group to its other cores.
     first.set_reuse_port(true).map_err(err)?;
     first.listen(TCP_BACKLOG).map_err(err)?;
     let bound = first.local_addr().map_err(err)?.as_socket().ok_or("not an IP socket")?;

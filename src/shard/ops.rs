@@ -53,8 +53,6 @@ pub enum ShardOp {
         range: KeyRange,
         like: Option<LikePattern>,
     },
-    /// Key count and memory of the shard, for SHOW STATS / STATUS.
-    Info,
 }
 
 impl ShardOp {
@@ -79,13 +77,6 @@ pub struct RowOut {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ShardInfo {
-    pub keys: u64,
-    pub data_bytes: u64,
-    pub index_bytes: u64,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ShardReply {
     /// Point read: the value and remaining TTL, or nothing.
     Entry(Option<(Vec<u8>, Option<i64>)>),
@@ -93,7 +84,6 @@ pub enum ShardReply {
     TooLarge,
     Count(u64),
     Affected(u64),
-    Info(ShardInfo),
     /// The write could not be made durable and was taken back.
     StorageError,
 }
@@ -359,11 +349,6 @@ pub fn apply(store: &mut Store, op: &ShardOp, now_ms: u64, log: &mut impl WriteL
         ShardOp::Scan { .. } | ShardOp::Count { .. } => {
             Sliced::default().read_step(op, store, now_ms, usize::MAX).expect("one slice")
         }
-        ShardOp::Info => ShardReply::Info(ShardInfo {
-            keys: store.live_len(now_ms),
-            data_bytes: store.data_bytes() as u64,
-            index_bytes: store.index_bytes_estimate() as u64,
-        }),
     }
 }
 

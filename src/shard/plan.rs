@@ -2,11 +2,12 @@
 //! into one result. The server runs the parts on their cores; `execute` runs them in place and is
 //! the reference semantics of profile §5.
 
-use super::ops::{row_encoded_len, run_op, PutRow, RowOut, ShardInfo, ShardOp, ShardReply};
+use super::ops::{row_encoded_len, run_op, PutRow, RowOut, ShardOp, ShardReply};
 use super::route::shard_of_key;
 use crate::error::WireError;
 use crate::protocol::{ResultSet, Value};
 use crate::sql::{Column, ColumnList, Filter, LikePattern, Projection, Statement};
+use crate::stats::{stats_rows, status_rows, Settings, ShardStats};
 use crate::store::{KeyRange, Store};
 use std::ops::Bound;
 
@@ -34,9 +35,6 @@ pub enum Merge {
     Affected,
     /// UPDATE: nothing changed means the key was missing.
     Update,
-    Info {
-        status: bool,
-    },
 }
 
 impl Merge {
@@ -117,8 +115,10 @@ fn target(filter: &Filter<'_>, shards: usize) -> Target {
 }
 
 /// Plan `stmt` over `shards` shards; results larger than `max_payload` will be refused.
-pub fn plan(stmt: &Statement<'_>, shards: usize, max_payload: u32) -> Plan {
-    match stmt {
+/// None for SHOW, which is about the server rather than the data: the server answers it from
+/// every core's statistics (`server::report`).
+pub fn plan(stmt: &Statement<'_>, shards: usize, max_payload: u32) -> Option<Plan> {
+    let p = match stmt {
         Statement::Select(sel) => {
             let t = target(&sel.filter, shards);
             match (&sel.projection, t) {
@@ -138,10 +138,10 @@ pub fn plan(stmt: &Statement<'_>, shards: usize, max_payload: u32) -> Plan {
                     if let Filter::Eq(k) = &sel.filter {
                         let (s, mut keys) = groups.pop().expect("one key");
                         let key = keys.pop().expect("one key");
-                        return Plan {
+                        return Some(Plan {
                             parts: vec![(s, ShardOp::Get { key })],
                             merge: Merge::Point { cols: *cols, key: k.to_vec(), limit: sel.limit },
-                        };
+                        });
                     }
                     Plan {
                         parts: per_group(groups, |keys| ShardOp::MultiGet {
@@ -191,11 +191,9 @@ pub fn plan(stmt: &Statement<'_>, shards: usize, max_payload: u32) -> Plan {
             };
             Plan { parts, merge: Merge::Affected }
         }
-        Statement::ShowStats | Statement::ShowStatus => Plan {
-            parts: per_shard((0..shards).collect(), || ShardOp::Info),
-            merge: Merge::Info { status: matches!(stmt, Statement::ShowStatus) },
-        },
-    }
+        Statement::ShowStats | Statement::ShowStatus => return None,
+    };
+    Some(p)
 }
 
 /// The row's cells under `cols`, moving its bytes rather than copying them (the key is copied
@@ -220,33 +218,6 @@ fn count_result(n: u64, limit: Option<u64>) -> ResultSet {
     ResultSet {
         columns: vec!["count".into()],
         rows: if limit == Some(0) { vec![] } else { vec![vec![Value::Int(n as i64)]] },
-        affected: 0,
-    }
-}
-
-/// Rows of a STATUS or STATS reply: (name, value).
-pub fn info_rows(infos: &[ShardInfo], status: bool) -> Vec<(String, Value)> {
-    let mut rows = Vec::new();
-    let keys: u64 = infos.iter().map(|i| i.keys).sum();
-    if status {
-        rows.push(("shards".to_string(), Value::Int(infos.len() as i64)));
-        for (i, info) in infos.iter().enumerate() {
-            rows.push((format!("shard_{i}_keys"), Value::Int(info.keys as i64)));
-        }
-    } else {
-        rows.push(("keys".to_string(), Value::Int(keys as i64)));
-        let data: u64 = infos.iter().map(|i| i.data_bytes).sum();
-        let index: u64 = infos.iter().map(|i| i.index_bytes).sum();
-        rows.push(("memory_data_bytes".to_string(), Value::Int(data as i64)));
-        rows.push(("memory_index_bytes".to_string(), Value::Int(index as i64)));
-    }
-    rows
-}
-
-pub fn name_value_result(rows: Vec<(String, Value)>) -> ResultSet {
-    ResultSet {
-        columns: vec!["name".into(), "value".into()],
-        rows: rows.into_iter().map(|(n, v)| vec![Value::Bytes(n.into_bytes()), v]).collect(),
         affected: 0,
     }
 }
@@ -324,13 +295,6 @@ pub fn merge(m: &Merge, replies: Vec<ShardReply>, max_payload: u32) -> Result<Re
             Some(ShardReply::Affected(1)) => ResultSet::affected(1),
             _ => return Err(WireError::not_found()),
         },
-        Merge::Info { status } => {
-            let infos: Vec<ShardInfo> = replies
-                .into_iter()
-                .filter_map(|r| if let ShardReply::Info(i) = r { Some(i) } else { None })
-                .collect();
-            name_value_result(info_rows(&infos, *status))
-        }
     };
     let bytes = rs.encoded_len();
     if bytes > max_payload as usize {
@@ -346,7 +310,25 @@ pub fn execute(
     now_ms: u64,
     max_payload: u32,
 ) -> Result<ResultSet, WireError> {
-    let p = plan(stmt, stores.len(), max_payload);
+    let Some(p) = plan(stmt, stores.len(), max_payload) else {
+        // SHOW: the same rows as the server's, from the stores alone (no server around them,
+        // so no process memory either).
+        let all: Vec<ShardStats> = stores
+            .iter()
+            .map(|store| {
+                let mut s = ShardStats::default();
+                s.set_store(store, now_ms);
+                s
+            })
+            .collect();
+        let rows = match stmt {
+            Statement::ShowStatus => {
+                status_rows(&Settings { max_payload, now_ms, ..Settings::default() }, &all)
+            }
+            _ => stats_rows(&all, 0),
+        };
+        return Ok(ResultSet::name_value(rows));
+    };
     let replies = p.parts.iter().map(|(s, op)| run_op(&mut stores[*s], op, now_ms)).collect();
     merge(&p.merge, replies, max_payload)
 }

@@ -119,6 +119,13 @@ impl Batch {
         self.ready(|out| encode_error(out, code, msg));
     }
 
+    /// Queue part `part` of the statement at pending index `at` for `shard`: sent with the
+    /// batch's other ops for that shard in one message.
+    fn queue_remote(&mut self, shard: usize, op: ShardOp, at: usize, part: usize) {
+        self.remote[shard].push(op);
+        self.remote_at[shard].push((at, part));
+    }
+
     /// A reply to hold until `group` is durable; `None`: ready now.
     fn after(&mut self, group: Option<Rc<Group>>, write: bool, encode: impl FnOnce(&mut Vec<u8>)) {
         match group {

@@ -18,16 +18,31 @@ use crate::shard::{merge, plan, shard_of_key, ShardReply};
 use crate::sql::{insert_one, parse, point_select_key, Column, Filter, Projection, Statement, StatementKind};
 use std::time::Instant;
 
+/// What a statement needs: a plan of shard operations, or a report from every core's
+/// statistics (SHOW, which is about the server rather than the data).
+pub enum Work {
+    Plan(crate::shard::Plan),
+    Report(InfoKind),
+}
+
+fn work(stmt: &Statement<'_>, shards: usize, max_payload: u32) -> Work {
+    match plan(stmt, shards, max_payload) {
+        Some(p) => Work::Plan(p),
+        None if matches!(stmt, Statement::ShowStatus) => Work::Report(InfoKind::ShowStatus),
+        None => Work::Report(InfoKind::ShowStats),
+    }
+}
+
 /// A statement parsed and planned away from the core (`plan_statement`): its kind, what the
-/// audit log says it touches, and its plan; or why it does not parse.
-pub type Planned = Result<(StatementKind, Option<String>, crate::shard::Plan), String>;
+/// audit log says it touches, and its work; or why it does not parse.
+pub type Planned = Result<(StatementKind, Option<String>, Work), String>;
 
 /// Parse and plan a long statement: run on the blocking thread pool, so that a 1 MB INSERT's
 /// parse (tens of milliseconds) does not stall the core's other connections.
 pub fn plan_statement(sql: Vec<u8>, shards: usize, max_payload: u32, audit: bool) -> Planned {
     let sql = std::str::from_utf8(&sql).map_err(|_| "SQL is not valid UTF-8".to_string())?;
     let stmt = parse(sql).map_err(|e| e.to_string())?;
-    Ok((stmt.kind(), audit.then(|| describe(&stmt)), plan(&stmt, shards, max_payload)))
+    Ok((stmt.kind(), audit.then(|| describe(&stmt)), work(&stmt, shards, max_payload)))
 }
 
 /// Whether a COMMAND is long enough to be parsed off the core, and not one of the canonical
@@ -50,7 +65,7 @@ pub(super) fn command(
     planned: Option<Planned>,
 ) -> Flow {
     let started = Instant::now();
-    let (kind, target, p) = match planned {
+    let (kind, target, work) = match planned {
         Some(Ok(p)) => p,
         Some(Err(e)) => return refuse(core, s, batch, "invalid", None, ErrorCode::InvalidCommand, &e),
         None => {
@@ -74,29 +89,24 @@ pub(super) fn command(
                     return refuse(core, s, batch, "invalid", None, ErrorCode::InvalidCommand, &e.to_string())
                 }
             };
-            let kind = stmt.kind();
             let target = core.audit.borrow().enabled().then(|| describe(&stmt));
-            if kind.is_write() && role == Role::ReadOnly {
-                return refuse(
-                    core,
-                    s,
-                    batch,
-                    kind.name(),
-                    target.as_deref(),
-                    ErrorCode::Unauthorized,
-                    READONLY,
-                );
-            }
-            if let Some(flow) = without_plan(core, s, &stmt, target.as_deref(), started, batch, now) {
+            if let Some(flow) = local_point_read(core, s, &stmt, target.as_deref(), batch, now) {
                 return flow;
             }
-            (kind, target, plan(&stmt, core.shards, core.shared.config.max_payload))
+            (stmt.kind(), target, work(&stmt, core.shards, core.shared.config.max_payload))
         }
     };
     if kind.is_write() && role == Role::ReadOnly {
         return refuse(core, s, batch, kind.name(), target.as_deref(), ErrorCode::Unauthorized, READONLY);
     }
-    run_plan(core, s, s.user(), kind, target, p, started, batch, now)
+    match work {
+        Work::Report(what) => {
+            audit(core, s, s.user(), "command", kind.name(), None, 0, ErrorCode::Success, 0);
+            batch.pending.push(Pending::Info { what, started });
+            Flow::Continue
+        }
+        Work::Plan(p) => run_plan(core, s, s.user(), kind, target, p, started, batch, now),
+    }
 }
 
 const READONLY: &str = "this user's role is readonly";
@@ -138,37 +148,25 @@ fn fast_path(core: &Core, s: &Session, role: Role, sql: &str, batch: &mut Batch,
     Some(Flow::Continue)
 }
 
-/// Statements answered without a plan: SHOW (from every core's statistics) and a point read of
-/// this core's shard in another spelling. None: it needs a plan.
-fn without_plan(
+/// A point read of this core's shard in another spelling than the canonical one, answered
+/// without a plan. None: it needs one.
+fn local_point_read(
     core: &Core,
     s: &Session,
     stmt: &Statement<'_>,
     target: Option<&str>,
-    started: Instant,
     batch: &mut Batch,
     now: u64,
 ) -> Option<Flow> {
-    match stmt {
-        Statement::ShowStats | Statement::ShowStatus => {
-            let what =
-                if matches!(stmt, Statement::ShowStats) { InfoKind::ShowStats } else { InfoKind::ShowStatus };
-            audit(core, s, s.user(), "command", stmt.kind().name(), None, 0, ErrorCode::Success, 0);
-            batch.pending.push(Pending::Info { what, started });
-            Some(Flow::Continue)
-        }
-        Statement::Select(sel) if sel.limit.is_none() => {
-            let (Filter::Eq(key), Projection::Columns(cols)) = (&sel.filter, &sel.projection) else {
-                return None;
-            };
-            if cols.as_slice() != [Column::Value] || shard_of_key(key, core.shards) != core.id {
-                return None;
-            }
-            local_point_get(core, s, s.user(), key, target, batch, now);
-            Some(Flow::Continue)
-        }
-        _ => None,
+    let Statement::Select(sel) = stmt else { return None };
+    let (Filter::Eq(key), Projection::Columns(cols), None) = (&sel.filter, &sel.projection, sel.limit) else {
+        return None;
+    };
+    if cols.as_slice() != [Column::Value] || shard_of_key(key, core.shards) != core.id {
+        return None;
     }
+    local_point_get(core, s, s.user(), key, target, batch, now);
+    Some(Flow::Continue)
 }
 
 /// Run a statement's plan: this shard's part inline (or its first slice), the others' queued
@@ -206,8 +204,7 @@ fn run_plan(
             }
         } else {
             replies.push(None);
-            batch.remote[shard].push(op);
-            batch.remote_at[shard].push((at, i));
+            batch.queue_remote(shard, op, at, i);
             remote = true;
         }
     }

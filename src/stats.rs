@@ -1,9 +1,12 @@
 //! Per-shard statistics: operation counts and latency histograms per statement kind, connection
 //! and byte counters. Each core keeps its own; SHOW STATS collects a copy from every core and
-//! merges them, so recording a latency never touches shared memory.
+//! merges them, so recording a latency never touches shared memory. The rows of SHOW STATS and
+//! SHOW STATUS are built here, and only here: by the server from every core's copy, and by the
+//! reference semantics (`shard::execute`) from its stores alone.
 
 use crate::protocol::Value;
 use crate::sql::StatementKind;
+use crate::store::Store;
 use hdrhistogram::Histogram;
 
 /// Latencies are recorded in microseconds, 1 µs to 60 s, with 2 significant digits.
@@ -70,6 +73,13 @@ impl Default for ShardStats {
 }
 
 impl ShardStats {
+    /// A shard's figures that its store holds: keys and memory.
+    pub fn set_store(&mut self, store: &Store, now_ms: u64) {
+        self.keys = store.live_len(now_ms);
+        self.data_bytes = store.data_bytes() as u64;
+        self.index_bytes = store.index_bytes_estimate() as u64;
+    }
+
     pub fn record(&mut self, kind: StatementKind, latency_us: u64, ok: bool) {
         self.ops[kind.index()] += 1;
         self.errors += (!ok) as u64;
@@ -104,7 +114,7 @@ impl ShardStats {
     }
 
     /// The (name, value) rows of SHOW STATS and of a STATS reply.
-    pub fn rows(&self) -> Vec<(String, Value)> {
+    pub fn rows(&self, rss_bytes: u64) -> Vec<(String, Value)> {
         let int = |v: u64| Value::Int(v.min(i64::MAX as u64) as i64);
         let mut rows = Vec::new();
         let mut all = new_histogram();
@@ -134,7 +144,7 @@ impl ShardStats {
         rows.push(("keys".into(), int(self.keys)));
         rows.push(("memory_data_bytes".into(), int(self.data_bytes)));
         rows.push(("memory_index_bytes".into(), int(self.index_bytes)));
-        rows.push(("memory_rss_bytes".into(), int(rss_bytes())));
+        rows.push(("memory_rss_bytes".into(), int(rss_bytes)));
         rows.push(("bytes_in".into(), int(self.bytes_in)));
         rows.push(("bytes_out".into(), int(self.bytes_out)));
         rows.push(("rate_limited".into(), int(self.rate_limited)));
@@ -150,10 +160,68 @@ impl ShardStats {
     }
 }
 
-/// Resident memory of the whole process.
-pub fn rss_bytes() -> u64 {
-    std::fs::read_to_string("/proc/self/statm")
-        .ok()
-        .and_then(|s| s.split_whitespace().nth(1).and_then(|p| p.parse::<u64>().ok()))
-        .map_or(0, |pages| pages * 4096)
+/// The server's side of SHOW STATUS: what it runs as and for whom. The default is no server
+/// at all (the reference semantics run in place): nothing durable, nothing encrypted, no one.
+#[derive(Default)]
+pub struct Settings {
+    pub uptime_s: u64,
+    pub connections: u64,
+    pub max_connections: u64,
+    pub max_payload: u32,
+    /// What --durability is, in words; None: in memory only.
+    pub durability: Option<String>,
+    pub encrypted: bool,
+    pub tls: bool,
+    pub user: String,
+    pub role: &'static str,
+    pub now_ms: u64,
+}
+
+/// The rows of SHOW STATS (and of a STATS reply): every shard's statistics merged, and the
+/// process's resident memory.
+pub fn stats_rows(all: &[ShardStats], rss_bytes: u64) -> Vec<(String, Value)> {
+    let mut total = ShardStats::default();
+    for s in all {
+        total.merge(s);
+    }
+    total.rows(rss_bytes)
+}
+
+/// The rows of SHOW STATUS: the settings, the log's figures when it is on, and per-shard keys.
+pub fn status_rows(set: &Settings, all: &[ShardStats]) -> Vec<(String, Value)> {
+    let int = |v: u64| Value::Int(v.min(i64::MAX as u64) as i64);
+    let text = |s: &str| Value::Bytes(s.as_bytes().to_vec());
+    let durable = set.durability.is_some();
+    let mut rows = vec![
+        ("version".to_string(), text(env!("CARGO_PKG_VERSION"))),
+        ("protocol_version".into(), int(crate::protocol::VERSION as u64)),
+        ("uptime_s".into(), int(set.uptime_s)),
+        ("shards".into(), int(all.len() as u64)),
+        ("connections".into(), int(set.connections)),
+        ("max_connections".into(), int(set.max_connections)),
+        ("max_payload".into(), int(set.max_payload as u64)),
+        ("durability".into(), text(set.durability.as_deref().unwrap_or("none (in memory only)"))),
+        ("encryption_at_rest".into(), text(if set.encrypted { "AES-256-GCM" } else { "off" })),
+        ("tls".into(), text(if set.tls { "TLS 1.3" } else { "off" })),
+        ("user".into(), text(&set.user)),
+        ("role".into(), text(set.role)),
+    ];
+    if durable {
+        let total = |f: fn(&ShardStats) -> u64| all.iter().map(f).sum::<u64>();
+        rows.push(("wal_log_bytes".into(), int(total(|s| s.log_bytes))));
+        rows.push(("wal_snapshot_bytes".into(), int(total(|s| s.snapshot_bytes))));
+        let last = all.iter().map(|s| s.last_snapshot_ms).max().unwrap_or(0);
+        rows.push(("wal_last_snapshot_unix_ms".into(), int(last)));
+        rows.push(("wal_last_snapshot_age_s".into(), int(set.now_ms.saturating_sub(last) / 1000)));
+        rows.push(("storage_errors".into(), int(total(|s| s.storage_errors))));
+    }
+    for (i, s) in all.iter().enumerate() {
+        rows.push((format!("shard_{i}_keys"), int(s.keys)));
+        rows.push((format!("shard_{i}_connections"), int(s.connections)));
+        if durable {
+            rows.push((format!("shard_{i}_wal_log_bytes"), int(s.log_bytes)));
+            rows.push((format!("shard_{i}_wal_snapshot_bytes"), int(s.snapshot_bytes)));
+        }
+    }
+    rows
 }
