@@ -1,13 +1,17 @@
 //! The multi-shard reference execution answers exactly like a single BTreeMap model, for random
 //! sequences of statements, TTLs, clock moves and active-expiry steps, over 1 to 5 shards.
 //! The model interprets the parsed statement directly; it shares no code with plan/merge.
+//! The statements include the conditional writes: ON CONFLICT, compare-and-set, counters and
+//! RETURNING.
 
 use proptest::prelude::*;
 use std::collections::BTreeMap;
 use std::ops::Bound;
 use velocity::protocol::{ErrorCode, ResultSet, Value};
 use velocity::shard::execute;
-use velocity::sql::{parse, quote_literal, Column, Filter, Projection, Statement, TtlChange};
+use velocity::sql::{
+    parse, quote_literal, Column, Filter, NewValue, OnConflict, Projection, RetCol, Statement, TtlChange,
+};
 use velocity::store::{KeyRange, Store};
 
 type Model = BTreeMap<Vec<u8>, (Vec<u8>, Option<u64>)>;
@@ -73,29 +77,115 @@ fn model_exec(m: &mut Model, stmt: &Statement, now: u64) -> Result<ResultSet, Er
             }
         }
         Statement::Insert(ins) => {
+            let mut rows = Vec::new();
             for r in ins.rows() {
-                m.insert(r.key.to_vec(), (r.value.to_vec(), r.ttl_s.map(|t| now + t * 1000)));
+                let old = m.get(&*r.key).cloned();
+                let row = (r.value.to_vec(), r.ttl_s.map(|t| now + t * 1000));
+                let new = match (&ins.on_conflict, &old) {
+                    (OnConflict::Nothing, Some(_)) => continue,
+                    (OnConflict::Update { value, ttl }, Some(o)) => {
+                        model_change(o, value, *ttl, Some(&row), now)?
+                    }
+                    _ => row,
+                };
+                rows.push(returned(&r.key, Some(&new), old.as_ref(), now));
+                m.insert(r.key.to_vec(), new);
             }
-            Ok(ResultSet::affected(ins.len() as u64))
+            Ok(write_result(&ins.returning, rows))
         }
-        Statement::Update(u) => match m.get_mut(&*u.key) {
-            None => Err(ErrorCode::KeyNotFound),
-            Some(e) => {
-                e.0 = u.value.to_vec();
-                match u.ttl {
-                    TtlChange::Keep => {}
-                    TtlChange::Set(t) => e.1 = Some(now + t * 1000),
-                    TtlChange::Clear => e.1 = None,
+        Statement::Update(u) => {
+            let old = m.get(&*u.key).cloned();
+            let Some(o) = old.filter(|o| u.expect.as_ref().is_none_or(|want| **want == o.0)) else {
+                return match (&u.expect, m.contains_key(&*u.key)) {
+                    (None, false) => Err(ErrorCode::KeyNotFound),
+                    _ => Ok(write_result(&u.returning, Vec::new())),
+                };
+            };
+            let new = model_change(&o, &u.value, u.ttl, None, now)?;
+            let row = returned(&u.key, Some(&new), Some(&o), now);
+            m.insert(u.key.to_vec(), new);
+            Ok(write_result(&u.returning, vec![row]))
+        }
+        Statement::Delete(d) => {
+            // In the statement's order: the IN list's (distinct keys), else the key order.
+            let keys: Vec<Vec<u8>> = match &d.filter {
+                Filter::Eq(k) => vec![k.to_vec()],
+                Filter::In(ks) => ks.iter().map(|k| k.to_vec()).collect(),
+                f => m.keys().filter(|k| in_filter(f, k)).cloned().collect(),
+            };
+            let mut rows = Vec::new();
+            for k in keys {
+                let Some(o) = m.get(&k).cloned() else { continue };
+                if d.expect.as_ref().is_some_and(|want| **want != o.0) {
+                    continue;
                 }
-                Ok(ResultSet::affected(1))
+                rows.push(returned(&k, Some(&o), Some(&o), now));
+                m.remove(&k);
             }
-        },
-        Statement::Delete(f) => {
-            let before = m.len();
-            m.retain(|k, _| !in_filter(f, k));
-            Ok(ResultSet::affected((before - m.len()) as u64))
+            Ok(write_result(&d.returning, rows))
         }
         _ => unreachable!(),
+    }
+}
+
+type Entry = (Vec<u8>, Option<u64>);
+
+/// A live row changed by SET `value` and `ttl`; `row` is what `excluded` names.
+fn model_change(
+    old: &Entry,
+    value: &NewValue,
+    ttl: TtlChange,
+    row: Option<&Entry>,
+    now: u64,
+) -> Result<Entry, ErrorCode> {
+    let v = match value {
+        NewValue::Lit(v) => v.to_vec(),
+        NewValue::Excluded => row.expect("excluded in an INSERT").0.clone(),
+        NewValue::Add(d) => {
+            let s = std::str::from_utf8(&old.0).map_err(|_| ErrorCode::InvalidCommand)?;
+            let n: i64 = s.parse().map_err(|_| ErrorCode::InvalidCommand)?;
+            if n.to_string() != s {
+                return Err(ErrorCode::InvalidCommand);
+            }
+            n.checked_add(*d).ok_or(ErrorCode::InvalidCommand)?.to_string().into_bytes()
+        }
+    };
+    let t = match ttl {
+        TtlChange::Keep => old.1,
+        TtlChange::Set(t) => Some(now + t * 1000),
+        TtlChange::Clear => None,
+        TtlChange::Excluded => row.expect("excluded in an INSERT").1,
+    };
+    Ok((v, t))
+}
+
+/// Every RETURNING column of a written row (new) over what was there (old); picked in
+/// `write_result`.
+fn returned(key: &[u8], new: Option<&Entry>, old: Option<&Entry>, now: u64) -> [(RetCol, Value); 5] {
+    let ttl = |e: Option<&Entry>| match e {
+        Some((_, Some(t))) => Value::Int((t - now).div_ceil(1000) as i64),
+        _ => Value::Null,
+    };
+    let val = |e: Option<&Entry>| e.map_or(Value::Null, |e| Value::Bytes(e.0.clone()));
+    [
+        (RetCol::Key, Value::Bytes(key.to_vec())),
+        (RetCol::Value, val(new)),
+        (RetCol::Ttl, ttl(new)),
+        (RetCol::OldValue, val(old)),
+        (RetCol::OldTtl, ttl(old)),
+    ]
+}
+
+fn write_result(returning: &Option<Vec<RetCol>>, rows: Vec<[(RetCol, Value); 5]>) -> ResultSet {
+    let n = rows.len() as u64;
+    let Some(cols) = returning else { return ResultSet::affected(n) };
+    let pick = |r: &[(RetCol, Value); 5]| {
+        cols.iter().map(|c| r.iter().find(|(rc, _)| rc == c).expect("every column").1.clone()).collect()
+    };
+    ResultSet {
+        columns: cols.iter().map(|c| c.name().to_string()).collect(),
+        rows: rows.iter().map(pick).collect(),
+        affected: n,
     }
 }
 
@@ -113,9 +203,39 @@ fn lit(k: &[u8]) -> String {
     quote_literal(k)
 }
 
+/// Values: short text, and integers for the counters (near the limits too).
+fn value() -> impl Strategy<Value = String> {
+    prop_oneof![
+        2 => "[a-z]{0,3}",
+        2 => (-3i64..4).prop_map(|n| n.to_string()),
+        1 => proptest::sample::select(&["9223372036854775807", "-9223372036854775808", "01", "+1", "-0", " 1"][..])
+            .prop_map(str::to_string),
+    ]
+}
+
+fn returning() -> impl Strategy<Value = String> {
+    prop_oneof![
+        3 => Just(String::new()),
+        1 => proptest::sample::select(
+            &[" RETURNING value", " RETURNING *", " RETURNING key, ttl", " RETURNING old.value, value", " RETURNING old.ttl, key, old.value"][..]
+        )
+        .prop_map(str::to_string),
+    ]
+}
+
 fn sql_stmt() -> impl Strategy<Value = String> {
     let ttl = prop_oneof![Just(None), (1u64..5).prop_map(Some)];
-    let row = (key(), "[a-z]{0,3}", ttl.clone());
+    let row = (key(), value(), ttl.clone());
+    let delta =
+        (-3i64..4).prop_map(|d| if d < 0 { format!("value - {}", -d) } else { format!("value + {d}") });
+    let on_conflict = prop_oneof![
+        3 => Just(String::new()),
+        1 => Just(" ON CONFLICT DO NOTHING".to_string()),
+        1 => Just(" ON CONFLICT (key) DO NOTHING".to_string()),
+        1 => value().prop_map(|v| format!(" ON CONFLICT (key) DO UPDATE SET value = '{v}'")),
+        1 => Just(" ON CONFLICT (key) DO UPDATE SET value = excluded.value, ttl = excluded.ttl".to_string()),
+        1 => (1u64..5).prop_map(|t| format!(" ON CONFLICT (key) DO UPDATE SET value = excluded.value, ttl = {t}")),
+    ];
     let cond = prop_oneof![
         key().prop_map(|k| format!("key = {}", lit(&k))),
         proptest::collection::vec(key(), 1..4)
@@ -137,7 +257,7 @@ fn sql_stmt() -> impl Strategy<Value = String> {
         &["value", "key", "key, value", "value, key", "*", "ttl", "key, ttl", "COUNT(*)"][..],
     );
     prop_oneof![
-        3 => proptest::collection::vec(row, 1..4).prop_map(|rows| {
+        3 => (proptest::collection::vec(row, 1..4), on_conflict, returning()).prop_map(|(rows, conflict, ret)| {
             let with_ttl = rows.iter().any(|r| r.2.is_some());
             let vals: Vec<String> = rows
                 .iter()
@@ -149,11 +269,24 @@ fn sql_stmt() -> impl Strategy<Value = String> {
                     }
                 })
                 .collect();
-            format!("INSERT INTO kv (key, value{}) VALUES {}", if with_ttl { ", ttl" } else { "" }, vals.join(", "))
+            format!("INSERT INTO kv (key, value{}) VALUES {}{conflict}{ret}", if with_ttl { ", ttl" } else { "" }, vals.join(", "))
         }),
-        1 => (key(), "[a-z]{0,3}", prop_oneof![Just(String::new()), Just(", ttl = NULL".to_string()), (1u64..5).prop_map(|t| format!(", ttl = {t}"))])
-            .prop_map(|(k, v, t)| format!("UPDATE kv SET value = '{v}'{t} WHERE key = {}", lit(&k))),
+        // A counter upsert: one row.
+        1 => (key(), value(), delta.clone(), returning())
+            .prop_map(|(k, v, d, ret)| format!("INSERT INTO kv (key, value) VALUES ({}, '{v}') ON CONFLICT (key) DO UPDATE SET value = {d}{ret}", lit(&k))),
+        2 => (
+            key(),
+            prop_oneof![value().prop_map(|v| format!("'{v}'")), delta],
+            prop_oneof![Just(String::new()), Just(", ttl = NULL".to_string()), (1u64..5).prop_map(|t| format!(", ttl = {t}"))],
+            prop_oneof![2 => Just(String::new()), 1 => value().prop_map(|v| format!(" AND value = '{v}'"))],
+            returning(),
+        )
+            .prop_map(|(k, v, t, cas, ret)| format!("UPDATE kv SET value = {v}{t} WHERE key = {}{cas}{ret}", lit(&k))),
         1 => cond.clone().prop_map(|c| format!("DELETE FROM kv WHERE {c}")),
+        1 => (key(), prop_oneof![Just(String::new()), value().prop_map(|v| format!(" AND value = '{v}'"))], returning())
+            .prop_map(|(k, cas, ret)| format!("DELETE FROM kv WHERE key = {}{cas}{ret}", lit(&k))),
+        1 => (proptest::collection::vec(key(), 1..4), returning())
+            .prop_map(|(ks, ret)| format!("DELETE FROM kv WHERE key IN ({}){ret}", ks.iter().map(|k| lit(k)).collect::<Vec<_>>().join(", "))),
         4 => (cols, prop_oneof![Just(None), cond.prop_map(Some)], any::<bool>(), prop_oneof![Just(None), (0u64..4).prop_map(Some)])
             .prop_map(|(cols, c, desc, limit)| {
                 let mut s = format!("SELECT {cols} FROM kv");

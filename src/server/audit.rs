@@ -19,7 +19,7 @@ use super::runtime::now_ms;
 use crate::durability::{file_header, seal_record, Cipher, FileId, FileKind, HEADER_BYTES};
 use crate::limits::{AUDIT_BUFFER_BYTES, AUDIT_FLUSH_MS, AUDIT_QUEUE_BUFFERS};
 use crate::protocol::ErrorCode;
-use crate::sql::{quote_literal, Filter, Statement};
+use crate::sql::{quote_literal, Filter, OnConflict, Statement};
 use std::cell::{Cell, RefCell};
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufWriter, Write};
@@ -482,9 +482,20 @@ pub fn describe(stmt: &Statement<'_>) -> String {
     }
     match stmt {
         Statement::Select(s) => filter(&s.filter),
-        Statement::Delete(f) => filter(f),
-        Statement::Insert(i) => format!("keys {}", keys(i.rows().map(|r| &*r.key), i.len())),
-        Statement::Update(u) => describe_key(&u.key),
+        // A condition is named, its value never shown.
+        Statement::Delete(d) => filter(&d.filter) + if d.expect.is_some() { " if value matches" } else { "" },
+        Statement::Insert(i) => format!(
+            "keys {}{}",
+            keys(i.rows().map(|r| &*r.key), i.len()),
+            match i.on_conflict {
+                OnConflict::Replace => "",
+                OnConflict::Nothing => " if absent",
+                OnConflict::Update { .. } => " on conflict update",
+            }
+        ),
+        Statement::Update(u) => {
+            describe_key(&u.key) + if u.expect.is_some() { " if value matches" } else { "" }
+        }
         Statement::ShowStats | Statement::ShowStatus => String::new(),
     }
 }

@@ -163,9 +163,9 @@ impl Core {
         let mut groups = Vec::new();
         match self.slice(&op, &mut sliced, now_ms, &mut groups) {
             Some(reply) if groups.len() <= 1 => {
-                if let Some(g) =
-                    groups.pop().or_else(|| (!op.is_write()).then(|| self.read_barrier()).flatten())
-                {
+                // A write that changed nothing (a DO NOTHING, a range with no keys) still saw the
+                // store: it waits as a read does.
+                if let Some(g) = groups.pop().or_else(|| self.read_barrier()) {
                     *group = Some(g);
                 }
                 Started::Done(reply)
@@ -192,7 +192,7 @@ impl Core {
         }
         // Each slice's record may be in a group of its own: all must be durable, the last one
         // is the caller's to wait for.
-        let last = groups.pop();
+        let last = groups.pop().or_else(|| self.read_barrier());
         for g in groups {
             if !g.wait().await {
                 return (ShardReply::StorageError, last);
@@ -242,13 +242,14 @@ impl Core {
         self.wal.as_ref().filter(|w| w.mode == Mode::Sync).and_then(|w| w.unsettled_for(key))
     }
 
-    /// The barrier of a read op: per key for point and IN-list reads, the shard's for ranges.
+    /// The barrier of a read op (or of a write that changed nothing): per key for point and
+    /// IN-list ops, the shard's for ranges.
     fn barrier_of(&self, op: &ShardOp) -> Option<Rc<Group>> {
         match op {
-            ShardOp::Get { key } => self.read_barrier_for(key),
+            ShardOp::Get { key } | ShardOp::Update { key, .. } => self.read_barrier_for(key),
             // Groups settle in order: the newest of the keys' is the one to wait for, and the
             // shard's newest is never older; take it if any key has one.
-            ShardOp::MultiGet { keys, .. } => {
+            ShardOp::MultiGet { keys, .. } | ShardOp::Delete { keys, .. } => {
                 keys.iter().any(|k| self.read_barrier_for(k).is_some()).then(|| self.read_barrier()).flatten()
             }
             _ => self.read_barrier(),
@@ -275,6 +276,10 @@ impl Core {
         });
         if appended && sync {
             *group = Some(g);
+        } else if let Some(b) = self.barrier_of(op) {
+            // It changed nothing (a failed compare-and-set, a missing key) on what the store
+            // shows: what it tells is a read's, and waits as one does.
+            *group = Some(later(group.take(), b));
         }
         reply
     }

@@ -1,9 +1,28 @@
 //! What one shard is asked to do for one statement, and what it answers. A `ShardOp` owns its
 //! bytes so that it can cross cores; `apply` runs it on a store. No I/O.
 
-use crate::sql::{Column, ColumnList, LikePattern, TtlChange};
+use crate::protocol::Value;
+use crate::sql::{Column, ColumnList, LikePattern, RetCol, Returning, TtlChange};
 use crate::store::{KeyRange, Store};
 use std::ops::ControlFlow;
+
+/// The value a write sets (`sql::NewValue`, owned).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Change {
+    Set(Vec<u8>),
+    /// The INSERT row's own value.
+    Excluded,
+    /// The old value as a decimal i64, plus this.
+    Add(i64),
+}
+
+/// What a Put does to a key that is there (`sql::OnConflict`, owned).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Conflict {
+    Replace,
+    Nothing,
+    Update { value: Change, ttl: TtlChange },
+}
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PutRow {
@@ -26,14 +45,21 @@ pub enum ShardOp {
     },
     Put {
         rows: Vec<PutRow>,
+        on_conflict: Conflict,
+        returning: Option<Returning>,
     },
     Update {
         key: Vec<u8>,
-        value: Vec<u8>,
+        value: Change,
         ttl: TtlChange,
+        /// Compare-and-set: written only if the key holds exactly these bytes.
+        expect: Option<Vec<u8>>,
+        returning: Option<Returning>,
     },
     Delete {
         keys: Vec<Vec<u8>>,
+        expect: Option<Vec<u8>>,
+        returning: Option<Returning>,
     },
     DeleteRange {
         range: KeyRange,
@@ -84,6 +110,14 @@ pub enum ShardReply {
     TooLarge,
     Count(u64),
     Affected(u64),
+    /// A write with RETURNING: the rows it affected, as cells of the RETURNING list, each with
+    /// its index among the part's rows (or keys).
+    Returned {
+        affected: u64,
+        rows: Vec<(u32, Vec<Value>)>,
+    },
+    /// Refused without a change (a counter on a value that is not an integer, an overflow).
+    Invalid(String),
     /// The write could not be made durable and was taken back.
     StorageError,
 }
@@ -97,6 +131,10 @@ impl ShardReply {
             ShardReply::Rows(rows) => {
                 rows.iter().map(|r| ROW_OVERHEAD_BYTES + r.key.len() + r.value.len()).sum::<usize>()
             }
+            ShardReply::Returned { rows, .. } => rows
+                .iter()
+                .map(|(_, cells)| ROW_OVERHEAD_BYTES + cells.iter().map(Value::encoded_len).sum::<usize>())
+                .sum::<usize>(),
             _ => ROW_OVERHEAD_BYTES,
         }
     }
@@ -118,6 +156,8 @@ pub struct Sliced {
     count: u64,
     next_row: usize,
     affected: u64,
+    /// A write's RETURNING rows so far.
+    returned: Vec<(u32, Vec<Value>)>,
 }
 
 impl Sliced {
@@ -126,7 +166,7 @@ impl Sliced {
         match op {
             ShardOp::Scan { .. } | ShardOp::DeleteRange { .. } => true,
             ShardOp::Count { range, like } => like.is_some() || *range != KeyRange::all(),
-            ShardOp::Put { rows } => rows.len() > budget,
+            ShardOp::Put { rows, .. } => rows.len() > budget,
             _ => false,
         }
     }
@@ -228,7 +268,7 @@ impl Sliced {
 
     /// The rows the next slice of a Put writes, and whether it is the last slice.
     pub fn next_rows(&mut self, op: &ShardOp, budget: usize) -> (std::ops::Range<usize>, bool) {
-        let ShardOp::Put { rows } = op else { unreachable!("next_rows of {op:?}") };
+        let ShardOp::Put { rows, .. } = op else { unreachable!("next_rows of {op:?}") };
         let from = self.next_row;
         let to = rows.len().min(from.saturating_add(budget));
         self.next_row = to;
@@ -314,29 +354,30 @@ pub fn apply(store: &mut Store, op: &ShardOp, now_ms: u64, log: &mut impl WriteL
                 keys.iter().filter_map(|k| store.get(k, now_ms).map(|e| to_row(cols, e, now_ms))).collect();
             ShardReply::Rows(rows)
         }
-        ShardOp::Update { key, value, ttl } => {
-            log.before(store, key);
-            let expiry = |was| match ttl {
-                TtlChange::Keep => was,
-                TtlChange::Set(t) => Some(expiry_at(now_ms, *t)),
-                TtlChange::Clear => None,
-            };
-            let hit = store.update(key, value, expiry, now_ms);
-            if hit {
-                log.set(key, value, store.get(key, now_ms).and_then(|e| e.expires_at_ms));
-            }
-            ShardReply::Affected(hit as u64)
+        ShardOp::Update { key, value, ttl, expect, returning } => {
+            update(store, key, value, *ttl, expect.as_deref(), returning.as_deref(), now_ms, log)
         }
-        ShardOp::Delete { keys } => {
+        ShardOp::Delete { keys, expect, returning } => {
             let mut n = 0;
-            for k in keys {
+            let mut rows = Vec::new();
+            for (i, k) in keys.iter().enumerate() {
+                if let Some(want) = expect {
+                    if store.get(k, now_ms).is_none_or(|e| e.value != &want[..]) {
+                        continue;
+                    }
+                }
+                if let Some(cols) = returning {
+                    let Some(e) = store.get(k, now_ms) else { continue };
+                    let was = Some((e.value, e.expires_at_ms));
+                    rows.push((i as u32, cells(cols, k, was, was, now_ms)));
+                }
                 log.before(store, k);
                 if store.delete(k, now_ms) {
                     n += 1;
                     log.deleted(k);
                 }
             }
-            ShardReply::Affected(n)
+            written(n, returning.is_some(), rows)
         }
         // One slice as large as the op: the same code as the server's slices.
         ShardOp::Put { .. } | ShardOp::DeleteRange { .. } => {
@@ -373,12 +414,30 @@ pub fn apply_slice(
     log: &mut impl WriteLog,
 ) -> Option<ShardReply> {
     let (n, last) = match op {
-        ShardOp::Put { rows } => {
+        ShardOp::Put { rows, on_conflict: Conflict::Replace, returning: None } => {
             let (slice, last) = s.next_rows(op, writes);
             for r in &rows[slice.clone()] {
                 put(store, &r.key, &r.value, r.ttl_s.map(|t| expiry_at(now_ms, t)), log);
             }
             (slice.len() as u64, last)
+        }
+        ShardOp::Put { rows, on_conflict, returning } => {
+            let (slice, last) = s.next_rows(op, writes);
+            let mut n = 0;
+            for i in slice {
+                match upsert(store, &rows[i], on_conflict, returning.as_deref(), now_ms, log) {
+                    // Only a one-row INSERT may fail (the parser's rule): nothing is written.
+                    Err(why) => return Some(ShardReply::Invalid(why)),
+                    Ok(None) => {}
+                    Ok(Some(cells)) => {
+                        n += 1;
+                        if returning.is_some() {
+                            s.returned.push((i as u32, cells));
+                        }
+                    }
+                }
+            }
+            (n, last)
         }
         ShardOp::DeleteRange { .. } => {
             let (keys, last) = s.next_doomed(op, store, now_ms, visits, writes);
@@ -392,7 +451,135 @@ pub fn apply_slice(
         other => unreachable!("apply_slice of {other:?}"),
     };
     let total = s.add_affected(n);
-    last.then_some(ShardReply::Affected(total))
+    let returning = matches!(op, ShardOp::Put { returning: Some(_), .. });
+    last.then(|| written(total, returning, std::mem::take(&mut s.returned)))
+}
+
+/// A write's reply: its count, and its rows when it has a RETURNING list.
+fn written(affected: u64, returning: bool, rows: Vec<(u32, Vec<Value>)>) -> ShardReply {
+    if returning {
+        ShardReply::Returned { affected, rows }
+    } else {
+        ShardReply::Affected(affected)
+    }
+}
+
+/// A key's value and absolute expiry, borrowed from the store or the statement.
+type Image<'a> = Option<(&'a [u8], Option<u64>)>;
+
+/// The cells of a RETURNING list for `key`, written as `new` over `old` (None: no row).
+fn cells(cols: &[RetCol], key: &[u8], new: Image<'_>, old: Image<'_>, now_ms: u64) -> Vec<Value> {
+    let ttl = |exp: Option<u64>| {
+        exp.map_or(Value::Null, |t| Value::Int(t.saturating_sub(now_ms).div_ceil(1000) as i64))
+    };
+    cols.iter()
+        .map(|c| match (c, new, old) {
+            (RetCol::Key, _, _) => Value::Bytes(key.to_vec()),
+            (RetCol::Value, Some((v, _)), _) | (RetCol::OldValue, _, Some((v, _))) => {
+                Value::Bytes(v.to_vec())
+            }
+            (RetCol::Ttl, Some((_, exp)), _) | (RetCol::OldTtl, _, Some((_, exp))) => ttl(exp),
+            _ => Value::Null,
+        })
+        .collect()
+}
+
+/// `old` plus `delta`, both as Redis INCRBY reads them: the value must be the canonical
+/// decimal text of a signed 64-bit integer, and the sum must fit one.
+fn add_to(old: &[u8], delta: i64) -> Result<Vec<u8>, String> {
+    let n = std::str::from_utf8(old)
+        .ok()
+        .and_then(|s| s.parse::<i64>().ok().filter(|n| n.to_string() == s))
+        .ok_or_else(|| {
+            "the value is not an integer (the decimal text of a signed 64-bit integer)".to_string()
+        })?;
+    let sum = n
+        .checked_add(delta)
+        .ok_or_else(|| "the increment would overflow a signed 64-bit integer".to_string())?;
+    Ok(sum.to_string().into_bytes())
+}
+
+/// The new value and expiry of a live row changed by `value` and `ttl`; `row` is the INSERT
+/// row that `excluded` names, if any.
+fn changed(
+    old: (&[u8], Option<u64>),
+    value: &Change,
+    ttl: TtlChange,
+    row: Option<&PutRow>,
+    now_ms: u64,
+) -> Result<(Vec<u8>, Option<u64>), String> {
+    let v = match value {
+        Change::Set(v) => v.clone(),
+        Change::Excluded => row.map_or_else(|| old.0.to_vec(), |r| r.value.clone()),
+        Change::Add(d) => add_to(old.0, *d)?,
+    };
+    let exp = match ttl {
+        TtlChange::Keep => old.1,
+        TtlChange::Set(t) => Some(expiry_at(now_ms, t)),
+        TtlChange::Clear => None,
+        TtlChange::Excluded => row.map_or(old.1, |r| r.ttl_s.map(|t| expiry_at(now_ms, t))),
+    };
+    Ok((v, exp))
+}
+
+/// Write `v` with expiry `exp` to `key`, recorded in `log`.
+fn write(store: &mut Store, key: &[u8], v: &[u8], exp: Option<u64>, log: &mut impl WriteLog) {
+    log.before(store, key);
+    store.insert(key, v, exp);
+    log.set(key, v, exp);
+}
+
+/// One INSERT row under its ON CONFLICT rule: the RETURNING cells if written (empty without
+/// RETURNING), None if the rule left the old row alone, Err (nothing written) if a counter
+/// could not be applied.
+fn upsert(
+    store: &mut Store,
+    row: &PutRow,
+    on_conflict: &Conflict,
+    returning: Option<&[RetCol]>,
+    now_ms: u64,
+    log: &mut impl WriteLog,
+) -> Result<Option<Vec<Value>>, String> {
+    let old = store.get(&row.key, now_ms).map(|e| (e.value.to_vec(), e.expires_at_ms));
+    let (v, exp) = match (on_conflict, &old) {
+        (Conflict::Nothing, Some(_)) => return Ok(None),
+        (Conflict::Update { value, ttl }, Some((ov, oexp))) => {
+            changed((ov, *oexp), value, *ttl, Some(row), now_ms)?
+        }
+        _ => (row.value.clone(), row.ttl_s.map(|t| expiry_at(now_ms, t))),
+    };
+    write(store, &row.key, &v, exp, log);
+    let old = old.as_ref().map(|(v, e)| (&v[..], *e));
+    Ok(Some(returning.map_or_else(Vec::new, |cols| cells(cols, &row.key, Some((&v, exp)), old, now_ms))))
+}
+
+/// An UPDATE of one key: a missing key, or one whose value is not `expect`, is left alone
+/// (affected 0).
+#[allow(clippy::too_many_arguments)]
+fn update(
+    store: &mut Store,
+    key: &[u8],
+    value: &Change,
+    ttl: TtlChange,
+    expect: Option<&[u8]>,
+    returning: Option<&[RetCol]>,
+    now_ms: u64,
+    log: &mut impl WriteLog,
+) -> ShardReply {
+    let Some(e) = store.get(key, now_ms) else { return written(0, returning.is_some(), Vec::new()) };
+    if expect.is_some_and(|want| e.value != want) {
+        return written(0, returning.is_some(), Vec::new());
+    }
+    let old = (e.value.to_vec(), e.expires_at_ms);
+    let (v, exp) = match changed((&old.0, old.1), value, ttl, None, now_ms) {
+        Ok(new) => new,
+        Err(why) => return ShardReply::Invalid(why),
+    };
+    write(store, key, &v, exp, log);
+    let rows = returning.map_or_else(Vec::new, |cols| {
+        vec![(0, cells(cols, key, Some((&v, exp)), Some((&old.0, old.1)), now_ms))]
+    });
+    written(1, returning.is_some(), rows)
 }
 
 fn to_row(cols: &ColumnList, e: crate::store::EntryView<'_>, now_ms: u64) -> RowOut {

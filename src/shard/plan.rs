@@ -2,11 +2,13 @@
 //! into one result. The server runs the parts on their cores; `execute` runs them in place and is
 //! the reference semantics of profile §5.
 
-use super::ops::{row_encoded_len, run_op, PutRow, RowOut, ShardOp, ShardReply};
+use super::ops::{row_encoded_len, run_op, Change, Conflict, PutRow, RowOut, ShardOp, ShardReply};
 use super::route::shard_of_key;
 use crate::error::WireError;
 use crate::protocol::{ResultSet, Value};
-use crate::sql::{Column, ColumnList, Filter, LikePattern, Projection, Statement};
+use crate::sql::{
+    Column, ColumnList, Filter, LikePattern, NewValue, OnConflict, Projection, Returning, Statement,
+};
 use crate::stats::{stats_rows, status_rows, Settings, ShardStats};
 use crate::store::{KeyRange, Store};
 use std::ops::Bound;
@@ -33,14 +35,25 @@ pub enum Merge {
         limit: Option<u64>,
     },
     Affected,
-    /// UPDATE: nothing changed means the key was missing.
-    Update,
+    /// UPDATE: nothing changed means the key was missing, unless the UPDATE had a condition
+    /// (compare-and-set), which answers 0 rows instead.
+    Update {
+        conditional: bool,
+    },
+    /// A write with RETURNING: the rows from every part, in the statement's order (`positions`:
+    /// per part, each of its rows' place in the statement).
+    Returning {
+        cols: Returning,
+        positions: Vec<Vec<u32>>,
+        /// An unconditional UPDATE: no row means KEY_NOT_FOUND.
+        must_hit: bool,
+    },
 }
 
 impl Merge {
     /// Whether the statement writes (its STORAGE_ERROR says the write was not applied).
     pub fn is_write(&self) -> bool {
-        matches!(self, Merge::Affected | Merge::Update)
+        matches!(self, Merge::Affected | Merge::Update { .. } | Merge::Returning { .. })
     }
 }
 
@@ -166,34 +179,91 @@ pub fn plan(stmt: &Statement<'_>, shards: usize, max_payload: u32) -> Option<Pla
             }
         }
         Statement::Insert(ins) => {
-            let rows = ins.rows().map(|r| {
+            let rows = ins.rows().enumerate().map(|(i, r)| {
                 let row = PutRow { key: r.key.to_vec(), value: r.value.to_vec(), ttl_s: r.ttl_s };
-                (shard_of_key(&r.key, shards), row)
+                (shard_of_key(&r.key, shards), (i as u32, row))
             });
-            Plan {
-                parts: per_group(group_by_shard(rows), |rows| ShardOp::Put { rows }),
-                merge: Merge::Affected,
-            }
+            let groups = group_by_shard(rows);
+            let positions = groups.iter().map(|(_, g)| g.iter().map(|(i, _)| *i).collect()).collect();
+            let on_conflict = match &ins.on_conflict {
+                OnConflict::Replace => Conflict::Replace,
+                OnConflict::Nothing => Conflict::Nothing,
+                OnConflict::Update { value, ttl } => Conflict::Update { value: change(value), ttl: *ttl },
+            };
+            let parts = per_group(groups, |g| ShardOp::Put {
+                rows: g.into_iter().map(|(_, r)| r).collect(),
+                on_conflict: on_conflict.clone(),
+                returning: ins.returning.clone(),
+            });
+            Plan { parts, merge: write_merge(&ins.returning, positions, Merge::Affected) }
         }
         Statement::Update(u) => Plan {
             parts: vec![(
                 shard_of_key(&u.key, shards),
-                ShardOp::Update { key: u.key.to_vec(), value: u.value.to_vec(), ttl: u.ttl },
+                ShardOp::Update {
+                    key: u.key.to_vec(),
+                    value: change(&u.value),
+                    ttl: u.ttl,
+                    expect: u.expect.as_ref().map(|v| v.to_vec()),
+                    returning: u.returning.clone(),
+                },
             )],
-            merge: Merge::Update,
+            merge: write_merge(
+                &u.returning,
+                vec![vec![0]],
+                Merge::Update { conditional: u.expect.is_some() },
+            ),
         },
-        Statement::Delete(filter) => {
-            let parts = match target(filter, shards) {
-                Target::Keys(groups) => per_group(groups, |keys| ShardOp::Delete { keys }),
-                Target::Range { range, like, shards } => {
-                    per_shard(shards, || ShardOp::DeleteRange { range: range.clone(), like: like.clone() })
-                }
-            };
-            Plan { parts, merge: Merge::Affected }
-        }
+        Statement::Delete(d) => match target(&d.filter, shards) {
+            Target::Keys(groups) => {
+                let keys: Vec<&[u8]> = match &d.filter {
+                    Filter::In(keys) => keys.iter().map(|k| &**k).collect(),
+                    Filter::Eq(k) => vec![&**k],
+                    _ => Vec::new(),
+                };
+                let positions =
+                    group_by_shard(keys.iter().enumerate().map(|(i, k)| (shard_of_key(k, shards), i as u32)))
+                        .into_iter()
+                        .map(|(_, p)| p)
+                        .collect();
+                let parts = per_group(groups, |keys| ShardOp::Delete {
+                    keys,
+                    expect: d.expect.as_ref().map(|v| v.to_vec()),
+                    returning: d.returning.clone(),
+                });
+                Plan { parts, merge: write_merge(&d.returning, positions, Merge::Affected) }
+            }
+            Target::Range { range, like, shards } => Plan {
+                parts: per_shard(shards, || ShardOp::DeleteRange {
+                    range: range.clone(),
+                    like: like.clone(),
+                }),
+                merge: Merge::Affected,
+            },
+        },
         Statement::ShowStats | Statement::ShowStatus => return None,
     };
     Some(p)
+}
+
+fn change(v: &NewValue<'_>) -> Change {
+    match v {
+        NewValue::Lit(v) => Change::Set(v.to_vec()),
+        NewValue::Excluded => Change::Excluded,
+        NewValue::Add(d) => Change::Add(*d),
+    }
+}
+
+/// How a write's replies merge: its rows if it has a RETURNING list, else `plain`.
+fn write_merge(returning: &Option<Returning>, positions: Vec<Vec<u32>>, plain: Merge) -> Merge {
+    match returning {
+        None => plain,
+        Some(cols) => Merge::Returning {
+            cols: cols.clone(),
+            positions,
+            must_hit: matches!(plain, Merge::Update { conditional: false }),
+        },
+    }
 }
 
 /// The row's cells under `cols`, moving its bytes rather than copying them (the key is copied
@@ -226,6 +296,9 @@ fn count_result(n: u64, limit: Option<u64>) -> ResultSet {
 pub fn merge(m: &Merge, replies: Vec<ShardReply>, max_payload: u32) -> Result<ResultSet, WireError> {
     if replies.iter().any(|r| matches!(r, ShardReply::StorageError)) {
         return Err(if m.is_write() { WireError::storage() } else { WireError::storage_read() });
+    }
+    if let Some(ShardReply::Invalid(why)) = replies.iter().find(|r| matches!(r, ShardReply::Invalid(_))) {
+        return Err(WireError::invalid(format!("{why}; nothing was changed")));
     }
     let rs = match m {
         Merge::Point { cols, key, limit } => match replies.into_iter().next() {
@@ -291,10 +364,39 @@ pub fn merge(m: &Merge, replies: Vec<ShardReply>, max_payload: u32) -> Result<Re
         Merge::Affected => ResultSet::affected(
             replies.iter().map(|r| if let ShardReply::Affected(n) = r { *n } else { 0 }).sum(),
         ),
-        Merge::Update => match replies.first() {
-            Some(ShardReply::Affected(1)) => ResultSet::affected(1),
+        Merge::Update { conditional } => match replies.first() {
+            Some(ShardReply::Affected(n)) if *n == 1 || *conditional => ResultSet::affected(*n),
             _ => return Err(WireError::not_found()),
         },
+        Merge::Returning { cols, positions, must_hit } => {
+            let mut affected = 0;
+            let mut rows = Vec::new();
+            for (part, r) in replies.into_iter().enumerate() {
+                if let ShardReply::Returned { affected: n, rows: rs } = r {
+                    affected += n;
+                    let at =
+                        |i: u32| positions.get(part).and_then(|p| p.get(i as usize)).copied().unwrap_or(i);
+                    rows.extend(rs.into_iter().map(|(i, cells)| (at(i), cells)));
+                }
+            }
+            if *must_hit && affected == 0 {
+                return Err(WireError::not_found());
+            }
+            rows.sort_by_key(|(pos, _)| *pos);
+            let rs = ResultSet {
+                columns: cols.iter().map(|c| c.name().to_string()).collect(),
+                rows: rows.into_iter().map(|(_, cells)| cells).collect(),
+                affected,
+            };
+            let bytes = rs.encoded_len();
+            if bytes > max_payload as usize {
+                // The rows are written; only their echo does not fit a frame.
+                return Err(WireError::invalid(format!(
+                    "the statement was applied ({affected} rows), but its RETURNING rows ({bytes} bytes) pass the {max_payload}-byte frame limit"
+                )));
+            }
+            rs
+        }
     };
     let bytes = rs.encoded_len();
     if bytes > max_payload as usize {

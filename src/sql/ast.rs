@@ -14,7 +14,7 @@ pub enum Statement<'a> {
     Select(Select<'a>),
     Insert(Insert<'a>),
     Update(Update<'a>),
-    Delete(Filter<'a>),
+    Delete(Delete<'a>),
     ShowStats,
     ShowStatus,
 }
@@ -193,7 +193,59 @@ pub struct Row<'a> {
 pub struct Insert<'a> {
     pub first: Row<'a>,
     pub rest: Vec<Row<'a>>,
+    pub on_conflict: OnConflict<'a>,
+    pub returning: Option<Returning>,
 }
+
+/// What an INSERT does to a row whose key is already there (and live).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OnConflict<'a> {
+    /// No ON CONFLICT clause: the new row replaces the old, TTL and all (an upsert).
+    Replace,
+    /// `ON CONFLICT [(key)] DO NOTHING`: the old row stays; the row is not counted.
+    Nothing,
+    /// `ON CONFLICT (key) DO UPDATE SET value = …[, ttl = …]`: the old row changes as an
+    /// UPDATE would (its TTL kept unless set).
+    Update { value: NewValue<'a>, ttl: TtlChange },
+}
+
+/// The value a write sets.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NewValue<'a> {
+    Lit(Lit<'a>),
+    /// `excluded.value`: the value of the INSERT's row (ON CONFLICT DO UPDATE only).
+    Excluded,
+    /// `value + n` / `value - n`: the old value read as the decimal text of a signed 64-bit
+    /// integer, plus `n`, written back as decimal text (Redis INCRBY).
+    Add(i64),
+}
+
+/// A column of a RETURNING list: the row as written (for DELETE: as it was), or as it was
+/// before the statement (`old.value`, `old.ttl`; NULL when there was no row).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RetCol {
+    Key,
+    Value,
+    Ttl,
+    OldValue,
+    OldTtl,
+}
+
+impl RetCol {
+    /// The result set's column name.
+    pub fn name(self) -> &'static str {
+        match self {
+            RetCol::Key => "key",
+            RetCol::Value => "value",
+            RetCol::Ttl => "ttl",
+            RetCol::OldValue => "old_value",
+            RetCol::OldTtl => "old_ttl",
+        }
+    }
+}
+
+/// `RETURNING col, …`: distinct columns, in the order written.
+pub type Returning = Vec<RetCol>;
 
 impl<'a> Insert<'a> {
     pub fn rows(&self) -> impl Iterator<Item = &Row<'a>> {
@@ -216,11 +268,25 @@ pub enum TtlChange {
     Set(u64),
     /// `ttl = NULL`: the key no longer expires.
     Clear,
+    /// `ttl = excluded.ttl`: the INSERT row's TTL (ON CONFLICT DO UPDATE only).
+    Excluded,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Update<'a> {
     pub key: Lit<'a>,
-    pub value: Lit<'a>,
+    pub value: NewValue<'a>,
     pub ttl: TtlChange,
+    /// `AND value = lit`: written only if the key holds exactly this value (compare-and-set).
+    pub expect: Option<Lit<'a>>,
+    pub returning: Option<Returning>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Delete<'a> {
+    pub filter: Filter<'a>,
+    /// `AND value = lit` after `key = lit`: deleted only if the key holds exactly this value.
+    pub expect: Option<Lit<'a>>,
+    /// Only with `key =` or `key IN`: the rows deleted, as they were.
+    pub returning: Option<Returning>,
 }

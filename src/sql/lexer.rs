@@ -23,6 +23,9 @@ pub enum Tok<'a> {
     Le,
     Gt,
     Ge,
+    Plus,
+    Minus,
+    Dot,
     End,
 }
 
@@ -44,6 +47,9 @@ impl Tok<'_> {
             Tok::Le => "'<='".into(),
             Tok::Gt => "'>'".into(),
             Tok::Ge => "'>='".into(),
+            Tok::Plus => "'+'".into(),
+            Tok::Minus => "'-'".into(),
+            Tok::Dot => "'.'".into(),
             Tok::End => "end of statement".into(),
         }
     }
@@ -93,6 +99,10 @@ impl<'a> Lexer<'a> {
             b';' => one(self, Tok::Semi),
             b'*' => one(self, Tok::Star),
             b'=' => one(self, Tok::Eq),
+            // `value + n`, `value - n` (a `--` is a comment, skipped above), `excluded.value`.
+            b'+' => one(self, Tok::Plus),
+            b'-' => one(self, Tok::Minus),
+            b'.' => one(self, Tok::Dot),
             b'<' | b'>' => {
                 let or_equal = b.get(start + 1) == Some(&b'=');
                 self.pos += 1 + or_equal as usize;

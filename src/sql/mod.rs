@@ -9,8 +9,8 @@ mod like;
 mod parser;
 
 pub use ast::{
-    Column, ColumnList, Filter, Insert, KeyBound, Projection, Row, Select, Statement, StatementKind,
-    TtlChange, Update,
+    Column, ColumnList, Delete, Filter, Insert, KeyBound, NewValue, OnConflict, Projection, RetCol,
+    Returning, Row, Select, Statement, StatementKind, TtlChange, Update,
 };
 pub use fast::{hot_key, insert_one, point_select_key};
 pub use like::LikePattern;

@@ -138,12 +138,7 @@ impl<'a> Parser<'a> {
             _ if is("select") => self.select().map(Statement::Select),
             _ if is("insert") => self.insert().map(Statement::Insert),
             _ if is("update") => self.update().map(Statement::Update),
-            _ if is("delete") => {
-                self.word("from")?;
-                self.word("kv")?;
-                self.word("where")?;
-                self.condition().map(Statement::Delete)
-            }
+            _ if is("delete") => self.delete().map(Statement::Delete),
             _ if is("show") => {
                 let (pos, t) = self.bump()?;
                 match t {
@@ -312,7 +307,183 @@ impl<'a> Parser<'a> {
             }
             rest.push(self.row(with_ttl)?);
         }
-        Ok(Insert { first, rest })
+        let on_conflict = self.on_conflict(rest.is_empty())?;
+        let returning = self.returning()?;
+        Ok(Insert { first, rest, on_conflict, returning })
+    }
+
+    /// `[ON CONFLICT [(key)] DO NOTHING | ON CONFLICT (key) DO UPDATE SET …]` after VALUES.
+    fn on_conflict(&mut self, one_row: bool) -> PResult<OnConflict<'a>> {
+        if !self.peek_is_word("on")? {
+            return Ok(OnConflict::Replace);
+        }
+        self.bump()?;
+        self.word("conflict")?;
+        let mut target = false;
+        if self.peek()? == &Tok::LParen {
+            self.bump()?;
+            self.word("key")?;
+            self.tok(Tok::RParen, "')'")?;
+            target = true;
+        }
+        self.word("do")?;
+        let (pos, t) = self.bump()?;
+        match t {
+            Tok::Word(w) if w.eq_ignore_ascii_case("nothing") => Ok(OnConflict::Nothing),
+            Tok::Word(w) if w.eq_ignore_ascii_case("update") => {
+                if !target {
+                    return Err(ParseError {
+                        pos,
+                        msg: "ON CONFLICT DO UPDATE needs the conflict target: ON CONFLICT (key)".into(),
+                    });
+                }
+                self.word("set")?;
+                let (vpos, value) = self.set_value(true)?;
+                if matches!(value, NewValue::Add(_)) && !one_row {
+                    // A counter can fail (not an integer, overflow); across rows and shards
+                    // that could leave part of the statement applied.
+                    return Err(ParseError {
+                        pos: vpos,
+                        msg: "value = value + n needs a one-row INSERT".into(),
+                    });
+                }
+                let ttl = self.set_ttl(true)?;
+                Ok(OnConflict::Update { value, ttl })
+            }
+            _ => Self::err(pos, "NOTHING or UPDATE", &t),
+        }
+    }
+
+    /// `value = lit | value ± n | excluded.value` of a SET list (`excluded` only after ON
+    /// CONFLICT), with where it starts.
+    fn set_value(&mut self, excluded: bool) -> PResult<(usize, NewValue<'a>)> {
+        self.word("value")?;
+        self.tok(Tok::Eq, "'='")?;
+        let pos = self.peeked_pos()?;
+        let value = match self.peek()? {
+            Tok::Word(w) if w.eq_ignore_ascii_case("value") => {
+                self.bump()?;
+                let (opos, op) = self.bump()?;
+                let minus = match op {
+                    Tok::Plus => false,
+                    Tok::Minus => true,
+                    _ => return Self::err(opos, "'+' or '-'", &op),
+                };
+                let (npos, n) = self.integer("an integer")?;
+                let delta = if minus { 0i128 - n as i128 } else { n as i128 };
+                let delta = i64::try_from(delta).map_err(|_| ParseError {
+                    pos: npos,
+                    msg: "the increment must fit a signed 64-bit integer".into(),
+                })?;
+                NewValue::Add(delta)
+            }
+            Tok::Word(w) if excluded && w.eq_ignore_ascii_case("excluded") => {
+                self.bump()?;
+                self.tok(Tok::Dot, "'.'")?;
+                self.word("value")?;
+                NewValue::Excluded
+            }
+            _ => NewValue::Lit(self.literal("a value literal, or value + n")?.1),
+        };
+        Ok((pos, value))
+    }
+
+    /// `[, ttl = n | NULL | excluded.ttl]` of a SET list.
+    fn set_ttl(&mut self, excluded: bool) -> PResult<TtlChange> {
+        if self.peek()? != &Tok::Comma {
+            return Ok(TtlChange::Keep);
+        }
+        self.bump()?;
+        self.word("ttl")?;
+        self.tok(Tok::Eq, "'='")?;
+        if self.peek_is_word("null")? {
+            self.bump()?;
+            return Ok(TtlChange::Clear);
+        }
+        if excluded && self.peek_is_word("excluded")? {
+            self.bump()?;
+            self.tok(Tok::Dot, "'.'")?;
+            self.word("ttl")?;
+            return Ok(TtlChange::Excluded);
+        }
+        Ok(TtlChange::Set(self.ttl()?))
+    }
+
+    /// `[RETURNING * | col, …]`: col is key, value, ttl, old.value or old.ttl.
+    fn returning(&mut self) -> PResult<Option<Returning>> {
+        if !self.peek_is_word("returning")? {
+            return Ok(None);
+        }
+        self.bump()?;
+        if self.peek()? == &Tok::Star {
+            self.bump()?;
+            return Ok(Some(vec![RetCol::Key, RetCol::Value]));
+        }
+        let mut cols = Vec::new();
+        loop {
+            let (pos, t) = self.bump()?;
+            let col = match &t {
+                Tok::Word(w) if w.eq_ignore_ascii_case("key") => RetCol::Key,
+                Tok::Word(w) if w.eq_ignore_ascii_case("value") => RetCol::Value,
+                Tok::Word(w) if w.eq_ignore_ascii_case("ttl") => RetCol::Ttl,
+                Tok::Word(w) if w.eq_ignore_ascii_case("old") => {
+                    self.tok(Tok::Dot, "'.'")?;
+                    let (cpos, c) = self.bump()?;
+                    match &c {
+                        Tok::Word(w) if w.eq_ignore_ascii_case("value") => RetCol::OldValue,
+                        Tok::Word(w) if w.eq_ignore_ascii_case("ttl") => RetCol::OldTtl,
+                        _ => return Self::err(cpos, "value or ttl", &c),
+                    }
+                }
+                _ => return Self::err(pos, "key, value, ttl, old.value or old.ttl", &t),
+            };
+            if cols.contains(&col) {
+                return Err(ParseError { pos, msg: format!("column {} listed twice", col.name()) });
+            }
+            cols.push(col);
+            if self.peek()? != &Tok::Comma {
+                break;
+            }
+            self.bump()?;
+        }
+        Ok(Some(cols))
+    }
+
+    /// `[AND value = lit]` after `key = lit`.
+    fn expect_value(&mut self) -> PResult<Option<Lit<'a>>> {
+        if !self.peek_is_word("and")? {
+            return Ok(None);
+        }
+        self.bump()?;
+        self.word("value")?;
+        self.tok(Tok::Eq, "'='")?;
+        Ok(Some(self.literal("a value literal")?.1))
+    }
+
+    fn delete(&mut self) -> PResult<Delete<'a>> {
+        self.word("from")?;
+        self.word("kv")?;
+        self.word("where")?;
+        let filter = self.condition()?;
+        let expect = match filter {
+            Filter::Eq(_) => self.expect_value()?,
+            _ => None,
+        };
+        let pos = self.peeked_pos()?;
+        let returning = self.returning()?;
+        if returning.is_some() && !matches!(filter, Filter::Eq(_) | Filter::In(_)) {
+            return Err(ParseError {
+                pos,
+                msg: "RETURNING takes a DELETE of named keys (key = or key IN)".into(),
+            });
+        }
+        Ok(Delete { filter, expect, returning })
+    }
+
+    /// Where the next token starts.
+    fn peeked_pos(&mut self) -> PResult<usize> {
+        self.peek()?;
+        Ok(self.peeked.as_ref().expect("peeked").0)
     }
 
     fn row(&mut self, with_ttl: bool) -> PResult<Row<'a>> {
@@ -336,26 +507,15 @@ impl<'a> Parser<'a> {
     fn update(&mut self) -> PResult<Update<'a>> {
         self.word("kv")?;
         self.word("set")?;
-        self.word("value")?;
-        self.tok(Tok::Eq, "'='")?;
-        let (_, value) = self.literal("a value literal")?;
-        let mut ttl = TtlChange::Keep;
-        if self.peek()? == &Tok::Comma {
-            self.bump()?;
-            self.word("ttl")?;
-            self.tok(Tok::Eq, "'='")?;
-            ttl = if self.peek_is_word("null")? {
-                self.bump()?;
-                TtlChange::Clear
-            } else {
-                TtlChange::Set(self.ttl()?)
-            };
-        }
+        let (_, value) = self.set_value(false)?;
+        let ttl = self.set_ttl(false)?;
         self.word("where")?;
         self.word("key")?;
         self.tok(Tok::Eq, "'='")?;
         let key = self.key_literal()?;
-        Ok(Update { key, value, ttl })
+        let expect = self.expect_value()?;
+        let returning = self.returning()?;
+        Ok(Update { key, value, ttl, expect, returning })
     }
 }
 
@@ -551,8 +711,11 @@ mod tests {
         // Positions after a comment are offsets into the text as sent, comments included.
         let e = err("/* 12345 */ SELECT value FORM kv");
         assert_eq!((e.pos, e.msg.as_str()), (25, "expected FROM, found 'FORM'"));
-        // One dash or slash is still no token.
-        assert!(err("SELECT value FROM kv WHERE key = 'a' - 1").msg.contains("unexpected character '-'"));
+        // One dash is the minus of `value - n`, not a comment, and nothing else.
+        assert_eq!(
+            err("SELECT value FROM kv WHERE key = 'a' - 1").msg,
+            "expected end of statement, found '-'"
+        );
         assert!(err("SELECT value FROM kv WHERE key = 'a' / 1").msg.contains("unexpected character '/'"));
         // A comment ends a number like any blank; letters after digits are still malformed.
         let Statement::Select(s) = ok("SELECT key FROM kv LIMIT 7--seven") else { panic!() };
@@ -564,5 +727,128 @@ mod tests {
         let keys: Vec<String> = (0..=IN_LIST_KEYS_MAX).map(|i| format!("'{i}'")).collect();
         let sql = format!("SELECT value FROM kv WHERE key IN ({})", keys.join(","));
         assert!(err(&sql).msg.contains("more than 1024"));
+    }
+
+    #[test]
+    fn insert_on_conflict_forms() {
+        let Statement::Insert(i) = ok("INSERT INTO kv (key, value) VALUES ('a', '1') ON CONFLICT DO NOTHING")
+        else {
+            panic!()
+        };
+        assert_eq!((i.on_conflict, i.returning), (OnConflict::Nothing, None));
+        let Statement::Insert(i) =
+            ok("insert into kv (key, value) values ('a', '1'), ('b', '2') on conflict (key) do nothing")
+        else {
+            panic!()
+        };
+        assert_eq!(i.on_conflict, OnConflict::Nothing);
+        let Statement::Insert(i) = ok(
+            "INSERT INTO kv (key, value, ttl) VALUES ('a', '1', 5) ON CONFLICT (key) DO UPDATE SET value = excluded.value, ttl = excluded.ttl",
+        ) else {
+            panic!()
+        };
+        assert_eq!(i.on_conflict, OnConflict::Update { value: NewValue::Excluded, ttl: TtlChange::Excluded });
+        let Statement::Insert(i) =
+            ok("INSERT INTO kv (key, value) VALUES ('c', '5') ON CONFLICT (key) DO UPDATE SET value = value + 5 RETURNING value")
+        else {
+            panic!()
+        };
+        assert_eq!(i.on_conflict, OnConflict::Update { value: NewValue::Add(5), ttl: TtlChange::Keep });
+        assert_eq!(i.returning, Some(vec![RetCol::Value]));
+        let Statement::Insert(i) =
+            ok("INSERT INTO kv (key, value) VALUES ('a', 'x') ON CONFLICT (key) DO UPDATE SET value = 'y', ttl = NULL")
+        else {
+            panic!()
+        };
+        assert_eq!(
+            i.on_conflict,
+            OnConflict::Update { value: NewValue::Lit(Cow::Borrowed(b"y")), ttl: TtlChange::Clear }
+        );
+        let Statement::Insert(i) = ok("INSERT INTO kv (key, value) VALUES ('a', 'x')") else { panic!() };
+        assert_eq!(i.on_conflict, OnConflict::Replace);
+    }
+
+    #[test]
+    fn on_conflict_errors() {
+        let e = err("INSERT INTO kv (key, value) VALUES ('a', '1') ON CONFLICT DO UPDATE SET value = 'x'");
+        assert!(e.msg.contains("ON CONFLICT (key)"), "{e}");
+        let e = err("INSERT INTO kv (key, value) VALUES ('a', '1'), ('b', '2') ON CONFLICT (key) DO UPDATE SET value = value + 1");
+        assert!(e.msg.contains("one-row INSERT"), "{e}");
+        assert!(err("INSERT INTO kv (key, value) VALUES ('a', '1') ON CONFLICT (value) DO NOTHING")
+            .msg
+            .contains("KEY"));
+        assert!(err("INSERT INTO kv (key, value) VALUES ('a', '1') ON CONFLICT DO")
+            .msg
+            .contains("NOTHING or UPDATE"));
+        // `excluded` names the INSERT's row: nothing to name in an UPDATE.
+        assert!(err("UPDATE kv SET value = excluded.value WHERE key = 'a'").msg.contains("a value literal"));
+        assert!(err("UPDATE kv SET value = 'x', ttl = excluded.ttl WHERE key = 'a'").msg.contains("a TTL"));
+    }
+
+    #[test]
+    fn compare_and_set_and_counters() {
+        let Statement::Update(u) = ok("UPDATE kv SET value = 'new' WHERE key = 'k' AND value = 'old'") else {
+            panic!()
+        };
+        assert_eq!(u.value, NewValue::Lit(Cow::Borrowed(b"new")));
+        assert_eq!(u.expect, Some(Cow::Borrowed(&b"old"[..])));
+        let Statement::Update(u) = ok("UPDATE kv SET value = value + 10, ttl = 60 WHERE key = 'n'") else {
+            panic!()
+        };
+        assert_eq!((u.value, u.ttl), (NewValue::Add(10), TtlChange::Set(60)));
+        let Statement::Update(u) =
+            ok("UPDATE kv SET value = value-3 WHERE key = 'n' RETURNING value, old.value")
+        else {
+            panic!()
+        };
+        assert_eq!(u.value, NewValue::Add(-3));
+        assert_eq!(u.returning, Some(vec![RetCol::Value, RetCol::OldValue]));
+        let Statement::Update(u) = ok("UPDATE kv SET value = value - 9223372036854775808 WHERE key = 'n'")
+        else {
+            panic!()
+        };
+        assert_eq!(u.value, NewValue::Add(i64::MIN));
+        assert!(err("UPDATE kv SET value = value + 9223372036854775808 WHERE key = 'n'")
+            .msg
+            .contains("64-bit"));
+        assert!(err("UPDATE kv SET value = value * 2 WHERE key = 'n'").msg.contains("'+' or '-'"));
+        assert!(err("UPDATE kv SET value = value + 'x' WHERE key = 'n'").msg.contains("an integer"));
+        // `value--1` is `value` and a comment.
+        assert!(err("UPDATE kv SET value = value--1 WHERE key = 'n'").msg.contains("'+' or '-'"));
+        let Statement::Delete(d) = ok("DELETE FROM kv WHERE key = 'k' AND value = 'v' RETURNING key, ttl")
+        else {
+            panic!()
+        };
+        assert_eq!(d.expect, Some(Cow::Borrowed(&b"v"[..])));
+        assert_eq!(d.returning, Some(vec![RetCol::Key, RetCol::Ttl]));
+        // The value condition goes with one named key only.
+        assert!(err("DELETE FROM kv WHERE key IN ('a') AND value = 'v'").msg.contains("end of statement"));
+    }
+
+    #[test]
+    fn returning_lists() {
+        let Statement::Delete(d) = ok("DELETE FROM kv WHERE key IN ('a', 'b') RETURNING *") else { panic!() };
+        assert_eq!(d.returning, Some(vec![RetCol::Key, RetCol::Value]));
+        let Statement::Insert(i) = ok(
+            "INSERT INTO kv (key, value) VALUES ('a', 'b') RETURNING key, value, ttl, old.value, old.ttl;",
+        ) else {
+            panic!()
+        };
+        assert_eq!(
+            i.returning,
+            Some(vec![RetCol::Key, RetCol::Value, RetCol::Ttl, RetCol::OldValue, RetCol::OldTtl])
+        );
+        assert!(err("INSERT INTO kv (key, value) VALUES ('a', 'b') RETURNING value, value")
+            .msg
+            .contains("twice"));
+        assert!(err("INSERT INTO kv (key, value) VALUES ('a', 'b') RETURNING old.key")
+            .msg
+            .contains("value or ttl"));
+        assert!(err("INSERT INTO kv (key, value) VALUES ('a', 'b') RETURNING")
+            .msg
+            .contains("key, value, ttl"));
+        let e = err("DELETE FROM kv WHERE key LIKE 'a%' RETURNING key");
+        assert!(e.msg.contains("named keys"), "{e}");
+        assert_eq!(e.pos, 35);
     }
 }
