@@ -60,3 +60,64 @@ pub fn scan_prefix(prefix: &[u8], after: Option<&[u8]>, limit: u64) -> String {
 pub fn range(lower: &[u8], upper: &[u8], limit: u64) -> String {
     format!("SELECT key, value FROM kv WHERE key BETWEEN {} AND {} LIMIT {limit}", q(lower), q(upper))
 }
+
+/// Insert `key` only if it is absent (or expired): affected 1 when it was inserted, 0 when the
+/// key was there (and is left alone).
+pub fn insert_if_absent(key: &[u8], value: &[u8], ttl_s: Option<u64>) -> String {
+    match ttl_s {
+        Some(t) => format!(
+            "INSERT INTO kv (key, value, ttl) VALUES ({}, {}, {t}) ON CONFLICT DO NOTHING",
+            q(key),
+            q(value)
+        ),
+        None => {
+            format!("INSERT INTO kv (key, value) VALUES ({}, {}) ON CONFLICT DO NOTHING", q(key), q(value))
+        }
+    }
+}
+
+/// Compare-and-set: replace the value of `key` with `new` only if it is `expected` (the TTL
+/// stays): affected 1 when it held, 0 when not (or the key is missing).
+pub fn cas(key: &[u8], expected: &[u8], new: &[u8]) -> String {
+    format!("UPDATE kv SET value = {} WHERE key = {} AND value = {}", q(new), q(key), q(expected))
+}
+
+/// Delete `key` only if its value is `expected`: affected 1 or 0.
+pub fn delete_if(key: &[u8], expected: &[u8]) -> String {
+    format!("DELETE FROM kv WHERE key = {} AND value = {}", q(key), q(expected))
+}
+
+/// Add `by` to the counter at `key` (absent: it starts at 0), returning the new value as the
+/// one row's `value`.
+pub fn incr(key: &[u8], by: i64) -> String {
+    let change = if by < 0 { format!("value - {}", by.unsigned_abs()) } else { format!("value + {by}") };
+    format!(
+        "INSERT INTO kv (key, value) VALUES ({}, '{by}') ON CONFLICT (key) DO UPDATE SET value = {change} RETURNING value",
+        q(key)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sql::{parse, NewValue, OnConflict, Statement};
+
+    #[test]
+    fn conditional_builders_parse_as_meant() {
+        for by in [0, 1, -1, 42, i64::MAX, i64::MIN] {
+            let sql = incr(b"it's", by);
+            let Ok(Statement::Insert(i)) = parse(&sql) else { panic!("{sql}") };
+            assert_eq!(&*i.first.key, b"it's");
+            assert_eq!(&*i.first.value, by.to_string().as_bytes());
+            assert!(
+                matches!(i.on_conflict, OnConflict::Update { value: NewValue::Add(d), .. } if d == by),
+                "{sql}"
+            );
+        }
+        let Ok(Statement::Update(u)) = parse(&cas(b"k", b"o'ld", b"\x00")) else { panic!() };
+        assert_eq!(u.expect.as_deref(), Some(&b"o'ld"[..]));
+        let Ok(Statement::Insert(i)) = parse(&insert_if_absent(b"k", b"v", Some(5))) else { panic!() };
+        assert_eq!((i.on_conflict, i.first.ttl_s), (OnConflict::Nothing, Some(5)));
+        assert!(parse(&delete_if(b"k", b"v")).is_ok());
+    }
+}

@@ -320,6 +320,29 @@ impl Client {
         self.recv()?.map_err(ClientError::Server)
     }
 
+    /// Insert `key` only if it is absent: true when it was inserted (`build::insert_if_absent`).
+    pub fn insert_if_absent(&mut self, key: &[u8], value: &[u8], ttl_s: Option<u64>) -> Result<bool> {
+        Ok(self.execute(&build::insert_if_absent(key, value, ttl_s))?.affected == 1)
+    }
+
+    /// Compare-and-set: true when `key` held `expected` and now holds `new` (`build::cas`).
+    pub fn cas(&mut self, key: &[u8], expected: &[u8], new: &[u8]) -> Result<bool> {
+        Ok(self.execute(&build::cas(key, expected, new))?.affected == 1)
+    }
+
+    /// Add `by` to the counter at `key` (absent: from 0); its new value (`build::incr`). A value
+    /// that is not an integer, or an overflow, is the server's INVALID_COMMAND.
+    pub fn incr(&mut self, key: &[u8], by: i64) -> Result<i64> {
+        let rs = self.execute(&build::incr(key, by))?;
+        match rs.rows.first().and_then(|r| r.first()) {
+            Some(crate::protocol::Value::Bytes(b)) => std::str::from_utf8(b)
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .ok_or_else(|| ClientError::Usage(format!("the counter's value {b:?} is not an integer"))),
+            other => Err(ClientError::Usage(format!("a counter answered {other:?}"))),
+        }
+    }
+
     /// Queue a statement without waiting (pipelining); call `flush` then `recv` for each.
     pub fn send(&mut self, sql: &str) -> Result<()> {
         if sql.len() > self.info.max_payload as usize {
