@@ -220,3 +220,28 @@ fn a_readonly_user_cannot_write_conditionally() {
         assert_eq!(r.execute(&sql).unwrap_err().code(), Some(ErrorCode::Unauthorized), "{sql}");
     }
 }
+
+#[test]
+fn the_counter_fast_path_answers_as_the_planned_statement() {
+    // The canonical form (build::incr) runs without a parse; any other spelling is planned.
+    let server = Server::start(1);
+    let mut c = server.client();
+    let planned = |by: i64| {
+        let sql = build::incr(b"n", by);
+        sql.replace("VALUES (", "VALUES  (")
+    };
+    for by in [1, 5, -7, i64::MAX - 100] {
+        let fast = c.execute(&build::incr(b"f", by)).unwrap();
+        let slow = c.execute(&planned(by).replace("'n'", "'f2'")).unwrap();
+        assert_eq!(
+            (fast.columns, fast.rows.len(), fast.affected),
+            (slow.columns, slow.rows.len(), slow.affected)
+        );
+        assert_eq!(value_of(&mut c, "f"), value_of(&mut c, "f2"));
+    }
+    // Both refuse an overflow alike, and change nothing.
+    let fast = c.execute(&build::incr(b"f", i64::MAX)).unwrap_err();
+    let slow = c.execute(&planned(i64::MAX).replace("'n'", "'f2'")).unwrap_err();
+    assert_eq!((fast.code(), fast.to_string()), (slow.code(), slow.to_string()));
+    assert_eq!(value_of(&mut c, "f"), value_of(&mut c, "f2"));
+}

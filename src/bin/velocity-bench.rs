@@ -44,7 +44,7 @@ struct Args {
     requests: Option<u64>,
     #[arg(long, default_value_t = 1)]
     warmup_s: u64,
-    /// get | set | mixed:READ_PCT | range:N | batch:N
+    /// get | set | incr | mixed:READ_PCT | range:N | batch:N (incr: counters `counter:%012d`, as redis-benchmark -t incr)
     #[arg(long, default_value = "get")]
     workload: String,
     #[arg(long, default_value_t = 100_000)]
@@ -101,6 +101,9 @@ enum Workload {
     Mixed(u32),
     Range(u32),
     Batch(u32),
+    /// `INSERT … ON CONFLICT (key) DO UPDATE SET value = value + 1 RETURNING value` on the keys
+    /// `counter:%012d`, as redis-benchmark's INCR names them.
+    Incr,
 }
 
 fn parse_workload(s: &str) -> Result<Workload, String> {
@@ -108,10 +111,15 @@ fn parse_workload(s: &str) -> Result<Workload, String> {
     Ok(match s.split_once(':') {
         None if s == "get" => Workload::Get,
         None if s == "set" => Workload::Set,
+        None if s == "incr" => Workload::Incr,
         Some(("mixed", p)) => Workload::Mixed(num(p)?.min(100)),
         Some(("range", n)) => Workload::Range(num(n)?.max(1)),
         Some(("batch", n)) => Workload::Batch(num(n)?.max(1)),
-        _ => return Err(format!("unknown --workload {s}: get | set | mixed:READ_PCT | range:N | batch:N")),
+        _ => {
+            return Err(format!(
+                "unknown --workload {s}: get | set | incr | mixed:READ_PCT | range:N | batch:N"
+            ))
+        }
     })
 }
 
@@ -310,7 +318,7 @@ async fn connection(
             let i = sh.dist.sample(&mut rng);
             let read = match sh.workload {
                 Workload::Get | Workload::Range(_) => true,
-                Workload::Set | Workload::Batch(_) => false,
+                Workload::Set | Workload::Batch(_) | Workload::Incr => false,
                 Workload::Mixed(p) => (rng % 100) < p as u64,
             };
             let sql = match sh.workload {
@@ -330,6 +338,10 @@ async fn connection(
                         .collect();
                     expect.push((None, Some(n as u64), false));
                     build::set_many(&rows)
+                }
+                Workload::Incr => {
+                    expect.push((None, Some(1), false));
+                    build::incr(&key("counter:", i), 1)
                 }
                 _ if read => {
                     expect.push((Some(i), None, true));
@@ -878,7 +890,7 @@ fn run() -> Result<std::process::ExitCode, String> {
         Client::open(&connect_options(&args)).map_err(|e| e.to_string())?.server_info().clone();
     let credential = derive(&info, &args.user, &password).map_err(|e| e.to_string())?;
     let creds = Credentials::Derived { user: args.user.clone(), credential };
-    if !args.no_populate && !matches!(workload, Workload::Set | Workload::Batch(_)) {
+    if !args.no_populate && !matches!(workload, Workload::Set | Workload::Batch(_) | Workload::Incr) {
         let t = Instant::now();
         populate(&args, &creds)?;
         eprintln!("populated {} keys in {:.1}s", args.keys, t.elapsed().as_secs_f64());

@@ -114,9 +114,11 @@ mod tests {
                 "{sql}"
             );
         }
-        let Ok(Statement::Update(u)) = parse(&cas(b"k", b"o'ld", b"\x00")) else { panic!() };
+        let sql = cas(b"k", b"o'ld", b"\x00");
+        let Ok(Statement::Update(u)) = parse(&sql) else { panic!() };
         assert_eq!(u.expect.as_deref(), Some(&b"o'ld"[..]));
-        let Ok(Statement::Insert(i)) = parse(&insert_if_absent(b"k", b"v", Some(5))) else { panic!() };
+        let sql = insert_if_absent(b"k", b"v", Some(5));
+        let Ok(Statement::Insert(i)) = parse(&sql) else { panic!() };
         assert_eq!((i.on_conflict, i.first.ttl_s), (OnConflict::Nothing, Some(5)));
         assert!(parse(&delete_if(b"k", b"v")).is_ok());
     }

@@ -20,4 +20,6 @@ pub const MAGIC: [u8; 4] = *b"VELO";
 pub const VERSION: u8 = 1;
 
 pub use message::encode_error;
-pub use result::{encode_affected_response, encode_single_value_response, single_value_response_len};
+pub use result::{
+    encode_affected_response, encode_single_value_response, encode_value_response, single_value_response_len,
+};

@@ -203,13 +203,18 @@ pub fn single_value_response_len(column: &str, value_len: usize) -> usize {
 }
 
 pub fn encode_single_value_response(out: &mut Vec<u8>, column: &str, value: &[u8]) {
+    encode_value_response(out, column, value, 0);
+}
+
+/// A one-row, one-column RESPONSE frame with `affected` (a write's RETURNING of one value).
+pub fn encode_value_response(out: &mut Vec<u8>, column: &str, value: &[u8], affected: u64) {
     let start = begin_frame(out, MessageType::Response as u8);
     out.reserve(2 + 2 + column.len() + 4 + 5 + value.len() + 8 + 4);
     out.extend_from_slice(&1u16.to_le_bytes());
     put_str16(out, column);
     out.extend_from_slice(&1u32.to_le_bytes());
     put_bytes_value(out, value);
-    out.extend_from_slice(&0u64.to_le_bytes());
+    out.extend_from_slice(&affected.to_le_bytes());
     end_frame(out, start);
 }
 

@@ -62,6 +62,34 @@ pub fn insert_one(sql: &str) -> Option<(&[u8], &[u8])> {
     Some((key, value))
 }
 
+const INCR_HEAD: &[u8] = b") on conflict (key) do update set value = value ";
+const INCR_TAIL: &[u8] = b" returning value";
+
+/// Key and increment of a canonical counter bump, as `client::build::incr` writes it:
+/// `INSERT INTO kv (key, value) VALUES ('<key>', '<n>') ON CONFLICT (key) DO UPDATE SET value =
+/// value + <n> RETURNING value` (`value - <-n>` for a negative n; keywords in any case, an
+/// optional `;`), the two n the same canonical integer.
+#[inline]
+pub fn incr_one(sql: &str) -> Option<(&[u8], i64)> {
+    let (key, after_key) = literal(after_prefix(sql.as_bytes(), INSERT_PREFIX)?)?;
+    let (start, tail) = literal(after_key.strip_prefix(b", '")?)?;
+    let by: i64 = std::str::from_utf8(start).ok()?.parse().ok()?;
+    let tail = after_prefix(tail, INCR_HEAD)?;
+    let (sign, rest) = tail.split_first()?;
+    let digits = rest.strip_prefix(b" ")?;
+    let end = digits.iter().position(|c| !c.is_ascii_digit()).unwrap_or(digits.len());
+    let magnitude: u64 = std::str::from_utf8(&digits[..end]).ok()?.parse().ok()?;
+    let rest = &digits[end..];
+    let canonical = by.to_string().as_bytes() == start
+        && magnitude.to_string().as_bytes() == &digits[..end]
+        && by.unsigned_abs() == magnitude
+        && *sign == if by < 0 { b'-' } else { b'+' };
+    let ends = rest.len() >= INCR_TAIL.len()
+        && rest[..INCR_TAIL.len()].eq_ignore_ascii_case(INCR_TAIL)
+        && matches!(&rest[INCR_TAIL.len()..], b"" | b";");
+    (canonical && ends && key.len() <= KEY_BYTES_MAX).then_some((key, by))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -143,7 +171,55 @@ mod tests {
         }
     }
 
+    fn incr_same_as_parser(sql: &str) {
+        use crate::sql::{NewValue, OnConflict, RetCol, TtlChange};
+        if let Some((k, by)) = incr_one(sql) {
+            let Ok(Statement::Insert(i)) = parse(sql) else { panic!("{sql:?}") };
+            assert!(i.rest.is_empty(), "{sql:?}");
+            assert_eq!(
+                (&*i.first.key, &*i.first.value, i.first.ttl_s),
+                (k, by.to_string().as_bytes(), None),
+                "{sql:?}"
+            );
+            assert_eq!(
+                i.on_conflict,
+                OnConflict::Update { value: NewValue::Add(by), ttl: TtlChange::Keep },
+                "{sql:?}"
+            );
+            assert_eq!(i.returning, Some(vec![RetCol::Value]), "{sql:?}");
+        }
+    }
+
+    #[test]
+    fn canonical_incr_hits_and_agrees() {
+        for by in [0, 1, -1, 17, i64::MAX, i64::MIN] {
+            let sql = crate::client::build::incr(b"hits:1", by);
+            assert_eq!(incr_one(&sql), Some((&b"hits:1"[..], by)), "{sql}");
+            incr_same_as_parser(&sql);
+            incr_same_as_parser(&(sql.to_lowercase() + ";"));
+        }
+        for sql in [
+            "INSERT INTO kv (key, value) VALUES ('a', '2') ON CONFLICT (key) DO UPDATE SET value = value + 1 RETURNING value",
+            "INSERT INTO kv (key, value) VALUES ('a', '-1') ON CONFLICT (key) DO UPDATE SET value = value + 1 RETURNING value",
+            "INSERT INTO kv (key, value) VALUES ('a', '01') ON CONFLICT (key) DO UPDATE SET value = value + 01 RETURNING value",
+            "INSERT INTO kv (key, value) VALUES ('a', '+1') ON CONFLICT (key) DO UPDATE SET value = value + 1 RETURNING value",
+            "INSERT INTO kv (key, value) VALUES ('a', '1') ON CONFLICT (key) DO UPDATE SET value = value + 1 RETURNING value, key",
+            "INSERT INTO kv (key, value) VALUES ('a', '1') ON CONFLICT (key) DO UPDATE SET value = value + 1 RETURNING value -- c",
+            "INSERT INTO kv (key, value) VALUES ('a', '1') ON CONFLICT (key) DO UPDATE SET value = value +1 RETURNING value",
+            "INSERT INTO kv (key, value) VALUES ('a''b', '1') ON CONFLICT (key) DO UPDATE SET value = value + 1 RETURNING value",
+            "INSERT INTO kv (key, value) VALUES ('a', '1') ON CONFLICT (key) DO UPDATE SET value = value + 1",
+            "INSERT INTO kv (key, value) VALUES ('a', '1')",
+        ] {
+            assert!(incr_one(sql).is_none(), "{sql}");
+        }
+    }
+
     proptest::proptest! {
+        #[test]
+        fn incr_never_disagrees_with_the_parser(k in "(?s).{0,6}", n in "-?[0-9]{0,3}", m in "[0-9]{0,3}", sign in proptest::sample::select(&["+", "-", "*"][..]), tail in proptest::sample::select(&[" RETURNING value", " returning VALUE;", " RETURNING value ", " RETURNING value;;", ""][..])) {
+            incr_same_as_parser(&format!("INSERT INTO kv (key, value) VALUES ('{k}', '{n}') ON CONFLICT (key) DO UPDATE SET value = value {sign} {m}{tail}"));
+        }
+
         #[test]
         fn insert_never_disagrees_with_the_parser(k in "(?s).{0,8}", v in "(?s).{0,8}", sep in proptest::sample::select(&["', '", "','", "', ", "'), ('"][..]), tail in proptest::sample::select(&["')", "');", "') ", "'", "'), ('x', 'y')", "') -- c", "')/**/"][..])) {
             insert_same_as_parser(&format!("INSERT INTO kv (key, value) VALUES ('{k}{sep}{v}{tail}"));

@@ -12,7 +12,7 @@ pub use ast::{
     Column, ColumnList, Delete, Filter, Insert, KeyBound, NewValue, OnConflict, Projection, RetCol,
     Returning, Row, Select, Statement, StatementKind, TtlChange, Update,
 };
-pub use fast::{hot_key, insert_one, point_select_key};
+pub use fast::{hot_key, incr_one, insert_one, point_select_key};
 pub use like::LikePattern;
 pub use parser::{parse, ParseError};
 

@@ -6,16 +6,21 @@ use super::{audit, done, done_fast, encode_outcome, outcome, Batch, Flow, Pendin
 use crate::error::WireError;
 use crate::limits::STATEMENT_OFF_CORE_BYTES;
 use crate::protocol::message::encode_error;
+use crate::protocol::Value;
 use crate::protocol::{
-    encode_affected_response, encode_single_value_response, single_value_response_len, ErrorCode,
+    encode_affected_response, encode_single_value_response, encode_value_response, single_value_response_len,
+    ErrorCode,
 };
 use crate::server::audit::{describe, describe_key, lit};
 use crate::server::core::{Core, Started};
 use crate::server::datadir::Role;
 use crate::server::report::InfoKind;
 use crate::server::session::Session;
-use crate::shard::{merge, plan, shard_of_key, ShardReply};
-use crate::sql::{insert_one, parse, point_select_key, Column, Filter, Projection, Statement, StatementKind};
+use crate::shard::{merge, plan, shard_of_key, Change, Conflict, PutRow, ShardOp, ShardReply};
+use crate::sql::{
+    incr_one, insert_one, parse, point_select_key, Column, Filter, Projection, RetCol, Statement,
+    StatementKind, TtlChange,
+};
 use std::time::Instant;
 
 /// What a statement needs: a plan of shard operations, or a report from every core's
@@ -136,6 +141,9 @@ fn fast_path(core: &Core, s: &Session, role: Role, sql: &str, batch: &mut Batch,
         local_point_get(core, s, s.user(), key, target.as_deref(), batch, now);
         return Some(Flow::Continue);
     }
+    if let Some((key, by)) = incr_one(sql).filter(|(k, _)| local(k)) {
+        return Some(local_incr(core, s, role, key, by, batch, now));
+    }
     let (key, value) = insert_one(sql).filter(|(k, _)| local(k))?;
     if role == Role::ReadOnly {
         let target = describe_key(key);
@@ -229,6 +237,47 @@ fn run_plan(
         done(core, s, user, kind, target.as_deref(), started, code, rows);
         batch.after(local_group, p.merge.is_write(), |out| encode_outcome(out, &res));
     }
+    Flow::Continue
+}
+
+/// The canonical counter bump of a key of this shard, without a parse or a plan: the same op
+/// as the plan's (`shard::apply`, so the same write path), its one value encoded directly.
+#[allow(clippy::too_many_arguments)]
+fn local_incr(
+    core: &Core,
+    s: &Session,
+    role: Role,
+    key: &[u8],
+    by: i64,
+    batch: &mut Batch,
+    now: u64,
+) -> Flow {
+    let target = core.audit.borrow().enabled().then(|| format!("keys {} on conflict update", lit(key)));
+    if role == Role::ReadOnly {
+        return refuse(core, s, batch, "insert", target.as_deref(), ErrorCode::Unauthorized, READONLY);
+    }
+    let op = ShardOp::Put {
+        rows: vec![PutRow { key: key.to_vec(), value: by.to_string().into_bytes(), ttl_s: None }],
+        on_conflict: Conflict::Update { value: Change::Add(by), ttl: TtlChange::Keep },
+        returning: Some(vec![RetCol::Value]),
+    };
+    let mut group = None;
+    let code = match core.run_op_logged(&op, now, &mut group) {
+        ShardReply::Returned { rows, .. } => match rows.first().and_then(|(_, cells)| cells.first()) {
+            Some(Value::Bytes(v)) => {
+                batch.after(group, true, |out| encode_value_response(out, "value", v, 1));
+                ErrorCode::Success
+            }
+            other => unreachable!("a counter's reply {other:?}"),
+        },
+        ShardReply::Invalid(why) => {
+            let e = WireError::invalid(format!("{why}; nothing was changed"));
+            batch.after(group, true, |out| encode_error(out, e.code, &e.message));
+            e.code
+        }
+        other => unreachable!("a counter's reply {other:?}"),
+    };
+    done_fast(core, s, s.user(), StatementKind::Insert, target.as_deref(), code, 1, batch);
     Flow::Continue
 }
 
