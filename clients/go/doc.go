@@ -22,5 +22,6 @@
 // ErrInvalidCommand, ErrKeyNotFound, ErrStorageError, ErrProtocolError, ErrServerOverloaded or
 // ErrUnauthorized. A Conn is safe for concurrent use (requests from several goroutines are
 // pipelined on its socket); Pipeline sends many statements in one go; Pool spreads work over
-// several connections. Contexts bound every wait.
+// several connections. InsertIfAbsent, CAS and Incr are the server's conditional writes and
+// counters, one atomic statement each. Contexts bound every wait.
 package velocity

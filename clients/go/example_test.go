@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log"
+	"strings"
 	"time"
 
 	velocity "github.com/velocitydb/velocity-go"
@@ -67,4 +68,62 @@ func ExamplePool() {
 			log.Printf("server said %s (code %d): %s", verr.Code, uint16(verr.Code), verr.Message)
 		}
 	}
+}
+
+func ExampleConn_InsertIfAbsent() {
+	ctx := context.Background()
+	db, err := velocity.Connect(ctx, velocity.Options{User: "alice", Password: "…"})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer db.Close()
+	// A lock for 30 s: only one worker gets true; the others see false until it expires.
+	got, err := db.InsertIfAbsent(ctx, "lock:report", "worker-7", 30*time.Second)
+	if err != nil {
+		log.Fatal(err)
+	}
+	if got {
+		// Hand it over, only if worker-7 still holds it (the lock keeps its expiry).
+		if _, err := db.CAS(ctx, "lock:report", "worker-7", "worker-8"); err != nil {
+			log.Fatal(err)
+		}
+	}
+}
+
+func ExampleConn_CAS() {
+	ctx := context.Background()
+	db, err := velocity.Connect(ctx, velocity.Options{User: "alice", Password: "…"})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer db.Close()
+	// Read, compute, compare-and-set; on false another client won the race: read again.
+	for {
+		r, err := db.Exec(ctx, "SELECT value FROM kv WHERE key = ?", "greeting")
+		if err != nil {
+			log.Fatal(err)
+		}
+		v, _ := r.Scalar()
+		ok, err := db.CAS(ctx, "greeting", v.Bytes, strings.ToUpper(v.Text()))
+		if err != nil {
+			log.Fatal(err)
+		}
+		if ok {
+			break
+		}
+	}
+}
+
+func ExampleConn_Incr() {
+	ctx := context.Background()
+	db, err := velocity.Connect(ctx, velocity.Options{User: "alice", Password: "…"})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer db.Close()
+	hits, err := db.Incr(ctx, "hits", 1) // 1 for an absent key, then 2, 3, …
+	if errors.Is(err, velocity.ErrInvalidCommand) {
+		log.Fatal("hits holds something other than an integer, or would overflow: ", err)
+	}
+	fmt.Println(hits)
 }

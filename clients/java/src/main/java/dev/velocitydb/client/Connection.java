@@ -194,6 +194,62 @@ public final class Connection implements AutoCloseable {
         return request(command(Sql.bind(sql, params))).result();
     }
 
+    // -- conditional writes and counters (each one statement, so atomic on the key's shard) -----
+
+    /**
+     * Writes {@code key = value}, without expiry, only if the key is absent (or expired); a live
+     * key is left as it is, value and expiry.
+     *
+     * @param key a {@code String} or {@code byte[]}, quoted as {@link Sql#quote} quotes it
+     * @param value a {@code String} or {@code byte[]}
+     * @return true when it was inserted, false when the key was there
+     * @throws UsageException for a key or value of another type
+     */
+    public boolean insertIfAbsent(Object key, Object value) {
+        return affectedOne(Conditional.insertIfAbsent(key, value));
+    }
+
+    /**
+     * As {@link #insertIfAbsent(Object, Object)}, the new key expiring after {@code ttlSeconds}
+     * (1 to 3,153,600,000); a live key keeps its own expiry.
+     */
+    public boolean insertIfAbsent(Object key, Object value, long ttlSeconds) {
+        return affectedOne(Conditional.insertIfAbsent(key, value, ttlSeconds));
+    }
+
+    /**
+     * Compare and set: replaces the value of {@code key} with {@code newValue} only if the key is
+     * live and holds exactly the bytes {@code expected}. The key keeps its expiry.
+     *
+     * @param key a {@code String} or {@code byte[]}
+     * @param expected the value it must hold, a {@code String} or {@code byte[]}
+     * @param newValue the value it then gets, a {@code String} or {@code byte[]}
+     * @return true when it held and the value was replaced; false when the key holds something
+     *     else or is missing (not an error)
+     */
+    public boolean cas(Object key, Object expected, Object newValue) {
+        return affectedOne(Conditional.cas(key, expected, newValue));
+    }
+
+    /**
+     * Adds {@code by} (which may be negative) to the counter at {@code key} and returns its new
+     * value, in one round trip. An absent (or expired) key counts from 0: it is created holding
+     * {@code by}, without expiry; a present key keeps its expiry. The value is the decimal text of
+     * a signed 64-bit integer, as Redis's INCRBY keeps it.
+     *
+     * @param key a {@code String} or {@code byte[]}
+     * @throws InvalidCommandException when the value is not such an integer or the sum would
+     *     overflow a {@code long}; nothing is changed
+     */
+    public long incr(Object key, long by) {
+        Conditional.Statement st = Conditional.incr(key, by);
+        return Conditional.counterValue(execute(st.sql(), st.params()));
+    }
+
+    private boolean affectedOne(Conditional.Statement st) {
+        return execute(st.sql(), st.params()).affected() == 1;
+    }
+
     private Reply request(byte[] frame) {
         enter();
         try {

@@ -165,6 +165,26 @@ public final class Pool implements AutoCloseable {
         return call(c -> c.execute(sql, params));
     }
 
+    /** {@link Connection#insertIfAbsent(Object, Object)} on a connection of the pool. */
+    public boolean insertIfAbsent(Object key, Object value) {
+        return call(c -> c.insertIfAbsent(key, value));
+    }
+
+    /** {@link Connection#insertIfAbsent(Object, Object, long)} on a connection of the pool. */
+    public boolean insertIfAbsent(Object key, Object value, long ttlSeconds) {
+        return call(c -> c.insertIfAbsent(key, value, ttlSeconds));
+    }
+
+    /** {@link Connection#cas(Object, Object, Object)} on a connection of the pool. */
+    public boolean cas(Object key, Object expected, Object newValue) {
+        return call(c -> c.cas(key, expected, newValue));
+    }
+
+    /** {@link Connection#incr(Object, long)} on a connection of the pool. */
+    public long incr(Object key, long by) {
+        return call(c -> c.incr(key, by));
+    }
+
     /** Closes the idle connections now, and each one in use when its lease ends. */
     @Override
     public void close() {
