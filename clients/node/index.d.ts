@@ -6,6 +6,8 @@
 export type Value = Buffer | number | bigint | null;
 /** A statement parameter, quoted so that it cannot change the statement. */
 export type Param = string | Uint8Array | number | bigint | null | undefined;
+/** A key or value for the helpers (insertIfAbsent, cas, incr): text (UTF-8) or bytes. */
+export type Bytes = string | Uint8Array;
 
 export interface ServerInfo {
   version: number;
@@ -70,6 +72,23 @@ export class Connection {
   pipeline(statements: Statement[], options: { raiseOnError: false }): Promise<Array<Result | VelocityError>>;
   ping(data?: Uint8Array): Promise<Buffer>;
   stats(): Promise<Result>;
+  /**
+   * Write `key` only if it is absent or expired (INSERT … ON CONFLICT DO NOTHING): true when
+   * inserted, false when a live key was left as it was. `ttl` in whole seconds; null: no expiry.
+   */
+  insertIfAbsent(key: Bytes, value: Bytes, ttl?: number | bigint | null): Promise<boolean>;
+  /**
+   * Compare-and-set (UPDATE … WHERE key = k AND value = expected): true when `key` held exactly
+   * `expected` and now holds `newValue` (its TTL kept); false otherwise, a missing key included.
+   */
+  cas(key: Bytes, expected: Bytes, newValue: Bytes): Promise<boolean>;
+  /**
+   * Add `by` (default 1; a safe-integer number or a bigint in the signed 64-bit range) to the
+   * counter at `key`, which starts at 0, and resolve to its new value: a number, or a bigint
+   * beyond 2^53 (as INT values are given). InvalidCommand when the value is not an integer or the
+   * sum overflows (nothing changes); UsageError for a `by` out of range.
+   */
+  incr(key: Bytes, by?: number | bigint): Promise<number | bigint>;
   sendRaw(frame: Buffer): Promise<Result | Buffer | VelocityError>;
   close(): Promise<void>;
 }

@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// Connect, write, read back, pipeline, handle a missing key.
+// Connect, write, read back, pipeline, write conditionally, count, handle a missing key.
 //
 //   VELOCITY_PASSWORD=… node examples/quickstart.js [--plaintext] [--accept-new-host]
 //
@@ -80,6 +80,14 @@ async function main() {
     for (const [key, value] of (await db.execute("SELECT key, value FROM kv WHERE key LIKE 'example:%' LIMIT 3")).text()) {
       console.log(' ', key, '=', value);
     }
+
+    // Conditional writes and a counter, one round trip each (docs/protocol.md).
+    const first = await db.insertIfAbsent('example:lock', 'worker-7', 30); // true: the key was absent
+    const second = await db.insertIfAbsent('example:lock', 'worker-8'); // false: worker-7 holds it
+    console.log(`lock: first try ${first ? 'won' : 'lost'}, second try ${second ? 'won' : 'lost'}`);
+    const handed = await db.cas('example:lock', 'worker-7', 'worker-8'); // true: it held worker-7
+    console.log(`lock handed from worker-7 to worker-8: ${handed ? 'yes' : 'no'}`);
+    console.log('visits =', await db.incr('example:visits'), 'then', await db.incr('example:visits', 2)); // 1 then 3
 
     try {
       await db.execute("SELECT value FROM kv WHERE key = 'no such key'");

@@ -54,6 +54,64 @@ function replyToResult(type, payload) {
   throw new ProtocolError(`unexpected frame type 0x${type.toString(16)} in reply to a request`);
 }
 
+// -- conditional writes and counters (docs/protocol.md, "Conditional writes and counters") ------
+// Statement builders for the helpers below. Keys and values enter a statement only through
+// p.quote() ('…' with ' doubled, or X'hex'); integers are checked here first.
+
+const I64_MIN = -(1n << 63n);
+const I64_MAX = (1n << 63n) - 1n;
+
+function literal(v, what) {
+  if (typeof v !== 'string' && !(v instanceof Uint8Array)) {
+    throw new UsageError(`${what} must be a string or a Buffer/Uint8Array, not ${v === null ? 'null' : typeof v}`);
+  }
+  return p.quote(v);
+}
+
+function insertIfAbsentSql(key, value, ttl) {
+  const k = literal(key, 'key');
+  const v = literal(value, 'value');
+  if (ttl == null) return `INSERT INTO kv (key, value) VALUES (${k}, ${v}) ON CONFLICT DO NOTHING`;
+  if (!((typeof ttl === 'number' && Number.isSafeInteger(ttl)) || typeof ttl === 'bigint') || ttl < 0) {
+    throw new UsageError(`ttl must be null/undefined or whole seconds (an integer >= 0), not ${String(ttl)}`);
+  }
+  return `INSERT INTO kv (key, value, ttl) VALUES (${k}, ${v}, ${p.quote(ttl)}) ON CONFLICT DO NOTHING`;
+}
+
+function casSql(key, expected, newValue) {
+  return `UPDATE kv SET value = ${literal(newValue, 'new value')} WHERE key = ${literal(key, 'key')} AND value = ${literal(expected, 'expected value')}`;
+}
+
+function incrSql(key, by) {
+  if (typeof by === 'number') {
+    if (!Number.isSafeInteger(by)) throw new UsageError(`by must be an integer (a bigint beyond 2^53), not ${by}`);
+    by = BigInt(by);
+  } else if (typeof by !== 'bigint') {
+    throw new UsageError(`by must be an integer (number or bigint), not ${by === null ? 'null' : typeof by}`);
+  }
+  if (by < I64_MIN || by > I64_MAX) throw new UsageError(`by must fit a signed 64-bit integer (${I64_MIN} to ${I64_MAX}), not ${by}`);
+  // The dialect's integers have no sign: a negative step is written `value - |by|`.
+  const op = by < 0n ? '-' : '+';
+  const abs = by < 0n ? -by : by;
+  return `INSERT INTO kv (key, value) VALUES (${literal(key, 'key')}, ${p.quote(String(by))}) ON CONFLICT (key) DO UPDATE SET value = value ${op} ${p.quote(abs)} RETURNING value`;
+}
+
+const COUNTER = /^-?(0|[1-9][0-9]*)$/;
+
+/** The new value from incrSql's RETURNING row (decimal text), as the client gives INT values. */
+function counterValue(r) {
+  if (r.rows.length !== 1 || r.columns.length !== 1) {
+    throw new ProtocolError(`a counter returned ${r.rows.length} rows of ${r.columns.length} columns, not one value`);
+  }
+  let v = r.rows[0][0];
+  if (typeof v === 'number') return v;
+  if (Buffer.isBuffer(v) && COUNTER.test(v.toString('latin1'))) v = BigInt(v.toString('latin1'));
+  if (typeof v !== 'bigint' || v < I64_MIN || v > I64_MAX) {
+    throw new ProtocolError(`a counter returned ${Buffer.isBuffer(v) ? JSON.stringify(v.toString('latin1')) : String(v)}, not a signed 64-bit integer`);
+  }
+  return p.intValue(v);
+}
+
 class Connection {
   constructor(socket, timeoutMs) {
     this.socket = socket;
@@ -146,6 +204,35 @@ class Connection {
     const r = replyToResult(...(await this._request(this._command(sql, params))));
     if (r instanceof VelocityError) throw r;
     return r;
+  }
+
+  // -- conditional writes and counters ----------------------------------------------------------
+
+  /**
+   * Write `key` only if it is absent (or expired). Resolves to true when inserted, false when a
+   * live key was left as it was (value and TTL). `ttl` in whole seconds, or null for no expiry.
+   */
+  async insertIfAbsent(key, value, ttl = null) {
+    return (await this.execute(insertIfAbsentSql(key, value, ttl))).affected === 1;
+  }
+
+  /**
+   * Compare-and-set: replace the value with `newValue` only if `key` is live and holds exactly
+   * `expected`. True when it did (the key keeps its TTL), false otherwise (a missing key included).
+   */
+  async cas(key, expected, newValue) {
+    return (await this.execute(casSql(key, expected, newValue))).affected === 1;
+  }
+
+  /**
+   * Add `by` (default 1; a number that is a safe integer, or a bigint, in the signed 64-bit
+   * range; negative counts down) to the counter at `key`, in one round trip; an absent key counts
+   * from 0. Resolves to the new value as the client gives INT values: a number, or a bigint beyond
+   * 2^53. A value that is not an integer, or a sum that overflows, rejects with InvalidCommand
+   * and changes nothing; a `by` out of range rejects with UsageError.
+   */
+  async incr(key, by = 1) {
+    return counterValue(await this.execute(incrSql(key, by)));
   }
 
   /**

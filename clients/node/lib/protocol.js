@@ -325,5 +325,5 @@ module.exports = {
   PING_PAYLOAD_BYTES_MAX, USERNAME_BYTES_MAX, PASSWORD_BYTES_MAX, CREDENTIAL_BYTES_MAX,
   ARGON2_M_KIB_MAX, ARGON2_T_MAX, ARGON2_P_MAX, T, METHOD_PASSWORD, METHOD_API_KEY,
   crc32, encodeFrame, FrameDecoder, encodeHello, encodeAuthRequest, encodeCommand, encodePing, encodeStats,
-  encodeDisconnect, parseServerInfo, parseCodeMessage, parseResult, Result, quote, bind, fingerprintString, textValue,
+  encodeDisconnect, parseServerInfo, parseCodeMessage, parseResult, Result, intValue, quote, bind, fingerprintString, textValue,
 };

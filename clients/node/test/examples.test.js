@@ -32,7 +32,8 @@ function checkRan(out, user) {
   assert.equal(out.status, 0, out.stderr);
   const lines = out.stdout.split('\n');
   assert.match(lines[0], new RegExp(`^connected to velocityd.* as ${user}, SHA256:`), out.stdout);
-  for (const l of ['greeting = hello, world', 'pipelined 1000 inserts', '  example:0000 = value 0']) {
+  for (const l of ['greeting = hello, world', 'pipelined 1000 inserts', '  example:0000 = value 0',
+    'lock: first try won, second try lost', 'lock handed from worker-7 to worker-8: yes', 'visits = 1 then 3']) {
     assert.ok(lines.includes(l), `no ${JSON.stringify(l)} in\n${out.stdout}`);
   }
   assert.ok(lines.some((l) => l.startsWith('missing key: ') && l.endsWith('(wire code 4)')), out.stdout);

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Connect, write, read back, pipeline, handle a missing key.
+"""Connect, write, read back, pipeline, write conditionally, count, handle a missing key.
 
     VELOCITY_PASSWORD=... python3 examples/quickstart.py [--plaintext] [--accept-new-host]
 
@@ -73,6 +73,14 @@ def main() -> None:
         print("pipelined", len(pipe.results), "inserts")
         for key, value in db.execute("SELECT key, value FROM kv WHERE key LIKE 'example:%' LIMIT 3").text():
             print(" ", key, "=", value)
+
+        # Conditional writes and a counter, one round trip each (docs/protocol.md).
+        first = db.insert_if_absent("example:lock", "worker-7", ttl=30)  # True: the key was absent
+        second = db.insert_if_absent("example:lock", "worker-8")  # False: worker-7 holds it
+        print(f"lock: first try {'won' if first else 'lost'}, second try {'won' if second else 'lost'}")
+        handed = db.cas("example:lock", "worker-7", "worker-8")  # True: it held worker-7
+        print(f"lock handed from worker-7 to worker-8: {'yes' if handed else 'no'}")
+        print("visits =", db.incr("example:visits"), "then", db.incr("example:visits", 2))  # 1 then 3
 
         try:
             db.execute("SELECT value FROM kv WHERE key = 'no such key'")

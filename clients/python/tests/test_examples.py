@@ -27,6 +27,9 @@ def check_ran(out, user):
     assert "greeting = hello, world" in lines
     assert "pipelined 1000 inserts" in lines
     assert "  example:0000 = value 0" in lines
+    assert "lock: first try won, second try lost" in lines
+    assert "lock handed from worker-7 to worker-8: yes" in lines
+    assert "visits = 1 then 3" in lines
     assert any(l.startswith("missing key: ") and l.endswith("(wire code 4)") for l in lines), out.stdout
 
 

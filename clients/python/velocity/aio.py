@@ -18,12 +18,17 @@ from .client import (
     CLIENT_NAME,
     DEFAULT_PORT,
     PIPELINE_WINDOW,
+    Bytes,
     Param,
     _is_ip,
     accept_server_info,
     auth_frame,
+    _cas_sql,
     check_auth_response,
+    _counter_value,
     derive_credential,
+    _incr_sql,
+    _insert_if_absent_sql,
     reply_to_result,
     tls_context,
 )
@@ -71,6 +76,21 @@ class AsyncConnection:
         if isinstance(r, VelocityError):
             raise r
         return r
+
+
+    # -- conditional writes and counters (as the blocking Connection's) ---------------------
+
+    async def insert_if_absent(self, key: Bytes, value: Bytes, ttl: Optional[int] = None) -> bool:
+        """True when ``key`` was absent (or expired) and is now written; False leaves it alone."""
+        return (await self.execute(_insert_if_absent_sql(key, value, ttl))).affected == 1
+
+    async def cas(self, key: Bytes, expected: Bytes, new: Bytes) -> bool:
+        """True when ``key`` held exactly ``expected`` and now holds ``new`` (TTL kept)."""
+        return (await self.execute(_cas_sql(key, expected, new))).affected == 1
+
+    async def incr(self, key: Bytes, by: int = 1) -> int:
+        """The counter's new value after adding ``by`` (an absent key counts from 0)."""
+        return _counter_value(await self.execute(_incr_sql(key, by)))
 
     async def pipeline(
         self, statements: Sequence[Union[str, tuple]], raise_on_error: bool = True

@@ -158,6 +158,66 @@ def reply_to_result(msg_type: int, payload: bytes) -> Union[Result, VelocityErro
     raise ProtocolError(f"unexpected frame type 0x{msg_type:02x} in reply to a request")
 
 
+# -- conditional writes and counters (docs/protocol.md, "Conditional writes and counters") ----
+# Statement builders shared by the blocking and asyncio connections. Keys and values go into the
+# statement only through quote() (as '…' with ' doubled, or X'hex'); integers are checked here.
+
+I64_MIN = -(1 << 63)
+I64_MAX = (1 << 63) - 1
+Bytes = Union[str, bytes, bytearray]
+
+
+def _literal(v: Bytes, what: str) -> str:
+    if not isinstance(v, (str, bytes, bytearray)):
+        raise UsageError(f"{what} must be str or bytes, not {type(v).__name__}")
+    return p.quote(v)
+
+
+def _insert_if_absent_sql(key: Bytes, value: Bytes, ttl: Optional[int] = None) -> str:
+    """``INSERT … ON CONFLICT DO NOTHING``: affected is 1 when the key was absent (or expired)."""
+    k, v = _literal(key, "key"), _literal(value, "value")
+    if ttl is None:
+        return f"INSERT INTO kv (key, value) VALUES ({k}, {v}) ON CONFLICT DO NOTHING"
+    if isinstance(ttl, bool) or not isinstance(ttl, int) or ttl < 0:
+        raise UsageError(f"ttl must be None or whole seconds (an int >= 0), not {ttl!r}")
+    return f"INSERT INTO kv (key, value, ttl) VALUES ({k}, {v}, {p.quote(ttl)}) ON CONFLICT DO NOTHING"
+
+
+def _cas_sql(key: Bytes, expected: Bytes, new: Bytes) -> str:
+    """``UPDATE … WHERE key = k AND value = expected``: affected is 1 when the compare held."""
+    return (f"UPDATE kv SET value = {_literal(new, 'new value')} "
+            f"WHERE key = {_literal(key, 'key')} AND value = {_literal(expected, 'expected value')}")
+
+
+def _incr_sql(key: Bytes, by: int = 1) -> str:
+    """The counter that starts at 0, in one round trip: ``INSERT … ON CONFLICT (key) DO UPDATE
+    SET value = value ± |by| RETURNING value``."""
+    if isinstance(by, bool) or not isinstance(by, int):
+        raise UsageError(f"by must be an int, not {type(by).__name__}")
+    if not I64_MIN <= by <= I64_MAX:
+        raise UsageError(f"by must fit a signed 64-bit integer ({I64_MIN} to {I64_MAX}), not {by}")
+    # The dialect's integers have no sign: a negative step is written `value - |by|`.
+    op = "+" if by >= 0 else "-"
+    return (f"INSERT INTO kv (key, value) VALUES ({_literal(key, 'key')}, {p.quote(str(by))}) "
+            f"ON CONFLICT (key) DO UPDATE SET value = value {op} {p.quote(abs(by))} RETURNING value")
+
+
+def _counter_value(r: Result) -> int:
+    """The new value from _incr_sql's RETURNING row (decimal text)."""
+    if len(r.rows) != 1 or len(r.columns) != 1:
+        raise ProtocolError(f"a counter returned {len(r.rows)} rows of {len(r.columns)} columns, not one value")
+    v = r.rows[0][0]
+    if isinstance(v, int) and not isinstance(v, bool):
+        return v
+    try:
+        n = int(v.decode("ascii")) if isinstance(v, bytes) else None
+    except (UnicodeDecodeError, ValueError):
+        n = None
+    if n is None or not I64_MIN <= n <= I64_MAX:
+        raise ProtocolError(f"a counter returned {v!r}, not a signed 64-bit integer")
+    return n
+
+
 class Connection:
     """One connection to a Velocity server. Use :func:`velocity.connect` to make one.
 
@@ -226,6 +286,27 @@ class Connection:
         if len(data) > self.server_info.max_payload:
             raise UsageError(f"statement is {len(data)} bytes; the server accepts {self.server_info.max_payload}")
         return p.encode_frame(p.COMMAND, data)
+
+
+    # -- conditional writes and counters ----------------------------------------------------
+
+    def insert_if_absent(self, key: Bytes, value: Bytes, ttl: Optional[int] = None) -> bool:
+        """Write ``key`` only if it is absent (or expired): True when inserted, False when a live
+        key was left as it was (value and TTL). ``ttl`` in whole seconds, or None for no expiry."""
+        return self.execute(_insert_if_absent_sql(key, value, ttl)).affected == 1
+
+    def cas(self, key: Bytes, expected: Bytes, new: Bytes) -> bool:
+        """Compare-and-set: replace the value with ``new`` only if ``key`` is live and holds
+        exactly ``expected``; True when it did (the key keeps its TTL), False otherwise (a missing
+        key included)."""
+        return self.execute(_cas_sql(key, expected, new)).affected == 1
+
+    def incr(self, key: Bytes, by: int = 1) -> int:
+        """Add ``by`` (a signed 64-bit int; negative counts down) to the counter at ``key`` and
+        return its new value; an absent key counts from 0. The value must be the decimal text of
+        a 64-bit integer and the sum must fit: otherwise the server refuses with
+        :class:`InvalidCommand` and nothing changes. A ``by`` out of range is a :class:`UsageError`."""
+        return _counter_value(self.execute(_incr_sql(key, by)))
 
     def pipeline(self) -> "Pipeline":
         """Collect statements and send them together; see :class:`Pipeline`."""
