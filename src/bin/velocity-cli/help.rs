@@ -96,39 +96,67 @@ pub fn topics() -> Vec<Topic> {
         Topic {
             name: "INSERT",
             what: "set keys to values (insert or overwrite)",
-            syntax: "INSERT INTO kv (key, value [, ttl]) VALUES (literal, literal [, seconds | NULL]) [, ...]\n\n\
+            syntax: "INSERT INTO kv (key, value [, ttl]) VALUES (literal, literal [, seconds | NULL]) [, ...]\n\
+                     \x20   [ON CONFLICT [(key)] DO NOTHING\n\
+                     \x20    | ON CONFLICT (key) DO UPDATE SET value = new [, ttl = seconds | NULL | excluded.ttl]]\n\
+                     \x20   [RETURNING * | returned [, ...]]\n\n\
+                     new:        literal  |  excluded.value  |  value + n  |  value - n   (value ± n: one row only)\n\
+                     returned:   key, value, ttl (as written), old.value, old.ttl (as it was, or NULL)\n\
                      literal:    'text' (a quote inside is doubled: 'it''s')  |  X'68656c6c6f' (bytes, in hex)"
                 .into(),
             notes: format!(
                 "Each row is written whole (insert or overwrite, as a key-value set); a statement of many\n\
                  rows is not atomic as a whole, and a later row wins over an earlier one of the same key.\n\
                  ttl: seconds until the key expires (1 to {TTL_SECONDS_MAX}), NULL or left out: never.\n\
-                 At most {INSERT_ROWS_MAX} rows a statement."
+                 At most {INSERT_ROWS_MAX} rows a statement. ON CONFLICT DO NOTHING leaves a key that is\n\
+                 there alone (insert-if-absent; the reply counts the rows inserted); DO UPDATE changes it\n\
+                 as UPDATE would. value + n is a counter (the value is a decimal integer; an absent key\n\
+                 gets the row's value)."
             ),
             examples: &[
                 "INSERT INTO kv (key, value) VALUES ('user:1', 'alice');",
                 "INSERT INTO kv (key, value) VALUES ('user:2', 'bob'), ('user:3', 'carol');",
                 "INSERT INTO kv (key, value, ttl) VALUES ('session:9', X'00ff', 3600);",
+                "INSERT INTO kv (key, value, ttl) VALUES ('lock:job', 'worker-7', 30) ON CONFLICT DO NOTHING;",
+                "INSERT INTO kv (key, value) VALUES ('hits', '1') ON CONFLICT (key) DO UPDATE SET value = value + 1 RETURNING value;",
             ],
         },
         Topic {
             name: "UPDATE",
             what: "change the value of an existing key",
-            syntax: "UPDATE kv SET value = literal [, ttl = seconds | , ttl = NULL] WHERE key = literal".into(),
+            syntax: "UPDATE kv SET value = (literal | value + n | value - n) [, ttl = seconds | , ttl = NULL]\n\
+                     \x20   WHERE key = literal [AND value = literal] [RETURNING * | returned [, ...]]"
+                .into(),
             notes: "Only an existing key changes: a missing one fails with KEY_NOT_FOUND. Without ttl the key\n\
-                    keeps its expiry; ttl = NULL makes it never expire."
+                    keeps its expiry; ttl = NULL makes it never expire. AND value = literal is a\n\
+                    compare-and-set: 0 rows (not an error) when the key holds another value or is missing.\n\
+                    value + n needs a decimal integer value; otherwise, or on overflow, nothing changes."
                 .into(),
             examples: &[
                 "UPDATE kv SET value = 'alice_updated' WHERE key = 'user:1';",
                 "UPDATE kv SET value = 'renewed', ttl = 60 WHERE key = 'session:9';",
+                "UPDATE kv SET value = 'worker-8' WHERE key = 'lock:job' AND value = 'worker-7';",
+                "UPDATE kv SET value = value + 10 WHERE key = 'hits' RETURNING old.value, value;",
             ],
         },
         Topic {
             name: "DELETE",
             what: "remove keys",
-            syntax: format!("DELETE FROM kv WHERE condition\n\n{}", literal_and_condition()),
-            notes: "WHERE is required. Missing keys are no error; the reply counts the keys removed.".into(),
-            examples: &["DELETE FROM kv WHERE key = 'user:1';", "DELETE FROM kv WHERE key LIKE 'session:%';"],
+            syntax: format!(
+                "DELETE FROM kv WHERE condition\n\
+                 DELETE FROM kv WHERE key = literal [AND value = literal] [RETURNING * | returned [, ...]]\n\
+                 DELETE FROM kv WHERE key IN (literal [, ...]) [RETURNING * | returned [, ...]]\n\n{}",
+                literal_and_condition()
+            ),
+            notes: "WHERE is required. Missing keys are no error; the reply counts the keys removed. With\n\
+                    AND value = literal the key goes only if it holds that value; RETURNING value pops it."
+                .into(),
+            examples: &[
+                "DELETE FROM kv WHERE key = 'user:1';",
+                "DELETE FROM kv WHERE key LIKE 'session:%';",
+                "DELETE FROM kv WHERE key = 'lock:job' AND value = 'worker-8';",
+                "DELETE FROM kv WHERE key = 'hits' RETURNING value;",
+            ],
         },
         Topic {
             name: "SHOW STATS",
