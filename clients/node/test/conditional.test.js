@@ -5,19 +5,10 @@
 const test = require('node:test');
 const assert = require('node:assert/strict');
 const velocity = require('..');
-const { Server, PASSWORD } = require('./helpers');
+const { PASSWORD, withServer } = require('./helpers');
 
 const I64_MAX = (1n << 63n) - 1n;
 const I64_MIN = -(1n << 63n);
-
-async function withServer(opts, fn) {
-  const s = await Server.start(opts);
-  try {
-    await fn(s);
-  } finally {
-    await s.destroy();
-  }
-}
 
 const valueOf = async (db, key) => (await db.execute('SELECT value FROM kv WHERE key = ?', [key])).scalar();
 const ttlOf = async (db, key) => (await db.execute('SELECT ttl FROM kv WHERE key = ?', [key])).scalar();

@@ -8,18 +8,9 @@ const path = require('path');
 const { spawnSync } = require('child_process');
 const velocity = require('..');
 const p = require('../lib/protocol');
-const { Server, velocityd, bin, tmpDir, PASSWORD, RO_PASSWORD } = require('./helpers');
+const { Server, velocityd, bin, tmpDir, PASSWORD, RO_PASSWORD, withServer } = require('./helpers');
 
 const buf = (s) => Buffer.from(s);
-
-async function withServer(opts, fn) {
-  const s = await Server.start(opts);
-  try {
-    await fn(s);
-  } finally {
-    await s.destroy();
-  }
-}
 
 for (const mode of ['tls', 'plaintext']) {
   const extra = mode === 'tls' ? [] : ['--plaintext'];

@@ -97,4 +97,14 @@ class Server {
   }
 }
 
-module.exports = { Server, velocityd, bin, tmpDir, PASSWORD, RO_PASSWORD, REPO };
+/** Run `fn` with a fresh server, stopped afterwards whatever `fn` does. */
+async function withServer(opts, fn) {
+  const s = await Server.start(opts);
+  try {
+    await fn(s);
+  } finally {
+    await s.destroy();
+  }
+}
+
+module.exports = { Server, velocityd, bin, tmpDir, PASSWORD, RO_PASSWORD, REPO, withServer };
