@@ -245,3 +245,9 @@ pub const SNAPSHOT_CHUNK_ENTRIES: usize = 1024;
 pub const SNAPSHOT_CHECK_MS: u64 = 500;
 /// Default interval of `--durability periodic`.
 pub const FSYNC_INTERVAL_MS_DEFAULT: u64 = 1_000;
+
+/// Times `velocityd backup` lists a shard's files again when one vanished before it could be
+/// opened (a snapshot finished in between and removed what it replaces). Snapshots are seconds
+/// apart at the least, so a second try nearly always succeeds; the bound only stops a backup
+/// from spinning against a server that snapshots without pause.
+pub const BACKUP_LIST_RETRIES: u32 = 100;

@@ -62,7 +62,7 @@
 //!
 //! | program | |
 //! |---|---|
-//! | `velocityd` with a subcommand (`user`, `apikey`, `keygen`, `fingerprint`, `audit`, `repair`, `help`), `--help` or `--version` | runs |
+//! | `velocityd` with a subcommand (`user`, `apikey`, `keygen`, `fingerprint`, `audit`, `repair`, `backup`, `restore`, `help`), `--help` or `--version` | runs |
 //! | `velocityd` otherwise: it would serve, in the foreground | checked: each `-x` / `--flag` is in `velocityd --help`, and each value of a flag that has possible values (`sync\|periodic\|none` too) is one of them |
 //! | `velocity-cli` | runs, unless `-h`/`--host` names another host than 127.0.0.1 or localhost (then checked like a serving velocityd) |
 //! | `velocity-bench` | runs if it ends within about 10 s: `--plot-compare`, `--requests`, or `--duration-s` (default 10) plus `--idle-s` at most 10; else checked |

@@ -193,6 +193,29 @@ enum Command {
         #[arg(long)]
         encryption_key_file: Option<PathBuf>,
     },
+    /// Copy the data directory (users, keys, identity, every shard's snapshot and logs) into a
+    /// new directory, while its server runs or not. Every write acknowledged before the backup
+    /// starts is in it; each shard is copied as of some moment during the backup. Encrypted
+    /// data stays encrypted. See docs/operations.md.
+    Backup {
+        #[arg(long, default_value = "./velocity-data")]
+        data_dir: PathBuf,
+        /// A new (or empty) directory for the backup.
+        #[arg(long)]
+        to: PathBuf,
+    },
+    /// Check a backup (it must recover) and copy it into a new data directory.
+    Restore {
+        /// The backup's directory (what `velocityd backup --to` wrote).
+        #[arg(long)]
+        from: PathBuf,
+        /// A new (or empty) data directory to restore into.
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// The key the backed-up server used, if it encrypted its data: needed for the check.
+        #[arg(long)]
+        encryption_key_file: Option<PathBuf>,
+    },
     /// Print the server identity's fingerprint, for checking out of band.
     Fingerprint {
         #[arg(long, default_value = "./velocity-data")]
@@ -303,7 +326,10 @@ fn data_dir_of(cmd: &Command) -> Option<&Path> {
             | ApiKeyCmd::List { data_dir }
             | ApiKeyCmd::Revoke { data_dir, .. },
         ) => data_dir,
-        Command::Repair { data_dir, .. } | Command::Audit { data_dir, .. } => data_dir,
+        Command::Repair { data_dir, .. }
+        | Command::Audit { data_dir, .. }
+        | Command::Backup { data_dir, .. }
+        | Command::Restore { data_dir, .. } => data_dir,
         Command::Fingerprint { data_dir, tls_cert: None } => data_dir,
         Command::Fingerprint { tls_cert: Some(_), .. } | Command::Keygen { .. } => return None,
     })
@@ -506,6 +532,41 @@ fn main_inner() -> Result<(), String> {
                 read?;
                 flushed?;
             }
+        }
+        Some(Command::Backup { data_dir, to }) => {
+            let started = std::time::Instant::now();
+            let c = velocity::server::durable::backup(&data_dir, &to)?;
+            println!(
+                "backed up {} to {}: {} files, {} bytes, {} shards of generation {}, in {} ms",
+                data_dir.display(),
+                to.display(),
+                c.files,
+                c.bytes,
+                c.shards,
+                c.generation,
+                started.elapsed().as_millis()
+            );
+        }
+        Some(Command::Restore { from, data_dir, encryption_key_file }) => {
+            let key = encryption_key_file
+                .as_deref()
+                .map(velocity::durability::cipher::read_key_file)
+                .transpose()?;
+            let cipher = key.map(|k| velocity::durability::Cipher::new(&k));
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64);
+            let (c, keys) = velocity::server::durable::restore(&from, &data_dir, cipher.as_ref(), now)?;
+            println!(
+                "restored {} into {}: {} files, {} bytes, {} keys in {} shards; start velocityd --data-dir {} (any --cores)",
+                from.display(),
+                data_dir.display(),
+                c.files,
+                c.bytes,
+                keys,
+                c.shards,
+                data_dir.display()
+            );
         }
         Some(Command::Fingerprint { data_dir, tls_cert }) => {
             let fp = match tls_cert {

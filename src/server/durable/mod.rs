@@ -29,7 +29,9 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+mod backup;
 mod repair;
+pub use backup::{backup, restore, Copied};
 pub use repair::{quarantine_dir, repair};
 
 pub fn wal_dir(data_dir: &Path) -> PathBuf {
