@@ -99,8 +99,8 @@ fn backup_restore_under_load(extra: &[&str], key_file: Option<&str>) {
     // Restored with another --cores: the key space is laid out afresh, nothing lost.
     let server2 = Server::start_in(restored, 1, extra);
     let mut c = server2.client();
-    for w in 0..WRITERS {
-        for i in (0..before[w]).step_by(7).chain(before[w].checked_sub(1)) {
+    for (w, &n) in before.iter().enumerate() {
+        for i in (0..n).step_by(7).chain(n.checked_sub(1)) {
             assert_eq!(
                 value_of(&mut c, &format!("{w}-{i}")),
                 Some(value(w, i).into_bytes()),
