@@ -187,7 +187,7 @@ impl BatchIo for CoreIo<'_> {
                 core.stats.borrow_mut().record(
                     StatementKind::Show,
                     started.elapsed().as_micros() as u64,
-                    true,
+                    ErrorCode::Success,
                 );
                 let kind = if matches!(what, InfoKind::StatsFrame) {
                     let rows = rs.rows.len() as u64;
