@@ -7,12 +7,13 @@
 //! local and over a cross-core queue otherwise → [`shard::merge`] → RESPONSE frame, written in
 //! request order.
 //!
-//! `protocol`, `sql`, `store`, `shard` and `stats` do no I/O and know nothing of the runtime.
+//! `protocol`, `sql`, `store`, `shard`, `stats` and `metrics` do no I/O and know nothing of the runtime.
 
 pub mod client;
 pub mod durability;
 pub mod error;
 pub mod limits;
+pub mod metrics;
 pub mod protocol;
 pub mod security;
 pub mod server;
