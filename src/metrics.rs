@@ -70,7 +70,7 @@ pub fn render(all: &[ShardStats], p: &Process) -> String {
     o.family(
         "velocity_request_errors_total",
         "counter",
-        "Statements that failed (any error reply), by kind.",
+        "Statements that ran and failed (any error reply), by kind.",
     );
     for (i, s) in all.iter().enumerate() {
         for k in StatementKind::ALL {
@@ -81,7 +81,7 @@ pub fn render(all: &[ShardStats], p: &Process) -> String {
     o.family(
         "velocity_request_errors_by_code_total",
         "counter",
-        "Statements that failed, by wire error code (docs/protocol.md).",
+        "Error replies to statements by wire code (docs/protocol.md), those refused before they ran included.",
     );
     for (i, s) in all.iter().enumerate() {
         for c in ErrorCode::ALL.into_iter().filter(|c| *c != ErrorCode::Success) {

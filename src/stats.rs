@@ -23,7 +23,8 @@ pub fn code_index(code: ErrorCode) -> usize {
 pub struct ShardStats {
     pub ops: [u64; StatementKind::ALL.len()],
     pub errors: u64,
-    /// Failed statements by kind, and by wire code (indexed as `ErrorCode::ALL`).
+    /// Failed statements by kind, and by wire code (indexed as `ErrorCode::ALL`; with those
+    /// refused before they ran).
     pub errors_by_kind: [u64; StatementKind::ALL.len()],
     pub errors_by_code: [u64; ErrorCode::ALL.len()],
     pub latency_us: Vec<Histogram<u64>>,
@@ -108,6 +109,12 @@ impl ShardStats {
         }
         self.latency_us[kind.index()].saturating_record(latency_us.max(1));
         self.latency_sum_us[kind.index()] += latency_us;
+    }
+
+    /// A statement refused before it ran (not parsed, not allowed, rate-limited): counted by its
+    /// code only.
+    pub fn refused(&mut self, code: ErrorCode) {
+        self.errors_by_code[code_index(code)] += 1;
     }
 
     pub fn merge(&mut self, o: &ShardStats) {

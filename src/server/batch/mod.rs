@@ -268,7 +268,10 @@ pub fn prefetch_point_reads(core: &Core, inbuf: &[u8], payload_max: u32) {
 }
 
 fn refuse_rate_limited(core: &Core, s: &Session, user: &str, event: &str, why: &str, batch: &mut Batch) {
-    core.stats.borrow_mut().rate_limited += 1;
+    let mut st = core.stats.borrow_mut();
+    st.rate_limited += 1;
+    st.refused(ErrorCode::RateLimited);
+    drop(st);
     audit(core, s, user, event, "", None, 0, ErrorCode::RateLimited, 0);
     batch.error(ErrorCode::RateLimited, &format!("rate limited by {why}; the request was not executed"));
 }
