@@ -95,34 +95,9 @@ pub fn render(all: &[ShardStats], p: &Process) -> String {
     }
     o.histograms(all);
 
-    o.per_shard(
-        "velocity_connections_open",
-        "gauge",
-        "Open client connections (parked ones included).",
-        all,
-        |s| s.connections,
-    );
-    o.per_shard(
-        "velocity_connections_parked",
-        "gauge",
-        "Idle connections parked as session state.",
-        all,
-        |s| s.connections_parked,
-    );
-    o.per_shard(
-        "velocity_connections_accepted_total",
-        "counter",
-        "Connections accepted and admitted.",
-        all,
-        |s| s.connections_total,
-    );
-    o.per_shard(
-        "velocity_connections_refused_total",
-        "counter",
-        "Connections refused with SERVER_OVERLOADED (--max-connections, login slots).",
-        all,
-        |s| s.connections_refused,
-    );
+    for m in PER_SHARD {
+        o.per_shard(m, all);
+    }
     o.single(
         "velocity_connections_max",
         "gauge",
@@ -135,106 +110,102 @@ pub fn render(all: &[ShardStats], p: &Process) -> String {
         "Open client connections, server-wide.",
         p.connections,
     );
-    o.per_shard("velocity_network_received_bytes_total", "counter", "Bytes read from clients.", all, |s| {
-        s.bytes_in
-    });
-    o.per_shard("velocity_network_sent_bytes_total", "counter", "Bytes written to clients.", all, |s| {
-        s.bytes_out
-    });
-
-    o.per_shard("velocity_keys", "gauge", "Live keys in the shard.", all, |s| s.keys);
-    o.per_shard(
-        "velocity_memory_data_bytes",
-        "gauge",
-        "Bytes of the shard's entries (keys, values, headers).",
-        all,
-        |s| s.data_bytes,
-    );
-    o.per_shard(
-        "velocity_memory_index_bytes",
-        "gauge",
-        "Estimated bytes of the shard's hash index and B-tree.",
-        all,
-        |s| s.index_bytes,
-    );
-
-    o.per_shard(
-        "velocity_rate_limited_requests_total",
-        "counter",
-        "Requests refused with RATE_LIMITED by a rate limit (--rate-limit-*).",
-        all,
-        |s| s.rate_limited,
-    );
-    o.per_shard(
-        "velocity_failed_logins_total",
-        "counter",
-        "Logins that failed (wrong credentials or throttled).",
-        all,
-        |s| s.failed_logins,
-    );
-    o.per_shard(
-        "velocity_throttled_logins_total",
-        "counter",
-        "Failed logins refused unchecked by the login throttle (RATE_LIMITED).",
-        all,
-        |s| s.login_throttled,
-    );
-    o.per_shard(
-        "velocity_audit_dropped_lines_total",
-        "counter",
-        "Audit lines dropped because the audit writer fell behind.",
-        all,
-        |s| s.audit_dropped,
-    );
-
     if p.durable {
-        o.per_shard(
-            "velocity_wal_syncs_total",
-            "counter",
-            "fdatasync calls of the write-ahead log that completed.",
-            all,
-            |s| s.syncs,
-        );
-        o.per_shard_f(
-            "velocity_wal_sync_seconds_total",
-            "counter",
-            "Time spent in those fdatasync calls.",
-            all,
-            |s| s.sync_us as f64 / 1e6,
-        );
-        o.per_shard_f(
-            "velocity_wal_io_stalled_seconds",
-            "gauge",
-            "How long the log's oldest write or fdatasync still in progress has run (0: none).",
-            all,
-            |s| s.io_stalled_ms as f64 / 1e3,
-        );
-        o.per_shard("velocity_wal_log_bytes", "gauge", "Bytes of the current log file.", all, |s| {
-            s.log_bytes
-        });
-        o.per_shard("velocity_wal_snapshot_bytes", "gauge", "Bytes of the last snapshot.", all, |s| {
-            s.snapshot_bytes
-        });
-        o.per_shard("velocity_wal_snapshots_total", "counter", "Snapshots taken since start.", all, |s| {
-            s.snapshots
-        });
-        o.per_shard_f(
-            "velocity_wal_last_snapshot_timestamp_seconds",
-            "gauge",
-            "When the last snapshot was taken (or the log opened), Unix time.",
-            all,
-            |s| s.last_snapshot_ms as f64 / 1e3,
-        );
-        o.per_shard(
-            "velocity_storage_errors_total",
-            "counter",
-            "Log groups that could not be made durable (their writes got STORAGE_ERROR), and failed log writes or syncs.",
-            all,
-            |s| s.storage_errors,
-        );
+        for m in PER_SHARD_DURABLE {
+            o.per_shard(m, all);
+        }
     }
     o.text
 }
+
+/// A metric with one value per shard: name, type, help, and its value in a shard's statistics.
+type PerShard = (&'static str, &'static str, &'static str, fn(&ShardStats) -> f64);
+
+const PER_SHARD: &[PerShard] = &[
+    ("velocity_connections_open", "gauge", "Open client connections (parked ones included).", |s| {
+        s.connections as f64
+    }),
+    ("velocity_connections_parked", "gauge", "Idle connections parked as session state.", |s| {
+        s.connections_parked as f64
+    }),
+    ("velocity_connections_accepted_total", "counter", "Connections accepted and admitted.", |s| {
+        s.connections_total as f64
+    }),
+    (
+        "velocity_connections_refused_total",
+        "counter",
+        "Connections refused with SERVER_OVERLOADED (--max-connections, login slots).",
+        |s| s.connections_refused as f64,
+    ),
+    ("velocity_network_received_bytes_total", "counter", "Bytes of requests read from clients.", |s| {
+        s.bytes_in as f64
+    }),
+    ("velocity_network_sent_bytes_total", "counter", "Bytes of replies written to clients.", |s| {
+        s.bytes_out as f64
+    }),
+    ("velocity_keys", "gauge", "Live keys in the shard.", |s| s.keys as f64),
+    ("velocity_memory_data_bytes", "gauge", "Bytes of the shard's entries (headers, keys, values).", |s| {
+        s.data_bytes as f64
+    }),
+    ("velocity_memory_index_bytes", "gauge", "Estimated bytes of the shard's hash index and B-tree.", |s| {
+        s.index_bytes as f64
+    }),
+    (
+        "velocity_rate_limited_requests_total",
+        "counter",
+        "Requests refused with RATE_LIMITED by a rate limit (--rate-limit-*, a user's).",
+        |s| s.rate_limited as f64,
+    ),
+    (
+        "velocity_failed_logins_total",
+        "counter",
+        "Logins that failed (wrong credentials or throttled).",
+        |s| s.failed_logins as f64,
+    ),
+    (
+        "velocity_throttled_logins_total",
+        "counter",
+        "Failed logins refused unchecked by the login throttle (RATE_LIMITED).",
+        |s| s.login_throttled as f64,
+    ),
+    (
+        "velocity_audit_dropped_lines_total",
+        "counter",
+        "Audit lines dropped because the audit writer fell behind.",
+        |s| s.audit_dropped as f64,
+    ),
+];
+
+/// The write-ahead log's, when it is on.
+const PER_SHARD_DURABLE: &[PerShard] = &[
+    ("velocity_wal_syncs_total", "counter", "fdatasync calls of the shard's log that completed.", |s| {
+        s.syncs as f64
+    }),
+    ("velocity_wal_sync_seconds_total", "counter", "Time spent in those fdatasync calls.", |s| {
+        s.sync_us as f64 / 1e6
+    }),
+    (
+        "velocity_wal_io_stalled_seconds",
+        "gauge",
+        "How long the log's oldest write or fdatasync still in progress has run (0: none).",
+        |s| s.io_stalled_ms as f64 / 1e3,
+    ),
+    ("velocity_wal_log_bytes", "gauge", "Bytes of the current log file.", |s| s.log_bytes as f64),
+    ("velocity_wal_snapshot_bytes", "gauge", "Bytes of the last snapshot.", |s| s.snapshot_bytes as f64),
+    ("velocity_wal_snapshots_total", "counter", "Snapshots taken since start.", |s| s.snapshots as f64),
+    (
+        "velocity_wal_last_snapshot_timestamp_seconds",
+        "gauge",
+        "When the last snapshot was taken (or the log opened at start), Unix time.",
+        |s| s.last_snapshot_ms as f64 / 1e3,
+    ),
+    (
+        "velocity_storage_errors_total",
+        "counter",
+        "Log groups that could not be made durable (their writes got STORAGE_ERROR), and failed periodic writes or syncs.",
+        |s| s.storage_errors as f64,
+    ),
+];
 
 struct Out {
     text: String,
@@ -267,34 +238,11 @@ impl Out {
         self.sample(name, &[], value);
     }
 
-    fn per_shard(
-        &mut self,
-        name: &str,
-        kind: &str,
-        help: &str,
-        all: &[ShardStats],
-        f: impl Fn(&ShardStats) -> u64,
-    ) {
+    fn per_shard(&mut self, (name, kind, help, value): &PerShard, all: &[ShardStats]) {
         self.family(name, kind, help);
         for (i, s) in all.iter().enumerate() {
             let shard = std::mem::take(&mut self.shards[i]);
-            self.sample(name, &[("shard", &shard)], f(s));
-            self.shards[i] = shard;
-        }
-    }
-
-    fn per_shard_f(
-        &mut self,
-        name: &str,
-        kind: &str,
-        help: &str,
-        all: &[ShardStats],
-        f: impl Fn(&ShardStats) -> f64,
-    ) {
-        self.family(name, kind, help);
-        for (i, s) in all.iter().enumerate() {
-            let shard = std::mem::take(&mut self.shards[i]);
-            self.sample(name, &[("shard", &shard)], f(s));
+            self.sample(name, &[("shard", &shard)], value(s));
             self.shards[i] = shard;
         }
     }

@@ -240,6 +240,18 @@ fn a_scrape_counts_the_statements_run_and_promtool_accepts_it() {
         }
     }
 
+    // Every metric served is in docs/operations.md's table, and every one there is served.
+    let doc =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/operations.md")).unwrap();
+    let documented: std::collections::BTreeSet<&str> =
+        doc.lines().filter_map(|l| l.strip_prefix("| `velocity_")?.split('`').next()).collect();
+    let served: std::collections::BTreeSet<String> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE velocity_")?.split(' ').next().map(str::to_owned))
+        .collect();
+    let served: std::collections::BTreeSet<&str> = served.iter().map(String::as_str).collect();
+    assert_eq!(documented, served, "docs/operations.md's metrics table against a scrape");
+
     // Failed logins and rate limits are counted where they happen.
     let wrong = velocity::client::Credentials::Password { user: "alice".into(), password: "wrong".into() };
     assert!(s.connect(&wrong).is_err());
