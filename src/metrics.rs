@@ -79,18 +79,14 @@ pub fn render(all: &[ShardStats], p: &Process) -> String {
         }
     }
     o.family(
-        "velocity_request_errors_by_code_total",
+        "velocity_error_replies_total",
         "counter",
-        "Error replies to statements by wire code (docs/protocol.md), those refused before they ran included.",
+        "ERROR replies sent, by wire code (docs/protocol.md): failed statements, statements refused before they ran, protocol errors.",
     );
     for (i, s) in all.iter().enumerate() {
         for c in ErrorCode::ALL.into_iter().filter(|c| *c != ErrorCode::Success) {
             let v = s.errors_by_code[code_index(c)];
-            o.sample(
-                "velocity_request_errors_by_code_total",
-                &[("shard", &shards[i]), ("code", c.name())],
-                v,
-            );
+            o.sample("velocity_error_replies_total", &[("shard", &shards[i]), ("code", c.name())], v);
         }
     }
     o.histograms(all);
@@ -417,6 +413,8 @@ pub fn error_response(req: &Request) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::message::encode_error;
+    use crate::protocol::{encode_frame, MessageType};
 
     fn process() -> Process {
         Process {
@@ -444,7 +442,7 @@ mod tests {
     fn buckets_are_cumulative_and_end_at_the_count() {
         let mut s = ShardStats::default();
         for us in [1, 49, 50, 51, 99, 100, 1_000, 60_000, 3_000_000, 40_000_000] {
-            s.record(StatementKind::SelectPoint, us, ErrorCode::Success);
+            s.record(StatementKind::SelectPoint, us, true);
         }
         let b = cumulative_buckets(&s.latency_us[StatementKind::SelectPoint.index()]);
         let at = |us: u64| b[LATENCY_BUCKETS_US.iter().position(|x| *x == us).unwrap()];
@@ -461,11 +459,21 @@ mod tests {
     #[test]
     fn every_shard_and_kind_is_a_series() {
         let mut a = ShardStats::default();
-        a.record(StatementKind::Insert, 120, ErrorCode::Success);
-        a.record(StatementKind::SelectPoint, 80, ErrorCode::KeyNotFound);
+        a.record(StatementKind::Insert, 120, true);
+        a.record(StatementKind::SelectPoint, 80, false);
         a.keys = 7;
+        // Replies as written: a result, then an error, then another; only ERROR frames count.
+        let mut out = Vec::new();
+        encode_frame(&mut out, MessageType::Response as u8, b"\x00\x01rows");
+        encode_error(&mut out, ErrorCode::KeyNotFound, "key not found");
+        encode_frame(&mut out, MessageType::Pong as u8, b"");
+        a.count_error_replies(&out);
         let mut b = ShardStats::default();
-        b.record(StatementKind::Insert, 2_000, ErrorCode::StorageError);
+        b.record(StatementKind::Insert, 2_000, false);
+        out.clear();
+        encode_error(&mut out, ErrorCode::StorageError, "");
+        encode_error(&mut out, ErrorCode::StorageError, "twice");
+        b.count_error_replies(&out[..out.len() - 3]); // a cut frame is still counted by its header
         b.syncs = 4;
         let text = render(&[a, b], &process());
         for line in [
@@ -473,8 +481,9 @@ mod tests {
             "velocity_requests_total{shard=\"1\",kind=\"insert\"} 1",
             "velocity_request_errors_total{shard=\"0\",kind=\"select_point\"} 1",
             "velocity_request_errors_total{shard=\"1\",kind=\"insert\"} 1",
-            "velocity_request_errors_by_code_total{shard=\"0\",code=\"KEY_NOT_FOUND\"} 1",
-            "velocity_request_errors_by_code_total{shard=\"1\",code=\"STORAGE_ERROR\"} 1",
+            "velocity_error_replies_total{shard=\"0\",code=\"KEY_NOT_FOUND\"} 1",
+            "velocity_error_replies_total{shard=\"1\",code=\"STORAGE_ERROR\"} 2",
+            "velocity_error_replies_total{shard=\"0\",code=\"STORAGE_ERROR\"} 0",
             "velocity_request_duration_seconds_bucket{kind=\"insert\",le=\"0.00025\"} 1",
             "velocity_request_duration_seconds_bucket{kind=\"insert\",le=\"0.0025\"} 2",
             "velocity_request_duration_seconds_bucket{kind=\"insert\",le=\"+Inf\"} 2",

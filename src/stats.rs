@@ -4,7 +4,8 @@
 //! SHOW STATUS are built here, and only here: by the server from every core's copy, and by the
 //! reference semantics (`shard::execute`) from its stores alone.
 
-use crate::protocol::{ErrorCode, Value};
+use crate::limits::{FRAME_HEADER_BYTES, FRAME_OVERHEAD_BYTES};
+use crate::protocol::{ErrorCode, MessageType, Value};
 use crate::sql::StatementKind;
 use crate::store::Store;
 use hdrhistogram::Histogram;
@@ -23,8 +24,7 @@ pub fn code_index(code: ErrorCode) -> usize {
 pub struct ShardStats {
     pub ops: [u64; StatementKind::ALL.len()],
     pub errors: u64,
-    /// Failed statements by kind, and by wire code (indexed as `ErrorCode::ALL`; with those
-    /// refused before they ran).
+    /// Failed statements by kind, and error replies by wire code (indexed as `ErrorCode::ALL`).
     pub errors_by_kind: [u64; StatementKind::ALL.len()],
     pub errors_by_code: [u64; ErrorCode::ALL.len()],
     pub latency_us: Vec<Histogram<u64>>,
@@ -100,21 +100,29 @@ impl ShardStats {
         self.index_bytes = store.index_bytes_estimate() as u64;
     }
 
-    pub fn record(&mut self, kind: StatementKind, latency_us: u64, code: ErrorCode) {
+    pub fn record(&mut self, kind: StatementKind, latency_us: u64, ok: bool) {
         self.ops[kind.index()] += 1;
-        if code != ErrorCode::Success {
-            self.errors += 1;
-            self.errors_by_kind[kind.index()] += 1;
-            self.errors_by_code[code_index(code)] += 1;
-        }
+        self.errors += (!ok) as u64;
+        self.errors_by_kind[kind.index()] += (!ok) as u64;
         self.latency_us[kind.index()].saturating_record(latency_us.max(1));
         self.latency_sum_us[kind.index()] += latency_us;
     }
 
-    /// A statement refused before it ran (not parsed, not allowed, rate-limited): counted by its
-    /// code only.
-    pub fn refused(&mut self, code: ErrorCode) {
-        self.errors_by_code[code_index(code)] += 1;
+    /// Count the ERROR frames among `out`, whole frames about to be written to a client, by
+    /// their code: every error reply, whatever answered it (a failed statement, one refused
+    /// before it ran, a protocol error). One hop per frame, over headers just written.
+    pub fn count_error_replies(&mut self, out: &[u8]) {
+        let mut at = 0;
+        while let Some(h) = out.get(at..at + FRAME_HEADER_BYTES) {
+            let len = u32::from_le_bytes([h[6], h[7], h[8], h[9]]) as usize;
+            if h[5] == MessageType::Error as u8 {
+                let code = out.get(at + FRAME_HEADER_BYTES..at + FRAME_HEADER_BYTES + 2);
+                if let Some(code) = code.and_then(|c| ErrorCode::from_u16(u16::from_le_bytes([c[0], c[1]]))) {
+                    self.errors_by_code[code_index(code)] += 1;
+                }
+            }
+            at += FRAME_OVERHEAD_BYTES + len;
+        }
     }
 
     pub fn merge(&mut self, o: &ShardStats) {

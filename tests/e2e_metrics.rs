@@ -175,8 +175,8 @@ fn a_scrape_counts_the_statements_run_and_promtool_accepts_it() {
     assert_eq!(moved("velocity_requests_total", &[("kind", "delete")]), 1.0);
     assert_eq!(moved("velocity_request_errors_total", &[("kind", "select_point")]), 5.0);
     assert_eq!(moved("velocity_request_errors_total", &[("kind", "insert")]), 0.0);
-    assert_eq!(moved("velocity_request_errors_by_code_total", &[("code", "KEY_NOT_FOUND")]), 5.0);
-    assert_eq!(moved("velocity_request_errors_by_code_total", &[("code", "INVALID_COMMAND")]), 1.0);
+    assert_eq!(moved("velocity_error_replies_total", &[("code", "KEY_NOT_FOUND")]), 5.0);
+    assert_eq!(moved("velocity_error_replies_total", &[("code", "INVALID_COMMAND")]), 1.0);
     // The histogram holds every statement of its kind, its buckets cumulative.
     let hist = "velocity_request_duration_seconds";
     for kind in ["insert", "select_point", "count", "delete"] {
@@ -265,7 +265,7 @@ fn a_scrape_counts_the_statements_run_and_promtool_accepts_it() {
     let e = r.execute("INSERT INTO kv (key, value) VALUES ('no', 'no')").unwrap_err();
     assert_eq!(e.code(), Some(ErrorCode::Unauthorized));
     let later = samples(&scrape(addr));
-    assert_eq!(sum(&later, "velocity_request_errors_by_code_total", &[("code", "UNAUTHORIZED")]), 1.0);
+    assert_eq!(sum(&later, "velocity_error_replies_total", &[("code", "UNAUTHORIZED")]), 1.0);
     // SHOW STATS agrees with the endpoint.
     let rs = c.execute("SHOW STATS").unwrap();
     let ops_insert =
@@ -292,7 +292,7 @@ fn without_durability_there_are_no_log_metrics_and_rate_limits_count() {
     assert!(!text.contains("velocity_wal_") && !text.contains("velocity_storage_errors"), "{text}");
     let m = samples(&text);
     assert_eq!(sum(&m, "velocity_rate_limited_requests_total", &[]), limited as f64);
-    assert_eq!(sum(&m, "velocity_request_errors_by_code_total", &[("code", "RATE_LIMITED")]), limited as f64);
+    assert_eq!(sum(&m, "velocity_error_replies_total", &[("code", "RATE_LIMITED")]), limited as f64);
     assert_eq!(sum(&m, "velocity_shards", &[]), 1.0);
     assert_no_panic(&s);
 }

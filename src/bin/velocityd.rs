@@ -52,16 +52,6 @@ fn parse_listen(s: &str) -> Result<ListenArg, String> {
     }
 }
 
-/// --metrics-listen: IP:PORT, or a bare PORT on 127.0.0.1.
-fn parse_metrics_listen(s: &str) -> Result<SocketAddr, String> {
-    if let Ok(port) = s.parse::<u16>() {
-        return Ok(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port));
-    }
-    s.parse::<SocketAddr>().map_err(|_| {
-        "expected IP:PORT or a port, e.g. 127.0.0.1:9411, [::1]:9411, 0.0.0.0:9411 or 9411".into()
-    })
-}
-
 /// The address to serve: --listen, with --port as the shorthand for its port part.
 fn listen_addr(listen: Option<ListenArg>, port: Option<u16>) -> Result<SocketAddr, String> {
     let Some(l) = listen else {
@@ -74,6 +64,16 @@ fn listen_addr(listen: Option<ListenArg>, port: Option<u16>) -> Result<SocketAdd
         )),
         (a, b) => Ok(SocketAddr::new(l.ip, a.or(b).unwrap_or(LISTEN_DEFAULT.port()))),
     }
+}
+
+/// --metrics-listen: IP:PORT, or a bare PORT on 127.0.0.1.
+fn parse_metrics_listen(s: &str) -> Result<SocketAddr, String> {
+    if let Ok(port) = s.parse::<u16>() {
+        return Ok(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port));
+    }
+    s.parse::<SocketAddr>().map_err(|_| {
+        "expected IP:PORT or a port, e.g. 127.0.0.1:9411, [::1]:9411, 0.0.0.0:9411 or 9411".into()
+    })
 }
 
 #[derive(Args)]

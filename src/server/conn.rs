@@ -279,8 +279,8 @@ impl Conn {
         if !fast.is_empty() {
             let latency_us = batch_started.elapsed().as_micros() as u64;
             let mut stats = self.core.stats.borrow_mut();
-            for (kind, code) in fast {
-                stats.record(kind, latency_us, code);
+            for (kind, ok) in fast {
+                stats.record(kind, latency_us, ok);
             }
         }
         Ok(close)

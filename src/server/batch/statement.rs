@@ -128,7 +128,6 @@ fn refuse(
     msg: &str,
 ) -> Flow {
     audit(core, s, s.user(), "command", kind, target, 0, code, 0);
-    core.stats.borrow_mut().refused(code);
     batch.error(code, msg);
     Flow::Continue
 }
