@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The whole test suite: what the README tells a new user to run, and exactly what .ci/run runs.
 # Installs what a fresh machine lacks: the Rust toolchain (rustup, stable), and python3 with
-# venv and Node.js with npm (Debian/Ubuntu packages, through apt-get); the Go and Java suites
-# (scripts/test-go.sh, scripts/test-java.sh) install Go with golang.org/x/crypto, a JDK, Maven and
-# the Java libraries the same way, and build offline from Debian's packages.
+# venv, Node.js with npm and Prometheus with promtool (Debian/Ubuntu packages, through apt-get);
+# the Go and Java suites (scripts/test-go.sh, scripts/test-java.sh) install Go with
+# golang.org/x/crypto, a JDK, Maven and the Java libraries the same way, and build offline from
+# Debian's packages.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,6 +26,11 @@ if ! command -v python3 >/dev/null || ! python3 -c 'import ensurepip, venv' 2>/d
 fi
 if ! command -v npm >/dev/null; then
     apt_install nodejs npm
+fi
+# Prometheus's server and promtool (Debian's prometheus package), for tests/e2e_metrics.rs: a real
+# Prometheus scrapes velocityd's --metrics-listen, and promtool checks what it serves.
+if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null; then
+    apt_install --no-install-recommends prometheus
 fi
 # End-to-end tests open many sockets; raise the soft open-files limit to the hard one.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true

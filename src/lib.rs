@@ -13,6 +13,7 @@ pub mod client;
 pub mod durability;
 pub mod error;
 pub mod limits;
+pub mod metrics;
 pub mod protocol;
 pub mod security;
 pub mod server;

@@ -208,6 +208,19 @@ pub const REFUSALS_IN_FLIGHT_MAX: usize = 64;
 /// default `--max-connections` is derived from the open-files limit.
 pub const FD_RESERVE: u64 = 64;
 
+/// The metrics endpoint (`--metrics-listen`): one request per connection, its head at most this
+/// long (a scrape's is ~250 bytes; a longer one is refused with 431, unread past this).
+pub const METRICS_REQUEST_BYTES_MAX: usize = 8 << 10;
+/// Time a metrics client has to send its request, from connecting: a silent or trickling peer
+/// holds one of the few slots below for no longer.
+pub const METRICS_REQUEST_TIMEOUT_MS: u64 = 5_000;
+/// Time to collect every core's figures and write the reply (Prometheus's default scrape timeout
+/// is 10 s): a client that stops reading is dropped then.
+pub const METRICS_RESPONSE_TIMEOUT_MS: u64 = 10_000;
+/// Metrics connections served at once; more are closed unanswered. A scraper needs one; this
+/// bounds what a flood of them costs core 0 (each holds at most the request and one reply).
+pub const METRICS_CONNECTIONS_MAX: usize = 8;
+
 /// A logged-in plaintext connection idle this long is parked: its task and socket state are
 /// freed and it waits as session state plus a descriptor in the core's epoll set (park.rs).
 /// Long enough that a client pausing between bursts is never parked; short enough that a pool

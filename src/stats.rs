@@ -4,7 +4,8 @@
 //! SHOW STATUS are built here, and only here: by the server from every core's copy, and by the
 //! reference semantics (`shard::execute`) from its stores alone.
 
-use crate::protocol::Value;
+use crate::limits::{FRAME_HEADER_BYTES, FRAME_OVERHEAD_BYTES};
+use crate::protocol::{ErrorCode, MessageType, Value};
 use crate::sql::StatementKind;
 use crate::store::Store;
 use hdrhistogram::Histogram;
@@ -14,11 +15,21 @@ fn new_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 60_000_000, 2).expect("static bounds")
 }
 
+/// Where `code` is in `ErrorCode::ALL` (and in `ShardStats::errors_by_code`).
+pub fn code_index(code: ErrorCode) -> usize {
+    ErrorCode::ALL.iter().position(|c| *c == code).unwrap_or(0)
+}
+
 #[derive(Clone)]
 pub struct ShardStats {
     pub ops: [u64; StatementKind::ALL.len()],
     pub errors: u64,
+    /// Failed statements by kind, and error replies by wire code (indexed as `ErrorCode::ALL`).
+    pub errors_by_kind: [u64; StatementKind::ALL.len()],
+    pub errors_by_code: [u64; ErrorCode::ALL.len()],
     pub latency_us: Vec<Histogram<u64>>,
+    /// Exact sums of the latencies recorded per kind (the histograms keep 2 significant digits).
+    pub latency_sum_us: [u64; StatementKind::ALL.len()],
     pub connections: u64,
     pub connections_total: u64,
     pub connections_refused: u64,
@@ -39,6 +50,10 @@ pub struct ShardStats {
     pub snapshots: u64,
     pub storage_errors: u64,
     pub syncs: u64,
+    /// Time spent in those fdatasyncs, and how long the log's write or sync in progress has been
+    /// running (0: none): a stalled disk shows there.
+    pub sync_us: u64,
+    pub io_stalled_ms: u64,
     /// Idle connections parked as session state (park.rs).
     pub connections_parked: u64,
 }
@@ -48,7 +63,10 @@ impl Default for ShardStats {
         ShardStats {
             ops: [0; StatementKind::ALL.len()],
             errors: 0,
+            errors_by_kind: [0; StatementKind::ALL.len()],
+            errors_by_code: [0; ErrorCode::ALL.len()],
             latency_us: StatementKind::ALL.iter().map(|_| new_histogram()).collect(),
+            latency_sum_us: [0; StatementKind::ALL.len()],
             connections: 0,
             connections_total: 0,
             connections_refused: 0,
@@ -67,6 +85,8 @@ impl Default for ShardStats {
             snapshots: 0,
             storage_errors: 0,
             syncs: 0,
+            sync_us: 0,
+            io_stalled_ms: 0,
             connections_parked: 0,
         }
     }
@@ -83,13 +103,37 @@ impl ShardStats {
     pub fn record(&mut self, kind: StatementKind, latency_us: u64, ok: bool) {
         self.ops[kind.index()] += 1;
         self.errors += (!ok) as u64;
+        self.errors_by_kind[kind.index()] += (!ok) as u64;
         self.latency_us[kind.index()].saturating_record(latency_us.max(1));
+        self.latency_sum_us[kind.index()] += latency_us;
+    }
+
+    /// Count the ERROR frames among `out`, whole frames about to be written to a client, by
+    /// their code: every error reply, whatever answered it (a failed statement, one refused
+    /// before it ran, a protocol error). One hop per frame, over headers just written.
+    pub fn count_error_replies(&mut self, out: &[u8]) {
+        let mut at = 0;
+        while let Some(h) = out.get(at..at + FRAME_HEADER_BYTES) {
+            let len = u32::from_le_bytes([h[6], h[7], h[8], h[9]]) as usize;
+            if h[5] == MessageType::Error as u8 {
+                let code = out.get(at + FRAME_HEADER_BYTES..at + FRAME_HEADER_BYTES + 2);
+                if let Some(code) = code.and_then(|c| ErrorCode::from_u16(u16::from_le_bytes([c[0], c[1]]))) {
+                    self.errors_by_code[code_index(code)] += 1;
+                }
+            }
+            at += FRAME_OVERHEAD_BYTES + len;
+        }
     }
 
     pub fn merge(&mut self, o: &ShardStats) {
         for i in 0..self.ops.len() {
             self.ops[i] += o.ops[i];
+            self.errors_by_kind[i] += o.errors_by_kind[i];
             let _ = self.latency_us[i].add(&o.latency_us[i]);
+            self.latency_sum_us[i] += o.latency_sum_us[i];
+        }
+        for i in 0..self.errors_by_code.len() {
+            self.errors_by_code[i] += o.errors_by_code[i];
         }
         self.errors += o.errors;
         self.connections += o.connections;
@@ -110,6 +154,8 @@ impl ShardStats {
         self.snapshots += o.snapshots;
         self.storage_errors += o.storage_errors;
         self.syncs += o.syncs;
+        self.sync_us += o.sync_us;
+        self.io_stalled_ms = self.io_stalled_ms.max(o.io_stalled_ms);
         self.connections_parked += o.connections_parked;
     }
 

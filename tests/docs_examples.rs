@@ -21,6 +21,7 @@
 //! | `json` | parsed: one JSON value, or one on each non-blank line (JSON lines, as `--json` prints) |
 //! | `go`, `java`, `rust` | not checked, for these reasons: they are fragments that use names from around them (`pw`, `keys`, `ctx`); Go and Java are installed by scripts/test-go.sh and scripts/test-java.sh, which run after `cargo test`; those suites build and run clients/go/examples and clients/java/examples, and tests/e2e_*.rs make the Rust client's calls |
 //! | `text` | output, logs, file listings, diagrams: not run |
+//! | `yaml` | not checked here: the Prometheus configuration and alert rules of docs/operations.md are checked by `promtool check config` / `check rules` and loaded into a real Prometheus by tests/e2e_metrics.rs |
 //!
 //! python3 and Node.js are installed by scripts/test.sh before `cargo test` runs; without them
 //! this test fails rather than skip.
@@ -243,8 +244,11 @@ fn lang(info: &str) -> Result<Lang, String> {
             "a fragment; Java comes with scripts/test-java.sh (after cargo test), which runs the client's tests and example",
         ),
         "rust" => Lang::Unchecked("a fragment (pw, ?); tests/e2e_*.rs make the Rust client's calls"),
-        "" => return Err("a block needs an info string: sql, sh, text, json, python, js, go, java or rust (see tests/docs_examples.rs)".into()),
-        other => return Err(format!("info string `{other}` has no rule in tests/docs_examples.rs (sql, sh, bash, shell, text, json, python, js, javascript, go, java, rust)")),
+        "yaml" => Lang::Unchecked(
+            "Prometheus configuration: tests/e2e_metrics.rs checks it with promtool and runs a real Prometheus with it",
+        ),
+        "" => return Err("a block needs an info string: sql, sh, text, json, yaml, python, js, go, java or rust (see tests/docs_examples.rs)".into()),
+        other => return Err(format!("info string `{other}` has no rule in tests/docs_examples.rs (sql, sh, bash, shell, text, json, yaml, python, js, javascript, go, java, rust)")),
     })
 }
 

@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 const LAYERS: &[&[&str]] = &[
     &["mod"],
     &["executor"],
-    &["recovery", "conn"],
+    &["recovery", "conn", "metrics"],
     &["batch"],
     &["report"],
     &["core"],

@@ -66,6 +66,16 @@ fn listen_addr(listen: Option<ListenArg>, port: Option<u16>) -> Result<SocketAdd
     }
 }
 
+/// --metrics-listen: IP:PORT, or a bare PORT on 127.0.0.1.
+fn parse_metrics_listen(s: &str) -> Result<SocketAddr, String> {
+    if let Ok(port) = s.parse::<u16>() {
+        return Ok(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port));
+    }
+    s.parse::<SocketAddr>().map_err(|_| {
+        "expected IP:PORT or a port, e.g. 127.0.0.1:9411, [::1]:9411, 0.0.0.0:9411 or 9411".into()
+    })
+}
+
 #[derive(Args)]
 struct ServeArgs {
     /// Address every core listens on (SO_REUSEPORT): IP:PORT, or an IP with the port from --port.
@@ -76,6 +86,11 @@ struct ServeArgs {
     /// `--listen 127.0.0.1:7500`; `--listen 0.0.0.0 --port 7500` is `--listen 0.0.0.0:7500`).
     #[arg(long)]
     port: Option<u16>,
+    /// Serve Prometheus metrics (GET /metrics, text format 0.0.4) over HTTP on this address:
+    /// IP:PORT, or a port alone on 127.0.0.1. No authentication: keep it on loopback or a
+    /// private network. Off by default.
+    #[arg(long, value_name = "IP:PORT|PORT", value_parser = parse_metrics_listen)]
+    metrics_listen: Option<SocketAddr>,
     /// Number of cores (executors, shards). Default: every available CPU.
     #[arg(long)]
     cores: Option<usize>,
@@ -593,6 +608,7 @@ fn main_inner() -> Result<(), String> {
             };
             run(Config {
                 listen: listen_addr(s.listen, s.port)?,
+                metrics_listen: s.metrics_listen,
                 cores,
                 cpu_list,
                 data_dir: s.data_dir,
@@ -757,5 +773,10 @@ mod tests {
         let e = listen_addr(l("0.0.0.0:7600"), Some(7500)).unwrap_err();
         assert!(e.contains("--port 7500") && e.contains("0.0.0.0:7600"), "{e}");
         assert!(parse_listen("localhost:7411").is_err());
+        let m = |s: &str| parse_metrics_listen(s);
+        assert_eq!(m("9411").unwrap(), a("127.0.0.1:9411"));
+        assert_eq!(m("0.0.0.0:9411").unwrap(), a("0.0.0.0:9411"));
+        assert_eq!(m("[::1]:9411").unwrap(), a("[::1]:9411"));
+        assert!(m("localhost:9411").is_err() && m("0.0.0.0").is_err() && m("70000").is_err());
     }
 }

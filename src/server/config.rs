@@ -7,6 +7,8 @@ use std::path::PathBuf;
 #[derive(Clone, Debug)]
 pub struct Config {
     pub listen: SocketAddr,
+    /// Where GET /metrics is served (Prometheus text format); None: nowhere.
+    pub metrics_listen: Option<SocketAddr>,
     pub cores: usize,
     pub cpu_list: Option<Vec<usize>>,
     pub data_dir: PathBuf,

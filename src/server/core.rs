@@ -313,6 +313,8 @@ impl Core {
             s.storage_errors = w.storage_errors.get();
             s.snapshots = w.snapshots.get();
             s.syncs = w.syncs.get();
+            s.sync_us = w.sync_us.get();
+            s.io_stalled_ms = w.io_stalled_ms(now_ms());
         }
         s
     }

@@ -52,6 +52,11 @@ pub async fn run(shared: Arc<Shared>, meshes: Option<MeshSetup>, start: Arc<Star
         let weak = Rc::downgrade(&core);
         j.start(move |req| weak.upgrade().expect("core outlives its mesh tasks").handle(req));
     }
+    if id == 0 {
+        if let Some(l) = start.metrics_listener.lock().expect("start-up hand-off").take() {
+            runtime::spawn(super::metrics::serve(core.clone(), runtime::listener(l)));
+        }
+    }
     let listener = runtime::listener(
         start.listeners.lock().expect("start-up hand-off")[id].take().expect("each shard listens once"),
     );

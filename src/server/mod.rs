@@ -13,6 +13,7 @@ pub mod datadir;
 pub mod durable;
 mod executor;
 pub mod mesh;
+mod metrics;
 pub mod owner;
 mod park;
 mod recovery;
@@ -84,6 +85,14 @@ pub fn run(mut config: Config) -> Result<(), Error> {
     if let Some(bound) = listeners.first().and_then(|l| l.local_addr().ok()) {
         config.listen = bound;
     }
+    let metrics_listener = match config.metrics_listen {
+        Some(addr) => {
+            let l = owner::bind_listeners(addr, 1, lock.previous).map_err(Error::Busy)?.pop();
+            config.metrics_listen = l.as_ref().and_then(|l| l.local_addr().ok());
+            l
+        }
+        None => None,
+    };
     let dd = datadir::DataDir::open(&config.data_dir, config.tls_cert.as_deref(), config.tls_key.as_deref())
         .map_err(Error::Data)?;
     // Absolute from here on: glommio opens directories by absolute path only (a relative one
@@ -106,6 +115,7 @@ pub fn run(mut config: Config) -> Result<(), Error> {
     unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) };
     let start = recovery::startup(&config).map_err(Error::Data)?;
     *start.listeners.lock().expect("start-up hand-off") = listeners.into_iter().map(Some).collect();
+    *start.metrics_listener.lock().expect("start-up hand-off") = metrics_listener;
     let shared = Arc::new(Shared {
         auth_salt: dd.auth_salt,
         fingerprint: dd.fingerprint,
@@ -127,6 +137,9 @@ pub fn run(mut config: Config) -> Result<(), Error> {
         max_connections,
         "velocityd starting"
     );
+    if let Some(addr) = config.metrics_listen {
+        tracing::info!("metrics at http://{addr}/metrics");
+    }
     install_signal_thread(shared.clone());
     run_cores(shared, Arc::new(start))?;
     tracing::info!("velocityd stopped");
@@ -160,6 +173,9 @@ fn warn_of(config: &Config) -> Result<(), Error> {
     }
     if config.plaintext && !config.listen.ip().is_loopback() {
         tracing::warn!(listen = %config.listen, "--plaintext on a non-loopback address: credentials and data cross the network unencrypted");
+    }
+    if let Some(addr) = config.metrics_listen.filter(|a| !a.ip().is_loopback()) {
+        tracing::warn!(metrics_listen = %addr, "--metrics-listen on a non-loopback address: the metrics are served to anyone who can reach it, without authentication");
     }
     Ok(())
 }

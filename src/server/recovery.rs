@@ -17,6 +17,8 @@ pub struct Startup {
     pub logs: Vec<durable::ShardLog>,
     /// Each core's listening socket, bound before the cores start (owner::bind_listeners).
     pub listeners: std::sync::Mutex<Vec<Option<std::net::TcpListener>>>,
+    /// The metrics endpoint's socket (--metrics-listen), taken by core 0.
+    pub metrics_listener: std::sync::Mutex<Option<std::net::TcpListener>>,
 }
 
 /// Recover the data directory's durable state into `cores` shards and lay it out afresh for
@@ -39,6 +41,7 @@ pub fn startup(config: &Config) -> Result<Startup, String> {
             stores: std::sync::Mutex::new(stores),
             logs: Vec::new(),
             listeners: Default::default(),
+            metrics_listener: Default::default(),
         });
     }
     let rec = durable::recover(&config.data_dir, config.cores, cipher.as_deref(), now)?;
@@ -61,5 +64,6 @@ pub fn startup(config: &Config) -> Result<Startup, String> {
         stores: std::sync::Mutex::new(stores),
         logs,
         listeners: Default::default(),
+        metrics_listener: Default::default(),
     })
 }

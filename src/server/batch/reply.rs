@@ -21,6 +21,7 @@ use std::rc::Rc;
 /// Write `out` to the socket and empty it.
 pub async fn write_out(core: &Core, stream: &mut Transport, out: &mut Vec<u8>) -> std::io::Result<()> {
     core.stats.borrow_mut().bytes_out += out.len() as u64;
+    core.stats.borrow_mut().count_error_replies(out);
     stream.write_all(out).await?;
     out.clear();
     Ok(())

@@ -122,8 +122,14 @@ pub struct Wal {
     pub last_snapshot_ms: Cell<u64>,
     pub storage_errors: Cell<u64>,
     pub snapshots: Cell<u64>,
-    /// fdatasync calls that completed (each made one or more groups durable).
+    /// fdatasync calls that completed (each made one or more groups durable), and the time
+    /// they took.
     pub syncs: Cell<u64>,
+    pub sync_us: Cell<u64>,
+    /// Log writes and syncs in progress, and when the oldest of them began (metrics: a disk
+    /// that stalls shows as one that never ends).
+    io_in_flight: Cell<u32>,
+    io_since_ms: Cell<u64>,
     writer_done: Rc<LocalSignal>,
 }
 
@@ -164,6 +170,9 @@ impl Wal {
             storage_errors: Cell::new(0),
             snapshots: Cell::new(0),
             syncs: Cell::new(0),
+            sync_us: Cell::new(0),
+            io_in_flight: Cell::new(0),
+            io_since_ms: Cell::new(0),
             writer_done: Rc::new(LocalSignal::default()),
         })
     }
@@ -175,6 +184,31 @@ impl Wal {
     /// Bytes of the current log (written so far).
     pub fn log_bytes(&self) -> u64 {
         self.written_end.get()
+    }
+
+    /// How long the oldest log write or fdatasync still in progress has been running (0: none).
+    pub fn io_stalled_ms(&self, now_ms: u64) -> u64 {
+        if self.io_in_flight.get() == 0 {
+            return 0;
+        }
+        now_ms.saturating_sub(self.io_since_ms.get())
+    }
+
+    /// Run one write or sync of the log, timed for `io_stalled_ms`.
+    async fn io<T>(&self, op: impl std::future::Future<Output = T>) -> T {
+        if self.io_in_flight.get() == 0 {
+            self.io_since_ms.set(now_ms());
+        }
+        self.io_in_flight.set(self.io_in_flight.get() + 1);
+        // Counted out when done, or when dropped unfinished.
+        struct Done<'a>(&'a Cell<u32>);
+        impl Drop for Done<'_> {
+            fn drop(&mut self) {
+                self.0.set(self.0.get() - 1);
+            }
+        }
+        let _done = Done(&self.io_in_flight);
+        op.await
     }
 
     /// Append one record built in place by `build`, which appends the payload to the first
@@ -274,7 +308,7 @@ impl Wal {
         };
         self.next_seq.set(seq);
         let len = out.len();
-        let wrote = file.write_at(out, start).await.map_err(|e| e.to_string())?;
+        let wrote = self.io(file.write_at(out, start)).await.map_err(|e| e.to_string())?;
         if wrote < len {
             return Err(format!("short write: {wrote} of {len} bytes (disk full?)"));
         }
@@ -432,8 +466,11 @@ async fn sync_loop(core: &impl Host, wal: &Wal) {
 }
 
 async fn sync(wal: &Wal, file: Option<Rc<File>>) -> Result<(), String> {
-    file.ok_or("the log is closed")?.fdatasync().await.map_err(|e| format!("fdatasync: {e}"))?;
+    let file = file.ok_or("the log is closed")?;
+    let started = Instant::now();
+    wal.io(file.fdatasync()).await.map_err(|e| format!("fdatasync: {e}"))?;
     wal.syncs.set(wal.syncs.get() + 1);
+    wal.sync_us.set(wal.sync_us.get() + started.elapsed().as_micros() as u64);
     Ok(())
 }
 
