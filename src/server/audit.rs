@@ -496,6 +496,8 @@ pub fn describe(stmt: &Statement<'_>) -> String {
         Statement::Update(u) => {
             describe_key(&u.key) + if u.expect.is_some() { " if value matches" } else { "" }
         }
-        Statement::ShowStats | Statement::ShowStatus => String::new(),
+        Statement::ShowStats | Statement::ShowStatus | Statement::ShowSlowlog { .. } => String::new(),
+        // It erases what other users' statements left: its audit line says so.
+        Statement::ResetSlowlog => "slow log reset".into(),
     }
 }
