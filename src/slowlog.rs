@@ -17,8 +17,10 @@ use std::collections::VecDeque;
 /// One slow statement.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SlowEntry {
-    /// When it finished (its reply was ready), in unix milliseconds: the `ts_ms` of its audit line.
-    pub time_unix_ms: u64,
+    /// When it finished (its reply was ready), in unix microseconds; SHOW SLOWLOG shows the
+    /// milliseconds (the `ts_ms` of its audit line) and orders by these, so that statements of
+    /// two cores finished within one millisecond come in the order they finished.
+    pub time_unix_us: u64,
     /// Its latency, as SHOW STATS records it.
     pub duration_us: u64,
     pub user: String,
@@ -30,7 +32,7 @@ pub struct SlowEntry {
     /// The core that served its connection and measured it (not the shards it touched).
     pub shard: usize,
     /// Its place in that core's ring (1, 2, …): orders entries of one core finished within one
-    /// millisecond.
+    /// microsecond.
     pub seq: u64,
 }
 
@@ -74,7 +76,7 @@ impl SlowRing {
 /// The columns of SHOW SLOWLOG.
 pub const COLUMNS: [&str; 7] = ["time_unix_ms", "duration_us", "user", "kind", "target", "rows", "shard"];
 
-/// SHOW SLOWLOG's result: every core's entries merged, newest first (by `time_unix_ms`, then
+/// SHOW SLOWLOG's result: every core's entries merged, newest first (by `time_unix_us`, then
 /// each core's own order), then at most `limit` of them. A result larger than `max_payload`
 /// is refused, as any result is, with the advice to add LIMIT.
 pub fn result(
@@ -83,7 +85,7 @@ pub fn result(
     max_payload: u32,
 ) -> Result<ResultSet, WireError> {
     let mut entries: Vec<SlowEntry> = all.into_iter().flatten().collect();
-    entries.sort_unstable_by_key(|e| std::cmp::Reverse((e.time_unix_ms, e.seq, e.shard)));
+    entries.sort_unstable_by_key(|e| std::cmp::Reverse((e.time_unix_us, e.seq, e.shard)));
     if let Some(l) = limit {
         entries.truncate(l.min(usize::MAX as u64) as usize);
     }
@@ -95,7 +97,7 @@ pub fn result(
             .into_iter()
             .map(|e| {
                 vec![
-                    int(e.time_unix_ms),
+                    int(e.time_unix_us / 1000),
                     int(e.duration_us),
                     text(e.user),
                     text(e.kind.name().to_string()),
@@ -120,9 +122,9 @@ pub fn result(
 mod tests {
     use super::*;
 
-    fn entry(shard: usize, time_unix_ms: u64, target: &str) -> SlowEntry {
+    fn entry(shard: usize, time_unix_us: u64, target: &str) -> SlowEntry {
         SlowEntry {
-            time_unix_ms,
+            time_unix_us,
             duration_us: 10,
             user: "alice".into(),
             kind: StatementKind::SelectRange,
@@ -162,16 +164,20 @@ mod tests {
     fn cores_merge_newest_first_and_limit_applies_after_the_merge() {
         let mut a = SlowRing::default();
         let mut b = SlowRing::default();
-        a.push(entry(0, 100, "a1"));
-        b.push(entry(1, 101, "b1"));
-        a.push(entry(0, 105, "a2"));
-        // Within one millisecond a core's own order decides.
-        a.push(entry(0, 105, "a3"));
-        b.push(entry(1, 103, "b2"));
+        a.push(entry(0, 100_000, "a1"));
+        b.push(entry(1, 101_000, "b1"));
+        a.push(entry(0, 105_000, "a2"));
+        // Within one microsecond a core's own order decides.
+        a.push(entry(0, 105_000, "a3"));
+        // Within one millisecond, the microseconds do.
+        b.push(entry(1, 103_001, "b2"));
+        a.push(entry(0, 103_000, "a0"));
         let all = || vec![a.entries(), b.entries()];
         let rs = result(all(), None, 1 << 20).unwrap();
         assert_eq!(rs.columns, COLUMNS);
-        assert_eq!(targets(&rs), ["a3", "a2", "b2", "b1", "a1"]);
+        assert_eq!(targets(&rs), ["a3", "a2", "b2", "a0", "b1", "a1"]);
+        assert_eq!(rs.rows[0][0], Value::Int(105));
+        assert_eq!((&rs.rows[2][0], &rs.rows[3][0]), (&Value::Int(103), &Value::Int(103)));
         assert_eq!(rs.rows[0][6], Value::Int(0));
         assert_eq!(rs.rows[2][6], Value::Int(1));
         assert_eq!(rs.rows[0][3], Value::Bytes(b"select_range".to_vec()));

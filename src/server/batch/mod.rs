@@ -16,7 +16,7 @@ use super::audit::describe;
 use super::core::{Core, Unfinished};
 use super::datadir::RateLimit;
 use super::report::InfoKind;
-use super::runtime::now_ms;
+use super::runtime::now_us;
 use super::session::{Env, LoginEvent, Phase, Session, Step};
 use super::wal::Group;
 use crate::error::WireError;
@@ -383,7 +383,7 @@ fn log_slow(
             .map_or(String::new(), |st| describe(&st)),
     };
     core.slowlog.borrow_mut().push(SlowEntry {
-        time_unix_ms: now_ms(),
+        time_unix_us: now_us(),
         duration_us,
         user: user.to_owned(),
         kind,
