@@ -188,6 +188,20 @@ mod tests {
     }
 
     #[test]
+    fn the_reference_semantics_answers_with_the_columns_and_no_rows() {
+        let mut stores: Vec<crate::store::Store> = (0..3).map(|_| crate::store::Store::new()).collect();
+        for sql in ["SHOW SLOWLOG", "SHOW SLOWLOG LIMIT 5"] {
+            let rs =
+                crate::shard::execute(&crate::sql::parse(sql).unwrap(), &mut stores, 0, 1 << 20).unwrap();
+            assert_eq!(rs.columns, COLUMNS, "{sql}");
+            assert_eq!((rs.rows.len(), rs.affected), (0, 0), "{sql}");
+        }
+        let reset =
+            crate::shard::execute(&crate::sql::parse("SHOW SLOWLOG RESET").unwrap(), &mut stores, 0, 1 << 20);
+        assert_eq!(reset.unwrap(), ResultSet::affected(0));
+    }
+
+    #[test]
     fn a_result_past_max_payload_is_refused() {
         let big = "k".repeat(2000);
         let all = vec![(0..10).map(|i| entry(0, i, &big)).collect()];
