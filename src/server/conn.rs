@@ -274,12 +274,13 @@ impl Conn {
             self.slot = None;
         }
         // The handled requests stay in the input until their replies are out: a statement that
-        // turns out slow is described from its text for the slow log.
-        let handled_at = Instant::now();
+        // turns out slow is described from its text for the slow log. A frame begun after them
+        // is timed from now, as before they stayed (no clock read when there is none).
+        let rest_since = (pos < self.inbuf.len()).then(Instant::now);
         let fast = batch.take_fast();
         self.out = batch::finish(&self.core, &self.session, batch, &self.inbuf, now, stream).await?;
         batch::fast_done(&self.core, &self.session, fast, &self.inbuf, batch_started);
-        self.consumed(pos, handled_at);
+        self.consumed(pos, rest_since);
         Ok(close)
     }
 
@@ -295,9 +296,9 @@ impl Conn {
         Some(spawn_blocking(move || batch::plan_statement(sql, shards, max_payload)).await)
     }
 
-    /// The first `pos` bytes of the input were handled at `at`: drop them, and time the frame
-    /// left waiting for the rest of its bytes from then.
-    fn consumed(&mut self, pos: usize, at: Instant) {
+    /// The first `pos` bytes of the input were handled, the rest left at `rest_since`: drop them,
+    /// and time the frame left waiting for the rest of its bytes from then.
+    fn consumed(&mut self, pos: usize, rest_since: Option<Instant>) {
         self.inbuf.drain(..pos);
         if self.inbuf.is_empty() {
             self.frame_started = None;
@@ -306,7 +307,7 @@ impl Conn {
                 self.inbuf = Vec::new();
             }
         } else if pos > 0 || self.frame_started.is_none() {
-            self.frame_started = Some(at);
+            self.frame_started = Some(rest_since.unwrap_or_else(Instant::now));
         }
     }
 }
