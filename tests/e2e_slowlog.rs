@@ -310,3 +310,20 @@ fn a_large_scan_across_shards_is_logged_with_its_range() {
     let kinds: Vec<&str> = all.iter().map(|e| e.kind.as_str()).collect();
     assert_eq!(kinds, ["insert", "select_range", "count", "show"], "{all:#?}");
 }
+
+#[test]
+fn off_logs_nothing_and_a_bad_threshold_is_refused() {
+    let s = server("off", "off", &["--plaintext"]);
+    let mut c = s.client();
+    let big: Vec<(String, String)> = (0..5000).map(|i| (format!("k{i:05}"), SECRET.into())).collect();
+    c.execute(&build::set_many(&big)).unwrap();
+    c.execute("SELECT COUNT(*) FROM kv WHERE key >= 'k'").unwrap();
+    assert_eq!(c.execute("SHOW SLOWLOG").unwrap().rows.len(), 0);
+    let out = std::process::Command::new(bin("velocityd"))
+        .args(["--slowlog-threshold-us", "soon", "--data-dir"])
+        .arg(&s.data_dir)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("expected a number of microseconds"), "{err}");
+}
