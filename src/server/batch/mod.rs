@@ -12,7 +12,7 @@ pub use reply::{finish, write_out};
 use statement::command;
 pub use statement::{plan_off_core, plan_statement, Planned};
 
-use super::audit::describe;
+use super::audit::describe_text;
 use super::core::{Core, Unfinished};
 use super::datadir::RateLimit;
 use super::report::InfoKind;
@@ -26,7 +26,7 @@ use crate::protocol::{begin_frame, end_frame, peek_frame, Decoded, ErrorCode, Me
 use crate::security::ratelimit::TokenBucket;
 use crate::shard::{shard_of_key, Merge, ShardOp, ShardReply};
 use crate::slowlog::SlowEntry;
-use crate::sql::{hot_key, parse, StatementKind};
+use crate::sql::{hot_key, StatementKind};
 use std::ops::Range;
 use std::rc::Rc;
 use std::time::Instant;
@@ -362,8 +362,9 @@ fn done(
 
 /// Put a statement in this core's slow log. `target` is what the audit log says it touched,
 /// when the audit log is on; otherwise it is described now from its text `sql`, so that a
-/// statement that is not slow is never described for the slow log's sake. (A statement long
-/// enough to be parsed off the core always comes with its target: no parse of it here.)
+/// statement that is not slow is never described for the slow log's sake. No long parse runs
+/// here: a statement long enough to be parsed off the core comes with its target, and the
+/// canonical forms (which may carry a large value) are read without the parser.
 #[cold]
 #[inline(never)]
 fn log_slow(
@@ -377,10 +378,7 @@ fn log_slow(
 ) {
     let target = match target {
         Some(t) => t.to_owned(),
-        None => std::str::from_utf8(sql)
-            .ok()
-            .and_then(|sql| parse(sql).ok())
-            .map_or(String::new(), |st| describe(&st)),
+        None => describe_text(sql),
     };
     core.slowlog.borrow_mut().push(SlowEntry {
         time_unix_us: now_us(),
