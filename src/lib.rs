@@ -7,7 +7,7 @@
 //! local and over a cross-core queue otherwise → [`shard::merge`] → RESPONSE frame, written in
 //! request order.
 //!
-//! `protocol`, `sql`, `store`, `shard` and `stats` do no I/O and know nothing of the runtime.
+//! `protocol`, `sql`, `store`, `shard`, `stats` and `slowlog` do no I/O and know nothing of the runtime.
 
 pub mod client;
 pub mod durability;
@@ -18,6 +18,7 @@ pub mod protocol;
 pub mod security;
 pub mod server;
 pub mod shard;
+pub mod slowlog;
 pub mod sql;
 pub mod stats;
 pub mod store;

@@ -130,6 +130,21 @@ pub const SHUTDOWN_DRAIN_POLL_MS: u64 = 5;
 /// Pause after a failed accept (out of descriptors, say) before the next: no busy loop.
 pub const ACCEPT_RETRY_MS: u64 = 10;
 
+/// Default `--slowlog-threshold-us`: statements whose latency reaches 10 ms go into the slow log,
+/// Redis's `slowlog-log-slower-than` default. Typical statements take 10–100 µs here, so this
+/// logs what is a hundred times slower than usual, and is rare enough that the log is not
+/// flooded. 0 logs every statement.
+pub const SLOWLOG_THRESHOLD_US_DEFAULT: u64 = 10_000;
+/// Entries each core's slow log keeps (Redis's `slowlog-max-len` default); older ones are
+/// dropped. An entry is at most about 1.3 KB (a 64-byte user, a target of at most 8 keys of 128
+/// bytes), so a core's ring stays under 170 KB, and SHOW SLOWLOG merges at most this many per core.
+pub const SLOWLOG_ENTRIES_PER_CORE: usize = 128;
+/// Canonical point reads and one-row writes of a batch (the fast paths, whose latency is the
+/// batch's, one clock read a batch) that the slow log takes from one slow batch at most: a slow
+/// pipeline of 1,024 of them would otherwise fill the ring with one batch and push out the
+/// statement that made it slow.
+pub const SLOWLOG_BATCH_FAST_MAX: usize = 16;
+
 /// Bytes of audit lines a core gathers before handing them to its writer thread.
 pub const AUDIT_BUFFER_BYTES: usize = 64 << 10;
 /// Buffers queued per shard for its writer (4 MiB); past this, lines are dropped and counted

@@ -8,8 +8,8 @@ use std::process::ExitCode;
 use velocity::limits::{
     AUDIT_FILE_BYTES_MAX_DEFAULT, FRAME_TIMEOUT_MS_DEFAULT, FSYNC_INTERVAL_MS_DEFAULT, HANDSHAKE_TIMEOUT_MS,
     IDLE_TIMEOUT_S_DEFAULT, LOGIN_ADDR_FAIL_THRESHOLD_DEFAULT, LOGIN_FAIL_THRESHOLD_DEFAULT,
-    PAYLOAD_BYTES_MAX_DEFAULT, SNAPSHOT_LOG_BYTES_DEFAULT, UNAUTHENTICATED_MAX_DEFAULT,
-    UNAUTHENTICATED_PER_ADDRESS_MAX_DEFAULT,
+    PAYLOAD_BYTES_MAX_DEFAULT, SLOWLOG_THRESHOLD_US_DEFAULT, SNAPSHOT_LOG_BYTES_DEFAULT,
+    UNAUTHENTICATED_MAX_DEFAULT, UNAUTHENTICATED_PER_ADDRESS_MAX_DEFAULT,
 };
 use velocity::server::datadir::{self, Role};
 use velocity::server::mesh::MeshKind;
@@ -49,6 +49,16 @@ fn parse_listen(s: &str) -> Result<ListenArg, String> {
     match ip.parse::<IpAddr>() {
         Ok(ip) => Ok(ListenArg { ip, port: None }),
         Err(_) => Err("expected IP:PORT or an IP address, e.g. 0.0.0.0:7411, [::1]:7411 or 0.0.0.0".into()),
+    }
+}
+
+/// --slowlog-threshold-us: microseconds, or `off` (nothing is slow).
+fn parse_slowlog_threshold(s: &str) -> Result<u64, String> {
+    match s {
+        "off" => Ok(u64::MAX),
+        _ => {
+            s.parse().map_err(|_| "expected a number of microseconds (0: log every statement) or off".into())
+        }
     }
 }
 
@@ -156,6 +166,11 @@ struct ServeArgs {
     /// Size at which an audit file is rotated (4 older files are kept).
     #[arg(long, default_value_t = AUDIT_FILE_BYTES_MAX_DEFAULT)]
     audit_file_bytes_max: u64,
+    /// Statements whose latency (decode to reply, as SHOW STATS measures it) reaches this many
+    /// microseconds go into the slow log (SHOW SLOWLOG; 128 per core). 0: every statement; off:
+    /// none.
+    #[arg(long, value_name = "US", default_value_t = SLOWLOG_THRESHOLD_US_DEFAULT, value_parser = parse_slowlog_threshold)]
+    slowlog_threshold_us: u64,
     /// sync: a write is acknowledged once its log record is on disk (fdatasync, group commit).
     /// periodic: acknowledged at once, synced every --fsync-interval-ms. none: memory only.
     #[arg(long, default_value = "sync", value_parser = ["sync", "periodic", "none"])]
@@ -629,6 +644,7 @@ fn main_inner() -> Result<(), String> {
                 login_addr_fail_threshold: s.login_addr_fail_threshold,
                 audit: s.audit == "on",
                 audit_file_bytes_max: s.audit_file_bytes_max,
+                slowlog_threshold_us: s.slowlog_threshold_us,
                 durability: match s.durability.as_str() {
                     "sync" => Some(Mode::Sync),
                     "periodic" => Some(Mode::Periodic { interval_ms: s.fsync_interval_ms.max(1) }),

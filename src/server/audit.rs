@@ -19,7 +19,9 @@ use super::runtime::now_ms;
 use crate::durability::{file_header, seal_record, Cipher, FileId, FileKind, HEADER_BYTES};
 use crate::limits::{AUDIT_BUFFER_BYTES, AUDIT_FLUSH_MS, AUDIT_QUEUE_BUFFERS};
 use crate::protocol::ErrorCode;
-use crate::sql::{quote_literal, Filter, OnConflict, Statement};
+use crate::sql::{
+    incr_one, insert_one, parse, point_select_key, quote_literal, Filter, OnConflict, Statement,
+};
 use std::cell::{Cell, RefCell};
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufWriter, Write};
@@ -454,6 +456,23 @@ pub fn describe_key(k: &[u8]) -> String {
     format!("key = {}", lit(k))
 }
 
+/// `describe` of the statement `sql`, for a statement whose description was not made when it
+/// ran (the slow log's, with the audit log off); empty if it does not parse. The canonical
+/// point read, one-row INSERT and counter bump are read without the parser, as their fast paths
+/// read them: one of them may carry a value of megabytes, too long to parse on the core.
+pub fn describe_text(sql: &[u8]) -> String {
+    let Ok(sql) = std::str::from_utf8(sql) else { return String::new() };
+    if let Some(k) = point_select_key(sql) {
+        describe_key(k)
+    } else if let Some((k, _)) = incr_one(sql) {
+        format!("keys {} on conflict update", lit(k))
+    } else if let Some((k, _)) = insert_one(sql) {
+        format!("keys {}", lit(k))
+    } else {
+        parse(sql).map_or(String::new(), |st| describe(&st))
+    }
+}
+
 /// What a statement touches, for the audit log: keys and key ranges as SQL literals (cut to
 /// 128 bytes each), never a value.
 pub fn describe(stmt: &Statement<'_>) -> String {
@@ -496,6 +515,34 @@ pub fn describe(stmt: &Statement<'_>) -> String {
         Statement::Update(u) => {
             describe_key(&u.key) + if u.expect.is_some() { " if value matches" } else { "" }
         }
-        Statement::ShowStats | Statement::ShowStatus => String::new(),
+        Statement::ShowStats | Statement::ShowStatus | Statement::ShowSlowlog { .. } => String::new(),
+        // It erases what other users' statements left: its audit line says so.
+        Statement::ResetSlowlog => "slow log reset".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_statement_is_described_from_its_text_as_when_it_ran() {
+        let long = format!("INSERT INTO kv (key, value) VALUES ('big', '{}')", "v".repeat(100_000));
+        for sql in [
+            "SELECT value FROM kv WHERE key = 'user:1'",
+            "INSERT INTO kv (key, value) VALUES ('user:1', 'secret')",
+            "INSERT INTO kv (key, value) VALUES ('hits', '1') ON CONFLICT (key) DO UPDATE SET value = value + 1 RETURNING value",
+            "insert into kv (key, value) values ('it''s', X'00')",
+            "SELECT key, value FROM kv WHERE key BETWEEN 'a' AND 'b'",
+            "DELETE FROM kv WHERE key = 'k' AND value = 'secret'",
+            "SHOW SLOWLOG RESET",
+            long.as_str(),
+        ] {
+            let want = describe(&parse(sql).unwrap());
+            assert_eq!(describe_text(sql.as_bytes()), want, "{sql}");
+            assert!(!want.contains("secret") && !want.contains("vvv"), "{want}");
+        }
+        assert_eq!(describe_text(b"SELECT nothing"), "");
+        assert_eq!(describe_text(b"\xff"), "");
     }
 }

@@ -40,6 +40,9 @@ pub struct Config {
     pub login_addr_fail_threshold: u32,
     pub audit: bool,
     pub audit_file_bytes_max: u64,
+    /// Statements whose latency reaches this many µs go into their core's slow log
+    /// (SHOW SLOWLOG); 0: every statement, u64::MAX (`off`): none.
+    pub slowlog_threshold_us: u64,
     /// None: in memory only.
     pub durability: Option<Mode>,
     /// AES-256-GCM key for the log and snapshots.

@@ -252,9 +252,9 @@ impl Conn {
                 }
             };
             let planned = self.plan_if_long(kind, payload.clone()).await;
-            let payload = &self.inbuf[payload];
+            let (core, input) = (&self.core, &self.inbuf);
             let flow =
-                batch::handle_frame(&self.core, &mut self.session, kind, payload, &mut batch, now, planned);
+                batch::handle_frame(core, &mut self.session, kind, input, payload, &mut batch, now, planned);
             match flow {
                 Flow::Continue => {}
                 Flow::EndBatch => break,
@@ -269,20 +269,18 @@ impl Conn {
                 break;
             }
         }
-        self.consumed(pos);
         if self.session.ready() {
             // Logged in: its login slot goes back to the core's admission.
             self.slot = None;
         }
+        // The handled requests stay in the input until their replies are out: a statement that
+        // turns out slow is described from its text for the slow log. A frame begun after them
+        // is timed from now, as before they stayed (no clock read when there is none).
+        let rest_since = (pos < self.inbuf.len()).then(Instant::now);
         let fast = batch.take_fast();
-        self.out = batch::finish(&self.core, &self.session, batch, now, stream).await?;
-        if !fast.is_empty() {
-            let latency_us = batch_started.elapsed().as_micros() as u64;
-            let mut stats = self.core.stats.borrow_mut();
-            for (kind, ok) in fast {
-                stats.record(kind, latency_us, ok);
-            }
-        }
+        self.out = batch::finish(&self.core, &self.session, batch, &self.inbuf, now, stream).await?;
+        batch::fast_done(&self.core, &self.session, fast, &self.inbuf, batch_started);
+        self.consumed(pos, rest_since);
         Ok(close)
     }
 
@@ -295,13 +293,12 @@ impl Conn {
         }
         let sql = sql.to_vec();
         let (shards, max_payload) = (self.core.shards, self.core.shared.config.max_payload);
-        let audit = self.core.audit.borrow().enabled();
-        Some(spawn_blocking(move || batch::plan_statement(sql, shards, max_payload, audit)).await)
+        Some(spawn_blocking(move || batch::plan_statement(sql, shards, max_payload)).await)
     }
 
-    /// The first `pos` bytes of the input are handled: drop them, and time the frame left
-    /// waiting for the rest of its bytes.
-    fn consumed(&mut self, pos: usize) {
+    /// The first `pos` bytes of the input were handled, the rest left at `rest_since`: drop them,
+    /// and time the frame left waiting for the rest of its bytes from then.
+    fn consumed(&mut self, pos: usize, rest_since: Option<Instant>) {
         self.inbuf.drain(..pos);
         if self.inbuf.is_empty() {
             self.frame_started = None;
@@ -310,7 +307,7 @@ impl Conn {
                 self.inbuf = Vec::new();
             }
         } else if pos > 0 || self.frame_started.is_none() {
-            self.frame_started = Some(Instant::now());
+            self.frame_started = Some(rest_since.unwrap_or_else(Instant::now));
         }
     }
 }

@@ -14,6 +14,7 @@ use crate::durability::Recorder;
 use crate::limits::{SLICE_ENTRIES, SLICE_WRITES};
 use crate::security::ratelimit::LoginThrottle;
 use crate::shard::{apply, apply_slice, put, NoLog, ShardOp, ShardReply, Sliced};
+use crate::slowlog::{SlowEntry, SlowRing};
 use crate::stats::ShardStats;
 use crate::store::Store;
 use std::cell::{Cell, RefCell};
@@ -66,6 +67,10 @@ pub struct Core {
     pub wal: Option<Rc<Wal>>,
     /// Idle plaintext connections waiting as session state (park.rs).
     pub parker: Parker<Session>,
+    /// The statements of this core's connections that reached `slowlog_threshold_us`.
+    pub slowlog: RefCell<SlowRing>,
+    /// `--slowlog-threshold-us`, here so that the check is one load and one comparison.
+    pub slowlog_threshold_us: u64,
 }
 
 /// The first part of a statement's op on this shard: all of it, or the state of one that runs
@@ -349,7 +354,38 @@ impl Core {
                 }))
             }
             Req::Stats { .. } => Handled::Now(Rep::Stats(Box::new(self.stats_snapshot()))),
+            Req::Slowlog { reset, .. } => Handled::Now(Rep::Slowlog(self.slowlog_entries(reset))),
         }
+    }
+
+    /// This core's slow log, oldest first; `reset`: emptied.
+    fn slowlog_entries(&self, reset: bool) -> Vec<SlowEntry> {
+        let mut ring = self.slowlog.borrow_mut();
+        if reset {
+            ring.take()
+        } else {
+            ring.entries()
+        }
+    }
+
+    /// Every core's slow log (`reset`: each emptied), this one's first, in shard order.
+    pub async fn collect_slowlog(&self, reset: bool) -> Vec<Vec<SlowEntry>> {
+        let mut all = vec![Vec::new(); self.shards];
+        all[self.id] = self.slowlog_entries(reset);
+        if let Some(mesh) = &self.mesh {
+            let mut slots = Vec::new();
+            for s in (0..self.shards).filter(|s| *s != self.id) {
+                if let Some(slot) = mesh.send(s, |id, reply_to| Req::Slowlog { id, reply_to, reset }).await {
+                    slots.push((s, slot));
+                }
+            }
+            for (s, slot) in slots {
+                if let Rep::Slowlog(entries) = slot.take().await {
+                    all[s] = entries;
+                }
+            }
+        }
+        all
     }
 
     /// Every core's statistics, this one's first, in shard order.

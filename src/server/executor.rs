@@ -142,6 +142,8 @@ async fn build_core(
         admission: Admission::new(per_address, unauthenticated, shards),
         wal,
         parker,
+        slowlog: RefCell::new(crate::slowlog::SlowRing::default()),
+        slowlog_threshold_us: cfg.slowlog_threshold_us,
     }))
 }
 

@@ -8,6 +8,7 @@ use super::runtime::{spawn, Slot};
 use super::runtime::{Full, MeshBuilder, Receivers, Senders};
 use crate::limits::{CROSSBEAM_IDLE_SLEEP_US, CROSSBEAM_SPIN_ROUNDS, SHARD_QUEUE_BATCHES_MAX};
 use crate::shard::{ShardOp, ShardReply};
+use crate::slowlog::SlowEntry;
 use crate::stats::ShardStats;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -27,6 +28,12 @@ pub enum Req {
         id: u64,
         reply_to: usize,
     },
+    /// This shard's slow log; `reset`: emptied too.
+    Slowlog {
+        id: u64,
+        reply_to: usize,
+        reset: bool,
+    },
 }
 
 pub enum Rep {
@@ -36,6 +43,7 @@ pub enum Rep {
         rest: Vec<ShardOp>,
     },
     Stats(Box<ShardStats>),
+    Slowlog(Vec<SlowEntry>),
 }
 
 /// How a request from another core is answered: at once, or once some work (slices of a long
@@ -238,7 +246,9 @@ impl Joined {
 impl Req {
     fn ids(&self) -> (u64, usize) {
         match self {
-            Req::Ops { id, reply_to, .. } | Req::Stats { id, reply_to } => (*id, *reply_to),
+            Req::Ops { id, reply_to, .. }
+            | Req::Stats { id, reply_to }
+            | Req::Slowlog { id, reply_to, .. } => (*id, *reply_to),
         }
     }
 }

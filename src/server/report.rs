@@ -1,10 +1,12 @@
-//! What SHOW STATS, SHOW STATUS and a STATS request answer: every core's statistics, collected
-//! over the mesh, and the server's settings, in the rows `stats` builds.
+//! What SHOW STATS, SHOW STATUS, SHOW SLOWLOG and a STATS request answer: every core's
+//! statistics or slow log, collected over the mesh, and the server's settings, in the rows
+//! `stats` and `slowlog` build.
 
 use super::core::Core;
 use super::runtime::now_ms;
 use super::session::{Phase, Session};
 use super::wal::Mode;
+use crate::error::WireError;
 use crate::protocol::ResultSet;
 use crate::stats::{stats_rows, status_rows, Settings};
 use std::rc::Rc;
@@ -16,6 +18,8 @@ pub enum InfoKind {
     ShowStats,
     ShowStatus,
     StatsFrame,
+    ShowSlowlog { limit: Option<u64> },
+    ResetSlowlog,
 }
 
 fn durability_text(mode: Mode) -> String {
@@ -25,7 +29,18 @@ fn durability_text(mode: Mode) -> String {
     }
 }
 
-pub async fn info(core: &Rc<Core>, s: &Session, what: InfoKind) -> ResultSet {
+pub async fn info(core: &Rc<Core>, s: &Session, what: InfoKind) -> Result<ResultSet, WireError> {
+    match what {
+        InfoKind::ShowSlowlog { limit } => {
+            let all = core.collect_slowlog(false).await;
+            return crate::slowlog::result(all, limit, core.shared.config.max_payload);
+        }
+        InfoKind::ResetSlowlog => {
+            let removed = core.collect_slowlog(true).await.iter().map(Vec::len).sum::<usize>();
+            return Ok(ResultSet::affected(removed as u64));
+        }
+        _ => {}
+    }
     let all = core.collect_stats().await;
     let rows = match what {
         InfoKind::ShowStats | InfoKind::StatsFrame => stats_rows(&all, rss_bytes()),
@@ -49,8 +64,9 @@ pub async fn info(core: &Rc<Core>, s: &Session, what: InfoKind) -> ResultSet {
             };
             status_rows(&settings, &all)
         }
+        InfoKind::ShowSlowlog { .. } | InfoKind::ResetSlowlog => unreachable!("answered above"),
     };
-    ResultSet::name_value(rows)
+    Ok(ResultSet::name_value(rows))
 }
 
 /// Resident memory of the whole process.

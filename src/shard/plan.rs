@@ -129,7 +129,7 @@ fn target(filter: &Filter<'_>, shards: usize) -> Target {
 
 /// Plan `stmt` over `shards` shards; results larger than `max_payload` will be refused.
 /// None for SHOW, which is about the server rather than the data: the server answers it from
-/// every core's statistics (`server::report`).
+/// every core's statistics or slow log (`server::report`).
 pub fn plan(stmt: &Statement<'_>, shards: usize, max_payload: u32) -> Option<Plan> {
     let p = match stmt {
         Statement::Select(sel) => {
@@ -241,7 +241,10 @@ pub fn plan(stmt: &Statement<'_>, shards: usize, max_payload: u32) -> Option<Pla
                 merge: Merge::Affected,
             },
         },
-        Statement::ShowStats | Statement::ShowStatus => return None,
+        Statement::ShowStats
+        | Statement::ShowStatus
+        | Statement::ShowSlowlog { .. }
+        | Statement::ResetSlowlog => return None,
     };
     Some(p)
 }
@@ -427,6 +430,11 @@ pub fn execute(
             Statement::ShowStatus => {
                 status_rows(&Settings { max_payload, now_ms, ..Settings::default() }, &all)
             }
+            // No server ran a statement here: no slow log, only its columns.
+            Statement::ShowSlowlog { limit } => {
+                return crate::slowlog::result(Vec::new(), *limit, max_payload)
+            }
+            Statement::ResetSlowlog => return Ok(ResultSet::affected(0)),
             _ => stats_rows(&all, 0),
         };
         return Ok(ResultSet::name_value(rows));

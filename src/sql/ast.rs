@@ -17,6 +17,12 @@ pub enum Statement<'a> {
     Delete(Delete<'a>),
     ShowStats,
     ShowStatus,
+    /// `SHOW SLOWLOG [LIMIT n]`: the slow log's entries, newest first; `limit`: at most n.
+    ShowSlowlog {
+        limit: Option<u64>,
+    },
+    /// `SHOW SLOWLOG RESET`: empty every core's slow log (readwrite users only).
+    ResetSlowlog,
 }
 
 /// What a statement does, for statistics and logs.
@@ -78,7 +84,10 @@ impl<'a> Statement<'a> {
             Statement::Insert(_) => StatementKind::Insert,
             Statement::Update(_) => StatementKind::Update,
             Statement::Delete(_) => StatementKind::Delete,
-            Statement::ShowStats | Statement::ShowStatus => StatementKind::Show,
+            Statement::ShowStats
+            | Statement::ShowStatus
+            | Statement::ShowSlowlog { .. }
+            | Statement::ResetSlowlog => StatementKind::Show,
         }
     }
 }

@@ -144,11 +144,26 @@ impl<'a> Parser<'a> {
                 match t {
                     Tok::Word(w) if w.eq_ignore_ascii_case("stats") => Ok(Statement::ShowStats),
                     Tok::Word(w) if w.eq_ignore_ascii_case("status") => Ok(Statement::ShowStatus),
-                    _ => Self::err(pos, "STATS or STATUS", &t),
+                    Tok::Word(w) if w.eq_ignore_ascii_case("slowlog") => self.slowlog(),
+                    _ => Self::err(pos, "STATS, STATUS or SLOWLOG", &t),
                 }
             }
             _ => Self::err(pos, "SELECT, INSERT, UPDATE, DELETE or SHOW", &Tok::Word(w)),
         }
+    }
+
+    /// After SHOW SLOWLOG: `[LIMIT n]` or `RESET`.
+    fn slowlog(&mut self) -> PResult<Statement<'a>> {
+        if self.peek_is_word("reset")? {
+            self.bump()?;
+            return Ok(Statement::ResetSlowlog);
+        }
+        let mut limit = None;
+        if self.peek_is_word("limit")? {
+            self.bump()?;
+            limit = Some(self.integer("a row count")?.1);
+        }
+        Ok(Statement::ShowSlowlog { limit })
     }
 
     fn column(&mut self) -> PResult<(usize, Column)> {
@@ -596,6 +611,36 @@ mod tests {
         ] {
             ok(sql);
         }
+    }
+
+    #[test]
+    fn show_slowlog_forms() {
+        assert_eq!(ok("SHOW SLOWLOG"), Statement::ShowSlowlog { limit: None });
+        assert_eq!(ok("show slowlog limit 10;"), Statement::ShowSlowlog { limit: Some(10) });
+        assert_eq!(ok("SHOW SLOWLOG LIMIT 0"), Statement::ShowSlowlog { limit: Some(0) });
+        assert_eq!(ok("Show SlowLog Reset ;"), Statement::ResetSlowlog);
+        assert_eq!(
+            ok("SHOW /* the slow ones */ SLOWLOG -- all of them"),
+            Statement::ShowSlowlog { limit: None }
+        );
+        for sql in ["SHOW SLOWLOG", "SHOW SLOWLOG LIMIT 5", "SHOW SLOWLOG RESET"] {
+            assert_eq!(ok(sql).kind(), StatementKind::Show, "{sql}");
+            assert!(!ok(sql).kind().is_write(), "{sql}");
+        }
+        let e = err("SHOW SLOW");
+        assert_eq!((e.pos, e.msg.as_str()), (5, "expected STATS, STATUS or SLOWLOG, found 'SLOW'"));
+        assert_eq!(err("SHOW").msg, "expected STATS, STATUS or SLOWLOG, found end of statement");
+        let e = err("SHOW SLOWLOG LIMIT");
+        assert_eq!((e.pos, e.msg.as_str()), (18, "expected a row count, found end of statement"));
+        assert_eq!(err("SHOW SLOWLOG LIMIT 'a'").msg, "expected a row count, found a string literal");
+        assert!(err("SHOW SLOWLOG LIMIT 99999999999999999999").msg.contains("too large"));
+        // RESET takes nothing, and LIMIT comes once, with nothing after it.
+        let e = err("SHOW SLOWLOG RESET LIMIT 1");
+        assert_eq!((e.pos, e.msg.as_str()), (19, "expected end of statement, found 'LIMIT'"));
+        assert_eq!(err("SHOW SLOWLOG LIMIT 1 RESET").pos, 21);
+        assert_eq!(err("SHOW SLOWLOG LIMIT 1 LIMIT 2").pos, 21);
+        assert_eq!(err("SHOW SLOWLOG ORDER BY key").pos, 13);
+        assert_eq!(err("SHOW STATS LIMIT 1").pos, 11);
     }
 
     #[test]

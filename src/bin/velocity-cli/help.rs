@@ -176,6 +176,17 @@ pub fn topics() -> Vec<Topic> {
                 .into(),
             examples: &["SHOW STATUS;"],
         },
+        Topic {
+            name: "SHOW SLOWLOG",
+            what: "the recent statements that were slow, newest first",
+            syntax: "SHOW SLOWLOG [ LIMIT count ]\nSHOW SLOWLOG RESET".into(),
+            notes: "Rows (time_unix_ms, duration_us, user, kind, target, rows, shard) of the statements whose\n\
+                    latency reached velocityd's --slowlog-threshold-us (default 10000 microseconds), the last\n\
+                    128 of each core, newest first; LIMIT keeps the newest n. target names the keys or key\n\
+                    range a statement touched, never a value. RESET empties it (readwrite users only)."
+                .into(),
+            examples: &["SHOW SLOWLOG;", "SHOW SLOWLOG LIMIT 10;", "SHOW SLOWLOG RESET;"],
+        },
     ]
 }
 
@@ -345,6 +356,12 @@ mod tests {
         assert!(show.contains("SHOW STATS") && show.contains("SHOW STATUS"), "{show}");
         let one = statement_help("Show  Stats;").unwrap();
         assert!(one.contains("SHOW STATS") && !one.contains("SHOW STATUS"), "{one}");
+        assert!(
+            show.contains("SHOW SLOWLOG [ LIMIT count ]") && show.contains("SHOW SLOWLOG RESET"),
+            "{show}"
+        );
+        let slow = statement_help("show slowlog").unwrap();
+        assert!(slow.starts_with("Statement:   SHOW SLOWLOG\n") && slow.contains("never a value"), "{slow}");
         assert_eq!(statement_help("*").unwrap().matches("Statement:").count(), topics().len());
         assert!(statement_help("DROP").unwrap_err().contains("No help available for \"DROP\""));
     }

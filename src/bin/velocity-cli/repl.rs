@@ -19,7 +19,8 @@ use std::process::ExitCode;
 /// The dialect's keywords, completed in the case typed (upper case for an empty prefix).
 const KEYWORDS: &[&str] = &[
     "SELECT", "INSERT", "UPDATE", "DELETE", "SHOW", "FROM", "WHERE", "INTO", "VALUES", "SET", "ORDER", "BY",
-    "ASC", "DESC", "LIMIT", "IN", "LIKE", "BETWEEN", "AND", "COUNT(*)", "NULL", "STATS", "STATUS",
+    "ASC", "DESC", "LIMIT", "IN", "LIKE", "BETWEEN", "AND", "COUNT(*)", "NULL", "STATS", "STATUS", "SLOWLOG",
+    "RESET",
 ];
 
 /// The table and its columns, completed in lower case unless the prefix has a capital.

@@ -1,7 +1,9 @@
 //! A batch: the requests of one read buffer, run in order. Statements for this core's shard run
 //! inline (the canonical point read and one-row INSERT without a parse); the others' parts
 //! are gathered per shard into one mesh message each; the replies are encoded in request order
-//! and written once per batch, or whenever CONN_OUT_BYTES_MAX of them have gathered.
+//! and written once per batch, or whenever CONN_OUT_BYTES_MAX of them have gathered. Each
+//! finished statement is counted in the core's statistics, audited, and put in the core's slow
+//! log if its latency reached the threshold.
 
 mod reply;
 mod statement;
@@ -10,9 +12,11 @@ pub use reply::{finish, write_out};
 use statement::command;
 pub use statement::{plan_off_core, plan_statement, Planned};
 
+use super::audit::describe_text;
 use super::core::{Core, Unfinished};
 use super::datadir::RateLimit;
 use super::report::InfoKind;
+use super::runtime::now_us;
 use super::session::{Env, LoginEvent, Phase, Session, Step};
 use super::wal::Group;
 use crate::error::WireError;
@@ -21,6 +25,7 @@ use crate::protocol::message::encode_error;
 use crate::protocol::{begin_frame, end_frame, peek_frame, Decoded, ErrorCode, MessageType, ResultSet};
 use crate::security::ratelimit::TokenBucket;
 use crate::shard::{shard_of_key, Merge, ShardOp, ShardReply};
+use crate::slowlog::SlowEntry;
 use crate::sql::{hot_key, StatementKind};
 use std::ops::Range;
 use std::rc::Rc;
@@ -43,6 +48,8 @@ enum Pending {
         started: Instant,
         /// What the audit log says the statement touched (only when the log is on).
         target: Option<String>,
+        /// Where the statement lies in the connection's input (`Batch::at`).
+        sql: Range<usize>,
         /// The log group of this statement's writes to the local shard.
         local_group: Option<Rc<Group>>,
         /// This shard's part when it runs in slices: its index among the parts, and its state.
@@ -65,10 +72,13 @@ pub struct Batch {
     /// Bytes of local replies held in `pending` for merging: with `out` and `stage`, what the
     /// batch holds against CONN_OUT_BYTES_MAX.
     held_bytes: usize,
-    /// Fast-path statements of this batch (kind, succeeded), recorded when the batch's replies
-    /// are ready with the batch's time: their replies leave together, so that is their latency,
-    /// and it costs two clock reads a batch instead of two a request.
-    fast: Vec<(StatementKind, bool)>,
+    /// Fast-path statements of this batch, recorded when the batch's replies are ready with the
+    /// batch's time: their replies leave together, so that is their latency, and it costs two
+    /// clock reads a batch instead of two a request.
+    fast: Vec<FastDone>,
+    /// Where the request being handled lies in the connection's input, which keeps it until the
+    /// batch's replies are out: a statement found slow then is described from its text.
+    at: Range<usize>,
     /// When the batch's bytes were read.
     pub started: Instant,
     /// The user's own rate limit, looked up once a batch rather than once a request.
@@ -85,13 +95,14 @@ impl Batch {
             remote_at: vec![Vec::new(); shards],
             held_bytes: 0,
             fast: Vec::new(),
+            at: 0..0,
             started: Instant::now(),
             user_limit: None,
         }
     }
 
-    /// The fast-path statements run, for the statistics once the replies are out.
-    pub fn take_fast(&mut self) -> Vec<(StatementKind, bool)> {
+    /// The fast-path statements run, for `fast_done` once the replies are out.
+    pub fn take_fast(&mut self) -> Vec<FastDone> {
         std::mem::take(&mut self.fast)
     }
 
@@ -152,18 +163,22 @@ pub enum Flow {
     Close,
 }
 
-/// Handle one frame of a session: its control frames through the session's state machine,
-/// its statements here.
+/// Handle one frame of a session, whose payload is `input[at]`: its control frames through the
+/// session's state machine, its statements here. `input` must hold the frame until the
+/// batch is finished (`finish`, `fast_done`).
 #[allow(clippy::too_many_arguments)]
 pub fn handle_frame(
     core: &Core,
     s: &mut Session,
     kind: u8,
-    payload: &[u8],
+    input: &[u8],
+    at: Range<usize>,
     batch: &mut Batch,
     now: u64,
     planned: Option<Planned>,
 ) -> Flow {
+    let payload = &input[at.clone()];
+    batch.at = at;
     // The hot path first: a logged-in session's statement needs nothing of the state machine.
     if let (true, Phase::Ready { user, role, bucket, .. }) =
         (kind == MessageType::Command as u8, &mut s.phase)
@@ -273,8 +288,22 @@ fn refuse_rate_limited(core: &Core, s: &Session, user: &str, event: &str, why: &
     batch.error(ErrorCode::RateLimited, &format!("rate limited by {why}; the request was not executed"));
 }
 
-/// `done` for a fast-path statement: with the audit log off, its statistics wait for the end of
-/// the batch (see `Batch::fast`).
+/// A fast-path statement of a batch, waiting for the batch's latency (`fast_done`); 12 bytes,
+/// one per pipelined request.
+pub struct FastDone {
+    kind: StatementKind,
+    ok: bool,
+    /// 0 or 1: a point read's hit, a write's row.
+    rows: u8,
+    /// Where it lies in the connection's input (which is far smaller than 4 GiB): its start and
+    /// length.
+    at: u32,
+    len: u32,
+}
+const _: () = assert!(std::mem::size_of::<FastDone>() == 12);
+
+/// `done` for a fast-path statement `sql`: with the audit log off, its statistics wait for the
+/// end of the batch (see `Batch::fast`).
 #[allow(clippy::too_many_arguments)]
 fn done_fast(
     core: &Core,
@@ -282,18 +311,41 @@ fn done_fast(
     user: &str,
     kind: StatementKind,
     target: Option<&str>,
+    sql: &[u8],
     code: ErrorCode,
     rows: u64,
     batch: &mut Batch,
 ) {
     if core.audit.borrow().enabled() {
-        done(core, s, user, kind, target, batch.started, code, rows);
+        done(core, s, user, kind, target, sql, batch.started, code, rows);
     } else {
-        batch.fast.push((kind, code == ErrorCode::Success));
+        let (at, len) = (batch.at.start as u32, batch.at.len() as u32);
+        batch.fast.push(FastDone { kind, ok: code == ErrorCode::Success, rows: rows.min(1) as u8, at, len });
     }
 }
 
-/// Statistics and audit for a finished statement.
+/// The batch's fast-path statements are answered: each is recorded with the batch's latency,
+/// and if that reached the slow log's threshold, the first SLOWLOG_BATCH_FAST_MAX are logged.
+/// `input` is the connection's input that the batch was read from.
+pub fn fast_done(core: &Core, s: &Session, fast: Vec<FastDone>, input: &[u8], started: Instant) {
+    if fast.is_empty() {
+        return;
+    }
+    let latency_us = started.elapsed().as_micros() as u64;
+    let mut stats = core.stats.borrow_mut();
+    for f in &fast {
+        stats.record(f.kind, latency_us, f.ok);
+    }
+    drop(stats);
+    if latency_us >= core.slowlog_threshold_us {
+        for f in fast.iter().take(SLOWLOG_BATCH_FAST_MAX) {
+            let sql = input.get(f.at as usize..(f.at + f.len) as usize).unwrap_or_default();
+            log_slow(core, s.user(), f.kind, None, sql, f.rows as u64, latency_us);
+        }
+    }
+}
+
+/// Statistics, audit and slow log for a finished statement `sql`.
 #[allow(clippy::too_many_arguments)]
 fn done(
     core: &Core,
@@ -301,13 +353,49 @@ fn done(
     user: &str,
     kind: StatementKind,
     target: Option<&str>,
+    sql: &[u8],
     started: Instant,
     code: ErrorCode,
     rows: u64,
 ) {
     let latency_us = started.elapsed().as_micros() as u64;
     core.stats.borrow_mut().record(kind, latency_us, code == ErrorCode::Success);
+    if latency_us >= core.slowlog_threshold_us {
+        log_slow(core, user, kind, target, sql, rows, latency_us);
+    }
     audit(core, s, user, "command", kind.name(), target, rows, code, latency_us);
+}
+
+/// Put a statement in this core's slow log. `target` is what the audit log says it touched,
+/// when the audit log is on; otherwise it is described now from its text `sql`, so that a
+/// statement that is not slow is never described for the slow log's sake. No long parse runs
+/// here: a statement long enough to be parsed off the core comes with its target, and the
+/// canonical forms (which may carry a large value) are read without the parser.
+#[cold]
+#[inline(never)]
+fn log_slow(
+    core: &Core,
+    user: &str,
+    kind: StatementKind,
+    target: Option<&str>,
+    sql: &[u8],
+    rows: u64,
+    duration_us: u64,
+) {
+    let target = match target {
+        Some(t) => t.to_owned(),
+        None => describe_text(sql),
+    };
+    core.slowlog.borrow_mut().push(SlowEntry {
+        time_unix_us: now_us(),
+        duration_us,
+        user: user.to_owned(),
+        kind,
+        target,
+        rows,
+        shard: core.id,
+        seq: 0,
+    });
 }
 
 /// The code and row count an audit line and the statistics record for a result.

@@ -1,7 +1,7 @@
 //! A batch's replies: its requests to other shards sent and answered in rounds, every reply
 //! encoded in request order, and written whenever CONN_OUT_BYTES_MAX of them have gathered.
 
-use super::{audit, done, encode_outcome, encode_result, outcome, Batch, Pending};
+use super::{audit, done, encode_outcome, encode_result, log_slow, outcome, Batch, Pending};
 use crate::error::WireError;
 use crate::limits::CONN_OUT_BYTES_MAX;
 use crate::protocol::message::encode_error;
@@ -92,15 +92,17 @@ impl Remote {
 }
 
 /// Send the batch's remote operations, wait for their replies, and encode all replies in order,
-/// writing to the socket whenever CONN_OUT_BYTES_MAX of them have gathered.
+/// writing to the socket whenever CONN_OUT_BYTES_MAX of them have gathered. `input` is the
+/// connection's input that the batch's requests were read from.
 pub async fn finish(
     core: &Rc<Core>,
     s: &Session,
     batch: Batch,
+    input: &[u8],
     now: u64,
     stream: &mut Transport,
 ) -> std::io::Result<Vec<u8>> {
-    drain(&mut CoreIo { core, s, stream }, batch, now).await
+    drain(&mut CoreIo { core, s, stream, input }, batch, now).await
 }
 
 /// `finish` over any `BatchIo`: the replies in request order, whatever order they are ready in.
@@ -132,11 +134,13 @@ async fn drain<Io: BatchIo>(io: &mut Io, mut batch: Batch, now: u64) -> std::io:
     Ok(out)
 }
 
-/// A batch's I/O on a core: its mesh, its client's socket, its shard and statistics.
+/// A batch's I/O on a core: its mesh, its client's socket, its shard and statistics, and the
+/// input its requests were read from.
 struct CoreIo<'a> {
     core: &'a Rc<Core>,
     s: &'a Session,
     stream: &'a mut Transport,
+    input: &'a [u8],
 }
 
 impl BatchIo for CoreIo<'_> {
@@ -157,7 +161,7 @@ impl BatchIo for CoreIo<'_> {
     async fn answer(&mut self, t: Self::Ticket) -> Option<(Vec<ShardReply>, Vec<ShardOp>)> {
         match t.take().await {
             Rep::Ops { replies, rest } => Some((replies, rest)),
-            Rep::Stats(_) => None,
+            Rep::Stats(_) | Rep::Slowlog(_) => None,
         }
     }
 
@@ -177,27 +181,29 @@ impl BatchIo for CoreIo<'_> {
                     encode_error(out, e.code, &e.message);
                 }
             }
-            Pending::Merge { merge: m, replies, kind, started, target, local_group, local_more } => {
+            Pending::Merge { merge: m, replies, kind, started, target, sql, local_group, local_more } => {
                 let res = merged(core, m, replies, local_group, local_more, now).await;
                 let (code, rows) = outcome(&res);
-                done(core, s, s.user(), kind, target.as_deref(), started, code, rows);
+                let sql = self.input.get(sql).unwrap_or_default();
+                done(core, s, s.user(), kind, target.as_deref(), sql, started, code, rows);
                 encode_outcome(out, &res);
             }
             Pending::Info { what, started } => {
-                let rs = report::info(core, s, what).await;
-                core.stats.borrow_mut().record(
-                    StatementKind::Show,
-                    started.elapsed().as_micros() as u64,
-                    true,
-                );
-                let kind = if matches!(what, InfoKind::StatsFrame) {
-                    let rows = rs.rows.len() as u64;
-                    audit(core, s, s.user(), "stats", "stats", None, rows, ErrorCode::Success, 0);
-                    MessageType::Stats
-                } else {
-                    MessageType::Response
-                };
-                encode_result(out, kind, &rs);
+                let res = report::info(core, s, what).await;
+                let latency_us = started.elapsed().as_micros() as u64;
+                let (code, rows) = outcome(&res);
+                core.stats.borrow_mut().record(StatementKind::Show, latency_us, code == ErrorCode::Success);
+                if latency_us >= core.slowlog_threshold_us {
+                    // What a SHOW touches is the server, not keys: no target, as in the audit log.
+                    log_slow(core, s.user(), StatementKind::Show, Some(""), &[], rows, latency_us);
+                }
+                match (what, &res) {
+                    (InfoKind::StatsFrame, Ok(rs)) => {
+                        audit(core, s, s.user(), "stats", "stats", None, rows, ErrorCode::Success, 0);
+                        encode_result(out, MessageType::Stats, rs);
+                    }
+                    _ => encode_outcome(out, &res),
+                }
             }
         }
     }
@@ -315,6 +321,7 @@ mod tests {
             kind: StatementKind::SelectRange,
             started: Instant::now(),
             target: None,
+            sql: 0..0,
             local_group: None,
             local_more: None,
         });

@@ -33,8 +33,12 @@ pub enum Work {
 fn work(stmt: &Statement<'_>, shards: usize, max_payload: u32) -> Work {
     match plan(stmt, shards, max_payload) {
         Some(p) => Work::Plan(p),
-        None if matches!(stmt, Statement::ShowStatus) => Work::Report(InfoKind::ShowStatus),
-        None => Work::Report(InfoKind::ShowStats),
+        None => Work::Report(match stmt {
+            Statement::ShowStatus => InfoKind::ShowStatus,
+            Statement::ShowSlowlog { limit } => InfoKind::ShowSlowlog { limit: *limit },
+            Statement::ResetSlowlog => InfoKind::ResetSlowlog,
+            _ => InfoKind::ShowStats,
+        }),
     }
 }
 
@@ -43,11 +47,13 @@ fn work(stmt: &Statement<'_>, shards: usize, max_payload: u32) -> Work {
 pub type Planned = Result<(StatementKind, Option<String>, Work), String>;
 
 /// Parse and plan a long statement: run on the blocking thread pool, so that a 1 MB INSERT's
-/// parse (tens of milliseconds) does not stall the core's other connections.
-pub fn plan_statement(sql: Vec<u8>, shards: usize, max_payload: u32, audit: bool) -> Planned {
+/// parse (tens of milliseconds) does not stall the core's other connections. Its target is
+/// described here whether or not the audit log is on: should the slow log need it, the core
+/// would otherwise have to parse the statement again.
+pub fn plan_statement(sql: Vec<u8>, shards: usize, max_payload: u32) -> Planned {
     let sql = std::str::from_utf8(&sql).map_err(|_| "SQL is not valid UTF-8".to_string())?;
     let stmt = parse(sql).map_err(|e| e.to_string())?;
-    Ok((stmt.kind(), audit.then(|| describe(&stmt)), work(&stmt, shards, max_payload)))
+    Ok((stmt.kind(), Some(describe(&stmt)), work(&stmt, shards, max_payload)))
 }
 
 /// Whether a COMMAND is long enough to be parsed off the core, and not one of the canonical
@@ -95,7 +101,7 @@ pub(super) fn command(
                 }
             };
             let target = core.audit.borrow().enabled().then(|| describe(&stmt));
-            if let Some(flow) = local_point_read(core, s, &stmt, target.as_deref(), batch, now) {
+            if let Some(flow) = local_point_read(core, s, &stmt, target.as_deref(), payload, batch, now) {
                 return flow;
             }
             (stmt.kind(), target, work(&stmt, core.shards, core.shared.config.max_payload))
@@ -104,13 +110,17 @@ pub(super) fn command(
     if kind.is_write() && role == Role::ReadOnly {
         return refuse(core, s, batch, kind.name(), target.as_deref(), ErrorCode::Unauthorized, READONLY);
     }
+    if matches!(work, Work::Report(InfoKind::ResetSlowlog)) && role == Role::ReadOnly {
+        // It reads nothing of the data, but it erases what other users' statements left.
+        return refuse(core, s, batch, kind.name(), target.as_deref(), ErrorCode::Unauthorized, READONLY);
+    }
     match work {
         Work::Report(what) => {
-            audit(core, s, s.user(), "command", kind.name(), None, 0, ErrorCode::Success, 0);
+            audit(core, s, s.user(), "command", kind.name(), target.as_deref(), 0, ErrorCode::Success, 0);
             batch.pending.push(Pending::Info { what, started });
             Flow::Continue
         }
-        Work::Plan(p) => run_plan(core, s, s.user(), kind, target, p, started, batch, now),
+        Work::Plan(p) => run_plan(core, s, s.user(), kind, target, payload, p, started, batch, now),
     }
 }
 
@@ -138,11 +148,11 @@ fn fast_path(core: &Core, s: &Session, role: Role, sql: &str, batch: &mut Batch,
     let local = |key: &[u8]| shard_of_key(key, core.shards) == core.id;
     if let Some(key) = point_select_key(sql).filter(|k| local(k)) {
         let target = core.audit.borrow().enabled().then(|| describe_key(key));
-        local_point_get(core, s, s.user(), key, target.as_deref(), batch, now);
+        local_point_get(core, s, s.user(), key, target.as_deref(), sql.as_bytes(), batch, now);
         return Some(Flow::Continue);
     }
     if let Some((key, by)) = incr_one(sql).filter(|(k, _)| local(k)) {
-        return Some(local_incr(core, s, role, key, by, batch, now));
+        return Some(local_incr(core, s, role, key, by, sql.as_bytes(), batch, now));
     }
     let (key, value) = insert_one(sql).filter(|(k, _)| local(k))?;
     if role == Role::ReadOnly {
@@ -152,17 +162,20 @@ fn fast_path(core: &Core, s: &Session, role: Role, sql: &str, batch: &mut Batch,
     let group = core.insert_logged(key, value, now);
     batch.after(group, true, |out| encode_affected_response(out, 1));
     let target = core.audit.borrow().enabled().then(|| format!("keys {}", lit(key)));
-    done_fast(core, s, s.user(), StatementKind::Insert, target.as_deref(), ErrorCode::Success, 1, batch);
+    let sql = sql.as_bytes();
+    done_fast(core, s, s.user(), StatementKind::Insert, target.as_deref(), sql, ErrorCode::Success, 1, batch);
     Some(Flow::Continue)
 }
 
-/// A point read of this core's shard in another spelling than the canonical one, answered
-/// without a plan. None: it needs one.
+/// A point read of this core's shard in another spelling than the canonical one (`sql`),
+/// answered without a plan. None: it needs one.
+#[allow(clippy::too_many_arguments)]
 fn local_point_read(
     core: &Core,
     s: &Session,
     stmt: &Statement<'_>,
     target: Option<&str>,
+    sql: &[u8],
     batch: &mut Batch,
     now: u64,
 ) -> Option<Flow> {
@@ -173,12 +186,12 @@ fn local_point_read(
     if cols.as_slice() != [Column::Value] || shard_of_key(key, core.shards) != core.id {
         return None;
     }
-    local_point_get(core, s, s.user(), key, target, batch, now);
+    local_point_get(core, s, s.user(), key, target, sql, batch, now);
     Some(Flow::Continue)
 }
 
-/// Run a statement's plan: this shard's part inline (or its first slice), the others' queued
-/// for the batch's messages; the reply now if it is ready, else pending in the batch.
+/// Run the plan of statement `sql`: this shard's part inline (or its first slice), the others'
+/// queued for the batch's messages; the reply now if it is ready, else pending in the batch.
 #[allow(clippy::too_many_arguments)]
 fn run_plan(
     core: &Core,
@@ -186,6 +199,7 @@ fn run_plan(
     user: &str,
     kind: StatementKind,
     target: Option<String>,
+    sql: &[u8],
     p: crate::shard::Plan,
     started: Instant,
     batch: &mut Batch,
@@ -226,6 +240,7 @@ fn run_plan(
             kind,
             started,
             target,
+            sql: batch.at.clone(),
             local_group,
             local_more,
         });
@@ -234,14 +249,14 @@ fn run_plan(
         let replies = replies.into_iter().map(|r| r.expect("local reply")).collect();
         let res = merge(&p.merge, replies, cfg.max_payload);
         let (code, rows) = outcome(&res);
-        done(core, s, user, kind, target.as_deref(), started, code, rows);
+        done(core, s, user, kind, target.as_deref(), sql, started, code, rows);
         batch.after(local_group, p.merge.is_write(), |out| encode_outcome(out, &res));
     }
     Flow::Continue
 }
 
-/// The canonical counter bump of a key of this shard, without a parse or a plan: the same op
-/// as the plan's (`shard::apply`, so the same write path), its one value encoded directly.
+/// The canonical counter bump `sql` of a key of this shard, without a parse or a plan: the same
+/// op as the plan's (`shard::apply`, so the same write path), its one value encoded directly.
 #[allow(clippy::too_many_arguments)]
 fn local_incr(
     core: &Core,
@@ -249,6 +264,7 @@ fn local_incr(
     role: Role,
     key: &[u8],
     by: i64,
+    sql: &[u8],
     batch: &mut Batch,
     now: u64,
 ) -> Flow {
@@ -277,11 +293,12 @@ fn local_incr(
         }
         other => unreachable!("a counter's reply {other:?}"),
     };
-    done_fast(core, s, s.user(), StatementKind::Insert, target.as_deref(), code, 1, batch);
+    done_fast(core, s, s.user(), StatementKind::Insert, target.as_deref(), sql, code, 1, batch);
     Flow::Continue
 }
 
-/// A point read of this core's shard: the value goes straight from the store into the reply.
+/// A point read (`sql`) of this core's shard: the value goes straight from the store into the
+/// reply.
 #[allow(clippy::too_many_arguments)]
 fn local_point_get(
     core: &Core,
@@ -289,6 +306,7 @@ fn local_point_get(
     user: &str,
     key: &[u8],
     target: Option<&str>,
+    sql: &[u8],
     batch: &mut Batch,
     now: u64,
 ) {
@@ -316,5 +334,5 @@ fn local_point_get(
     };
     drop(store);
     let hit = code == ErrorCode::Success;
-    done_fast(core, s, user, StatementKind::SelectPoint, target, code, hit as u64, batch);
+    done_fast(core, s, user, StatementKind::SelectPoint, target, sql, code, hit as u64, batch);
 }
