@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # What a Prometheus scrape every second costs: the working tree's build with --metrics-listen,
-# measured without and with a scraper (curl GET /metrics once a second, as Prometheus with
+# measured without and with a scraper (GET /metrics once a second, as Prometheus with
 # scrape_interval: 1s), interleaved round by round as scripts/ab.sh does: one server core
-# (CPU 0, which also serves the scrapes), the load and curl on CPU 1. Medians and with/without
-# ratios; the scrapes' count and mean time are checked and shown.
+# (CPU 0, which also serves the scrapes), the load and the scraper on CPU 1. Medians and with/without
+# ratios; the scrapes' count and mean time are checked and shown. The order alternates by round. The scraper is one Python
+# process (http.client), as a Prometheus elsewhere would be: no fork per scrape.
 #   scripts/metrics-cost.sh [ROUNDS] [SECONDS] [CASE ...]
 #   CASE: CONNSxPIPELINE:WORKLOAD, e.g. 50x16:get 50x16:mixed:90 (velocity-bench --workload)
 #   SERVER_ARGS: velocityd flags for both (default: --plaintext --audit off --durability none)
@@ -17,7 +18,6 @@ SERVER_ARGS=${SERVER_ARGS:---plaintext --audit off --durability none}
 INTERVAL=${SCRAPE_INTERVAL_S:-1}
 KEYS=100000; VALUE=16
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
-command -v curl >/dev/null || { echo "metrics-cost.sh needs curl" >&2; exit 1; }
 
 cargo build --release -q --bin velocityd --bin velocity-bench
 bin=target/release
@@ -47,11 +47,24 @@ run() { # mode(off|on) case
   local times=$d.scrapes
   : > "$times"
   if [ "$mode" = on ]; then
-    # Each scrape's total time, one line each; a failed one says FAIL.
-    ( while :; do
-        taskset -c 1 curl -sf -o /dev/null -w '%{time_total}\n' "http://127.0.0.1:$mport/metrics" || echo FAIL
-        sleep "$INTERVAL"
-      done >> "$times" ) &
+    # One scraper process (no fork per scrape, so the load generator beside it on CPU 1 loses
+    # no more than the scrapes themselves): each scrape's time, one line each; FAIL if it failed.
+    taskset -c 1 python3 - "$mport" "$INTERVAL" > "$times" <<'PY' &
+import http.client, sys, time
+port, interval = int(sys.argv[1]), float(sys.argv[2])
+while True:
+    t = time.perf_counter()
+    try:
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        c.request("GET", "/metrics")
+        r = c.getresponse()
+        ok = r.status == 200 and len(r.read()) > 0
+        c.close()
+    except OSError:
+        ok = False
+    print(f"{time.perf_counter() - t:.6f}" if ok else "FAIL", flush=True)
+    time.sleep(interval)
+PY
     scraper=$!
   fi
   local a b j
@@ -74,7 +87,10 @@ PY
 printf "round\tcase\tscraper\tops/s\tp50_ms\tp99_ms\tcpu_us/op\terrors\tscrapes\tfailed\tscrape_ms\n" | tee "$out"
 for r in $(seq "$ROUNDS"); do
   for c in "${CASES[@]}"; do
-    for m in off on; do
+    # Odd rounds run without the scraper first, even ones with it first: neither mode always
+    # gets the machine as the other left it.
+    order="off on"; [ $((r % 2)) = 0 ] && order="on off"
+    for m in $order; do
       printf "%s\t%s\t%s\t%s\n" "$r" "$c" "$m" "$(run "$m" "$c")" | tee -a "$out"
     done
   done
