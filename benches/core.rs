@@ -23,7 +23,7 @@ fn key(i: usize) -> [u8; 16] {
 fn filled_store() -> Store {
     let mut s = Store::new();
     for i in 0..N_KEYS {
-        s.insert(&key(i), b"value:0123456789", None);
+        s.insert(&key(i), b"value:0123456789", None, 0);
     }
     s
 }
@@ -102,14 +102,14 @@ fn store(c: &mut Criterion) {
     c.bench_function("store/insert overwrite (1M keys)", |b| {
         b.iter(|| {
             i = (i + 7919) % N_KEYS;
-            s.insert(&key(i), b"value:9876543210", None);
+            s.insert(&key(i), b"value:9876543210", None, 0);
         })
     });
     c.bench_function("store/insert new + delete (1M keys)", |b| {
         b.iter(|| {
             i = (i + 7919) % N_KEYS;
             let k = key(N_KEYS + i);
-            s.insert(&k, b"value:9876543210", None);
+            s.insert(&k, b"value:9876543210", None, 0);
             s.delete(&k, 0);
         })
     });
@@ -165,7 +165,7 @@ fn store(c: &mut Criterion) {
             Store::new,
             |mut s| {
                 for i in 0..100_000 {
-                    s.insert(&key(i), b"value:0123456789", None);
+                    s.insert(&key(i), b"value:0123456789", None, 0);
                 }
                 s
             },

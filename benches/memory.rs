@@ -23,7 +23,7 @@ fn main() {
             val[j] = key[j];
             x /= 10;
         }
-        s.insert(&key, &val, None);
+        s.insert(&key, &val, None, 0);
     }
     let after = rss_bytes();
     let per_key = (after - before) as f64 / n as f64;

@@ -36,6 +36,21 @@ impl WireError {
         Self::new(ErrorCode::StorageError, "the write could not be made durable and was not applied")
     }
 
+    /// A write refused by the memory limit (`--max-memory`): no room, and eviction could not
+    /// make it. SERVER_OVERLOADED, as a resource of the server's is exhausted; `written` rows of
+    /// the statement (on shards that had room, or in slices before the limit) were applied.
+    pub fn out_of_memory(written: u64) -> Self {
+        let applied = if written == 0 {
+            "nothing was changed".to_string()
+        } else {
+            format!("{written} of its rows were written before it")
+        };
+        Self::new(
+            ErrorCode::ServerOverloaded,
+            format!("out of memory: the write needs more than the memory limit (--max-memory) leaves, and eviction could not make room; {applied}"),
+        )
+    }
+
     /// A read that would have seen a write which then could not be made durable: it is not
     /// answered with what it saw, since that write was taken back.
     pub fn storage_read() -> Self {

@@ -99,6 +99,21 @@ pub const SNAPSHOT_WRITE_BYTES: usize = 256 << 10;
 /// requests for that shard from one read buffer). Seastar uses 128.
 pub const SHARD_QUEUE_BATCHES_MAX: usize = 128;
 
+/// Keys that allkeys-lru compares for each eviction. Redis's documentation finds 10 samples
+/// close to true LRU (its default, 5, trades accuracy for speed); sampling needs no list kept in
+/// access order, so a read only stamps its entry.
+pub const EVICTION_SAMPLES: usize = 10;
+/// Buckets probed from a random start for one sample: enough for a table at a quarter of its
+/// capacity to yield a key almost always, few enough that a sparse one costs little (and a
+/// table too sparse for them falls back to its first key).
+pub const EVICTION_SAMPLE_PROBES: usize = 32;
+/// Keys one write may evict to make room. A value that needs more (a large value over many
+/// small keys) is refused once this many have gone, so that no write holds its core for longer
+/// than about a millisecond; the evictions made stay, and a retry goes on from there.
+pub const EVICTIONS_PER_WRITE_MAX: usize = 1024;
+/// How often a core logs what it evicted since its last line, when it evicted anything.
+pub const EVICTION_REPORT_INTERVAL_MS: u64 = 10_000;
+
 /// Keys the active-expiry step may remove per tick, so that a mass expiry never stalls a core.
 pub const EXPIRY_STEP_KEYS_MAX: usize = 200;
 /// How often each shard runs its active-expiry step.

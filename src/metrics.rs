@@ -147,6 +147,18 @@ const PER_SHARD: &[PerShard] = &[
         s.index_bytes as f64
     }),
     (
+        "velocity_memory_used_bytes",
+        "gauge",
+        "Heap bytes the shard's store holds (entries as the allocator rounds them, and indexes): what --max-memory limits.",
+        |s| s.memory_used_bytes as f64,
+    ),
+    ("velocity_memory_limit_bytes", "gauge", "The shard's share of --max-memory (0: no limit).", |s| {
+        s.memory_limit_bytes as f64
+    }),
+    ("velocity_evicted_keys_total", "counter", "Keys evicted to stay under --max-memory.", |s| {
+        s.evictions as f64
+    }),
+    (
         "velocity_rate_limited_requests_total",
         "counter",
         "Requests refused with RATE_LIMITED by a rate limit (--rate-limit-*, a user's).",

@@ -42,6 +42,11 @@ pub struct ShardStats {
     pub keys: u64,
     pub data_bytes: u64,
     pub index_bytes: u64,
+    /// What the store holds in the heap (`Store::mem_bytes`), its limit (0: none), and the keys
+    /// evicted to keep it there.
+    pub memory_used_bytes: u64,
+    pub memory_limit_bytes: u64,
+    pub evictions: u64,
     /// Durability: bytes of the current log and of the last snapshot, when it was taken, and
     /// log groups that could not be made durable.
     pub log_bytes: u64,
@@ -79,6 +84,9 @@ impl Default for ShardStats {
             keys: 0,
             data_bytes: 0,
             index_bytes: 0,
+            memory_used_bytes: 0,
+            memory_limit_bytes: 0,
+            evictions: 0,
             log_bytes: 0,
             snapshot_bytes: 0,
             last_snapshot_ms: 0,
@@ -98,6 +106,9 @@ impl ShardStats {
         self.keys = store.live_len(now_ms);
         self.data_bytes = store.data_bytes() as u64;
         self.index_bytes = store.index_bytes_estimate() as u64;
+        self.memory_used_bytes = store.mem_bytes() as u64;
+        self.memory_limit_bytes = store.memory_limit().map_or(0, |l| l.bytes_max as u64);
+        self.evictions = store.evictions();
     }
 
     pub fn record(&mut self, kind: StatementKind, latency_us: u64, ok: bool) {
@@ -148,6 +159,9 @@ impl ShardStats {
         self.keys += o.keys;
         self.data_bytes += o.data_bytes;
         self.index_bytes += o.index_bytes;
+        self.memory_used_bytes += o.memory_used_bytes;
+        self.memory_limit_bytes += o.memory_limit_bytes;
+        self.evictions += o.evictions;
         self.log_bytes += o.log_bytes;
         self.snapshot_bytes += o.snapshot_bytes;
         self.last_snapshot_ms = self.last_snapshot_ms.max(o.last_snapshot_ms);
@@ -191,6 +205,9 @@ impl ShardStats {
         rows.push(("memory_data_bytes".into(), int(self.data_bytes)));
         rows.push(("memory_index_bytes".into(), int(self.index_bytes)));
         rows.push(("memory_rss_bytes".into(), int(rss_bytes)));
+        rows.push(("memory_used_bytes".into(), int(self.memory_used_bytes)));
+        rows.push(("memory_limit_bytes".into(), int(self.memory_limit_bytes)));
+        rows.push(("evicted_keys".into(), int(self.evictions)));
         rows.push(("bytes_in".into(), int(self.bytes_in)));
         rows.push(("bytes_out".into(), int(self.bytes_out)));
         rows.push(("rate_limited".into(), int(self.rate_limited)));
@@ -221,6 +238,8 @@ pub struct Settings {
     pub user: String,
     pub role: &'static str,
     pub now_ms: u64,
+    /// `--eviction` (what makes room under `--max-memory`).
+    pub eviction: &'static str,
 }
 
 /// The rows of SHOW STATS (and of a STATS reply): every shard's statistics merged, and the
@@ -251,6 +270,8 @@ pub fn status_rows(set: &Settings, all: &[ShardStats]) -> Vec<(String, Value)> {
         ("tls".into(), text(if set.tls { "TLS 1.3" } else { "off" })),
         ("user".into(), text(&set.user)),
         ("role".into(), text(set.role)),
+        ("max_memory_bytes".into(), int(all.iter().map(|s| s.memory_limit_bytes).sum())),
+        ("eviction".into(), text(if set.eviction.is_empty() { "noeviction" } else { set.eviction })),
     ];
     if durable {
         let total = |f: fn(&ShardStats) -> u64| all.iter().map(f).sum::<u64>();
@@ -264,6 +285,7 @@ pub fn status_rows(set: &Settings, all: &[ShardStats]) -> Vec<(String, Value)> {
     for (i, s) in all.iter().enumerate() {
         rows.push((format!("shard_{i}_keys"), int(s.keys)));
         rows.push((format!("shard_{i}_connections"), int(s.connections)));
+        rows.push((format!("shard_{i}_memory_used_bytes"), int(s.memory_used_bytes)));
         if durable {
             rows.push((format!("shard_{i}_wal_log_bytes"), int(s.log_bytes)));
             rows.push((format!("shard_{i}_wal_snapshot_bytes"), int(s.snapshot_bytes)));

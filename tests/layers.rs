@@ -15,7 +15,7 @@ const LAYERS: &[&[&str]] = &[
     &["core"],
     &["session", "mesh", "wal", "park", "admission", "audit"],
     &["auth", "durable"],
-    &["config", "owner"],
+    &["config", "owner", "memory"],
     &["datadir"],
     &["transport"],
     &["runtime"],

@@ -14,7 +14,9 @@ use velocity::limits::{
 use velocity::server::datadir::{self, Role};
 use velocity::server::mesh::MeshKind;
 use velocity::server::wal::Mode;
-use velocity::server::{run, Config};
+use velocity::server::{parse_bytes, run, Config};
+
+use velocity::store::Eviction;
 
 #[derive(Parser)]
 #[command(name = "velocityd", version, about = "Velocity key-value server (thread-per-core, shared-nothing)")]
@@ -171,6 +173,16 @@ struct ServeArgs {
     /// none.
     #[arg(long, value_name = "US", default_value_t = SLOWLOG_THRESHOLD_US_DEFAULT, value_parser = parse_slowlog_threshold)]
     slowlog_threshold_us: u64,
+    /// Heap the stores may hold in all (entries and indexes, as the allocator rounds them),
+    /// split evenly across cores: BYTES, or with k/kb/m/mb/g/gb as Redis writes sizes. A write
+    /// that would pass it is refused or makes room by --eviction. Default: no limit.
+    #[arg(long, value_name = "BYTES", value_parser = parse_bytes)]
+    max_memory: Option<u64>,
+    /// What makes room under --max-memory: noeviction (the write is refused with
+    /// SERVER_OVERLOADED; reads and deletes go on), allkeys-lru (the least recently used of a
+    /// sample of keys), volatile-ttl (keys with a TTL, nearest expiry first).
+    #[arg(long, default_value = "noeviction", value_parser = ["noeviction", "allkeys-lru", "volatile-ttl"])]
+    eviction: String,
     /// sync: a write is acknowledged once its log record is on disk (fdatasync, group commit).
     /// periodic: acknowledged at once, synced every --fsync-interval-ms. none: memory only.
     #[arg(long, default_value = "sync", value_parser = ["sync", "periodic", "none"])]
@@ -645,6 +657,8 @@ fn main_inner() -> Result<(), String> {
                 audit: s.audit == "on",
                 audit_file_bytes_max: s.audit_file_bytes_max,
                 slowlog_threshold_us: s.slowlog_threshold_us,
+                max_memory_bytes: s.max_memory,
+                eviction: Eviction::parse(&s.eviction).expect("clap checked the name"),
                 durability: match s.durability.as_str() {
                     "sync" => Some(Mode::Sync),
                     "periodic" => Some(Mode::Periodic { interval_ms: s.fsync_interval_ms.max(1) }),

@@ -81,7 +81,7 @@ impl Undo {
                 let vlen = u32::from_le_bytes(b[at + 1..at + 5].try_into().unwrap()) as usize;
                 let value = &b[at + 5..at + 5 + vlen];
                 let exp = u64::from_le_bytes(b[at + 5 + vlen..at + 13 + vlen].try_into().unwrap());
-                store.insert(key, value, (exp != 0).then_some(exp));
+                store.insert(key, value, (exp != 0).then_some(exp), now_ms);
             } else {
                 store.delete(key, now_ms);
             }
@@ -120,7 +120,7 @@ pub fn replay(store: &mut Store, m: Mutation, now_ms: u64) {
             if expires_at_ms.is_some_and(|t| t <= now_ms) {
                 store.delete(&key, now_ms);
             } else {
-                store.insert(&key, &value, expires_at_ms);
+                store.insert(&key, &value, expires_at_ms, now_ms);
             }
         }
         Mutation::Del { key } => {
@@ -160,7 +160,7 @@ mod tests {
         let start = dump(&s, now);
         let mut replica = Store::new();
         for (k, v, e) in &start {
-            replica.insert(k, v, *e);
+            replica.insert(k, v, *e, now);
         }
         let mut redo = Vec::new();
         let mut und = Undo::default();
@@ -187,7 +187,7 @@ mod tests {
     #[test]
     fn replay_does_not_bring_back_expired_keys() {
         let mut s = Store::new();
-        s.insert(b"k", b"old", None);
+        s.insert(b"k", b"old", None, 0);
         replay(
             &mut s,
             Mutation::Set { key: b"k".to_vec(), value: b"v".to_vec(), expires_at_ms: Some(5) },

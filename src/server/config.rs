@@ -43,6 +43,10 @@ pub struct Config {
     /// Statements whose latency reaches this many µs go into their core's slow log
     /// (SHOW SLOWLOG); 0: every statement, u64::MAX (`off`): none.
     pub slowlog_threshold_us: u64,
+    /// `--max-memory`: the heap the stores may hold in all, split evenly across shards; None: no
+    /// limit. `eviction` makes room when a write would pass it.
+    pub max_memory_bytes: Option<u64>,
+    pub eviction: crate::store::Eviction,
     /// None: in memory only.
     pub durability: Option<Mode>,
     /// AES-256-GCM key for the log and snapshots.
@@ -69,4 +73,44 @@ pub enum Mode {
 pub enum MeshKind {
     Glommio,
     Crossbeam,
+}
+
+/// A size in bytes as Redis's configuration writes one: a number, optionally with `k` (10^3),
+/// `kb` or `kib` (2^10), `m`, `mb`/`mib`, `g`, `gb`/`gib`, in either case.
+pub fn parse_bytes(s: &str) -> Result<u64, String> {
+    let t = s.trim().to_ascii_lowercase();
+    let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(digits);
+    let scale: u64 = match unit {
+        "" | "b" => 1,
+        "k" => 1_000,
+        "kb" | "kib" => 1 << 10,
+        "m" => 1_000_000,
+        "mb" | "mib" => 1 << 20,
+        "g" => 1_000_000_000,
+        "gb" | "gib" => 1 << 30,
+        _ => return Err(format!("{s:?}: expected bytes, e.g. 1073741824, 1gb or 512mb")),
+    };
+    num.parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(scale))
+        .filter(|&n| n > 0)
+        .ok_or_else(|| format!("{s:?}: expected a positive number of bytes, e.g. 1gb or 512mb"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_bytes;
+
+    #[test]
+    fn sizes_parse_as_redis_writes_them() {
+        assert_eq!(parse_bytes("1048576"), Ok(1 << 20));
+        assert_eq!(parse_bytes("512mb"), Ok(512 << 20));
+        assert_eq!(parse_bytes("2GB"), Ok(2 << 30));
+        assert_eq!(parse_bytes("1GiB"), Ok(1 << 30));
+        assert_eq!(parse_bytes("5k"), Ok(5000));
+        for bad in ["", "0", "mb", "1.5gb", "-1", "1tb", "99999999999999999999gb"] {
+            assert!(parse_bytes(bad).is_err(), "{bad:?}");
+        }
+    }
 }

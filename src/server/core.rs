@@ -13,7 +13,7 @@ use super::wal::{later, Group, Mode, Wal};
 use crate::durability::Recorder;
 use crate::limits::{SLICE_ENTRIES, SLICE_WRITES};
 use crate::security::ratelimit::LoginThrottle;
-use crate::shard::{apply, apply_slice, put, NoLog, ShardOp, ShardReply, Sliced};
+use crate::shard::{apply, apply_slice, put_row, NoLog, ShardOp, ShardReply, Sliced};
 use crate::slowlog::{SlowEntry, SlowRing};
 use crate::stats::ShardStats;
 use crate::store::Store;
@@ -37,6 +37,8 @@ pub struct Shared {
     /// Cores still serving connections during shutdown.
     pub draining: AtomicUsize,
     pub next_conn_id: AtomicU64,
+    /// `--max-memory`'s share for each store (memory.rs).
+    pub memory: super::memory::MemoryBudget,
 }
 
 pub struct Core {
@@ -290,17 +292,24 @@ impl Core {
     }
 
     /// The one-row INSERT fast path, logged: the record is built straight into the log buffer.
-    pub fn insert_logged(&self, key: &[u8], value: &[u8], now_ms: u64) -> Option<Rc<Group>> {
+    /// Whether it was written (not refused by the memory limit), and the group to wait for.
+    pub fn insert_logged(&self, key: &[u8], value: &[u8], now_ms: u64) -> (bool, Option<Rc<Group>>) {
         let mut store = self.store.borrow_mut();
         let Some(wal) = &self.wal else {
-            put(&mut store, key, value, None, &mut NoLog);
-            return None;
+            return (put_row(&mut store, key, value, now_ms, &mut NoLog), None);
         };
         let sync = wal.mode == Mode::Sync;
-        let ((), g, _) = wal.log(|redo, undo| {
-            put(&mut store, key, value, None, &mut Recorder { redo, undo: sync.then_some(undo), now_ms })
+        let (written, g, appended) = wal.log(|redo, undo| {
+            put_row(
+                &mut store,
+                key,
+                value,
+                now_ms,
+                &mut Recorder { redo, undo: sync.then_some(undo), now_ms },
+            )
         });
-        sync.then_some(g)
+        // A refused write that evicted keys first still waits for their deletes' record.
+        (written, (sync && appended).then_some(g))
     }
 
     /// This core's statistics with its store's figures filled in.

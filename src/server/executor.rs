@@ -102,7 +102,9 @@ async fn build_core(
         let n = shards as f64;
         TokenBucket::new(r.ops_per_s / n, (r.burst / n).max(1.0), Instant::now())
     });
-    let store = start.stores.lock().expect("start-up hand-off")[id].take().expect("each shard starts once");
+    let mut store =
+        start.stores.lock().expect("start-up hand-off")[id].take().expect("each shard starts once");
+    store.set_memory_limit(shared.memory.shard_limit());
     let wal = match cfg.durability {
         None => None,
         Some(mode) => Some(Rc::new(
@@ -172,16 +174,7 @@ fn spawn_background(core: &Rc<Core>) {
     }
     runtime::spawn(park_loop(core.clone()));
     runtime::spawn(reload_loop(core.clone()));
-    // Active expiry: a bounded step every tick, so a mass expiry never stalls the core.
-    let c = core.clone();
-    runtime::spawn(async move {
-        while !c.shutdown.is_fired() {
-            sleep(Duration::from_millis(EXPIRY_TICK_MS)).await;
-            c.store.borrow_mut().expire_step(now_ms(), EXPIRY_STEP_KEYS_MAX);
-            // Audit lines reach the writer within a tick even when few arrive.
-            c.audit.borrow().flush();
-        }
-    });
+    runtime::spawn(tick_loop(core.clone()));
     // The signal thread sets an atomic; this turns it into a core-local wake-up.
     let c = core.clone();
     runtime::spawn(async move {
@@ -190,6 +183,49 @@ fn spawn_background(core: &Rc<Core>) {
         }
         c.shutdown.fire();
     });
+}
+
+/// Every tick: a bounded active-expiry step (so a mass expiry never stalls the core), the audit
+/// lines flushed (they reach the writer within a tick even when few arrive), and the memory
+/// limit's share brought up to date, with a summary of evictions now and then.
+async fn tick_loop(c: Rc<Core>) {
+    let budget = &c.shared.memory;
+    let mut reported = (now_ms(), c.store.borrow().evictions());
+    let mut warned = false;
+    while !c.shutdown.is_fired() {
+        if budget.is_limited() {
+            let mut store = c.store.borrow_mut();
+            budget.publish(c.id, store.mem_bytes() as u64);
+            if c.id == 0 {
+                let own = budget.observe(super::report::rss_bytes());
+                if !warned && budget.shard_limit().is_some_and(|l| l.bytes_max == 0) {
+                    warned = true;
+                    tracing::warn!(process_bytes = own, "--max-memory leaves no room for data: every write that adds to it is refused or evicts");
+                }
+            }
+            store.set_memory_limit(budget.shard_limit());
+            let now = now_ms();
+            if now >= reported.0 + EVICTION_REPORT_INTERVAL_MS {
+                let evicted = store.evictions() - reported.1;
+                if evicted > 0 {
+                    let limit = store.memory_limit().map_or(0, |l| l.bytes_max);
+                    let policy = store.memory_limit().map_or("", |l| l.eviction.name());
+                    tracing::info!(
+                        shard = c.id,
+                        evicted,
+                        used_bytes = store.mem_bytes(),
+                        limit_bytes = limit,
+                        policy,
+                        "evicted keys to stay under --max-memory"
+                    );
+                }
+                reported = (now, store.evictions());
+            }
+        }
+        sleep(Duration::from_millis(EXPIRY_TICK_MS)).await;
+        c.store.borrow_mut().expire_step(now_ms(), EXPIRY_STEP_KEYS_MAX);
+        c.audit.borrow().flush();
+    }
 }
 
 /// Pick up changes to the users and API-key files (user add/remove, apikey revoke): sessions

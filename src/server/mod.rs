@@ -12,6 +12,7 @@ mod core;
 pub mod datadir;
 pub mod durable;
 mod executor;
+mod memory;
 pub mod mesh;
 mod metrics;
 pub mod owner;
@@ -23,7 +24,7 @@ mod session;
 pub mod transport;
 pub mod wal;
 
-pub use config::Config;
+pub use config::{parse_bytes, Config};
 
 use self::core::Shared;
 use crate::error::Error;
@@ -126,6 +127,7 @@ pub fn run(mut config: Config) -> Result<(), Error> {
         shutdown: AtomicBool::new(false),
         draining: AtomicUsize::new(config.cores),
         next_conn_id: AtomicU64::new(1),
+        memory: memory::MemoryBudget::new(config.max_memory_bytes, config.eviction, &start.stores_bytes()),
         config: config.clone(),
     });
     tracing::info!(

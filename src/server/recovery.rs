@@ -21,6 +21,14 @@ pub struct Startup {
     pub metrics_listener: std::sync::Mutex<Option<std::net::TcpListener>>,
 }
 
+impl Startup {
+    /// What each recovered store holds in the heap (`Store::mem_bytes`), before any core runs.
+    pub fn stores_bytes(&self) -> Vec<u64> {
+        let stores = self.stores.lock().expect("start-up hand-off");
+        stores.iter().map(|s| s.as_ref().map_or(0, |s| s.mem_bytes() as u64)).collect()
+    }
+}
+
 /// Recover the data directory's durable state into `cores` shards and lay it out afresh for
 /// them (a new generation), or check that there is none when durability is off.
 pub fn startup(config: &Config) -> Result<Startup, String> {

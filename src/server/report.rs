@@ -61,6 +61,7 @@ pub async fn info(core: &Rc<Core>, s: &Session, what: InfoKind) -> Result<Result
                 user,
                 role,
                 now_ms: now_ms(),
+                eviction: cfg.eviction.name(),
             };
             status_rows(&settings, &all)
         }

@@ -1,9 +1,10 @@
 //! What one shard is asked to do for one statement, and what it answers. A `ShardOp` owns its
 //! bytes so that it can cross cores; `apply` runs it on a store. No I/O.
 
+use crate::limits::EVICTIONS_PER_WRITE_MAX;
 use crate::protocol::Value;
 use crate::sql::{Column, ColumnList, LikePattern, RetCol, Returning, TtlChange};
-use crate::store::{KeyRange, Store};
+use crate::store::{Growth, KeyRange, Store};
 use std::ops::ControlFlow;
 
 /// The value a write sets (`sql::NewValue`, owned).
@@ -118,6 +119,11 @@ pub enum ShardReply {
     },
     /// Refused without a change (a counter on a value that is not an integer, an overflow).
     Invalid(String),
+    /// Refused by the memory limit: no room, and eviction (if any) could not make it. Nothing
+    /// of the op was applied after the `affected` rows of its earlier slices.
+    Full {
+        affected: u64,
+    },
     /// The write could not be made durable and was taken back.
     StorageError,
 }
@@ -267,6 +273,12 @@ impl Sliced {
     }
 
     /// The rows the next slice of a Put writes, and whether it is the last slice.
+    /// The rows `next_rows` will hand out, without taking them.
+    pub fn peek_rows(&self, op: &ShardOp, budget: usize) -> (usize, usize) {
+        let ShardOp::Put { rows, .. } = op else { unreachable!("peek_rows of {op:?}") };
+        (self.next_row, rows.len().min(self.next_row.saturating_add(budget)))
+    }
+
     pub fn next_rows(&mut self, op: &ShardOp, budget: usize) -> (std::ops::Range<usize>, bool) {
         let ShardOp::Put { rows, .. } = op else { unreachable!("next_rows of {op:?}") };
         let from = self.next_row;
@@ -394,10 +406,57 @@ pub fn apply(store: &mut Store, op: &ShardOp, now_ms: u64, log: &mut impl WriteL
 }
 
 /// Write one row, recorded in `log`: every insert of a key, the one-row fast path's too.
-pub fn put(store: &mut Store, key: &[u8], value: &[u8], expires_at_ms: Option<u64>, log: &mut impl WriteLog) {
+/// Write one row: the one place a value enters the store from a statement.
+pub fn put(
+    store: &mut Store,
+    key: &[u8],
+    value: &[u8],
+    expires_at_ms: Option<u64>,
+    now_ms: u64,
+    log: &mut impl WriteLog,
+) {
     log.before(store, key);
-    store.insert(key, value, expires_at_ms);
+    store.insert(key, value, expires_at_ms, now_ms);
     log.set(key, value, expires_at_ms);
+}
+
+/// The one-row INSERT of the fast path (no TTL): written, or refused by the memory limit.
+pub fn put_row(store: &mut Store, key: &[u8], value: &[u8], now_ms: u64, log: &mut impl WriteLog) -> bool {
+    if !make_room(store, |s| s.growth([(key, value.len(), false)]), &[key], now_ms, log) {
+        return false;
+    }
+    put(store, key, value, None, now_ms, log);
+    true
+}
+
+/// Room in the store's memory limit (if it has one) for a write that grows it by `growth`:
+/// keys evicted by its policy, never one of `keep` (sorted: the write's own), each logged as a delete so that a restart does not
+/// bring it back. False: no room could be made, and the write must not be applied. A write
+/// that frees memory always has room; one larger than the whole limit never has.
+pub fn make_room(
+    store: &mut Store,
+    growth: impl FnOnce(&Store) -> Growth,
+    keep: &[&[u8]],
+    now_ms: u64,
+    log: &mut impl WriteLog,
+) -> bool {
+    let Some(limit) = store.memory_limit() else { return true };
+    let growth = growth(store);
+    for _ in 0..=EVICTIONS_PER_WRITE_MAX {
+        // The table's share changes as keys go, so it is counted again each time.
+        let need = store.growth_bytes(growth);
+        if need <= 0 || store.mem_bytes().saturating_add(need as usize) <= limit.bytes_max {
+            return true;
+        }
+        if need as usize > limit.bytes_max {
+            return false;
+        }
+        let Some(key) = store.victim(limit.eviction, keep, now_ms) else { return false };
+        log.before(store, &key);
+        store.evict(&key);
+        log.deleted(&key);
+    }
+    false
 }
 
 /// One slice of a long write (a Put of many rows, a DeleteRange): at most `writes` rows
@@ -413,11 +472,23 @@ pub fn apply_slice(
     writes: usize,
     log: &mut impl WriteLog,
 ) -> Option<ShardReply> {
+    if let ShardOp::Put { rows, on_conflict, .. } = op {
+        // The whole slice fits, or none of it is written.
+        let (from, to) = s.peek_rows(op, writes);
+        if store.memory_limit().is_some() {
+            let mut keep: Vec<&[u8]> = rows[from..to].iter().map(|r| &r.key[..]).collect();
+            keep.sort_unstable();
+            let growth = |st: &Store| put_growth(st, &rows[from..to], on_conflict, now_ms);
+            if !make_room(store, growth, &keep, now_ms, log) {
+                return Some(ShardReply::Full { affected: s.affected });
+            }
+        }
+    }
     let (n, last) = match op {
         ShardOp::Put { rows, on_conflict: Conflict::Replace, returning: None } => {
             let (slice, last) = s.next_rows(op, writes);
             for r in &rows[slice.clone()] {
-                put(store, &r.key, &r.value, r.ttl_s.map(|t| expiry_at(now_ms, t)), log);
+                put(store, &r.key, &r.value, r.ttl_s.map(|t| expiry_at(now_ms, t)), now_ms, log);
             }
             (slice.len() as u64, last)
         }
@@ -456,6 +527,33 @@ pub fn apply_slice(
 }
 
 /// A write's reply: its count, and its rows when it has a RETURNING list.
+/// What writing `rows` by `on_conflict` adds to the store at most, for `make_room`: a DO NOTHING
+/// writes only the keys that are not there; a DO UPDATE's value is at most the longer of the
+/// row's and the one it sets (a counter's: 20 digits).
+fn put_growth(store: &Store, rows: &[PutRow], on_conflict: &Conflict, now_ms: u64) -> Growth {
+    let (len_max, ttl) = match on_conflict {
+        Conflict::Update { value: Change::Set(v), ttl } => (v.len(), *ttl),
+        Conflict::Update { value: Change::Add(_), ttl } => (20, *ttl),
+        Conflict::Update { value: Change::Excluded, ttl } => (0, *ttl),
+        Conflict::Replace | Conflict::Nothing => (0, TtlChange::Excluded),
+    };
+    let nothing = matches!(on_conflict, Conflict::Nothing);
+    store.growth(rows.iter().filter_map(|r| {
+        let old = store.get(&r.key, now_ms).map(|e| e.expires_at_ms.is_some());
+        if nothing && old.is_some() {
+            return None;
+        }
+        // Whether the entry will expire: a new key takes the row's TTL; a key there, the TTL change.
+        let expires = match (old, ttl) {
+            (Some(_), TtlChange::Set(_)) => true,
+            (Some(_), TtlChange::Clear) => false,
+            (Some(had), TtlChange::Keep) => had,
+            _ => r.ttl_s.is_some(),
+        };
+        Some((&r.key[..], r.value.len().max(len_max), expires))
+    }))
+}
+
 fn written(affected: u64, returning: bool, rows: Vec<(u32, Vec<Value>)>) -> ShardReply {
     if returning {
         ShardReply::Returned { affected, rows }
@@ -523,12 +621,6 @@ fn changed(
 }
 
 /// Write `v` with expiry `exp` to `key`, recorded in `log`.
-fn write(store: &mut Store, key: &[u8], v: &[u8], exp: Option<u64>, log: &mut impl WriteLog) {
-    log.before(store, key);
-    store.insert(key, v, exp);
-    log.set(key, v, exp);
-}
-
 /// One INSERT row under its ON CONFLICT rule: the RETURNING cells if written (empty without
 /// RETURNING), None if the rule left the old row alone, Err (nothing written) if a counter
 /// could not be applied.
@@ -548,7 +640,7 @@ fn upsert(
         }
         _ => (row.value.clone(), row.ttl_s.map(|t| expiry_at(now_ms, t))),
     };
-    write(store, &row.key, &v, exp, log);
+    put(store, &row.key, &v, exp, now_ms, log);
     let old = old.as_ref().map(|(v, e)| (&v[..], *e));
     Ok(Some(returning.map_or_else(Vec::new, |cols| cells(cols, &row.key, Some((&v, exp)), old, now_ms))))
 }
@@ -575,7 +667,10 @@ fn update(
         Ok(new) => new,
         Err(why) => return ShardReply::Invalid(why),
     };
-    write(store, key, &v, exp, log);
+    if !make_room(store, |s| s.growth([(key, v.len(), exp.is_some())]), &[key], now_ms, log) {
+        return ShardReply::Full { affected: 0 };
+    }
+    put(store, key, &v, exp, now_ms, log);
     let rows = returning.map_or_else(Vec::new, |cols| {
         vec![(0, cells(cols, key, Some((&v, exp)), Some((&old.0, old.1)), now_ms))]
     });

@@ -300,6 +300,17 @@ pub fn merge(m: &Merge, replies: Vec<ShardReply>, max_payload: u32) -> Result<Re
     if replies.iter().any(|r| matches!(r, ShardReply::StorageError)) {
         return Err(if m.is_write() { WireError::storage() } else { WireError::storage_read() });
     }
+    if replies.iter().any(|r| matches!(r, ShardReply::Full { .. })) {
+        let written = replies
+            .iter()
+            .map(|r| match r {
+                ShardReply::Full { affected } | ShardReply::Affected(affected) => *affected,
+                ShardReply::Returned { affected, .. } => *affected,
+                _ => 0,
+            })
+            .sum();
+        return Err(WireError::out_of_memory(written));
+    }
     if let Some(ShardReply::Invalid(why)) = replies.iter().find(|r| matches!(r, ShardReply::Invalid(_))) {
         return Err(WireError::invalid(format!("{why}; nothing was changed")));
     }

@@ -1,5 +1,5 @@
 //! One key-value entry in one heap block: `[expires_at_ms u64][value_len u32][key_len u16][pad 2]
-//! [key][value]`. A thin 8-byte pointer to it is what both indices hold, so a key is stored once
+//! [accessed_10ms u32][key][value]`. A thin 8-byte pointer to it is what both indices hold, so a key is stored once
 //! and an entry costs one allocation. This is the only unsafe code in the store; the invariant
 //! that makes it sound is kept by `Store`: every `EntryPtr` in an index points to a live block,
 //! and a block is freed only after it has left every index.
@@ -10,7 +10,7 @@ use std::cmp::Ordering;
 use std::hash::{Hash, Hasher};
 use std::ptr::NonNull;
 
-pub(crate) const HEADER_BYTES: usize = 16;
+pub(crate) const HEADER_BYTES: usize = 20;
 /// `expires_at_ms` of an entry that never expires.
 pub(crate) const NO_EXPIRY: u64 = 0;
 
@@ -24,7 +24,7 @@ impl EntryPtr {
 
     /// Allocate a block holding `key` and `value`. The key length fits u16 (KEY_BYTES_MAX) and
     /// the value length u32 (the payload limit); callers check both before calling.
-    pub fn new(key: &[u8], value: &[u8], expires_at_ms: u64) -> EntryPtr {
+    pub fn new(key: &[u8], value: &[u8], expires_at_ms: u64, now_ms: u64) -> EntryPtr {
         assert!(key.len() <= u16::MAX as usize && value.len() <= u32::MAX as usize);
         let layout = Self::layout(key.len(), value.len());
         // SAFETY: the layout has a non-zero size (the header), and every byte written below is
@@ -37,6 +37,7 @@ impl EntryPtr {
             (base.add(8) as *mut u32).write(value.len() as u32);
             (base.add(12) as *mut u16).write(key.len() as u16);
             (base.add(14) as *mut u16).write(0);
+            (base.add(16) as *mut u32).write(clock_10ms(now_ms));
             std::ptr::copy_nonoverlapping(key.as_ptr(), base.add(HEADER_BYTES), key.len());
             std::ptr::copy_nonoverlapping(value.as_ptr(), base.add(HEADER_BYTES + key.len()), value.len());
             EntryPtr(p)
@@ -77,6 +78,21 @@ impl EntryPtr {
         unsafe { (self.0.as_ptr() as *mut u64).write(t) }
     }
 
+    /// When the entry was last read or written, in the store's wrapping 10 ms clock.
+    #[inline]
+    pub fn accessed_10ms(&self) -> u32 {
+        // SAFETY: live block; bytes 16..20 of the header are the access clock.
+        unsafe { (self.0.as_ptr().add(16) as *const u32).read() }
+    }
+
+    /// Mark the entry used now (what approximate LRU eviction ranks by).
+    #[inline]
+    pub fn touch(&self, now_ms: u64) {
+        // SAFETY: live block, owned by the store that calls this; the header's access clock is
+        // never borrowed (views borrow only the key and value bytes).
+        unsafe { (self.0.as_ptr().add(16) as *mut u32).write(clock_10ms(now_ms)) }
+    }
+
     /// The key bytes. The lifetime is tied to `&self`, but the bytes live as long as the block.
     #[inline]
     pub fn key(&self) -> &[u8] {
@@ -110,6 +126,11 @@ impl EntryPtr {
         HEADER_BYTES + self.key_len() + self.value_len()
     }
 
+    /// Bytes the allocator holds for the block (`heap_bytes` of its size).
+    pub fn heap_bytes(&self) -> usize {
+        heap_bytes(self.block_bytes())
+    }
+
     pub fn addr(&self) -> usize {
         self.0.as_ptr() as usize
     }
@@ -119,6 +140,26 @@ impl EntryPtr {
     pub unsafe fn from_addr(addr: usize) -> EntryPtr {
         // SAFETY: the caller's guarantee: a live entry's address, never null.
         EntryPtr(NonNull::new_unchecked(addr as *mut u8))
+    }
+}
+
+/// The access clock: 10 ms ticks, wrapping after 497 days. Fine enough to rank keys written in
+/// the same second (a flood turns a cache over in seconds), wide enough that a key idle for
+/// months still looks old.
+#[inline]
+pub(crate) fn clock_10ms(now_ms: u64) -> u32 {
+    (now_ms / 10) as u32
+}
+
+/// What glibc's malloc holds for a request of `n` bytes: the chunk, with its 8-byte size field,
+/// rounded up to 16 bytes and at least 32; requests of 128 KiB and more are mapped pages of
+/// their own (the default mmap threshold; it may rise, which changes these by under a page).
+pub fn heap_bytes(n: usize) -> usize {
+    const MMAP_THRESHOLD_BYTES: usize = 128 << 10;
+    if n >= MMAP_THRESHOLD_BYTES {
+        (n + 16).next_multiple_of(4096)
+    } else {
+        (n + 8).next_multiple_of(16).max(32)
     }
 }
 

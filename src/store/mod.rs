@@ -3,8 +3,11 @@
 //! every call that depends on time takes `now_ms`, so tests drive time by hand.
 
 mod entry;
+mod evict;
 
+pub use entry::heap_bytes;
 use entry::{EntryPtr, HEADER_BYTES, NO_EXPIRY};
+pub use evict::{Eviction, Growth, MemoryLimit};
 use hashbrown::HashTable;
 use std::collections::BTreeSet;
 use std::ops::{Bound, ControlFlow};
@@ -141,6 +144,14 @@ pub struct Store {
     expiry: BTreeSet<(u64, usize)>,
     /// Sum of entry block sizes: header, key and value bytes.
     data_bytes: usize,
+    /// Sum of what the allocator holds for those blocks (`heap_bytes`).
+    entry_heap_bytes: usize,
+    /// The memory this store may hold, and what makes room when a write needs more (evict.rs).
+    limit: Option<MemoryLimit>,
+    /// Keys evicted to make room, since start.
+    evictions: u64,
+    /// State of the generator that picks eviction samples (xorshift; not for secrets).
+    sample_seed: u64,
 }
 
 // SAFETY: a Store exclusively owns every block its pointers reach; moving it to another thread
@@ -161,6 +172,10 @@ impl Store {
             order: BTreeSet::new(),
             expiry: BTreeSet::new(),
             data_bytes: 0,
+            entry_heap_bytes: 0,
+            limit: None,
+            evictions: 0,
+            sample_seed: 0x9E37_79B9_7F4A_7C15,
         }
     }
 
@@ -174,11 +189,15 @@ impl Store {
         self.hash.find(self.hash_of(key), |e| e.key() == key).copied()
     }
 
-    /// The live entry under `key`.
+    /// The live entry under `key`, marked as used now.
     #[inline]
     pub fn get(&self, key: &[u8], now_ms: u64) -> Option<EntryView<'_>> {
         let e = self.hash.find(self.hash_of(key), |e| e.key() == key)?;
-        live(e, now_ms).then(|| view(e))
+        if !live(e, now_ms) {
+            return None;
+        }
+        e.touch(now_ms);
+        Some(view(e))
     }
 
     /// Start loading what `get(key)` will read into the cache, without waiting for it: the
@@ -193,12 +212,12 @@ impl Store {
 
     /// Insert or overwrite (a key-value store's SET): the key takes the new value and the new
     /// expiry (`None`: none), whatever it had before.
-    pub fn insert(&mut self, key: &[u8], value: &[u8], expires_at_ms: Option<u64>) {
+    pub fn insert(&mut self, key: &[u8], value: &[u8], expires_at_ms: Option<u64>, now_ms: u64) {
         let exp = expires_at_ms.unwrap_or(NO_EXPIRY);
         match self.find(key) {
-            Some(old) => self.replace(old, value, exp),
+            Some(old) => self.replace(old, value, exp, now_ms),
             None => {
-                let e = EntryPtr::new(key, value, exp);
+                let e = EntryPtr::new(key, value, exp, now_ms);
                 let h = self.hash_of(key);
                 let hasher = &self.hasher;
                 self.hash.insert_unique(h, e, |x| hasher.hash_one(x.key()));
@@ -207,6 +226,7 @@ impl Store {
                     self.expiry.insert((exp, e.addr()));
                 }
                 self.data_bytes += e.block_bytes();
+                self.entry_heap_bytes += e.heap_bytes();
             }
         }
     }
@@ -228,7 +248,7 @@ impl Store {
             return false;
         }
         let was = Some(old.expires_at_ms()).filter(|&t| t != NO_EXPIRY);
-        self.replace(old, value, expiry(was).unwrap_or(NO_EXPIRY));
+        self.replace(old, value, expiry(was).unwrap_or(NO_EXPIRY), now_ms);
         true
     }
 
@@ -245,10 +265,11 @@ impl Store {
     }
 
     /// Give `old` a new value and expiry, in place when the value length is unchanged.
-    fn replace(&mut self, old: EntryPtr, value: &[u8], exp: u64) {
+    fn replace(&mut self, old: EntryPtr, value: &[u8], exp: u64, now_ms: u64) {
         let old_exp = old.expires_at_ms();
         if old.value().len() == value.len() {
             old.overwrite_value(value);
+            old.touch(now_ms);
             if old_exp != exp {
                 if old_exp != NO_EXPIRY {
                     self.expiry.remove(&(old_exp, old.addr()));
@@ -260,7 +281,7 @@ impl Store {
             }
             return;
         }
-        let new = EntryPtr::new(old.key(), value, exp);
+        let new = EntryPtr::new(old.key(), value, exp, now_ms);
         let h = self.hash_of(old.key());
         *self.hash.find_mut(h, |e| e.key() == old.key()).expect("indexed entry") = new;
         let replaced = self.order.replace(new);
@@ -272,6 +293,7 @@ impl Store {
             self.expiry.insert((exp, new.addr()));
         }
         self.data_bytes = self.data_bytes - old.block_bytes() + new.block_bytes();
+        self.entry_heap_bytes = self.entry_heap_bytes - old.heap_bytes() + new.heap_bytes();
         // SAFETY: `old` has been replaced in all three indices.
         unsafe { old.free() };
     }
@@ -288,6 +310,7 @@ impl Store {
             self.expiry.remove(&(exp, e.addr()));
         }
         self.data_bytes -= e.block_bytes();
+        self.entry_heap_bytes -= e.heap_bytes();
         // SAFETY: `e` is in no index any more.
         unsafe { e.free() };
     }
@@ -407,14 +430,28 @@ impl Store {
         self.data_bytes
     }
 
-    /// Estimated bytes of the indices: the hash table's buckets and control bytes, and the
-    /// B-tree nodes at their typical fill (about 1.5 × 8 bytes a key).
+    /// Bytes of the indices: the hash table's allocation (exact), and the B-trees' nodes at
+    /// their measured fill (`ORDER_BYTES_PER_KEY`, `EXPIRY_BYTES_PER_KEY`).
     pub fn index_bytes_estimate(&self) -> usize {
-        self.hash.capacity() * (std::mem::size_of::<EntryPtr>() + 1)
-            + self.order.len() * 12
-            + self.expiry.len() * 24
+        self.hash.allocation_size()
+            + self.order.len() * ORDER_BYTES_PER_KEY
+            + self.expiry.len() * EXPIRY_BYTES_PER_KEY
+    }
+
+    /// What the store holds in the heap: entry blocks as the allocator rounds them, and the
+    /// indices. What `--max-memory` is checked against.
+    pub fn mem_bytes(&self) -> usize {
+        self.entry_heap_bytes + self.index_bytes_estimate()
     }
 }
+
+/// Heap bytes per key of the B-tree in key order: its nodes (112 bytes from malloc for 11
+/// keys of 8 bytes, internal nodes 208 for 11 and 12 children) at the fill that inserts leave,
+/// from about half full (keys in ascending order) to two thirds (random order). Checked against
+/// the allocator in tests/store_memory.rs.
+pub const ORDER_BYTES_PER_KEY: usize = 18;
+/// The same for the expiry index, whose keys are 16 bytes (nodes of 208 and 304 bytes).
+pub const EXPIRY_BYTES_PER_KEY: usize = 32;
 
 impl Drop for Store {
     fn drop(&mut self) {
@@ -460,10 +497,10 @@ mod tests {
     #[test]
     fn insert_get_update_delete() {
         let mut s = Store::new();
-        s.insert(b"a", b"1", None);
+        s.insert(b"a", b"1", None, 0);
         assert_eq!(s.get(b"a", 0).unwrap().value, b"1");
-        s.insert(b"a", b"2", None); // same length: in place
-        s.insert(b"a", b"333", None); // new block
+        s.insert(b"a", b"2", None, 0); // same length: in place
+        s.insert(b"a", b"333", None, 0); // new block
         assert_eq!(s.get(b"a", 0).unwrap().value, b"333");
         assert!(s.update(b"a", b"4", |e| e, 0));
         assert!(!s.update(b"zz", b"4", |e| e, 0));
@@ -476,8 +513,8 @@ mod tests {
     #[test]
     fn ttl_hides_then_collects() {
         let mut s = Store::new();
-        s.insert(b"t", b"v", Some(1000));
-        s.insert(b"u", b"v", None);
+        s.insert(b"t", b"v", Some(1000), 0);
+        s.insert(b"u", b"v", None, 0);
         assert_eq!(s.get(b"t", 999).unwrap().ttl_remaining_s(999), Some(1));
         assert_eq!(s.get(b"t", 0).unwrap().ttl_remaining_s(0), Some(1));
         assert!(s.get(b"t", 1000).is_none());
@@ -486,8 +523,8 @@ mod tests {
         assert_eq!(keys(&s, &KeyRange::all(), false, 1000), vec![b"u".to_vec()]);
         assert!(!s.update(b"t", b"w", |e| e, 1000));
         assert_eq!(s.len(), 1);
-        s.insert(b"x", b"v", Some(5));
-        s.insert(b"x", b"vv", None); // overwrite clears the expiry
+        s.insert(b"x", b"v", Some(5), 0);
+        s.insert(b"x", b"vv", None, 0); // overwrite clears the expiry
         assert_eq!(s.expiring_len(), 0);
         assert!(s.get(b"x", 10).is_some());
     }
@@ -496,7 +533,7 @@ mod tests {
     fn expire_step_respects_its_budget() {
         let mut s = Store::new();
         for i in 0..10u32 {
-            s.insert(&i.to_be_bytes(), b"v", Some(100 + i as u64));
+            s.insert(&i.to_be_bytes(), b"v", Some(100 + i as u64), 0);
         }
         assert_eq!(s.expire_step(104, 3), 3);
         assert_eq!(s.expire_step(104, 3), 2);
@@ -510,9 +547,9 @@ mod tests {
     fn ranges_prefixes_and_resume() {
         let mut s = Store::new();
         for k in ["a", "b", "ba", "bb", "c", "\u{7f}"] {
-            s.insert(k.as_bytes(), b"v", None);
+            s.insert(k.as_bytes(), b"v", None, 0);
         }
-        s.insert(&[b'b', 0xff], b"v", None);
+        s.insert(&[b'b', 0xff], b"v", None, 0);
         let p = KeyRange::prefix(b"b");
         assert_eq!(
             keys(&s, &p, false, 0),

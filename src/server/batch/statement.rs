@@ -159,11 +159,18 @@ fn fast_path(core: &Core, s: &Session, role: Role, sql: &str, batch: &mut Batch,
         let target = describe_key(key);
         return Some(refuse(core, s, batch, "insert", Some(&target), ErrorCode::Unauthorized, READONLY));
     }
-    let group = core.insert_logged(key, value, now);
-    batch.after(group, true, |out| encode_affected_response(out, 1));
+    let (written, group) = core.insert_logged(key, value, now);
+    let code = if written {
+        batch.after(group, true, |out| encode_affected_response(out, 1));
+        ErrorCode::Success
+    } else {
+        let e = WireError::out_of_memory(0);
+        batch.after(group, true, |out| encode_error(out, e.code, &e.message));
+        e.code
+    };
     let target = core.audit.borrow().enabled().then(|| format!("keys {}", lit(key)));
     let sql = sql.as_bytes();
-    done_fast(core, s, s.user(), StatementKind::Insert, target.as_deref(), sql, ErrorCode::Success, 1, batch);
+    done_fast(core, s, s.user(), StatementKind::Insert, target.as_deref(), sql, code, written as u64, batch);
     Some(Flow::Continue)
 }
 
@@ -286,8 +293,11 @@ fn local_incr(
             }
             other => unreachable!("a counter's reply {other:?}"),
         },
-        ShardReply::Invalid(why) => {
-            let e = WireError::invalid(format!("{why}; nothing was changed"));
+        reply @ (ShardReply::Invalid(_) | ShardReply::Full { .. }) => {
+            let e = match reply {
+                ShardReply::Invalid(why) => WireError::invalid(format!("{why}; nothing was changed")),
+                _ => WireError::out_of_memory(0),
+            };
             batch.after(group, true, |out| encode_error(out, e.code, &e.message));
             e.code
         }
