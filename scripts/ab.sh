@@ -7,13 +7,17 @@
 #   scripts/ab.sh REV [ROUNDS] [SECONDS] [CASE ...]
 #   CASE: CONNSxPIPELINE:WORKLOAD, e.g. 50x16:get 50x1:mixed:90 1x64:set (velocity-bench --workload)
 #   SERVER_ARGS: velocityd flags for both (default: --plaintext --audit off --durability none)
+#   AFTER_ARGS: more flags for the working tree's build only (REV=HEAD then measures a flag)
+# The two builds take turns going first, round by round.
 # Example: SERVER_ARGS="--plaintext --audit off --durability sync" scripts/ab.sh HEAD~1 3 5 50x16:mixed:90
+# Example: AFTER_ARGS="--max-memory 4gb" scripts/ab.sh HEAD 3 5 50x16:set
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REV=${1:?usage: scripts/ab.sh REV [ROUNDS] [SECONDS] [CASE ...]}
 ROUNDS=${2:-3}; SECS=${3:-5}; shift $(( $# < 3 ? $# : 3 ))
 CASES=("$@"); [ ${#CASES[@]} -gt 0 ] || CASES=(50x16:get 50x1:get)
 SERVER_ARGS=${SERVER_ARGS:---plaintext --audit off --durability none}
+AFTER_ARGS=${AFTER_ARGS:-}
 KEYS=100000; VALUE=16
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
@@ -33,13 +37,13 @@ trap cleanup EXIT
 freeport() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
 waitport() { for _ in $(seq 400); do (echo > /dev/tcp/127.0.0.1/$1) 2>/dev/null && return; sleep 0.05; done; echo "port $1 never opened" >&2; exit 1; }
 
-run() { # bindir case
-  local bin=$1 conns=${2%%x*} rest=${2#*x} port d
+run() { # bindir case [extra velocityd flags]
+  local bin=$1 conns=${2%%x*} rest=${2#*x} extra=${3:-} port d
   local pipe=${rest%%:*} workload=${rest#*:}
   port=$(freeport); d=$dir/data-$RANDOM; mkdir -p "$d"
   echo -n bench | "$bin/velocityd" user add bench --password-stdin --data-dir "$d" >/dev/null
   # shellcheck disable=SC2086
-  taskset -c 0 "$bin/velocityd" --data-dir "$d" --listen 127.0.0.1:$port --cpu-list 0 $SERVER_ARGS 2>/dev/null &
+  taskset -c 0 "$bin/velocityd" --data-dir "$d" --listen 127.0.0.1:$port --cpu-list 0 $SERVER_ARGS $extra 2>/dev/null &
   pid=$!; waitport "$port"
   bench() { echo -n bench | taskset -c 1 target/release/velocity-bench -p "$port" -u bench --password-stdin --plaintext \
       --accept-new-host --known-hosts "$d.kh" --key-prefix key: --keys $KEYS --value-bytes $VALUE --json "$@" 2>/dev/null; }
@@ -61,16 +65,17 @@ PY
 printf "round\tcase\tbuild\tops/s\tp50_ms\tp99_ms\tcpu_us/op\terrors\n" | tee "$out"
 for r in $(seq "$ROUNDS"); do
   for c in "${CASES[@]}"; do
-    for b in before after; do
-      bin=target/release; [ $b = before ] && bin=$base/target/release
-      printf "%s\t%s\t%s\t%s\n" "$r" "$c" "$b" "$(run "$bin" "$c")" | tee -a "$out"
+    order="before after"; [ $((r % 2)) = 0 ] && order="after before"
+    for b in $order; do
+      bin=target/release extra=$AFTER_ARGS; [ $b = before ] && bin=$base/target/release extra=
+      printf "%s\t%s\t%s\t%s\n" "$r" "$c" "$b" "$(run "$bin" "$c" "$extra")" | tee -a "$out"
     done
   done
 done
-python3 - "$out" "$sha" <<'PY'
+python3 - "$out" "$sha" "$AFTER_ARGS" <<'PY'
 import csv, statistics, sys
 rows = list(csv.DictReader(open(sys.argv[1]), delimiter="\t"))
-print(f"\nmedians (before = {sys.argv[2]}, after = working tree)")
+print(f"\nmedians (before = {sys.argv[2]}, after = working tree{' with ' + sys.argv[3] if sys.argv[3] else ''})")
 print("case\tbefore ops/s\tafter ops/s\tafter/before\tp99 before/after ms\tcpu_us/op before/after")
 for case in dict.fromkeys(r["case"] for r in rows):
     m = {b: [r for r in rows if r["case"] == case and r["build"] == b] for b in ("before", "after")}

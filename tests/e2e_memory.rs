@@ -308,6 +308,19 @@ fn allkeys_lru_evictions_are_durable_a_crash_brings_no_evicted_key_back() {
         let tag: u64 = k[2..].parse().unwrap();
         assert_eq!(value_of(&mut c, &k), Some(value(4000, tag)));
     }
+    // Evictions are summed up in the log, at the latest when the server stops.
+    let mut s = s;
+    let more: Vec<String> =
+        (0..2000u64).map(|k| build::set(format!("more:{k}").as_bytes(), &value(4000, k))).collect();
+    pipelined(&mut c, &more).into_iter().for_each(|r| drop(r.unwrap()));
+    assert!(stat(&mut c, "evicted_keys") > 0);
+    assert!(s.terminate().success());
+    let log = s.log_text();
+    let line = log.lines().find(|l| l.contains("evicted keys to stay under --max-memory"));
+    assert!(
+        line.is_some_and(|l| l.contains("policy=\"allkeys-lru\"") || l.contains("policy=allkeys-lru")),
+        "{log}"
+    );
 }
 
 #[test]

@@ -187,7 +187,8 @@ fn spawn_background(core: &Rc<Core>) {
 
 /// Every tick: a bounded active-expiry step (so a mass expiry never stalls the core), the audit
 /// lines flushed (they reach the writer within a tick even when few arrive), and the memory
-/// limit's share brought up to date, with a summary of evictions now and then.
+/// limit's share brought up to date, with a summary of evictions now and then (and at the end:
+/// `drain`).
 async fn tick_loop(c: Rc<Core>) {
     let budget = &c.shared.memory;
     let mut reported = (now_ms(), c.store.borrow().evictions());
@@ -204,28 +205,31 @@ async fn tick_loop(c: Rc<Core>) {
                 }
             }
             store.set_memory_limit(budget.shard_limit());
-            let now = now_ms();
-            if now >= reported.0 + EVICTION_REPORT_INTERVAL_MS {
-                let evicted = store.evictions() - reported.1;
-                if evicted > 0 {
-                    let limit = store.memory_limit().map_or(0, |l| l.bytes_max);
-                    let policy = store.memory_limit().map_or("", |l| l.eviction.name());
-                    tracing::info!(
-                        shard = c.id,
-                        evicted,
-                        used_bytes = store.mem_bytes(),
-                        limit_bytes = limit,
-                        policy,
-                        "evicted keys to stay under --max-memory"
-                    );
-                }
-                reported = (now, store.evictions());
+            if now_ms() >= reported.0 + EVICTION_REPORT_INTERVAL_MS {
+                report_evictions(&c, &store, &mut reported);
             }
         }
         sleep(Duration::from_millis(EXPIRY_TICK_MS)).await;
         c.store.borrow_mut().expire_step(now_ms(), EXPIRY_STEP_KEYS_MAX);
         c.audit.borrow().flush();
     }
+}
+
+/// One log line for the keys evicted since the last one (`reported`: when, and the count then),
+/// if any were.
+fn report_evictions(c: &Core, store: &crate::store::Store, reported: &mut (u64, u64)) {
+    let evicted = store.evictions() - reported.1;
+    if let (true, Some(limit)) = (evicted > 0, store.memory_limit()) {
+        tracing::info!(
+            shard = c.id,
+            evicted,
+            used_bytes = store.mem_bytes(),
+            limit_bytes = limit.bytes_max,
+            policy = limit.eviction.name(),
+            "evicted keys to stay under --max-memory"
+        );
+    }
+    *reported = (now_ms(), store.evictions());
 }
 
 /// Pick up changes to the users and API-key files (user add/remove, apikey revoke): sessions
@@ -452,4 +456,13 @@ async fn drain(core: &Rc<Core>) {
         wal::drained(w).await;
     }
     core.audit.borrow_mut().close();
+    let store = core.store.borrow();
+    if let (evicted @ 1.., Some(limit)) = (store.evictions(), store.memory_limit()) {
+        tracing::info!(
+            shard = core.id,
+            evicted,
+            policy = limit.eviction.name(),
+            "evicted keys to stay under --max-memory, since start"
+        );
+    }
 }

@@ -115,6 +115,11 @@ pub fn run(mut config: Config) -> Result<(), Error> {
     // SAFETY: setting a signal disposition to SIG_IGN.
     unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) };
     let start = recovery::startup(&config).map_err(Error::Data)?;
+    // Recovery's buffers (records read, mutations decoded) are freed by now, but malloc keeps
+    // the pages for reuse: handing them back makes the RSS the stores' and the process's own,
+    // which is what --max-memory measures the process's share by (memory.rs).
+    // SAFETY: malloc_trim only releases free memory; nothing else allocates on this thread now.
+    unsafe { libc::malloc_trim(0) };
     *start.listeners.lock().expect("start-up hand-off") = listeners.into_iter().map(Some).collect();
     *start.metrics_listener.lock().expect("start-up hand-off") = metrics_listener;
     let shared = Arc::new(Shared {
