@@ -92,6 +92,9 @@ bitflags::bitflags! {
         const CQSIZE    = 1 << 3;
         const CLAMP     = 1 << 4;
         const ATTACH_WQ = 1 << 5;
+        /// Completions of a task's requests run when it next enters the kernel, instead of
+        /// interrupting it (an inter-processor interrupt) while it runs in user space. 5.19+.
+        const COOP_TASKRUN = 1 << 8;
     }
 }
 
