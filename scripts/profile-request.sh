@@ -96,7 +96,7 @@ for name in velocity redis; do
   fi
   wait $prec || true
   echo; echo "== $name: CPU samples by DSO"
-  perf report -i "$dir/$name.data" --stdio --no-children --sort dso 2>/dev/null | grep -E '^ +[0-9]' | head -8
+  perf report -i "$dir/$name.data" --stdio --no-children --sort dso 2>/dev/null | grep -E '^ +[0-9]' | head -8  || true
   echo "== $name: top symbols (self)"
-  perf report -i "$dir/$name.data" --stdio --no-children --sort sym -g none 2>/dev/null | grep -E '^ +[0-9]' | head -25
+  perf report -i "$dir/$name.data" --stdio --no-children --sort sym -g none 2>/dev/null | grep -E '^ +[0-9]' | head -25 || true
 done
