@@ -30,9 +30,10 @@ fn main() {
     println!("keys={n} key_bytes=16 value_bytes=16");
     println!("rss_growth_bytes={} rss_bytes_per_key={per_key:.1}", after - before);
     println!(
-        "data_bytes={} (header+key+value, exact) index_bytes_estimate={}",
+        "data_bytes={} (header+key+value, exact) index_bytes_estimate={} mem_bytes={} (what --max-memory counts)",
         s.data_bytes(),
-        s.index_bytes_estimate()
+        s.index_bytes_estimate(),
+        s.mem_bytes()
     );
     println!(
         "overhead_bytes_per_key={:.1} (RSS per key minus the 32 bytes of key and value)",

@@ -272,13 +272,13 @@ impl Sliced {
         (keys, self.rest.is_none())
     }
 
-    /// The rows the next slice of a Put writes, and whether it is the last slice.
     /// The rows `next_rows` will hand out, without taking them.
     pub fn peek_rows(&self, op: &ShardOp, budget: usize) -> (usize, usize) {
         let ShardOp::Put { rows, .. } = op else { unreachable!("peek_rows of {op:?}") };
         (self.next_row, rows.len().min(self.next_row.saturating_add(budget)))
     }
 
+    /// The rows the next slice of a Put writes, and whether it is the last slice.
     pub fn next_rows(&mut self, op: &ShardOp, budget: usize) -> (std::ops::Range<usize>, bool) {
         let ShardOp::Put { rows, .. } = op else { unreachable!("next_rows of {op:?}") };
         let from = self.next_row;
@@ -406,7 +406,6 @@ pub fn apply(store: &mut Store, op: &ShardOp, now_ms: u64, log: &mut impl WriteL
 }
 
 /// Write one row, recorded in `log`: every insert of a key, the one-row fast path's too.
-/// Write one row: the one place a value enters the store from a statement.
 pub fn put(
     store: &mut Store,
     key: &[u8],
@@ -430,9 +429,10 @@ pub fn put_row(store: &mut Store, key: &[u8], value: &[u8], now_ms: u64, log: &m
 }
 
 /// Room in the store's memory limit (if it has one) for a write that grows it by `growth`:
-/// keys evicted by its policy, never one of `keep` (sorted: the write's own), each logged as a delete so that a restart does not
-/// bring it back. False: no room could be made, and the write must not be applied. A write
-/// that frees memory always has room; one larger than the whole limit never has.
+/// keys evicted by its policy, never one of `keep` (sorted: the write's own), each logged as a
+/// delete so that a restart does not bring it back. False: no room could be made, and the write
+/// must not be applied. A write that frees memory always has room; one larger than the whole
+/// limit never has.
 pub fn make_room(
     store: &mut Store,
     growth: impl FnOnce(&Store) -> Growth,
@@ -526,7 +526,6 @@ pub fn apply_slice(
     last.then(|| written(total, returning, std::mem::take(&mut s.returned)))
 }
 
-/// A write's reply: its count, and its rows when it has a RETURNING list.
 /// What writing `rows` by `on_conflict` adds to the store at most, for `make_room`: a DO NOTHING
 /// writes only the keys that are not there; a DO UPDATE's value is at most the longer of the
 /// row's and the one it sets (a counter's: 20 digits).
@@ -554,6 +553,7 @@ fn put_growth(store: &Store, rows: &[PutRow], on_conflict: &Conflict, now_ms: u6
     }))
 }
 
+/// A write's reply: its count, and its rows when it has a RETURNING list.
 fn written(affected: u64, returning: bool, rows: Vec<(u32, Vec<Value>)>) -> ShardReply {
     if returning {
         ShardReply::Returned { affected, rows }
