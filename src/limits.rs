@@ -109,7 +109,8 @@ pub const EVICTION_SAMPLES: usize = 10;
 pub const EVICTION_SAMPLE_PROBES: usize = 32;
 /// Keys one write may evict to make room. A value that needs more (a large value over many
 /// small keys) is refused once this many have gone, so that no write holds its core for longer
-/// than about a millisecond; the evictions made stay, and a retry goes on from there.
+/// than 1.5 ms or so (about 1.5 µs an eviction, docs/benchmarks.md); the evictions made stay,
+/// and a retry goes on from there.
 pub const EVICTIONS_PER_WRITE_MAX: usize = 1024;
 /// How often a core logs what it evicted since its last line, when it evicted anything.
 pub const EVICTION_REPORT_INTERVAL_MS: u64 = 10_000;

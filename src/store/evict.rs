@@ -41,7 +41,7 @@ pub struct MemoryLimit {
 }
 
 /// What a write adds to a store, before the hash table's share (`Store::growth_bytes`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Growth {
     pub entry_bytes: isize,
     pub new_keys: usize,

@@ -5,7 +5,6 @@
 mod entry;
 mod evict;
 
-pub use entry::heap_bytes;
 use entry::{EntryPtr, HEADER_BYTES, NO_EXPIRY};
 pub use evict::{Eviction, Growth, MemoryLimit};
 use hashbrown::HashTable;
