@@ -103,3 +103,32 @@ proptest! {
         }
     }
 }
+
+/// A key written twice by one INSERT, first shrunk and then grown past what it held: the
+/// statement's growth is the key's largest row, not the sum of each row against the store as
+/// it was (which let the shrink pay for the growth and took the store past its limit).
+#[test]
+fn a_key_repeated_in_one_insert_is_counted_at_its_largest_row() {
+    let run = |store: &mut Store, sql: &str, now: u64| {
+        let p = plan(&parse(sql).unwrap(), 1, 1 << 20).unwrap();
+        let mut redo = Vec::new();
+        let replies = p
+            .parts
+            .iter()
+            .map(|(_, op)| apply(store, op, now, &mut Recorder { redo: &mut redo, undo: None, now_ms: now }))
+            .collect();
+        merge(&p.merge, replies, 1 << 20)
+    };
+    let now = 1_000_000;
+    let mut store = Store::new();
+    let long = "v".repeat(1000);
+    run(&mut store, &format!("INSERT INTO kv (key, value) VALUES ('k11', '{long}')"), now).unwrap();
+    let limit = store.mem_bytes() + 100;
+    store.set_memory_limit(Some(MemoryLimit { bytes_max: limit, eviction: Eviction::NoEviction }));
+    let longer = "v".repeat(1500);
+    let sql = format!("INSERT INTO kv (key, value) VALUES ('k11', ''), ('k11', '{longer}')");
+    let res = run(&mut store, &sql, now);
+    assert!(store.mem_bytes() <= limit, "the store holds {} of {limit}", store.mem_bytes());
+    assert_eq!(res.expect_err("the INSERT outgrows the limit").code, ErrorCode::ServerOverloaded);
+    assert_eq!(store.get(b"k11", now).unwrap().value, long.as_bytes(), "a refusal changes nothing");
+}

@@ -528,7 +528,9 @@ pub fn apply_slice(
 
 /// What writing `rows` by `on_conflict` adds to the store at most, for `make_room`: a DO NOTHING
 /// writes only the keys that are not there; a DO UPDATE's value is at most the longer of the
-/// row's and the one it sets (a counter's: 20 digits).
+/// row's and the one it sets (a counter's: 20 digits). A key written by several rows counts once,
+/// at its largest row and with a TTL if any row may give it one: the rows run in turn, so the
+/// sum of each against the store as it is would let one row's shrink pay for another's growth.
 fn put_growth(store: &Store, rows: &[PutRow], on_conflict: &Conflict, now_ms: u64) -> Growth {
     let (len_max, ttl) = match on_conflict {
         Conflict::Update { value: Change::Set(v), ttl } => (v.len(), *ttl),
@@ -537,20 +539,33 @@ fn put_growth(store: &Store, rows: &[PutRow], on_conflict: &Conflict, now_ms: u6
         Conflict::Replace | Conflict::Nothing => (0, TtlChange::Excluded),
     };
     let nothing = matches!(on_conflict, Conflict::Nothing);
-    store.growth(rows.iter().filter_map(|r| {
-        let old = store.get(&r.key, now_ms).map(|e| e.expires_at_ms.is_some());
-        if nothing && old.is_some() {
-            return None;
+    let mut writes: Vec<(&[u8], usize, bool)> = rows
+        .iter()
+        .filter_map(|r| {
+            let old = store.get(&r.key, now_ms).map(|e| e.expires_at_ms.is_some());
+            if nothing && old.is_some() {
+                return None;
+            }
+            // Whether the entry will expire: a new key takes the row's TTL; a key there, the TTL change.
+            let expires = match (old, ttl) {
+                (Some(_), TtlChange::Set(_)) => true,
+                (Some(_), TtlChange::Clear) => false,
+                (Some(had), TtlChange::Keep) => had,
+                _ => r.ttl_s.is_some(),
+            };
+            Some((&r.key[..], r.value.len().max(len_max), expires))
+        })
+        .collect();
+    writes.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    writes.dedup_by(|later, kept| {
+        let same = later.0 == kept.0;
+        if same {
+            kept.1 = kept.1.max(later.1);
+            kept.2 |= later.2;
         }
-        // Whether the entry will expire: a new key takes the row's TTL; a key there, the TTL change.
-        let expires = match (old, ttl) {
-            (Some(_), TtlChange::Set(_)) => true,
-            (Some(_), TtlChange::Clear) => false,
-            (Some(had), TtlChange::Keep) => had,
-            _ => r.ttl_s.is_some(),
-        };
-        Some((&r.key[..], r.value.len().max(len_max), expires))
-    }))
+        same
+    });
+    store.growth(writes)
 }
 
 /// A write's reply: its count, and its rows when it has a RETURNING list.
