@@ -7,8 +7,9 @@
 //! local and over a cross-core queue otherwise → [`shard::merge`] → RESPONSE frame, written in
 //! request order.
 //!
-//! `protocol`, `sql`, `store`, `shard`, `stats` and `slowlog` do no I/O and know nothing of the runtime.
+//! `protocol`, `sql`, `store`, `shard`, `stats`, `slowlog` and `audit_record` do no I/O and know nothing of the runtime.
 
+pub mod audit_record;
 pub mod client;
 pub mod durability;
 pub mod error;

@@ -161,8 +161,12 @@ pub const SLOWLOG_ENTRIES_PER_CORE: usize = 128;
 /// statement that made it slow.
 pub const SLOWLOG_BATCH_FAST_MAX: usize = 16;
 
-/// Bytes of audit lines a core gathers before handing them to its writer thread.
+/// Bytes of audit records a core gathers before handing them to its writer thread, which
+/// writes them as one checksummed block (a record is about 60 bytes and a key).
 pub const AUDIT_BUFFER_BYTES: usize = 64 << 10;
+/// Bytes of a key an audit record (and the slow log) keeps: enough to tell keys apart, and a
+/// megabyte key does not make a megabyte record.
+pub const TARGET_KEY_BYTES_MAX: usize = 128;
 /// Buffers queued per shard for its writer (4 MiB); past this, lines are dropped and counted
 /// rather than making requests wait on the disk.
 pub const AUDIT_QUEUE_BUFFERS: usize = 64;

@@ -673,6 +673,10 @@ fn with_encryption_the_audit_log_names_no_key_in_the_clear() {
     s.client().execute("INSERT INTO kv (key, value) VALUES ('secret-key-early', 'v')").unwrap();
     assert!(s.terminate().success());
     let dir = s.keep_data();
+    // And a file of JSON lines, as releases before the binary records wrote (shard 1's, which
+    // the next start, on two cores, goes on with).
+    let legacy = r#"{"ts_ms":1,"shard":1,"conn":1,"peer":"","user":"u","event":"command","kind":"insert","target":"keys 'secret-key-legacy'","rows":1,"code":"SUCCESS","latency_us":1}"#;
+    std::fs::write(dir.join("audit/shard-1.log"), format!("{legacy}\n")).unwrap();
     let extra = ["--encryption-key-file", key.to_str().unwrap()];
     let mut s = Server::start_in(dir, 2, &extra);
     let mut c = s.client();
@@ -697,7 +701,7 @@ fn with_encryption_the_audit_log_names_no_key_in_the_clear() {
     let out = read(true);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8(out.stdout).unwrap();
-    for needle in ["secret-key-early", "secret-key-0", "secret-key-49"] {
+    for needle in ["secret-key-early", "secret-key-legacy", "secret-key-0", "secret-key-49"] {
         assert!(text.contains(needle), "{needle} not in the audit log:\n{text}");
     }
     assert!(text.lines().all(|l| serde_json::from_str::<serde_json::Value>(l).is_ok()), "{text}");

@@ -360,13 +360,8 @@ fn audit_log_records_logins_and_requests_and_no_secret_is_written_anywhere() {
         }
     }
     // The audit lines.
-    let mut lines = Vec::new();
-    for shard in 0..2 {
-        let p = s.data_dir.join("audit").join(format!("shard-{shard}.log"));
-        for l in std::fs::read_to_string(&p).unwrap().lines() {
-            lines.push(serde_json::from_str::<serde_json::Value>(l).unwrap());
-        }
-    }
+    let lines = audit_lines(&s.data_dir);
+    assert!(lines.iter().any(|l| l["shard"] == 1), "both shards' files are read");
     let has = |f: &dyn Fn(&serde_json::Value) -> bool| lines.iter().any(f);
     assert!(has(&|l| l["event"] == "login"
         && l["user"] == "alice"
@@ -391,6 +386,27 @@ fn audit_log_records_logins_and_requests_and_no_secret_is_written_anywhere() {
     }
 }
 
+/// A data directory from a release that wrote JSON lines: the old file is kept beside the new
+/// one (never appended to in another form), and `velocityd audit` prints both, the old first.
+#[test]
+fn audit_files_of_json_lines_are_kept_and_read_with_the_new_records() {
+    let mut s = Server::start_with(1, &[]);
+    assert!(s.terminate().success());
+    let dir = s.keep_data();
+    let legacy = r#"{"ts_ms":1,"shard":0,"conn":1,"peer":"","user":"u","event":"command","kind":"insert","target":"keys 'old'","rows":1,"code":"SUCCESS","latency_us":1}"#;
+    std::fs::write(dir.join("audit/shard-0.log"), format!("{legacy}\n")).unwrap();
+    let mut s = Server::start_in(dir, 1, &[]);
+    s.client().execute("INSERT INTO kv (key, value) VALUES ('new', 'v')").unwrap();
+    assert!(s.terminate().success());
+    let targets: Vec<String> = audit_lines(&s.data_dir)
+        .iter()
+        .filter(|l| l["kind"] == "insert")
+        .map(|l| l["target"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(targets, ["keys 'old'", "keys 'new'"]);
+    assert!(s.data_dir.join("audit/shard-0.log.1").exists());
+}
+
 #[test]
 fn audit_off_writes_nothing() {
     let s = Server::start_with(1, &["--audit", "off"]);
@@ -410,16 +426,19 @@ fn audit_files_rotate_by_size() {
     drop(c);
     assert!(s.terminate().success());
     let dir = s.data_dir.join("audit");
-    let mut lines = 0;
     for name in ["shard-0.log", "shard-0.log.1", "shard-0.log.2", "shard-0.log.3", "shard-0.log.4"] {
-        let p = dir.join(name);
-        let text = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{name}: {e}"));
-        assert!(text.len() <= 4096, "{name} is {} bytes", text.len());
-        for l in text.lines() {
-            serde_json::from_str::<serde_json::Value>(l).unwrap();
-            lines += 1;
-        }
+        let len = std::fs::metadata(dir.join(name)).unwrap_or_else(|e| panic!("{name}: {e}")).len();
+        assert!(len <= 4096, "{name} is {len} bytes");
     }
     assert!(!dir.join("shard-0.log.5").exists(), "at most 4 old files are kept");
-    assert!(lines > 40, "{lines}");
+    // What the kept files hold is read back whole: the newest statements, in order.
+    let keys: Vec<String> = audit_lines(&s.data_dir)
+        .iter()
+        .filter(|l| l["kind"] == "insert")
+        .map(|l| l["target"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(keys.len() > 40, "{}", keys.len());
+    let first: usize = keys[0].trim_start_matches("keys 'rot:").trim_end_matches('\'').parse().unwrap();
+    let want: Vec<String> = (first..300).map(|i| format!("keys 'rot:{i}'")).collect();
+    assert_eq!(keys, want);
 }

@@ -303,3 +303,11 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
     }
     out
 }
+
+/// The audit log of `data_dir` as `velocityd audit` prints it (the files hold binary records):
+/// its JSON lines, parsed. A warning on stderr fails the caller.
+pub fn audit_lines(data_dir: &Path) -> Vec<serde_json::Value> {
+    let out = Command::new(bin("velocityd")).args(["audit", "--data-dir"]).arg(data_dir).output().unwrap();
+    assert!(out.status.success() && out.stderr.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}

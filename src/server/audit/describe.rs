@@ -1,21 +1,15 @@
 //! What a statement touched, as the audit log and the slow log show it: keys and ranges as SQL
-//! literals (cut to 128 bytes each), never a value.
+//! literals (cut to TARGET_KEY_BYTES_MAX bytes each), never a value.
 
 use crate::sql::{
-    incr_one, insert_one, parse, point_select_key, quote_literal, Filter, OnConflict, Statement,
+    incr_one, insert_one, parse, point_select_key, Filter, OnConflict, Statement,
 };
 
-/// A key as the audit log shows it: an SQL literal of at most 128 of its bytes.
-pub fn lit(k: &[u8]) -> String {
-    let mut q = quote_literal(&k[..k.len().min(128)]);
-    if k.len() > 128 {
-        q.push('…');
-    }
-    q
-}
+use crate::audit_record::lit;
+use crate::audit_record::Target;
 
-pub fn describe_key(k: &[u8]) -> String {
-    format!("key = {}", lit(k))
+fn describe_key(k: &[u8]) -> String {
+    Target::Key(k).text()
 }
 
 /// `describe` of the statement `sql`, for a statement whose description was not made when it
@@ -27,9 +21,9 @@ pub fn describe_text(sql: &[u8]) -> String {
     if let Some(k) = point_select_key(sql) {
         describe_key(k)
     } else if let Some((k, _)) = incr_one(sql) {
-        format!("keys {} on conflict update", lit(k))
+        Target::Bump(k).text()
     } else if let Some((k, _)) = insert_one(sql) {
-        format!("keys {}", lit(k))
+        Target::Keys(k).text()
     } else {
         parse(sql).map_or(String::new(), |st| describe(&st))
     }

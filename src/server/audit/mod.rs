@@ -1,24 +1,27 @@
-//! The audit log: one JSON line per login attempt and per request, in `audit/shard-<i>.log`
-//! under the data directory, rotated by size. Each core formats its lines into a buffer of its
-//! own (no allocation per line) and hands full buffers — or whatever it has every 100 ms — to a
-//! writer thread of the shard's own through a bounded queue, so the request path never waits on
-//! the disk. When the disk cannot keep up and the queue is full, the buffer's lines are dropped
-//! and counted (`audit_dropped` in SHOW STATS, and a warning in the log): availability wins over
-//! a complete audit trail, and the count says exactly how incomplete it is.
+//! The audit log: one record per login attempt and per request, in `audit/shard-<i>.log` under
+//! the data directory, rotated by size. Each core appends compact binary records
+//! (`crate::audit_record`: a few copies, no formatting) to a buffer of its own and hands full
+//! buffers — or whatever it has every 100 ms — to a writer thread of the shard's own through a
+//! bounded queue, so the request path never waits on the disk. The writer writes each buffer as
+//! one record of the data files' framing (numbered and checksummed; with
+//! `--encryption-key-file`, sealed with the data key: AES-256-GCM with the file and offset as
+//! associated data, since records name keys). `velocityd audit` renders them as JSON lines.
+//! When the disk cannot keep up and the queue is full, the buffer's records are dropped and
+//! counted (`audit_dropped` in SHOW STATS, and a warning in the log): availability wins over a
+//! complete audit trail, and the count says exactly how incomplete it is.
 //!
-//! What a line holds: time, shard, connection id, peer address, user, event, statement kind,
-//! the key or key range (keys only, as SQL literals), rows, result code and latency. Never a
-//! password, credential, API key or value.
+//! What a record holds: time, shard, connection id, peer address, user, event, statement kind,
+//! the key or key range (keys only), rows, result code and latency. Never a password,
+//! credential, API key or value.
 //!
-//! With `--encryption-key-file` the lines name keys, which must not be on disk in the clear: each
-//! batch of lines handed to the writer is sealed with the data key as one record (the log's
-//! framing: numbered, checksummed, AES-256-GCM with the file and offset as associated data), and
-//! older plain files are sealed at start. `velocityd audit` prints them as JSON lines again.
+//! Older releases wrote JSON lines, plain or (encrypted) in sealed records; `velocityd audit`
+//! still reads both, and a plain file is sealed at start when a key is given.
 
-use super::runtime::now_ms;
-use crate::durability::{file_header, seal_record, Cipher, FileId, FileKind, HEADER_BYTES};
+use crate::audit_record::{encode, record_len, render_json, Record, RECORD_TAG};
+use crate::durability::{
+    file_header, header_encrypted, scan_records, seal_record, sealed_len, Cipher, FileId, FileKind, Tail, HEADER_BYTES,
+};
 use crate::limits::{AUDIT_BUFFER_BYTES, AUDIT_FLUSH_MS, AUDIT_QUEUE_BUFFERS};
-use crate::protocol::ErrorCode;
 use std::cell::{Cell, RefCell};
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufWriter, Write};
@@ -28,18 +31,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 mod describe;
-pub use describe::{describe, describe_key, describe_text, lit};
+pub use describe::{describe, describe_text};
 
 pub struct AuditLog {
     tx: Option<crossbeam_channel::Sender<Vec<u8>>>,
     writer: Option<std::thread::JoinHandle<()>>,
-    /// Lines formatted since the last hand-over, and how many.
+    /// Records encoded since the last hand-over, and how many.
     buf: RefCell<Vec<u8>>,
     lines: Cell<u64>,
     pub dropped: Cell<u64>,
-    /// The last peer address written, as text: a batch's lines are mostly of one connection,
-    /// and formatting an address cost more than the rest of the line.
-    peer_text: RefCell<Option<(std::net::SocketAddr, String)>>,
 }
 
 struct Writer {
@@ -48,17 +48,14 @@ struct Writer {
     written: u64,
     max_bytes: u64,
     keep: usize,
-    /// With encryption: the key, this shard, and the number of the next record of the file.
-    seal: Option<Seal>,
-}
-
-struct Seal {
-    cipher: Arc<Cipher>,
     shard: u32,
+    /// The data key, when records are sealed with it.
+    cipher: Option<Arc<Cipher>>,
+    /// The number of the file's next record.
     next_seq: u64,
 }
 
-/// Every audit file is sealed as the same "file" (the name changes as files rotate): a record
+/// Every audit file is framed as the same "file" (the name changes as files rotate): a record
 /// cannot move to another offset, and no record of a data file passes for an audit one.
 fn audit_file_id(shard: u32) -> FileId {
     FileId { kind: FileKind::Audit, generation: 0, shard, index: 0 }
@@ -85,31 +82,59 @@ pub fn audit_files(data_dir: &Path, shard: usize) -> Vec<PathBuf> {
     out
 }
 
-fn is_sealed(header: &[u8]) -> bool {
-    header.starts_with(crate::durability::AUDIT_MAGIC)
+/// What an audit file holds, by its first bytes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Form {
+    Empty,
+    /// JSON lines, as releases before the binary records wrote them.
+    Lines,
+    Framed { encrypted: bool },
 }
 
-/// Rewrite a plain audit file sealed: its lines in records of about AUDIT_BUFFER_BYTES.
-fn seal_file(path: &Path, cipher: &Cipher, shard: u32) -> std::io::Result<()> {
-    let plain = fs::read(path)?;
-    let mut out = file_header(FileKind::Audit, Some(cipher)).to_vec();
-    let mut rest = &plain[..];
-    let mut seq = 1;
-    while !rest.is_empty() {
-        let mut cut = rest.len().min(AUDIT_BUFFER_BYTES);
-        if cut < rest.len() {
-            cut = rest[..cut].iter().rposition(|b| *b == b'\n').map_or(cut, |i| i + 1);
+fn form_of(head: &[u8]) -> Form {
+    if head.is_empty() {
+        Form::Empty
+    } else if head.starts_with(crate::durability::AUDIT_MAGIC) {
+        Form::Framed { encrypted: header_encrypted(head) }
+    } else {
+        Form::Lines
+    }
+}
+
+/// Rewrite an unencrypted audit file sealed: a framed file record by record, a file of JSON
+/// lines in records of about AUDIT_BUFFER_BYTES.
+fn seal_file(path: &Path, form: Form, cipher: &Cipher, shard: u32) -> Result<(), String> {
+    let err = |e: std::io::Error| format!("cannot seal {}: {e}", path.display());
+    let data = fs::read(path).map_err(err)?;
+    let mut payloads: Vec<Vec<u8>> = Vec::new();
+    if form == Form::Lines {
+        let mut rest = &data[..];
+        while !rest.is_empty() {
+            let mut cut = rest.len().min(AUDIT_BUFFER_BYTES);
+            if cut < rest.len() {
+                cut = rest[..cut].iter().rposition(|b| *b == b'\n').map_or(cut, |i| i + 1);
+            }
+            payloads.push(rest[..cut].to_vec());
+            rest = &rest[cut..];
         }
+    } else {
+        // A torn last record is dropped here as at any open; damage is kept for the operator.
+        let (records, _, tail) = scan_records(&data, &audit_file_id(shard), None)?;
+        if let Tail::Corrupt { offset, reason, .. } = tail {
+            return Err(format!("{} is damaged at offset {offset} ({reason}): move it away", path.display()));
+        }
+        payloads = records;
+    }
+    let mut out = file_header(FileKind::Audit, Some(cipher)).to_vec();
+    for (i, p) in payloads.iter().enumerate() {
         let at = out.len() as u64;
-        seal_record(&mut out, &rest[..cut], &audit_file_id(shard), at, seq, Some(cipher));
-        seq += 1;
-        rest = &rest[cut..];
+        seal_record(&mut out, p, &audit_file_id(shard), at, i as u64 + 1, Some(cipher));
     }
     let tmp = path.with_extension("sealing");
-    let mut f = OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
-    f.write_all(&out)?;
-    f.sync_all()?;
-    fs::rename(&tmp, path)
+    let mut f = OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp).map_err(err)?;
+    f.write_all(&out).map_err(err)?;
+    f.sync_all().map_err(err)?;
+    fs::rename(&tmp, path).map_err(err)
 }
 
 fn open_append(path: &Path) -> std::io::Result<File> {
@@ -168,134 +193,66 @@ impl Writer {
         }
         self.out = BufWriter::new(open_append(&self.path)?);
         self.written = 0;
-        self.start_sealed()
+        self.start_file()
     }
 
-    /// A new sealed file starts with its header.
-    fn start_sealed(&mut self) -> std::io::Result<()> {
-        if let (Some(seal), 0) = (&mut self.seal, self.written) {
-            let header = file_header(FileKind::Audit, Some(&seal.cipher));
+    /// A new file starts with its header.
+    fn start_file(&mut self) -> std::io::Result<()> {
+        if self.written == 0 {
+            let header = file_header(FileKind::Audit, self.cipher.as_deref());
             self.out.write_all(&header)?;
             self.written = header.len() as u64;
-            seal.next_seq = 1;
+            self.next_seq = 1;
         }
         Ok(())
     }
 
-    /// Write whole lines; rotation happens between lines (between records, when sealed).
-    fn write(&mut self, lines: &[u8]) -> std::io::Result<()> {
-        if self.seal.is_none() {
-            return self.write_plain(lines);
+    /// Write a buffer of whole records, as one record of the file or, where the file has no
+    /// room for all of them, cut between them: a file passes its size only by a lone record.
+    fn write(&mut self, mut records: &[u8]) -> std::io::Result<()> {
+        let encrypted = self.cipher.is_some();
+        while !records.is_empty() {
+            let room = self.max_bytes.saturating_sub(self.written) as usize;
+            let mut cut = 0;
+            while cut < records.len() {
+                let Ok(n) = record_len(&records[cut..]) else {
+                    // Our own encoding always reads back; were it not to, the rest goes whole.
+                    cut = records.len();
+                    break;
+                };
+                if cut > 0 && sealed_len(cut + n, encrypted) > room {
+                    break;
+                }
+                cut += n;
+            }
+            if sealed_len(cut, encrypted) > room && self.written > HEADER_BYTES as u64 {
+                self.rotate()?;
+                continue;
+            }
+            self.write_block(&records[..cut])?;
+            records = &records[cut..];
         }
-        let len = crate::durability::sealed_len(lines.len(), true) as u64;
-        if self.written > HEADER_BYTES as u64 && self.written + len > self.max_bytes {
-            self.rotate()?;
-        }
-        let seal = self.seal.as_mut().expect("sealed above");
-        let mut out = Vec::with_capacity(len as usize);
-        seal_record(
-            &mut out,
-            lines,
-            &audit_file_id(seal.shard),
-            self.written,
-            seal.next_seq,
-            Some(&seal.cipher),
-        );
-        seal.next_seq += 1;
+        Ok(())
+    }
+
+    fn write_block(&mut self, block: &[u8]) -> std::io::Result<()> {
+        let mut out = Vec::with_capacity(sealed_len(block.len(), self.cipher.is_some()));
+        let file = audit_file_id(self.shard);
+        seal_record(&mut out, block, &file, self.written, self.next_seq, self.cipher.as_deref());
+        self.next_seq += 1;
         self.out.write_all(&out)?;
         self.written += out.len() as u64;
-        Ok(())
-    }
-
-    fn write_plain(&mut self, mut lines: &[u8]) -> std::io::Result<()> {
-        while !lines.is_empty() {
-            let room = self.max_bytes.saturating_sub(self.written) as usize;
-            // As many whole lines as fit (at least one, into an empty file).
-            let mut cut = lines.len().min(room);
-            if cut < lines.len() {
-                cut = lines[..cut].iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
-                if cut == 0 && self.written > 0 {
-                    self.rotate()?;
-                    continue;
-                }
-                if cut == 0 {
-                    cut = lines.iter().position(|b| *b == b'\n').map_or(lines.len(), |i| i + 1);
-                }
-            }
-            self.out.write_all(&lines[..cut])?;
-            self.written += cut as u64;
-            lines = &lines[cut..];
-        }
         Ok(())
     }
 }
 
 impl AuditLog {
-    /// One line: who (connection `conn` of `peer`, as `user`) did what (`event`, `kind`) to
-    /// what (`target`), and how it went.
-    #[allow(clippy::too_many_arguments)]
-    pub fn line(
-        &self,
-        shard: usize,
-        conn: u64,
-        peer: Option<std::net::SocketAddr>,
-        user: &str,
-        event: &str,
-        kind: &str,
-        target: Option<&str>,
-        rows: u64,
-        code: ErrorCode,
-        latency_us: u64,
-    ) {
-        // Built from pieces, without `core::fmt` (a third of the line's cost), once a request.
-        let mut num = itoa::Buffer::new();
-        self.record(|b| {
-            let put = |b: &mut Vec<u8>, piece: &str| b.extend_from_slice(piece.as_bytes());
-            put(b, "{\"ts_ms\":");
-            put(b, num.format(now_ms()));
-            put(b, ",\"shard\":");
-            put(b, num.format(shard));
-            put(b, ",\"conn\":");
-            put(b, num.format(conn));
-            put(b, ",\"peer\":\"");
-            if let Some(p) = peer {
-                let mut cached = self.peer_text.borrow_mut();
-                if cached.as_ref().is_none_or(|(a, _)| *a != p) {
-                    *cached = Some((p, p.to_string()));
-                }
-                put(b, &cached.as_ref().expect("just set").1);
-            }
-            put(b, "\",\"user\":");
-            put_json_str(b, user);
-            put(b, ",\"event\":\"");
-            put(b, event);
-            put(b, "\",\"kind\":\"");
-            put(b, kind);
-            put(b, "\",\"target\":");
-            put_json_str(b, target.unwrap_or(""));
-            put(b, ",\"rows\":");
-            put(b, num.format(rows));
-            put(b, ",\"code\":\"");
-            put(b, code.name());
-            put(b, "\",\"latency_us\":");
-            put(b, num.format(latency_us));
-            put(b, "}");
-        });
-    }
-
     pub fn off() -> AuditLog {
-        AuditLog {
-            tx: None,
-            writer: None,
-            buf: RefCell::new(Vec::new()),
-            lines: Cell::new(0),
-            dropped: Cell::new(0),
-            peer_text: RefCell::new(None),
-        }
+        AuditLog { tx: None, writer: None, buf: RefCell::new(Vec::new()), lines: Cell::new(0), dropped: Cell::new(0) }
     }
 
-    /// Open shard `shard`'s audit log; sealed with `cipher` when given (older plain files are
-    /// sealed now), plain otherwise (a sealed current file is rotated away first).
+    /// Open shard `shard`'s audit log; sealed with `cipher` when given (older unencrypted files
+    /// are sealed now), plain otherwise (a current file of another form is rotated away first).
     pub fn open(
         data_dir: &Path,
         shard: usize,
@@ -311,34 +268,37 @@ impl AuditLog {
             .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         let path = dir.join(format!("shard-{shard}.log"));
         let err = |e: std::io::Error| format!("audit log {}: {e}", path.display());
-        let mut seal = None;
-        let mut current_sealed = false;
+        let mut current = Form::Empty;
         for f in audit_files(data_dir, shard) {
             let mut head = [0u8; HEADER_BYTES];
             let n = File::open(&f).and_then(|mut h| std::io::Read::read(&mut h, &mut head)).unwrap_or(0);
-            let sealed = n == HEADER_BYTES && is_sealed(&head);
-            match (&cipher, sealed) {
-                (Some(c), false) if n > 0 => {
-                    seal_file(&f, c, shard as u32).map_err(|e| format!("cannot seal {}: {e}", f.display()))?
-                }
-                _ => {}
+            let mut form = form_of(&head[..n]);
+            if let (Some(c), Form::Lines | Form::Framed { encrypted: false }) = (&cipher, form) {
+                seal_file(&f, form, c, shard as u32)?;
+                form = Form::Framed { encrypted: true };
             }
             if f == path {
-                current_sealed = n > 0 && (sealed || cipher.is_some());
+                current = form;
             }
         }
-        if let Some(c) = &cipher {
-            // Go on after the last good record (a crash may have torn the last write).
-            let mut next_seq = 1;
-            if current_sealed {
-                let data = fs::read(&path).map_err(err)?;
-                let (records, good_end, _) =
-                    crate::durability::scan_records(&data, &audit_file_id(shard as u32), Some(c))
-                        .map_err(|e| format!("audit log {}: {e}", path.display()))?;
-                OpenOptions::new().write(true).open(&path).and_then(|f| f.set_len(good_end)).map_err(err)?;
-                next_seq = records.len() as u64 + 1;
+        let mut next_seq = 1;
+        // Go on after the last good record of a current file of this form (a crash may have
+        // torn the last write); any other current file is rotated away, kept for `velocityd audit`.
+        let mut go_on = current == Form::Framed { encrypted: cipher.is_some() };
+        if go_on {
+            let data = fs::read(&path).map_err(err)?;
+            let (records, good_end, tail) = scan_records(&data, &audit_file_id(shard as u32), cipher.as_deref())
+                .map_err(|e| format!("audit log {}: {e}", path.display()))?;
+            match tail {
+                Tail::Corrupt { offset, reason, .. } => {
+                    tracing::warn!(path = %path.display(), offset, reason, "audit file damaged: kept as it is, a new one started");
+                    go_on = false;
+                }
+                _ => {
+                    OpenOptions::new().write(true).open(&path).and_then(|f| f.set_len(good_end)).map_err(err)?;
+                    next_seq = records.len() as u64 + 1;
+                }
             }
-            seal = Some(Seal { cipher: c.clone(), shard: shard as u32, next_seq });
         }
         let file = open_append(&path).map_err(err)?;
         let written = file.metadata().map_or(0, |m| m.len());
@@ -349,13 +309,14 @@ impl AuditLog {
             written,
             max_bytes: max_bytes.max(4096),
             keep,
-            seal,
+            shard: shard as u32,
+            cipher,
+            next_seq,
         };
-        if cipher.is_none() && current_sealed {
-            // Plain lines do not go into a sealed file.
+        if !go_on && current != Form::Empty {
             w.rotate().map_err(err)?;
         }
-        w.start_sealed().map_err(err)?;
+        w.start_file().map_err(err)?;
         let writer = std::thread::Builder::new()
             .name(format!("velocity-audit-{shard}"))
             .spawn(move || w.run(rx))
@@ -366,7 +327,6 @@ impl AuditLog {
             buf: RefCell::new(Vec::with_capacity(AUDIT_BUFFER_BYTES)),
             lines: Cell::new(0),
             dropped: Cell::new(0),
-            peer_text: RefCell::new(None),
         })
     }
 
@@ -374,15 +334,15 @@ impl AuditLog {
         self.tx.is_some()
     }
 
-    /// Append one line, written by `line` (without its newline).
-    pub fn record(&self, line: impl FnOnce(&mut Vec<u8>)) {
+    /// Append one record: who (connection `conn` of `peer`, as `user`) did what (`event`,
+    /// `kind`) to what (`target`), and how it went.
+    pub fn record(&self, r: &Record<'_>) {
         if self.tx.is_none() {
             return;
         }
         let full = {
             let mut b = self.buf.borrow_mut();
-            line(&mut b);
-            b.push(b'\n');
+            encode(&mut b, r);
             b.len() >= AUDIT_BUFFER_BYTES
         };
         self.lines.set(self.lines.get() + 1);
@@ -424,7 +384,7 @@ impl Drop for AuditLog {
     }
 }
 
-/// The lines of every audit file of the data directory, oldest first per shard, as JSON lines
+/// The records of every audit file of the data directory as JSON lines, oldest first per shard
 /// (sealed files opened with `cipher`); warnings for damaged or unreadable files go to `warn`.
 pub fn read_all(
     data_dir: &Path,
@@ -439,33 +399,53 @@ pub fn read_all(
         }
         for f in files {
             let data = fs::read(&f).map_err(|e| format!("cannot read {}: {e}", f.display()))?;
-            if !is_sealed(&data) {
-                out.write_all(&data).map_err(|e| e.to_string())?;
-                continue;
-            }
-            let Some(c) = cipher else {
-                warn(format!("{} is sealed: give --encryption-key-file", f.display()));
-                continue;
-            };
-            match crate::durability::scan_records(&data, &audit_file_id(shard as u32), Some(c)) {
-                Ok((records, _, tail)) => {
-                    for r in records {
-                        out.write_all(&r).map_err(|e| e.to_string())?;
-                    }
-                    if let crate::durability::Tail::Torn { offset, reason }
-                    | crate::durability::Tail::Corrupt { offset, reason, .. } = tail
-                    {
-                        warn(format!("{}: stopped at offset {offset} ({reason})", f.display()));
-                    }
+            match form_of(&data[..data.len().min(HEADER_BYTES)]) {
+                Form::Empty => continue,
+                Form::Lines => {
+                    out.write_all(&data).map_err(|e| e.to_string())?;
+                    continue;
                 }
-                Err(e) => warn(format!("{}: {e}", f.display())),
+                Form::Framed { encrypted: true } if cipher.is_none() => {
+                    warn(format!("{} is sealed: give --encryption-key-file", f.display()));
+                    continue;
+                }
+                Form::Framed { .. } => {}
+            }
+            let (blocks, _, tail) = match scan_records(&data, &audit_file_id(shard as u32), cipher) {
+                Ok(scan) => scan,
+                Err(e) => {
+                    warn(format!("{}: {e}", f.display()));
+                    continue;
+                }
+            };
+            for b in blocks {
+                render_block(&b, out, &mut |e| warn(format!("{}: {e}", f.display())))?;
+            }
+            if let Tail::Torn { offset, reason } | Tail::Corrupt { offset, reason, .. } = tail {
+                warn(format!("{}: stopped at offset {offset} ({reason})", f.display()));
             }
         }
     }
     Ok(())
 }
 
-/// Append `s` as a JSON string literal.
-pub fn put_json_str(out: &mut Vec<u8>, s: &str) {
-    let _ = serde_json::to_writer(out, s);
+/// One block of a framed file as JSON lines: its binary records, or the lines older releases
+/// sealed as they were.
+fn render_block(block: &[u8], out: &mut dyn Write, warn: &mut dyn FnMut(String)) -> Result<(), String> {
+    if block.first() != Some(&RECORD_TAG) {
+        return out.write_all(block).map_err(|e| e.to_string());
+    }
+    let mut lines = Vec::with_capacity(block.len() * 4);
+    let mut at = 0;
+    while at < block.len() {
+        match render_json(&block[at..], &mut lines) {
+            Ok(n) => at += n,
+            Err(e) => {
+                // The block's checksum held, so this is a record this build cannot read.
+                warn(format!("a record it cannot read ({e}); the rest of its block skipped"));
+                break;
+            }
+        }
+    }
+    out.write_all(&lines).map_err(|e| e.to_string())
 }

@@ -16,7 +16,8 @@ use super::audit::describe_text;
 use super::core::{Core, Unfinished};
 use super::datadir::RateLimit;
 use super::report::InfoKind;
-use super::runtime::now_us;
+use super::runtime::{now_ms, now_us};
+use crate::audit_record::{Record, Target};
 use super::session::{Env, LoginEvent, Phase, Session, Step};
 use super::wal::Group;
 use crate::error::WireError;
@@ -310,7 +311,7 @@ fn done_fast(
     s: &Session,
     user: &str,
     kind: StatementKind,
-    target: Option<&str>,
+    target: Option<Target<'_>>,
     sql: &[u8],
     code: ErrorCode,
     rows: u64,
@@ -352,7 +353,7 @@ fn done(
     s: &Session,
     user: &str,
     kind: StatementKind,
-    target: Option<&str>,
+    target: Option<Target<'_>>,
     sql: &[u8],
     started: Instant,
     code: ErrorCode,
@@ -377,13 +378,13 @@ fn log_slow(
     core: &Core,
     user: &str,
     kind: StatementKind,
-    target: Option<&str>,
+    target: Option<Target<'_>>,
     sql: &[u8],
     rows: u64,
     duration_us: u64,
 ) {
     let target = match target {
-        Some(t) => t.to_owned(),
+        Some(t) => t.text(),
         None => describe_text(sql),
     };
     core.slowlog.borrow_mut().push(SlowEntry {
@@ -415,14 +416,16 @@ fn audit(
     user: &str,
     event: &str,
     kind: &str,
-    target: Option<&str>,
+    target: Option<Target<'_>>,
     rows: u64,
     code: ErrorCode,
     latency_us: u64,
 ) {
     let log = core.audit.borrow();
     if log.enabled() {
-        log.line(core.id, s.id, s.peer, user, event, kind, target, rows, code, latency_us);
+        let shard = core.id as u16;
+        let (conn, peer, ts_ms) = (s.id, s.peer, now_ms());
+        log.record(&Record { ts_ms, shard, conn, peer, user, event, kind, target, rows, code, latency_us });
     }
 }
 

@@ -2,6 +2,7 @@
 //! encoded in request order, and written whenever CONN_OUT_BYTES_MAX of them have gathered.
 
 use super::{audit, done, encode_outcome, encode_result, log_slow, outcome, Batch, Pending};
+use crate::audit_record::Target;
 use crate::error::WireError;
 use crate::limits::CONN_OUT_BYTES_MAX;
 use crate::protocol::message::encode_error;
@@ -185,7 +186,7 @@ impl BatchIo for CoreIo<'_> {
                 let res = merged(core, m, replies, local_group, local_more, now).await;
                 let (code, rows) = outcome(&res);
                 let sql = self.input.get(sql).unwrap_or_default();
-                done(core, s, s.user(), kind, target.as_deref(), sql, started, code, rows);
+                done(core, s, s.user(), kind, target.as_deref().map(Target::Text), sql, started, code, rows);
                 encode_outcome(out, &res);
             }
             Pending::Info { what, started } => {
@@ -195,7 +196,7 @@ impl BatchIo for CoreIo<'_> {
                 core.stats.borrow_mut().record(StatementKind::Show, latency_us, code == ErrorCode::Success);
                 if latency_us >= core.slowlog_threshold_us {
                     // What a SHOW touches is the server, not keys: no target, as in the audit log.
-                    log_slow(core, s.user(), StatementKind::Show, Some(""), &[], rows, latency_us);
+                    log_slow(core, s.user(), StatementKind::Show, Some(Target::Text("")), &[], rows, latency_us);
                 }
                 match (what, &res) {
                     (InfoKind::StatsFrame, Ok(rs)) => {

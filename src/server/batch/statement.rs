@@ -11,7 +11,8 @@ use crate::protocol::{
     encode_affected_response, encode_single_value_response, encode_value_response, single_value_response_len,
     ErrorCode,
 };
-use crate::server::audit::{describe, describe_key, lit};
+use crate::audit_record::Target;
+use crate::server::audit::describe;
 use crate::server::core::{Core, Started};
 use crate::server::datadir::Role;
 use crate::server::report::InfoKind;
@@ -101,22 +102,22 @@ pub(super) fn command(
                 }
             };
             let target = core.audit.borrow().enabled().then(|| describe(&stmt));
-            if let Some(flow) = local_point_read(core, s, &stmt, target.as_deref(), payload, batch, now) {
+            if let Some(flow) = local_point_read(core, s, &stmt, target.as_deref().map(Target::Text), payload, batch, now) {
                 return flow;
             }
             (stmt.kind(), target, work(&stmt, core.shards, core.shared.config.max_payload))
         }
     };
     if kind.is_write() && role == Role::ReadOnly {
-        return refuse(core, s, batch, kind.name(), target.as_deref(), ErrorCode::Unauthorized, READONLY);
+        return refuse(core, s, batch, kind.name(), target.as_deref().map(Target::Text), ErrorCode::Unauthorized, READONLY);
     }
     if matches!(work, Work::Report(InfoKind::ResetSlowlog)) && role == Role::ReadOnly {
         // It reads nothing of the data, but it erases what other users' statements left.
-        return refuse(core, s, batch, kind.name(), target.as_deref(), ErrorCode::Unauthorized, READONLY);
+        return refuse(core, s, batch, kind.name(), target.as_deref().map(Target::Text), ErrorCode::Unauthorized, READONLY);
     }
     match work {
         Work::Report(what) => {
-            audit(core, s, s.user(), "command", kind.name(), target.as_deref(), 0, ErrorCode::Success, 0);
+            audit(core, s, s.user(), "command", kind.name(), target.as_deref().map(Target::Text), 0, ErrorCode::Success, 0);
             batch.pending.push(Pending::Info { what, started });
             Flow::Continue
         }
@@ -133,7 +134,7 @@ fn refuse(
     s: &Session,
     batch: &mut Batch,
     kind: &str,
-    target: Option<&str>,
+    target: Option<Target<'_>>,
     code: ErrorCode,
     msg: &str,
 ) -> Flow {
@@ -147,8 +148,7 @@ fn refuse(
 fn fast_path(core: &Core, s: &Session, role: Role, sql: &str, batch: &mut Batch, now: u64) -> Option<Flow> {
     let local = |key: &[u8]| shard_of_key(key, core.shards) == core.id;
     if let Some(key) = point_select_key(sql).filter(|k| local(k)) {
-        let target = core.audit.borrow().enabled().then(|| describe_key(key));
-        local_point_get(core, s, s.user(), key, target.as_deref(), sql.as_bytes(), batch, now);
+        local_point_get(core, s, s.user(), key, Some(Target::Key(key)), sql.as_bytes(), batch, now);
         return Some(Flow::Continue);
     }
     if let Some((key, by)) = incr_one(sql).filter(|(k, _)| local(k)) {
@@ -156,8 +156,7 @@ fn fast_path(core: &Core, s: &Session, role: Role, sql: &str, batch: &mut Batch,
     }
     let (key, value) = insert_one(sql).filter(|(k, _)| local(k))?;
     if role == Role::ReadOnly {
-        let target = describe_key(key);
-        return Some(refuse(core, s, batch, "insert", Some(&target), ErrorCode::Unauthorized, READONLY));
+        return Some(refuse(core, s, batch, "insert", Some(Target::Keys(key)), ErrorCode::Unauthorized, READONLY));
     }
     let (written, group) = core.insert_logged(key, value, now);
     let code = if written {
@@ -168,9 +167,9 @@ fn fast_path(core: &Core, s: &Session, role: Role, sql: &str, batch: &mut Batch,
         batch.after(group, true, |out| encode_error(out, e.code, &e.message));
         e.code
     };
-    let target = core.audit.borrow().enabled().then(|| format!("keys {}", lit(key)));
+    let target = Some(Target::Keys(key));
     let sql = sql.as_bytes();
-    done_fast(core, s, s.user(), StatementKind::Insert, target.as_deref(), sql, code, written as u64, batch);
+    done_fast(core, s, s.user(), StatementKind::Insert, target, sql, code, written as u64, batch);
     Some(Flow::Continue)
 }
 
@@ -181,7 +180,7 @@ fn local_point_read(
     core: &Core,
     s: &Session,
     stmt: &Statement<'_>,
-    target: Option<&str>,
+    target: Option<Target<'_>>,
     sql: &[u8],
     batch: &mut Batch,
     now: u64,
@@ -256,7 +255,7 @@ fn run_plan(
         let replies = replies.into_iter().map(|r| r.expect("local reply")).collect();
         let res = merge(&p.merge, replies, cfg.max_payload);
         let (code, rows) = outcome(&res);
-        done(core, s, user, kind, target.as_deref(), sql, started, code, rows);
+        done(core, s, user, kind, target.as_deref().map(Target::Text), sql, started, code, rows);
         batch.after(local_group, p.merge.is_write(), |out| encode_outcome(out, &res));
     }
     Flow::Continue
@@ -275,9 +274,9 @@ fn local_incr(
     batch: &mut Batch,
     now: u64,
 ) -> Flow {
-    let target = core.audit.borrow().enabled().then(|| format!("keys {} on conflict update", lit(key)));
+    let target = Some(Target::Bump(key));
     if role == Role::ReadOnly {
-        return refuse(core, s, batch, "insert", target.as_deref(), ErrorCode::Unauthorized, READONLY);
+        return refuse(core, s, batch, "insert", target, ErrorCode::Unauthorized, READONLY);
     }
     let op = ShardOp::Put {
         rows: vec![PutRow { key: key.to_vec(), value: by.to_string().into_bytes(), ttl_s: None }],
@@ -303,7 +302,7 @@ fn local_incr(
         }
         other => unreachable!("a counter's reply {other:?}"),
     };
-    done_fast(core, s, s.user(), StatementKind::Insert, target.as_deref(), sql, code, 1, batch);
+    done_fast(core, s, s.user(), StatementKind::Insert, target, sql, code, 1, batch);
     Flow::Continue
 }
 
@@ -315,7 +314,7 @@ fn local_point_get(
     s: &Session,
     user: &str,
     key: &[u8],
-    target: Option<&str>,
+    target: Option<Target<'_>>,
     sql: &[u8],
     batch: &mut Batch,
     now: u64,
