@@ -2,7 +2,7 @@
 //! key without a parse, else parsed (off the core when long) and planned; this shard's part
 //! runs inline, the others' wait in the batch for their shards.
 
-use super::{audit, done, done_fast, encode_outcome, outcome, Batch, Flow, Pending};
+use super::{audit, done, done_fast, encode_outcome, outcome, Batch, Flow, KeyForm, Pending};
 use crate::error::WireError;
 use crate::limits::STATEMENT_OFF_CORE_BYTES;
 use crate::protocol::message::encode_error;
@@ -102,7 +102,7 @@ pub(super) fn command(
                 }
             };
             let target = core.audit.borrow().enabled().then(|| describe(&stmt));
-            if let Some(flow) = local_point_read(core, s, &stmt, target.as_deref().map(Target::Text), payload, batch, now) {
+            if let Some(flow) = local_point_read(core, s, &stmt, payload, batch, now) {
                 return flow;
             }
             (stmt.kind(), target, work(&stmt, core.shards, core.shared.config.max_payload))
@@ -148,7 +148,7 @@ fn refuse(
 fn fast_path(core: &Core, s: &Session, role: Role, sql: &str, batch: &mut Batch, now: u64) -> Option<Flow> {
     let local = |key: &[u8]| shard_of_key(key, core.shards) == core.id;
     if let Some(key) = point_select_key(sql).filter(|k| local(k)) {
-        local_point_get(core, s, s.user(), key, Some(Target::Key(key)), sql.as_bytes(), batch, now);
+        local_point_get(core, s, key, sql.as_bytes(), batch, now);
         return Some(Flow::Continue);
     }
     if let Some((key, by)) = incr_one(sql).filter(|(k, _)| local(k)) {
@@ -167,9 +167,8 @@ fn fast_path(core: &Core, s: &Session, role: Role, sql: &str, batch: &mut Batch,
         batch.after(group, true, |out| encode_error(out, e.code, &e.message));
         e.code
     };
-    let target = Some(Target::Keys(key));
     let sql = sql.as_bytes();
-    done_fast(core, s, s.user(), StatementKind::Insert, target, sql, code, written as u64, batch);
+    done_fast(core, s, StatementKind::Insert, (KeyForm::Insert, key), sql, code, written as u64, batch);
     Some(Flow::Continue)
 }
 
@@ -180,7 +179,6 @@ fn local_point_read(
     core: &Core,
     s: &Session,
     stmt: &Statement<'_>,
-    target: Option<Target<'_>>,
     sql: &[u8],
     batch: &mut Batch,
     now: u64,
@@ -192,7 +190,7 @@ fn local_point_read(
     if cols.as_slice() != [Column::Value] || shard_of_key(key, core.shards) != core.id {
         return None;
     }
-    local_point_get(core, s, s.user(), key, target, sql, batch, now);
+    local_point_get(core, s, key, sql, batch, now);
     Some(Flow::Continue)
 }
 
@@ -274,9 +272,8 @@ fn local_incr(
     batch: &mut Batch,
     now: u64,
 ) -> Flow {
-    let target = Some(Target::Bump(key));
     if role == Role::ReadOnly {
-        return refuse(core, s, batch, "insert", target, ErrorCode::Unauthorized, READONLY);
+        return refuse(core, s, batch, "insert", Some(Target::Bump(key)), ErrorCode::Unauthorized, READONLY);
     }
     let op = ShardOp::Put {
         rows: vec![PutRow { key: key.to_vec(), value: by.to_string().into_bytes(), ttl_s: None }],
@@ -302,7 +299,7 @@ fn local_incr(
         }
         other => unreachable!("a counter's reply {other:?}"),
     };
-    done_fast(core, s, s.user(), StatementKind::Insert, target, sql, code, 1, batch);
+    done_fast(core, s, StatementKind::Insert, (KeyForm::Bump, key), sql, code, 1, batch);
     Flow::Continue
 }
 
@@ -312,9 +309,7 @@ fn local_incr(
 fn local_point_get(
     core: &Core,
     s: &Session,
-    user: &str,
     key: &[u8],
-    target: Option<Target<'_>>,
     sql: &[u8],
     batch: &mut Batch,
     now: u64,
@@ -343,5 +338,5 @@ fn local_point_get(
     };
     drop(store);
     let hit = code == ErrorCode::Success;
-    done_fast(core, s, user, StatementKind::SelectPoint, target, sql, code, hit as u64, batch);
+    done_fast(core, s, StatementKind::SelectPoint, (KeyForm::PointRead, key), sql, code, hit as u64, batch);
 }
