@@ -11,6 +11,7 @@
 //! TARGET_KEY_BYTES_MAX bytes; the form's high bit says it was cut) and as text otherwise.
 
 use crate::limits::{TARGET_KEY_BYTES_MAX, USERNAME_BYTES_MAX};
+use crate::protocol::truncate_utf8;
 use crate::protocol::ErrorCode;
 use crate::sql::quote_literal;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -75,7 +76,9 @@ fn lit_cut(shown: &[u8], cut: bool) -> String {
 }
 
 fn render_target(form: u8, bytes: &[u8], cut: bool) -> String {
-    let key = || lit_cut(&bytes[..bytes.len().min(TARGET_KEY_BYTES_MAX)], cut || bytes.len() > TARGET_KEY_BYTES_MAX);
+    let key = || {
+        lit_cut(&bytes[..bytes.len().min(TARGET_KEY_BYTES_MAX)], cut || bytes.len() > TARGET_KEY_BYTES_MAX)
+    };
     match form {
         FORM_KEY => format!("key = {}", key()),
         FORM_KEYS => format!("keys {}", key()),
@@ -99,20 +102,8 @@ pub struct Record<'a> {
     pub latency_us: u64,
 }
 
-/// The longest prefix of `s` of at most `max` bytes that ends on a character boundary.
-fn cut_str(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
-}
-
 fn put_short(out: &mut Vec<u8>, s: &str, max: usize) {
-    let s = cut_str(s, max.min(u8::MAX as usize));
+    let s = truncate_utf8(s, max.min(u8::MAX as usize));
     out.push(s.len() as u8);
     out.extend_from_slice(s.as_bytes());
 }
@@ -143,7 +134,7 @@ pub fn encode(out: &mut Vec<u8>, r: &Record<'_>) {
     match r.target {
         None => out.extend_from_slice(&[0, 0, 0]),
         Some(Target::Text(t)) => {
-            let t = cut_str(t, u16::MAX as usize);
+            let t = truncate_utf8(t, u16::MAX as usize);
             out.push(FORM_TEXT);
             out.extend_from_slice(&(t.len() as u16).to_le_bytes());
             out.extend_from_slice(t.as_bytes());
@@ -260,7 +251,8 @@ pub fn render_json(buf: &[u8], out: &mut Vec<u8>) -> Result<usize, String> {
         (0, _) => String::new(),
         (form, bytes) => render_target(form & !FORM_CUT, bytes, form & FORM_CUT != 0),
     };
-    let code = ErrorCode::from_u16(f.code).map_or_else(|| format!("0x{:04X}", f.code), |c| c.name().to_owned());
+    let code =
+        ErrorCode::from_u16(f.code).map_or_else(|| format!("0x{:04X}", f.code), |c| c.name().to_owned());
     let mut num = itoa::Buffer::new();
     let put = |o: &mut Vec<u8>, s: &str| o.extend_from_slice(s.as_bytes());
     put(out, "{\"ts_ms\":");

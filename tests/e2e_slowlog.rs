@@ -168,9 +168,8 @@ fn entries_of_both_cores_merge_newest_first_limit_applies_after_and_values_never
         assert_eq!((none.columns.len(), none.rows.len()), (7, 0));
         // The audit log never saw a value either (it is where targets come from).
         if audit == "on" {
-            let read = || -> String {
-                audit_lines(&s.data_dir).iter().map(|l| l.to_string() + "\n").collect()
-            };
+            let read =
+                || -> String { audit_lines(&s.data_dir).iter().map(|l| l.to_string() + "\n").collect() };
             // Records reach the files within a flush interval (100 ms).
             let deadline = std::time::Instant::now() + Duration::from_secs(10);
             while !read().contains("'user:3' if value matches") && std::time::Instant::now() < deadline {
@@ -180,7 +179,10 @@ fn entries_of_both_cores_merge_newest_first_limit_applies_after_and_values_never
             assert!(lines.contains("'user:3' if value matches") && !lines.contains(SECRET), "{lines}");
             for f in std::fs::read_dir(s.data_dir.join("audit")).unwrap() {
                 let bytes = std::fs::read(f.unwrap().path()).unwrap();
-                assert!(!bytes.windows(SECRET.len()).any(|w| w == SECRET.as_bytes()), "a value in the audit file");
+                assert!(
+                    !bytes.windows(SECRET.len()).any(|w| w == SECRET.as_bytes()),
+                    "a value in the audit file"
+                );
             }
         }
     }

@@ -8,6 +8,7 @@ pub mod frame;
 pub mod message;
 pub mod result;
 mod wire;
+pub(crate) use wire::truncate_utf8;
 
 pub use codes::{AuthStatus, ErrorCode};
 pub use frame::{begin_frame, decode_frame, encode_frame, end_frame, peek_frame, Decoded, Frame, FrameError};

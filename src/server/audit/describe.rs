@@ -1,9 +1,7 @@
 //! What a statement touched, as the audit log and the slow log show it: keys and ranges as SQL
 //! literals (cut to TARGET_KEY_BYTES_MAX bytes each), never a value.
 
-use crate::sql::{
-    incr_one, insert_one, parse, point_select_key, Filter, OnConflict, Statement,
-};
+use crate::sql::{incr_one, insert_one, parse, point_select_key, Filter, OnConflict, Statement};
 
 use crate::audit_record::lit;
 use crate::audit_record::Target;

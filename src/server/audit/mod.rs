@@ -19,7 +19,8 @@
 
 use crate::audit_record::{encode, record_len, render_json, Record, RECORD_TAG};
 use crate::durability::{
-    file_header, header_encrypted, scan_records, seal_record, sealed_len, Cipher, FileId, FileKind, Tail, HEADER_BYTES,
+    file_header, header_encrypted, scan_records, seal_record, sealed_len, Cipher, FileId, FileKind, Tail,
+    HEADER_BYTES,
 };
 use crate::limits::{AUDIT_BUFFER_BYTES, AUDIT_FLUSH_MS, AUDIT_QUEUE_BUFFERS};
 use std::cell::{Cell, RefCell};
@@ -88,7 +89,9 @@ enum Form {
     Empty,
     /// JSON lines, as releases before the binary records wrote them.
     Lines,
-    Framed { encrypted: bool },
+    Framed {
+        encrypted: bool,
+    },
 }
 
 fn form_of(head: &[u8]) -> Form {
@@ -131,7 +134,8 @@ fn seal_file(path: &Path, form: Form, cipher: &Cipher, shard: u32) -> Result<(),
         seal_record(&mut out, p, &audit_file_id(shard), at, i as u64 + 1, Some(cipher));
     }
     let tmp = path.with_extension("sealing");
-    let mut f = OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp).map_err(err)?;
+    let mut f =
+        OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp).map_err(err)?;
     f.write_all(&out).map_err(err)?;
     f.sync_all().map_err(err)?;
     fs::rename(&tmp, path).map_err(err)
@@ -248,7 +252,13 @@ impl Writer {
 
 impl AuditLog {
     pub fn off() -> AuditLog {
-        AuditLog { tx: None, writer: None, buf: RefCell::new(Vec::new()), lines: Cell::new(0), dropped: Cell::new(0) }
+        AuditLog {
+            tx: None,
+            writer: None,
+            buf: RefCell::new(Vec::new()),
+            lines: Cell::new(0),
+            dropped: Cell::new(0),
+        }
     }
 
     /// Open shard `shard`'s audit log; sealed with `cipher` when given (older unencrypted files
@@ -287,15 +297,20 @@ impl AuditLog {
         let mut go_on = current == Form::Framed { encrypted: cipher.is_some() };
         if go_on {
             let data = fs::read(&path).map_err(err)?;
-            let (records, good_end, tail) = scan_records(&data, &audit_file_id(shard as u32), cipher.as_deref())
-                .map_err(|e| format!("audit log {}: {e}", path.display()))?;
+            let (records, good_end, tail) =
+                scan_records(&data, &audit_file_id(shard as u32), cipher.as_deref())
+                    .map_err(|e| format!("audit log {}: {e}", path.display()))?;
             match tail {
                 Tail::Corrupt { offset, reason, .. } => {
                     tracing::warn!(path = %path.display(), offset, reason, "audit file damaged: kept as it is, a new one started");
                     go_on = false;
                 }
                 _ => {
-                    OpenOptions::new().write(true).open(&path).and_then(|f| f.set_len(good_end)).map_err(err)?;
+                    OpenOptions::new()
+                        .write(true)
+                        .open(&path)
+                        .and_then(|f| f.set_len(good_end))
+                        .map_err(err)?;
                     next_seq = records.len() as u64 + 1;
                 }
             }

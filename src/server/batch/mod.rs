@@ -17,9 +17,9 @@ use super::core::{Core, Unfinished};
 use super::datadir::RateLimit;
 use super::report::InfoKind;
 use super::runtime::{now_ms, now_us};
-use crate::audit_record::{Record, Target};
 use super::session::{Env, LoginEvent, Phase, Session, Step};
 use super::wal::Group;
+use crate::audit_record::{Record, Target};
 use crate::error::WireError;
 use crate::limits::*;
 use crate::protocol::message::encode_error;
@@ -338,7 +338,8 @@ fn done_fast(
     rows: u64,
     batch: &mut Batch,
 ) {
-    let key_in_sql = (key.as_ptr() as usize).checked_sub(sql.as_ptr() as usize).filter(|o| o + key.len() <= sql.len());
+    let key_in_sql =
+        (key.as_ptr() as usize).checked_sub(sql.as_ptr() as usize).filter(|o| o + key.len() <= sql.len());
     let Some(key_off) = key_in_sql else {
         return done(core, s, s.user(), kind, Some(form.target(key)), sql, batch.started, code, rows);
     };
@@ -365,8 +366,21 @@ pub fn fast_done(core: &Core, s: &Session, fast: Vec<FastDone>, input: &[u8], st
         let (shard, conn, peer, user, ts_ms) = (core.id as u16, s.id, s.peer, s.user(), now_ms());
         for f in &fast {
             let key = input.get(f.key_at as usize..(f.key_at + f.key_len) as usize).unwrap_or_default();
-            let (event, kind, target, rows, code) = ("command", f.kind.name(), Some(f.form.target(key)), f.rows as u64, f.code);
-            log.record(&Record { ts_ms, shard, conn, peer, user, event, kind, target, rows, code, latency_us });
+            let (event, kind, target, rows, code) =
+                ("command", f.kind.name(), Some(f.form.target(key)), f.rows as u64, f.code);
+            log.record(&Record {
+                ts_ms,
+                shard,
+                conn,
+                peer,
+                user,
+                event,
+                kind,
+                target,
+                rows,
+                code,
+                latency_us,
+            });
         }
     }
     drop(log);

@@ -196,7 +196,15 @@ impl BatchIo for CoreIo<'_> {
                 core.stats.borrow_mut().record(StatementKind::Show, latency_us, code == ErrorCode::Success);
                 if latency_us >= core.slowlog_threshold_us {
                     // What a SHOW touches is the server, not keys: no target, as in the audit log.
-                    log_slow(core, s.user(), StatementKind::Show, Some(Target::Text("")), &[], rows, latency_us);
+                    log_slow(
+                        core,
+                        s.user(),
+                        StatementKind::Show,
+                        Some(Target::Text("")),
+                        &[],
+                        rows,
+                        latency_us,
+                    );
                 }
                 match (what, &res) {
                     (InfoKind::StatsFrame, Ok(rs)) => {

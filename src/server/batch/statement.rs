@@ -3,6 +3,7 @@
 //! runs inline, the others' wait in the batch for their shards.
 
 use super::{audit, done, done_fast, encode_outcome, outcome, Batch, Flow, KeyForm, Pending};
+use crate::audit_record::Target;
 use crate::error::WireError;
 use crate::limits::STATEMENT_OFF_CORE_BYTES;
 use crate::protocol::message::encode_error;
@@ -11,7 +12,6 @@ use crate::protocol::{
     encode_affected_response, encode_single_value_response, encode_value_response, single_value_response_len,
     ErrorCode,
 };
-use crate::audit_record::Target;
 use crate::server::audit::describe;
 use crate::server::core::{Core, Started};
 use crate::server::datadir::Role;
@@ -109,15 +109,41 @@ pub(super) fn command(
         }
     };
     if kind.is_write() && role == Role::ReadOnly {
-        return refuse(core, s, batch, kind.name(), target.as_deref().map(Target::Text), ErrorCode::Unauthorized, READONLY);
+        return refuse(
+            core,
+            s,
+            batch,
+            kind.name(),
+            target.as_deref().map(Target::Text),
+            ErrorCode::Unauthorized,
+            READONLY,
+        );
     }
     if matches!(work, Work::Report(InfoKind::ResetSlowlog)) && role == Role::ReadOnly {
         // It reads nothing of the data, but it erases what other users' statements left.
-        return refuse(core, s, batch, kind.name(), target.as_deref().map(Target::Text), ErrorCode::Unauthorized, READONLY);
+        return refuse(
+            core,
+            s,
+            batch,
+            kind.name(),
+            target.as_deref().map(Target::Text),
+            ErrorCode::Unauthorized,
+            READONLY,
+        );
     }
     match work {
         Work::Report(what) => {
-            audit(core, s, s.user(), "command", kind.name(), target.as_deref().map(Target::Text), 0, ErrorCode::Success, 0);
+            audit(
+                core,
+                s,
+                s.user(),
+                "command",
+                kind.name(),
+                target.as_deref().map(Target::Text),
+                0,
+                ErrorCode::Success,
+                0,
+            );
             batch.pending.push(Pending::Info { what, started });
             Flow::Continue
         }
@@ -156,7 +182,15 @@ fn fast_path(core: &Core, s: &Session, role: Role, sql: &str, batch: &mut Batch,
     }
     let (key, value) = insert_one(sql).filter(|(k, _)| local(k))?;
     if role == Role::ReadOnly {
-        return Some(refuse(core, s, batch, "insert", Some(Target::Keys(key)), ErrorCode::Unauthorized, READONLY));
+        return Some(refuse(
+            core,
+            s,
+            batch,
+            "insert",
+            Some(Target::Keys(key)),
+            ErrorCode::Unauthorized,
+            READONLY,
+        ));
     }
     let (written, group) = core.insert_logged(key, value, now);
     let code = if written {
@@ -306,14 +340,7 @@ fn local_incr(
 /// A point read (`sql`) of this core's shard: the value goes straight from the store into the
 /// reply.
 #[allow(clippy::too_many_arguments)]
-fn local_point_get(
-    core: &Core,
-    s: &Session,
-    key: &[u8],
-    sql: &[u8],
-    batch: &mut Batch,
-    now: u64,
-) {
+fn local_point_get(core: &Core, s: &Session, key: &[u8], sql: &[u8], batch: &mut Batch, now: u64) {
     let store = core.store.borrow();
     // What the store shows may include a write not yet durable (a value, or a key's absence).
     let barrier = core.read_barrier_for(key);
