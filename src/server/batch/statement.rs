@@ -108,28 +108,11 @@ pub(super) fn command(
             (stmt.kind(), target, work(&stmt, core.shards, core.shared.config.max_payload))
         }
     };
-    if kind.is_write() && role == Role::ReadOnly {
-        return refuse(
-            core,
-            s,
-            batch,
-            kind.name(),
-            target.as_deref().map(Target::Text),
-            ErrorCode::Unauthorized,
-            READONLY,
-        );
-    }
-    if matches!(work, Work::Report(InfoKind::ResetSlowlog)) && role == Role::ReadOnly {
-        // It reads nothing of the data, but it erases what other users' statements left.
-        return refuse(
-            core,
-            s,
-            batch,
-            kind.name(),
-            target.as_deref().map(Target::Text),
-            ErrorCode::Unauthorized,
-            READONLY,
-        );
+    // SHOW SLOWLOG RESET reads nothing of the data, but it erases what other users' statements left.
+    let writes = kind.is_write() || matches!(work, Work::Report(InfoKind::ResetSlowlog));
+    if writes && role == Role::ReadOnly {
+        let target = target.as_deref().map(Target::Text);
+        return refuse(core, s, batch, kind.name(), target, ErrorCode::Unauthorized, READONLY);
     }
     match work {
         Work::Report(what) => {
