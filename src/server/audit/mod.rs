@@ -217,6 +217,10 @@ impl Writer {
         let encrypted = self.cipher.is_some();
         while !records.is_empty() {
             let room = self.max_bytes.saturating_sub(self.written) as usize;
+            if sealed_len(records.len(), encrypted) <= room {
+                // The usual case: the whole buffer fits, and no record need be read.
+                return self.write_block(records);
+            }
             let mut cut = 0;
             while cut < records.len() {
                 let Ok(n) = record_len(&records[cut..]) else {
