@@ -101,10 +101,10 @@ pub(super) fn command(
                     return refuse(core, s, batch, "invalid", None, ErrorCode::InvalidCommand, &e.to_string())
                 }
             };
-            let target = core.audit.borrow().enabled().then(|| describe(&stmt));
             if let Some(flow) = local_point_read(core, s, &stmt, payload, batch, now) {
                 return flow;
             }
+            let target = core.audit.borrow().enabled().then(|| describe(&stmt));
             (stmt.kind(), target, work(&stmt, core.shards, core.shared.config.max_payload))
         }
     };
