@@ -156,6 +156,14 @@ proptest! {
         let velocity::sql::Filter::Eq(k) = s.filter else { panic!() };
         prop_assert_eq!(&*k, &bytes[..]);
     }
+
+    #[test]
+    fn quoted_text_round_trips(text in "[a-z' é]{0,30}") {
+        let sql = velocity::client::build::get(text.as_bytes());
+        let velocity::sql::Statement::Select(s) = velocity::sql::parse(&sql).unwrap() else { panic!() };
+        let velocity::sql::Filter::Eq(k) = s.filter else { panic!() };
+        prop_assert_eq!(&*k, text.as_bytes());
+    }
 }
 
 #[test]

@@ -1,6 +1,6 @@
 //! velocity-bench: a closed-loop load generator for Velocity. Each connection keeps
-//! `--pipeline` requests in flight, checks every reply, and records each request's latency in
-//! an HDR histogram, one for reads and one for writes; the report gives throughput and
+//! `--pipeline` requests in flight, checks every reply, and records each request's latency (from
+//! the write of its batch to the return of the read that brought its reply) in an HDR histogram, one for reads and one for writes; the report gives throughput and
 //! percentiles up to p99.99 and the maximum, of all requests and (mixed workloads) of GET and
 //! SET apart. Keys are `--key-prefix` and a 12-digit number; the last line says which are left.
 //! `--plot` draws latency by percentile as SVG; `--plot-compare` draws saved runs (.hgrm) together.
@@ -20,7 +20,7 @@ use velocity::protocol::{
 };
 use velocity::server::runtime::{self, Placement, TcpStream};
 use velocity::server::transport::Transport;
-use velocity::sql::quote_literal;
+use velocity::sql::{quote_literal, quote_literal_into};
 
 #[derive(Parser, Clone)]
 #[command(name = "velocity-bench", version, about = "Load generator and latency histograms for Velocity")]
@@ -124,17 +124,39 @@ fn parse_workload(s: &str) -> Result<Workload, String> {
 }
 
 fn key(prefix: &str, i: u64) -> Vec<u8> {
-    format!("{prefix}{i:012}").into_bytes()
+    let mut k = Vec::new();
+    key_into(&mut k, prefix, i);
+    k
+}
+
+/// Key `i`: the prefix and `i` in at least 12 digits, so that keys sort as their numbers do.
+/// Into a buffer, as the request loop builds every statement without allocating (a load
+/// generator that costs more per request than the server measures itself).
+fn key_into(k: &mut Vec<u8>, prefix: &str, i: u64) {
+    k.clear();
+    k.extend_from_slice(prefix.as_bytes());
+    let mut digits = itoa::Buffer::new();
+    let d = digits.format(i).as_bytes();
+    k.resize(k.len() + 12usize.saturating_sub(d.len()), b'0');
+    k.extend_from_slice(d);
+}
+
+fn value(i: u64, len: usize) -> Vec<u8> {
+    let mut v = Vec::new();
+    value_into(&mut v, i, len);
+    v
 }
 
 /// The value stored under key `i`: deterministic, so every GET reply can be checked.
-fn value(i: u64, len: usize) -> Vec<u8> {
-    let mut v = format!("v{i}-").into_bytes();
+fn value_into(v: &mut Vec<u8>, i: u64, len: usize) {
+    v.clear();
+    v.push(b'v');
+    v.extend_from_slice(itoa::Buffer::new().format(i).as_bytes());
+    v.push(b'-');
     while v.len() < len {
         v.push(b'a' + (v.len() % 26) as u8);
     }
     v.truncate(len.max(1));
-    v
 }
 
 /// Samples key indices; zipf by inverse CDF over precomputed weights.
@@ -191,8 +213,15 @@ fn note_error(sh: &Shared, what: String) {
     }
 }
 
-/// Check one reply frame against what the request expects.
-fn check(sh: &Shared, kind: u8, payload: &[u8], expect_value: Option<u64>, expect_affected: Option<u64>) {
+/// Check one reply frame against what the request expects (`scratch` holds the expected value).
+fn check(
+    sh: &Shared,
+    kind: u8,
+    payload: &[u8],
+    expect_value: Option<u64>,
+    expect_affected: Option<u64>,
+    scratch: &mut Vec<u8>,
+) {
     if kind == MessageType::Error as u8 {
         let m = Message::decode(kind, payload, Peer::Server).map(|m| format!("{m:?}")).unwrap_or_default();
         note_error(sh, m);
@@ -204,8 +233,9 @@ fn check(sh: &Shared, kind: u8, payload: &[u8], expect_value: Option<u64>, expec
     }
     if let Some(i) = expect_value {
         // One column "value", one row, one BYTES value: fixed offsets.
-        let want = value(i, sh.args.value_bytes);
-        let ok = payload.len() == 2 + 7 + 4 + 5 + want.len() + 8 && payload[18..18 + want.len()] == want[..];
+        value_into(scratch, i, sh.args.value_bytes);
+        let want = &scratch[..];
+        let ok = payload.len() == 2 + 7 + 4 + 5 + want.len() + 8 && payload[18..18 + want.len()] == *want;
         if !ok {
             sh.wrong.fetch_add(1, Ordering::Relaxed);
         }
@@ -311,9 +341,11 @@ async fn connection(
     let prefix = sh.args.key_prefix.as_str();
     let mut chunk = vec![0u8; 64 << 10];
     let vb = sh.args.value_bytes;
+    let (mut sql, mut kbuf, mut vbuf) = (Vec::with_capacity(256), Vec::new(), Vec::new());
     while !sh.stop.load(Ordering::Relaxed) {
         out.clear();
         expect.clear();
+        let recording = sh.recording.load(Ordering::Relaxed);
         for _ in 0..depth {
             let i = sh.dist.sample(&mut rng);
             let read = match sh.workload {
@@ -321,13 +353,14 @@ async fn connection(
                 Workload::Set | Workload::Batch(_) | Workload::Incr => false,
                 Workload::Mixed(p) => (rng % 100) < p as u64,
             };
-            let sql = match sh.workload {
+            sql.clear();
+            match sh.workload {
                 Workload::Range(n) => {
                     expect.push((None, None, true));
-                    format!(
-                        "SELECT key, value FROM kv WHERE key >= {} LIMIT {n}",
-                        quote_literal(&key(prefix, i))
-                    )
+                    sql.extend_from_slice(b"SELECT key, value FROM kv WHERE key >= ");
+                    key_into(&mut kbuf, prefix, i);
+                    quote_literal_into(&mut sql, &kbuf);
+                    sql.extend_from_slice(format!(" LIMIT {n}").as_bytes());
                 }
                 Workload::Batch(n) => {
                     let rows: Vec<(Vec<u8>, Vec<u8>)> = (0..n as u64)
@@ -337,51 +370,63 @@ async fn connection(
                         })
                         .collect();
                     expect.push((None, Some(n as u64), false));
-                    build::set_many(&rows)
+                    sql.extend_from_slice(build::set_many(&rows).as_bytes());
                 }
                 Workload::Incr => {
                     expect.push((None, Some(1), false));
-                    build::incr(&key("counter:", i), 1)
+                    sql.extend_from_slice(build::incr(&key("counter:", i), 1).as_bytes());
                 }
                 _ if read => {
                     expect.push((Some(i), None, true));
-                    build::get(&key(prefix, i))
+                    key_into(&mut kbuf, prefix, i);
+                    build::get_into(&mut sql, &kbuf);
                 }
                 _ => {
                     expect.push((None, Some(1), false));
-                    build::set(&key(prefix, i), &value(i, vb))
+                    key_into(&mut kbuf, prefix, i);
+                    value_into(&mut vbuf, i, vb);
+                    build::set_into(&mut sql, &kbuf, &vbuf);
                 }
-            };
-            encode_frame(&mut out, MessageType::Command as u8, sql.as_bytes());
+            }
+            encode_frame(&mut out, MessageType::Command as u8, &sql);
         }
         let start = Instant::now();
         if let Err(e) = s.write_all(&out).await {
             return note_error(&sh, format!("write: {e}"));
         }
-        let mut got = 0;
+        // A reply's latency ends when the read that brought it returned: one clock read per
+        // read, not per reply (as redis-benchmark), and decoding earlier replies is not counted.
+        let (mut got, mut at, mut arrived) = (0, 0, start);
         while got < depth {
-            match decode_frame(&inbuf, 64 << 20) {
+            match decode_frame(&inbuf[at..], 64 << 20) {
                 Ok(Decoded::Frame(f)) => {
                     let (ev, ea, read) = expect[got];
                     // With a store populated up front a GET miss is an error; without, a miss is fine.
                     if !(sh.args.no_populate && f.kind == MessageType::Error as u8) {
-                        check(&sh, f.kind, f.payload, ev, ea);
+                        check(&sh, f.kind, f.payload, ev, ea, &mut vbuf);
                     }
-                    let n = f.consumed;
-                    inbuf.drain(..n);
+                    at += f.consumed;
                     got += 1;
-                    if sh.recording.load(Ordering::Relaxed) {
-                        let us = start.elapsed().as_micros().max(1) as u64;
+                    if recording {
+                        let us = arrived.duration_since(start).as_micros().max(1) as u64;
                         hist.borrow_mut()[usize::from(!read)].saturating_record(us);
-                        sh.done.fetch_add(1, Ordering::Relaxed);
                     }
                 }
-                Ok(Decoded::Incomplete { .. }) => match s.read(&mut chunk).await {
-                    Ok(0) | Err(_) => return note_error(&sh, "connection lost".into()),
-                    Ok(n) => inbuf.extend_from_slice(&chunk[..n]),
-                },
+                Ok(Decoded::Incomplete { .. }) => {
+                    inbuf.drain(..at);
+                    at = 0;
+                    match s.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return note_error(&sh, "connection lost".into()),
+                        Ok(n) => inbuf.extend_from_slice(&chunk[..n]),
+                    }
+                    arrived = Instant::now();
+                }
                 Err(e) => return note_error(&sh, format!("bad frame: {e}")),
             }
+        }
+        inbuf.drain(..at);
+        if recording {
+            sh.done.fetch_add(depth as u64, Ordering::Relaxed);
         }
         if sh.args.think_ms > 0 {
             runtime::sleep(Duration::from_millis(sh.args.think_ms)).await;
@@ -1130,4 +1175,28 @@ fn keys_left(args: &Args, creds: &Credentials) -> KeysLeft {
         ),
     };
     KeysLeft { first, last, count, line }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_have_at_least_twelve_digits_after_the_prefix() {
+        assert_eq!(key("key:", 5), b"key:000000000005");
+        assert_eq!(key("", 1_234_567_890_123), b"1234567890123");
+        let mut k = b"left over".to_vec();
+        key_into(&mut k, "p", 42);
+        assert_eq!(k, b"p000000000042");
+    }
+
+    #[test]
+    fn values_are_the_index_then_letters_cut_to_length() {
+        assert_eq!(value(7, 16), b"v7-defghijklmnop");
+        assert_eq!(value(123_456_789, 4), b"v123");
+        assert_eq!(value(1, 0), b"v");
+        let mut v = b"left over".to_vec();
+        value_into(&mut v, 7, 16);
+        assert_eq!(v, value(7, 16));
+    }
 }

@@ -1,14 +1,33 @@
 //! Statement builders. Every key and value goes through `quote_literal`, so user data can never
 //! change the shape of a statement: `'` is doubled and anything unprintable becomes `X'…'`.
 
-use crate::sql::quote_literal as q;
+use crate::sql::{quote_literal as q, quote_literal_into as q_into};
 
 pub fn get(key: &[u8]) -> String {
-    format!("SELECT value FROM kv WHERE key = {}", q(key))
+    let mut out = Vec::new();
+    get_into(&mut out, key);
+    String::from_utf8(out).expect("statements are UTF-8")
+}
+
+/// `get`, appended to a buffer (a load generator's statements cost no allocation).
+pub fn get_into(out: &mut Vec<u8>, key: &[u8]) {
+    out.extend_from_slice(b"SELECT value FROM kv WHERE key = ");
+    q_into(out, key);
 }
 
 pub fn set(key: &[u8], value: &[u8]) -> String {
-    format!("INSERT INTO kv (key, value) VALUES ({}, {})", q(key), q(value))
+    let mut out = Vec::new();
+    set_into(&mut out, key, value);
+    String::from_utf8(out).expect("statements are UTF-8")
+}
+
+/// `set`, appended to a buffer.
+pub fn set_into(out: &mut Vec<u8>, key: &[u8], value: &[u8]) {
+    out.extend_from_slice(b"INSERT INTO kv (key, value) VALUES (");
+    q_into(out, key);
+    out.extend_from_slice(b", ");
+    q_into(out, value);
+    out.push(b')');
 }
 
 pub fn set_ttl(key: &[u8], value: &[u8], ttl_s: u64) -> String {

@@ -20,25 +20,34 @@ pub use parser::{parse, ParseError};
 /// bytes are printable UTF-8, `X'…'` otherwise. Builders use this so that user data can never
 /// change the shape of a statement.
 pub fn quote_literal(bytes: &[u8]) -> String {
+    let mut out = Vec::with_capacity(bytes.len() + 2);
+    quote_literal_into(&mut out, bytes);
+    // Both forms are ASCII or the input's own UTF-8.
+    String::from_utf8(out).expect("a quoted literal is UTF-8")
+}
+
+/// `quote_literal`, appended to a buffer: a load generator builds its statements without
+/// allocating.
+pub fn quote_literal_into(out: &mut Vec<u8>, bytes: &[u8]) {
     match std::str::from_utf8(bytes) {
         Ok(s) if !s.chars().any(|c| c.is_control()) => {
-            let mut out = String::with_capacity(s.len() + 2);
-            out.push('\'');
-            for c in s.chars() {
-                if c == '\'' {
-                    out.push('\'');
+            out.reserve(bytes.len() + 2);
+            out.push(b'\'');
+            // A quote is one byte in UTF-8, never inside a multi-byte character: doubled.
+            for part in bytes.split_inclusive(|&b| b == b'\'') {
+                out.extend_from_slice(part);
+                if part.last() == Some(&b'\'') {
+                    out.push(b'\'');
                 }
-                out.push(c);
             }
-            out.push('\'');
-            out
+            out.push(b'\'');
         }
         _ => {
-            let mut out = String::with_capacity(bytes.len() * 2 + 3);
-            out.push_str("X'");
-            out.push_str(&hex::encode(bytes));
-            out.push('\'');
-            out
+            out.extend_from_slice(b"X'");
+            let at = out.len();
+            out.resize(at + bytes.len() * 2, 0);
+            hex::encode_to_slice(bytes, &mut out[at..]).expect("the slice is twice the input");
+            out.push(b'\'');
         }
     }
 }
