@@ -1078,15 +1078,16 @@ impl SleepableRing {
             );
 
             // We have now prepared the SQE that links the two rings. We now need to submit
-            // it successfully to be able to safely sleep.
-
-            if self
-                .submit_sqes()
+            // it successfully to be able to safely sleep. One io_uring_enter does both (Velocity's
+            // change, vendor/README.md): the kernel waits only if the SQE was submitted.
+            let submitted = self
+                .ring
+                .submit_sqes_and_wait(1)
                 .or_else(Reactor::busy_ok)
                 .or_else(Reactor::again_ok)
-                .or_else(Reactor::intr_ok)?
-                != 1
-            {
+                .or_else(Reactor::intr_ok)? as usize;
+            self.in_kernel += submitted;
+            if submitted != 1 {
                 // We failed to submit the `SQE` that links the rings. Just can't sleep.
                 // Waiting here is unsafe because we could end up waiting much longer than
                 // needed.
@@ -1094,14 +1095,8 @@ impl SleepableRing {
                 unsafe { crate::uring_sys::io_uring_prep_nop(sqe_ptr) };
                 Err(io::Error::from_raw_os_error(libc::EBUSY))
             } else {
-                // The rings are linked. Goodnight!
-                self.ring
-                    .cq()
-                    .wait(1)
-                    .map(|_| 1)
-                    .or_else(Reactor::busy_ok)
-                    .or_else(Reactor::again_ok)
-                    .or_else(Reactor::intr_ok)
+                // The rings were linked, and we slept. Good morning!
+                Ok(1)
             }
         } else {
             // Can't link rings because we ran out of `CQE`s. Just can't sleep.
@@ -1822,13 +1817,16 @@ impl Reactor {
         // consume all events from the rings
         consume_rings!(into &mut woke; lat_ring, poll_ring, main_ring);
 
-        // Cancel the old timer regardless of whether we can sleep:
-        // if we won't sleep, we will register the new timer with its new
-        // value.
-        //
-        // But if we will sleep, there might be a timer registered that needs
+        // If we may sleep, there might be a timer registered that needs
         // to be removed otherwise we'll wake up when it expires.
-        drop(self.latency_preemption_timeout_src.take());
+        //
+        // With a task queue runnable we will not sleep, and a timer still pending
+        // is kept (Velocity's change, vendor/README.md): it then bounds the time
+        // between two polls of the rings, rather than each pass's, at the saving of
+        // a cancellation and a new timer (two io_uring_enter calls) per pass.
+        if preempt_timer().is_none() {
+            drop(self.latency_preemption_timeout_src.take());
+        }
 
         // Schedule the throughput-based timeout immediately: it won't matter if we end
         // up sleeping.
@@ -1888,8 +1886,10 @@ impl Reactor {
         }
 
         if let Some(preempt) = preempt_timer() {
-            self.latency_preemption_timeout_src
-                .set(Some(lat_ring.prepare_latency_preemption_timer(preempt)));
+            let pending = self.latency_preemption_timeout_src.take().filter(|t| t.result().is_none());
+            let timer = pending.unwrap_or_else(|| lat_ring.prepare_latency_preemption_timer(preempt));
+            self.latency_preemption_timeout_src.set(Some(timer));
+            // Enters the kernel only if something was queued.
             flush_rings!(lat_ring, main_ring)?;
         }
 
