@@ -2,7 +2,8 @@
 //! `--pipeline` requests in flight, checks every reply, and records each request's latency (from
 //! the write of its batch to the return of the read that brought its reply) in an HDR
 //! histogram, one for reads and one for writes; the report gives throughput and percentiles up
-//! to p99.99 and the maximum, of all requests and (mixed workloads) of GET and SET apart. Keys are `--key-prefix` and a 12-digit number; the last line says which are left.
+//! to p99.99 and the maximum, of all requests and (mixed workloads) of GET and SET apart. Keys
+//! are `--key-prefix` and a 12-digit number; the last line says which are left.
 //! `--plot` draws latency by percentile as SVG; `--plot-compare` draws saved runs (.hgrm) together.
 
 use clap::Parser;
