@@ -359,6 +359,8 @@ struct Quickstart {
     child: std::process::Child,
     master: std::fs::File,
     screen: Arc<Mutex<Vec<u8>>>,
+    /// Copies the terminal into `screen` until every process has closed it.
+    reader: std::thread::JoinHandle<()>,
     port: u16,
     dir: PathBuf,
 }
@@ -408,7 +410,7 @@ impl Quickstart {
         let child = cmd.spawn().unwrap();
         let screen = Arc::new(Mutex::new(Vec::new()));
         let (mut reader, sink) = (master.try_clone().unwrap(), screen.clone());
-        std::thread::spawn(move || {
+        let reader = std::thread::spawn(move || {
             let mut buf = [0u8; 4096];
             // EIO once every process has closed the terminal.
             while let Ok(n) = reader.read(&mut buf) {
@@ -418,7 +420,7 @@ impl Quickstart {
                 sink.lock().unwrap().extend_from_slice(&buf[..n]);
             }
         });
-        Quickstart { child, master, screen, port, dir }
+        Quickstart { child, master, screen, reader, port, dir }
     }
 
     fn screen(&self) -> String {
@@ -436,10 +438,18 @@ impl Quickstart {
     fn wait_exit(&mut self) -> std::process::ExitStatus {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
+            // The exit status alone is not enough: what the server wrote last (its "stopped"
+            // line) may still be in the terminal's buffer, not yet copied to the screen.
             if let Some(st) = self.child.try_wait().unwrap() {
-                return st;
+                if self.reader.is_finished() {
+                    return st;
+                }
             }
-            assert!(Instant::now() < deadline, "quickstart did not exit:\n{}", self.screen());
+            assert!(
+                Instant::now() < deadline,
+                "quickstart did not exit, or left its terminal open:\n{}",
+                self.screen()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
