@@ -366,19 +366,17 @@ pub fn fast_done(core: &Core, s: &Session, fast: Vec<FastDone>, input: &[u8], st
         let (shard, conn, peer, user, ts_ms) = (core.id as u16, s.id, s.peer, s.user(), now_ms());
         for f in &fast {
             let key = input.get(f.key_at as usize..(f.key_at + f.key_len) as usize).unwrap_or_default();
-            let (event, kind, target, rows, code) =
-                ("command", f.kind.name(), Some(f.form.target(key)), f.rows as u64, f.code);
             log.record(&Record {
                 ts_ms,
                 shard,
                 conn,
                 peer,
                 user,
-                event,
-                kind,
-                target,
-                rows,
-                code,
+                event: "command",
+                kind: f.kind.name(),
+                target: Some(f.form.target(key)),
+                rows: f.rows as u64,
+                code: f.code,
                 latency_us,
             });
         }

@@ -191,7 +191,6 @@ fn fast_path(core: &Core, s: &Session, role: Role, sql: &str, batch: &mut Batch,
 
 /// A point read of this core's shard in another spelling than the canonical one (`sql`),
 /// answered without a plan. None: it needs one.
-#[allow(clippy::too_many_arguments)]
 fn local_point_read(
     core: &Core,
     s: &Session,
@@ -322,7 +321,6 @@ fn local_incr(
 
 /// A point read (`sql`) of this core's shard: the value goes straight from the store into the
 /// reply.
-#[allow(clippy::too_many_arguments)]
 fn local_point_get(core: &Core, s: &Session, key: &[u8], sql: &[u8], batch: &mut Batch, now: u64) {
     let store = core.store.borrow();
     // What the store shows may include a write not yet durable (a value, or a key's absence).
