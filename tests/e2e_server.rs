@@ -412,6 +412,30 @@ fn shutdown_sends_disconnect_and_exits_zero() {
     }
 }
 
+/// Once a stopped server has exited, its address refuses connections: nothing of it is left
+/// listening. (A listener's pending io_uring accept holds the socket after its descriptor is
+/// closed; unless the server shuts the socket down itself, the kernel tears it down a moment after
+/// the process is gone, and meanwhile takes connections it then resets. A restart script that
+/// probes the port would see a server there.) Several rounds: the moment is short.
+#[test]
+fn a_stopped_server_listens_no_more_once_it_has_exited() {
+    let mut dir = Server::start_with(2, &["--plaintext"]).keep_data();
+    for round in 0..12 {
+        let mut s = Server::start_in(dir, 2, &["--plaintext"]);
+        // Every core has a pending accept: connect to each a few times over.
+        for _ in 0..4 {
+            drop(std::net::TcpStream::connect(s.addr).unwrap());
+        }
+        unsafe { libc::kill(s.child.id() as i32, libc::SIGTERM) };
+        let status = s.child.wait().unwrap();
+        assert!(status.success(), "{status:?}\n{}", s.log_text());
+        let refused = std::net::TcpStream::connect(s.addr);
+        assert!(refused.is_err(), "round {round}: {} still takes connections after its exit", s.addr);
+        dir = s.keep_data();
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn idle_and_handshake_timeouts_disconnect() {
     let s = Server::start_with(1, &["--idle-timeout-s", "1", "--handshake-timeout-ms", "500"]);

@@ -14,13 +14,37 @@ use std::time::Duration;
 pub use glommio::channels::channel_mesh::{Full, MeshBuilder, Receivers, Senders};
 pub use glommio::io::BufferedFile as File;
 use glommio::io::OpenOptions;
-pub use glommio::net::{TcpListener, TcpStream};
+pub use glommio::net::TcpStream;
 
 /// A listening socket bound elsewhere (owner::bind_listeners), accepted from by this executor.
+pub struct TcpListener {
+    inner: glommio::net::TcpListener,
+    fd: std::os::fd::RawFd,
+}
+
 pub fn listener(l: std::net::TcpListener) -> TcpListener {
     use std::os::fd::{FromRawFd, IntoRawFd};
+    let fd = l.into_raw_fd();
     // SAFETY: the descriptor is a bound, listening TCP socket whose ownership moves here.
-    unsafe { TcpListener::from_raw_fd(l.into_raw_fd()) }
+    TcpListener { inner: unsafe { glommio::net::TcpListener::from_raw_fd(fd) }, fd }
+}
+
+impl TcpListener {
+    pub async fn accept(&self) -> glommio::Result<TcpStream, ()> {
+        self.inner.accept().await
+    }
+}
+
+impl Drop for TcpListener {
+    /// Stop listening now, not when the socket's last reference goes: a pending io_uring accept
+    /// holds the socket past the close of its descriptor, until the kernel has cancelled it —
+    /// after the process has exited, when the ring is torn down — and meanwhile the socket takes
+    /// connections it then resets. Shutting a listening socket down unhashes it at once (new
+    /// connections are refused) and fails the pending accept.
+    fn drop(&mut self) {
+        // SAFETY: the descriptor is open (the inner listener closes it after this).
+        unsafe { libc::shutdown(self.fd, libc::SHUT_RD) };
+    }
 }
 
 pub fn spawn<F: Future<Output = ()> + 'static>(f: F) {
