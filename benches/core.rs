@@ -85,9 +85,14 @@ fn store(c: &mut Criterion) {
     g.bench_function("prefetched first", |b| {
         b.iter(|| {
             let start = i;
-            for _ in 0..16 {
+            // As the server does: hash the batch's keys, then probe in a tight loop.
+            let mut hashes = [0u64; 16];
+            for h in &mut hashes {
                 i = (i + 7919) % N_KEYS;
-                s.prefetch(&key(i));
+                *h = s.key_hash(&key(i));
+            }
+            for &h in &hashes {
+                s.prefetch(h);
             }
             i = start;
             let mut hits = 0;

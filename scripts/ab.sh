@@ -6,8 +6,10 @@
 # server differs.
 #   scripts/ab.sh REV [ROUNDS] [SECONDS] [CASE ...]
 #   CASE: CONNSxPIPELINE:WORKLOAD, e.g. 50x16:get 50x1:mixed:90 1x64:set (velocity-bench --workload)
-#   SERVER_ARGS: velocityd flags for both (default: --plaintext --audit off --durability none)
+#   SERVER_ARGS: velocityd flags for both (default: --plaintext --audit off --durability none);
+#     without --plaintext the load speaks TLS
 #   AFTER_ARGS: more flags for the working tree's build only (REV=HEAD then measures a flag)
+#   KEYS, VALUE: the key space (100000) and value size in bytes (16)
 # The two builds take turns going first, round by round.
 # Example: SERVER_ARGS="--plaintext --audit off --durability sync" scripts/ab.sh HEAD~1 3 5 50x16:mixed:90
 # Example: AFTER_ARGS="--max-memory 4gb" scripts/ab.sh HEAD 3 5 50x16:set
@@ -18,7 +20,8 @@ ROUNDS=${2:-3}; SECS=${3:-5}; shift $(( $# < 3 ? $# : 3 ))
 CASES=("$@"); [ ${#CASES[@]} -gt 0 ] || CASES=(50x16:get 50x1:get)
 SERVER_ARGS=${SERVER_ARGS:---plaintext --audit off --durability none}
 AFTER_ARGS=${AFTER_ARGS:-}
-KEYS=100000; VALUE=16
+PLAIN=; [[ " $SERVER_ARGS " == *" --plaintext "* ]] && PLAIN=--plaintext
+KEYS=${KEYS:-100000}; VALUE=${VALUE:-16}
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 sha=$(git rev-parse --short "$REV")
@@ -45,7 +48,7 @@ run() { # bindir case [extra velocityd flags]
   # shellcheck disable=SC2086
   taskset -c 0 "$bin/velocityd" --data-dir "$d" --listen 127.0.0.1:$port --cpu-list 0 $SERVER_ARGS $extra 2>/dev/null &
   pid=$!; waitport "$port"
-  bench() { echo -n bench | taskset -c 1 target/release/velocity-bench -p "$port" -u bench --password-stdin --plaintext \
+  bench() { echo -n bench | taskset -c 1 target/release/velocity-bench -p "$port" -u bench --password-stdin $PLAIN \
       --accept-new-host --known-hosts "$d.kh" --key-prefix key: --keys $KEYS --value-bytes $VALUE --json "$@" 2>/dev/null; }
   bench -c 1 -P 1 --requests 1 --warmup-s 0 >/dev/null   # loads the key space
   local a b j

@@ -264,21 +264,44 @@ fn admit(
 /// another (a fifth of the server's time at 50 connections x pipeline 16 GET was the two misses
 /// of each lookup; `cargo bench --bench core -- "16 gets"`: 2.1x faster at 1M keys).
 pub fn prefetch_point_reads(core: &Core, inbuf: &[u8], payload_max: u32) {
+    /// Keys hashed before their probes start: enough for the misses of one wave to overlap.
+    const WAVE: usize = 32;
     let store = core.store.borrow();
-    let mut pos = 0;
-    for i in 0..CONN_BATCH_REQUESTS_MAX {
-        let Ok(Decoded::Frame(f)) = peek_frame(&inbuf[pos..], payload_max) else { break };
-        if i == 0 && f.consumed == inbuf.len() {
-            return; // a lone request: nothing to overlap with
-        }
-        pos += f.consumed;
-        if f.kind != MessageType::Command as u8 {
-            continue;
-        }
-        if let Some(key) = hot_key(f.payload) {
-            if shard_of_key(key, core.shards) == core.id {
-                store.prefetch(key);
+    let mut hashes = [0u64; WAVE];
+    let (mut pos, mut frames) = (0, 0);
+    loop {
+        // Parse and hash (the input only, in cache), then probe: each probe's loads may miss,
+        // and a probe that waits behind a parse keeps the next one from starting.
+        let mut n = 0;
+        let mut more = true;
+        while n < WAVE {
+            let f = match peek_frame(&inbuf[pos..], payload_max) {
+                Ok(Decoded::Frame(f)) if frames < CONN_BATCH_REQUESTS_MAX => f,
+                _ => {
+                    more = false;
+                    break;
+                }
+            };
+            if frames == 0 && f.consumed == inbuf.len() {
+                return; // a lone request: nothing to overlap with
             }
+            frames += 1;
+            pos += f.consumed;
+            if f.kind != MessageType::Command as u8 {
+                continue;
+            }
+            if let Some(key) = hot_key(f.payload) {
+                if shard_of_key(key, core.shards) == core.id {
+                    hashes[n] = store.key_hash(key);
+                    n += 1;
+                }
+            }
+        }
+        for &h in &hashes[..n] {
+            store.prefetch(h);
+        }
+        if !more {
+            return;
         }
     }
 }
