@@ -4,21 +4,53 @@
 //! No I/O: `encode` appends to a buffer, `render_json` reads any bytes (a damaged record is an
 //! error, never a panic or an unbounded allocation).
 //!
-//! A record, little-endian: tag `0xA1` · ts_ms u64 · shard u16 · conn u64 · peer (0 none;
-//! 4 + 4 address bytes + port u16; 6 + 16 + port) · user (u8 length, bytes) · event (u8, bytes)
-//! · kind (u8, bytes) · target (u8 form, u16 length, bytes) · rows u64 · code u16 · latency_us
-//! u64. A target is kept as the statement's key where it has one (the first
-//! TARGET_KEY_BYTES_MAX bytes; the form's high bit says it was cut) and as text otherwise.
+//! A record (tag `0xA2`): ts_ms · shard · conn as LEB128 varints · peer (0 none; 4 + 4 address
+//! bytes + port u16 LE; 6 + 16 + port) · user (u8 length, bytes) · event and kind as words ·
+//! target (u8 form, varint length, bytes) · rows · code · latency_us as varints. A word is one
+//! byte `0x80 | i` for entry i of WORDS (the event and statement names every request record
+//! carries), else a length below 0x80 and that many bytes. A target is kept as the statement's
+//! key where it has one (the first TARGET_KEY_BYTES_MAX bytes; the form's high bit says it was
+//! cut) and as text otherwise. About 45 bytes and the key for a point read, half the fixed-width
+//! form (tag `0xA1`: u64 and u16 fields, names as text) that earlier builds wrote and that is
+//! still read: the bytes are what the writer thread's time goes to (the kernel's page-cache
+//! write), and what decides how many seconds of requests the kept files hold.
 
 use crate::limits::{TARGET_KEY_BYTES_MAX, USERNAME_BYTES_MAX};
 use crate::protocol::truncate_utf8;
 use crate::protocol::ErrorCode;
 use crate::sql::quote_literal;
+use integer_encoding::VarInt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-/// The first byte of every record: never `{`, which begins a block of JSON lines (the form
-/// older releases wrote).
-pub const RECORD_TAG: u8 = 0xA1;
+/// The first byte of every record this build writes: never `{`, which begins a block of JSON
+/// lines (the form older releases wrote).
+pub const RECORD_TAG: u8 = 0xA2;
+/// The fixed-width record of earlier builds, still read.
+const FIXED_TAG: u8 = 0xA1;
+
+/// Whether `b` begins a binary record (of either form).
+pub fn is_record_tag(b: u8) -> bool {
+    b == RECORD_TAG || b == FIXED_TAG
+}
+
+/// The words a record names by their index: append only (records on disk refer to them).
+const WORDS: [&str; 14] = [
+    "command",
+    "login",
+    "stats",
+    "select_point",
+    "select_multi",
+    "select_range",
+    "count",
+    "insert",
+    "update",
+    "delete",
+    "show",
+    "password",
+    "api_key",
+    "",
+];
+const WORD_CODE: u8 = 0x80;
 
 const FORM_TEXT: u8 = 1;
 const FORM_KEY: u8 = 2;
@@ -108,12 +140,25 @@ fn put_short(out: &mut Vec<u8>, s: &str, max: usize) {
     out.extend_from_slice(s.as_bytes());
 }
 
+fn put_var(out: &mut Vec<u8>, v: u64) {
+    let mut b = [0u8; 10];
+    let n = v.encode_var(&mut b);
+    out.extend_from_slice(&b[..n]);
+}
+
+fn put_word(out: &mut Vec<u8>, s: &str) {
+    match WORDS.iter().position(|w| *w == s) {
+        Some(i) => out.push(WORD_CODE | i as u8),
+        None => put_short(out, s, WORD_CODE as usize - 1),
+    }
+}
+
 /// Append `r` to `out`.
 pub fn encode(out: &mut Vec<u8>, r: &Record<'_>) {
     out.push(RECORD_TAG);
-    out.extend_from_slice(&r.ts_ms.to_le_bytes());
-    out.extend_from_slice(&r.shard.to_le_bytes());
-    out.extend_from_slice(&r.conn.to_le_bytes());
+    put_var(out, r.ts_ms);
+    put_var(out, r.shard.into());
+    put_var(out, r.conn);
     match r.peer {
         None => out.push(0),
         Some(SocketAddr::V4(a)) => {
@@ -129,27 +174,27 @@ pub fn encode(out: &mut Vec<u8>, r: &Record<'_>) {
     }
     // A login attempt's user is the client's text: bounded as names are.
     put_short(out, r.user, USERNAME_BYTES_MAX);
-    put_short(out, r.event, u8::MAX as usize);
-    put_short(out, r.kind, u8::MAX as usize);
+    put_word(out, r.event);
+    put_word(out, r.kind);
     match r.target {
-        None => out.extend_from_slice(&[0, 0, 0]),
+        None => out.extend_from_slice(&[0, 0]),
         Some(Target::Text(t)) => {
             let t = truncate_utf8(t, u16::MAX as usize);
             out.push(FORM_TEXT);
-            out.extend_from_slice(&(t.len() as u16).to_le_bytes());
+            put_var(out, t.len() as u64);
             out.extend_from_slice(t.as_bytes());
         }
         Some(t) => {
             let k = t.bytes();
             let shown = &k[..k.len().min(TARGET_KEY_BYTES_MAX)];
             out.push(t.form() | if shown.len() < k.len() { FORM_CUT } else { 0 });
-            out.extend_from_slice(&(shown.len() as u16).to_le_bytes());
+            put_var(out, shown.len() as u64);
             out.extend_from_slice(shown);
         }
     }
-    out.extend_from_slice(&r.rows.to_le_bytes());
-    out.extend_from_slice(&(r.code as u16).to_le_bytes());
-    out.extend_from_slice(&r.latency_us.to_le_bytes());
+    put_var(out, r.rows);
+    put_var(out, r.code as u64);
+    put_var(out, r.latency_us);
 }
 
 /// Reads a record's fields in order; every read checks what is left.
@@ -183,6 +228,30 @@ impl<'a> Reader<'a> {
         let n = self.u8()? as usize;
         self.take(n)
     }
+
+    fn var(&mut self) -> Result<u64, String> {
+        let Some((v, n)) = u64::decode_var(&self.buf[self.at..]) else {
+            return Err(format!("bad or cut varint at byte {}", self.at));
+        };
+        self.at += n;
+        Ok(v)
+    }
+
+    fn var_u16(&mut self) -> Result<u16, String> {
+        let at = self.at;
+        u16::try_from(self.var()?).map_err(|_| format!("value out of range at byte {at}"))
+    }
+
+    fn word(&mut self) -> Result<&'a [u8], String> {
+        let b = self.u8()?;
+        if b & WORD_CODE == 0 {
+            return self.take(b as usize);
+        }
+        match WORDS.get((b & !WORD_CODE) as usize) {
+            Some(w) => Ok(w.as_bytes()),
+            None => Err(format!("unknown word {b:#04x}")),
+        }
+    }
 }
 
 fn put_json_str(out: &mut Vec<u8>, s: &str) {
@@ -208,10 +277,13 @@ struct Fields<'a> {
 /// Read the record at the start of `buf`, and the bytes it takes. The one reader of the format.
 fn decode(buf: &[u8]) -> Result<(Fields<'_>, usize), String> {
     let mut r = Reader { buf, at: 0 };
-    if r.u8()? != RECORD_TAG {
-        return Err("not an audit record (bad tag)".into());
-    }
-    let (ts_ms, shard, conn) = (r.u64()?, r.u16()?, r.u64()?);
+    let fixed = match r.u8()? {
+        RECORD_TAG => false,
+        FIXED_TAG => true,
+        _ => return Err("not an audit record (bad tag)".into()),
+    };
+    let (ts_ms, shard, conn) =
+        if fixed { (r.u64()?, r.u16()?, r.u64()?) } else { (r.var()?, r.var_u16()?, r.var()?) };
     let peer = match r.u8()? {
         0 => None,
         4 => {
@@ -224,15 +296,17 @@ fn decode(buf: &[u8]) -> Result<(Fields<'_>, usize), String> {
         }
         f => return Err(format!("unknown peer address family {f}")),
     };
-    let (user, event, kind) = (r.short()?, r.short()?, r.short()?);
+    let user = r.short()?;
+    let (event, kind) = if fixed { (r.short()?, r.short()?) } else { (r.word()?, r.word()?) };
     let form = r.u8()?;
-    let n = r.u16()? as usize;
+    let n = if fixed { r.u16()? as usize } else { r.var()?.min(u32::MAX.into()) as usize };
     let target = match form & !FORM_CUT {
         0 if n == 0 && form == 0 => (0, &[][..]),
         FORM_TEXT | FORM_KEY | FORM_KEYS | FORM_BUMP => (form, r.take(n)?),
         f => return Err(format!("unknown target form {f}")),
     };
-    let (rows, code, latency_us) = (r.u64()?, r.u16()?, r.u64()?);
+    let (rows, code, latency_us) =
+        if fixed { (r.u64()?, r.u16()?, r.u64()?) } else { (r.var()?, r.var_u16()?, r.var()?) };
     Ok((Fields { ts_ms, shard, conn, peer, user, event, kind, target, rows, code, latency_us }, r.at))
 }
 
@@ -356,6 +430,61 @@ mod tests {
             seed ^= seed << 17;
             d[(seed as usize) % b.len()] = (seed >> 32) as u8;
             let _ = render_json(&d, &mut Vec::new());
+        }
+    }
+
+    /// The fixed-width form of earlier builds, byte by byte as they wrote it.
+    fn fixed_form(r: &Record<'_>, key: &[u8]) -> Vec<u8> {
+        let mut b = vec![FIXED_TAG];
+        b.extend_from_slice(&r.ts_ms.to_le_bytes());
+        b.extend_from_slice(&r.shard.to_le_bytes());
+        b.extend_from_slice(&r.conn.to_le_bytes());
+        b.extend_from_slice(&[4, 10, 0, 0, 1]);
+        b.extend_from_slice(&5000u16.to_le_bytes());
+        for f in [r.user, r.event, r.kind] {
+            b.push(f.len() as u8);
+            b.extend_from_slice(f.as_bytes());
+        }
+        b.push(FORM_KEYS);
+        b.extend_from_slice(&(key.len() as u16).to_le_bytes());
+        b.extend_from_slice(key);
+        b.extend_from_slice(&r.rows.to_le_bytes());
+        b.extend_from_slice(&(r.code as u16).to_le_bytes());
+        b.extend_from_slice(&r.latency_us.to_le_bytes());
+        b
+    }
+
+    #[test]
+    fn records_of_earlier_builds_read_as_they_did() {
+        let r = record(Some("10.0.0.1:5000".parse().unwrap()), Some(Target::Keys(b"it's")));
+        let old = fixed_form(&r, b"it's");
+        let mut out = Vec::new();
+        assert_eq!(render_json(&old, &mut out).unwrap(), old.len());
+        assert_eq!(serde_json::from_slice::<serde_json::Value>(&out).unwrap(), json(&r));
+        assert_eq!(record_len(&old), Ok(old.len()));
+    }
+
+    /// A point read's record is about half the fixed form; names outside WORDS are kept as text.
+    #[test]
+    fn a_point_read_record_is_compact_and_any_name_still_reads() {
+        let key = b"key:000000012345";
+        let mut r = record(Some("127.0.0.1:40000".parse().unwrap()), Some(Target::Key(key)));
+        (r.user, r.event, r.kind, r.rows, r.code, r.latency_us) =
+            ("bench", "command", "select_point", 1, ErrorCode::Success, 310);
+        let mut b = Vec::new();
+        encode(&mut b, &r);
+        assert!(b.len() <= 30 + key.len(), "{} bytes", b.len());
+        assert!(b.len() * 2 <= fixed_form(&r, key).len() + 8, "{} bytes", b.len());
+        let name = "k".repeat(200);
+        (r.event, r.kind) = ("a_name_of_tomorrow", &name);
+        let v = json(&r);
+        assert_eq!(
+            (v["event"].as_str(), v["kind"].as_str().map(str::len)),
+            (Some("a_name_of_tomorrow"), Some(127))
+        );
+        for w in WORDS {
+            r.kind = w;
+            assert_eq!(json(&r)["kind"], w);
         }
     }
 

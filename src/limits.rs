@@ -162,7 +162,7 @@ pub const SLOWLOG_ENTRIES_PER_CORE: usize = 128;
 pub const SLOWLOG_BATCH_FAST_MAX: usize = 16;
 
 /// Bytes of audit records a core gathers before handing them to its writer thread, which
-/// writes them as one checksummed block (a record is about 60 bytes and a key).
+/// writes them as one checksummed block (a record is about 30 bytes and a key).
 pub const AUDIT_BUFFER_BYTES: usize = 64 << 10;
 /// Bytes of a key an audit record (and the slow log) keeps: enough to tell keys apart, and a
 /// megabyte key does not make a megabyte record.

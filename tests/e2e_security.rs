@@ -419,7 +419,7 @@ fn audit_files_rotate_by_size() {
     let mut s = Server::start_with(1, &["--audit-file-bytes-max", "4096"]);
     let mut c = s.client();
     let stmts: Vec<String> =
-        (0..300).map(|i| format!("INSERT INTO kv (key, value) VALUES ('rot:{i}', 'v')")).collect();
+        (0..800).map(|i| format!("INSERT INTO kv (key, value) VALUES ('rot:{i}', 'v')")).collect();
     for r in c.pipeline(&stmts).unwrap() {
         r.unwrap();
     }
@@ -439,6 +439,6 @@ fn audit_files_rotate_by_size() {
         .collect();
     assert!(keys.len() > 40, "{}", keys.len());
     let first: usize = keys[0].trim_start_matches("keys 'rot:").trim_end_matches('\'').parse().unwrap();
-    let want: Vec<String> = (first..300).map(|i| format!("keys 'rot:{i}'")).collect();
+    let want: Vec<String> = (first..800).map(|i| format!("keys 'rot:{i}'")).collect();
     assert_eq!(keys, want);
 }

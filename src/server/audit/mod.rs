@@ -17,7 +17,7 @@
 //! Older releases wrote JSON lines, plain or (encrypted) in sealed records; `velocityd audit`
 //! still reads both, and a plain file is sealed at start when a key is given.
 
-use crate::audit_record::{encode, record_len, render_json, Record, RECORD_TAG};
+use crate::audit_record::{encode, is_record_tag, record_len, render_json, Record};
 use crate::durability::{
     file_header, header_encrypted, scan_records, seal_record, sealed_len, Cipher, FileId, FileKind, Tail,
     HEADER_BYTES,
@@ -451,7 +451,7 @@ pub fn read_all(
 /// One block of a framed file as JSON lines: its binary records, or the lines older releases
 /// sealed as they were.
 fn render_block(block: &[u8], out: &mut dyn Write, warn: &mut dyn FnMut(String)) -> Result<(), String> {
-    if block.first() != Some(&RECORD_TAG) {
+    if !block.first().is_some_and(|b| is_record_tag(*b)) {
         return out.write_all(block).map_err(|e| e.to_string());
     }
     let mut lines = Vec::with_capacity(block.len() * 4);
