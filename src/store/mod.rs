@@ -178,31 +178,26 @@ impl Store {
         }
     }
 
+    /// The index's hash of `key` (what `prefetch` takes).
     #[inline]
-    fn hash_of(&self, key: &[u8]) -> u64 {
+    pub fn key_hash(&self, key: &[u8]) -> u64 {
         self.hasher.hash_one(key)
     }
 
     #[inline]
     fn find(&self, key: &[u8]) -> Option<EntryPtr> {
-        self.hash.find(self.hash_of(key), |e| e.key() == key).copied()
+        self.hash.find(self.key_hash(key), |e| e.key() == key).copied()
     }
 
     /// The live entry under `key`, marked as used now.
     #[inline]
     pub fn get(&self, key: &[u8], now_ms: u64) -> Option<EntryView<'_>> {
-        let e = self.hash.find(self.hash_of(key), |e| e.key() == key)?;
+        let e = self.hash.find(self.key_hash(key), |e| e.key() == key)?;
         if !live(e, now_ms) {
             return None;
         }
         e.touch(now_ms);
         Some(view(e))
-    }
-
-    /// The index's hash of `key`, for `prefetch`.
-    #[inline]
-    pub fn key_hash(&self, key: &[u8]) -> u64 {
-        self.hash_of(key)
     }
 
     /// Start loading what `get` of the key hashed to `hash` (by `key_hash`) will read into the
@@ -228,7 +223,7 @@ impl Store {
             Some(old) => self.replace(old, value, exp, now_ms),
             None => {
                 let e = EntryPtr::new(key, value, exp, now_ms);
-                let h = self.hash_of(key);
+                let h = self.key_hash(key);
                 let hasher = &self.hasher;
                 self.hash.insert_unique(h, e, |x| hasher.hash_one(x.key()));
                 self.order.insert(e);
@@ -292,7 +287,7 @@ impl Store {
             return;
         }
         let new = EntryPtr::new(old.key(), value, exp, now_ms);
-        let h = self.hash_of(old.key());
+        let h = self.key_hash(old.key());
         *self.hash.find_mut(h, |e| e.key() == old.key()).expect("indexed entry") = new;
         let replaced = self.order.replace(new);
         debug_assert!(replaced.is_some());
@@ -310,7 +305,7 @@ impl Store {
 
     /// Take `e` out of every index, then free it.
     fn remove(&mut self, e: EntryPtr) {
-        let h = self.hash_of(e.key());
+        let h = self.key_hash(e.key());
         if let Ok(slot) = self.hash.find_entry(h, |x| x.key() == e.key()) {
             slot.remove();
         }
