@@ -11,6 +11,7 @@
 
 pub mod audit_record;
 pub mod client;
+pub mod cluster;
 pub mod durability;
 pub mod error;
 pub mod limits;

@@ -299,3 +299,36 @@ pub const FSYNC_INTERVAL_MS_DEFAULT: u64 = 1_000;
 /// apart at the least, so a second try nearly always succeeds; the bound only stops a backup
 /// from spinning against a server that snapshots without pause.
 pub const BACKUP_LIST_RETRIES: u32 = 100;
+
+// ---- Cluster (replicated ranges on Raft) ----
+
+/// Ranges of the token space a cluster may be created with: each is a Raft group with a
+/// replica on RF nodes, so this bounds the groups a node drives (16 per node, the default, for
+/// up to 64 nodes) and the per-range state every node keeps in its range map.
+pub const CLUSTER_RANGES_MAX: u32 = 1024;
+/// Replicas per range at most: a write waits for a majority, so more copies cost every write
+/// a wider fan-out for little more safety (Raft deployments use 3 or 5).
+pub const CLUSTER_REPLICATION_MAX: usize = 7;
+/// Nodes a cluster may name: the node id is a u64, but every node keeps a connection and a
+/// send queue per peer.
+pub const CLUSTER_NODES_MAX: usize = 64;
+/// Bytes of one Raft message between nodes at most (its range and the protobuf-encoded
+/// message): an append carries at most RAFT_APPEND_BYTES_MAX of entries, so anything longer
+/// from a peer is damage or an attack. A snapshot message carries the range's rows, so a range
+/// larger than this needs its snapshot sent in pieces (not built yet: docs/cluster.md).
+pub const RAFT_MESSAGE_BYTES_MAX: usize = 2 * RAFT_APPEND_BYTES_MAX + (64 << 10);
+/// Bytes of log entries one append message carries: a follower that is behind catches up in
+/// pieces this big, rather than in one message as long as its gap.
+pub const RAFT_APPEND_BYTES_MAX: usize = 4 << 20;
+/// Appends in flight to one follower before the leader waits for acknowledgements: with
+/// RAFT_APPEND_BYTES_MAX each, bounds the bytes a slow follower makes the leader hold.
+pub const RAFT_INFLIGHT_APPENDS_MAX: usize = 64;
+/// Raft's clock: one tick, the heartbeat every RAFT_HEARTBEAT_TICKS, an election after
+/// RAFT_ELECTION_TICKS without a leader (randomised up to twice that, as Raft prescribes). At
+/// 100 ms a tick, a dead leader is replaced within 1–2 s of its last heartbeat.
+pub const RAFT_TICK_MS: u64 = 100;
+pub const RAFT_HEARTBEAT_TICKS: usize = 1;
+pub const RAFT_ELECTION_TICKS: usize = 10;
+/// Entries a replica's in-memory log keeps behind the applied index before it is compacted
+/// behind a snapshot of the range: a follower further behind than this is sent the snapshot.
+pub const RAFT_LOG_ENTRIES_KEPT: u64 = 10_000;

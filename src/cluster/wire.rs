@@ -1,0 +1,146 @@
+//! A Raft message between nodes, framed with the range it is for:
+//!
+//! ```text
+//! length: u32 LE (of what follows) | range: u32 LE | raft-rs's Message, protobuf-encoded
+//! ```
+//!
+//! Check, then parse: a buffer that holds less than a whole frame is `None`, not an error,
+//! and a length over `RAFT_MESSAGE_BYTES_MAX` is refused before anything is allocated for it.
+//! Bytes that do not parse are an error the connection is closed on, never a panic.
+
+use super::RangeId;
+use crate::limits::RAFT_MESSAGE_BYTES_MAX;
+use protobuf::Message as _;
+use raft::eraftpb::Message;
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Envelope {
+    pub range: RangeId,
+    pub msg: Message,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum WireError {
+    TooLong {
+        length: usize,
+    },
+    TooShort {
+        length: usize,
+    },
+    /// The protobuf did not parse: the peer is not speaking this protocol, or the bytes were
+    /// damaged on the way.
+    Malformed(String),
+}
+
+impl std::fmt::Display for WireError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WireError::TooLong { length } => {
+                write!(f, "a Raft frame of {length} bytes (at most {RAFT_MESSAGE_BYTES_MAX})")
+            }
+            WireError::TooShort { length } => write!(f, "a Raft frame of {length} bytes"),
+            WireError::Malformed(why) => write!(f, "a Raft message that does not parse: {why}"),
+        }
+    }
+}
+
+pub fn encode(envelope: &Envelope, out: &mut Vec<u8>) {
+    let body = envelope.msg.compute_size() as usize;
+    out.reserve(8 + body);
+    out.extend_from_slice(&((4 + body) as u32).to_le_bytes());
+    out.extend_from_slice(&envelope.range.to_le_bytes());
+    // Writing a message into a Vec cannot fail: the only errors are the writer's.
+    envelope.msg.write_to_vec(out).expect("protobuf into a Vec");
+}
+
+/// The first message in `buf` and the bytes it took, or `None` while the frame is incomplete.
+pub fn decode(buf: &[u8]) -> Result<Option<(Envelope, usize)>, WireError> {
+    let Some(head) = buf.get(..4) else { return Ok(None) };
+    let length = u32::from_le_bytes(head.try_into().expect("4 bytes")) as usize;
+    if length > RAFT_MESSAGE_BYTES_MAX {
+        return Err(WireError::TooLong { length });
+    }
+    if length < 4 {
+        return Err(WireError::TooShort { length });
+    }
+    let Some(frame) = buf.get(4..4 + length) else { return Ok(None) };
+    let range = RangeId::from_le_bytes(frame[..4].try_into().expect("4 bytes"));
+    let msg = Message::parse_from_bytes(&frame[4..]).map_err(|e| WireError::Malformed(e.to_string()))?;
+    Ok(Some((Envelope { range, msg }, 4 + length)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use raft::eraftpb::{Entry, MessageType};
+
+    fn append() -> Envelope {
+        let mut msg = Message::default();
+        msg.set_msg_type(MessageType::MsgAppend);
+        msg.to = 2;
+        msg.from = 1;
+        msg.term = 7;
+        msg.index = 41;
+        msg.log_term = 6;
+        msg.commit = 40;
+        msg.mut_entries().push(Entry {
+            index: 42,
+            term: 7,
+            data: b"SET k v".to_vec().into(),
+            context: 9u64.to_le_bytes().to_vec().into(),
+            ..Default::default()
+        });
+        Envelope { range: 13, msg }
+    }
+
+    #[test]
+    fn a_message_survives_the_trip_and_a_partial_frame_is_incomplete() {
+        let mut buf = Vec::new();
+        encode(&append(), &mut buf);
+        encode(&Envelope { range: 0, msg: Message::default() }, &mut buf);
+        let Ok(Some((first, used))) = decode(&buf) else { panic!("a whole frame") };
+        assert_eq!(first, append());
+        assert_eq!(decode(&buf[used..]).unwrap(), Some((Envelope { range: 0, msg: Message::default() }, 8)));
+        for cut in 0..used {
+            assert_eq!(decode(&buf[..cut]).unwrap(), None, "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn a_length_over_the_bound_is_refused_before_the_bytes_arrive() {
+        let buf = ((RAFT_MESSAGE_BYTES_MAX + 1) as u32).to_le_bytes();
+        assert_eq!(decode(&buf), Err(WireError::TooLong { length: RAFT_MESSAGE_BYTES_MAX + 1 }));
+        assert_eq!(decode(&2u32.to_le_bytes()), Err(WireError::TooShort { length: 2 }));
+    }
+
+    #[test]
+    fn damaged_and_random_bytes_are_errors_or_messages_never_panics() {
+        let mut whole = Vec::new();
+        encode(&append(), &mut whole);
+        // Every single-byte change of a real frame, and seeded garbage bodies.
+        for at in 0..whole.len() {
+            for bits in [0x01u8, 0x80, 0xff] {
+                let mut damaged = whole.clone();
+                damaged[at] ^= bits;
+                let _ = decode(&damaged);
+            }
+        }
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        for len in 0..400usize {
+            let mut buf = ((len + 4) as u32).to_le_bytes().to_vec();
+            buf.extend_from_slice(&[0; 4]);
+            for _ in 0..len {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                buf.push(state as u8);
+            }
+            match decode(&buf) {
+                Ok(Some((_, used))) => assert_eq!(used, buf.len()),
+                Ok(None) => panic!("a whole frame is never incomplete"),
+                Err(WireError::Malformed(_)) => {}
+                Err(e) => panic!("{e}"),
+            }
+        }
+    }
+}
