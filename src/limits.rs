@@ -323,6 +323,10 @@ pub const RAFT_APPEND_BYTES_MAX: usize = 4 << 20;
 /// Appends in flight to one follower before the leader waits for acknowledgements: with
 /// RAFT_APPEND_BYTES_MAX each, bounds the bytes a slow follower makes the leader hold.
 pub const RAFT_INFLIGHT_APPENDS_MAX: usize = 64;
+/// Bytes of proposals a range's leader holds not yet committed: past this it refuses new ones
+/// (the client sees the write refused, as for a full queue) rather than grow its log without
+/// bound while a majority is out of reach.
+pub const RAFT_UNCOMMITTED_BYTES_MAX: u64 = 64 << 20;
 /// Raft's clock: one tick, the heartbeat every RAFT_HEARTBEAT_TICKS, an election after
 /// RAFT_ELECTION_TICKS without a leader (randomised up to twice that, as Raft prescribes). At
 /// 100 ms a tick, a dead leader is replaced within 1–2 s of its last heartbeat.

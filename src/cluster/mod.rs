@@ -27,7 +27,11 @@
 pub mod log;
 mod logger;
 pub mod ranges;
+pub mod replicas;
 pub mod wire;
+
+#[cfg(test)]
+mod sim;
 
 /// A node's id in the cluster (and the Raft peer id of each of its replicas): never 0, which
 /// raft-rs reserves for "none".

@@ -1,0 +1,527 @@
+//! One core's replicas: the Raft groups of the ranges this core holds a replica of, driven
+//! together so that all of them share one write-ahead log and one fdatasync a cycle.
+//!
+//! The cycle, as the core runs it (raft-rs's asynchronous ready, so that the core goes on
+//! stepping messages and taking proposals while a group commit is on its way to the disk):
+//!
+//! 1. [`Replicas::tick`] every `RAFT_TICK_MS`, [`Replicas::step`] each message from a peer,
+//!    [`Replicas::propose`] each write this node leads the range of.
+//! 2. [`Replicas::ready`] gathers what every replica has to do into one [`Batch`]: messages to
+//!    send now (a leader sends its appends before its own copy is durable, Raft thesis 10.2.1),
+//!    committed entries and snapshots to apply now (they are durable on a majority, this
+//!    replica's copy included), and [`LogWrite`]s to make durable.
+//! 3. The core writes `batch.writes` to its log, in order, syncing when `batch.must_sync`; then
+//!    [`Replicas::persisted`] hands back the messages that had to wait for that (votes, append
+//!    acknowledgements: a replica promises only what it will remember after a crash).
+//!
+//! A proposal is acknowledged when the entry this node appended for it is applied with the term
+//! it was proposed in; it is known lost when another entry is applied at its index (a new leader
+//! overwrote it). Anything else is an unknown outcome, which the caller's timeout reports.
+
+use super::log::{GroupLog, LogWrite};
+use super::wire::Envelope;
+use super::{raft_logger, NodeId, RangeId};
+use crate::limits::{
+    RAFT_APPEND_BYTES_MAX, RAFT_ELECTION_TICKS, RAFT_HEARTBEAT_TICKS, RAFT_INFLIGHT_APPENDS_MAX,
+    RAFT_UNCOMMITTED_BYTES_MAX,
+};
+use protobuf::Message as _;
+use raft::eraftpb::{ConfChangeV2, ConfState, Entry, EntryType, Snapshot};
+use raft::{Config, RawNode, StateRole, Storage};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+/// A proposal's number on this core, to match its outcome with the request that made it.
+pub type ProposalId = u64;
+
+/// What the core applies to a range's rows, in this order.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Apply {
+    /// A committed write, with the proposal it acknowledges when this core proposed it.
+    Entry { range: RangeId, index: u64, term: u64, data: Vec<u8>, proposal: Option<ProposalId> },
+    /// The range's rows are now the snapshot's: this replica was too far behind the leader's
+    /// log, or new.
+    Snapshot { range: RangeId, index: u64, data: Vec<u8> },
+    /// A committed change of the range's replicas.
+    Membership { range: RangeId, index: u64, voters: Vec<NodeId>, learners: Vec<NodeId> },
+}
+
+/// One cycle's work for all of a core's replicas.
+#[derive(Debug, Default)]
+pub struct Batch {
+    /// The cycle's number: once `writes` are durable (synced, if `must_sync`), the core calls
+    /// [`Replicas::persisted`] with it, even when `writes` is empty, since a replica's promises
+    /// are made in order. 0 when the replicas had nothing to do.
+    pub number: u64,
+    pub send: Vec<Envelope>,
+    pub apply: Vec<Apply>,
+    /// Proposals that will never apply: another entry committed at their index.
+    pub lost: Vec<ProposalId>,
+    /// Proposals whose outcome this core will never learn (a snapshot overtook them).
+    pub unknown: Vec<ProposalId>,
+    pub writes: Vec<(RangeId, LogWrite)>,
+    /// Whether the writes must be synced before `persisted`: a vote, a term, entries or a
+    /// snapshot (a new commit index alone need not be, Raft recovers it).
+    pub must_sync: bool,
+}
+
+impl Batch {
+    pub fn is_empty(&self) -> bool {
+        self.send.is_empty()
+            && self.apply.is_empty()
+            && self.lost.is_empty()
+            && self.unknown.is_empty()
+            && self.writes.is_empty()
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum ProposeError {
+    /// Another replica leads the range (when known): the request goes there.
+    NotLeader {
+        leader: Option<NodeId>,
+    },
+    UnknownRange(RangeId),
+    /// Raft refused it: too many bytes not yet committed, or the leadership is moving.
+    Refused(String),
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum StepError {
+    UnknownRange(RangeId),
+    NotForThisNode {
+        to: NodeId,
+    },
+    /// The replica is making a snapshot durable; the message is dropped, and Raft sends again.
+    Installing(RangeId),
+    /// raft-rs refused the message (a local message type from the network, a response from a
+    /// node that is not a replica).
+    Refused(String),
+}
+
+/// A range's Raft state as `cluster status` and SHOW STATUS report it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RangeStatus {
+    pub range: RangeId,
+    pub leader: Option<NodeId>,
+    pub is_leader: bool,
+    pub term: u64,
+    pub commit: u64,
+    pub applied: u64,
+    pub snapshot_index: u64,
+    /// On the leader: each replica's last index known to match the leader's log.
+    pub matched: Vec<(NodeId, u64)>,
+}
+
+struct Replica {
+    raw: RawNode<GroupLog>,
+    /// A ready that installs a snapshot, held until its writes are durable: raft-rs may count
+    /// the snapshot as applied only then, and until then the replica neither steps, ticks nor
+    /// proposes (an election in between would read entries the snapshot has replaced).
+    installing: Option<raft::Ready>,
+    /// Entries committed as an installed snapshot became durable, applied with the next batch.
+    committed_after_install: Vec<Entry>,
+    /// Proposals this core made and has no outcome for, by the log index and term of the entry
+    /// it appended for each (two at one index when a new leader's log overwrote this one's and
+    /// this core led again: the older may still be committed, from another replica's copy).
+    proposals: BTreeMap<(u64, u64), ProposalId>,
+}
+
+/// Ready numbers of a cycle, and the messages waiting for its writes to be durable.
+struct InFlight {
+    number: u64,
+    readies: Vec<(RangeId, u64)>,
+    after_sync: Vec<Envelope>,
+}
+
+pub struct Replicas {
+    node: NodeId,
+    groups: HashMap<RangeId, Replica>,
+    next_proposal: ProposalId,
+    next_batch: u64,
+    in_flight: VecDeque<InFlight>,
+    /// Compaction writes made between cycles, for the next batch.
+    queued_writes: Vec<(RangeId, LogWrite)>,
+}
+
+fn config(node: NodeId, applied: u64) -> Config {
+    Config {
+        id: node,
+        election_tick: RAFT_ELECTION_TICKS,
+        heartbeat_tick: RAFT_HEARTBEAT_TICKS,
+        applied,
+        max_size_per_msg: RAFT_APPEND_BYTES_MAX as u64,
+        max_inflight_msgs: RAFT_INFLIGHT_APPENDS_MAX,
+        max_uncommitted_size: RAFT_UNCOMMITTED_BYTES_MAX,
+        // A leader cut off from a majority steps down after an election timeout, and a node
+        // back from a partition asks before it disrupts a working leader with a higher term.
+        check_quorum: true,
+        pre_vote: true,
+        ..Config::default()
+    }
+}
+
+impl Replicas {
+    /// This core's replicas, each from its log as the disk holds it (`GroupLog::new` for a new
+    /// range). `election_ticks` overrides the randomised election timeout (`Some((min, max))`,
+    /// for the simulation, which needs runs to replay); `None` is Raft's `[E, 2E)`.
+    pub fn new(
+        node: NodeId,
+        logs: Vec<(RangeId, GroupLog)>,
+        election_ticks: Option<(usize, usize)>,
+    ) -> Result<Replicas, String> {
+        let mut groups = HashMap::with_capacity(logs.len());
+        for (range, log) in logs {
+            // What the core restores from the snapshot is applied; the committed entries after
+            // it come back in the first batches, to be applied again on top of it.
+            let mut cfg = config(node, log.snapshot_index());
+            if let Some((min, max)) = election_ticks {
+                cfg.min_election_tick = min;
+                cfg.max_election_tick = max;
+            }
+            cfg.validate().map_err(|e| format!("range {range}: {e}"))?;
+            let raw = RawNode::new(&cfg, log, &raft_logger(node, range))
+                .map_err(|e| format!("range {range}: {e}"))?;
+            groups.insert(
+                range,
+                Replica {
+                    raw,
+                    installing: None,
+                    committed_after_install: Vec::new(),
+                    proposals: BTreeMap::new(),
+                },
+            );
+        }
+        Ok(Replicas {
+            node,
+            groups,
+            next_proposal: 1,
+            next_batch: 1,
+            in_flight: VecDeque::new(),
+            queued_writes: Vec::new(),
+        })
+    }
+
+    pub fn node(&self) -> NodeId {
+        self.node
+    }
+
+    pub fn ranges(&self) -> impl Iterator<Item = RangeId> + '_ {
+        self.groups.keys().copied()
+    }
+
+    pub fn tick(&mut self) {
+        for replica in self.groups.values_mut().filter(|r| r.installing.is_none()) {
+            replica.raw.tick();
+        }
+    }
+
+    /// Starts an election for `range` now rather than after a timeout: at bootstrap, the
+    /// range's first replica does, so a new cluster has its leaders within a round trip.
+    pub fn campaign(&mut self, range: RangeId) -> Result<(), String> {
+        let replica = self.groups.get_mut(&range).ok_or_else(|| format!("no replica of range {range}"))?;
+        if replica.installing.is_some() {
+            return Err(format!("range {range} is installing a snapshot"));
+        }
+        replica.raw.campaign().map_err(|e| e.to_string())
+    }
+
+    pub fn step(&mut self, envelope: Envelope) -> Result<(), StepError> {
+        let Envelope { range, msg } = envelope;
+        let replica = self.groups.get_mut(&range).ok_or(StepError::UnknownRange(range))?;
+        if msg.to != self.node {
+            return Err(StepError::NotForThisNode { to: msg.to });
+        }
+        if replica.installing.is_some() {
+            return Err(StepError::Installing(range));
+        }
+        replica.raw.step(msg).map_err(|e| StepError::Refused(e.to_string()))
+    }
+
+    pub fn propose(&mut self, range: RangeId, data: Vec<u8>) -> Result<ProposalId, ProposeError> {
+        let replica = self.groups.get_mut(&range).ok_or(ProposeError::UnknownRange(range))?;
+        let raft = &replica.raw.raft;
+        if raft.state != StateRole::Leader || replica.installing.is_some() {
+            let leader = raft.leader_id;
+            return Err(ProposeError::NotLeader { leader: (leader != raft::INVALID_ID).then_some(leader) });
+        }
+        let last = raft.raft_log.last_index();
+        replica.raw.propose(Vec::new(), data).map_err(|e| ProposeError::Refused(e.to_string()))?;
+        let raft = &replica.raw.raft;
+        let index = raft.raft_log.last_index();
+        // A leader appends a proposal to its own log at once, at the next index.
+        debug_assert_eq!(index, last + 1);
+        let id = self.next_proposal;
+        self.next_proposal += 1;
+        replica.proposals.insert((index, raft.term), id);
+        Ok(id)
+    }
+
+    /// Proposes a change of the range's replicas (a node added as a learner, promoted, or
+    /// removed), applied when committed like any entry.
+    pub fn propose_membership(
+        &mut self,
+        range: RangeId,
+        change: ConfChangeV2,
+    ) -> Result<ProposalId, ProposeError> {
+        let replica = self.groups.get_mut(&range).ok_or(ProposeError::UnknownRange(range))?;
+        if replica.raw.raft.state != StateRole::Leader || replica.installing.is_some() {
+            let leader = replica.raw.raft.leader_id;
+            return Err(ProposeError::NotLeader { leader: (leader != raft::INVALID_ID).then_some(leader) });
+        }
+        replica
+            .raw
+            .propose_conf_change(Vec::new(), change)
+            .map_err(|e| ProposeError::Refused(e.to_string()))?;
+        let index = replica.raw.raft.raft_log.last_index();
+        let id = self.next_proposal;
+        self.next_proposal += 1;
+        replica.proposals.insert((index, replica.raw.raft.term), id);
+        Ok(id)
+    }
+
+    /// Everything the replicas have to do now; empty when nothing happened since the last.
+    pub fn ready(&mut self) -> Batch {
+        let mut batch = Batch { writes: std::mem::take(&mut self.queued_writes), ..Batch::default() };
+        let mut flight = InFlight { number: 0, readies: Vec::new(), after_sync: Vec::new() };
+        let mut ranges: Vec<RangeId> = self.groups.keys().copied().collect();
+        // In range order, so that a cycle's batch does not depend on the map's order.
+        ranges.sort_unstable();
+        for range in ranges {
+            let replica = self.groups.get_mut(&range).expect("listed");
+            let after_install = std::mem::take(&mut replica.committed_after_install);
+            Self::apply_committed(replica, range, after_install, &mut batch);
+            if replica.installing.is_some() || !replica.raw.has_ready() {
+                continue;
+            }
+            let mut rd = replica.raw.ready();
+            batch.send.extend(rd.take_messages().into_iter().map(|msg| Envelope { range, msg }));
+            flight
+                .after_sync
+                .extend(rd.take_persisted_messages().into_iter().map(|msg| Envelope { range, msg }));
+            batch.must_sync |= rd.must_sync();
+
+            if !rd.snapshot().is_empty() {
+                let snapshot = rd.snapshot().clone();
+                let meta = snapshot.get_metadata();
+                batch.apply.push(Apply::Snapshot { range, index: meta.index, data: snapshot.data.to_vec() });
+                // Whether what this core proposed up to the snapshot's index is in it cannot be
+                // told from the snapshot: the outcome is unknown, and said so now.
+                let rest = replica.proposals.split_off(&(meta.index + 1, 0));
+                let overtaken = std::mem::replace(&mut replica.proposals, rest);
+                batch.unknown.extend(overtaken.into_values());
+                lose_older_than(replica, meta.term, &mut batch.lost);
+                write(replica, range, LogWrite::Snapshot(snapshot), &mut batch);
+            }
+            let committed = rd.take_committed_entries();
+            Self::apply_committed(replica, range, committed, &mut batch);
+            let entries = rd.take_entries();
+            if !entries.is_empty() {
+                write(replica, range, LogWrite::Entries(entries), &mut batch);
+            }
+            if let Some(hs) = rd.hs() {
+                write(replica, range, LogWrite::HardState(hs.clone()), &mut batch);
+            }
+            flight.readies.push((range, rd.number()));
+            if rd.snapshot().is_empty() {
+                replica.raw.advance_append_async(rd);
+            } else {
+                replica.installing = Some(rd);
+            }
+        }
+        if batch.is_empty() && flight.readies.is_empty() {
+            return batch;
+        }
+        batch.number = self.next_batch;
+        self.next_batch += 1;
+        flight.number = batch.number;
+        self.in_flight.push_back(flight);
+        batch
+    }
+
+    fn apply_committed(replica: &mut Replica, range: RangeId, committed: Vec<Entry>, batch: &mut Batch) {
+        let Some(last) = committed.last().map(|e| (e.index, e.term)) else { return };
+        for entry in committed {
+            // Proposals at this index: the one of this entry's term is acknowledged, any other
+            // is lost.
+            let rest = replica.proposals.split_off(&(entry.index + 1, 0));
+            let here = std::mem::replace(&mut replica.proposals, rest);
+            let mut proposal = None;
+            for ((_, term), id) in here {
+                if term == entry.term {
+                    proposal = Some(id);
+                } else {
+                    batch.lost.push(id);
+                }
+            }
+            match entry.get_entry_type() {
+                EntryType::EntryNormal => {
+                    // A new leader's empty entry (Raft's no-op at the start of its term).
+                    if entry.data.is_empty() && proposal.is_none() {
+                        continue;
+                    }
+                    batch.apply.push(Apply::Entry {
+                        range,
+                        index: entry.index,
+                        term: entry.term,
+                        data: entry.data.to_vec(),
+                        proposal,
+                    });
+                }
+                EntryType::EntryConfChange | EntryType::EntryConfChangeV2 => {
+                    let applied = if entry.get_entry_type() == EntryType::EntryConfChange {
+                        raft::eraftpb::ConfChange::parse_from_bytes(&entry.data)
+                            .map_err(|e| e.to_string())
+                            .and_then(|cc| replica.raw.apply_conf_change(&cc).map_err(|e| e.to_string()))
+                    } else {
+                        ConfChangeV2::parse_from_bytes(&entry.data)
+                            .map_err(|e| e.to_string())
+                            .and_then(|cc| replica.raw.apply_conf_change(&cc).map_err(|e| e.to_string()))
+                    };
+                    match applied {
+                        Ok(cs) => {
+                            batch.apply.push(Apply::Membership {
+                                range,
+                                index: entry.index,
+                                voters: cs.voters.clone(),
+                                learners: cs.learners.clone(),
+                            });
+                            write(replica, range, LogWrite::ConfState(cs), batch);
+                        }
+                        // Committed on a majority, so every replica refuses it alike: the
+                        // change was invalid for the membership it met (raft-rs checks it).
+                        Err(why) => {
+                            tracing::warn!(range, index = entry.index, "membership change refused: {why}")
+                        }
+                    }
+                }
+            }
+        }
+        replica.raw.advance_apply_to(last.0);
+        lose_older_than(replica, last.1, &mut batch.lost);
+    }
+
+    /// The writes of cycles up to `number` are durable: the messages that waited for them, to
+    /// send now. Cycles are persisted in order, as the core's one log writes them.
+    pub fn persisted(&mut self, number: u64) -> Vec<Envelope> {
+        let mut send = Vec::new();
+        while self.in_flight.front().is_some_and(|f| f.number <= number) {
+            let flight = self.in_flight.pop_front().expect("checked");
+            for (range, ready) in flight.readies {
+                let Some(replica) = self.groups.get_mut(&range) else { continue };
+                match replica.installing.take() {
+                    Some(rd) => {
+                        debug_assert_eq!(rd.number(), ready, "a replica installs one snapshot at a time");
+                        // Everything before it is durable too, being in earlier cycles: the
+                        // whole advance, which counts the snapshot applied.
+                        let mut light = replica.raw.advance(rd);
+                        send.extend(light.take_messages().into_iter().map(|msg| Envelope { range, msg }));
+                        replica.committed_after_install = light.take_committed_entries();
+                    }
+                    None => replica.raw.on_persist_ready(ready),
+                }
+            }
+            send.extend(flight.after_sync);
+        }
+        send
+    }
+
+    /// How sending a snapshot to `to` went. The leader sends no more to a replica it is sending
+    /// a snapshot to until it learns this (the transport reports it when the snapshot's stream
+    /// ends or breaks), so a snapshot lost on the way is sent again.
+    pub fn report_snapshot(&mut self, range: RangeId, to: NodeId, delivered: bool) {
+        if let Some(replica) = self.groups.get_mut(&range) {
+            let status = if delivered { raft::SnapshotStatus::Finish } else { raft::SnapshotStatus::Failure };
+            replica.raw.report_snapshot(to, status);
+        }
+    }
+
+    /// The index this core has applied of `range` (what a snapshot taken now holds).
+    pub fn applied(&self, range: RangeId) -> Option<u64> {
+        self.groups.get(&range).map(|r| r.raw.raft.raft_log.applied)
+    }
+
+    /// Entries of `range` held behind what was applied: when over `RAFT_LOG_ENTRIES_KEPT`, the
+    /// core snapshots the range and calls [`Replicas::compact`].
+    pub fn entries_behind_applied(&self, range: RangeId) -> u64 {
+        self.groups
+            .get(&range)
+            .map_or(0, |r| r.raw.raft.raft_log.applied.saturating_sub(r.raw.store().snapshot_index()))
+    }
+
+    /// Drops `range`'s log up to what was applied, behind `rows`, the range's rows as they are
+    /// now; the write goes to the disk with the next batch.
+    pub fn compact(&mut self, range: RangeId, rows: Vec<u8>) -> Result<(), String> {
+        let replica = self.groups.get_mut(&range).ok_or_else(|| format!("no replica of range {range}"))?;
+        let index = replica.raw.raft.raft_log.applied;
+        if replica.installing.is_some() || index <= replica.raw.store().snapshot_index() {
+            return Ok(());
+        }
+        let term = replica.raw.store().term(index).map_err(|e| e.to_string())?;
+        let mut snapshot = Snapshot { data: rows.into(), ..Snapshot::default() };
+        snapshot.mut_metadata().index = index;
+        snapshot.mut_metadata().term = term;
+        snapshot.mut_metadata().set_conf_state(replica.raw.raft.prs().conf().to_conf_state());
+        let w = LogWrite::Snapshot(snapshot);
+        replica.raw.mut_store().apply(&w).map_err(|e| e.to_string())?;
+        self.queued_writes.push((range, w));
+        Ok(())
+    }
+
+    pub fn status(&self) -> Vec<RangeStatus> {
+        let mut all: Vec<RangeStatus> = self
+            .groups
+            .iter()
+            .map(|(range, replica)| {
+                let raft = &replica.raw.raft;
+                let is_leader = raft.state == StateRole::Leader;
+                let mut matched: Vec<(NodeId, u64)> = if is_leader {
+                    raft.prs().iter().map(|(id, pr)| (*id, pr.matched)).collect()
+                } else {
+                    Vec::new()
+                };
+                matched.sort_unstable();
+                RangeStatus {
+                    range: *range,
+                    leader: (raft.leader_id != raft::INVALID_ID).then_some(raft.leader_id),
+                    is_leader,
+                    term: raft.term,
+                    commit: raft.raft_log.committed,
+                    applied: raft.raft_log.applied,
+                    snapshot_index: replica.raw.store().snapshot_index(),
+                    matched,
+                }
+            })
+            .collect();
+        all.sort_unstable_by_key(|s| s.range);
+        all
+    }
+
+    pub fn is_installing(&self, range: RangeId) -> bool {
+        self.groups.get(&range).is_some_and(|r| r.installing.is_some())
+    }
+
+    /// The range's membership as this replica knows it.
+    pub fn membership(&self, range: RangeId) -> Option<ConfState> {
+        self.groups.get(&range).map(|r| r.raw.raft.prs().conf().to_conf_state())
+    }
+}
+
+/// The proposals left after a committed entry of `term` can never be committed: terms only grow
+/// along a log, so every later committed entry has at least that term, and theirs is older.
+fn lose_older_than(replica: &mut Replica, term: u64, lost: &mut Vec<ProposalId>) {
+    replica.proposals.retain(|(_, t), id| {
+        if *t < term {
+            lost.push(*id);
+        }
+        *t >= term
+    });
+}
+
+/// Applies a write to the replica's log in memory and queues it for the disk: one path.
+fn write(replica: &mut Replica, range: RangeId, w: LogWrite, batch: &mut Batch) {
+    // raft-rs hands out only writes that follow its log: a refusal is a bug in this module.
+    if let Err(e) = replica.raw.mut_store().apply(&w) {
+        panic!("range {range}: raft-rs handed a write its log refuses: {e}");
+    }
+    batch.writes.push((range, w));
+}
