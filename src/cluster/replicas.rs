@@ -379,11 +379,14 @@ impl Replicas {
                     };
                     match applied {
                         Ok(cs) => {
+                            let (mut voters, mut learners) = (cs.voters.clone(), cs.learners.clone());
+                            voters.sort_unstable();
+                            learners.sort_unstable();
                             batch.apply.push(Apply::Membership {
                                 range,
                                 index: entry.index,
-                                voters: cs.voters.clone(),
-                                learners: cs.learners.clone(),
+                                voters,
+                                learners,
                             });
                             write(replica, range, LogWrite::ConfState(cs), batch);
                         }
@@ -423,6 +426,24 @@ impl Replicas {
             send.extend(flight.after_sync);
         }
         send
+    }
+
+    /// Hands `range`'s leadership to `to` (a rolling restart moves leaders off a node before
+    /// stopping it); raft-rs stops taking proposals meanwhile and gives up after an election
+    /// timeout if `to` does not take over.
+    pub fn transfer_leadership(&mut self, range: RangeId, to: NodeId) -> Result<(), String> {
+        let replica = self.groups.get_mut(&range).ok_or_else(|| format!("no replica of range {range}"))?;
+        if replica.raw.raft.state != StateRole::Leader {
+            return Err(format!("this node does not lead range {range}"));
+        }
+        replica.raw.transfer_leader(to);
+        Ok(())
+    }
+
+    /// Drops this core's replica of `range`, once a committed membership no longer names this
+    /// node: what it would still receive is for a group it left.
+    pub fn remove(&mut self, range: RangeId) -> bool {
+        self.groups.remove(&range).is_some()
     }
 
     /// How sending a snapshot to `to` went. The leader sends no more to a replica it is sending
@@ -524,4 +545,224 @@ fn write(replica: &mut Replica, range: RangeId, w: LogWrite, batch: &mut Batch) 
         panic!("range {range}: raft-rs handed a write its log refuses: {e}");
     }
     batch.writes.push((range, w));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use raft::eraftpb::{ConfChangeSingle, ConfChangeType};
+    use std::collections::BTreeSet;
+
+    /// Nodes of one range in this thread over a network that delivers everything, in order;
+    /// each node's disk is what it synced (every batch, at once).
+    struct Net {
+        nodes: BTreeMap<NodeId, Node>,
+        down: BTreeSet<NodeId>,
+        queue: VecDeque<Envelope>,
+    }
+
+    struct Node {
+        replicas: Replicas,
+        disk: GroupLog,
+        rows: BTreeSet<Vec<u8>>,
+        acked: usize,
+        snapshots: usize,
+        memberships: Vec<Vec<NodeId>>,
+    }
+
+    fn rows_bytes(rows: &BTreeSet<Vec<u8>>) -> Vec<u8> {
+        rows.iter().flat_map(|r| [&[r.len() as u8][..], r].concat()).collect()
+    }
+
+    fn rows_of(mut data: &[u8]) -> BTreeSet<Vec<u8>> {
+        let mut rows = BTreeSet::new();
+        while let Some((n, rest)) = data.split_first() {
+            rows.insert(rest[..*n as usize].to_vec());
+            data = &rest[*n as usize..];
+        }
+        rows
+    }
+
+    impl Net {
+        fn new(voters: &[NodeId]) -> Net {
+            let mut net = Net { nodes: BTreeMap::new(), down: BTreeSet::new(), queue: VecDeque::new() };
+            for id in voters {
+                net.start(*id, GroupLog::new(voters));
+            }
+            net
+        }
+
+        fn start(&mut self, id: NodeId, disk: GroupLog) {
+            let replicas = Replicas::new(id, vec![(0, disk.clone())], None).unwrap();
+            let rows = rows_of(disk.snapshot_data());
+            let node = Node { replicas, disk, rows, acked: 0, snapshots: 0, memberships: Vec::new() };
+            self.nodes.insert(id, node);
+            self.down.remove(&id);
+        }
+
+        fn node(&mut self, id: NodeId) -> &mut Node {
+            self.nodes.get_mut(&id).unwrap()
+        }
+
+        /// Runs 60 ticks (heartbeats find the replicas that missed an append; an election
+        /// needs at most 20), each with all the messages and cycles it brings about.
+        fn settle(&mut self) {
+            for _ in 0..60 {
+                for (id, node) in self.nodes.iter_mut() {
+                    if !self.down.contains(id) {
+                        node.replicas.tick();
+                    }
+                }
+                self.round();
+            }
+        }
+
+        fn round(&mut self) {
+            for _ in 0..100 {
+                let mut busy = false;
+                while let Some(e) = self.queue.pop_front() {
+                    busy = true;
+                    if self.down.contains(&e.msg.to) {
+                        continue;
+                    }
+                    if let Some(node) = self.nodes.get_mut(&e.msg.to) {
+                        let (range, from, to) = (e.range, e.msg.from, e.msg.to);
+                        let snapshot = e.msg.get_msg_type() == raft::eraftpb::MessageType::MsgSnapshot;
+                        let ok = node.replicas.step(e).is_ok();
+                        if snapshot {
+                            self.nodes.get_mut(&from).unwrap().replicas.report_snapshot(range, to, ok);
+                        }
+                    }
+                }
+                for (id, node) in self.nodes.iter_mut() {
+                    if self.down.contains(id) {
+                        continue;
+                    }
+                    let batch = node.replicas.ready();
+                    if batch.number == 0 {
+                        continue;
+                    }
+                    busy = true;
+                    for a in batch.apply {
+                        match a {
+                            Apply::Entry { data, proposal, .. } => {
+                                node.rows.insert(data);
+                                node.acked += proposal.is_some() as usize;
+                            }
+                            Apply::Snapshot { data, .. } => {
+                                node.rows = rows_of(&data);
+                                node.snapshots += 1;
+                            }
+                            Apply::Membership { voters, .. } => node.memberships.push(voters),
+                        }
+                    }
+                    for (_, w) in &batch.writes {
+                        node.disk.apply(w).unwrap();
+                    }
+                    self.queue.extend(batch.send);
+                    self.queue.extend(node.replicas.persisted(batch.number));
+                }
+                if !busy {
+                    return;
+                }
+            }
+            panic!("messages never stopped within a tick");
+        }
+
+        fn leader(&self) -> NodeId {
+            let leaders: Vec<NodeId> = self
+                .nodes
+                .iter()
+                .filter(|(id, n)| {
+                    !self.down.contains(id) && n.replicas.status().first().is_some_and(|s| s.is_leader)
+                })
+                .map(|(id, _)| *id)
+                .collect();
+            assert_eq!(leaders.len(), 1, "{leaders:?}");
+            leaders[0]
+        }
+
+        fn write(&mut self, keys: std::ops::Range<u32>) {
+            let leader = self.leader();
+            for k in keys {
+                self.node(leader).replicas.propose(0, format!("k{k}").into_bytes()).unwrap();
+            }
+            self.settle();
+        }
+
+        fn change(&mut self, node: NodeId, change_type: ConfChangeType) {
+            let mut cc = ConfChangeV2::default();
+            cc.mut_changes().push(ConfChangeSingle { change_type, node_id: node, ..Default::default() });
+            let leader = self.leader();
+            self.node(leader).replicas.propose_membership(0, cc).unwrap();
+            self.settle();
+        }
+    }
+
+    #[test]
+    fn a_replica_is_added_from_a_snapshot_promoted_and_another_removed() {
+        let mut net = Net::new(&[1, 2, 3]);
+        net.node(1).replicas.campaign(0).unwrap();
+        net.settle();
+        net.write(0..10);
+        assert_eq!(net.node(1).acked, 10);
+
+        // A learner first: it catches up without counting in the majority.
+        net.change(4, ConfChangeType::AddLearnerNode);
+        for id in [1, 2, 3] {
+            let node = net.node(id);
+            let rows = rows_bytes(&node.rows);
+            node.replicas.compact(0, rows).unwrap();
+        }
+        net.settle();
+        // Node 4 starts empty and is rebuilt from the leader's snapshot, which names it.
+        net.start(4, GroupLog::new(&[]));
+        net.write(10..12);
+        assert_eq!(net.node(4).snapshots, 1);
+        let all = net.node(1).rows.clone();
+        assert_eq!(net.node(4).rows, all);
+
+        // Promoted, then the leader hands over and node 1 leaves.
+        net.change(4, ConfChangeType::AddNode);
+        net.node(1).replicas.transfer_leadership(0, 2).unwrap();
+        net.settle();
+        assert_eq!(net.leader(), 2);
+        net.change(1, ConfChangeType::RemoveNode);
+        assert_eq!(net.node(2).memberships.last().unwrap(), &vec![2, 3, 4]);
+        let mut voters = net.node(1).replicas.membership(0).unwrap().voters;
+        voters.sort_unstable();
+        assert_eq!(voters, vec![2, 3, 4]);
+        assert!(net.node(1).replicas.remove(0));
+        net.down.insert(1);
+
+        // Node 4 now counts: with node 3 down, writes commit on 2 and 4 — across a restart of
+        // node 4 from its disk, which holds its vote and the membership it learned.
+        net.down.insert(3);
+        net.write(12..15);
+        assert_eq!(net.node(2).acked, 3);
+        let disk = net.node(4).disk.clone();
+        let mut voters = disk.conf_state().voters.clone();
+        voters.sort_unstable();
+        assert_eq!(voters, vec![2, 3, 4]);
+        net.start(4, disk);
+        net.write(15..20);
+        assert_eq!(net.node(2).acked, 8);
+        let rows = net.node(2).rows.clone();
+        assert_eq!(net.node(4).rows, rows);
+        assert_eq!(net.node(2).rows.len(), 20);
+    }
+
+    #[test]
+    fn a_follower_names_the_leader_and_refuses_the_write() {
+        let mut net = Net::new(&[1, 2, 3]);
+        net.node(2).replicas.campaign(0).unwrap();
+        net.settle();
+        assert_eq!(
+            net.node(1).replicas.propose(0, b"k".to_vec()),
+            Err(ProposeError::NotLeader { leader: Some(2) })
+        );
+        assert_eq!(net.node(1).replicas.propose(7, b"k".to_vec()), Err(ProposeError::UnknownRange(7)));
+        let stray = Envelope { range: 0, msg: raft::eraftpb::Message { to: 9, ..Default::default() } };
+        assert_eq!(net.node(1).replicas.step(stray), Err(StepError::NotForThisNode { to: 9 }));
+    }
 }
