@@ -174,6 +174,32 @@ fn a_torn_last_record_is_dropped_with_a_log_line() {
     assert!(s.log_text().contains("torn last write"), "{}", s.log_text());
 }
 
+/// A log holding a cluster node's Raft state is refused whole: read as a single node's log, its
+/// Raft records would be skipped and the replicas' state lost.
+#[test]
+fn a_log_with_raft_records_is_refused_not_skipped() {
+    use velocity::cluster::log::{encode_records, LogWrite};
+    use velocity::durability::{scan_file, seal_record, FileId, FileKind};
+    let mut s = Server::start_with(1, &["--audit", "off"]);
+    let mut c = s.client();
+    c.execute(&build::set(b"k", b"v")).unwrap();
+    drop(c);
+    let dir = s.keep_data();
+    let log = only_log(&dir);
+    let mut bytes = std::fs::read(&log).unwrap();
+    // Unencrypted, so the record's place is not part of its seal: any FileId reads it.
+    let file = FileId { kind: FileKind::Log, generation: 0, shard: 0, index: 0 };
+    let seq = scan_file(&bytes, &file, None).unwrap().last_seq() + 1;
+    let hs = LogWrite::HardState(Default::default());
+    let payload = encode_records(0, &hs, 1 << 20).unwrap().remove(0);
+    let at = bytes.len() as u64;
+    seal_record(&mut bytes, &payload, &file, at, seq, None);
+    std::fs::write(&log, &bytes).unwrap();
+    let (status, err) = start_expecting_refusal(&dir, &[]);
+    assert!(!status.success());
+    assert!(err.contains("cluster node's Raft state") && err.contains(log.to_str().unwrap()), "{err}");
+}
+
 /// Every file under `dir` with its bytes.
 fn snapshot_of(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
     let mut v: Vec<_> = files_under(dir)

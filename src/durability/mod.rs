@@ -51,6 +51,9 @@ const OP_SET: u8 = 1;
 const OP_DEL: u8 = 2;
 /// A snapshot's last record: the number of entries it holds, so a cut-short snapshot is known.
 const OP_END: u8 = 3;
+/// A cluster node's record of its Raft replicas' state (`cluster::log`), in the same log as the
+/// core's other writes, so that one sync makes both durable.
+const OP_RAFT: u8 = 4;
 
 /// One change to one key, as it is after the write.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -175,11 +178,21 @@ pub fn encode_end(out: &mut Vec<u8>, entries: u64) {
     out.extend_from_slice(&entries.to_le_bytes());
 }
 
+/// A Raft record's payload: `body` as `cluster::log` encodes it.
+pub fn encode_raft(out: &mut Vec<u8>, body: &[u8]) {
+    out.push(OP_RAFT);
+    out.extend_from_slice(body);
+}
+
 /// What a payload holds.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Payload {
     Mutations(Vec<Mutation>),
-    End { entries: u64 },
+    End {
+        entries: u64,
+    },
+    /// A cluster node's Raft record, for `cluster::log` to decode.
+    Raft(Vec<u8>),
 }
 
 fn take<'a>(p: &mut &'a [u8], n: usize) -> Result<&'a [u8], String> {
@@ -197,6 +210,9 @@ pub fn decode_payload(mut p: &[u8]) -> Result<Payload, String> {
             return Err("malformed snapshot end record".into());
         }
         return Ok(Payload::End { entries: u64::from_le_bytes(p[1..9].try_into().unwrap()) });
+    }
+    if let Some((&OP_RAFT, body)) = p.split_first() {
+        return Ok(Payload::Raft(body.to_vec()));
     }
     let mut out = Vec::new();
     while !p.is_empty() {

@@ -246,11 +246,21 @@ impl Replay<'_> {
                     ShardLog { index: k, end: scan.good_end, next_seq: scan.last_seq() + 1, snapshot_bytes };
                 last_log = Some(LastLog { log, file_bytes: data.len() as u64 });
             }
-            for (_, p) in scan.records {
-                if let Payload::Mutations(ms) = p {
-                    self.report.log_records += 1;
-                    for m in ms {
-                        self.apply(m);
+            for (offset, p) in scan.records {
+                match p {
+                    Payload::Mutations(ms) => {
+                        self.report.log_records += 1;
+                        for m in ms {
+                            self.apply(m);
+                        }
+                    }
+                    Payload::End { .. } => {}
+                    // Read as anything else, a cluster node's log would lose its replicas.
+                    Payload::Raft(_) => {
+                        return Err(format!(
+                            "{}: the record at offset {offset} is a cluster node's Raft state; this velocityd does not run cluster nodes, and will not start on their data",
+                            path.display()
+                        ))
                     }
                 }
             }
