@@ -15,6 +15,7 @@ pub mod cluster;
 pub mod durability;
 pub mod error;
 pub mod limits;
+pub mod linearizability;
 pub mod metrics;
 pub mod protocol;
 pub mod security;
