@@ -33,6 +33,9 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 /// A proposal's number on this core, to match its outcome with the request that made it.
 pub type ProposalId = u64;
 
+/// A linearizable read's number on this core.
+pub type ReadId = u64;
+
 /// What the core applies to a range's rows, in this order.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Apply {
@@ -58,6 +61,9 @@ pub struct Batch {
     pub lost: Vec<ProposalId>,
     /// Proposals whose outcome this core will never learn (a snapshot overtook them).
     pub unknown: Vec<ProposalId>,
+    /// Linearizable reads confirmed: each may be served once the range's applied index
+    /// reaches the index given ([`Replicas::read`]).
+    pub reads: Vec<(RangeId, ReadId, u64)>,
     pub writes: Vec<(RangeId, LogWrite)>,
     /// Whether the writes must be synced before `persisted`: a vote, a term, entries or a
     /// snapshot (a new commit index alone need not be, Raft recovers it).
@@ -70,6 +76,7 @@ impl Batch {
             && self.apply.is_empty()
             && self.lost.is_empty()
             && self.unknown.is_empty()
+            && self.reads.is_empty()
             && self.writes.is_empty()
     }
 }
@@ -137,6 +144,7 @@ pub struct Replicas {
     node: NodeId,
     groups: HashMap<RangeId, Replica>,
     next_proposal: ProposalId,
+    next_read: ReadId,
     next_batch: u64,
     in_flight: VecDeque<InFlight>,
     /// Compaction writes made between cycles, for the next batch.
@@ -195,6 +203,7 @@ impl Replicas {
             node,
             groups,
             next_proposal: 1,
+            next_read: 1,
             next_batch: 1,
             in_flight: VecDeque::new(),
             queued_writes: Vec::new(),
@@ -256,6 +265,24 @@ impl Replicas {
         Ok(id)
     }
 
+    /// Asks for a linearizable read of `range` (Raft's read-index, thesis 6.4): the leader
+    /// notes its commit index and confirms with a heartbeat round that a majority still follows
+    /// it; a later batch's `reads` then names the index the range must have applied before the
+    /// read is served. No clock is trusted. A read whose confirmation never comes (the leader
+    /// lost its majority) is never in a batch: the caller's timeout answers it.
+    pub fn read(&mut self, range: RangeId) -> Result<ReadId, ProposeError> {
+        let replica = self.groups.get_mut(&range).ok_or(ProposeError::UnknownRange(range))?;
+        let raft = &replica.raw.raft;
+        if raft.state != StateRole::Leader || replica.installing.is_some() {
+            let leader = raft.leader_id;
+            return Err(ProposeError::NotLeader { leader: (leader != raft::INVALID_ID).then_some(leader) });
+        }
+        let id = self.next_read;
+        self.next_read += 1;
+        replica.raw.read_index(id.to_le_bytes().to_vec());
+        Ok(id)
+    }
+
     /// Proposes a change of the range's replicas (a node added as a learner, promoted, or
     /// removed), applied when committed like any entry.
     pub fn propose_membership(
@@ -294,6 +321,12 @@ impl Replicas {
                 continue;
             }
             let mut rd = replica.raw.ready();
+            for read in rd.take_read_states() {
+                // Only this core's contexts come back: eight bytes, as `read` made them.
+                if let Ok(id) = <[u8; 8]>::try_from(read.request_ctx.as_slice()) {
+                    batch.reads.push((range, ReadId::from_le_bytes(id), read.index));
+                }
+            }
             batch.send.extend(rd.take_messages().into_iter().map(|msg| Envelope { range, msg }));
             flight
                 .after_sync

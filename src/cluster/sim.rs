@@ -20,9 +20,10 @@
 
 use super::log::{GroupLog, LogWrite};
 use super::ranges::RangeMap;
-use super::replicas::{Apply, ProposalId, ProposeError, Replicas};
+use super::replicas::{Apply, ProposalId, ProposeError, ReadId, Replicas};
 use super::wire::{self, Envelope};
 use super::{NodeId, RangeId};
+use crate::linearizability::{self, Input, Operation, Output};
 use proptest::prelude::RngExt;
 use proptest::test_runner::{RngAlgorithm, TestRng};
 use raft::eraftpb::MessageType;
@@ -81,6 +82,10 @@ struct Range {
     applied: u64,
 }
 
+/// A client's write: its range, key and value, and its place in the recorded history when it
+/// writes a register.
+type Proposal = (RangeId, Vec<u8>, Vec<u8>, Option<usize>);
+
 struct Node {
     id: NodeId,
     ranges: Vec<RangeId>,
@@ -92,8 +97,11 @@ struct Node {
     disk: BTreeMap<RangeId, GroupLog>,
     /// Batches written but not yet synced, oldest first.
     unsynced: Vec<(u64, Vec<(RangeId, LogWrite)>)>,
-    /// This incarnation's proposals: the client's key and value for each.
-    proposals: BTreeMap<ProposalId, (RangeId, Vec<u8>, Vec<u8>)>,
+    /// This incarnation's proposals.
+    proposals: BTreeMap<ProposalId, Proposal>,
+    /// This incarnation's linearizable reads: range, key, place in the history, and the index
+    /// to have applied once the leader has confirmed it.
+    reads: BTreeMap<ReadId, (RangeId, Vec<u8>, usize, Option<u64>)>,
 }
 
 #[derive(Clone, Copy)]
@@ -138,6 +146,11 @@ struct Sim {
     lost: BTreeSet<Vec<u8>>,
     next_key: u64,
     compact_behind: u64,
+    /// What the register clients did, as a linearizability checker reads it: a write lost for
+    /// certain is taken out (None); one never answered stays with its outcome unknown.
+    ops: Vec<Option<Operation>>,
+    /// The history's clock: one step per event, so no two events share a time.
+    clock: u64,
     stats: Stats,
 }
 
@@ -151,6 +164,8 @@ struct Stats {
     dropped: u64,
     snapshots_applied: u64,
     compactions: u64,
+    reads_served: u64,
+    ops_checked: u64,
 }
 
 impl Sim {
@@ -175,6 +190,8 @@ impl Sim {
             lost: BTreeSet::new(),
             next_key: 0,
             compact_behind,
+            ops: Vec::new(),
+            clock: 0,
             stats: Stats::default(),
         };
         for (i, id) in map.nodes().iter().enumerate() {
@@ -189,6 +206,7 @@ impl Sim {
                 disk,
                 unsynced: Vec::new(),
                 proposals: BTreeMap::new(),
+                reads: BTreeMap::new(),
             };
             sim.nodes.insert(*id, node);
             sim.start(*id);
@@ -213,6 +231,7 @@ impl Sim {
         node.replicas = Some(Replicas::new(id, logs, ticks).unwrap());
         node.unsynced.clear();
         node.proposals.clear();
+        node.reads.clear();
     }
 
     /// A crash: memory gone, and of the writes not yet synced only an unsynced prefix reached
@@ -231,6 +250,7 @@ impl Sim {
         }
         node.replicas = None;
         node.proposals.clear();
+        node.reads.clear();
         self.stats.crashes += 1;
     }
 
@@ -293,21 +313,91 @@ impl Sim {
         if live.is_empty() {
             return;
         }
-        let key = format!("k{}", self.next_key).into_bytes();
+        // Half the writes go to one of a few registers per range (values unique), which the
+        // linearizability check reads; the others to keys of their own, which the
+        // acknowledged-writes check follows.
+        let register = self.r.random_bool(0.5);
+        let key = if register {
+            format!("reg-{range}-{}", self.r.random_range(0..2u8)).into_bytes()
+        } else {
+            format!("k{}", self.next_key).into_bytes()
+        };
         self.next_key += 1;
-        let value = (0..self.r.random_range(0..40)).map(|_| self.r.random::<u8>()).collect::<Vec<u8>>();
+        let mut value = self.next_key.to_le_bytes().to_vec();
+        value.extend((0..self.r.random_range(0..32)).map(|_| self.r.random::<u8>()));
         let mut at = self.map.replicas(range)[self.r.random_range(0..self.map.replication())];
         for _ in 0..2 {
             let Some(replicas) = self.nodes.get_mut(&at).and_then(|n| n.replicas.as_mut()) else { return };
             match replicas.propose(range, encode_write(&key, &value)) {
                 Ok(id) => {
-                    self.nodes.get_mut(&at).unwrap().proposals.insert(id, (range, key, value));
+                    let op = register.then(|| {
+                        self.clock += 1;
+                        self.ops.push(Some(Operation {
+                            client: self.next_key,
+                            call_ns: self.clock,
+                            return_ns: None,
+                            input: Input::Put { key: key.clone(), value: value.clone() },
+                            output: Output::Unknown,
+                        }));
+                        self.ops.len() - 1
+                    });
+                    self.nodes.get_mut(&at).unwrap().proposals.insert(id, (range, key, value, op));
                     self.stats.proposed += 1;
                     return;
                 }
                 Err(ProposeError::NotLeader { leader: Some(l) }) if l != at => at = l,
                 Err(_) => return,
             }
+        }
+    }
+
+    /// A client reads a register through the node it reaches, or the leader that node names.
+    fn client_read(&mut self) {
+        let range = self.r.random_range(0..self.map.ranges());
+        let key = format!("reg-{range}-{}", self.r.random_range(0..2u8)).into_bytes();
+        let mut at = self.map.replicas(range)[self.r.random_range(0..self.map.replication())];
+        for _ in 0..2 {
+            let Some(replicas) = self.nodes.get_mut(&at).and_then(|n| n.replicas.as_mut()) else { return };
+            match replicas.read(range) {
+                Ok(id) => {
+                    self.clock += 1;
+                    self.next_key += 1;
+                    self.ops.push(Some(Operation {
+                        client: self.next_key,
+                        call_ns: self.clock,
+                        return_ns: None,
+                        input: Input::Get { key: key.clone() },
+                        output: Output::Unknown,
+                    }));
+                    let op = self.ops.len() - 1;
+                    self.nodes.get_mut(&at).unwrap().reads.insert(id, (range, key, op, None));
+                    return;
+                }
+                Err(ProposeError::NotLeader { leader: Some(l) }) if l != at => at = l,
+                Err(_) => return,
+            }
+        }
+    }
+
+    /// Answers the reads whose index the node has applied, from its rows.
+    fn serve_reads(&mut self, id: NodeId) {
+        let node = self.nodes.get_mut(&id).unwrap();
+        let Some(replicas) = node.replicas.as_ref() else { return };
+        let ready: Vec<ReadId> = node
+            .reads
+            .iter()
+            .filter(|(_, (range, _, _, index))| {
+                index.is_some_and(|i| replicas.applied(*range).is_some_and(|a| a >= i))
+            })
+            .map(|(r, _)| *r)
+            .collect();
+        for r in ready {
+            let (range, key, op, _) = node.reads.remove(&r).unwrap();
+            self.clock += 1;
+            let op = self.ops[op].as_mut().unwrap();
+            op.return_ns = Some(self.clock);
+            op.output = Output::Value(node.state[&range].rows.get(&key).cloned());
+            self.stats.reads_served += 1;
         }
     }
 
@@ -324,12 +414,23 @@ impl Sim {
         }
         let node = self.nodes.get_mut(&id).unwrap();
         for p in batch.lost {
-            let (_, key, _) = node.proposals.remove(&p).expect("a proposal of this incarnation");
-            self.lost.insert(key);
+            let (_, key, _, op) = node.proposals.remove(&p).expect("a proposal of this incarnation");
+            match op {
+                // Certainly not applied: out of the history, as a client told so would leave it.
+                Some(op) => self.ops[op] = None,
+                None => {
+                    self.lost.insert(key);
+                }
+            }
             self.stats.lost += 1;
         }
         for p in batch.unknown {
             node.proposals.remove(&p).expect("a proposal of this incarnation");
+        }
+        for (range, read, index) in batch.reads {
+            let pending = node.reads.get_mut(&read).expect("a read of this incarnation");
+            assert_eq!(pending.0, range);
+            pending.3 = Some(index);
         }
         if batch.number != 0 {
             node.unsynced.push((batch.number, batch.writes));
@@ -337,6 +438,7 @@ impl Sim {
         if !node.unsynced.is_empty() && !self.r.random_bool(f.slow_sync) {
             self.sync(id, f);
         }
+        self.serve_reads(id);
         self.compact(id);
     }
 
@@ -385,9 +487,19 @@ impl Sim {
                     }
                 }
                 if let Some(p) = proposal {
-                    let (r, k, v) = node.proposals.remove(&p).expect("a proposal of this incarnation");
+                    let (r, k, v, op) = node.proposals.remove(&p).expect("a proposal of this incarnation");
                     assert_eq!((r, &k, &v), (range, &key, &value), "acknowledged a different write");
-                    self.acked.insert(k, (range, v));
+                    match op {
+                        Some(op) => {
+                            self.clock += 1;
+                            let op = self.ops[op].as_mut().unwrap();
+                            op.return_ns = Some(self.clock);
+                            op.output = Output::Ok;
+                        }
+                        None => {
+                            self.acked.insert(k, (range, v));
+                        }
+                    }
                     self.stats.acked += 1;
                 }
             }
@@ -450,6 +562,9 @@ impl Sim {
             if self.r.random_bool(write_chance) {
                 self.client_write();
             }
+            if self.r.random_bool(write_chance) {
+                self.client_read();
+            }
             for id in &ids {
                 self.cycle(*id, f);
             }
@@ -482,7 +597,7 @@ impl Sim {
             let key = format!("final{range}").into_bytes();
             let node = self.nodes.get_mut(&leaders[0]).unwrap();
             let id = node.replicas.as_mut().unwrap().propose(range, encode_write(&key, b"v")).unwrap();
-            node.proposals.insert(id, (range, key, b"v".to_vec()));
+            node.proposals.insert(id, (range, key, b"v".to_vec(), None));
         }
         for _ in 0..20 {
             self.tick(CALM, 0.0);
@@ -535,6 +650,12 @@ impl Sim {
                 );
             }
         }
+        // The registers' history: every acknowledged write and served read, placed in one
+        // order that explains all outputs, with the unanswered writes in or out.
+        let history: Vec<Operation> = self.ops.iter().flatten().cloned().collect();
+        let report = linearizability::check(&history, 1_000_000).expect("a well-formed history");
+        assert!(report.is_linearizable(), "{}", report.verdict);
+        self.stats.ops_checked = report.ops_checked as u64;
     }
 }
 
@@ -545,6 +666,7 @@ fn run(seed: u64, nodes: &[NodeId], ranges: RangeId, f: Faults, ticks: u64) -> S
     }
     sim.heal_and_check();
     assert!(sim.stats.acked > 0, "seed {seed}: nothing acknowledged: {:?}", sim.stats);
+    assert!(sim.stats.reads_served > 0, "seed {seed}: no read served: {:?}", sim.stats);
     sim.stats
 }
 
