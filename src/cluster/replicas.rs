@@ -210,14 +210,6 @@ impl Replicas {
         })
     }
 
-    pub fn node(&self) -> NodeId {
-        self.node
-    }
-
-    pub fn ranges(&self) -> impl Iterator<Item = RangeId> + '_ {
-        self.groups.keys().copied()
-    }
-
     pub fn tick(&mut self) {
         for replica in self.groups.values_mut().filter(|r| r.installing.is_none()) {
             replica.raw.tick();
