@@ -312,6 +312,19 @@ pub const CLUSTER_REPLICATION_MAX: usize = 7;
 /// Nodes a cluster may name: the node id is a u64, but every node keeps a connection and a
 /// send queue per peer.
 pub const CLUSTER_NODES_MAX: usize = 64;
+/// Bytes of a cluster file at most: 64 nodes' lines are a few KiB; anything longer is not one.
+pub const CLUSTER_FILE_BYTES_MAX: usize = 64 << 10;
+/// Bytes of Raft messages queued for one peer core while its link is down or slow: past this
+/// the newest are dropped, which Raft tolerates (it sends again), instead of holding a dead
+/// peer's share of memory without bound.
+pub const PEER_QUEUE_BYTES_MAX: usize = 2 * RAFT_MESSAGE_BYTES_MAX;
+/// Between attempts to reach a peer core that refused or dropped a link: short against an
+/// election timeout (a restarted peer is heard from again within a tick or two), long enough not
+/// to spin on one that is down.
+pub const PEER_RECONNECT_MS: u64 = 200;
+/// Node-to-node connections one core holds open at once: one in from each other node's core
+/// and a few `cluster status` calls; anything beyond is refused at accept.
+pub const PEER_CONNECTIONS_MAX: usize = 4 * CLUSTER_NODES_MAX;
 /// Bytes of one Raft message between nodes at most (its range and the protobuf-encoded
 /// message): an append carries at most RAFT_APPEND_BYTES_MAX of entries, so anything longer
 /// from a peer is damage or an attack. A snapshot message carries the range's rows, so a range

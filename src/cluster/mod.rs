@@ -26,6 +26,7 @@
 
 pub mod log;
 mod logger;
+pub mod membership;
 pub mod ranges;
 pub mod replicas;
 pub mod wire;

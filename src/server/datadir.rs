@@ -404,15 +404,4 @@ fn unhex32(s: &str) -> Option<[u8; 32]> {
     Some(out)
 }
 
-/// `SHA256:` followed by the unpadded base64 of the fingerprint, as OpenSSH prints keys.
-pub fn fingerprint_string(fp: &[u8; 32]) -> String {
-    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::from("SHA256:");
-    for chunk in fp.chunks(3) {
-        let n = chunk.iter().fold(0u32, |acc, b| acc << 8 | *b as u32) << (8 * (3 - chunk.len()));
-        for i in 0..=chunk.len() {
-            out.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
-        }
-    }
-    out
-}
+pub use crate::security::tls::fingerprint_string;
