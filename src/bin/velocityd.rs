@@ -258,6 +258,9 @@ enum Command {
         #[arg(long)]
         encryption_key_file: Option<PathBuf>,
     },
+    /// Make a data directory a cluster node, and see a running cluster (docs/cluster.md).
+    #[command(subcommand)]
+    Cluster(ClusterCmd),
     /// Print the server identity's fingerprint, for checking out of band.
     Fingerprint {
         #[arg(long, default_value = "./velocity-data")]
@@ -265,6 +268,30 @@ enum Command {
         /// The fingerprint of this certificate (PEM) instead.
         #[arg(long)]
         tls_cert: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ClusterCmd {
+    /// Make this (empty) data directory node NODE_ID of the cluster the cluster file
+    /// describes: its ranges, replication and every node's peer address, cores and key
+    /// fingerprint (`velocityd fingerprint` prints a node's). Every node gets the same file.
+    Init {
+        #[arg(long)]
+        node_id: u64,
+        #[arg(long)]
+        cluster_file: PathBuf,
+        #[arg(long, default_value = "./velocity-data")]
+        data_dir: PathBuf,
+    },
+    /// Ask every core of every node (as this data directory's node) for its ranges: leader,
+    /// term, commit index, and each replica's applied index and lag.
+    Status {
+        #[arg(long, default_value = "./velocity-data")]
+        data_dir: PathBuf,
+        /// Print each core's answer as a JSON line instead.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -371,7 +398,10 @@ fn data_dir_of(cmd: &Command) -> Option<&Path> {
         Command::Repair { data_dir, .. }
         | Command::Audit { data_dir, .. }
         | Command::Backup { data_dir, .. }
-        | Command::Restore { data_dir, .. } => data_dir,
+        | Command::Restore { data_dir, .. }
+        | Command::Cluster(ClusterCmd::Init { data_dir, .. } | ClusterCmd::Status { data_dir, .. }) => {
+            data_dir
+        }
         Command::Fingerprint { data_dir, tls_cert: None } => data_dir,
         Command::Fingerprint { tls_cert: Some(_), .. } | Command::Keygen { .. } => return None,
     })
@@ -573,6 +603,21 @@ fn main_inner() -> Result<(), String> {
             if !out.get_ref().closed {
                 read?;
                 flushed?;
+            }
+        }
+        Some(Command::Cluster(ClusterCmd::Init { node_id, cluster_file, data_dir })) => {
+            let text = std::fs::read_to_string(&cluster_file)
+                .map_err(|e| format!("cannot read {}: {e}", cluster_file.display()))?;
+            println!("{}", velocity::server::node::init(&data_dir, node_id, &text)?);
+        }
+        Some(Command::Cluster(ClusterCmd::Status { data_dir, json })) => {
+            let all = velocity::server::node::status(&data_dir)?;
+            if json {
+                for core in &all {
+                    println!("{core}");
+                }
+            } else {
+                print!("{}", velocity::server::node::render_status(&all));
             }
         }
         Some(Command::Backup { data_dir, to }) => {

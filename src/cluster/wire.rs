@@ -53,8 +53,26 @@ pub fn encode(envelope: &Envelope, out: &mut Vec<u8>) {
     envelope.msg.write_to_vec(out).expect("protobuf into a Vec");
 }
 
-/// The first message in `buf` and the bytes it took, or `None` while the frame is incomplete.
-pub fn decode(buf: &[u8]) -> Result<Option<(Envelope, usize)>, WireError> {
+/// The range number that marks a control frame (`cluster status` asking a core, and its
+/// answer) rather than a Raft message: no range has it (CLUSTER_RANGES_MAX is far below).
+pub const CONTROL_RANGE: RangeId = u32::MAX;
+
+/// What a node-to-node frame holds.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Frame {
+    Raft(Envelope),
+    /// Opaque bytes for the control protocol (UTF-8 JSON, docs/cluster.md).
+    Control(Vec<u8>),
+}
+
+pub fn encode_control(body: &[u8], out: &mut Vec<u8>) {
+    out.extend_from_slice(&((4 + body.len()) as u32).to_le_bytes());
+    out.extend_from_slice(&CONTROL_RANGE.to_le_bytes());
+    out.extend_from_slice(body);
+}
+
+/// The first frame in `buf` and the bytes it took, or `None` while the frame is incomplete.
+pub fn decode_frame(buf: &[u8]) -> Result<Option<(Frame, usize)>, WireError> {
     let Some(head) = buf.get(..4) else { return Ok(None) };
     let length = u32::from_le_bytes(head.try_into().expect("4 bytes")) as usize;
     if length > RAFT_MESSAGE_BYTES_MAX {
@@ -65,8 +83,23 @@ pub fn decode(buf: &[u8]) -> Result<Option<(Envelope, usize)>, WireError> {
     }
     let Some(frame) = buf.get(4..4 + length) else { return Ok(None) };
     let range = RangeId::from_le_bytes(frame[..4].try_into().expect("4 bytes"));
+    if range == CONTROL_RANGE {
+        return Ok(Some((Frame::Control(frame[4..].to_vec()), 4 + length)));
+    }
     let msg = Message::parse_from_bytes(&frame[4..]).map_err(|e| WireError::Malformed(e.to_string()))?;
-    Ok(Some((Envelope { range, msg }, 4 + length)))
+    Ok(Some((Frame::Raft(Envelope { range, msg }), 4 + length)))
+}
+
+/// The first Raft message in `buf` and the bytes it took, or `None` while the frame is
+/// incomplete; a control frame here is an error.
+pub fn decode(buf: &[u8]) -> Result<Option<(Envelope, usize)>, WireError> {
+    match decode_frame(buf)? {
+        None => Ok(None),
+        Some((Frame::Raft(e), n)) => Ok(Some((e, n))),
+        Some((Frame::Control(_), _)) => {
+            Err(WireError::Malformed("a control frame, not a Raft message".into()))
+        }
+    }
 }
 
 #[cfg(test)]
@@ -104,6 +137,17 @@ mod tests {
         for cut in 0..used {
             assert_eq!(decode(&buf[..cut]).unwrap(), None, "cut at {cut}");
         }
+    }
+
+    #[test]
+    fn a_control_frame_is_told_apart_from_a_raft_message() {
+        let mut buf = Vec::new();
+        encode_control(b"status", &mut buf);
+        encode(&append(), &mut buf);
+        let Ok(Some((Frame::Control(body), used))) = decode_frame(&buf) else { panic!("a control frame") };
+        assert_eq!(body, b"status");
+        assert!(decode(&buf).is_err());
+        assert_eq!(decode_frame(&buf[used..]).unwrap().map(|(f, _)| f), Some(Frame::Raft(append())));
     }
 
     #[test]

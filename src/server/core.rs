@@ -39,6 +39,8 @@ pub struct Shared {
     pub next_conn_id: AtomicU64,
     /// `--max-memory`'s share for each store (memory.rs).
     pub memory: super::memory::MemoryBudget,
+    /// A cluster node's membership and link settings; None for a single node.
+    pub cluster: Option<Arc<super::node::Cluster>>,
 }
 
 pub struct Core {
@@ -73,6 +75,8 @@ pub struct Core {
     pub slowlog: RefCell<SlowRing>,
     /// `--slowlog-threshold-us`, here so that the check is one load and one comparison.
     pub slowlog_threshold_us: u64,
+    /// A cluster node's replicas on this core and its links to the peers' cores.
+    pub node: Option<Rc<super::node::NodeCore>>,
 }
 
 /// The first part of a statement's op on this shard: all of it, or the state of one that runs

@@ -45,6 +45,12 @@ pub async fn run(shared: Arc<Shared>, meshes: Option<MeshSetup>, start: Arc<Star
         }
     };
     spawn_background(&core);
+    if let (Some(node), Some(wal)) = (core.node.clone(), core.wal.clone()) {
+        let l = start.peer_listeners.lock().expect("start-up hand-off")[id]
+            .take()
+            .expect("each core listens once");
+        super::node::start(&core, &node, wal, l);
+    }
     // Serve the other cores only now that this core is whole: glommio polls a spawned task at
     // once, inside `spawn`, so a request that a faster core queued while this one was starting
     // is handled right there, and its handler must find the core.
@@ -113,6 +119,13 @@ async fn build_core(
                 .map_err(|e| format!("cannot open the write-ahead log: {e}"))?,
         )),
     };
+    let node = match &shared.cluster {
+        None => None,
+        Some(c) => {
+            let logs = c.recover_logs(id, shards, &start.raft[id])?;
+            Some(Rc::new(super::node::NodeCore::new(c.clone(), id, logs)?))
+        }
+    };
     let parker = Parker::new().map_err(|e| format!("cannot create an epoll set: {e}"))?;
     // Never more than half the connection limit (logged-in users always have room), and one
     // address never more than half of that (other addresses can log in); a small connection
@@ -146,6 +159,7 @@ async fn build_core(
         parker,
         slowlog: RefCell::new(crate::slowlog::SlowRing::default()),
         slowlog_threshold_us: cfg.slowlog_threshold_us,
+        node,
     }))
 }
 
@@ -170,7 +184,11 @@ fn server_info(shared: &Shared) -> ServerInfo {
 fn spawn_background(core: &Rc<Core>) {
     if let Some(wal) = core.wal.clone() {
         runtime::spawn(wal::run_writer(core.clone(), wal.clone()));
-        runtime::spawn(wal::run_snapshots(core.clone(), wal));
+        // A cluster node's log holds its replicas' Raft state, which a snapshot of the store
+        // alone would drop with the old logs (compaction of a node's log: docs/cluster.md).
+        if core.node.is_none() {
+            runtime::spawn(wal::run_snapshots(core.clone(), wal));
+        }
     }
     runtime::spawn(park_loop(core.clone()));
     runtime::spawn(reload_loop(core.clone()));

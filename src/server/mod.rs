@@ -15,6 +15,7 @@ mod executor;
 mod memory;
 pub mod mesh;
 mod metrics;
+pub mod node;
 pub mod owner;
 mod park;
 mod recovery;
@@ -106,6 +107,26 @@ pub fn run(mut config: Config) -> Result<(), Error> {
         Some(crate::security::tls::server_config(&dd.cert_pem, &dd.key_pem).map_err(Error::Config)?)
     };
     warn_of(&config)?;
+    let cluster =
+        node::Cluster::load(&config.data_dir, &dd.cert_pem, &dd.key_pem, &dd.fingerprint, config.cores)
+            .map_err(Error::Config)?
+            .map(Arc::new);
+    let peer_listeners = match &cluster {
+        None => Vec::new(),
+        Some(c) => {
+            if config.durability.is_none() {
+                return Err(Error::Config(
+                    "a cluster node keeps its Raft log in its write-ahead log: start it with --durability sync (or periodic)".into(),
+                ));
+            }
+            let me = c.membership.member(c.this).expect("load checks it");
+            let mut ls = Vec::new();
+            for core in 0..config.cores {
+                ls.extend(owner::bind_listeners(me.peer_addr(core), 1, lock.previous).map_err(Error::Busy)?);
+            }
+            ls
+        }
+    };
     // The open-files limit is raised here, before recovery opens the logs.
     let max_connections = match config.max_connections {
         0 => default_max_connections(),
@@ -114,7 +135,9 @@ pub fn run(mut config: Config) -> Result<(), Error> {
     // A file-size limit must surface as an error on the write (STORAGE_ERROR), not kill us.
     // SAFETY: setting a signal disposition to SIG_IGN.
     unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) };
-    let start = recovery::startup(&config).map_err(Error::Data)?;
+    let mut start = recovery::startup(&config, cluster.is_some()).map_err(Error::Data)?;
+    *start.peer_listeners.get_mut().expect("start-up hand-off") =
+        peer_listeners.into_iter().map(Some).collect();
     // Recovery's buffers (records read, mutations decoded) are freed by now, but malloc keeps
     // the pages for reuse: handing them back makes the RSS the stores' and the process's own,
     // which is what --max-memory measures the process's share by (memory.rs).
@@ -134,6 +157,7 @@ pub fn run(mut config: Config) -> Result<(), Error> {
         next_conn_id: AtomicU64::new(1),
         memory: memory::MemoryBudget::new(config.max_memory_bytes, config.eviction, &start.stores_bytes()),
         config: config.clone(),
+        cluster: cluster.clone(),
     });
     tracing::info!(
         listen = %config.listen,
@@ -146,6 +170,10 @@ pub fn run(mut config: Config) -> Result<(), Error> {
     );
     if let Some(addr) = config.metrics_listen {
         tracing::info!("metrics at http://{addr}/metrics");
+    }
+    if let Some(c) = &cluster {
+        let me = c.membership.member(c.this).expect("load checks it");
+        tracing::info!(node = c.this, peer_listen = %me.peer, nodes = c.membership.members.len(), ranges = c.map.ranges(), replication = c.map.replication(), "cluster node");
     }
     install_signal_thread(shared.clone());
     run_cores(shared, Arc::new(start))?;

@@ -19,6 +19,10 @@ pub struct Startup {
     pub listeners: std::sync::Mutex<Vec<Option<std::net::TcpListener>>>,
     /// The metrics endpoint's socket (--metrics-listen), taken by core 0.
     pub metrics_listener: std::sync::Mutex<Option<std::net::TcpListener>>,
+    /// A cluster node's: each core's Raft records in log order (its replicas' logs), and its
+    /// listening socket for peers.
+    pub raft: Vec<Vec<Vec<u8>>>,
+    pub peer_listeners: std::sync::Mutex<Vec<Option<std::net::TcpListener>>>,
 }
 
 impl Startup {
@@ -31,7 +35,7 @@ impl Startup {
 
 /// Recover the data directory's durable state into `cores` shards and lay it out afresh for
 /// them (a new generation), or check that there is none when durability is off.
-pub fn startup(config: &Config) -> Result<Startup, String> {
+pub fn startup(config: &Config, cluster: bool) -> Result<Startup, String> {
     let cipher = config.encryption_key.map(|k| Arc::new(crate::durability::Cipher::new(&k)));
     let now = now_ms();
     if config.durability.is_none() {
@@ -50,6 +54,8 @@ pub fn startup(config: &Config) -> Result<Startup, String> {
             logs: Vec::new(),
             listeners: Default::default(),
             metrics_listener: Default::default(),
+            raft: Vec::new(),
+            peer_listeners: Default::default(),
         });
     }
     let rec = durable::recover(&config.data_dir, config.cores, cipher.as_deref(), now)?;
@@ -64,7 +70,24 @@ pub fn startup(config: &Config) -> Result<Startup, String> {
         torn_tails = r.torn_tails.len(),
         "recovered"
     );
+    if let Some((path, offset)) = &rec.first_raft_record {
+        // Read as anything else, a cluster node's log would lose its replicas.
+        if !cluster {
+            return Err(format!(
+                "{}: the record at offset {offset} is a cluster node's Raft state, and this data directory has no cluster file; this velocityd will not start on it as a single node",
+                path.display()
+            ));
+        }
+        if !rec.reusable(config.cores, cipher.is_some()) {
+            return Err(format!(
+                "{}: a cluster node's logs cannot be laid out afresh (other --cores, or encryption turned on): start it as it was",
+                path.display()
+            ));
+        }
+    }
     let (generation, logs) = durable::lay_out(&config.data_dir, &rec, cipher.as_deref(), now)?;
+    let mut raft = rec.raft;
+    raft.resize(config.cores, Vec::new());
     let stores = rec.stores.into_iter().map(Some).collect();
     Ok(Startup {
         generation,
@@ -73,5 +96,7 @@ pub fn startup(config: &Config) -> Result<Startup, String> {
         logs,
         listeners: Default::default(),
         metrics_listener: Default::default(),
+        raft,
+        peer_listeners: Default::default(),
     })
 }

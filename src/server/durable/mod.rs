@@ -123,6 +123,21 @@ pub struct Recovered {
     last_logs: Vec<Option<LastLog>>,
     /// Some file of the generation is not encrypted.
     plain_files: bool,
+    /// Per old shard, the bodies of its Raft records in log order (a cluster node's replicas'
+    /// state, `cluster::log`), and where the first one is, for the refusal of a single node.
+    pub raft: Vec<Vec<Vec<u8>>>,
+    pub first_raft_record: Option<(PathBuf, u64)>,
+}
+
+impl Recovered {
+    /// Whether start-up can go on with the current generation's files in place: the same
+    /// shards, no encryption newly turned on, every shard with a log to append to.
+    pub fn reusable(&self, shards: usize, encrypted: bool) -> bool {
+        self.generation > 0
+            && self.old_shards == shards
+            && !(encrypted && self.plain_files)
+            && self.last_logs.iter().all(Option::is_some)
+    }
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, String> {
@@ -148,6 +163,8 @@ pub fn recover(
             old_shards: 0,
             last_logs: Vec::new(),
             plain_files: false,
+            raft: Vec::new(),
+            first_raft_record: None,
         });
     };
     let mut r = Replay {
@@ -158,6 +175,8 @@ pub fn recover(
         now_ms,
         report: RecoveryReport::default(),
         plain_files: false,
+        raft: vec![Vec::new(); old_shards],
+        first_raft_record: None,
     };
     let mut last_logs = Vec::new();
     for s in 0..old_shards {
@@ -165,9 +184,10 @@ pub fn recover(
         let (base, snapshot_bytes) = r.snapshot(&dir, s)?;
         last_logs.push(r.logs(&dir, s, base, snapshot_bytes)?);
     }
-    let (mut report, plain_files) = (r.report, r.plain_files);
+    let (mut report, plain_files, raft, first_raft_record) =
+        (r.report, r.plain_files, r.raft, r.first_raft_record);
     report.elapsed_ms = started.elapsed().as_millis() as u64;
-    Ok(Recovered { stores, generation, report, old_shards, last_logs, plain_files })
+    Ok(Recovered { stores, generation, report, old_shards, last_logs, plain_files, raft, first_raft_record })
 }
 
 /// Recovery under way: the files of one generation replayed into the stores of this run's
@@ -181,6 +201,8 @@ struct Replay<'a> {
     report: RecoveryReport,
     /// Whether any file read was written without encryption.
     plain_files: bool,
+    raft: Vec<Vec<Vec<u8>>>,
+    first_raft_record: Option<(PathBuf, u64)>,
 }
 
 impl Replay<'_> {
@@ -255,12 +277,11 @@ impl Replay<'_> {
                         }
                     }
                     Payload::End { .. } => {}
-                    // Read as anything else, a cluster node's log would lose its replicas.
-                    Payload::Raft(_) => {
-                        return Err(format!(
-                            "{}: the record at offset {offset} is a cluster node's Raft state; this velocityd does not run cluster nodes, and will not start on their data",
-                            path.display()
-                        ))
+                    // Kept apart, in order: the caller rebuilds a cluster node's replicas from
+                    // them, or refuses to start a single node on a cluster node's data.
+                    Payload::Raft(body) => {
+                        self.first_raft_record.get_or_insert_with(|| (path.clone(), offset));
+                        self.raft[s].push(body);
                     }
                 }
             }
@@ -400,11 +421,7 @@ pub fn lay_out(
     now_ms: u64,
 ) -> Result<(u64, Vec<ShardLog>), String> {
     let shards = rec.stores.len();
-    let reusable = rec.generation > 0
-        && rec.old_shards == shards
-        && !(cipher.is_some() && rec.plain_files)
-        && rec.last_logs.iter().all(Option::is_some);
-    if reusable {
+    if rec.reusable(shards, cipher.is_some()) {
         remove_leftovers(data_dir, rec.generation, shards);
         let mut logs = Vec::new();
         for (s, last) in rec.last_logs.iter().enumerate() {

@@ -1,0 +1,689 @@
+//! A cluster node's part of each core (docs/cluster.md): the core's Raft replicas
+//! (`cluster::replicas`), driven by a tick and a ready loop; their log writes go to the core's
+//! own write-ahead log as Raft records, in its group commit; the messages that must wait for
+//! durability leave once their group is durable; and the node-to-node links: core `c` takes
+//! its peers' messages on the node's peer port + `c`, and sends each replica's messages
+//! straight to the core driving that range on the other node. Both ends of a link present the
+//! node's TLS identity and accept only a key pinned in the cluster file.
+
+use super::core::Core;
+use super::runtime::{self, race, sleep, Either, LocalSignal, TcpStream};
+use super::transport::Transport;
+use super::wal::{Group, Wal};
+use crate::cluster::log::{encode_records, rebuild, GroupLog};
+use crate::cluster::membership::Membership;
+use crate::cluster::ranges::RangeMap;
+use crate::cluster::replicas::{Apply, Batch, Replicas};
+use crate::cluster::wire::{self, Envelope, Frame};
+use crate::cluster::{NodeId, RangeId};
+use crate::limits::{
+    HANDSHAKE_TIMEOUT_MS, PEER_CONNECTIONS_MAX, PEER_QUEUE_BYTES_MAX, PEER_RECONNECT_MS, RAFT_TICK_MS,
+    WAL_RECORD_BYTES_MAX,
+};
+use raft::eraftpb::MessageType;
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The cluster file in a node's data directory (`velocityd cluster init` writes it).
+pub fn cluster_file(data_dir: &Path) -> PathBuf {
+    data_dir.join("cluster")
+}
+
+/// What every core of a cluster node shares, read-only: the membership and the TLS settings
+/// for its links.
+pub struct Cluster {
+    pub membership: Membership,
+    pub this: NodeId,
+    pub map: RangeMap,
+    pub server_tls: Arc<rustls::ServerConfig>,
+    links_tls: HashMap<NodeId, Arc<rustls::ClientConfig>>,
+}
+
+impl Cluster {
+    /// The node's cluster settings when its data directory holds a cluster file (None: a single
+    /// node). Refused: a file that does not name this node by its key, or a node started with
+    /// other `--cores` than the file says (its peers send each range's messages to the core the
+    /// file implies).
+    pub fn load(
+        data_dir: &Path,
+        cert_pem: &str,
+        key_pem: &str,
+        fingerprint: &[u8; 32],
+        cores: usize,
+    ) -> Result<Option<Cluster>, String> {
+        let path = cluster_file(data_dir);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+        };
+        let membership = Membership::parse(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        let this = membership.this.ok_or_else(|| format!("{}: no `self` line", path.display()))?;
+        let me = membership.member(this).expect("parse checks `self`");
+        if &me.fingerprint != fingerprint {
+            return Err(format!(
+                "{}: node {this}'s fingerprint is {}, but this data directory's key is {}",
+                path.display(),
+                crate::security::tls::fingerprint_string(&me.fingerprint),
+                crate::security::tls::fingerprint_string(fingerprint)
+            ));
+        }
+        if me.cores != cores {
+            return Err(format!(
+                "{}: node {this} has cores={} in the cluster file; start it with --cores {}",
+                path.display(),
+                me.cores,
+                me.cores
+            ));
+        }
+        let allowed = membership.members.iter().map(|m| m.fingerprint).collect();
+        let server_tls = crate::security::tls::peer_server_config(cert_pem, key_pem, allowed)?;
+        let mut links_tls = HashMap::new();
+        for m in membership.members.iter().filter(|m| m.id != this) {
+            links_tls
+                .insert(m.id, crate::security::tls::peer_client_config(cert_pem, key_pem, m.fingerprint)?);
+        }
+        let map = membership.range_map()?;
+        Ok(Some(Cluster { membership, this, map, server_tls, links_tls }))
+    }
+
+    /// The ranges core `core` of this node drives a replica of.
+    pub fn ranges_of_core(&self, core: usize, cores: usize) -> Vec<RangeId> {
+        self.map.ranges_of(self.this).into_iter().filter(|r| RangeMap::core_of(*r, cores) == core).collect()
+    }
+
+    /// Each of core `core`'s replicas, rebuilt from the Raft records its log holds (new ones
+    /// for ranges it has none of).
+    pub fn recover_logs(
+        &self,
+        core: usize,
+        cores: usize,
+        records: &[Vec<u8>],
+    ) -> Result<Vec<(RangeId, GroupLog)>, String> {
+        let mut logs: BTreeMap<RangeId, GroupLog> = self
+            .ranges_of_core(core, cores)
+            .into_iter()
+            .map(|r| (r, GroupLog::new(&self.map.replicas(r))))
+            .collect();
+        rebuild(&mut logs, records.iter().map(|r| &r[..])).map_err(|e| format!("core {core}: {e}"))?;
+        Ok(logs.into_iter().collect())
+    }
+}
+
+/// A one-at-a-time wake-up: the waiter renews it before looking for work, so a notification
+/// between its look and its wait is not lost.
+#[derive(Default)]
+struct Notify(RefCell<Rc<LocalSignal>>);
+
+impl Notify {
+    fn renew(&self) -> Rc<LocalSignal> {
+        let s = Rc::new(LocalSignal::default());
+        *self.0.borrow_mut() = s.clone();
+        s
+    }
+
+    fn notify(&self) {
+        self.0.borrow().fire();
+    }
+}
+
+/// An encoded frame, and for a snapshot the range and node to report its fate to.
+type Queued = (Vec<u8>, Option<(RangeId, NodeId)>);
+
+/// Messages on their way to one core of a peer node.
+#[derive(Default)]
+struct Link {
+    queue: RefCell<VecDeque<Queued>>,
+    queued_bytes: Cell<usize>,
+    kick: Notify,
+    dropped: Cell<u64>,
+    up: Cell<bool>,
+}
+
+/// One core's part of a cluster node.
+pub struct NodeCore {
+    pub cluster: Arc<Cluster>,
+    core: usize,
+    replicas: RefCell<Replicas>,
+    links: RefCell<HashMap<(NodeId, usize), Rc<Link>>>,
+    ready_kick: Notify,
+    /// Cycles whose log writes are on their way to the disk, in order, with the group to wait
+    /// for (None: nothing was written).
+    persisting: RefCell<VecDeque<(u64, Option<Rc<Group>>)>>,
+    persist_kick: Notify,
+    inbound: Cell<usize>,
+}
+
+impl NodeCore {
+    pub fn new(
+        cluster: Arc<Cluster>,
+        core: usize,
+        logs: Vec<(RangeId, GroupLog)>,
+    ) -> Result<NodeCore, String> {
+        let fresh: Vec<RangeId> = logs
+            .iter()
+            .filter(|(_, l)| l.hard_state().term == 0 && l.held().is_empty())
+            .map(|(r, _)| *r)
+            .collect();
+        let mut replicas = Replicas::new(cluster.this, logs, None)?;
+        // A new cluster: the first replica of each range stands at once, so that leaders come
+        // up spread over the nodes (RangeMap::replicas) instead of waiting out a timeout.
+        for r in fresh {
+            if cluster.map.replicas(r).first() == Some(&cluster.this) {
+                replicas.campaign(r)?;
+            }
+        }
+        Ok(NodeCore {
+            cluster,
+            core,
+            replicas: RefCell::new(replicas),
+            links: RefCell::new(HashMap::new()),
+            ready_kick: Notify::default(),
+            persisting: RefCell::new(VecDeque::new()),
+            persist_kick: Notify::default(),
+            inbound: Cell::new(0),
+        })
+    }
+
+    /// Queue `env` for the core that drives its range on its node; dropped (Raft sends again)
+    /// when that link holds PEER_QUEUE_BYTES_MAX already.
+    fn send(self: &Rc<Self>, core: &Rc<Core>, env: Envelope) {
+        let to = env.msg.to;
+        let Some(member) = self.cluster.membership.member(to) else { return };
+        let key = (to, RangeMap::core_of(env.range, member.cores));
+        let link = self.links.borrow().get(&key).cloned();
+        let link = match link {
+            Some(l) => l,
+            None => {
+                let l = Rc::new(Link::default());
+                self.links.borrow_mut().insert(key, l.clone());
+                runtime::spawn(run_link(core.clone(), self.clone(), key, l.clone()));
+                l
+            }
+        };
+        let snapshot = (env.msg.get_msg_type() == MessageType::MsgSnapshot).then_some((env.range, to));
+        let mut frame = Vec::new();
+        wire::encode(&env, &mut frame);
+        if link.queued_bytes.get() + frame.len() > PEER_QUEUE_BYTES_MAX {
+            link.dropped.set(link.dropped.get() + 1);
+            if let Some((range, to)) = snapshot {
+                self.replicas.borrow_mut().report_snapshot(range, to, false);
+            }
+            return;
+        }
+        link.queued_bytes.set(link.queued_bytes.get() + frame.len());
+        link.queue.borrow_mut().push_back((frame, snapshot));
+        link.kick.notify();
+    }
+
+    /// What `cluster status` is told of this core (JSON).
+    fn status_json(&self) -> serde_json::Value {
+        let ranges: Vec<serde_json::Value> = self
+            .replicas
+            .borrow()
+            .status()
+            .into_iter()
+            .map(|s| {
+                serde_json::json!({
+                    "range": s.range,
+                    "leader": s.leader,
+                    "is_leader": s.is_leader,
+                    "term": s.term,
+                    "commit": s.commit,
+                    "applied": s.applied,
+                    "snapshot_index": s.snapshot_index,
+                    "matched": s.matched,
+                })
+            })
+            .collect();
+        let links: Vec<serde_json::Value> = self
+            .links
+            .borrow()
+            .iter()
+            .map(|((node, core), l)| {
+                serde_json::json!({"node": node, "core": core, "up": l.up.get(), "dropped": l.dropped.get()})
+            })
+            .collect();
+        serde_json::json!({"node": self.cluster.this, "core": self.core, "ranges": ranges, "links": links})
+    }
+}
+
+/// Start the core's cluster tasks: its clock, its ready loop, the wait for durability, and
+/// the listener for its peers.
+pub fn start(core: &Rc<Core>, node: &Rc<NodeCore>, wal: Rc<Wal>, listener: std::net::TcpListener) {
+    runtime::spawn(tick_loop(core.clone(), node.clone()));
+    runtime::spawn(ready_loop(core.clone(), node.clone(), wal));
+    runtime::spawn(persist_loop(core.clone(), node.clone()));
+    runtime::spawn(accept_loop(core.clone(), node.clone(), runtime::listener(listener)));
+}
+
+async fn tick_loop(core: Rc<Core>, node: Rc<NodeCore>) {
+    while !core.shutdown.is_fired() {
+        let _ = race(sleep(Duration::from_millis(RAFT_TICK_MS)), core.shutdown.wait()).await;
+        node.replicas.borrow_mut().tick();
+        node.ready_kick.notify();
+    }
+}
+
+async fn ready_loop(core: Rc<Core>, node: Rc<NodeCore>, wal: Rc<Wal>) {
+    loop {
+        let woken = node.ready_kick.renew();
+        if core.shutdown.is_fired() {
+            return;
+        }
+        let batch = node.replicas.borrow_mut().ready();
+        if batch.number == 0 {
+            let _ = race(woken.wait(), core.shutdown.wait()).await;
+            continue;
+        }
+        if let Err(e) = run_batch(&core, &node, &wal, batch) {
+            stop_node(&core, &e);
+            return;
+        }
+    }
+}
+
+/// One cycle: messages out, committed entries applied, the log writes appended to the core's
+/// log (their group is what the cycle's promises wait for).
+fn run_batch(core: &Rc<Core>, node: &Rc<NodeCore>, wal: &Wal, batch: Batch) -> Result<(), String> {
+    let Batch { number, send, apply, writes, must_sync, .. } = batch;
+    for env in send {
+        node.send(core, env);
+    }
+    for a in apply {
+        match a {
+            // Rows are not replicated yet (docs/cluster.md): entries carry nothing to apply but
+            // the leaders' empty entries, and membership is fixed by the cluster file.
+            Apply::Entry { .. } | Apply::Snapshot { .. } | Apply::Membership { .. } => {}
+        }
+    }
+    let mut group = None;
+    for (range, w) in &writes {
+        for payload in encode_records(*range, w, WAL_RECORD_BYTES_MAX)? {
+            let ((), g, appended) = wal.log(|redo, _undo| redo.extend_from_slice(&payload));
+            if appended {
+                group = Some(g);
+            }
+        }
+    }
+    // Appended records settle in order, so the cycle waits for its last group only; a cycle
+    // whose promises need no sync (a new commit index alone) still waits its turn.
+    let _ = must_sync;
+    node.persisting.borrow_mut().push_back((number, group));
+    node.persist_kick.notify();
+    Ok(())
+}
+
+/// Hand each cycle back to Raft, in order, once what it wrote is durable: the votes and append
+/// acknowledgements that waited for it leave now.
+async fn persist_loop(core: Rc<Core>, node: Rc<NodeCore>) {
+    loop {
+        let woken = node.persist_kick.renew();
+        let next = node.persisting.borrow_mut().pop_front();
+        let Some((number, group)) = next else {
+            if core.shutdown.is_fired() {
+                return;
+            }
+            let _ = race(woken.wait(), core.shutdown.wait()).await;
+            continue;
+        };
+        if let Some(g) = group {
+            if !g.wait().await {
+                stop_node(&core, "a Raft log write could not be made durable");
+                return;
+            }
+        }
+        let after = node.replicas.borrow_mut().persisted(number);
+        for env in after {
+            node.send(&core, env);
+        }
+        node.ready_kick.notify();
+    }
+}
+
+/// A node that cannot keep what it promised must not go on promising: it stops, as etcd does,
+/// and its peers elect around it.
+fn stop_node(core: &Core, why: &str) {
+    tracing::error!(shard = core.id, error = why, "the cluster node cannot go on; shutting down");
+    core.shared.shutdown.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// Connect to `addr` and finish a TLS handshake within the handshake timeout.
+async fn connect(addr: std::net::SocketAddr, tls: Arc<rustls::ClientConfig>) -> Result<Transport, String> {
+    let dial = async {
+        let tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+        let _ = tcp.set_nodelay(true);
+        let conn = rustls::ClientConnection::new(tls, crate::security::tls::server_name("velocity"))
+            .map_err(|e| e.to_string())?;
+        let mut t = Transport::Tls { tcp, tls: Box::new(conn.into()), pending: Vec::new() };
+        t.handshake().await.map_err(|e| e.to_string())?;
+        Ok(t)
+    };
+    match race(dial, sleep(Duration::from_millis(HANDSHAKE_TIMEOUT_MS))).await {
+        Either::Left(r) => r,
+        Either::Right(()) => Err("timed out".into()),
+    }
+}
+
+/// Keep a link to one peer core up and drain its queue into it; while it is down, messages
+/// are dropped (Raft sends again), so a dead peer costs no memory.
+async fn run_link(core: Rc<Core>, node: Rc<NodeCore>, (to, peer_core): (NodeId, usize), link: Rc<Link>) {
+    let member = node.cluster.membership.member(to).expect("links go to members").clone();
+    let addr = member.peer_addr(peer_core);
+    let tls = node.cluster.links_tls[&to].clone();
+    let mut failures = 0u64;
+    while !core.shutdown.is_fired() {
+        match connect(addr, tls.clone()).await {
+            Ok(mut t) => {
+                if failures > 0 {
+                    tracing::info!(shard = core.id, node = to, core = peer_core, "link to peer up");
+                }
+                failures = 0;
+                link.up.set(true);
+                let why = drain_link(&core, &node, &link, &mut t).await;
+                link.up.set(false);
+                tracing::info!(shard = core.id, node = to, core = peer_core, why, "link to peer down");
+                t.close().await;
+            }
+            Err(e) => {
+                // Once, then every 50th attempt: a peer down for long is not a log line a tick.
+                if failures % 50 == 0 {
+                    tracing::warn!(shard = core.id, node = to, %addr, error = %e, "cannot reach peer");
+                }
+                failures += 1;
+            }
+        }
+        discard(&node, &link);
+        let _ = race(sleep(Duration::from_millis(PEER_RECONNECT_MS)), core.shutdown.wait()).await;
+    }
+}
+
+/// Messages queued for a link that is down: dropped, and snapshots reported undelivered.
+fn discard(node: &NodeCore, link: &Link) {
+    let dropped: Vec<_> = link.queue.borrow_mut().drain(..).collect();
+    link.queued_bytes.set(0);
+    for (_, snapshot) in dropped {
+        link.dropped.set(link.dropped.get() + 1);
+        if let Some((range, to)) = snapshot {
+            node.replicas.borrow_mut().report_snapshot(range, to, false);
+        }
+    }
+}
+
+async fn drain_link(core: &Rc<Core>, node: &Rc<NodeCore>, link: &Link, t: &mut Transport) -> &'static str {
+    let mut out = Vec::new();
+    loop {
+        let woken = link.kick.renew();
+        let mut snapshots = Vec::new();
+        {
+            let mut q = link.queue.borrow_mut();
+            while let Some((frame, snapshot)) = q.pop_front() {
+                out.extend_from_slice(&frame);
+                snapshots.extend(snapshot);
+            }
+        }
+        link.queued_bytes.set(0);
+        if out.is_empty() {
+            if core.shutdown.is_fired() {
+                return "shutting down";
+            }
+            let _ = race(woken.wait(), core.shutdown.wait()).await;
+            continue;
+        }
+        let ok = t.write_all(&out).await.is_ok();
+        out.clear();
+        for (range, to) in snapshots {
+            node.replicas.borrow_mut().report_snapshot(range, to, ok);
+        }
+        if !ok {
+            return "write failed";
+        }
+    }
+}
+
+async fn accept_loop(core: Rc<Core>, node: Rc<NodeCore>, listener: runtime::TcpListener) {
+    loop {
+        let stream = match race(listener.accept(), core.shutdown.wait()).await {
+            Either::Right(()) => return,
+            Either::Left(Ok(s)) => s,
+            Either::Left(Err(e)) => {
+                tracing::warn!(error = %e, "peer accept failed");
+                let _ = race(sleep(Duration::from_millis(PEER_RECONNECT_MS)), core.shutdown.wait()).await;
+                continue;
+            }
+        };
+        if node.inbound.get() >= PEER_CONNECTIONS_MAX {
+            continue;
+        }
+        node.inbound.set(node.inbound.get() + 1);
+        let (c, n) = (core.clone(), node.clone());
+        runtime::spawn(async move {
+            let why = serve_peer(&c, &n, stream).await;
+            tracing::debug!(shard = c.id, why, "peer connection closed");
+            n.inbound.set(n.inbound.get() - 1);
+        });
+    }
+}
+
+/// Read a peer's frames: Raft messages are stepped into this core's replicas; a control frame
+/// is answered on the same connection.
+async fn serve_peer(core: &Rc<Core>, node: &Rc<NodeCore>, tcp: TcpStream) -> String {
+    let _ = tcp.set_nodelay(true);
+    let conn = match rustls::ServerConnection::new(node.cluster.server_tls.clone()) {
+        Ok(c) => c,
+        Err(e) => return e.to_string(),
+    };
+    let mut t = Transport::Tls { tcp, tls: Box::new(conn.into()), pending: Vec::new() };
+    match race(t.handshake(), sleep(Duration::from_millis(HANDSHAKE_TIMEOUT_MS))).await {
+        Either::Left(Ok(())) => {}
+        Either::Left(Err(e)) => return format!("handshake: {e}"),
+        Either::Right(()) => return "handshake timed out".into(),
+    }
+    let from = match &t {
+        Transport::Tls { tls, .. } => crate::security::tls::peer_fingerprint(tls),
+        Transport::Plain(_) => None,
+    };
+    // The verifier let only pinned keys through; this is who holds the one presented.
+    let Some(peer) = from.and_then(|fp| node.cluster.membership.by_fingerprint(&fp)).map(|m| m.id) else {
+        return "no pinned key".into();
+    };
+    let mut buf: Vec<u8> = Vec::new();
+    let mut chunk = vec![0u8; 64 << 10];
+    loop {
+        let n = match race(t.read(&mut chunk), core.shutdown.wait()).await {
+            Either::Right(()) => return "shutting down".into(),
+            Either::Left(Ok(0)) => return "closed by peer".into(),
+            Either::Left(Ok(n)) => n,
+            Either::Left(Err(e)) => return e.to_string(),
+        };
+        buf.extend_from_slice(&chunk[..n]);
+        let mut used = 0;
+        let mut stepped = false;
+        loop {
+            match wire::decode_frame(&buf[used..]) {
+                Ok(None) => break,
+                Err(e) => return e.to_string(),
+                Ok(Some((Frame::Raft(env), n))) => {
+                    used += n;
+                    // A node speaks for itself only: a message claiming another sender is
+                    // dropped, so one node's key cannot vote or append as another.
+                    if env.msg.from != peer {
+                        tracing::warn!(
+                            shard = core.id,
+                            node = peer,
+                            claimed = env.msg.from,
+                            "a peer message from another node's id: dropped"
+                        );
+                        continue;
+                    }
+                    if let Err(e) = node.replicas.borrow_mut().step(env) {
+                        tracing::debug!(shard = core.id, node = peer, error = ?e, "peer message not stepped");
+                    }
+                    stepped = true;
+                }
+                Ok(Some((Frame::Control(body), n))) => {
+                    used += n;
+                    let answer = match &body[..] {
+                        b"status" => node.status_json().to_string(),
+                        _ => serde_json::json!({"error": "unknown control request"}).to_string(),
+                    };
+                    let mut out = Vec::new();
+                    wire::encode_control(answer.as_bytes(), &mut out);
+                    if let Err(e) = t.write_all(&out).await {
+                        return e.to_string();
+                    }
+                }
+            }
+        }
+        buf.drain(..used);
+        if stepped {
+            node.ready_kick.notify();
+        }
+    }
+}
+
+/// `velocityd cluster init`: make this data directory node `node_id` of the cluster that
+/// `text` (a cluster file) describes. The directory's key must be the one the file pins for
+/// the node; a directory with a single node's data, or already a node of another cluster, is
+/// refused (its rows are not in any range's Raft log).
+pub fn init(data_dir: &Path, node_id: NodeId, text: &str) -> Result<String, String> {
+    let mut m = Membership::parse(text)?;
+    let member =
+        m.member(node_id).ok_or_else(|| format!("the cluster file names no node {node_id}"))?.clone();
+    let (_, _, fp) = super::datadir::identity(data_dir)?;
+    if member.fingerprint != fp {
+        return Err(format!(
+            "the cluster file pins {} for node {node_id}, but {}'s key is {}",
+            crate::security::tls::fingerprint_string(&member.fingerprint),
+            data_dir.display(),
+            crate::security::tls::fingerprint_string(&fp)
+        ));
+    }
+    m.this = Some(node_id);
+    let rendered = m.render();
+    let path = cluster_file(data_dir);
+    match std::fs::read_to_string(&path) {
+        Ok(old) if old == rendered => return Ok(format!("{} already says this", path.display())),
+        Ok(_) => return Err(format!(
+            "{} already makes this directory a node of a cluster; changing the membership is not built yet",
+            path.display()
+        )),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+    }
+    if super::durable::current(data_dir)?.is_some() {
+        return Err(format!(
+            "{} holds a single node's data, which no range's Raft log has: initialise an empty data directory",
+            data_dir.display()
+        ));
+    }
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, &rendered).map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
+    std::fs::rename(&tmp, &path).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    super::durable::sync_dir(data_dir)?;
+    Ok(format!(
+        "{} is node {node_id} of a cluster of {} nodes ({} ranges, {} replicas each); start velocityd with --cores {}",
+        data_dir.display(),
+        m.members.len(),
+        m.ranges,
+        m.replication,
+        member.cores
+    ))
+}
+
+/// Ask one core of a node for its status over the node-to-node port, as this data directory's
+/// node (whose key is pinned in the membership, as the peer checks).
+fn ask_status(
+    addr: std::net::SocketAddr,
+    tls: Arc<rustls::ClientConfig>,
+) -> Result<serde_json::Value, String> {
+    use std::io::{Read, Write};
+    let timeout = Duration::from_millis(HANDSHAKE_TIMEOUT_MS);
+    let tcp = std::net::TcpStream::connect_timeout(&addr, timeout).map_err(|e| e.to_string())?;
+    tcp.set_read_timeout(Some(timeout)).map_err(|e| e.to_string())?;
+    tcp.set_write_timeout(Some(timeout)).map_err(|e| e.to_string())?;
+    let conn = rustls::ClientConnection::new(tls, crate::security::tls::server_name("velocity"))
+        .map_err(|e| e.to_string())?;
+    let mut s = rustls::StreamOwned::new(conn, tcp);
+    let mut out = Vec::new();
+    wire::encode_control(b"status", &mut out);
+    s.write_all(&out).map_err(|e| e.to_string())?;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 16 << 10];
+    loop {
+        match wire::decode_frame(&buf).map_err(|e| e.to_string())? {
+            Some((Frame::Control(body), _)) => {
+                return serde_json::from_slice(&body).map_err(|e| format!("not a status: {e}"))
+            }
+            Some((Frame::Raft(_), _)) => return Err("a Raft message where a status belongs".into()),
+            None => {}
+        }
+        let n = s.read(&mut chunk).map_err(|e| e.to_string())?;
+        if n == 0 {
+            return Err("closed before answering".into());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// `velocityd cluster status`: every core of every node asked for its replicas' state, as a
+/// JSON array of each core's answer (an unreachable one as `{"node", "core", "error"}`).
+pub fn status(data_dir: &Path) -> Result<Vec<serde_json::Value>, String> {
+    let path = cluster_file(data_dir);
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let m = Membership::parse(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    let (key_pem, cert_pem, _) = super::datadir::identity(data_dir)?;
+    let mut all = Vec::new();
+    for member in &m.members {
+        let tls = crate::security::tls::peer_client_config(&cert_pem, &key_pem, member.fingerprint)?;
+        for core in 0..member.cores {
+            match ask_status(member.peer_addr(core), tls.clone()) {
+                Ok(v) => all.push(v),
+                Err(e) => all.push(serde_json::json!({"node": member.id, "core": core, "error": e})),
+            }
+        }
+    }
+    Ok(all)
+}
+
+/// The status as people read it: a line per range (its leader's view: term, commit, and each
+/// replica's applied index and lag), then the nodes that did not answer.
+pub fn render_status(all: &[serde_json::Value]) -> String {
+    use std::fmt::Write as _;
+    let mut by_range: BTreeMap<u64, Vec<(u64, &serde_json::Value)>> = BTreeMap::new();
+    let mut out = String::new();
+    for core in all {
+        let node = core["node"].as_u64().unwrap_or(0);
+        if let Some(e) = core["error"].as_str() {
+            let _ = writeln!(out, "node {node} core {}: unreachable ({e})", core["core"]);
+            continue;
+        }
+        for r in core["ranges"].as_array().into_iter().flatten() {
+            by_range.entry(r["range"].as_u64().unwrap_or(0)).or_default().push((node, r));
+        }
+    }
+    let mut lines = String::new();
+    for (range, replicas) in &by_range {
+        let leader = replicas.iter().find(|(_, r)| r["is_leader"].as_bool() == Some(true));
+        let (lead, term, commit) = match leader {
+            Some((n, r)) => {
+                (n.to_string(), r["term"].as_u64().unwrap_or(0), r["commit"].as_u64().unwrap_or(0))
+            }
+            None => {
+                ("none".into(), replicas.iter().filter_map(|(_, r)| r["term"].as_u64()).max().unwrap_or(0), 0)
+            }
+        };
+        let _ =
+            write!(lines, "range {range:>4}  leader {lead:>4}  term {term:>5}  commit {commit:>8}  replicas");
+        for (n, r) in replicas {
+            let applied = r["applied"].as_u64().unwrap_or(0);
+            let _ = write!(lines, "  {n}: applied {applied} lag {}", commit.saturating_sub(applied));
+        }
+        lines.push('\n');
+    }
+    lines + &out
+}
