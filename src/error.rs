@@ -53,6 +53,23 @@ impl WireError {
 
     /// A read that would have seen a write which then could not be made durable: it is not
     /// answered with what it saw, since that write was taken back.
+    /// A cluster node's write that reached its range's leader and was not heard of again: it
+    /// may have been applied or not (OUTCOME_UNKNOWN, an extension: docs/protocol.md). A client
+    /// must not take it for a failure; reading the key tells.
+    pub fn outcome_unknown() -> Self {
+        Self::new(
+            ErrorCode::OutcomeUnknown,
+            "the write reached the cluster but its outcome is unknown (a leader failed or timed out midway): it may or may not have been applied",
+        )
+    }
+
+    /// A cluster node could not run a statement now and changed nothing (no leader for a
+    /// range, or it moved): SERVER_OVERLOADED, retry.
+    pub fn unavailable(why: &str, write: bool) -> Self {
+        let what = if write { "nothing was changed" } else { "the read was not answered" };
+        Self::new(ErrorCode::ServerOverloaded, format!("{why}; {what}: retry"))
+    }
+
     pub fn storage_read() -> Self {
         Self::new(
             ErrorCode::StorageError,

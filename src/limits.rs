@@ -325,6 +325,15 @@ pub const PEER_RECONNECT_MS: u64 = 200;
 /// Node-to-node connections one core holds open at once: one in from each other node's core
 /// and a few `cluster status` calls; anything beyond is refused at accept.
 pub const PEER_CONNECTIONS_MAX: usize = 4 * CLUSTER_NODES_MAX;
+/// How long a cluster node's request waits for Raft: a write for its commit (on this node or
+/// at the leader it was forwarded to), a read for its read-index confirmation and the apply
+/// that catches up to it. A few election timeouts: a failover in between is waited out, a
+/// leader cut off from its majority is not. Then a write's outcome is unknown (OUTCOME_UNKNOWN)
+/// and a read is refused (retry).
+pub const CLUSTER_REQUEST_TIMEOUT_MS: u64 = 5_000;
+/// Writes one core has forwarded to other nodes' leaders and not heard back of: past this,
+/// more are refused (retry) rather than waiting in memory without bound.
+pub const CLUSTER_FORWARDS_IN_FLIGHT_MAX: usize = 4096;
 /// Bytes of one Raft message between nodes at most (its range and the protobuf-encoded
 /// message): an append carries at most RAFT_APPEND_BYTES_MAX of entries, so anything longer
 /// from a peer is damage or an attack. A snapshot message carries the range's rows, so a range

@@ -14,7 +14,8 @@
 //! ```
 //!
 //! Core `c` of a node listens for its peers on the node's port + `c`: a replica's messages go
-//! straight to the core that drives it on the receiving node (`RangeMap::core_of`), with no
+//! straight to the core that drives it on the receiving node (`RangeMap::core_of`: the core
+//! that stores the range's rows, which is why R must be a multiple of every node's cores), with no
 //! hop between cores there.
 
 use super::ranges::RangeMap;
@@ -148,6 +149,12 @@ impl Membership {
             this,
         };
         m.range_map()?;
+        if let Some(n) = m.members.iter().find(|n| m.ranges as usize % n.cores != 0) {
+            return Err(format!(
+                "node {} has cores={}, and {} ranges do not split evenly over them: ranges must be a multiple of every node's cores",
+                n.id, n.cores, m.ranges
+            ));
+        }
         if let Some(id) = this {
             if m.member(id).is_none() {
                 return Err(format!("`self {id}` names no node of the file"));

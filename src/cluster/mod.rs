@@ -24,6 +24,7 @@
 //! promises: no two replicas apply different entries at one index, and every acknowledged write
 //! is applied on every replica once the faults stop.
 
+pub mod command;
 pub mod log;
 mod logger;
 pub mod membership;

@@ -79,10 +79,12 @@ impl RangeMap {
         (0..self.ranges).filter(|r| self.replicas(*r).contains(&node)).collect()
     }
 
-    /// Which of a node's `cores` drives its replica of range `r`: ranges are dealt to cores in
-    /// turn, so a node's replicas spread over its cores whatever R and the core count are.
-    pub fn core_of(r: RangeId, cores: usize) -> usize {
-        r as usize % cores.max(1)
+    /// Which of a node's `cores` drives its replica of range `r`: the core whose shard of the
+    /// token space holds the range. With R a multiple of the node's cores (the membership
+    /// checks it) every token of range r is in that one shard, so the core that drives a range
+    /// is the one that stores its rows (`shard::shard_of_token`).
+    pub fn core_of(&self, r: RangeId, cores: usize) -> usize {
+        (r as usize * cores.max(1)) / self.ranges as usize
     }
 }
 
@@ -110,6 +112,20 @@ mod tests {
         assert!(held.values().all(|h| *h == 36), "{held:?}");
         assert!(first.values().all(|f| *f == 12), "{first:?}");
         assert_eq!(m.ranges_of(1).len(), 36);
+    }
+
+    #[test]
+    fn a_ranges_core_is_the_one_that_stores_its_rows() {
+        for cores in [1usize, 2, 3, 4, 6] {
+            let m = RangeMap::new(12, 1, &[1]).unwrap();
+            for r in 0..12 {
+                let (lo, hi) = m.tokens(r);
+                let c = m.core_of(r, cores);
+                for t in [lo, lo + (hi - lo) / 2, hi] {
+                    assert_eq!(shard_of_token(t, cores), c, "range {r} of 12 on {cores} cores, token {t}");
+                }
+            }
+        }
     }
 
     #[test]

@@ -145,6 +145,10 @@ pub struct Replicas {
     groups: HashMap<RangeId, Replica>,
     next_proposal: ProposalId,
     next_read: ReadId,
+    /// Random per incarnation, in every read's context: a leader's answer to a read a follower
+    /// asked before it restarted must not be taken for one of this incarnation's reads (it
+    /// would serve a new read at an old index).
+    read_nonce: [u8; 8],
     next_batch: u64,
     in_flight: VecDeque<InFlight>,
     /// Compaction writes made between cycles, for the next batch.
@@ -204,6 +208,11 @@ impl Replicas {
             groups,
             next_proposal: 1,
             next_read: 1,
+            read_nonce: {
+                let mut n = [0u8; 8];
+                getrandom::fill(&mut n).map_err(|e| format!("no randomness for the read nonce: {e}"))?;
+                n
+            },
             next_batch: 1,
             in_flight: VecDeque::new(),
             queued_writes: Vec::new(),
@@ -262,16 +271,22 @@ impl Replicas {
     /// it; a later batch's `reads` then names the index the range must have applied before the
     /// read is served. No clock is trusted. A read whose confirmation never comes (the leader
     /// lost its majority) is never in a batch: the caller's timeout answers it.
+    ///
+    /// A follower asks too: raft-rs sends the request to the leader, which confirms as above and
+    /// answers with its commit index; the follower serves the read once it has applied that far,
+    /// so a read is served where it is asked, without a hop to the leader for the rows.
     pub fn read(&mut self, range: RangeId) -> Result<ReadId, ProposeError> {
         let replica = self.groups.get_mut(&range).ok_or(ProposeError::UnknownRange(range))?;
         let raft = &replica.raw.raft;
-        if raft.state != StateRole::Leader || replica.installing.is_some() {
+        if raft.leader_id == raft::INVALID_ID || replica.installing.is_some() {
             let leader = raft.leader_id;
             return Err(ProposeError::NotLeader { leader: (leader != raft::INVALID_ID).then_some(leader) });
         }
         let id = self.next_read;
         self.next_read += 1;
-        replica.raw.read_index(id.to_le_bytes().to_vec());
+        let mut ctx = self.read_nonce.to_vec();
+        ctx.extend_from_slice(&id.to_le_bytes());
+        replica.raw.read_index(ctx);
         Ok(id)
     }
 
@@ -314,9 +329,13 @@ impl Replicas {
             }
             let mut rd = replica.raw.ready();
             for read in rd.take_read_states() {
-                // Only this core's contexts come back: eight bytes, as `read` made them.
-                if let Ok(id) = <[u8; 8]>::try_from(read.request_ctx.as_slice()) {
-                    batch.reads.push((range, ReadId::from_le_bytes(id), read.index));
+                // Only this core's contexts come back, but maybe of an earlier incarnation.
+                if let Some((nonce, id)) = read.request_ctx.split_first_chunk::<8>() {
+                    if *nonce == self.read_nonce {
+                        if let Ok(id) = <[u8; 8]>::try_from(id) {
+                            batch.reads.push((range, ReadId::from_le_bytes(id), read.index));
+                        }
+                    }
                 }
             }
             batch.send.extend(rd.take_messages().into_iter().map(|msg| Envelope { range, msg }));

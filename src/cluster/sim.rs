@@ -428,9 +428,11 @@ impl Sim {
             node.proposals.remove(&p).expect("a proposal of this incarnation");
         }
         for (range, read, index) in batch.reads {
-            let pending = node.reads.get_mut(&read).expect("a read of this incarnation");
+            // A follower's request duplicated on the way is answered twice: the read may be
+            // served already. Each answer was made after the request, so the first will do.
+            let Some(pending) = node.reads.get_mut(&read) else { continue };
             assert_eq!(pending.0, range);
-            pending.3 = Some(index);
+            pending.3.get_or_insert(index);
         }
         if batch.number != 0 {
             node.unsynced.push((batch.number, batch.writes));

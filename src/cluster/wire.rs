@@ -53,9 +53,12 @@ pub fn encode(envelope: &Envelope, out: &mut Vec<u8>) {
     envelope.msg.write_to_vec(out).expect("protobuf into a Vec");
 }
 
-/// The range number that marks a control frame (`cluster status` asking a core, and its
-/// answer) rather than a Raft message: no range has it (CLUSTER_RANGES_MAX is far below).
+/// Range numbers that mark frames other than Raft messages: no range has them
+/// (CLUSTER_RANGES_MAX is far below). A control frame is `cluster status` asking a core, and
+/// its answer; a forward is a write sent to its range's leader, an outcome the leader's answer.
 pub const CONTROL_RANGE: RangeId = u32::MAX;
+pub const FORWARD_RANGE: RangeId = u32::MAX - 1;
+pub const OUTCOME_RANGE: RangeId = u32::MAX - 2;
 
 /// What a node-to-node frame holds.
 #[derive(Clone, Debug, PartialEq)]
@@ -63,12 +66,22 @@ pub enum Frame {
     Raft(Envelope),
     /// Opaque bytes for the control protocol (UTF-8 JSON, docs/cluster.md).
     Control(Vec<u8>),
+    /// A forwarded write: `id: u64 LE | from_core: u32 LE | range: u32 LE | entry`
+    /// (`cluster::command`).
+    Forward(Vec<u8>),
+    /// A forwarded write's outcome (`command::encode_outcome`).
+    Outcome(Vec<u8>),
+}
+
+/// Frame `body` as the non-Raft frame `kind` (one of the reserved range numbers).
+pub fn encode_special(kind: RangeId, body: &[u8], out: &mut Vec<u8>) {
+    out.extend_from_slice(&((4 + body.len()) as u32).to_le_bytes());
+    out.extend_from_slice(&kind.to_le_bytes());
+    out.extend_from_slice(body);
 }
 
 pub fn encode_control(body: &[u8], out: &mut Vec<u8>) {
-    out.extend_from_slice(&((4 + body.len()) as u32).to_le_bytes());
-    out.extend_from_slice(&CONTROL_RANGE.to_le_bytes());
-    out.extend_from_slice(body);
+    encode_special(CONTROL_RANGE, body, out)
 }
 
 /// The first frame in `buf` and the bytes it took, or `None` while the frame is incomplete.
@@ -83,8 +96,12 @@ pub fn decode_frame(buf: &[u8]) -> Result<Option<(Frame, usize)>, WireError> {
     }
     let Some(frame) = buf.get(4..4 + length) else { return Ok(None) };
     let range = RangeId::from_le_bytes(frame[..4].try_into().expect("4 bytes"));
-    if range == CONTROL_RANGE {
-        return Ok(Some((Frame::Control(frame[4..].to_vec()), 4 + length)));
+    let body = &frame[4..];
+    match range {
+        CONTROL_RANGE => return Ok(Some((Frame::Control(body.to_vec()), 4 + length))),
+        FORWARD_RANGE => return Ok(Some((Frame::Forward(body.to_vec()), 4 + length))),
+        OUTCOME_RANGE => return Ok(Some((Frame::Outcome(body.to_vec()), 4 + length))),
+        _ => {}
     }
     let msg = Message::parse_from_bytes(&frame[4..]).map_err(|e| WireError::Malformed(e.to_string()))?;
     Ok(Some((Frame::Raft(Envelope { range, msg }), 4 + length)))
@@ -96,9 +113,7 @@ pub fn decode(buf: &[u8]) -> Result<Option<(Envelope, usize)>, WireError> {
     match decode_frame(buf)? {
         None => Ok(None),
         Some((Frame::Raft(e), n)) => Ok(Some((e, n))),
-        Some((Frame::Control(_), _)) => {
-            Err(WireError::Malformed("a control frame, not a Raft message".into()))
-        }
+        Some(_) => Err(WireError::Malformed("a control frame, not a Raft message".into())),
     }
 }
 

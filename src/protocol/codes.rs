@@ -16,10 +16,12 @@ pub enum ErrorCode {
     ProtocolError = 0x0006,
     ServerOverloaded = 0x0007,
     Unauthorized = 0x0008,
+    /// An extension (docs/protocol.md): a cluster node's write whose outcome it never learned.
+    OutcomeUnknown = 0x0009,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 9] = [
+    pub const ALL: [ErrorCode; 10] = [
         ErrorCode::Success,
         ErrorCode::InvalidCredentials,
         ErrorCode::RateLimited,
@@ -29,6 +31,7 @@ impl ErrorCode {
         ErrorCode::ProtocolError,
         ErrorCode::ServerOverloaded,
         ErrorCode::Unauthorized,
+        ErrorCode::OutcomeUnknown,
     ];
 
     pub fn from_u16(code: u16) -> Option<ErrorCode> {
@@ -46,6 +49,7 @@ impl ErrorCode {
             ErrorCode::ProtocolError => "PROTOCOL_ERROR",
             ErrorCode::ServerOverloaded => "SERVER_OVERLOADED",
             ErrorCode::Unauthorized => "UNAUTHORIZED",
+            ErrorCode::OutcomeUnknown => "OUTCOME_UNKNOWN",
         }
     }
 }

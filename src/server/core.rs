@@ -342,6 +342,14 @@ impl Core {
     /// group fails, its writes were taken back: no reply tells of them.
     pub fn handle(self: &Rc<Self>, req: Req) -> Handled {
         match req {
+            Req::Ops { now_ms, ops, .. } if self.node.is_some() => {
+                let node = self.node.clone().expect("a cluster node");
+                let core = self.clone();
+                Handled::Later(Box::pin(async move {
+                    let replies = node.execute_all(core, ops, now_ms).await;
+                    Rep::Ops { replies, rest: Vec::new() }
+                }))
+            }
             Req::Ops { now_ms, ops, reply_bytes_max, .. } => {
                 let run = OpsRun {
                     replies: Vec::with_capacity(ops.len()),

@@ -7,19 +7,22 @@
 //! node's TLS identity and accept only a key pinned in the cluster file.
 
 use super::core::Core;
-use super::runtime::{self, race, sleep, Either, LocalSignal, TcpStream};
+use super::core::Started;
+use super::runtime::{self, race, sleep, Either, LocalSignal, Slot, TcpStream};
 use super::transport::Transport;
 use super::wal::{Group, Wal};
+use crate::cluster::command::{decode_entry, decode_outcome, encode_entry, encode_outcome, Outcome};
 use crate::cluster::log::{encode_records, rebuild, GroupLog};
 use crate::cluster::membership::Membership;
 use crate::cluster::ranges::RangeMap;
-use crate::cluster::replicas::{Apply, Batch, Replicas};
+use crate::cluster::replicas::{Apply, Batch, ProposalId, ProposeError, ReadId, Replicas};
 use crate::cluster::wire::{self, Envelope, Frame};
 use crate::cluster::{NodeId, RangeId};
 use crate::limits::{
-    HANDSHAKE_TIMEOUT_MS, PEER_CONNECTIONS_MAX, PEER_QUEUE_BYTES_MAX, PEER_RECONNECT_MS, RAFT_TICK_MS,
-    WAL_RECORD_BYTES_MAX,
+    CLUSTER_FORWARDS_IN_FLIGHT_MAX, CLUSTER_REQUEST_TIMEOUT_MS, HANDSHAKE_TIMEOUT_MS, PEER_CONNECTIONS_MAX,
+    PEER_QUEUE_BYTES_MAX, PEER_RECONNECT_MS, RAFT_TICK_MS, WAL_RECORD_BYTES_MAX,
 };
+use crate::shard::{apply, NoLog, PutRow, ShardOp, ShardReply};
 use raft::eraftpb::MessageType;
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -93,7 +96,7 @@ impl Cluster {
 
     /// The ranges core `core` of this node drives a replica of.
     pub fn ranges_of_core(&self, core: usize, cores: usize) -> Vec<RangeId> {
-        self.map.ranges_of(self.this).into_iter().filter(|r| RangeMap::core_of(*r, cores) == core).collect()
+        self.map.ranges_of(self.this).into_iter().filter(|r| self.map.core_of(*r, cores) == core).collect()
     }
 
     /// Each of core `core`'s replicas, rebuilt from the Raft records its log holds (new ones
@@ -144,6 +147,13 @@ struct Link {
     up: Cell<bool>,
 }
 
+/// Who waits for a proposal this core made: a request of one of its connections, or a write
+/// another node forwarded (answered over the link to the core it came from).
+enum Waiter {
+    Local(Rc<Slot<Outcome>>),
+    Forwarded { node: NodeId, core: u32, id: u64 },
+}
+
 /// One core's part of a cluster node.
 pub struct NodeCore {
     pub cluster: Arc<Cluster>,
@@ -156,6 +166,15 @@ pub struct NodeCore {
     persisting: RefCell<VecDeque<(u64, Option<Rc<Group>>)>>,
     persist_kick: Notify,
     inbound: Cell<usize>,
+    proposals: RefCell<HashMap<ProposalId, Waiter>>,
+    /// Reads waiting for their read-index, by the id `Replicas::read` gave.
+    reads: RefCell<HashMap<ReadId, Rc<Slot<u64>>>>,
+    /// Fired after each cycle: Raft's applied index of a range is what this core's store holds
+    /// (a cycle applies its entries before anything else runs on the core).
+    applied_kick: Notify,
+    /// Writes forwarded to a leader on another node, waiting for its outcome.
+    forwards: RefCell<HashMap<u64, Rc<Slot<Outcome>>>>,
+    next_forward: Cell<u64>,
 }
 
 impl NodeCore {
@@ -186,38 +205,300 @@ impl NodeCore {
             persisting: RefCell::new(VecDeque::new()),
             persist_kick: Notify::default(),
             inbound: Cell::new(0),
+            proposals: RefCell::new(HashMap::new()),
+            reads: RefCell::new(HashMap::new()),
+            applied_kick: Notify::default(),
+            forwards: RefCell::new(HashMap::new()),
+            next_forward: Cell::new(1),
         })
     }
 
-    /// Queue `env` for the core that drives its range on its node; dropped (Raft sends again)
-    /// when that link holds PEER_QUEUE_BYTES_MAX already.
-    fn send(self: &Rc<Self>, core: &Rc<Core>, env: Envelope) {
-        let to = env.msg.to;
-        let Some(member) = self.cluster.membership.member(to) else { return };
-        let key = (to, RangeMap::core_of(env.range, member.cores));
-        let link = self.links.borrow().get(&key).cloned();
-        let link = match link {
-            Some(l) => l,
-            None => {
-                let l = Rc::new(Link::default());
-                self.links.borrow_mut().insert(key, l.clone());
-                runtime::spawn(run_link(core.clone(), self.clone(), key, l.clone()));
-                l
-            }
-        };
-        let snapshot = (env.msg.get_msg_type() == MessageType::MsgSnapshot).then_some((env.range, to));
-        let mut frame = Vec::new();
-        wire::encode(&env, &mut frame);
+    /// The link to core `peer_core` of node `to`, started on first use.
+    fn link(self: &Rc<Self>, core: &Rc<Core>, to: NodeId, peer_core: usize) -> Rc<Link> {
+        let key = (to, peer_core);
+        if let Some(l) = self.links.borrow().get(&key) {
+            return l.clone();
+        }
+        let l = Rc::new(Link::default());
+        self.links.borrow_mut().insert(key, l.clone());
+        runtime::spawn(run_link(core.clone(), self.clone(), key, l.clone()));
+        l
+    }
+
+    /// Queue a frame on a link; false (dropped) when it holds PEER_QUEUE_BYTES_MAX already.
+    fn enqueue(&self, link: &Link, frame: Vec<u8>, snapshot: Option<(RangeId, NodeId)>) -> bool {
         if link.queued_bytes.get() + frame.len() > PEER_QUEUE_BYTES_MAX {
             link.dropped.set(link.dropped.get() + 1);
-            if let Some((range, to)) = snapshot {
-                self.replicas.borrow_mut().report_snapshot(range, to, false);
-            }
-            return;
+            return false;
         }
         link.queued_bytes.set(link.queued_bytes.get() + frame.len());
         link.queue.borrow_mut().push_back((frame, snapshot));
         link.kick.notify();
+        true
+    }
+
+    /// Queue `env` for the core that drives its range on its node; dropped (Raft sends again)
+    /// when that link is full.
+    fn send(self: &Rc<Self>, core: &Rc<Core>, env: Envelope) {
+        let to = env.msg.to;
+        let Some(member) = self.cluster.membership.member(to) else { return };
+        let link = self.link(core, to, self.cluster.map.core_of(env.range, member.cores));
+        let snapshot = (env.msg.get_msg_type() == MessageType::MsgSnapshot).then_some((env.range, to));
+        let mut frame = Vec::new();
+        wire::encode(&env, &mut frame);
+        if !self.enqueue(&link, frame, snapshot) {
+            if let Some((range, to)) = snapshot {
+                self.replicas.borrow_mut().report_snapshot(range, to, false);
+            }
+        }
+    }
+
+    /// Tell the node that forwarded write `id` (from its core `from_core`) what became of it.
+    fn answer_forward(self: &Rc<Self>, core: &Rc<Core>, node: NodeId, from_core: u32, id: u64, o: &Outcome) {
+        let mut body = Vec::new();
+        encode_outcome(id, o, &mut body);
+        let mut frame = Vec::new();
+        wire::encode_special(wire::OUTCOME_RANGE, &body, &mut frame);
+        let link = self.link(core, node, from_core as usize);
+        // Dropped when the link is full: the other side's timeout reports the outcome unknown.
+        self.enqueue(&link, frame, None);
+    }
+
+    /// Settle proposal `id` with `o`.
+    fn settle(self: &Rc<Self>, core: &Rc<Core>, id: ProposalId, o: Outcome) {
+        match self.proposals.borrow_mut().remove(&id) {
+            None => {}
+            Some(Waiter::Local(slot)) => slot.put(o),
+            Some(Waiter::Forwarded { node, core: from_core, id }) => {
+                self.answer_forward(core, node, from_core, id, &o)
+            }
+        }
+    }
+
+    /// Run one connection's ops for this core's shard, in order: writes through their ranges'
+    /// Raft groups, reads after a read-index round.
+    pub async fn execute_all(
+        self: Rc<Self>,
+        core: Rc<Core>,
+        ops: Vec<ShardOp>,
+        now_ms: u64,
+    ) -> Vec<ShardReply> {
+        let mut replies = Vec::with_capacity(ops.len());
+        for op in ops {
+            replies.push(if op.is_write() {
+                self.write(&core, op, now_ms).await
+            } else {
+                self.read(&core, op, now_ms).await
+            });
+        }
+        replies
+    }
+
+    /// A write: each range's part proposed (or forwarded to its leader) in turn, the replies
+    /// put back together as the store would have answered the whole.
+    async fn write(self: &Rc<Self>, core: &Rc<Core>, op: ShardOp, now_ms: u64) -> ShardReply {
+        let map = &self.cluster.map;
+        let parts: Vec<(RangeId, Vec<usize>, ShardOp)> = match op {
+            ShardOp::Update { ref key, .. } => vec![(map.range_of_key(key), vec![0], op)],
+            ShardOp::Put { rows, on_conflict, returning } => {
+                let mut by: BTreeMap<RangeId, (Vec<usize>, Vec<PutRow>)> = BTreeMap::new();
+                for (i, r) in rows.into_iter().enumerate() {
+                    let e = by.entry(map.range_of_key(&r.key)).or_default();
+                    e.0.push(i);
+                    e.1.push(r);
+                }
+                by.into_iter()
+                    .map(|(range, (idx, rows))| {
+                        let op = ShardOp::Put { rows, on_conflict: on_conflict.clone(), returning: returning.clone() };
+                        (range, idx, op)
+                    })
+                    .collect()
+            }
+            ShardOp::Delete { keys, expect, returning } => {
+                let mut by: BTreeMap<RangeId, (Vec<usize>, Vec<Vec<u8>>)> = BTreeMap::new();
+                for (i, k) in keys.into_iter().enumerate() {
+                    let e = by.entry(map.range_of_key(&k)).or_default();
+                    e.0.push(i);
+                    e.1.push(k);
+                }
+                by.into_iter()
+                    .map(|(range, (idx, keys))| {
+                        let op = ShardOp::Delete { keys, expect: expect.clone(), returning: returning.clone() };
+                        (range, idx, op)
+                    })
+                    .collect()
+            }
+            _ => {
+                return ShardReply::Invalid(
+                    "a range DELETE is not replicated on a cluster yet (docs/cluster.md); delete the keys by name".into(),
+                )
+            }
+        };
+        let mut outcomes = Vec::with_capacity(parts.len());
+        for (range, idx, op) in parts {
+            let entry = encode_entry(now_ms, &op).expect("point writes are entries");
+            outcomes.push((idx, self.write_range(core, range, entry).await));
+        }
+        combine(outcomes)
+    }
+
+    /// Propose `entry` to `range` here if this replica leads it, else forward it to the leader.
+    async fn write_range(self: &Rc<Self>, core: &Rc<Core>, range: RangeId, entry: Vec<u8>) -> Outcome {
+        let proposed = self.replicas.borrow_mut().propose(range, entry.clone());
+        let (slot, forwarded) = match proposed {
+            Ok(id) => {
+                let slot = Slot::new();
+                self.proposals.borrow_mut().insert(id, Waiter::Local(slot.clone()));
+                self.ready_kick.notify();
+                (slot, None)
+            }
+            Err(ProposeError::NotLeader { leader: Some(l) }) if l != self.cluster.this => {
+                match self.forward(core, l, range, &entry) {
+                    Some((id, slot)) => (slot, Some(id)),
+                    None => {
+                        return Outcome::NotApplied(format!(
+                            "too many writes on their way to node {l}, range {range}'s leader"
+                        ))
+                    }
+                }
+            }
+            Err(ProposeError::NotLeader { .. }) => {
+                return Outcome::NotApplied(format!("range {range} has no leader now (an election is under way)"))
+            }
+            Err(ProposeError::UnknownRange(_)) => {
+                return Outcome::NotApplied(format!(
+                    "this node holds no replica of range {range}, and writes are forwarded only from replicas (docs/cluster.md)"
+                ))
+            }
+            Err(ProposeError::Refused(why)) => return Outcome::NotApplied(format!("range {range}'s leader refused it: {why}")),
+        };
+        let o = match race(slot.take(), sleep(Duration::from_millis(CLUSTER_REQUEST_TIMEOUT_MS))).await {
+            Either::Left(o) => o,
+            Either::Right(()) => Outcome::Unknown,
+        };
+        if let Some(id) = forwarded {
+            self.forwards.borrow_mut().remove(&id);
+        }
+        o
+    }
+
+    /// Send a write to `range`'s leader on node `leader`: its id and where its outcome will
+    /// land; None when too many are on their way, or the link is full.
+    fn forward(
+        self: &Rc<Self>,
+        core: &Rc<Core>,
+        leader: NodeId,
+        range: RangeId,
+        entry: &[u8],
+    ) -> Option<(u64, Rc<Slot<Outcome>>)> {
+        let member = self.cluster.membership.member(leader)?;
+        if self.forwards.borrow().len() >= CLUSTER_FORWARDS_IN_FLIGHT_MAX {
+            return None;
+        }
+        let id = self.next_forward.get();
+        self.next_forward.set(id + 1);
+        let mut body = Vec::with_capacity(16 + entry.len());
+        body.extend_from_slice(&id.to_le_bytes());
+        body.extend_from_slice(&(self.core as u32).to_le_bytes());
+        body.extend_from_slice(&range.to_le_bytes());
+        body.extend_from_slice(entry);
+        let mut frame = Vec::new();
+        wire::encode_special(wire::FORWARD_RANGE, &body, &mut frame);
+        let link = self.link(core, leader, self.cluster.map.core_of(range, member.cores));
+        if !self.enqueue(&link, frame, None) {
+            return None;
+        }
+        let slot = Slot::new();
+        self.forwards.borrow_mut().insert(id, slot.clone());
+        Some((id, slot))
+    }
+
+    /// A write another node forwarded here: proposed if this replica leads its range, else
+    /// answered as not applied (the sender's node retries with the leader it then knows).
+    fn take_forward(self: &Rc<Self>, core: &Rc<Core>, from: NodeId, body: &[u8]) {
+        let Some((head, entry)) = body.split_first_chunk::<16>() else { return };
+        let id = u64::from_le_bytes(head[..8].try_into().expect("8 bytes"));
+        let from_core = u32::from_le_bytes(head[8..12].try_into().expect("4 bytes"));
+        let range = RangeId::from_le_bytes(head[12..16].try_into().expect("4 bytes"));
+        if let Err(e) = decode_entry(entry) {
+            return self.answer_forward(core, from, from_core, id, &Outcome::NotApplied(e));
+        }
+        let proposed = self.replicas.borrow_mut().propose(range, entry.to_vec());
+        match proposed {
+            Ok(p) => {
+                self.proposals.borrow_mut().insert(p, Waiter::Forwarded { node: from, core: from_core, id });
+                self.ready_kick.notify();
+            }
+            Err(e) => {
+                let o = Outcome::NotApplied(format!("node {} could not take it: {e:?}", self.cluster.this));
+                self.answer_forward(core, from, from_core, id, &o);
+            }
+        }
+    }
+
+    /// A read, served from this core's store once every range it touches has applied what a
+    /// read-index round confirmed (Raft thesis 6.4): linearizable on any replica.
+    async fn read(self: &Rc<Self>, core: &Rc<Core>, op: ShardOp, now_ms: u64) -> ShardReply {
+        let map = &self.cluster.map;
+        let mut ranges: Vec<RangeId> = match &op {
+            ShardOp::Get { key } => vec![map.range_of_key(key)],
+            ShardOp::MultiGet { keys, .. } => keys.iter().map(|k| map.range_of_key(k)).collect(),
+            _ => (0..map.ranges()).filter(|r| map.core_of(*r, core.shards) == self.core).collect(),
+        };
+        ranges.sort_unstable();
+        ranges.dedup();
+        let mut waits = Vec::with_capacity(ranges.len());
+        for &range in &ranges {
+            let asked = self.replicas.borrow_mut().read(range);
+            match asked {
+                Ok(id) => {
+                    let slot = Slot::new();
+                    self.reads.borrow_mut().insert(id, slot.clone());
+                    waits.push((range, id, slot));
+                }
+                Err(ProposeError::UnknownRange(_)) => {
+                    return ShardReply::Unavailable(format!(
+                        "this node holds no replica of range {range}, and reads are served only by replicas (docs/cluster.md)"
+                    ))
+                }
+                Err(_) => return ShardReply::Unavailable(format!("range {range} has no leader now")),
+            }
+        }
+        self.ready_kick.notify();
+        let deadline = runtime::now_ms() + CLUSTER_REQUEST_TIMEOUT_MS;
+        let confirmed = async {
+            let mut indexes = Vec::with_capacity(waits.len());
+            for (range, _, slot) in &waits {
+                indexes.push((*range, slot.take().await));
+            }
+            loop {
+                let woken = self.applied_kick.renew();
+                let caught_up = {
+                    let replicas = self.replicas.borrow();
+                    indexes.iter().all(|(r, i)| replicas.applied(*r).is_some_and(|a| a >= *i))
+                };
+                if caught_up {
+                    return;
+                }
+                woken.wait().await;
+            }
+        };
+        let left = deadline.saturating_sub(runtime::now_ms());
+        let timed_out =
+            matches!(race(confirmed, sleep(Duration::from_millis(left))).await, Either::Right(()));
+        for (_, id, _) in &waits {
+            self.reads.borrow_mut().remove(id);
+        }
+        if timed_out {
+            return ShardReply::Unavailable(format!(
+                "no majority confirmed the read within {CLUSTER_REQUEST_TIMEOUT_MS} ms"
+            ));
+        }
+        let mut group = None;
+        match core.start_op(op, now_ms, &mut group) {
+            Started::Done(r) => r,
+            Started::More(rest) => core.finish_op(rest, now_ms).await.0,
+        }
     }
 
     /// What `cluster status` is told of this core (JSON).
@@ -250,6 +531,61 @@ impl NodeCore {
             .collect();
         serde_json::json!({"node": self.cluster.this, "core": self.core, "ranges": ranges, "links": links})
     }
+}
+
+/// One write's reply from its ranges' outcomes (`idx`: each part's rows' places in the whole).
+/// A write that some ranges applied and others did not, or may not have, is OUTCOME_UNKNOWN
+/// as a whole: each range's part is atomic, the parts are not (docs/cluster.md).
+fn combine(parts: Vec<(Vec<usize>, Outcome)>) -> ShardReply {
+    let (mut affected, mut rows, mut returned) = (0, Vec::new(), false);
+    let (mut unknown, mut not_applied, mut applied) = (false, None, false);
+    let (mut storage, mut full, mut invalid) = (false, false, None);
+    for (idx, o) in parts {
+        match o {
+            Outcome::Unknown => unknown = true,
+            Outcome::NotApplied(why) => not_applied = Some(why),
+            Outcome::Applied(r) => {
+                applied = true;
+                match r {
+                    ShardReply::Affected(n) => affected += n,
+                    ShardReply::Returned { affected: n, rows: rs } => {
+                        returned = true;
+                        affected += n;
+                        rows.extend(
+                            rs.into_iter().filter_map(|(i, c)| idx.get(i as usize).map(|at| (*at as u32, c))),
+                        );
+                    }
+                    ShardReply::Full { affected: n } => {
+                        full = true;
+                        affected += n;
+                    }
+                    ShardReply::Invalid(why) => invalid = Some(why),
+                    ShardReply::StorageError => storage = true,
+                    other => not_applied = Some(format!("a write answered {other:?}")),
+                }
+            }
+        }
+    }
+    if unknown || (not_applied.is_some() && applied) {
+        return ShardReply::OutcomeUnknown;
+    }
+    if let Some(why) = not_applied {
+        return ShardReply::Unavailable(why);
+    }
+    if storage {
+        return ShardReply::StorageError;
+    }
+    if full {
+        return ShardReply::Full { affected };
+    }
+    if let Some(why) = invalid {
+        return ShardReply::Invalid(why);
+    }
+    if returned {
+        rows.sort_by_key(|(i, _)| *i);
+        return ShardReply::Returned { affected, rows };
+    }
+    ShardReply::Affected(affected)
 }
 
 /// Start the core's cluster tasks: its clock, its ready loop, the wait for durability, and
@@ -290,17 +626,53 @@ async fn ready_loop(core: Rc<Core>, node: Rc<NodeCore>, wal: Rc<Wal>) {
 /// One cycle: messages out, committed entries applied, the log writes appended to the core's
 /// log (their group is what the cycle's promises wait for).
 fn run_batch(core: &Rc<Core>, node: &Rc<NodeCore>, wal: &Wal, batch: Batch) -> Result<(), String> {
-    let Batch { number, send, apply, writes, must_sync, .. } = batch;
+    let Batch { number, send, apply: applies, lost, unknown, reads, writes, must_sync } = batch;
     for env in send {
         node.send(core, env);
     }
-    for a in apply {
+    for a in applies {
         match a {
-            // Rows are not replicated yet (docs/cluster.md): entries carry nothing to apply but
-            // the leaders' empty entries, and membership is fixed by the cluster file.
-            Apply::Entry { .. } | Apply::Snapshot { .. } | Apply::Membership { .. } => {}
+            Apply::Entry { range, index, data, proposal, .. } => {
+                // A new leader's first entry is empty: it commits the entries of earlier terms.
+                let reply = if data.is_empty() {
+                    None
+                } else {
+                    let (at_ms, op) =
+                        decode_entry(&data).map_err(|e| format!("range {range}, entry {index}: {e}"))?;
+                    Some(apply(&mut core.store.borrow_mut(), &op, at_ms, &mut NoLog))
+                };
+                if let Some(id) = proposal {
+                    let o = match reply {
+                        Some(r) => Outcome::Applied(r),
+                        None => Outcome::NotApplied("an empty entry took its place".into()),
+                    };
+                    node.settle(core, id, o);
+                }
+            }
+            Apply::Snapshot { range, index, .. } => {
+                // Logs are never compacted yet, so no leader sends one; should one come, this
+                // replica cannot take it and must not pretend to.
+                return Err(format!(
+                    "range {range}: a snapshot at index {index}, and installing snapshots is not built yet"
+                ));
+            }
+            // Membership is fixed by the cluster file for now.
+            Apply::Membership { .. } => {}
         }
     }
+    for id in lost {
+        node.settle(core, id, Outcome::NotApplied("a new leader's log replaced it".into()));
+    }
+    for id in unknown {
+        node.settle(core, id, Outcome::Unknown);
+    }
+    for (_, id, index) in reads {
+        // A request duplicated on the way is answered twice; the first answer serves.
+        if let Some(slot) = node.reads.borrow_mut().remove(&id) {
+            slot.put(index);
+        }
+    }
+    node.applied_kick.notify();
     let mut group = None;
     for (range, w) in &writes {
         for payload in encode_records(*range, w, WAL_RECORD_BYTES_MAX)? {
@@ -525,6 +897,21 @@ async fn serve_peer(core: &Rc<Core>, node: &Rc<NodeCore>, tcp: TcpStream) -> Str
                     }
                     stepped = true;
                 }
+                Ok(Some((Frame::Forward(body), n))) => {
+                    used += n;
+                    node.take_forward(core, peer, &body);
+                }
+                Ok(Some((Frame::Outcome(body), n))) => {
+                    used += n;
+                    match decode_outcome(&body) {
+                        Ok((id, o)) => {
+                            if let Some(slot) = node.forwards.borrow_mut().remove(&id) {
+                                slot.put(o);
+                            }
+                        }
+                        Err(e) => return e,
+                    }
+                }
                 Ok(Some((Frame::Control(body), n))) => {
                     used += n;
                     let answer = match &body[..] {
@@ -568,10 +955,12 @@ pub fn init(data_dir: &Path, node_id: NodeId, text: &str) -> Result<String, Stri
     let path = cluster_file(data_dir);
     match std::fs::read_to_string(&path) {
         Ok(old) if old == rendered => return Ok(format!("{} already says this", path.display())),
-        Ok(_) => return Err(format!(
+        Ok(_) => {
+            return Err(format!(
             "{} already makes this directory a node of a cluster; changing the membership is not built yet",
             path.display()
-        )),
+        ))
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
     }
@@ -619,7 +1008,7 @@ fn ask_status(
             Some((Frame::Control(body), _)) => {
                 return serde_json::from_slice(&body).map_err(|e| format!("not a status: {e}"))
             }
-            Some((Frame::Raft(_), _)) => return Err("a Raft message where a status belongs".into()),
+            Some(_) => return Err("a Raft message where a status belongs".into()),
             None => {}
         }
         let n = s.read(&mut chunk).map_err(|e| e.to_string())?;

@@ -126,6 +126,12 @@ pub enum ShardReply {
     },
     /// The write could not be made durable and was taken back.
     StorageError,
+    /// A cluster node could not run it, and nothing was changed: no leader for its range now,
+    /// or the leader changed under it. Safe to send again.
+    Unavailable(String),
+    /// A cluster node sent the write to its range's leader and never learned whether it was
+    /// applied (a timeout, a leader that failed midway): it may or may not have been.
+    OutcomeUnknown,
 }
 
 impl ShardReply {

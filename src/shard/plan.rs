@@ -297,6 +297,14 @@ fn count_result(n: u64, limit: Option<u64>) -> ResultSet {
 
 /// Combine the shards' replies, in the order of the plan's parts, into the statement's result.
 pub fn merge(m: &Merge, replies: Vec<ShardReply>, max_payload: u32) -> Result<ResultSet, WireError> {
+    if replies.iter().any(|r| matches!(r, ShardReply::OutcomeUnknown)) {
+        return Err(WireError::outcome_unknown());
+    }
+    if let Some(ShardReply::Unavailable(why)) =
+        replies.iter().find(|r| matches!(r, ShardReply::Unavailable(_)))
+    {
+        return Err(WireError::unavailable(why, m.is_write()));
+    }
     if replies.iter().any(|r| matches!(r, ShardReply::StorageError)) {
         return Err(if m.is_write() { WireError::storage() } else { WireError::storage_read() });
     }

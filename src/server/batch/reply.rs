@@ -9,7 +9,7 @@ use crate::protocol::message::encode_error;
 use crate::protocol::ResultSet;
 use crate::protocol::{ErrorCode, MessageType};
 use crate::server::core::{Core, Unfinished};
-use crate::server::mesh::{Rep, Req};
+use crate::server::mesh::{Handled, Rep, Req};
 use crate::server::report::{self, InfoKind};
 use crate::server::runtime::Slot;
 use crate::server::session::Session;
@@ -148,6 +148,20 @@ impl BatchIo for CoreIo<'_> {
     type Ticket = Rc<Slot<Rep>>;
 
     async fn send(&mut self, shard: usize, ops: Vec<ShardOp>, now: u64) -> Option<Self::Ticket> {
+        if shard == self.core.id {
+            // A cluster node's own shard: its ops wait for Raft like any other core's.
+            let req =
+                Req::Ops { id: 0, reply_to: shard, now_ms: now, ops, reply_bytes_max: CONN_OUT_BYTES_MAX };
+            let slot = Slot::new();
+            match self.core.handle(req) {
+                Handled::Now(rep) => slot.put(rep),
+                Handled::Later(f) => {
+                    let s = slot.clone();
+                    crate::server::runtime::spawn(async move { s.put(f.await) });
+                }
+            }
+            return Some(slot);
+        }
         let mesh = self.core.mesh.as_ref()?;
         mesh.send(shard, |id, reply_to| Req::Ops {
             id,

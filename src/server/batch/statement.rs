@@ -92,8 +92,12 @@ pub(super) fn command(
                     "SQL is not valid UTF-8",
                 );
             };
-            if let Some(flow) = fast_path(core, s, role, sql, batch, now) {
-                return flow;
+            // A cluster node's statements all go through their ranges' Raft groups (node.rs),
+            // none straight to the store.
+            if core.node.is_none() {
+                if let Some(flow) = fast_path(core, s, role, sql, batch, now) {
+                    return flow;
+                }
             }
             let stmt = match parse(sql) {
                 Ok(stmt) => stmt,
@@ -101,8 +105,10 @@ pub(super) fn command(
                     return refuse(core, s, batch, "invalid", None, ErrorCode::InvalidCommand, &e.to_string())
                 }
             };
-            if let Some(flow) = local_point_read(core, s, &stmt, payload, batch, now) {
-                return flow;
+            if core.node.is_none() {
+                if let Some(flow) = local_point_read(core, s, &stmt, payload, batch, now) {
+                    return flow;
+                }
             }
             let target = core.audit.borrow().enabled().then(|| describe(&stmt));
             (stmt.kind(), target, work(&stmt, core.shards, core.shared.config.max_payload))
@@ -233,7 +239,7 @@ fn run_plan(
     let mut local_bytes = 0;
     let mut local_more = None;
     for (i, (shard, op)) in p.parts.into_iter().enumerate() {
-        if shard == core.id {
+        if shard == core.id && core.node.is_none() {
             match core.start_op(op, now, &mut local_group) {
                 Started::Done(r) => {
                     local_bytes += r.held_bytes();

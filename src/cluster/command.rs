@@ -1,0 +1,501 @@
+//! What a replicated range's Raft entries hold, and what a forwarded write answers, as bytes.
+//!
+//! An entry is one write op of one range and the leader's clock when it was proposed, so that
+//! every replica applies the same op to the same rows with the same "now" (a TTL set by it
+//! expires at the same instant everywhere):
+//!
+//! ```text
+//! version: u8 = 1 | now_ms: varint | op
+//! op     = 1 Put    | rows: varint n, n × (key: bytes, value: bytes, ttl_s: opt varint) | conflict | returning
+//!        | 2 Update | key: bytes | change | ttl | expect: opt bytes | returning
+//!        | 3 Delete | keys: varint n, n × bytes | expect: opt bytes | returning
+//! bytes  = varint length | the bytes;  opt X = 0 | 1 X
+//! ```
+//!
+//! Check, then parse: every length is checked against the bytes left before anything is
+//! allocated for it, and bytes that do not decode are an error, never a panic. No I/O.
+
+use crate::protocol::Value;
+use crate::shard::{Change, Conflict, PutRow, ShardOp, ShardReply};
+use crate::sql::{RetCol, Returning, TtlChange};
+use integer_encoding::VarInt;
+
+const VERSION: u8 = 1;
+
+fn put_varint(out: &mut Vec<u8>, v: u64) {
+    let mut buf = [0u8; 10];
+    let n = v.encode_var(&mut buf);
+    out.extend_from_slice(&buf[..n]);
+}
+
+fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
+    put_varint(out, b.len() as u64);
+    out.extend_from_slice(b);
+}
+
+fn put_opt_bytes(out: &mut Vec<u8>, b: Option<&[u8]>) {
+    match b {
+        None => out.push(0),
+        Some(b) => {
+            out.push(1);
+            put_bytes(out, b);
+        }
+    }
+}
+
+fn put_change(out: &mut Vec<u8>, c: &Change) {
+    match c {
+        Change::Set(v) => {
+            out.push(0);
+            put_bytes(out, v);
+        }
+        Change::Excluded => out.push(1),
+        Change::Add(n) => {
+            out.push(2);
+            put_varint(out, *n as u64);
+        }
+    }
+}
+
+fn put_ttl(out: &mut Vec<u8>, t: &TtlChange) {
+    match t {
+        TtlChange::Keep => out.push(0),
+        TtlChange::Set(s) => {
+            out.push(1);
+            put_varint(out, *s);
+        }
+        TtlChange::Clear => out.push(2),
+        TtlChange::Excluded => out.push(3),
+    }
+}
+
+fn ret_code(c: RetCol) -> u8 {
+    match c {
+        RetCol::Key => 0,
+        RetCol::Value => 1,
+        RetCol::Ttl => 2,
+        RetCol::OldValue => 3,
+        RetCol::OldTtl => 4,
+    }
+}
+
+fn put_returning(out: &mut Vec<u8>, r: &Option<Returning>) {
+    match r {
+        None => out.push(0),
+        Some(cols) => {
+            out.push(1);
+            put_varint(out, cols.len() as u64);
+            out.extend(cols.iter().map(|c| ret_code(*c)));
+        }
+    }
+}
+
+/// The entry for write `op` proposed at `now_ms`; None for an op that is not a replicated
+/// write (reads, and range deletes, which are not replicated yet).
+pub fn encode_entry(now_ms: u64, op: &ShardOp) -> Option<Vec<u8>> {
+    let mut out = vec![VERSION];
+    put_varint(&mut out, now_ms);
+    match op {
+        ShardOp::Put { rows, on_conflict, returning } => {
+            out.push(1);
+            put_varint(&mut out, rows.len() as u64);
+            for r in rows {
+                put_bytes(&mut out, &r.key);
+                put_bytes(&mut out, &r.value);
+                match r.ttl_s {
+                    None => out.push(0),
+                    Some(t) => {
+                        out.push(1);
+                        put_varint(&mut out, t);
+                    }
+                }
+            }
+            match on_conflict {
+                Conflict::Replace => out.push(0),
+                Conflict::Nothing => out.push(1),
+                Conflict::Update { value, ttl } => {
+                    out.push(2);
+                    put_change(&mut out, value);
+                    put_ttl(&mut out, ttl);
+                }
+            }
+            put_returning(&mut out, returning);
+        }
+        ShardOp::Update { key, value, ttl, expect, returning } => {
+            out.push(2);
+            put_bytes(&mut out, key);
+            put_change(&mut out, value);
+            put_ttl(&mut out, ttl);
+            put_opt_bytes(&mut out, expect.as_deref());
+            put_returning(&mut out, returning);
+        }
+        ShardOp::Delete { keys, expect, returning } => {
+            out.push(3);
+            put_varint(&mut out, keys.len() as u64);
+            for k in keys {
+                put_bytes(&mut out, k);
+            }
+            put_opt_bytes(&mut out, expect.as_deref());
+            put_returning(&mut out, returning);
+        }
+        _ => return None,
+    }
+    Some(out)
+}
+
+/// Reads what the encoders wrote, refusing anything else.
+struct Reader<'a> {
+    rest: &'a [u8],
+}
+
+type R<T> = Result<T, String>;
+
+impl<'a> Reader<'a> {
+    fn byte(&mut self) -> R<u8> {
+        let (&b, rest) = self.rest.split_first().ok_or("cut short")?;
+        self.rest = rest;
+        Ok(b)
+    }
+
+    fn varint(&mut self) -> R<u64> {
+        let (v, n) = u64::decode_var(self.rest).ok_or("a number cut short or too long")?;
+        self.rest = &self.rest[n..];
+        Ok(v)
+    }
+
+    /// A count of items that take at least one byte each: never more than the bytes left.
+    fn count(&mut self) -> R<usize> {
+        let n = self.varint()?;
+        if n > self.rest.len() as u64 {
+            return Err(format!("{n} items in {} bytes", self.rest.len()));
+        }
+        Ok(n as usize)
+    }
+
+    fn bytes(&mut self) -> R<Vec<u8>> {
+        let n = self.varint()?;
+        if n > self.rest.len() as u64 {
+            return Err(format!("{n} bytes where {} are left", self.rest.len()));
+        }
+        let (b, rest) = self.rest.split_at(n as usize);
+        self.rest = rest;
+        Ok(b.to_vec())
+    }
+
+    fn opt_bytes(&mut self) -> R<Option<Vec<u8>>> {
+        match self.byte()? {
+            0 => Ok(None),
+            1 => self.bytes().map(Some),
+            t => Err(format!("option tag {t}")),
+        }
+    }
+
+    fn change(&mut self) -> R<Change> {
+        Ok(match self.byte()? {
+            0 => Change::Set(self.bytes()?),
+            1 => Change::Excluded,
+            2 => Change::Add(self.varint()? as i64),
+            t => return Err(format!("change tag {t}")),
+        })
+    }
+
+    fn ttl(&mut self) -> R<TtlChange> {
+        Ok(match self.byte()? {
+            0 => TtlChange::Keep,
+            1 => TtlChange::Set(self.varint()?),
+            2 => TtlChange::Clear,
+            3 => TtlChange::Excluded,
+            t => return Err(format!("ttl tag {t}")),
+        })
+    }
+
+    fn returning(&mut self) -> R<Option<Returning>> {
+        match self.byte()? {
+            0 => Ok(None),
+            1 => {
+                let n = self.count()?;
+                let mut cols = Vec::with_capacity(n);
+                for _ in 0..n {
+                    cols.push(match self.byte()? {
+                        0 => RetCol::Key,
+                        1 => RetCol::Value,
+                        2 => RetCol::Ttl,
+                        3 => RetCol::OldValue,
+                        4 => RetCol::OldTtl,
+                        c => return Err(format!("returning column {c}")),
+                    });
+                }
+                Ok(Some(cols))
+            }
+            t => Err(format!("option tag {t}")),
+        }
+    }
+
+    fn value(&mut self) -> R<Value> {
+        Ok(match self.byte()? {
+            0 => Value::Null,
+            1 => Value::Bytes(self.bytes()?),
+            2 => Value::Int(self.varint()? as i64),
+            t => return Err(format!("value tag {t}")),
+        })
+    }
+
+    fn end(&self) -> R<()> {
+        if self.rest.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("{} bytes after the end", self.rest.len()))
+        }
+    }
+}
+
+/// An entry's clock and op, or why the bytes are not an entry.
+pub fn decode_entry(data: &[u8]) -> Result<(u64, ShardOp), String> {
+    let mut r = Reader { rest: data };
+    let inner = |r: &mut Reader| -> R<(u64, ShardOp)> {
+        let v = r.byte()?;
+        if v != VERSION {
+            return Err(format!("version {v}"));
+        }
+        let now_ms = r.varint()?;
+        let op = match r.byte()? {
+            1 => {
+                let n = r.count()?;
+                let mut rows = Vec::with_capacity(n);
+                for _ in 0..n {
+                    let key = r.bytes()?;
+                    let value = r.bytes()?;
+                    let ttl_s = match r.byte()? {
+                        0 => None,
+                        1 => Some(r.varint()?),
+                        t => return Err(format!("option tag {t}")),
+                    };
+                    rows.push(PutRow { key, value, ttl_s });
+                }
+                let on_conflict = match r.byte()? {
+                    0 => Conflict::Replace,
+                    1 => Conflict::Nothing,
+                    2 => Conflict::Update { value: r.change()?, ttl: r.ttl()? },
+                    t => return Err(format!("conflict tag {t}")),
+                };
+                ShardOp::Put { rows, on_conflict, returning: r.returning()? }
+            }
+            2 => ShardOp::Update {
+                key: r.bytes()?,
+                value: r.change()?,
+                ttl: r.ttl()?,
+                expect: r.opt_bytes()?,
+                returning: r.returning()?,
+            },
+            3 => {
+                let n = r.count()?;
+                let mut keys = Vec::with_capacity(n);
+                for _ in 0..n {
+                    keys.push(r.bytes()?);
+                }
+                ShardOp::Delete { keys, expect: r.opt_bytes()?, returning: r.returning()? }
+            }
+            t => return Err(format!("op tag {t}")),
+        };
+        r.end()?;
+        Ok((now_ms, op))
+    };
+    inner(&mut r).map_err(|e| format!("not a replicated write: {e}"))
+}
+
+/// What a forwarded write comes back as: the leader's reply when it was applied, or why not.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Applied(ShardReply),
+    /// Not applied, and never will be: safe to send again (no leader now, another leader,
+    /// or the entry was overwritten by a newer leader's log).
+    NotApplied(String),
+    /// It may or may not be applied: the leader lost track of it (a timeout, a snapshot
+    /// that overtook it).
+    Unknown,
+}
+
+/// `id: u64 LE | outcome`, the outcome's reply limited to what writes answer.
+pub fn encode_outcome(id: u64, o: &Outcome, out: &mut Vec<u8>) {
+    out.extend_from_slice(&id.to_le_bytes());
+    match o {
+        Outcome::Applied(ShardReply::Affected(n)) => {
+            out.push(0);
+            put_varint(out, *n);
+        }
+        Outcome::Applied(ShardReply::Returned { affected, rows }) => {
+            out.push(1);
+            put_varint(out, *affected);
+            put_varint(out, rows.len() as u64);
+            for (i, cells) in rows {
+                put_varint(out, *i as u64);
+                put_varint(out, cells.len() as u64);
+                for c in cells {
+                    match c {
+                        Value::Null => out.push(0),
+                        Value::Bytes(b) => {
+                            out.push(1);
+                            put_bytes(out, b);
+                        }
+                        Value::Int(n) => {
+                            out.push(2);
+                            put_varint(out, *n as u64);
+                        }
+                    }
+                }
+            }
+        }
+        Outcome::Applied(ShardReply::Invalid(why)) => {
+            out.push(2);
+            put_bytes(out, why.as_bytes());
+        }
+        Outcome::Applied(ShardReply::Full { affected }) => {
+            out.push(3);
+            put_varint(out, *affected);
+        }
+        Outcome::Applied(ShardReply::StorageError) => out.push(4),
+        Outcome::Applied(other) => {
+            // A write answers none of the read replies; say so rather than send a wrong one.
+            out.push(5);
+            put_bytes(out, format!("a write's reply of an unexpected kind: {other:?}").as_bytes());
+        }
+        Outcome::NotApplied(why) => {
+            out.push(5);
+            put_bytes(out, why.as_bytes());
+        }
+        Outcome::Unknown => out.push(6),
+    }
+}
+
+pub fn decode_outcome(data: &[u8]) -> Result<(u64, Outcome), String> {
+    let (id, rest) = data.split_first_chunk::<8>().ok_or("an outcome cut short")?;
+    let mut r = Reader { rest };
+    let inner = |r: &mut Reader| -> R<Outcome> {
+        Ok(match r.byte()? {
+            0 => Outcome::Applied(ShardReply::Affected(r.varint()?)),
+            1 => {
+                let affected = r.varint()?;
+                let n = r.count()?;
+                let mut rows = Vec::with_capacity(n);
+                for _ in 0..n {
+                    let i = u32::try_from(r.varint()?).map_err(|_| "a row index over 32 bits")?;
+                    let m = r.count()?;
+                    let mut cells = Vec::with_capacity(m);
+                    for _ in 0..m {
+                        cells.push(r.value()?);
+                    }
+                    rows.push((i, cells));
+                }
+                Outcome::Applied(ShardReply::Returned { affected, rows })
+            }
+            2 => Outcome::Applied(ShardReply::Invalid(String::from_utf8_lossy(&r.bytes()?).into_owned())),
+            3 => Outcome::Applied(ShardReply::Full { affected: r.varint()? }),
+            4 => Outcome::Applied(ShardReply::StorageError),
+            5 => Outcome::NotApplied(String::from_utf8_lossy(&r.bytes()?).into_owned()),
+            6 => Outcome::Unknown,
+            t => return Err(format!("outcome tag {t}")),
+        })
+    };
+    let o = inner(&mut r).map_err(|e| format!("not an outcome: {e}"))?;
+    r.end()?;
+    Ok((u64::from_le_bytes(*id), o))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ops() -> Vec<ShardOp> {
+        vec![
+            ShardOp::Put {
+                rows: vec![
+                    PutRow { key: b"a".to_vec(), value: b"1".to_vec(), ttl_s: Some(30) },
+                    PutRow { key: vec![0, 255], value: Vec::new(), ttl_s: None },
+                ],
+                on_conflict: Conflict::Update { value: Change::Add(-5), ttl: TtlChange::Excluded },
+                returning: Some(vec![RetCol::Key, RetCol::OldValue, RetCol::OldTtl]),
+            },
+            ShardOp::Put {
+                rows: vec![PutRow { key: b"k".to_vec(), value: b"v".to_vec(), ttl_s: None }],
+                on_conflict: Conflict::Nothing,
+                returning: None,
+            },
+            ShardOp::Update {
+                key: b"k".to_vec(),
+                value: Change::Set(b"new".to_vec()),
+                ttl: TtlChange::Set(9),
+                expect: Some(b"old".to_vec()),
+                returning: Some(vec![RetCol::Value, RetCol::Ttl]),
+            },
+            ShardOp::Update {
+                key: b"k".to_vec(),
+                value: Change::Excluded,
+                ttl: TtlChange::Clear,
+                expect: None,
+                returning: None,
+            },
+            ShardOp::Delete {
+                keys: vec![b"x".to_vec(), b"y".to_vec()],
+                expect: None,
+                returning: Some(vec![]),
+            },
+        ]
+    }
+
+    #[test]
+    fn every_replicated_write_survives_the_trip_and_reads_are_not_entries() {
+        for op in ops() {
+            let e = encode_entry(1234, &op).unwrap();
+            assert_eq!(decode_entry(&e).unwrap(), (1234, op));
+        }
+        assert_eq!(encode_entry(1, &ShardOp::Get { key: b"k".to_vec() }), None);
+    }
+
+    #[test]
+    fn damaged_entries_are_errors_never_panics() {
+        for op in ops() {
+            let e = encode_entry(u64::MAX, &op).unwrap();
+            for cut in 0..e.len() {
+                assert!(decode_entry(&e[..cut]).is_err(), "cut at {cut}");
+            }
+            for i in 0..e.len() {
+                for b in [0u8, 1, 0x7f, 0x80, 0xff] {
+                    let mut d = e.clone();
+                    d[i] = b;
+                    let _ = decode_entry(&d);
+                }
+            }
+            let mut long = e.clone();
+            long.push(0);
+            assert!(decode_entry(&long).is_err());
+        }
+        // A count far beyond the bytes is refused before anything is allocated for it.
+        let mut huge = vec![VERSION, 0, 3];
+        put_varint(&mut huge, u64::MAX);
+        assert!(decode_entry(&huge).unwrap_err().contains("items"));
+    }
+
+    #[test]
+    fn outcomes_survive_the_trip() {
+        let all = [
+            Outcome::Applied(ShardReply::Affected(3)),
+            Outcome::Applied(ShardReply::Returned {
+                affected: 2,
+                rows: vec![(0, vec![Value::Null, Value::Int(-7)]), (5, vec![Value::Bytes(b"v".to_vec())])],
+            }),
+            Outcome::Applied(ShardReply::Invalid("not an integer".into())),
+            Outcome::Applied(ShardReply::Full { affected: 1 }),
+            Outcome::Applied(ShardReply::StorageError),
+            Outcome::NotApplied("no leader".into()),
+            Outcome::Unknown,
+        ];
+        for o in all {
+            let mut b = Vec::new();
+            encode_outcome(77, &o, &mut b);
+            assert_eq!(decode_outcome(&b).unwrap(), (77, o));
+            for cut in 0..b.len() {
+                assert!(decode_outcome(&b[..cut]).is_err());
+            }
+        }
+    }
+}
