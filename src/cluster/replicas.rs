@@ -501,6 +501,12 @@ impl Replicas {
     }
 
     /// The index this core has applied of `range` (what a snapshot taken now holds).
+    /// The leader of `range` as this replica knows it: None for a range it does not hold,
+    /// Some(None) while it knows of none (an election is under way).
+    pub fn leader(&self, range: RangeId) -> Option<Option<NodeId>> {
+        self.groups.get(&range).map(|r| Some(r.raw.raft.leader_id).filter(|l| *l != raft::INVALID_ID))
+    }
+
     pub fn applied(&self, range: RangeId) -> Option<u64> {
         self.groups.get(&range).map(|r| r.raw.raft.raft_log.applied)
     }

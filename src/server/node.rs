@@ -134,8 +134,17 @@ impl Notify {
     }
 }
 
-/// An encoded frame, and for a snapshot the range and node to report its fate to.
-type Queued = (Vec<u8>, Option<(RangeId, NodeId)>);
+/// What a queued frame's loss must be told to.
+#[derive(Clone, Copy)]
+enum Tag {
+    None,
+    /// A snapshot: Raft waits for its fate (`report_snapshot`).
+    Snapshot(RangeId, NodeId),
+    /// A forwarded write: its asker is told it was not applied.
+    Forward(u64),
+}
+
+type Queued = (Vec<u8>, Tag);
 
 /// Messages on their way to one core of a peer node.
 #[derive(Default)]
@@ -145,6 +154,8 @@ struct Link {
     kick: Notify,
     dropped: Cell<u64>,
     up: Cell<bool>,
+    /// The last attempt to connect failed: the peer is down or cut off.
+    down: Cell<bool>,
 }
 
 /// Who waits for a proposal this core made: a request of one of its connections, or a write
@@ -169,9 +180,10 @@ pub struct NodeCore {
     proposals: RefCell<HashMap<ProposalId, Waiter>>,
     /// Reads waiting for their read-index, by the id `Replicas::read` gave.
     reads: RefCell<HashMap<ReadId, Rc<Slot<u64>>>>,
-    /// Fired after each cycle: Raft's applied index of a range is what this core's store holds
-    /// (a cycle applies its entries before anything else runs on the core).
-    applied_kick: Notify,
+    /// Fired after each cycle, each tick and each link going up or down: what requests wait on
+    /// (a range's applied index, which is what this core's store holds since a cycle applies
+    /// its entries before anything else runs on the core; a leader known and reachable).
+    changed: Notify,
     /// Writes forwarded to a leader on another node, waiting for its outcome.
     forwards: RefCell<HashMap<u64, Rc<Slot<Outcome>>>>,
     next_forward: Cell<u64>,
@@ -207,7 +219,7 @@ impl NodeCore {
             inbound: Cell::new(0),
             proposals: RefCell::new(HashMap::new()),
             reads: RefCell::new(HashMap::new()),
-            applied_kick: Notify::default(),
+            changed: Notify::default(),
             forwards: RefCell::new(HashMap::new()),
             next_forward: Cell::new(1),
         })
@@ -226,13 +238,13 @@ impl NodeCore {
     }
 
     /// Queue a frame on a link; false (dropped) when it holds PEER_QUEUE_BYTES_MAX already.
-    fn enqueue(&self, link: &Link, frame: Vec<u8>, snapshot: Option<(RangeId, NodeId)>) -> bool {
+    fn enqueue(&self, link: &Link, frame: Vec<u8>, tag: Tag) -> bool {
         if link.queued_bytes.get() + frame.len() > PEER_QUEUE_BYTES_MAX {
             link.dropped.set(link.dropped.get() + 1);
             return false;
         }
         link.queued_bytes.set(link.queued_bytes.get() + frame.len());
-        link.queue.borrow_mut().push_back((frame, snapshot));
+        link.queue.borrow_mut().push_back((frame, tag));
         link.kick.notify();
         true
     }
@@ -243,13 +255,12 @@ impl NodeCore {
         let to = env.msg.to;
         let Some(member) = self.cluster.membership.member(to) else { return };
         let link = self.link(core, to, self.cluster.map.core_of(env.range, member.cores));
-        let snapshot = (env.msg.get_msg_type() == MessageType::MsgSnapshot).then_some((env.range, to));
+        let snapshot = env.msg.get_msg_type() == MessageType::MsgSnapshot;
+        let tag = if snapshot { Tag::Snapshot(env.range, to) } else { Tag::None };
         let mut frame = Vec::new();
         wire::encode(&env, &mut frame);
-        if !self.enqueue(&link, frame, snapshot) {
-            if let Some((range, to)) = snapshot {
-                self.replicas.borrow_mut().report_snapshot(range, to, false);
-            }
+        if !self.enqueue(&link, frame, tag) && snapshot {
+            self.replicas.borrow_mut().report_snapshot(env.range, to, false);
         }
     }
 
@@ -261,7 +272,7 @@ impl NodeCore {
         wire::encode_special(wire::OUTCOME_RANGE, &body, &mut frame);
         let link = self.link(core, node, from_core as usize);
         // Dropped when the link is full: the other side's timeout reports the outcome unknown.
-        self.enqueue(&link, frame, None);
+        self.enqueue(&link, frame, Tag::None);
     }
 
     /// Settle proposal `id` with `o`.
@@ -342,9 +353,47 @@ impl NodeCore {
         combine(outcomes)
     }
 
+    /// Whether the link this core would forward `range`'s requests to node `to` over is
+    /// known to be down.
+    fn unreachable(&self, to: NodeId, range: RangeId) -> bool {
+        let Some(m) = self.cluster.membership.member(to) else { return true };
+        let key = (to, self.cluster.map.core_of(range, m.cores));
+        self.links.borrow().get(&key).is_some_and(|l| l.down.get())
+    }
+
+    /// Wait (until `deadline_ms`) for `range` to have a leader this core can reach: through an
+    /// election, a request waits rather than fails. Err: none in time, or not a range here.
+    async fn reachable_leader(&self, range: RangeId, deadline_ms: u64) -> Result<NodeId, String> {
+        loop {
+            let woken = self.changed.renew();
+            let leader = self.replicas.borrow().leader(range);
+            match leader {
+                None => {
+                    return Err(format!(
+                        "this node holds no replica of range {range}, and requests are forwarded only from replicas (docs/cluster.md)"
+                    ))
+                }
+                Some(Some(l)) if l == self.cluster.this || !self.unreachable(l, range) => return Ok(l),
+                Some(_) => {}
+            }
+            let left = deadline_ms.saturating_sub(runtime::now_ms());
+            if left == 0 {
+                return Err(format!(
+                    "range {range} had no reachable leader for {CLUSTER_REQUEST_TIMEOUT_MS} ms"
+                ));
+            }
+            let _ = race(woken.wait(), sleep(Duration::from_millis(left))).await;
+        }
+    }
+
     /// Propose `entry` to `range` here if this replica leads it, else forward it to the leader.
     async fn write_range(self: &Rc<Self>, core: &Rc<Core>, range: RangeId, entry: Vec<u8>) -> Outcome {
+        let deadline_ms = runtime::now_ms() + CLUSTER_REQUEST_TIMEOUT_MS;
+        if let Err(why) = self.reachable_leader(range, deadline_ms).await {
+            return Outcome::NotApplied(why);
+        }
         let proposed = self.replicas.borrow_mut().propose(range, entry.clone());
+        let mut sent_to = self.cluster.this;
         let (slot, forwarded) = match proposed {
             Ok(id) => {
                 let slot = Slot::new();
@@ -353,6 +402,7 @@ impl NodeCore {
                 (slot, None)
             }
             Err(ProposeError::NotLeader { leader: Some(l) }) if l != self.cluster.this => {
+                sent_to = l;
                 match self.forward(core, l, range, &entry) {
                     Some((id, slot)) => (slot, Some(id)),
                     None => {
@@ -372,7 +422,21 @@ impl NodeCore {
             }
             Err(ProposeError::Refused(why)) => return Outcome::NotApplied(format!("range {range}'s leader refused it: {why}")),
         };
-        let o = match race(slot.take(), sleep(Duration::from_millis(CLUSTER_REQUEST_TIMEOUT_MS))).await {
+        // The answer, or (a forwarded write) word that the leader it went to leads no more: its
+        // fate is then unknown here, and the client hears so now rather than at the deadline.
+        let answer = async {
+            loop {
+                let woken = self.changed.renew();
+                if forwarded.is_some() && self.replicas.borrow().leader(range) != Some(Some(sent_to)) {
+                    return Outcome::Unknown;
+                }
+                if let Either::Left(o) = race(slot.take(), woken.wait()).await {
+                    return o;
+                }
+            }
+        };
+        let left = deadline_ms.saturating_sub(runtime::now_ms()).max(1);
+        let o = match race(answer, sleep(Duration::from_millis(left))).await {
             Either::Left(o) => o,
             Either::Right(()) => Outcome::Unknown,
         };
@@ -405,7 +469,7 @@ impl NodeCore {
         let mut frame = Vec::new();
         wire::encode_special(wire::FORWARD_RANGE, &body, &mut frame);
         let link = self.link(core, leader, self.cluster.map.core_of(range, member.cores));
-        if !self.enqueue(&link, frame, None) {
+        if !self.enqueue(&link, frame, Tag::Forward(id)) {
             return None;
         }
         let slot = Slot::new();
@@ -447,8 +511,12 @@ impl NodeCore {
         };
         ranges.sort_unstable();
         ranges.dedup();
+        let deadline = runtime::now_ms() + CLUSTER_REQUEST_TIMEOUT_MS;
         let mut waits = Vec::with_capacity(ranges.len());
         for &range in &ranges {
+            if let Err(why) = self.reachable_leader(range, deadline).await {
+                return ShardReply::Unavailable(why);
+            }
             let asked = self.replicas.borrow_mut().read(range);
             match asked {
                 Ok(id) => {
@@ -465,14 +533,13 @@ impl NodeCore {
             }
         }
         self.ready_kick.notify();
-        let deadline = runtime::now_ms() + CLUSTER_REQUEST_TIMEOUT_MS;
         let confirmed = async {
             let mut indexes = Vec::with_capacity(waits.len());
             for (range, _, slot) in &waits {
                 indexes.push((*range, slot.take().await));
             }
             loop {
-                let woken = self.applied_kick.renew();
+                let woken = self.changed.renew();
                 let caught_up = {
                     let replicas = self.replicas.borrow();
                     indexes.iter().all(|(r, i)| replicas.applied(*r).is_some_and(|a| a >= *i))
@@ -602,6 +669,7 @@ async fn tick_loop(core: Rc<Core>, node: Rc<NodeCore>) {
         let _ = race(sleep(Duration::from_millis(RAFT_TICK_MS)), core.shutdown.wait()).await;
         node.replicas.borrow_mut().tick();
         node.ready_kick.notify();
+        node.changed.notify();
     }
 }
 
@@ -672,7 +740,7 @@ fn run_batch(core: &Rc<Core>, node: &Rc<NodeCore>, wal: &Wal, batch: Batch) -> R
             slot.put(index);
         }
     }
-    node.applied_kick.notify();
+    node.changed.notify();
     let mut group = None;
     for (range, w) in &writes {
         for payload in encode_records(*range, w, WAL_RECORD_BYTES_MAX)? {
@@ -756,6 +824,8 @@ async fn run_link(core: Rc<Core>, node: Rc<NodeCore>, (to, peer_core): (NodeId, 
                 }
                 failures = 0;
                 link.up.set(true);
+                link.down.set(false);
+                node.changed.notify();
                 let why = drain_link(&core, &node, &link, &mut t).await;
                 link.up.set(false);
                 tracing::info!(shard = core.id, node = to, core = peer_core, why, "link to peer down");
@@ -767,6 +837,8 @@ async fn run_link(core: Rc<Core>, node: Rc<NodeCore>, (to, peer_core): (NodeId, 
                     tracing::warn!(shard = core.id, node = to, %addr, error = %e, "cannot reach peer");
                 }
                 failures += 1;
+                link.down.set(true);
+                node.changed.notify();
             }
         }
         discard(&node, &link);
@@ -778,10 +850,16 @@ async fn run_link(core: Rc<Core>, node: Rc<NodeCore>, (to, peer_core): (NodeId, 
 fn discard(node: &NodeCore, link: &Link) {
     let dropped: Vec<_> = link.queue.borrow_mut().drain(..).collect();
     link.queued_bytes.set(0);
-    for (_, snapshot) in dropped {
+    for (_, tag) in dropped {
         link.dropped.set(link.dropped.get() + 1);
-        if let Some((range, to)) = snapshot {
-            node.replicas.borrow_mut().report_snapshot(range, to, false);
+        match tag {
+            Tag::None => {}
+            Tag::Snapshot(range, to) => node.replicas.borrow_mut().report_snapshot(range, to, false),
+            Tag::Forward(id) => {
+                if let Some(slot) = node.forwards.borrow_mut().remove(&id) {
+                    slot.put(Outcome::NotApplied("the link to the range's leader is down".into()));
+                }
+            }
         }
     }
 }
@@ -793,9 +871,11 @@ async fn drain_link(core: &Rc<Core>, node: &Rc<NodeCore>, link: &Link, t: &mut T
         let mut snapshots = Vec::new();
         {
             let mut q = link.queue.borrow_mut();
-            while let Some((frame, snapshot)) = q.pop_front() {
+            while let Some((frame, tag)) = q.pop_front() {
                 out.extend_from_slice(&frame);
-                snapshots.extend(snapshot);
+                if let Tag::Snapshot(range, to) = tag {
+                    snapshots.push((range, to));
+                }
             }
         }
         link.queued_bytes.set(0);

@@ -1,0 +1,390 @@
+//! Three real velocityd processes on loopback ports, made one cluster with `velocityd cluster
+//! init`, talked to with the real client: rows replicate, every node serves every key, a node
+//! killed with SIGKILL or stopped with SIGSTOP leaves its ranges writable again, a restarted one
+//! catches up, and what concurrent clients saw through all of it is linearizable.
+
+mod common;
+
+use common::*;
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use velocity::client::{build, Client};
+use velocity::linearizability::{self, Input, Operation, Output};
+use velocity::protocol::{ErrorCode, Value};
+
+const NODES: usize = 3;
+const CORES: usize = 2;
+const RANGES: usize = 12;
+
+/// Two consecutive free ports (core c of a node takes its peers on the peer port + c).
+fn free_port_pair() -> u16 {
+    loop {
+        let p = free_port();
+        if p < u16::MAX && TcpListener::bind(("127.0.0.1", p + 1)).is_ok() {
+            return p;
+        }
+    }
+}
+
+struct Cluster {
+    nodes: Vec<Option<Server>>,
+    dirs: Vec<PathBuf>,
+    ports: Vec<u16>,
+}
+
+impl Cluster {
+    fn start() -> Cluster {
+        let dirs: Vec<PathBuf> = (0..NODES).map(|_| temp_dir("cluster")).collect();
+        let mut file = format!("ranges {RANGES}\nreplication 3\n");
+        for (i, d) in dirs.iter().enumerate() {
+            add_user(d, "alice", PASSWORD, "readwrite");
+            let out =
+                Command::new(bin("velocityd")).args(["fingerprint", "--data-dir"]).arg(d).output().unwrap();
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            let fp = String::from_utf8(out.stdout).unwrap().split_whitespace().last().unwrap().to_owned();
+            file.push_str(&format!("node {} 127.0.0.1:{} cores={CORES} {fp}\n", i + 1, free_port_pair()));
+        }
+        let cf = dirs[0].with_extension("cluster");
+        std::fs::write(&cf, &file).unwrap();
+        for (i, d) in dirs.iter().enumerate() {
+            let out = Command::new(bin("velocityd"))
+                .args(["cluster", "init", "--node-id", &(i + 1).to_string(), "--cluster-file"])
+                .arg(&cf)
+                .arg("--data-dir")
+                .arg(d)
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        }
+        let nodes: Vec<Option<Server>> = dirs
+            .iter()
+            .map(|d| Some(Server::start_in(d.clone(), CORES, &["--plaintext", "--durability", "sync"])))
+            .collect();
+        let ports = nodes.iter().map(|n| n.as_ref().unwrap().addr.port()).collect();
+        let c = Cluster { nodes, dirs, ports };
+        c.wait_for_leaders(&[0, 1, 2]);
+        c
+    }
+
+    fn node(&self, i: usize) -> &Server {
+        self.nodes[i].as_ref().expect("node running")
+    }
+
+    fn client(&self, i: usize) -> Client {
+        let c = self.node(i).client();
+        c.set_timeout(Some(Duration::from_secs(20))).unwrap();
+        c
+    }
+
+    /// `cluster status` asked as node `i`: each range's leader (as the leader reports it) and
+    /// each live replica's applied index.
+    fn status(&self, i: usize) -> Vec<(u64, Option<u64>, Vec<u64>)> {
+        let all = velocity::server::node::status(&self.dirs[i]).unwrap();
+        let mut out: Vec<(u64, Option<u64>, Vec<u64>)> =
+            (0..RANGES as u64).map(|r| (r, None, Vec::new())).collect();
+        for core in &all {
+            for r in core["ranges"].as_array().into_iter().flatten() {
+                let e = &mut out[r["range"].as_u64().unwrap() as usize];
+                if r["is_leader"].as_bool() == Some(true) {
+                    e.1 = core["node"].as_u64();
+                }
+                e.2.push(r["applied"].as_u64().unwrap());
+            }
+        }
+        out
+    }
+
+    /// Until every range has a leader among `live` (indexes), as node `live[0]` sees it.
+    fn wait_for_leaders(&self, live: &[usize]) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let st = self.status(live[0]);
+            let ids: Vec<u64> = live.iter().map(|i| *i as u64 + 1).collect();
+            if st.iter().all(|(_, l, _)| l.is_some_and(|l| ids.contains(&l))) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "no leader for every range: {st:?}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The node leading most ranges (index), as node `ask` sees it.
+    fn busiest_leader(&self, ask: usize) -> usize {
+        let mut count = [0usize; NODES];
+        for (_, l, _) in self.status(ask) {
+            count[l.unwrap() as usize - 1] += 1;
+        }
+        (0..NODES).max_by_key(|i| count[*i]).unwrap()
+    }
+}
+
+fn count(c: &mut Client) -> i64 {
+    let rs = c.execute("SELECT COUNT(*) FROM kv").unwrap();
+    match rs.rows[0][0] {
+        Value::Int(n) => n,
+        ref v => panic!("{v:?}"),
+    }
+}
+
+/// Upsert `keys` (value = key) through `c` until the statement succeeds: how long that took.
+fn write_until_ok(c: &mut Client, keys: &[String]) -> Duration {
+    let rows: Vec<(&str, &str)> = keys.iter().map(|k| (k.as_str(), k.as_str())).collect();
+    let sql = build::set_many(&rows);
+    let started = Instant::now();
+    loop {
+        match c.execute(&sql) {
+            Ok(_) => return started.elapsed(),
+            Err(e) if matches!(e.code(), Some(ErrorCode::ServerOverloaded | ErrorCode::OutcomeUnknown)) => {}
+            Err(e) => panic!("{e}"),
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "not writable again within 30 s");
+    }
+}
+
+#[test]
+fn a_three_node_cluster_replicates_rows_and_every_node_serves_every_key() {
+    let c = Cluster::start();
+    let mut a = c.client(0);
+    let keys: Vec<String> = (0..100).map(|i| format!("key-{i:03}")).collect();
+    let rows: Vec<(&str, &str)> = keys.iter().map(|k| (k.as_str(), "v1")).collect();
+    // One statement across every range (each range's part is its own Raft entry).
+    assert_eq!(a.execute(&build::set_many(&rows)).unwrap().affected, 100);
+    assert_eq!(a.execute(&build::update(b"key-007", b"v2")).unwrap().affected, 1);
+    assert_eq!(a.execute(&build::delete(b"key-099")).unwrap().affected, 1);
+    assert!(a.cas(b"key-001", b"v1", b"v3").unwrap());
+    assert!(!a.cas(b"key-001", b"v1", b"v4").unwrap());
+    assert_eq!(a.incr(b"counter", 5).unwrap(), 5);
+    // A write acknowledged by one node is read by every node at once: reads are read-index.
+    for i in 0..NODES {
+        let mut b = c.client(i);
+        assert_eq!(count(&mut b), 100, "node {}", i + 1);
+        assert_eq!(value_of(&mut b, "key-007").as_deref(), Some(&b"v2"[..]));
+        assert_eq!(value_of(&mut b, "key-001").as_deref(), Some(&b"v3"[..]));
+        assert_eq!(value_of(&mut b, "key-099"), None);
+        assert_eq!(b.incr(b"counter", 1).unwrap(), 6 + i as i64);
+        let rs = b.execute("SELECT key FROM kv WHERE key LIKE 'key-00%' ORDER BY key").unwrap();
+        assert_eq!(rs.rows.len(), 10);
+    }
+    // Not replicated yet, and said so rather than done on one node.
+    let e = a.execute("DELETE FROM kv WHERE key LIKE 'key-%'").unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::InvalidCommand), "{e}");
+    assert_eq!(count(&mut a), 100);
+}
+
+#[test]
+fn a_killed_node_leaves_its_ranges_writable_and_catches_up_when_restarted() {
+    let mut c = Cluster::start();
+    let keys: Vec<String> = (0..200).map(|i| format!("k{i}")).collect();
+    let victim = c.busiest_leader(0);
+    let survivor = (victim + 1) % NODES;
+    let mut s = c.client(survivor);
+    write_until_ok(&mut s, &keys[..100]);
+    let dir = c.nodes[victim].take().unwrap().crash();
+    // Every range, the dead node's included, takes writes again through a survivor.
+    let took = write_until_ok(&mut s, &keys[100..]);
+    eprintln!(
+        "node {} (leading the most ranges) killed: every range writable again after {} ms",
+        victim + 1,
+        took.as_millis()
+    );
+    let live: Vec<usize> = (0..NODES).filter(|i| *i != victim).collect();
+    c.wait_for_leaders(&live);
+    for &i in &live {
+        assert_eq!(count(&mut c.client(i)), 200, "node {}", i + 1);
+    }
+    // Restarted on its data: it replays its log and catches up on what it missed.
+    c.nodes[victim] =
+        Some(Server::start_at(dir, CORES, &["--plaintext", "--durability", "sync"], Some(c.ports[victim])));
+    let mut v = c.client(victim);
+    assert_eq!(count(&mut v), 200);
+    for k in ["k0", "k150", "k199"] {
+        assert_eq!(value_of(&mut v, k).as_deref(), Some(k.as_bytes()));
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let st = c.status(victim);
+        if st.iter().all(|(_, l, applied)| {
+            l.is_some() && applied.len() == NODES && applied.iter().all(|a| *a == applied[0])
+        }) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "replicas did not converge: {st:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_paused_leader_is_replaced_and_steps_down_when_it_resumes() {
+    let c = Cluster::start();
+    let victim = c.busiest_leader(0);
+    let survivor = (victim + 1) % NODES;
+    let pid = c.node(victim).child.id() as i32;
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    let mut s = c.client(survivor);
+    let keys: Vec<String> = (0..50).map(|i| format!("p{i}")).collect();
+    let took = write_until_ok(&mut s, &keys);
+    eprintln!("node {} paused: every range writable again after {} ms", victim + 1, took.as_millis());
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    // The old leader hears of the newer terms and follows; it serves the writes it slept through.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let st = c.status(victim);
+        let led_by_victim = st.iter().filter(|(_, l, _)| *l == Some(victim as u64 + 1)).count();
+        if st.iter().all(|(_, l, _)| l.is_some()) && led_by_victim < RANGES / NODES + 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{st:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(count(&mut c.client(victim)), 50);
+}
+
+#[test]
+fn the_peer_port_takes_only_pinned_keys_and_survives_garbage() {
+    use std::io::{Read, Write};
+    let c = Cluster::start();
+    let text = std::fs::read_to_string(c.dirs[0].join("cluster")).unwrap();
+    let m = velocity::cluster::membership::Membership::parse(&text).unwrap();
+    let peer = m.member(1).unwrap().peer_addr(0);
+    // A stranger's key: the handshake is refused, nothing is read from it.
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["x".into()]).unwrap().self_signed(&key).unwrap();
+    let fp = m.member(1).unwrap().fingerprint;
+    let cfg = velocity::security::tls::peer_client_config(&cert.pem(), &key.serialize_pem(), fp).unwrap();
+    let tcp = std::net::TcpStream::connect(peer).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let conn = rustls::ClientConnection::new(cfg, velocity::security::tls::server_name("velocity")).unwrap();
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    let sent = tls.write_all(b"\x10\0\0\0\0\0\0\0garbage!").and_then(|_| tls.flush());
+    let mut buf = [0u8; 64];
+    let got = sent.and_then(|_| tls.read(&mut buf));
+    assert!(!matches!(got, Ok(n) if n > 0), "a stranger got an answer: {got:?}");
+    // Plain bytes that are not TLS at all.
+    let mut raw = std::net::TcpStream::connect(peer).unwrap();
+    raw.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let _ = raw.write_all(&[0xffu8; 4096]);
+    let _ = raw.read(&mut buf);
+    // The cluster goes on as before.
+    let mut a = c.client(0);
+    write_until_ok(&mut a, &["after".to_string()]);
+    assert_eq!(value_of(&mut c.client(2), "after").as_deref(), Some(&b"after"[..]));
+}
+
+#[test]
+fn what_clients_see_through_a_leader_kill_and_restart_is_linearizable() {
+    let mut c = Cluster::start();
+    // One clock for every client: call and return times are comparable across threads.
+    let started = Instant::now();
+    let stop = Arc::new(AtomicBool::new(false));
+    let history: Arc<Mutex<Vec<Operation>>> = Arc::default();
+    let mut threads = Vec::new();
+    for node in 0..NODES {
+        for t in 0..2u64 {
+            let (port, known_hosts) = (c.ports[node], c.node(node).known_hosts());
+            let creds = c.node(node).alice.clone();
+            let (stop, history) = (stop.clone(), history.clone());
+            let client = node as u64 * 10 + t;
+            threads.push(std::thread::spawn(move || {
+                let mut opts = velocity::client::ConnectOptions::new("127.0.0.1", port);
+                opts.tls = false;
+                opts.trust = velocity::client::trust::Trust {
+                    known_hosts: Some(known_hosts),
+                    new_host: velocity::client::trust::NewHost::Accept,
+                    pinned: None,
+                };
+                opts.timeout = Some(Duration::from_secs(20));
+                let mut conn: Option<Client> = None;
+                let mut n = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let Some(cl) = conn.as_mut() else {
+                        // Its node is down: try again, it is restarted soon.
+                        conn = Client::connect(&opts, &creds).ok();
+                        if let Some(cl) = conn.as_mut() {
+                            cl.set_timeout(Some(Duration::from_secs(20))).unwrap();
+                        } else {
+                            std::thread::sleep(Duration::from_millis(50));
+                        }
+                        continue;
+                    };
+                    n += 1;
+                    let key = format!("reg-{}", (n * 7 + client) % 4).into_bytes();
+                    let write = n % 2 == 0;
+                    let value = format!("{client}-{n}").into_bytes();
+                    let call_ns = started.elapsed().as_nanos() as u64;
+                    let (sql, input) = if write {
+                        (build::set(&key, &value), Input::Put { key: key.clone(), value: value.clone() })
+                    } else {
+                        (build::get(&key), Input::Get { key: key.clone() })
+                    };
+                    let res = cl.execute(&sql);
+                    let return_ns = started.elapsed().as_nanos() as u64;
+                    let done = |output| Operation {
+                        client,
+                        call_ns,
+                        return_ns: Some(return_ns),
+                        input: input.clone(),
+                        output,
+                    };
+                    let op = match res {
+                        Ok(rs) if write => {
+                            assert_eq!(rs.affected, 1);
+                            Some(done(Output::Ok))
+                        }
+                        Ok(rs) => match &rs.rows[0][0] {
+                            Value::Bytes(b) => Some(done(Output::Value(Some(b.clone())))),
+                            v => panic!("{v:?}"),
+                        },
+                        Err(e) if !write && e.code() == Some(ErrorCode::KeyNotFound) => {
+                            Some(done(Output::Value(None)))
+                        }
+                        // Refused and not applied: out of the history, as the client was told.
+                        Err(e) if e.code() == Some(ErrorCode::ServerOverloaded) => None,
+                        Err(e) if e.code().is_some() && e.code() != Some(ErrorCode::OutcomeUnknown) => {
+                            panic!("{e}")
+                        }
+                        // OUTCOME_UNKNOWN, or the connection lost mid-request (its node was
+                        // killed): a write may or may not have happened, a read tells nothing.
+                        Err(_) => {
+                            conn = None;
+                            write.then(|| Operation {
+                                client,
+                                call_ns,
+                                return_ns: None,
+                                input: input.clone(),
+                                output: Output::Unknown,
+                            })
+                        }
+                    };
+                    history.lock().unwrap().extend(op);
+                }
+            }));
+        }
+    }
+    let wait = |ms| std::thread::sleep(Duration::from_millis(ms));
+    wait(1500);
+    let victim = c.busiest_leader(0);
+    let dir = c.nodes[victim].take().unwrap().crash();
+    wait(2500);
+    c.nodes[victim] =
+        Some(Server::start_at(dir, CORES, &["--plaintext", "--durability", "sync"], Some(c.ports[victim])));
+    wait(2000);
+    stop.store(true, Ordering::Relaxed);
+    for t in threads {
+        t.join().unwrap();
+    }
+    let history = history.lock().unwrap().clone();
+    let report = linearizability::check(&history, 5_000_000).unwrap();
+    eprintln!(
+        "node {} killed and restarted under 6 clients: {} operations checked, {:?}",
+        victim + 1,
+        report.ops_checked,
+        report.verdict
+    );
+    assert!(report.ops_checked > 100, "too few operations: {}", report.ops_checked);
+    assert!(report.is_linearizable(), "{:?}", report.verdict);
+}
