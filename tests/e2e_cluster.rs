@@ -84,6 +84,9 @@ impl Cluster {
     /// each live replica's applied index.
     fn status(&self, i: usize) -> Vec<(u64, Option<u64>, Vec<u64>)> {
         let all = velocity::server::node::status(&self.dirs[i]).unwrap();
+        for e in all.iter().filter(|c| c.get("error").is_some()) {
+            eprintln!("status: {e}");
+        }
         let mut out: Vec<(u64, Option<u64>, Vec<u64>)> =
             (0..RANGES as u64).map(|r| (r, None, Vec::new())).collect();
         for core in &all {
@@ -387,4 +390,36 @@ fn what_clients_see_through_a_leader_kill_and_restart_is_linearizable() {
     );
     assert!(report.ops_checked > 100, "too few operations: {}", report.ops_checked);
     assert!(report.is_linearizable(), "{:?}", report.verdict);
+}
+
+#[test]
+fn a_seed_client_goes_on_through_another_node_and_reports_a_cut_off_write_as_unknown() {
+    use velocity::client::seeds::{Retry, SeedClient};
+    let mut c = Cluster::start();
+    // The first seed is a port nobody listens on: the client goes on to the next.
+    let dead_port = free_port();
+    let seeds = |c: &Cluster, from: usize| {
+        let mut dead = c.node(from).options();
+        dead.port = dead_port;
+        let mut s = vec![dead];
+        s.extend((from..NODES).map(|i| c.node(i).options()));
+        s
+    };
+    let retry = Retry { attempts: 8, backoff: Duration::from_millis(100) };
+    // A password, not a credential derived for one node: each node has its own salt.
+    let alice = velocity::client::Credentials::Password { user: "alice".into(), password: PASSWORD.into() };
+    let mut a = SeedClient::connect(seeds(&c, 0), alice.clone(), retry.clone()).unwrap();
+    assert_eq!(a.connected_to(), Some(1));
+    a.execute(&build::set(b"seeded", b"1")).unwrap();
+    // Its node dies: a read goes on through the next node, with the row written before.
+    let _ = c.nodes[0].take().unwrap().crash();
+    let rs = a.execute(&build::get(b"seeded")).unwrap();
+    assert_eq!(rs.rows[0][0], Value::Bytes(b"1".to_vec()));
+    assert_eq!(a.connected_to(), Some(2));
+    // A write on a connection that dies under it is not sent again: its outcome is unknown.
+    let mut b = SeedClient::connect(seeds(&c, 1), alice, retry).unwrap();
+    assert_eq!(b.connected_to(), Some(1));
+    let _ = c.nodes[1].take().unwrap().crash();
+    let e = b.execute(&build::set(b"cut", b"1")).unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::OutcomeUnknown), "{e}");
 }

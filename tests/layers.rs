@@ -10,7 +10,7 @@ const LAYERS: &[&[&str]] = &[
     &["mod"],
     &["executor"],
     &["recovery", "conn", "metrics"],
-    &["batch"],
+    &["batch", "node"],
     &["report"],
     &["core"],
     &["session", "mesh", "wal", "park", "admission", "audit"],

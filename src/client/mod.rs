@@ -2,6 +2,7 @@
 //! server's parameters), run statements one at a time or pipelined, and read typed results.
 
 pub mod build;
+pub mod seeds;
 pub mod trust;
 
 use crate::error::WireError;
@@ -37,6 +38,9 @@ pub enum ClientError {
     Usage(String),
     /// The server's identity could not be trusted (fingerprint mismatch, unknown or changed host).
     Trust(String),
+    /// A write whose connection was lost after it was sent (`seeds::SeedClient`): it may or may
+    /// not have been applied. `code()` says OUTCOME_UNKNOWN, as the server's own does.
+    OutcomeUnknown(String),
 }
 
 impl ClientError {
@@ -45,6 +49,7 @@ impl ClientError {
         match self {
             ClientError::Server(e) => Some(e.code),
             ClientError::Auth { status, .. } => ErrorCode::from_u16(*status),
+            ClientError::OutcomeUnknown(_) => Some(ErrorCode::OutcomeUnknown),
             _ => None,
         }
     }
@@ -60,6 +65,7 @@ impl fmt::Display for ClientError {
             ClientError::Disconnected { reason, .. } => write!(f, "server disconnected: {reason}"),
             ClientError::Usage(m) => write!(f, "{m}"),
             ClientError::Trust(m) => write!(f, "server identity not trusted: {m}"),
+            ClientError::OutcomeUnknown(m) => write!(f, "outcome unknown: {m}"),
         }
     }
 }

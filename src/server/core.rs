@@ -39,8 +39,6 @@ pub struct Shared {
     pub next_conn_id: AtomicU64,
     /// `--max-memory`'s share for each store (memory.rs).
     pub memory: super::memory::MemoryBudget,
-    /// A cluster node's membership and link settings; None for a single node.
-    pub cluster: Option<Arc<super::node::Cluster>>,
 }
 
 pub struct Core {
@@ -75,8 +73,20 @@ pub struct Core {
     pub slowlog: RefCell<SlowRing>,
     /// `--slowlog-threshold-us`, here so that the check is one load and one comparison.
     pub slowlog_threshold_us: u64,
-    /// A cluster node's replicas on this core and its links to the peers' cores.
-    pub node: Option<Rc<super::node::NodeCore>>,
+    /// A cluster node's request path: its replicas on this core (node.rs, a layer above,
+    /// which is why this is a trait).
+    pub node: Option<Rc<dyn Replicated>>,
+}
+
+/// How a cluster node runs a connection's ops for this core's shard: through their ranges' Raft
+/// groups rather than straight on the store.
+pub trait Replicated {
+    fn execute(
+        self: Rc<Self>,
+        core: Rc<Core>,
+        ops: Vec<ShardOp>,
+        now_ms: u64,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Vec<ShardReply>>>>;
 }
 
 /// The first part of a statement's op on this shard: all of it, or the state of one that runs
@@ -343,12 +353,8 @@ impl Core {
     pub fn handle(self: &Rc<Self>, req: Req) -> Handled {
         match req {
             Req::Ops { now_ms, ops, .. } if self.node.is_some() => {
-                let node = self.node.clone().expect("a cluster node");
-                let core = self.clone();
-                Handled::Later(Box::pin(async move {
-                    let replies = node.execute_all(core, ops, now_ms).await;
-                    Rep::Ops { replies, rest: Vec::new() }
-                }))
+                let run = self.node.clone().expect("a cluster node").execute(self.clone(), ops, now_ms);
+                Handled::Later(Box::pin(async move { Rep::Ops { replies: run.await, rest: Vec::new() } }))
             }
             Req::Ops { now_ms, ops, reply_bytes_max, .. } => {
                 let run = OpsRun {

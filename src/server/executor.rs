@@ -7,7 +7,7 @@ use super::admission::{self, Admission};
 use super::audit::AuditLog;
 use super::auth::AuthDb;
 use super::conn::{Conn, Served};
-use super::core::{Core, Shared};
+use super::core::{Core, Replicated, Shared};
 use super::park::{self, Parker};
 use super::recovery::Startup;
 use super::runtime::{self, now_ms, race, sleep, Either, LocalSignal, TcpStream};
@@ -35,8 +35,8 @@ pub enum MeshSetup {
 /// Run one core until shutdown; an error if it could not come up.
 pub async fn run(shared: Arc<Shared>, meshes: Option<MeshSetup>, start: Arc<Startup>) -> Result<(), Error> {
     let (id, joined) = join_mesh(meshes, shared.config.cores).await;
-    let core = match build_core(&shared, &start, id, joined.as_ref().map(|j| j.mesh.clone())).await {
-        Ok(core) => core,
+    let (core, node) = match bring_up(&shared, &start, id, joined.as_ref().map(|j| j.mesh.clone())).await {
+        Ok(up) => up,
         Err(e) => {
             // The other cores are up or coming up: they stop too, and do not wait for this one.
             shared.shutdown.store(true, Ordering::SeqCst);
@@ -45,7 +45,7 @@ pub async fn run(shared: Arc<Shared>, meshes: Option<MeshSetup>, start: Arc<Star
         }
     };
     spawn_background(&core);
-    if let (Some(node), Some(wal)) = (core.node.clone(), core.wal.clone()) {
+    if let (Some(node), Some(wal)) = (node, core.wal.clone()) {
         let l = start.peer_listeners.lock().expect("start-up hand-off")[id]
             .take()
             .expect("each core listens once");
@@ -88,12 +88,31 @@ async fn join_mesh(meshes: Option<MeshSetup>, shards: usize) -> (usize, Option<m
     }
 }
 
+/// Shard `id`'s core, and on a cluster node its replicas (rebuilt from its Raft records).
+async fn bring_up(
+    shared: &Arc<Shared>,
+    start: &Startup,
+    id: usize,
+    mesh: Option<Rc<mesh::Mesh>>,
+) -> Result<(Rc<Core>, Option<Rc<super::node::NodeCore>>), String> {
+    let node = match &start.cluster {
+        None => None,
+        Some(c) => {
+            let logs = c.recover_logs(id, shared.config.cores, &start.raft[id])?;
+            Some(Rc::new(super::node::NodeCore::new(c.clone(), id, logs)?))
+        }
+    };
+    let replicated = node.clone().map(|n| n as Rc<dyn Replicated>);
+    Ok((build_core(shared, start, id, mesh, replicated).await?, node))
+}
+
 /// Shard `id`'s core: its recovered store, users and keys, logs and limits.
 async fn build_core(
     shared: &Arc<Shared>,
     start: &Startup,
     id: usize,
     mesh: Option<Rc<mesh::Mesh>>,
+    node: Option<Rc<dyn Replicated>>,
 ) -> Result<Rc<Core>, String> {
     let cfg = &shared.config;
     let shards = cfg.cores;
@@ -118,13 +137,6 @@ async fn build_core(
                 .await
                 .map_err(|e| format!("cannot open the write-ahead log: {e}"))?,
         )),
-    };
-    let node = match &shared.cluster {
-        None => None,
-        Some(c) => {
-            let logs = c.recover_logs(id, shards, &start.raft[id])?;
-            Some(Rc::new(super::node::NodeCore::new(c.clone(), id, logs)?))
-        }
     };
     let parker = Parker::new().map_err(|e| format!("cannot create an epoll set: {e}"))?;
     // Never more than half the connection limit (logged-in users always have room), and one

@@ -138,6 +138,7 @@ pub fn run(mut config: Config) -> Result<(), Error> {
     let mut start = recovery::startup(&config, cluster.is_some()).map_err(Error::Data)?;
     *start.peer_listeners.get_mut().expect("start-up hand-off") =
         peer_listeners.into_iter().map(Some).collect();
+    start.cluster = cluster.clone();
     // Recovery's buffers (records read, mutations decoded) are freed by now, but malloc keeps
     // the pages for reuse: handing them back makes the RSS the stores' and the process's own,
     // which is what --max-memory measures the process's share by (memory.rs).
@@ -157,7 +158,6 @@ pub fn run(mut config: Config) -> Result<(), Error> {
         next_conn_id: AtomicU64::new(1),
         memory: memory::MemoryBudget::new(config.max_memory_bytes, config.eviction, &start.stores_bytes()),
         config: config.clone(),
-        cluster: cluster.clone(),
     });
     tracing::info!(
         listen = %config.listen,

@@ -6,8 +6,7 @@
 //! straight to the core driving that range on the other node. Both ends of a link present the
 //! node's TLS identity and accept only a key pinned in the cluster file.
 
-use super::core::Core;
-use super::core::Started;
+use super::core::{Core, Replicated, Started};
 use super::runtime::{self, race, sleep, Either, LocalSignal, Slot, TcpStream};
 use super::transport::Transport;
 use super::wal::{Group, Wal};
@@ -597,6 +596,17 @@ impl NodeCore {
             })
             .collect();
         serde_json::json!({"node": self.cluster.this, "core": self.core, "ranges": ranges, "links": links})
+    }
+}
+
+impl Replicated for NodeCore {
+    fn execute(
+        self: Rc<Self>,
+        core: Rc<Core>,
+        ops: Vec<ShardOp>,
+        now_ms: u64,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Vec<ShardReply>>>> {
+        Box::pin(self.execute_all(core, ops, now_ms))
     }
 }
 

@@ -23,6 +23,8 @@ pub struct Startup {
     /// listening socket for peers.
     pub raft: Vec<Vec<Vec<u8>>>,
     pub peer_listeners: std::sync::Mutex<Vec<Option<std::net::TcpListener>>>,
+    /// A cluster node's membership and link settings; None for a single node.
+    pub cluster: Option<Arc<super::node::Cluster>>,
 }
 
 impl Startup {
@@ -56,6 +58,7 @@ pub fn startup(config: &Config, cluster: bool) -> Result<Startup, String> {
             metrics_listener: Default::default(),
             raft: Vec::new(),
             peer_listeners: Default::default(),
+            cluster: None,
         });
     }
     let rec = durable::recover(&config.data_dir, config.cores, cipher.as_deref(), now)?;
@@ -98,5 +101,6 @@ pub fn startup(config: &Config, cluster: bool) -> Result<Startup, String> {
         metrics_listener: Default::default(),
         raft,
         peer_listeners: Default::default(),
+        cluster: None,
     })
 }

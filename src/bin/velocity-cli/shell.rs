@@ -69,6 +69,9 @@ impl Problem {
             ClientError::Protocol(_) => ("BAD_REPLY".into(), None, e.to_string()),
             ClientError::Usage(_) => ("USAGE".into(), None, e.to_string()),
             ClientError::Trust(_) => ("UNTRUSTED_SERVER".into(), None, e.to_string()),
+            ClientError::OutcomeUnknown(m) => {
+                ("OUTCOME_UNKNOWN".into(), Some(ErrorCode::OutcomeUnknown as u16), m.clone())
+            }
         };
         Problem { kind, code, message }
     }
