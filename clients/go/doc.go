@@ -19,9 +19,10 @@
 // Arguments replace ? placeholders outside quoted literals, each quoted so that data can never
 // change a statement (see Quote). Every ERROR the server sends is an *Error carrying its wire
 // code, matched with errors.Is against ErrInvalidCredentials, ErrRateLimited,
-// ErrInvalidCommand, ErrKeyNotFound, ErrStorageError, ErrProtocolError, ErrServerOverloaded or
-// ErrUnauthorized. A Conn is safe for concurrent use (requests from several goroutines are
-// pipelined on its socket); Pipeline sends many statements in one go; Pool spreads work over
-// several connections. InsertIfAbsent, CAS and Incr are the server's conditional writes and
-// counters, one atomic statement each. Contexts bound every wait.
+// ErrInvalidCommand, ErrKeyNotFound, ErrStorageError, ErrProtocolError, ErrServerOverloaded,
+// ErrUnauthorized or ErrOutcomeUnknown (from a cluster node: the write may or may not have been
+// applied; reading the key tells). A Conn is safe for concurrent use (requests from several
+// goroutines are pipelined on its socket); Pipeline sends many statements in one go; Pool
+// spreads work over several connections. InsertIfAbsent, CAS and Incr are the server's
+// conditional writes and counters, one atomic statement each. Contexts bound every wait.
 package velocity

@@ -9,7 +9,9 @@ import (
 // that errors.Is(err, velocity.ErrKeyNotFound) tells what the server said.
 type Code uint16
 
-// The wire codes.
+// The wire codes. CodeOutcomeUnknown is an extension for cluster nodes: the write reached the
+// cluster but its outcome is unknown (a leader failed or timed out midway); it may or may not
+// have been applied, and reading the key tells.
 const (
 	CodeSuccess            Code = 0x0000
 	CodeInvalidCredentials Code = 0x0001
@@ -20,6 +22,7 @@ const (
 	CodeProtocolError      Code = 0x0006
 	CodeServerOverloaded   Code = 0x0007
 	CodeUnauthorized       Code = 0x0008
+	CodeOutcomeUnknown     Code = 0x0009
 )
 
 // Targets for errors.Is, one per wire code. An *Error from the server matches the one of its
@@ -33,6 +36,7 @@ var (
 	ErrProtocolError      error = CodeProtocolError
 	ErrServerOverloaded   error = CodeServerOverloaded
 	ErrUnauthorized       error = CodeUnauthorized
+	ErrOutcomeUnknown     error = CodeOutcomeUnknown
 )
 
 // Failures that the client finds itself; they carry no wire code.
@@ -58,9 +62,10 @@ var codeNames = map[Code]string{
 	CodeProtocolError:      "PROTOCOL_ERROR",
 	CodeServerOverloaded:   "SERVER_OVERLOADED",
 	CodeUnauthorized:       "UNAUTHORIZED",
+	CodeOutcomeUnknown:     "OUTCOME_UNKNOWN",
 }
 
-// String is the profile's name of the code, e.g. KEY_NOT_FOUND, or 0x0009 for an unknown one.
+// String is the profile's name of the code, e.g. KEY_NOT_FOUND, or 0x0099 for an unknown one.
 func (c Code) String() string {
 	if n, ok := codeNames[c]; ok {
 		return n

@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -436,9 +437,9 @@ func TestFingerprintStringMatchesTheRustFormat(t *testing.T) {
 
 func TestErrorCodesAndNames(t *testing.T) {
 	sentinels := []error{ErrInvalidCredentials, ErrRateLimited, ErrInvalidCommand, ErrKeyNotFound, ErrStorageError,
-		ErrProtocolError, ErrServerOverloaded, ErrUnauthorized}
+		ErrProtocolError, ErrServerOverloaded, ErrUnauthorized, ErrOutcomeUnknown}
 	names := []string{"INVALID_CREDENTIALS", "RATE_LIMITED", "INVALID_COMMAND", "KEY_NOT_FOUND", "STORAGE_ERROR",
-		"PROTOCOL_ERROR", "SERVER_OVERLOADED", "UNAUTHORIZED"}
+		"PROTOCOL_ERROR", "SERVER_OVERLOADED", "UNAUTHORIZED", "OUTCOME_UNKNOWN"}
 	for i := range sentinels {
 		code := uint16(i + 1)
 		e := errorFor(code, "m")
@@ -464,6 +465,33 @@ func TestErrorCodesAndNames(t *testing.T) {
 	for _, s := range sentinels {
 		if errors.Is(unknown, s) {
 			t.Fatal(s)
+		}
+	}
+}
+
+// 0x0009 OUTCOME_UNKNOWN (an extension for cluster nodes: a write that may or may not have been
+// applied) is a known code with a sentinel of its own, and no other.
+func TestOutcomeUnknownCode(t *testing.T) {
+	if CodeOutcomeUnknown != 0x0009 || !CodeOutcomeUnknown.Known() || CodeOutcomeUnknown.String() != "OUTCOME_UNKNOWN" {
+		t.Fatalf("%d %v %s", uint16(CodeOutcomeUnknown), CodeOutcomeUnknown.Known(), CodeOutcomeUnknown)
+	}
+	e := errorFor(0x0009, "leader lost midway")
+	if !errors.Is(e, ErrOutcomeUnknown) || e.Code != CodeOutcomeUnknown {
+		t.Fatal(e)
+	}
+	if got := e.Error(); got != "velocity: OUTCOME_UNKNOWN: leader lost midway" {
+		t.Fatal(got)
+	}
+	if got := ErrOutcomeUnknown.Error(); got != "velocity: OUTCOME_UNKNOWN" {
+		t.Fatal(got)
+	}
+	wrapped := fmt.Errorf("exec: %w", e)
+	if c, ok := CodeOf(wrapped); !ok || c != CodeOutcomeUnknown || !errors.Is(wrapped, ErrOutcomeUnknown) {
+		t.Fatal(c, ok)
+	}
+	for _, other := range []error{ErrStorageError, ErrUnauthorized, ErrKeyNotFound} {
+		if errors.Is(e, other) {
+			t.Fatal(other)
 		}
 	}
 }

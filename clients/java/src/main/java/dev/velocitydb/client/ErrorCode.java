@@ -9,7 +9,9 @@ public enum ErrorCode {
     STORAGE_ERROR(0x0005),
     PROTOCOL_ERROR(0x0006),
     SERVER_OVERLOADED(0x0007),
-    UNAUTHORIZED(0x0008);
+    UNAUTHORIZED(0x0008),
+    /** An extension for cluster nodes: the write may or may not have been applied; reading the key tells. */
+    OUTCOME_UNKNOWN(0x0009);
 
     private final int wire;
 

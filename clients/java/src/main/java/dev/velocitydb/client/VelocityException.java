@@ -31,7 +31,7 @@ public class VelocityException extends RuntimeException {
         this.code = code;
     }
 
-    /** The wire code (1–8, or another from a newer server), or {@link #NO_CODE}. */
+    /** The wire code (1–9, or another from a newer server), or {@link #NO_CODE}. */
     public int code() {
         return code;
     }
@@ -69,6 +69,8 @@ public class VelocityException extends RuntimeException {
                 return new ServerOverloadedException(message);
             case UNAUTHORIZED:
                 return new UnauthorizedException(message);
+            case OUTCOME_UNKNOWN:
+                return new OutcomeUnknownException(message);
             default:
                 throw new AssertionError(c);
         }

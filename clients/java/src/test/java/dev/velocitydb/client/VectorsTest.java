@@ -336,7 +336,8 @@ class VectorsTest {
         Map<Integer, Class<? extends VelocityException>> want = Map.of(
                 1, InvalidCredentialsException.class, 2, RateLimitedException.class, 3, InvalidCommandException.class,
                 4, KeyNotFoundException.class, 5, StorageErrorException.class, 6, ProtocolErrorException.class,
-                7, ServerOverloadedException.class, 8, UnauthorizedException.class);
+                7, ServerOverloadedException.class, 8, UnauthorizedException.class,
+                9, OutcomeUnknownException.class);
         for (Map.Entry<Integer, Class<? extends VelocityException>> e : want.entrySet()) {
             VelocityException x = VelocityException.forCode(e.getKey(), "m");
             assertEquals(e.getValue(), x.getClass());
@@ -350,6 +351,21 @@ class VectorsTest {
         assertNull(unknown.errorCode());
         assertEquals("server error 0x0099: new", unknown.getMessage());
         assertEquals(VelocityException.NO_CODE, new TrustException("x").code());
+    }
+
+    @Test
+    void outcomeUnknownIsCode9() {
+        // An extension for cluster nodes: a write that may or may not have been applied.
+        assertEquals(0x0009, ErrorCode.OUTCOME_UNKNOWN.wire());
+        assertEquals(ErrorCode.OUTCOME_UNKNOWN, ErrorCode.of(0x0009));
+        assertEquals("OUTCOME_UNKNOWN", ErrorCode.of(0x0009).name());
+        VelocityException x = VelocityException.forCode(0x0009, "leader lost midway");
+        assertEquals(OutcomeUnknownException.class, x.getClass());
+        assertEquals(0x0009, x.code());
+        assertTrue(x.hasCode());
+        assertEquals(ErrorCode.OUTCOME_UNKNOWN, x.errorCode());
+        assertEquals("leader lost midway", x.getMessage());
+        assertEquals(0x0009, new OutcomeUnknownException("m", new RuntimeException()).code());
     }
 
     @Test
