@@ -69,3 +69,6 @@ scripts/test-cross.sh
 
 echo "== Client packages: packed, installed outside the repository, examples run =="
 scripts/test-packages.sh
+
+echo "== A cluster in network namespaces under kills, pauses and partitions (root only) =="
+scripts/cluster-chaos.sh

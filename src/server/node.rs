@@ -26,7 +26,7 @@ use raft::eraftpb::MessageType;
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -157,6 +157,21 @@ struct Link {
     down: Cell<bool>,
 }
 
+/// One range's part of a write once sent: where its outcome lands (and, forwarded, its forward id
+/// and the leader it went to), or the outcome already known.
+struct Part {
+    range: RangeId,
+    deadline_ms: u64,
+    sent: Result<Sent, Outcome>,
+}
+
+/// Where a sent part's outcome lands, and for a forwarded one its id and the leader it went to.
+type Sent = (Rc<Slot<Outcome>>, Option<(u64, NodeId)>);
+
+/// A read waiting for its read-index (None: its range could not be asked); weak, so that a read
+/// that gave up is gone.
+type ReadWaiter = Weak<Slot<Option<u64>>>;
+
 /// Who waits for a proposal this core made: a request of one of its connections, or a write
 /// another node forwarded (answered over the link to the core it came from).
 enum Waiter {
@@ -177,8 +192,11 @@ pub struct NodeCore {
     persist_kick: Notify,
     inbound: Cell<usize>,
     proposals: RefCell<HashMap<ProposalId, Waiter>>,
-    /// Reads waiting for their read-index, by the id `Replicas::read` gave.
-    reads: RefCell<HashMap<ReadId, Rc<Slot<u64>>>>,
+    /// Reads waiting for the next cycle to ask their range for a read-index: every read that
+    /// arrived before the request is sent shares its answer (one heartbeat round for all).
+    queued_reads: RefCell<BTreeMap<RangeId, Vec<ReadWaiter>>>,
+    /// Reads asked for, by the id `Replicas::read` gave (weak: a read that gave up is gone).
+    reads: RefCell<HashMap<ReadId, Vec<ReadWaiter>>>,
     /// Fired after each cycle, each tick and each link going up or down: what requests wait on
     /// (a range's applied index, which is what this core's store holds since a cycle applies
     /// its entries before anything else runs on the core; a leader known and reachable).
@@ -217,6 +235,7 @@ impl NodeCore {
             persist_kick: Notify::default(),
             inbound: Cell::new(0),
             proposals: RefCell::new(HashMap::new()),
+            queued_reads: RefCell::new(BTreeMap::new()),
             reads: RefCell::new(HashMap::new()),
             changed: Notify::default(),
             forwards: RefCell::new(HashMap::new()),
@@ -285,28 +304,55 @@ impl NodeCore {
         }
     }
 
-    /// Run one connection's ops for this core's shard, in order: writes through their ranges'
-    /// Raft groups, reads after a read-index round.
-    pub async fn execute_all(
-        self: Rc<Self>,
-        core: Rc<Core>,
-        ops: Vec<ShardOp>,
-        now_ms: u64,
-    ) -> Vec<ShardReply> {
+    /// Run one connection's ops for this core's shard: writes through their ranges' Raft
+    /// groups, reads after a read-index round. A run of consecutive writes is proposed in
+    /// order (each range's log keeps it) before any of them is waited for, and a run of reads
+    /// asks together; a read after a write waits for it, so a connection reads its own writes.
+    async fn execute_all(self: Rc<Self>, core: Rc<Core>, ops: Vec<ShardOp>, now_ms: u64) -> Vec<ShardReply> {
         let mut replies = Vec::with_capacity(ops.len());
-        for op in ops {
-            replies.push(if op.is_write() {
-                self.write(&core, op, now_ms).await
+        let mut ops = ops.into_iter().peekable();
+        while let Some(first) = ops.next() {
+            let write = first.is_write();
+            let mut run = vec![first];
+            while let Some(op) = ops.next_if(|op| op.is_write() == write) {
+                run.push(op);
+            }
+            if write {
+                let mut begun = Vec::with_capacity(run.len());
+                for op in run {
+                    begun.push(self.begin_write(&core, op, now_ms).await);
+                }
+                for b in begun {
+                    replies.push(self.end_write(b).await);
+                }
+            } else if run.len() == 1 {
+                replies.push(self.read(&core, run.pop().expect("one op"), now_ms).await);
             } else {
-                self.read(&core, op, now_ms).await
-            });
+                let slots: Vec<Rc<Slot<ShardReply>>> = run
+                    .into_iter()
+                    .map(|op| {
+                        let slot = Slot::new();
+                        let (node, core, put) = (self.clone(), core.clone(), slot.clone());
+                        runtime::spawn(async move { put.put(node.read(&core, op, now_ms).await) });
+                        slot
+                    })
+                    .collect();
+                for slot in slots {
+                    replies.push(slot.take().await);
+                }
+            }
         }
         replies
     }
 
     /// A write: each range's part proposed (or forwarded to its leader) in turn, the replies
     /// put back together as the store would have answered the whole.
-    async fn write(self: &Rc<Self>, core: &Rc<Core>, op: ShardOp, now_ms: u64) -> ShardReply {
+    async fn begin_write(
+        self: &Rc<Self>,
+        core: &Rc<Core>,
+        op: ShardOp,
+        now_ms: u64,
+    ) -> Result<Vec<(Vec<usize>, Part)>, ShardReply> {
         let map = &self.cluster.map;
         let parts: Vec<(RangeId, Vec<usize>, ShardOp)> = match op {
             ShardOp::Update { ref key, .. } => vec![(map.range_of_key(key), vec![0], op)],
@@ -339,15 +385,28 @@ impl NodeCore {
                     .collect()
             }
             _ => {
-                return ShardReply::Invalid(
+                return Err(ShardReply::Invalid(
                     "a range DELETE is not replicated on a cluster yet (docs/cluster.md); delete the keys by name".into(),
-                )
+                ))
             }
         };
-        let mut outcomes = Vec::with_capacity(parts.len());
+        let mut sent = Vec::with_capacity(parts.len());
         for (range, idx, op) in parts {
             let entry = encode_entry(now_ms, &op).expect("point writes are entries");
-            outcomes.push((idx, self.write_range(core, range, entry).await));
+            sent.push((idx, self.begin_range(core, range, entry).await));
+        }
+        Ok(sent)
+    }
+
+    /// A write's reply, from the parts `begin_write` sent.
+    async fn end_write(&self, begun: Result<Vec<(Vec<usize>, Part)>, ShardReply>) -> ShardReply {
+        let sent = match begun {
+            Err(reply) => return reply,
+            Ok(sent) => sent,
+        };
+        let mut outcomes = Vec::with_capacity(sent.len());
+        for (idx, part) in sent {
+            outcomes.push((idx, self.end_range(part).await));
         }
         combine(outcomes)
     }
@@ -385,49 +444,56 @@ impl NodeCore {
         }
     }
 
-    /// Propose `entry` to `range` here if this replica leads it, else forward it to the leader.
-    async fn write_range(self: &Rc<Self>, core: &Rc<Core>, range: RangeId, entry: Vec<u8>) -> Outcome {
+    /// Propose `entry` to `range` here if this replica leads it, else forward it to the leader
+    /// (after waiting out an election): what `end_range` waits on.
+    async fn begin_range(self: &Rc<Self>, core: &Rc<Core>, range: RangeId, entry: Vec<u8>) -> Part {
         let deadline_ms = runtime::now_ms() + CLUSTER_REQUEST_TIMEOUT_MS;
+        let done = |o| Part { range, deadline_ms, sent: Err(o) };
         if let Err(why) = self.reachable_leader(range, deadline_ms).await {
-            return Outcome::NotApplied(why);
+            return done(Outcome::NotApplied(why));
         }
         let proposed = self.replicas.borrow_mut().propose(range, entry.clone());
-        let mut sent_to = self.cluster.this;
-        let (slot, forwarded) = match proposed {
+        match proposed {
             Ok(id) => {
                 let slot = Slot::new();
                 self.proposals.borrow_mut().insert(id, Waiter::Local(slot.clone()));
                 self.ready_kick.notify();
-                (slot, None)
+                Part { range, deadline_ms, sent: Ok((slot, None)) }
             }
             Err(ProposeError::NotLeader { leader: Some(l) }) if l != self.cluster.this => {
-                sent_to = l;
                 match self.forward(core, l, range, &entry) {
-                    Some((id, slot)) => (slot, Some(id)),
-                    None => {
-                        return Outcome::NotApplied(format!(
-                            "too many writes on their way to node {l}, range {range}'s leader"
-                        ))
-                    }
+                    Some((id, slot)) => Part { range, deadline_ms, sent: Ok((slot, Some((id, l)))) },
+                    None => done(Outcome::NotApplied(format!(
+                        "too many writes on their way to node {l}, range {range}'s leader"
+                    ))),
                 }
             }
             Err(ProposeError::NotLeader { .. }) => {
-                return Outcome::NotApplied(format!("range {range} has no leader now (an election is under way)"))
+                done(Outcome::NotApplied(format!("range {range} has no leader now (an election is under way)")))
             }
-            Err(ProposeError::UnknownRange(_)) => {
-                return Outcome::NotApplied(format!(
-                    "this node holds no replica of range {range}, and writes are forwarded only from replicas (docs/cluster.md)"
-                ))
-            }
-            Err(ProposeError::Refused(why)) => return Outcome::NotApplied(format!("range {range}'s leader refused it: {why}")),
+            Err(ProposeError::UnknownRange(_)) => done(Outcome::NotApplied(format!(
+                "this node holds no replica of range {range}, and writes are forwarded only from replicas (docs/cluster.md)"
+            ))),
+            Err(ProposeError::Refused(why)) => done(Outcome::NotApplied(format!("range {range}'s leader refused it: {why}"))),
+        }
+    }
+
+    /// The outcome of a part `begin_range` sent.
+    async fn end_range(&self, part: Part) -> Outcome {
+        let Part { range, deadline_ms, sent } = part;
+        let (slot, forwarded) = match sent {
+            Err(o) => return o,
+            Ok(s) => s,
         };
         // The answer, or (a forwarded write) word that the leader it went to leads no more: its
         // fate is then unknown here, and the client hears so now rather than at the deadline.
         let answer = async {
             loop {
                 let woken = self.changed.renew();
-                if forwarded.is_some() && self.replicas.borrow().leader(range) != Some(Some(sent_to)) {
-                    return Outcome::Unknown;
+                if let Some((_, to)) = forwarded {
+                    if self.replicas.borrow().leader(range) != Some(Some(to)) {
+                        return Outcome::Unknown;
+                    }
                 }
                 if let Either::Left(o) = race(slot.take(), woken.wait()).await {
                     return o;
@@ -439,7 +505,7 @@ impl NodeCore {
             Either::Left(o) => o,
             Either::Right(()) => Outcome::Unknown,
         };
-        if let Some(id) = forwarded {
+        if let Some((id, _)) = forwarded {
             self.forwards.borrow_mut().remove(&id);
         }
         o
@@ -516,26 +582,18 @@ impl NodeCore {
             if let Err(why) = self.reachable_leader(range, deadline).await {
                 return ShardReply::Unavailable(why);
             }
-            let asked = self.replicas.borrow_mut().read(range);
-            match asked {
-                Ok(id) => {
-                    let slot = Slot::new();
-                    self.reads.borrow_mut().insert(id, slot.clone());
-                    waits.push((range, id, slot));
-                }
-                Err(ProposeError::UnknownRange(_)) => {
-                    return ShardReply::Unavailable(format!(
-                        "this node holds no replica of range {range}, and reads are served only by replicas (docs/cluster.md)"
-                    ))
-                }
-                Err(_) => return ShardReply::Unavailable(format!("range {range} has no leader now")),
-            }
+            let slot = Slot::new();
+            self.queued_reads.borrow_mut().entry(range).or_default().push(Rc::downgrade(&slot));
+            waits.push((range, slot));
         }
         self.ready_kick.notify();
         let confirmed = async {
             let mut indexes = Vec::with_capacity(waits.len());
-            for (range, _, slot) in &waits {
-                indexes.push((*range, slot.take().await));
+            for (range, slot) in &waits {
+                match slot.take().await {
+                    Some(i) => indexes.push((*range, i)),
+                    None => return Err(format!("range {range} has no leader now")),
+                }
             }
             loop {
                 let woken = self.changed.renew();
@@ -544,17 +602,17 @@ impl NodeCore {
                     indexes.iter().all(|(r, i)| replicas.applied(*r).is_some_and(|a| a >= *i))
                 };
                 if caught_up {
-                    return;
+                    return Ok(());
                 }
                 woken.wait().await;
             }
         };
         let left = deadline.saturating_sub(runtime::now_ms());
-        let timed_out =
-            matches!(race(confirmed, sleep(Duration::from_millis(left))).await, Either::Right(()));
-        for (_, id, _) in &waits {
-            self.reads.borrow_mut().remove(id);
-        }
+        let timed_out = match race(confirmed, sleep(Duration::from_millis(left))).await {
+            Either::Left(Ok(())) => false,
+            Either::Left(Err(why)) => return ShardReply::Unavailable(why),
+            Either::Right(()) => true,
+        };
         if timed_out {
             return ShardReply::Unavailable(format!(
                 "no majority confirmed the read within {CLUSTER_REQUEST_TIMEOUT_MS} ms"
@@ -564,6 +622,24 @@ impl NodeCore {
         match core.start_op(op, now_ms, &mut group) {
             Started::Done(r) => r,
             Started::More(rest) => core.finish_op(rest, now_ms).await.0,
+        }
+    }
+
+    /// One read-index request per range for the reads queued since the last cycle; a range
+    /// that cannot be asked (no leader known) tells its reads so.
+    fn ask_reads(&self) {
+        let queued = std::mem::take(&mut *self.queued_reads.borrow_mut());
+        let mut reads = self.reads.borrow_mut();
+        // Requests no answer will come for (a leader that lost its majority) hold only readers
+        // that gave up.
+        reads.retain(|_, w| w.iter().any(|w| w.strong_count() > 0));
+        for (range, waiting) in queued {
+            match self.replicas.borrow_mut().read(range) {
+                Ok(id) => {
+                    reads.insert(id, waiting);
+                }
+                Err(_) => waiting.iter().filter_map(|w| w.upgrade()).for_each(|s| s.put(None)),
+            }
         }
     }
 
@@ -689,6 +765,7 @@ async fn ready_loop(core: Rc<Core>, node: Rc<NodeCore>, wal: Rc<Wal>) {
         if core.shutdown.is_fired() {
             return;
         }
+        node.ask_reads();
         let batch = node.replicas.borrow_mut().ready();
         if batch.number == 0 {
             let _ = race(woken.wait(), core.shutdown.wait()).await;
@@ -746,8 +823,9 @@ fn run_batch(core: &Rc<Core>, node: &Rc<NodeCore>, wal: &Wal, batch: Batch) -> R
     }
     for (_, id, index) in reads {
         // A request duplicated on the way is answered twice; the first answer serves.
-        if let Some(slot) = node.reads.borrow_mut().remove(&id) {
-            slot.put(index);
+        let waiting = node.reads.borrow_mut().remove(&id);
+        for slot in waiting.into_iter().flatten().filter_map(|w| w.upgrade()) {
+            slot.put(Some(index));
         }
     }
     node.changed.notify();

@@ -2,6 +2,8 @@
 //! and hands out real clients. Dropping a `Server` kills the process and removes its data.
 #![allow(dead_code)]
 
+pub mod registers;
+
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};

@@ -1,0 +1,290 @@
+//! A three-node cluster in network namespaces (one per node, veth pairs on a bridge), faults
+//! injected in turn while six clients write and read registers through the nodes: the busiest
+//! leader killed (SIGKILL) and restarted, paused (SIGSTOP) and resumed, cut off by its link going
+//! down and healed, a follower cut off and healed, and netem delay and loss when the kernel has
+//! netem. The clients' history must be linearizable (`velocity::linearizability::check`).
+//!
+//! Needs root and `ip netns`: ignored by `cargo test`; `scripts/cluster-chaos.sh` runs it, or
+//! says it skipped.
+
+mod common;
+
+use common::*;
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use velocity::linearizability::{self, Operation};
+
+const NODES: usize = 3;
+
+fn run(args: &[&str]) -> Result<(), String> {
+    let out = Command::new(args[0]).args(&args[1..]).output().map_err(|e| format!("{args:?}: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!("{args:?}: {}", String::from_utf8_lossy(&out.stderr).trim()))
+    }
+}
+
+fn must(args: &[&str]) {
+    run(args).unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// The namespaces, the bridge, the nodes; all removed when dropped.
+struct Net {
+    tag: String,
+    subnet: u32,
+    dirs: Vec<PathBuf>,
+    nodes: Vec<Option<Child>>,
+}
+
+impl Net {
+    fn ns(&self, i: usize) -> String {
+        format!("vc{}n{}", self.tag, i + 1)
+    }
+
+    fn veth(&self, i: usize) -> String {
+        format!("vch{}{}", self.tag, i + 1)
+    }
+
+    fn bridge(&self) -> String {
+        format!("vcb{}", self.tag)
+    }
+
+    fn ip(&self, i: usize) -> String {
+        format!("10.89.{}.{}", self.subnet, i + 1)
+    }
+
+    fn client_addr(&self, i: usize) -> SocketAddr {
+        format!("{}:7411", self.ip(i)).parse().unwrap()
+    }
+
+    fn up() -> Net {
+        let pid = std::process::id();
+        let net = Net {
+            tag: format!("{}", pid % 100_000),
+            subnet: 100 + pid % 100,
+            dirs: Vec::new(),
+            nodes: Vec::new(),
+        };
+        let br = net.bridge();
+        must(&["ip", "link", "add", &br, "type", "bridge"]);
+        must(&["ip", "addr", "add", &format!("10.89.{}.254/24", net.subnet), "dev", &br]);
+        must(&["ip", "link", "set", &br, "up"]);
+        for i in 0..NODES {
+            let (ns, veth) = (net.ns(i), net.veth(i));
+            must(&["ip", "netns", "add", &ns]);
+            must(&["ip", "-n", &ns, "link", "set", "lo", "up"]);
+            must(&["ip", "link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", &ns]);
+            must(&["ip", "link", "set", &veth, "master", &br, "up"]);
+            must(&["ip", "-n", &ns, "addr", "add", &format!("{}/24", net.ip(i)), "dev", "eth0"]);
+            must(&["ip", "-n", &ns, "link", "set", "eth0", "up"]);
+        }
+        net
+    }
+
+    fn make_cluster(&mut self) {
+        let mut file = "ranges 12\nreplication 3\n".to_string();
+        for i in 0..NODES {
+            let d = temp_dir("chaos");
+            add_user(&d, "alice", PASSWORD, "readwrite");
+            let out =
+                Command::new(bin("velocityd")).args(["fingerprint", "--data-dir"]).arg(&d).output().unwrap();
+            let fp = String::from_utf8(out.stdout).unwrap().split_whitespace().last().unwrap().to_owned();
+            file.push_str(&format!("node {} {}:7511 cores=2 {fp}\n", i + 1, self.ip(i)));
+            self.dirs.push(d);
+        }
+        let cf = self.dirs[0].with_extension("cluster");
+        std::fs::write(&cf, file).unwrap();
+        for (i, d) in self.dirs.iter().enumerate() {
+            let out = Command::new(bin("velocityd"))
+                .args(["cluster", "init", "--node-id", &(i + 1).to_string(), "--cluster-file"])
+                .arg(&cf)
+                .arg("--data-dir")
+                .arg(d)
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        }
+        for i in 0..NODES {
+            let child = self.start(i);
+            self.nodes.push(Some(child));
+        }
+    }
+
+    /// Start node `i` in its namespace (`ip netns exec` execs velocityd: the child is it).
+    fn start(&self, i: usize) -> Child {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dirs[i].with_extension("log"))
+            .unwrap();
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.ns(i)])
+            .arg(bin("velocityd"))
+            .args([
+                "--listen",
+                &self.client_addr(i).to_string(),
+                "--cores",
+                "2",
+                "--plaintext",
+                "--durability",
+                "sync",
+            ])
+            .arg("--data-dir")
+            .arg(&self.dirs[i])
+            .env("VELOCITY_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while TcpStream::connect_timeout(&self.client_addr(i), Duration::from_millis(200)).is_err() {
+            assert!(Instant::now() < deadline, "node {} did not start", i + 1);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        child
+    }
+
+    fn pid(&self, i: usize) -> i32 {
+        self.nodes[i].as_ref().unwrap().id() as i32
+    }
+
+    /// The node leading most ranges, as those that answer report it.
+    fn busiest_leader(&self) -> usize {
+        let mut count = [0usize; NODES];
+        for ask in 0..NODES {
+            let Ok(all) = velocity::server::node::status(&self.dirs[ask]) else { continue };
+            for core in &all {
+                for r in core["ranges"].as_array().into_iter().flatten() {
+                    if r["is_leader"].as_bool() == Some(true) {
+                        count[core["node"].as_u64().unwrap() as usize - 1] += 1;
+                    }
+                }
+            }
+            break;
+        }
+        (0..NODES).max_by_key(|i| count[*i]).unwrap()
+    }
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        for c in self.nodes.iter_mut().flatten() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        for i in 0..NODES {
+            let _ = run(&["ip", "netns", "del", &self.ns(i)]);
+        }
+        let _ = run(&["ip", "link", "del", &self.bridge()]);
+        for d in &self.dirs {
+            let _ = std::fs::remove_dir_all(d);
+        }
+    }
+}
+
+#[test]
+#[ignore]
+fn a_cluster_under_kills_pauses_and_partitions_stays_linearizable() {
+    let mut net = Net::up();
+    net.make_cluster();
+    let started = Instant::now();
+    let stop = Arc::new(AtomicBool::new(false));
+    let history: Arc<Mutex<Vec<Operation>>> = Arc::default();
+    let mut threads = Vec::new();
+    for i in 0..NODES {
+        // The first client's login: each node has its own salt, so a password, derived per node.
+        let creds =
+            velocity::client::Credentials::Password { user: "alice".into(), password: PASSWORD.into() };
+        for t in 0..2u64 {
+            let target = registers::Target {
+                host: net.ip(i),
+                port: 7411,
+                known_hosts: net.dirs[i].with_extension("known_hosts"),
+            };
+            threads.push(registers::spawn(
+                i as u64 * 10 + t,
+                target,
+                creds.clone(),
+                4,
+                started,
+                stop.clone(),
+                history.clone(),
+            ));
+        }
+    }
+    let wait = |ms| std::thread::sleep(Duration::from_millis(ms));
+    let mut faults = Vec::new();
+    wait(2000);
+
+    let v = net.busiest_leader();
+    let _ = net.nodes[v].as_mut().unwrap().kill();
+    let _ = net.nodes[v].as_mut().unwrap().wait();
+    faults.push(format!("node {} (busiest leader) killed with SIGKILL for 2.5 s, restarted", v + 1));
+    wait(2500);
+    net.nodes[v] = Some(net.start(v));
+    wait(2000);
+
+    let v = net.busiest_leader();
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(net.pid(v), libc::SIGSTOP) };
+    faults.push(format!("node {} (busiest leader) paused with SIGSTOP for 2.5 s, resumed", v + 1));
+    wait(2500);
+    unsafe { libc::kill(net.pid(v), libc::SIGCONT) };
+    wait(2000);
+
+    let v = net.busiest_leader();
+    must(&["ip", "link", "set", &net.veth(v), "down"]);
+    faults.push(format!("node {} (busiest leader) cut off (its link down) for 3 s, healed", v + 1));
+    wait(3000);
+    must(&["ip", "link", "set", &net.veth(v), "up"]);
+    wait(2000);
+
+    let f = (net.busiest_leader() + 1) % NODES;
+    must(&["ip", "link", "set", &net.veth(f), "down"]);
+    faults.push(format!("node {} (a follower of some ranges) cut off for 3 s, healed", f + 1));
+    wait(3000);
+    must(&["ip", "link", "set", &net.veth(f), "up"]);
+    wait(2000);
+
+    // Delay and loss on every node's link, if this kernel has netem.
+    let netem: Vec<String> = (0..NODES).map(|i| net.veth(i)).collect();
+    let with = netem.iter().all(|v| {
+        run(&["tc", "qdisc", "add", "dev", v, "root", "netem", "delay", "20ms", "5ms", "loss", "3%"]).is_ok()
+    });
+    if with {
+        faults.push("netem: 20 ± 5 ms delay and 3% loss on every link for 4 s".into());
+        wait(4000);
+    } else {
+        faults.push("netem: not available in this kernel (sch_netem), skipped".into());
+    }
+    for v in &netem {
+        let _ = run(&["tc", "qdisc", "del", "dev", v, "root"]);
+    }
+    wait(2000);
+
+    stop.store(true, Ordering::Relaxed);
+    for t in threads {
+        t.join().unwrap();
+    }
+    let history = history.lock().unwrap().clone();
+    let report = linearizability::check(&history, 10_000_000).unwrap();
+    eprintln!("faults injected, in turn:");
+    for f in &faults {
+        eprintln!("  {f}");
+    }
+    eprintln!("not injected: a wiped node rejoining (rebuilding a replica from a snapshot is not built yet: docs/cluster.md)");
+    let unknown = history.iter().filter(|o| o.return_ns.is_none()).count();
+    eprintln!(
+        "{} operations recorded ({unknown} writes of unknown outcome), {} checked: {:?}",
+        history.len(),
+        report.ops_checked,
+        report.verdict
+    );
+    assert!(report.ops_checked > 100, "too few operations: {}", report.ops_checked);
+    assert!(report.is_linearizable(), "{:?}", report.verdict);
+}
