@@ -39,10 +39,37 @@ export class Result implements Iterable<Value[]> {
   toObject(): Record<string, Value>;
 }
 
+/**
+ * A seed: 'host:port', 'host' (the `port` option's port, default 7411), '[v6]:port', or an object
+ * whose `fingerprint` pins that node's key (instead of the `fingerprint` option).
+ */
+export type Seed = string | { host?: string; port?: number; fingerprint?: string };
+
 export interface ConnectOptions {
+  /** The one server to connect to (default 127.0.0.1); not with `hosts`. */
   host?: string;
-  /** Default 7411. */
+  /** Default 7411; with `hosts`, the port of the seeds that name none. */
   port?: number;
+  /**
+   * Seeds, tried in order until one answers (a comma-separated string too): the nodes of a
+   * cluster. With it, `reconnect` defaults to true.
+   */
+  hosts?: Seed[] | string;
+  /**
+   * After the connection to its node fails (error, close, DISCONNECT, timeout), reconnect to the
+   * next seed that answers on the next request, logging in as before; reads (SELECT, SHOW, PING,
+   * STATS) are then sent again, and a write that was sent rejects with OutcomeUnknown. Default:
+   * true with `hosts`, false with `host`/`port` (a failure closes the connection, as ever).
+   */
+  reconnect?: boolean;
+  /**
+   * Times a request is sent again after SERVER_OVERLOADED (unless a write's message says it was
+   * partly applied), a lost connection (reads only) or no seed answering (a request not yet sent).
+   * Default 3 with `reconnect`, else 0.
+   */
+  retries?: number;
+  /** Wait before the first retry, doubled for each next one, at most 2000. Default 100. */
+  retryBackoffMs?: number;
   user?: string;
   password?: string;
   /** A credential from deriveCredential, so that many connections cost one Argon2id. */
@@ -56,7 +83,10 @@ export interface ConnectOptions {
   acceptNewHost?: boolean | ((hostLabel: string, fingerprint: string) => boolean | Promise<boolean>);
   /** Accept exactly this server key ('SHA256:…'). */
   fingerprint?: string;
-  /** Default 30000; 0 for none. */
+  /**
+   * Default 30000; 0 for none. Per seed when connecting; a request unanswered for this long fails
+   * the connection (and, with `reconnect`, moves to the next seed).
+   */
   timeoutMs?: number;
   clientName?: string;
 }
@@ -64,9 +94,13 @@ export interface ConnectOptions {
 export type Statement = string | [string, Param[]];
 
 export class Connection {
-  serverInfo: ServerInfo;
+  /** The server parameters of the node the connection is on (they change with a reconnect). */
+  readonly serverInfo: ServerInfo;
   readonly fingerprint: string;
-  closed: boolean;
+  /** `host:port` of the node the connection is on, or was last on. */
+  readonly address: string;
+  /** True after close(), or after a failure that is not followed by a reconnect. */
+  readonly closed: boolean;
   execute(sql: string, params?: Param[]): Promise<Result>;
   pipeline(statements: Statement[], options?: { raiseOnError?: true }): Promise<Result[]>;
   pipeline(statements: Statement[], options: { raiseOnError: false }): Promise<Array<Result | VelocityError>>;
@@ -111,9 +145,17 @@ export class StorageError extends VelocityError {}
 export class ProtocolError extends VelocityError {}
 export class ServerOverloaded extends VelocityError {}
 export class Unauthorized extends VelocityError {}
+/**
+ * OUTCOME_UNKNOWN (0x0009, cluster mode): the write reached the cluster but may or may not have
+ * been applied. Also raised by the client, with the same code and the connection's error as
+ * `cause`, for a write whose connection was lost after it was sent. Read the key to find out.
+ */
+export class OutcomeUnknown extends VelocityError {}
 export class UnknownServerError extends VelocityError {}
 export class Disconnected extends VelocityError {
   reason: string;
+  /** When several seeds were tried and none answered: each one's error, in the order tried. */
+  errors?: VelocityError[];
 }
 export class TrustError extends VelocityError {}
 export class UsageError extends VelocityError {}

@@ -3,6 +3,7 @@
 //
 //   const velocity = require('velocity-client');
 //   const db = await velocity.connect({ port: 7411, user: 'alice', password: '…', acceptNewHost: true });
+//   // or, for a cluster: velocity.connect({ hosts: ['10.0.0.1:7411', '10.0.0.2:7411'], user: 'alice', … })
 //   await db.execute('INSERT INTO kv (key, value) VALUES (?, ?)', ['user:1', 'alice']);
 //   (await db.execute('SELECT value FROM kv WHERE key = ?', ['user:1'])).scalar(); // <Buffer 61 6c 69 63 65>
 //   await db.close();
@@ -29,6 +30,7 @@ module.exports = {
   ProtocolError: errors.ProtocolError,
   ServerOverloaded: errors.ServerOverloaded,
   Unauthorized: errors.Unauthorized,
+  OutcomeUnknown: errors.OutcomeUnknown,
   UnknownServerError: errors.UnknownServerError,
   Disconnected: errors.Disconnected,
   TrustError: errors.TrustError,

@@ -19,6 +19,9 @@ const CODES = {
   ProtocolError: 0x0006,
   ServerOverloaded: 0x0007,
   Unauthorized: 0x0008,
+  // Extension (cluster mode): the write reached the cluster but no one can say whether it was
+  // applied. The client raises it too, for a write whose connection died after it was sent.
+  OutcomeUnknown: 0x0009,
 };
 
 const classes = {};

@@ -55,6 +55,15 @@ class Unauthorized(VelocityError):
     code = 0x0008
 
 
+class OutcomeUnknown(VelocityError):
+    """A write that may or may not have been applied: a cluster node says so (OUTCOME_UNKNOWN,
+    its leader failed or timed out midway), or the connection was lost after the write was sent.
+    It is not a failure: read the key to find out, or repeat the write if doing it twice is
+    harmless. The client never repeats it by itself."""
+
+    code = 0x0009
+
+
 class UnknownServerError(VelocityError):
     """An ERROR with a code this client does not know (from a newer server)."""
 
@@ -86,6 +95,7 @@ ERRORS_BY_CODE: Dict[int, Type[VelocityError]] = {
         ProtocolError,
         ServerOverloaded,
         Unauthorized,
+        OutcomeUnknown,
     )
 }
 
@@ -98,6 +108,7 @@ CODE_NAMES: Dict[int, str] = {
     0x0006: "PROTOCOL_ERROR",
     0x0007: "SERVER_OVERLOADED",
     0x0008: "UNAUTHORIZED",
+    0x0009: "OUTCOME_UNKNOWN",
 }
 
 
