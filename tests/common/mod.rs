@@ -151,10 +151,13 @@ impl Server {
                         Ok(c) => c,
                         // Right after a kill -9 on this port, the dead server's listening socket
                         // lingers a few milliseconds in the kernel and takes connections it then
-                        // resets: this server is not listening yet.
+                        // resets: this server is not listening yet. The probe above may have
+                        // reached that socket, gone by now (refused) before this one binds.
                         Err(velocity::client::ClientError::Io(e))
-                            if e.kind() == std::io::ErrorKind::ConnectionReset
-                                && Instant::now() < deadline =>
+                            if matches!(
+                                e.kind(),
+                                std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::ConnectionRefused
+                            ) && Instant::now() < deadline =>
                         {
                             std::thread::sleep(Duration::from_millis(20));
                             continue;
