@@ -87,28 +87,8 @@ impl Net {
     }
 
     fn make_cluster(&mut self) {
-        let mut file = "ranges 12\nreplication 3\n".to_string();
-        for i in 0..NODES {
-            let d = temp_dir("chaos");
-            add_user(&d, "alice", PASSWORD, "readwrite");
-            let out =
-                Command::new(bin("velocityd")).args(["fingerprint", "--data-dir"]).arg(&d).output().unwrap();
-            let fp = String::from_utf8(out.stdout).unwrap().split_whitespace().last().unwrap().to_owned();
-            file.push_str(&format!("node {} {}:7511 cores=2 {fp}\n", i + 1, self.ip(i)));
-            self.dirs.push(d);
-        }
-        let cf = self.dirs[0].with_extension("cluster");
-        std::fs::write(&cf, file).unwrap();
-        for (i, d) in self.dirs.iter().enumerate() {
-            let out = Command::new(bin("velocityd"))
-                .args(["cluster", "init", "--node-id", &(i + 1).to_string(), "--cluster-file"])
-                .arg(&cf)
-                .arg("--data-dir")
-                .arg(d)
-                .output()
-                .unwrap();
-            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        }
+        let peers: Vec<String> = (0..NODES).map(|i| format!("{}:7511", self.ip(i))).collect();
+        self.dirs = init_cluster("chaos", 12, 2, &peers);
         for i in 0..NODES {
             let child = self.start(i);
             self.nodes.push(Some(child));

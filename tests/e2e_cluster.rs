@@ -8,7 +8,6 @@ mod common;
 use common::*;
 use std::net::TcpListener;
 use std::path::PathBuf;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -38,28 +37,8 @@ struct Cluster {
 
 impl Cluster {
     fn start() -> Cluster {
-        let dirs: Vec<PathBuf> = (0..NODES).map(|_| temp_dir("cluster")).collect();
-        let mut file = format!("ranges {RANGES}\nreplication 3\n");
-        for (i, d) in dirs.iter().enumerate() {
-            add_user(d, "alice", PASSWORD, "readwrite");
-            let out =
-                Command::new(bin("velocityd")).args(["fingerprint", "--data-dir"]).arg(d).output().unwrap();
-            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-            let fp = String::from_utf8(out.stdout).unwrap().split_whitespace().last().unwrap().to_owned();
-            file.push_str(&format!("node {} 127.0.0.1:{} cores={CORES} {fp}\n", i + 1, free_port_pair()));
-        }
-        let cf = dirs[0].with_extension("cluster");
-        std::fs::write(&cf, &file).unwrap();
-        for (i, d) in dirs.iter().enumerate() {
-            let out = Command::new(bin("velocityd"))
-                .args(["cluster", "init", "--node-id", &(i + 1).to_string(), "--cluster-file"])
-                .arg(&cf)
-                .arg("--data-dir")
-                .arg(d)
-                .output()
-                .unwrap();
-            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        }
+        let peers: Vec<String> = (0..NODES).map(|_| format!("127.0.0.1:{}", free_port_pair())).collect();
+        let dirs = init_cluster("cluster", RANGES, CORES, &peers);
         let nodes: Vec<Option<Server>> = dirs
             .iter()
             .map(|d| Some(Server::start_in(d.clone(), CORES, &["--plaintext", "--durability", "sync"])))

@@ -316,3 +316,30 @@ pub fn audit_lines(data_dir: &Path) -> Vec<serde_json::Value> {
     assert!(out.status.success() && out.stderr.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
 }
+
+/// Make `peers.len()` fresh data directories one cluster (`ranges` ranges, RF 3, `cores` each,
+/// node i+1's peer address `peers[i]`) with `velocityd cluster init`, each with the user alice.
+pub fn init_cluster(tag: &str, ranges: usize, cores: usize, peers: &[String]) -> Vec<PathBuf> {
+    let dirs: Vec<PathBuf> = peers.iter().map(|_| temp_dir(tag)).collect();
+    let mut file = format!("ranges {ranges}\nreplication 3\n");
+    for (i, d) in dirs.iter().enumerate() {
+        add_user(d, "alice", PASSWORD, "readwrite");
+        let out = Command::new(bin("velocityd")).args(["fingerprint", "--data-dir"]).arg(d).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let fp = String::from_utf8(out.stdout).unwrap().split_whitespace().last().unwrap().to_owned();
+        file.push_str(&format!("node {} {} cores={cores} {fp}\n", i + 1, peers[i]));
+    }
+    let cf = dirs[0].with_extension("cluster");
+    std::fs::write(&cf, &file).unwrap();
+    for (i, d) in dirs.iter().enumerate() {
+        let out = Command::new(bin("velocityd"))
+            .args(["cluster", "init", "--node-id", &(i + 1).to_string(), "--cluster-file"])
+            .arg(&cf)
+            .arg("--data-dir")
+            .arg(d)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    dirs
+}
