@@ -21,7 +21,7 @@ use crate::limits::{
     CLUSTER_FORWARDS_IN_FLIGHT_MAX, CLUSTER_REQUEST_TIMEOUT_MS, HANDSHAKE_TIMEOUT_MS, PEER_CONNECTIONS_MAX,
     PEER_QUEUE_BYTES_MAX, PEER_RECONNECT_MS, RAFT_TICK_MS, WAL_RECORD_BYTES_MAX,
 };
-use crate::shard::{apply, NoLog, PutRow, ShardOp, ShardReply};
+use crate::shard::{apply, NoLog, ShardOp, ShardReply};
 use raft::eraftpb::MessageType;
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -356,34 +356,18 @@ impl NodeCore {
         let map = &self.cluster.map;
         let parts: Vec<(RangeId, Vec<usize>, ShardOp)> = match op {
             ShardOp::Update { ref key, .. } => vec![(map.range_of_key(key), vec![0], op)],
-            ShardOp::Put { rows, on_conflict, returning } => {
-                let mut by: BTreeMap<RangeId, (Vec<usize>, Vec<PutRow>)> = BTreeMap::new();
-                for (i, r) in rows.into_iter().enumerate() {
-                    let e = by.entry(map.range_of_key(&r.key)).or_default();
-                    e.0.push(i);
-                    e.1.push(r);
-                }
-                by.into_iter()
-                    .map(|(range, (idx, rows))| {
-                        let op = ShardOp::Put { rows, on_conflict: on_conflict.clone(), returning: returning.clone() };
-                        (range, idx, op)
-                    })
-                    .collect()
-            }
-            ShardOp::Delete { keys, expect, returning } => {
-                let mut by: BTreeMap<RangeId, (Vec<usize>, Vec<Vec<u8>>)> = BTreeMap::new();
-                for (i, k) in keys.into_iter().enumerate() {
-                    let e = by.entry(map.range_of_key(&k)).or_default();
-                    e.0.push(i);
-                    e.1.push(k);
-                }
-                by.into_iter()
-                    .map(|(range, (idx, keys))| {
-                        let op = ShardOp::Delete { keys, expect: expect.clone(), returning: returning.clone() };
-                        (range, idx, op)
-                    })
-                    .collect()
-            }
+            ShardOp::Put { rows, on_conflict, returning } => by_range(map, rows, |r| &r.key)
+                .map(|(range, idx, rows)| {
+                    let op = ShardOp::Put { rows, on_conflict: on_conflict.clone(), returning: returning.clone() };
+                    (range, idx, op)
+                })
+                .collect(),
+            ShardOp::Delete { keys, expect, returning } => by_range(map, keys, |k| k)
+                .map(|(range, idx, keys)| {
+                    let op = ShardOp::Delete { keys, expect: expect.clone(), returning: returning.clone() };
+                    (range, idx, op)
+                })
+                .collect(),
             _ => {
                 return Err(ShardReply::Invalid(
                     "a range DELETE is not replicated on a cluster yet (docs/cluster.md); delete the keys by name".into(),
@@ -684,6 +668,22 @@ impl Replicated for NodeCore {
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Vec<ShardReply>>>> {
         Box::pin(self.execute_all(core, ops, now_ms))
     }
+}
+
+/// `items` grouped by the range of each one's key, in range order: each range's items with
+/// their places among all of them.
+fn by_range<T>(
+    map: &RangeMap,
+    items: Vec<T>,
+    key: impl Fn(&T) -> &[u8],
+) -> impl Iterator<Item = (RangeId, Vec<usize>, Vec<T>)> {
+    let mut by: BTreeMap<RangeId, (Vec<usize>, Vec<T>)> = BTreeMap::new();
+    for (i, item) in items.into_iter().enumerate() {
+        let e = by.entry(map.range_of_key(key(&item))).or_default();
+        e.0.push(i);
+        e.1.push(item);
+    }
+    by.into_iter().map(|(range, (idx, items))| (range, idx, items))
 }
 
 /// One write's reply from its ranges' outcomes (`idx`: each part's rows' places in the whole).
