@@ -58,7 +58,8 @@ impl Cluster {
             self.acked +=
                 batch.apply.iter().filter(|a| matches!(a, Apply::Entry { proposal: Some(_), .. })).count();
             if self.replicas[node].entries_behind_applied(0) > 10_000 {
-                self.replicas[node].compact(0, Vec::new()).unwrap();
+                // The core's snapshot would write the checkpoint; the log in memory is compacted.
+                let _ = self.replicas[node].checkpoint();
             }
         }
         busy

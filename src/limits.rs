@@ -336,8 +336,8 @@ pub const CLUSTER_REQUEST_TIMEOUT_MS: u64 = 5_000;
 pub const CLUSTER_FORWARDS_IN_FLIGHT_MAX: usize = 4096;
 /// Bytes of one Raft message between nodes at most (its range and the protobuf-encoded
 /// message): an append carries at most RAFT_APPEND_BYTES_MAX of entries, so anything longer
-/// from a peer is damage or an attack. A snapshot message carries the range's rows, so a range
-/// larger than this needs its snapshot sent in pieces (not built yet: docs/cluster.md).
+/// from a peer is damage or an attack. A snapshot's rows travel apart, in pieces of
+/// SNAPSHOT_PIECE_BYTES.
 pub const RAFT_MESSAGE_BYTES_MAX: usize = 2 * RAFT_APPEND_BYTES_MAX + (64 << 10);
 /// Bytes of log entries one append message carries: a follower that is behind catches up in
 /// pieces this big, rather than in one message as long as its gap.
@@ -355,6 +355,10 @@ pub const RAFT_UNCOMMITTED_BYTES_MAX: u64 = 64 << 20;
 pub const RAFT_TICK_MS: u64 = 100;
 pub const RAFT_HEARTBEAT_TICKS: usize = 1;
 pub const RAFT_ELECTION_TICKS: usize = 10;
-/// Entries a replica's in-memory log keeps behind the applied index before it is compacted
-/// behind a snapshot of the range: a follower further behind than this is sent the snapshot.
-pub const RAFT_LOG_ENTRIES_KEPT: u64 = 10_000;
+/// Bytes of a snapshot's rows in one frame to a follower: small against the link's queue, so
+/// that heartbeats and appends to the same core go between the pieces.
+pub const SNAPSHOT_PIECE_BYTES: usize = 1 << 20;
+/// Bytes of a range's rows one snapshot from a peer may hold: the follower gathers the pieces
+/// in memory before it installs them (a range's rows fit in a host's memory, or the leader
+/// could not hold them), and a stream that claims more is refused before its bytes come.
+pub const RAFT_SNAPSHOT_BYTES_MAX: u64 = 16 << 30;

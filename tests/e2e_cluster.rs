@@ -35,14 +35,18 @@ struct Cluster {
     ports: Vec<u16>,
 }
 
+const ARGS: &[&str] = &["--plaintext", "--durability", "sync"];
+
 impl Cluster {
     fn start() -> Cluster {
+        Cluster::start_with(ARGS)
+    }
+
+    fn start_with(args: &[&str]) -> Cluster {
         let peers: Vec<String> = (0..NODES).map(|_| format!("127.0.0.1:{}", free_port_pair())).collect();
         let dirs = init_cluster("cluster", RANGES, CORES, &peers);
-        let nodes: Vec<Option<Server>> = dirs
-            .iter()
-            .map(|d| Some(Server::start_in(d.clone(), CORES, &["--plaintext", "--durability", "sync"])))
-            .collect();
+        let nodes: Vec<Option<Server>> =
+            dirs.iter().map(|d| Some(Server::start_in(d.clone(), CORES, args))).collect();
         let ports = nodes.iter().map(|n| n.as_ref().unwrap().addr.port()).collect();
         let c = Cluster { nodes, dirs, ports };
         c.wait_for_leaders(&[0, 1, 2]);
@@ -196,6 +200,114 @@ fn a_killed_node_leaves_its_ranges_writable_and_catches_up_when_restarted() {
         }
         assert!(Instant::now() < deadline, "replicas did not converge: {st:?}");
         std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Each range's replicas as `cluster status` (asked as node `ask`) reports them: per node, its
+/// applied and snapshot index.
+fn replica_indexes(dir: &std::path::Path) -> Vec<Vec<(u64, u64, u64)>> {
+    let mut out = vec![Vec::new(); RANGES];
+    for core in velocity::server::node::status(dir).unwrap() {
+        let node = core["node"].as_u64().unwrap_or(0);
+        for r in core["ranges"].as_array().into_iter().flatten() {
+            let at = |f: &str| r[f].as_u64().unwrap();
+            out[at("range") as usize].push((node, at("applied"), at("snapshot_index")));
+        }
+    }
+    out
+}
+
+/// Logs are compacted behind each core's snapshot (a small --snapshot-log-bytes here): a node
+/// that was down meanwhile is too far behind for the logs and is rebuilt from snapshots the
+/// leaders send in pieces; it keeps what it installed across a restart, and a cluster whose
+/// every node restarts comes back from snapshots and checkpoints with every row.
+#[test]
+fn a_node_behind_the_compacted_logs_is_rebuilt_from_snapshots_that_survive_restarts() {
+    let args = ["--plaintext", "--durability", "sync", "--snapshot-log-bytes", "65536"];
+    let mut c = Cluster::start_with(&args);
+    let mut a = c.client(0);
+    let value = "v".repeat(2000);
+    let write = |a: &mut Client, from: usize, to: usize| {
+        for chunk in (from..to).collect::<Vec<_>>().chunks(50) {
+            let keys: Vec<String> = chunk.iter().map(|i| format!("key-{i:05}")).collect();
+            let rows: Vec<(&str, &str)> = keys.iter().map(|k| (k.as_str(), value.as_str())).collect();
+            assert_eq!(a.execute(&build::set_many(&rows)).unwrap().affected, chunk.len() as u64);
+        }
+    };
+    write(&mut a, 0, 100);
+    let last_seen: Vec<u64> = replica_indexes(&c.dirs[0])
+        .iter()
+        .map(|r| r.iter().find(|(n, _, _)| *n == 3).map(|(_, applied, _)| *applied).unwrap())
+        .collect();
+    let down = c.nodes[2].take().unwrap().crash();
+    c.wait_for_leaders(&[0, 1]);
+    // Rows while node 3 is down, until every live replica's log starts past where node 3's
+    // ended: each core's snapshot follows once its log outgrows 64 KiB and the last snapshot.
+    let mut written = 100;
+    loop {
+        write(&mut a, written, written + 200);
+        written += 200;
+        std::thread::sleep(Duration::from_millis(1200));
+        let st = replica_indexes(&c.dirs[0]);
+        let past = st.iter().zip(&last_seen).all(|(r, seen)| r.iter().all(|(_, _, snap)| snap > seen));
+        if past {
+            break;
+        }
+        assert!(written < 3000, "the logs were not compacted past node 3: {st:?} {last_seen:?}");
+    }
+    let logs_of =
+        |dir: &PathBuf| files_under(dir).iter().filter(|p| p.to_string_lossy().contains("log-")).count();
+    assert!(logs_of(&c.dirs[0]) <= 2 * CORES, "older logs removed: {:?}", files_under(&c.dirs[0]));
+
+    c.nodes[2] = Some(Server::start_at(down, CORES, &args, Some(c.ports[2])));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let st = replica_indexes(&c.dirs[0]);
+        let caught_up = st.iter().all(|r| {
+            let lead = r.iter().map(|(_, applied, _)| *applied).max().unwrap_or(0);
+            r.len() == NODES && r.iter().all(|(_, applied, _)| *applied == lead)
+        });
+        if caught_up {
+            break;
+        }
+        assert!(Instant::now() < deadline, "node 3 did not catch up: {st:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Node 3 serves every row from its own store (a read is served where it is asked).
+    let mut v = c.client(2);
+    assert_eq!(count(&mut v), written as i64);
+    assert_eq!(value_of(&mut v, "key-00050").as_deref(), Some(value.as_bytes()));
+    assert_eq!(value_of(&mut v, &format!("key-{:05}", written - 1)).as_deref(), Some(value.as_bytes()));
+    drop(v);
+    // Every range's entries it missed were gone from the leaders' logs: one snapshot each.
+    let log = c.node(2).log_text();
+    let installs = log.lines().filter(|l| l.contains("snapshot installed from the leader")).count();
+    assert!(installs >= RANGES, "{installs} installs: {log}");
+    let sent = c.node(0).log_text() + &c.node(1).log_text();
+    assert!(sent.contains("snapshot made for a follower"), "{sent}");
+
+    // Node 3 restarted: the installed rows come back from its disk (its log's install records,
+    // or its own snapshot taken since), not from the leaders.
+    let dir = c.nodes[2].take().unwrap().crash();
+    c.nodes[2] = Some(Server::start_at(dir, CORES, &args, Some(c.ports[2])));
+    let mut v = c.client(2);
+    assert_eq!(count(&mut v), written as i64);
+    write(&mut v, written, written + 100);
+    written += 100;
+    drop(v);
+    drop(a);
+
+    // Every node down at once and back: snapshots, checkpoints and the logs after them.
+    let dirs: Vec<PathBuf> = (0..NODES).map(|i| c.nodes[i].take().unwrap().crash()).collect();
+    for (i, dir) in dirs.into_iter().enumerate() {
+        c.nodes[i] = Some(Server::start_at(dir, CORES, &args, Some(c.ports[i])));
+    }
+    c.wait_for_leaders(&[0, 1, 2]);
+    for i in 0..NODES {
+        let mut b = c.client(i);
+        assert_eq!(count(&mut b), written as i64, "node {}", i + 1);
+        assert_eq!(value_of(&mut b, "key-00000").as_deref(), Some(value.as_bytes()));
+        assert_eq!(value_of(&mut b, &format!("key-{:05}", written - 1)).as_deref(), Some(value.as_bytes()));
     }
 }
 

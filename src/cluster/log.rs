@@ -1,6 +1,11 @@
 //! One replica's Raft log, in memory, behind raft-rs's `Storage`: the entries since its last
-//! snapshot, the hard state (term, vote, commit), the membership, and the snapshot itself (its
-//! data is the range's rows at the snapshot's index, which a follower too far behind is sent).
+//! snapshot, the hard state (term, vote, commit), the membership, and where the log starts (the
+//! snapshot's index, term and membership; the rows at that index are in the core's store, and
+//! on disk in the core's snapshot or in the install record that brought them).
+//!
+//! A follower too far behind is sent a snapshot made on demand: raft-rs asks the log for one,
+//! the log notes the wish and answers "not yet", the core dumps the range's rows at its applied
+//! index ([`GroupLog::offer`]), and raft-rs's next attempt sends it.
 //!
 //! A log changes only through [`LogWrite`]s, applied by [`GroupLog::apply`]: the replica applies
 //! each write to its log in memory as it hands the same write to the core to make durable, and a
@@ -24,8 +29,14 @@ pub enum LogWrite {
     /// The log now starts after this snapshot: entries up to its index go. Entries after it are
     /// kept when the log holds the snapshot's last entry with the same term (the replica's own
     /// compaction), and dropped otherwise (a snapshot from the leader replaces a log that
-    /// disagrees with it), as the Raft paper's InstallSnapshot prescribes.
+    /// disagrees with it), as the Raft paper's InstallSnapshot prescribes. Its data, the
+    /// range's rows, goes to the disk with it (an install from the leader) but not into the log
+    /// in memory: the core's store holds the rows.
     Snapshot(Snapshot),
+    /// The log starts afresh after this snapshot (index, term and membership; no data), with no
+    /// entries: the first of the writes a core's checkpoint makes ([`GroupLog::checkpoint`]),
+    /// whose rows are in the core's snapshot file.
+    Reset(Snapshot),
 }
 
 /// Why a write cannot apply to a log: the writes were not the ones a replica made, in order —
@@ -58,10 +69,14 @@ impl std::fmt::Display for LogError {
 pub struct GroupLog {
     hard_state: HardState,
     conf_state: ConfState,
-    /// Index and term 0 before the first snapshot.
+    /// Where the log starts: index and term 0 before the first snapshot; never any data.
     snapshot: Snapshot,
     /// `entries[i].index == snapshot index + 1 + i`.
     entries: Vec<Entry>,
+    /// A snapshot with the range's rows, made for a follower that needs one (memory only).
+    sendable: Option<Snapshot>,
+    /// raft-rs asked for a snapshot and none was there: the core is to make one.
+    wanted: std::cell::Cell<bool>,
 }
 
 impl GroupLog {
@@ -86,10 +101,65 @@ impl GroupLog {
                 Ok(())
             }
             LogWrite::Snapshot(snapshot) => {
-                self.install(snapshot.clone());
+                self.install(snapshot);
+                Ok(())
+            }
+            LogWrite::Reset(start) => {
+                self.snapshot = Snapshot::default();
+                self.snapshot.set_metadata(start.get_metadata().clone());
+                self.conf_state = start.get_metadata().get_conf_state().clone();
+                self.entries.clear();
+                self.sendable = None;
                 Ok(())
             }
         }
+    }
+
+    /// The writes that make a log this one, on their own: what a core's snapshot writes after
+    /// it, so that the logs before it can go.
+    pub fn checkpoint(&self) -> Vec<LogWrite> {
+        let mut writes = vec![
+            LogWrite::Reset(self.snapshot.clone()),
+            LogWrite::ConfState(self.conf_state.clone()),
+            LogWrite::HardState(self.hard_state.clone()),
+        ];
+        if !self.entries.is_empty() {
+            writes.push(LogWrite::Entries(self.entries.clone()));
+        }
+        writes
+    }
+
+    /// Drop the entries up to `index` (applied, of `term`), whose effect is in the rows.
+    pub fn compact(&mut self, index: u64, term: u64) {
+        if index <= self.snapshot_index() {
+            return;
+        }
+        let mut start = Snapshot::default();
+        start.mut_metadata().index = index;
+        start.mut_metadata().term = term;
+        start.mut_metadata().set_conf_state(self.conf_state.clone());
+        self.install(&start);
+    }
+
+    /// The snapshot raft-rs asked for: `rows` (the range's rows in the snapshot file format) at
+    /// `index`, the applied index, of `term`.
+    pub fn offer(&mut self, index: u64, term: u64, rows: Vec<u8>) {
+        self.wanted.set(false);
+        let mut s = Snapshot { data: rows.into(), ..Snapshot::default() };
+        s.mut_metadata().index = index;
+        s.mut_metadata().term = term;
+        s.mut_metadata().set_conf_state(self.conf_state.clone());
+        self.sendable = Some(s);
+    }
+
+    /// Whether raft-rs asked for a snapshot this log has not got.
+    pub fn wants_snapshot(&self) -> bool {
+        self.wanted.get()
+    }
+
+    /// The snapshot made for a follower has gone (or failed to): its memory is freed.
+    pub fn sent(&mut self) {
+        self.sendable = None;
     }
 
     fn append(&mut self, new: &[Entry]) -> Result<(), LogError> {
@@ -111,7 +181,7 @@ impl GroupLog {
         Ok(())
     }
 
-    fn install(&mut self, snapshot: Snapshot) {
+    fn install(&mut self, snapshot: &Snapshot) {
         let meta = snapshot.get_metadata();
         let (index, term) = (meta.index, meta.term);
         if index <= self.snapshot_index() {
@@ -131,7 +201,11 @@ impl GroupLog {
         if self.hard_state.term < term {
             self.hard_state.term = term;
         }
-        self.snapshot = snapshot;
+        self.snapshot = Snapshot::default();
+        self.snapshot.set_metadata(meta.clone());
+        if self.sendable.as_ref().is_some_and(|s| s.get_metadata().index < index) {
+            self.sendable = None;
+        }
     }
 
     fn entry(&self, index: u64) -> Option<&Entry> {
@@ -153,11 +227,6 @@ impl GroupLog {
 
     pub fn conf_state(&self) -> &ConfState {
         &self.conf_state
-    }
-
-    /// The snapshot the log starts after, with the range's rows at its index.
-    pub fn snapshot_data(&self) -> &[u8] {
-        &self.snapshot.data
     }
 
     /// The entries the log holds, for replay and for tests.
@@ -210,12 +279,14 @@ impl Storage for GroupLog {
     }
 
     fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
-        // The replica compacts behind a snapshot of what it applied; a follower that asks for a
-        // newer one waits for the next compaction.
-        if self.snapshot_index() < request_index || self.snapshot_index() == 0 {
-            return Err(raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable));
+        // Made on demand (the rows are the store's, not the log's); raft-rs tries again later.
+        match &self.sendable {
+            Some(s) if s.get_metadata().index >= request_index.max(self.snapshot_index()) => Ok(s.clone()),
+            _ => {
+                self.wanted.set(true);
+                Err(raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable))
+            }
         }
-        Ok(self.snapshot.clone())
     }
 }
 
@@ -224,17 +295,19 @@ impl Storage for GroupLog {
 // A write is one or more records of the core's log (`durability`, op OP_RAFT), each
 // `range: u32 LE | kind: u8 | body`: for entries, each entry as `length: u32 LE | protobuf`; for
 // the others, the protobuf of the hard state, membership or snapshot. Entries are split over
-// records so that none is longer than the log's reader accepts.
+// records so that none is longer than the log's reader accepts; an installed snapshot's rows go
+// first, in pieces (KIND_SNAPSHOT_ROWS), and its record, without them, last.
 
 const KIND_ENTRIES: u8 = 1;
 const KIND_HARD_STATE: u8 = 2;
 const KIND_CONF_STATE: u8 = 3;
 const KIND_SNAPSHOT: u8 = 4;
+const KIND_RESET: u8 = 5;
+const KIND_SNAPSHOT_ROWS: u8 = 6;
 const HEAD_BYTES: usize = 5;
 
 /// The payloads of the log records that hold `write` of `range`, none over `payload_bytes_max`.
-/// A snapshot or a single entry longer than that is refused: snapshots too big for one record
-/// belong in snapshot files (not built yet), and an entry holds one statement, far shorter.
+/// A single entry longer than that is refused: an entry holds one statement, far shorter.
 pub fn encode_records(
     range: RangeId,
     write: &LogWrite,
@@ -257,7 +330,28 @@ pub fn encode_records(
     match write {
         LogWrite::HardState(hs) => one(KIND_HARD_STATE, hs),
         LogWrite::ConfState(cs) => one(KIND_CONF_STATE, cs),
-        LogWrite::Snapshot(snapshot) => one(KIND_SNAPSHOT, snapshot),
+        LogWrite::Reset(start) => {
+            let mut meta = Snapshot::default();
+            meta.set_metadata(start.get_metadata().clone());
+            one(KIND_RESET, &meta)
+        }
+        LogWrite::Snapshot(snapshot) => {
+            let room = payload_bytes_max.saturating_sub(1 + HEAD_BYTES + 16).max(1);
+            let total = snapshot.data.len() as u64;
+            let mut records = Vec::new();
+            for (i, piece) in snapshot.data.chunks(room).enumerate() {
+                let mut out = Vec::with_capacity(1 + HEAD_BYTES + 16 + piece.len());
+                head(KIND_SNAPSHOT_ROWS, &mut out);
+                out.extend_from_slice(&total.to_le_bytes());
+                out.extend_from_slice(&((i * room) as u64).to_le_bytes());
+                out.extend_from_slice(piece);
+                records.push(out);
+            }
+            let mut meta = Snapshot::default();
+            meta.set_metadata(snapshot.get_metadata().clone());
+            records.extend(one(KIND_SNAPSHOT, &meta)?);
+            Ok(records)
+        }
         LogWrite::Entries(entries) => {
             let mut records = Vec::new();
             let mut out = Vec::new();
@@ -285,9 +379,18 @@ pub fn encode_records(
     }
 }
 
-/// A record's write, from the body of a `Payload::Raft` (what follows the op byte). Bytes that
-/// passed the log's checksum but do not decode are damage, said so, never a panic.
-pub fn decode_record(body: &[u8]) -> Result<(RangeId, LogWrite), String> {
+/// One record of a range's log: a write, or a piece of the rows of the snapshot whose record
+/// follows (`total` bytes of them, this piece at `offset`: a crash mid-install leaves pieces
+/// with no record, and the next install's first piece, at offset 0, starts over).
+#[derive(Debug, PartialEq)]
+pub enum Record {
+    Write(LogWrite),
+    SnapshotRows { total: u64, offset: u64, bytes: Vec<u8> },
+}
+
+/// A record, from the body of a `Payload::Raft` (what follows the op byte). Bytes that passed
+/// the log's checksum but do not decode are damage, said so, never a panic.
+pub fn decode_record(body: &[u8]) -> Result<(RangeId, Record), String> {
     use protobuf::Message as _;
     let Some((head, mut rest)) = body.split_first_chunk::<{ HEAD_BYTES }>() else {
         return Err("a Raft record cut short".into());
@@ -303,6 +406,15 @@ pub fn decode_record(body: &[u8]) -> Result<(RangeId, LogWrite), String> {
         }
         KIND_SNAPSHOT => {
             LogWrite::Snapshot(Snapshot::parse_from_bytes(rest).map_err(|e| bad("snapshot", e))?)
+        }
+        KIND_RESET => LogWrite::Reset(Snapshot::parse_from_bytes(rest).map_err(|e| bad("reset", e))?),
+        KIND_SNAPSHOT_ROWS => {
+            let Some((at, bytes)) = rest.split_first_chunk::<16>() else {
+                return Err("a snapshot's rows record cut short".into());
+            };
+            let total = u64::from_le_bytes(at[..8].try_into().expect("8 bytes"));
+            let offset = u64::from_le_bytes(at[8..].try_into().expect("8 bytes"));
+            return Ok((range, Record::SnapshotRows { total, offset, bytes: bytes.to_vec() }));
         }
         KIND_ENTRIES => {
             let mut entries = Vec::new();
@@ -321,24 +433,78 @@ pub fn decode_record(body: &[u8]) -> Result<(RangeId, LogWrite), String> {
         }
         other => return Err(format!("a Raft record of unknown kind {other}")),
     };
-    Ok((range, write))
+    Ok((range, Record::Write(write)))
+}
+
+/// A snapshot installed from a leader, as the disk holds it: the range's rows at `index`.
+#[derive(Debug, PartialEq)]
+pub struct Installed {
+    pub range: RangeId,
+    pub index: u64,
+    pub rows: Vec<u8>,
 }
 
 /// Each range's log, rebuilt from a core's Raft records in the order its log holds them,
-/// starting from `logs` (each range's log as of the core's last snapshot, or new). A record
-/// for a range not in `logs`, or one that does not follow its log, is damage.
+/// starting from `logs` (new logs for the core's ranges); and the snapshots installed since the
+/// core's snapshot, whose rows the store must take. A range's log starts at its last reset
+/// (the core's snapshot's checkpoint), which holds everything before it: the records before it
+/// may follow logs already removed. A record for a range not in `logs`, or one that does not
+/// follow its log, is damage.
 pub fn rebuild<'a>(
     logs: &mut std::collections::BTreeMap<RangeId, GroupLog>,
     records: impl IntoIterator<Item = &'a [u8]>,
-) -> Result<(), String> {
+) -> Result<Vec<Installed>, String> {
+    let mut decoded = Vec::new();
+    let mut last_reset = std::collections::BTreeMap::new();
     for (i, body) in records.into_iter().enumerate() {
-        let (range, write) = decode_record(body).map_err(|e| format!("Raft record {i}: {e}"))?;
-        let log = logs
-            .get_mut(&range)
-            .ok_or_else(|| format!("Raft record {i}: range {range} is not this core's"))?;
-        log.apply(&write).map_err(|e| format!("Raft record {i}, range {range}: {e}"))?;
+        let (range, record) = decode_record(body).map_err(|e| format!("Raft record {i}: {e}"))?;
+        if !logs.contains_key(&range) {
+            return Err(format!("Raft record {i}: range {range} is not this core's"));
+        }
+        if matches!(record, Record::Write(LogWrite::Reset(_))) {
+            last_reset.insert(range, i);
+        }
+        decoded.push((range, record));
     }
-    Ok(())
+    // Per range, the rows of the install under way and how long they will be.
+    let mut rows: std::collections::BTreeMap<RangeId, (u64, Vec<u8>)> = Default::default();
+    let mut installed: std::collections::BTreeMap<RangeId, Installed> = Default::default();
+    for (i, (range, record)) in decoded.into_iter().enumerate() {
+        if last_reset.get(&range).is_some_and(|r| i < *r) {
+            continue;
+        }
+        let write = match record {
+            Record::SnapshotRows { total, offset, bytes } => {
+                let at = rows.entry(range).or_default();
+                if offset == 0 {
+                    *at = (total, Vec::new());
+                }
+                if at.0 != total || at.1.len() as u64 != offset || offset + bytes.len() as u64 > total {
+                    return Err(format!("Raft record {i}, range {range}: snapshot rows out of order"));
+                }
+                at.1.extend_from_slice(&bytes);
+                continue;
+            }
+            Record::Write(w) => w,
+        };
+        let log = logs.get_mut(&range).expect("checked above");
+        log.apply(&write).map_err(|e| format!("Raft record {i}, range {range}: {e}"))?;
+        match write {
+            LogWrite::Snapshot(s) => {
+                let data = match rows.remove(&range) {
+                    Some((total, data)) if data.len() as u64 == total && total > 0 => data,
+                    _ => return Err(format!("Raft record {i}, range {range}: a snapshot without its rows")),
+                };
+                installed.insert(range, Installed { range, index: s.get_metadata().index, rows: data });
+            }
+            LogWrite::Reset(_) => {
+                installed.remove(&range);
+            }
+            _ => {}
+        }
+    }
+    // Rows left without their record were an install a crash cut short: never promised.
+    Ok(installed.into_values().collect())
 }
 
 #[cfg(test)]
@@ -408,10 +574,116 @@ mod tests {
         assert_eq!(log.entries(4, 6, None, ctx), Err(raft::Error::Store(StorageError::Compacted)));
         let ctx = GetEntriesContext::empty(false);
         assert_eq!(log.entries(5, 7, None, ctx).unwrap().len(), 2);
-        assert_eq!(log.snapshot(0, 2).unwrap().data.as_ref(), b"rows at 4");
         // An older snapshot changes nothing.
+        let before = log.clone();
         log.apply(&LogWrite::Snapshot(snapshot(2, 1, b"old"))).unwrap();
-        assert_eq!(log.snapshot_data(), b"rows at 4");
+        assert_eq!(log, before);
+        // The log compacts itself behind what was applied.
+        log.compact(5, 1);
+        assert_eq!(terms(&log), vec![(6, 1)]);
+        log.compact(3, 1);
+        assert_eq!(log.first_index().unwrap(), 6);
+    }
+
+    #[test]
+    fn a_snapshot_to_send_is_made_when_raft_asks_and_freed_once_sent() {
+        let mut log = GroupLog::new(&[1, 2, 3]);
+        log.apply(&LogWrite::Entries((1..=6).map(|i| entry(i, 1)).collect())).unwrap();
+        log.compact(4, 1);
+        assert!(!log.wants_snapshot());
+        assert_eq!(log.snapshot(0, 2), Err(raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable)));
+        assert!(log.wants_snapshot());
+        log.offer(6, 1, b"rows at 6".to_vec());
+        assert!(!log.wants_snapshot());
+        let s = log.snapshot(0, 2).unwrap();
+        assert_eq!((s.get_metadata().index, s.data.as_ref()), (6, &b"rows at 6"[..]));
+        assert_eq!(s.get_metadata().get_conf_state().voters, vec![1, 2, 3]);
+        // Asked for a newer one than it has: made again.
+        assert!(log.snapshot(7, 2).is_err());
+        assert!(log.wants_snapshot());
+        log.sent();
+        assert!(log.snapshot(0, 2).is_err());
+        // One older than the log's start is dropped by the compaction that passes it.
+        log.offer(5, 1, b"rows at 5".to_vec());
+        log.compact(6, 1);
+        assert!(log.snapshot(0, 2).is_err());
+    }
+
+    /// A core's checkpoint makes each log on its own: rebuilt from its last reset, the records
+    /// before it (of logs removed since, or leftovers of the rotation) are passed over.
+    #[test]
+    fn a_log_rebuilds_from_its_last_checkpoint() {
+        use std::collections::BTreeMap;
+        let hs = HardState { term: 3, vote: 2, commit: 5, ..Default::default() };
+        let mut live = GroupLog::new(&[1, 2, 3]);
+        let mut records = Vec::new();
+        let write = |live: &mut GroupLog, w: LogWrite, records: &mut Vec<Vec<u8>>| {
+            live.apply(&w).unwrap();
+            records.extend(encode_records(0, &w, 1 << 20).unwrap());
+        };
+        write(&mut live, LogWrite::Entries((1..=6).map(|i| entry(i, 1)).collect()), &mut records);
+        write(&mut live, LogWrite::HardState(hs.clone()), &mut records);
+        live.compact(5, 1);
+        let checkpoint = live.checkpoint();
+        assert!(matches!(checkpoint[0], LogWrite::Reset(_)));
+        // What reaches the log between the rotation and the checkpoint is in the checkpoint.
+        let mut newer: Vec<Vec<u8>> =
+            encode_records(0, &LogWrite::Entries(vec![entry(6, 1)]), 1 << 20).unwrap();
+        for w in &checkpoint {
+            newer.extend(encode_records(0, w, 1 << 20).unwrap());
+        }
+        write(&mut live, LogWrite::Entries(vec![entry(7, 3)]), &mut newer);
+        let bodies = |rs: &[Vec<u8>]| rs.iter().map(|r| r[1..].to_vec()).collect::<Vec<_>>();
+        // With the older records, and without (they were in logs the snapshot removed).
+        for all in [[records.clone(), newer.clone()].concat(), newer.clone()] {
+            let mut logs: BTreeMap<RangeId, GroupLog> = [(0, GroupLog::new(&[1, 2, 3]))].into();
+            let b = bodies(&all);
+            assert_eq!(rebuild(&mut logs, b.iter().map(|b| &b[..])).unwrap(), vec![]);
+            assert_eq!(logs[&0], live);
+            assert_eq!(terms(&logs[&0]), vec![(6, 1), (7, 3)]);
+            assert_eq!(logs[&0].hard_state(), &hs);
+            assert_eq!(logs[&0].snapshot_index(), 5);
+        }
+    }
+
+    /// An installed snapshot's rows are on disk with it, in pieces: rebuilt, they come back
+    /// for the store; a crash mid-install leaves pieces that are passed over; a checkpoint
+    /// after the install holds the rows in the core's snapshot instead.
+    #[test]
+    fn an_installed_snapshot_comes_back_with_its_rows() {
+        use std::collections::BTreeMap;
+        let rows: Vec<u8> = (0..=255u8).cycle().take(10_000).collect();
+        let install = encode_records(2, &LogWrite::Snapshot(snapshot(8, 3, &rows)), 4096).unwrap();
+        assert_eq!(install.len(), 4, "three pieces of rows and the snapshot's record");
+        let cut_short = &install[..2];
+        let b: Vec<Vec<u8>> = [cut_short, &install[..]].concat().iter().map(|r| r[1..].to_vec()).collect();
+        let mut logs: BTreeMap<RangeId, GroupLog> = [(2, GroupLog::new(&[1, 2, 3]))].into();
+        let installed = rebuild(&mut logs, b.iter().map(|b| &b[..])).unwrap();
+        assert_eq!(installed, vec![Installed { range: 2, index: 8, rows: rows.clone() }]);
+        assert_eq!(logs[&2].snapshot_index(), 8);
+        // Pieces of an install a crash cut short, at the end: nothing installed.
+        let b: Vec<Vec<u8>> = install[..3].iter().map(|r| r[1..].to_vec()).collect();
+        let mut logs: BTreeMap<RangeId, GroupLog> = [(2, GroupLog::new(&[1, 2, 3]))].into();
+        assert_eq!(rebuild(&mut logs, b.iter().map(|b| &b[..])).unwrap(), vec![]);
+        assert_eq!(logs[&2].snapshot_index(), 0);
+        // A checkpoint after it: the rows are the core snapshot's.
+        let mut log = GroupLog::new(&[1, 2, 3]);
+        log.apply(&LogWrite::Snapshot(snapshot(8, 3, &rows))).unwrap();
+        let mut all = install.clone();
+        for w in log.checkpoint() {
+            all.extend(encode_records(2, &w, 4096).unwrap());
+        }
+        let b: Vec<Vec<u8>> = all.iter().map(|r| r[1..].to_vec()).collect();
+        let mut logs: BTreeMap<RangeId, GroupLog> = [(2, GroupLog::new(&[1, 2, 3]))].into();
+        assert_eq!(rebuild(&mut logs, b.iter().map(|b| &b[..])).unwrap(), vec![]);
+        assert_eq!(logs[&2], log);
+        // Pieces out of order, or a snapshot record with no rows before it: damage.
+        let b: Vec<Vec<u8>> = [&install[1], &install[0]].iter().map(|r| r[1..].to_vec()).collect();
+        let mut logs: BTreeMap<RangeId, GroupLog> = [(2, GroupLog::new(&[1, 2, 3]))].into();
+        assert!(rebuild(&mut logs, b.iter().map(|b| &b[..])).unwrap_err().contains("out of order"));
+        let b = install[3][1..].to_vec();
+        let mut logs: BTreeMap<RangeId, GroupLog> = [(2, GroupLog::new(&[1, 2, 3]))].into();
+        assert!(rebuild(&mut logs, [&b[..]]).unwrap_err().contains("without its rows"));
     }
 
     #[test]
@@ -471,7 +743,9 @@ mod tests {
             for (range, w) in &writes {
                 // Records of at most 3 KiB: the first write's three entries take two.
                 let payloads = encode_records(*range, w, 3072).unwrap();
-                assert_eq!(payloads.len(), if seq == 0 { 2 } else { 1 });
+                // The first write's three entries take two; the snapshot's rows go ahead of it.
+                let two = seq == 0 || matches!(w, LogWrite::Snapshot(_));
+                assert_eq!(payloads.len(), if two { 2 } else { 1 });
                 for payload in payloads {
                     seq += 1;
                     let at = data.len() as u64;
@@ -491,8 +765,9 @@ mod tests {
                 .collect();
             let mut logs: BTreeMap<RangeId, GroupLog> =
                 [(0, GroupLog::new(&[1, 2, 3])), (5, GroupLog::new(&[1, 2, 3]))].into();
-            rebuild(&mut logs, bodies.iter().map(|b| b.as_slice())).unwrap();
+            let installed = rebuild(&mut logs, bodies.iter().map(|b| b.as_slice())).unwrap();
             assert_eq!(logs, expected);
+            assert_eq!(installed, vec![Installed { range: 0, index: 2, rows: b"rows at 2".to_vec() }]);
 
             // Torn in the last write: everything before it is rebuilt.
             let cut = &data[..ends[ends.len() - 1] - 3];
@@ -531,7 +806,12 @@ mod tests {
         assert!(rebuild(&mut logs, [body]).unwrap_err().contains("not this core's"));
         let gap = encode_records(1, &LogWrite::Entries(vec![entry(5, 1)]), 1 << 20).unwrap();
         assert!(rebuild(&mut logs, [&gap[0][1..]]).unwrap_err().contains("gap"));
-        let huge = LogWrite::Snapshot(snapshot(9, 1, &[0; 5000]));
+        let huge = LogWrite::Entries(vec![Entry {
+            index: 1,
+            term: 1,
+            data: vec![0; 5000].into(),
+            ..Default::default()
+        }]);
         assert!(encode_records(1, &huge, 4096).unwrap_err().contains("at most 4096"));
     }
 }

@@ -26,7 +26,7 @@ use crate::limits::{
     RAFT_UNCOMMITTED_BYTES_MAX,
 };
 use protobuf::Message as _;
-use raft::eraftpb::{ConfChangeV2, ConfState, Entry, EntryType, Snapshot};
+use raft::eraftpb::{ConfChangeV2, ConfState, Entry, EntryType};
 use raft::{Config, RawNode, StateRole, Storage};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
@@ -151,8 +151,6 @@ pub struct Replicas {
     read_nonce: [u8; 8],
     next_batch: u64,
     in_flight: VecDeque<InFlight>,
-    /// Compaction writes made between cycles, for the next batch.
-    queued_writes: Vec<(RangeId, LogWrite)>,
 }
 
 fn config(node: NodeId, applied: u64) -> Config {
@@ -215,7 +213,6 @@ impl Replicas {
             },
             next_batch: 1,
             in_flight: VecDeque::new(),
-            queued_writes: Vec::new(),
         })
     }
 
@@ -315,7 +312,7 @@ impl Replicas {
 
     /// Everything the replicas have to do now; empty when nothing happened since the last.
     pub fn ready(&mut self) -> Batch {
-        let mut batch = Batch { writes: std::mem::take(&mut self.queued_writes), ..Batch::default() };
+        let mut batch = Batch::default();
         let mut flight = InFlight { number: 0, readies: Vec::new(), after_sync: Vec::new() };
         let mut ranges: Vec<RangeId> = self.groups.keys().copied().collect();
         // In range order, so that a cycle's batch does not depend on the map's order.
@@ -497,7 +494,28 @@ impl Replicas {
         if let Some(replica) = self.groups.get_mut(&range) {
             let status = if delivered { raft::SnapshotStatus::Finish } else { raft::SnapshotStatus::Failure };
             replica.raw.report_snapshot(to, status);
+            replica.raw.mut_store().sent();
         }
+    }
+
+    /// The ranges raft-rs wants a snapshot of (a follower is behind what the log still holds):
+    /// the core answers each with [`Replicas::offer_snapshot`].
+    pub fn wanted_snapshots(&self) -> Vec<RangeId> {
+        let mut wanted: Vec<RangeId> =
+            self.groups.iter().filter(|(_, r)| r.raw.store().wants_snapshot()).map(|(r, _)| *r).collect();
+        wanted.sort_unstable();
+        wanted
+    }
+
+    /// `rows`, the range's rows as they are now (the snapshot file format), for raft-rs to send:
+    /// they are the rows at the applied index, since the core applies a batch whole before it
+    /// runs anything else.
+    pub fn offer_snapshot(&mut self, range: RangeId, rows: Vec<u8>) -> Result<(), String> {
+        let replica = self.groups.get_mut(&range).ok_or_else(|| format!("no replica of range {range}"))?;
+        let index = replica.raw.raft.raft_log.applied;
+        let term = replica.raw.store().term(index).map_err(|e| format!("range {range}: {e}"))?;
+        replica.raw.mut_store().offer(index, term, rows);
+        Ok(())
     }
 
     /// The index this core has applied of `range` (what a snapshot taken now holds).
@@ -511,31 +529,33 @@ impl Replicas {
         self.groups.get(&range).map(|r| r.raw.raft.raft_log.applied)
     }
 
-    /// Entries of `range` held behind what was applied: when over `RAFT_LOG_ENTRIES_KEPT`, the
-    /// core snapshots the range and calls [`Replicas::compact`].
+    /// Entries of `range` held behind what was applied (what a checkpoint would drop).
     pub fn entries_behind_applied(&self, range: RangeId) -> u64 {
         self.groups
             .get(&range)
             .map_or(0, |r| r.raw.raft.raft_log.applied.saturating_sub(r.raw.store().snapshot_index()))
     }
 
-    /// Drops `range`'s log up to what was applied, behind `rows`, the range's rows as they are
-    /// now; the write goes to the disk with the next batch.
-    pub fn compact(&mut self, range: RangeId, rows: Vec<u8>) -> Result<(), String> {
-        let replica = self.groups.get_mut(&range).ok_or_else(|| format!("no replica of range {range}"))?;
-        let index = replica.raw.raft.raft_log.applied;
-        if replica.installing.is_some() || index <= replica.raw.store().snapshot_index() {
-            return Ok(());
+    /// Each log compacted up to what was applied, and the writes that make it on their own:
+    /// the core takes a snapshot of its store (the rows at each range's applied index, and
+    /// after), appends these writes to its new log, and may then remove the older logs.
+    pub fn checkpoint(&mut self) -> Vec<(RangeId, Vec<LogWrite>)> {
+        let mut ranges: Vec<RangeId> = self.groups.keys().copied().collect();
+        ranges.sort_unstable();
+        let mut all = Vec::with_capacity(ranges.len());
+        for range in ranges {
+            let replica = self.groups.get_mut(&range).expect("listed");
+            // A replica installing a snapshot keeps its log as it is: the rows are the
+            // snapshot's, at the snapshot's index, which is where its log starts.
+            if replica.installing.is_none() {
+                let index = replica.raw.raft.raft_log.applied;
+                if let Ok(term) = replica.raw.store().term(index) {
+                    replica.raw.mut_store().compact(index, term);
+                }
+            }
+            all.push((range, replica.raw.store().checkpoint()));
         }
-        let term = replica.raw.store().term(index).map_err(|e| e.to_string())?;
-        let mut snapshot = Snapshot { data: rows.into(), ..Snapshot::default() };
-        snapshot.mut_metadata().index = index;
-        snapshot.mut_metadata().term = term;
-        snapshot.mut_metadata().set_conf_state(replica.raw.raft.prs().conf().to_conf_state());
-        let w = LogWrite::Snapshot(snapshot);
-        replica.raw.mut_store().apply(&w).map_err(|e| e.to_string())?;
-        self.queued_writes.push((range, w));
-        Ok(())
+        all
     }
 
     pub fn status(&self) -> Vec<RangeStatus> {
@@ -614,6 +634,8 @@ mod tests {
     struct Node {
         replicas: Replicas,
         disk: GroupLog,
+        /// The rows at the disk's snapshot index (the core's snapshot, or an install's rows).
+        disk_rows: BTreeSet<Vec<u8>>,
         rows: BTreeSet<Vec<u8>>,
         acked: usize,
         snapshots: usize,
@@ -637,15 +659,16 @@ mod tests {
         fn new(voters: &[NodeId]) -> Net {
             let mut net = Net { nodes: BTreeMap::new(), down: BTreeSet::new(), queue: VecDeque::new() };
             for id in voters {
-                net.start(*id, GroupLog::new(voters));
+                net.start(*id, GroupLog::new(voters), BTreeSet::new());
             }
             net
         }
 
-        fn start(&mut self, id: NodeId, disk: GroupLog) {
+        fn start(&mut self, id: NodeId, disk: GroupLog, disk_rows: BTreeSet<Vec<u8>>) {
             let replicas = Replicas::new(id, vec![(0, disk.clone())], None).unwrap();
-            let rows = rows_of(disk.snapshot_data());
-            let node = Node { replicas, disk, rows, acked: 0, snapshots: 0, memberships: Vec::new() };
+            let rows = disk_rows.clone();
+            let node =
+                Node { replicas, disk, disk_rows, rows, acked: 0, snapshots: 0, memberships: Vec::new() };
             self.nodes.insert(id, node);
             self.down.remove(&id);
         }
@@ -708,6 +731,12 @@ mod tests {
                     }
                     for (_, w) in &batch.writes {
                         node.disk.apply(w).unwrap();
+                        if let LogWrite::Snapshot(s) = w {
+                            node.disk_rows = rows_of(&s.data);
+                        }
+                    }
+                    for range in node.replicas.wanted_snapshots() {
+                        node.replicas.offer_snapshot(range, rows_bytes(&node.rows)).unwrap();
                     }
                     self.queue.extend(batch.send);
                     self.queue.extend(node.replicas.persisted(batch.number));
@@ -759,14 +788,20 @@ mod tests {
 
         // A learner first: it catches up without counting in the majority.
         net.change(4, ConfChangeType::AddLearnerNode);
+        // Each node's core snapshot: the log compacted, its checkpoint on the disk with the rows.
         for id in [1, 2, 3] {
             let node = net.node(id);
-            let rows = rows_bytes(&node.rows);
-            node.replicas.compact(0, rows).unwrap();
+            for (_, writes) in node.replicas.checkpoint() {
+                for w in writes {
+                    node.disk.apply(&w).unwrap();
+                }
+            }
+            node.disk_rows = node.rows.clone();
+            assert_eq!(node.replicas.entries_behind_applied(0), 0);
         }
         net.settle();
         // Node 4 starts empty and is rebuilt from the leader's snapshot, which names it.
-        net.start(4, GroupLog::new(&[]));
+        net.start(4, GroupLog::new(&[]), BTreeSet::new());
         net.write(10..12);
         assert_eq!(net.node(4).snapshots, 1);
         let all = net.node(1).rows.clone();
@@ -794,7 +829,8 @@ mod tests {
         let mut voters = disk.conf_state().voters.clone();
         voters.sort_unstable();
         assert_eq!(voters, vec![2, 3, 4]);
-        net.start(4, disk);
+        let disk_rows = net.node(4).disk_rows.clone();
+        net.start(4, disk, disk_rows);
         net.write(15..20);
         assert_eq!(net.node(2).acked, 8);
         let rows = net.node(2).rows.clone();

@@ -86,6 +86,16 @@ struct Range {
 /// writes a register.
 type Proposal = (RangeId, Vec<u8>, Vec<u8>, Option<usize>);
 
+impl Node {
+    fn write_to_disk(&mut self, range: RangeId, w: &LogWrite) {
+        self.disk.get_mut(&range).unwrap().apply(w).expect("the disk takes writes in order");
+        if let LogWrite::Snapshot(s) | LogWrite::Reset(s) = w {
+            self.disk_rows
+                .insert(range, Range { rows: decode_rows(&s.data), applied: s.get_metadata().index });
+        }
+    }
+}
+
 struct Node {
     id: NodeId,
     ranges: Vec<RangeId>,
@@ -93,8 +103,10 @@ struct Node {
     /// None while crashed.
     replicas: Option<Replicas>,
     state: BTreeMap<RangeId, Range>,
-    /// What the disk holds: each range's log as rebuilt from the synced writes.
+    /// What the disk holds: each range's log as rebuilt from the synced writes, and its rows
+    /// at the log's start (the core's snapshot, or the rows an install brought).
     disk: BTreeMap<RangeId, GroupLog>,
+    disk_rows: BTreeMap<RangeId, Range>,
     /// Batches written but not yet synced, oldest first.
     unsynced: Vec<(u64, Vec<(RangeId, LogWrite)>)>,
     /// This incarnation's proposals.
@@ -204,6 +216,7 @@ impl Sim {
                 replicas: None,
                 state: BTreeMap::new(),
                 disk,
+                disk_rows: BTreeMap::new(),
                 unsynced: Vec::new(),
                 proposals: BTreeMap::new(),
                 reads: BTreeMap::new(),
@@ -223,10 +236,8 @@ impl Sim {
     fn start(&mut self, id: NodeId) {
         let node = self.nodes.get_mut(&id).unwrap();
         let logs: Vec<(RangeId, GroupLog)> = node.disk.iter().map(|(r, l)| (*r, l.clone())).collect();
-        node.state = logs
-            .iter()
-            .map(|(r, l)| (*r, Range { rows: decode_rows(l.snapshot_data()), applied: l.snapshot_index() }))
-            .collect();
+        node.state =
+            logs.iter().map(|(r, _)| (*r, node.disk_rows.get(r).cloned().unwrap_or_default())).collect();
         let ticks = Some((node.election_tick, node.election_tick + 1));
         node.replicas = Some(Replicas::new(id, logs, ticks).unwrap());
         node.unsynced.clear();
@@ -245,7 +256,7 @@ impl Sim {
         let unsynced = std::mem::take(&mut node.unsynced);
         for (_, writes) in unsynced.into_iter().take(keep) {
             for (range, w) in writes {
-                node.disk.get_mut(&range).unwrap().apply(&w).expect("the disk takes writes in order");
+                node.write_to_disk(range, &w);
             }
         }
         node.replicas = None;
@@ -403,7 +414,12 @@ impl Sim {
 
     /// One node's cycle: ready, apply, write, and sync (or leave the sync for later).
     fn cycle(&mut self, id: NodeId, f: Faults) {
-        let Some(replicas) = self.nodes.get_mut(&id).and_then(|n| n.replicas.as_mut()) else { return };
+        let Some(node) = self.nodes.get_mut(&id) else { return };
+        let Some(replicas) = node.replicas.as_mut() else { return };
+        // The snapshots raft-rs asked for since: the rows as applied, made now.
+        for range in replicas.wanted_snapshots() {
+            replicas.offer_snapshot(range, encode_rows(&node.state[&range].rows)).unwrap();
+        }
         let batch = replicas.ready();
         if batch.number == 0 {
             assert!(batch.is_empty());
@@ -449,24 +465,38 @@ impl Sim {
         let Some(last) = node.unsynced.last().map(|(n, _)| *n) else { return };
         for (_, writes) in std::mem::take(&mut node.unsynced) {
             for (range, w) in writes {
-                node.disk.get_mut(&range).unwrap().apply(&w).expect("the disk takes writes in order");
+                node.write_to_disk(range, &w);
             }
         }
         let send = node.replicas.as_mut().unwrap().persisted(last);
         self.send(id, send, f);
     }
 
+    /// The core's snapshot, once a log holds more than `compact_behind` applied entries: every
+    /// log compacted, and the checkpoint written with the next sync (at once if none is due).
+    /// The rows, which the server's snapshot file holds, ride in each reset's data here.
     fn compact(&mut self, id: NodeId) {
         let node = self.nodes.get_mut(&id).unwrap();
         let Some(replicas) = node.replicas.as_mut() else { return };
-        for range in node.ranges.clone() {
-            if replicas.entries_behind_applied(range) > self.compact_behind {
-                // The rows are those at the replica's applied index: the core applies a batch
-                // whole before it takes the next.
-                replicas.compact(range, encode_rows(&node.state[&range].rows)).unwrap();
-                self.stats.compactions += 1;
+        if !node.ranges.iter().any(|r| replicas.entries_behind_applied(*r) > self.compact_behind) {
+            return;
+        }
+        let mut writes = Vec::new();
+        for (range, ws) in replicas.checkpoint() {
+            for mut w in ws {
+                if let LogWrite::Reset(start) = &mut w {
+                    // The rows are those at the log's start: the core applies a batch whole
+                    // before it takes the next, and an installing replica's are the snapshot's.
+                    start.data = encode_rows(&node.state[&range].rows).into();
+                }
+                writes.push((range, w));
             }
         }
+        match node.unsynced.last_mut() {
+            Some((_, pending)) => pending.extend(writes),
+            None => writes.iter().for_each(|(range, w)| node.write_to_disk(*range, w)),
+        }
+        self.stats.compactions += 1;
     }
 
     fn apply(&mut self, id: NodeId, a: Apply) {

@@ -59,6 +59,7 @@ pub fn encode(envelope: &Envelope, out: &mut Vec<u8>) {
 pub const CONTROL_RANGE: RangeId = u32::MAX;
 pub const FORWARD_RANGE: RangeId = u32::MAX - 1;
 pub const OUTCOME_RANGE: RangeId = u32::MAX - 2;
+pub const SNAPSHOT_ROWS_RANGE: RangeId = u32::MAX - 3;
 
 /// What a node-to-node frame holds.
 #[derive(Clone, Debug, PartialEq)]
@@ -71,6 +72,70 @@ pub enum Frame {
     Forward(Vec<u8>),
     /// A forwarded write's outcome (`command::encode_outcome`).
     Outcome(Vec<u8>),
+    /// A piece of the rows of the snapshot message that follows on the same connection:
+    /// `range: u32 LE | total: u64 LE | offset: u64 LE | bytes` ([`encode_snapshot_rows`]).
+    SnapshotRows(Vec<u8>),
+}
+
+/// The frames that carry `rows` of a snapshot of `range` ahead of its message, a piece of at
+/// most `piece_bytes` each: a snapshot as large as a range's rows is never one frame.
+pub fn encode_snapshot_rows(range: RangeId, rows: &[u8], piece_bytes: usize) -> Vec<Vec<u8>> {
+    let total = rows.len() as u64;
+    rows.chunks(piece_bytes.max(1))
+        .enumerate()
+        .map(|(i, piece)| {
+            let mut body = Vec::with_capacity(20 + piece.len());
+            body.extend_from_slice(&range.to_le_bytes());
+            body.extend_from_slice(&total.to_le_bytes());
+            body.extend_from_slice(&((i * piece_bytes.max(1)) as u64).to_le_bytes());
+            body.extend_from_slice(piece);
+            let mut frame = Vec::with_capacity(8 + body.len());
+            encode_special(SNAPSHOT_ROWS_RANGE, &body, &mut frame);
+            frame
+        })
+        .collect()
+}
+
+/// A connection's snapshot under way: the pieces gathered, in order, until the message they
+/// belong to arrives and takes them ([`Assembly::take`]).
+#[derive(Debug, Default)]
+pub struct Assembly {
+    range: RangeId,
+    total: u64,
+    rows: Vec<u8>,
+}
+
+impl Assembly {
+    /// Add a piece. Refused (the connection is damaged or hostile): a piece out of order, or a
+    /// total over `bytes_max`. A piece at offset 0 starts a new snapshot.
+    pub fn add(&mut self, body: &[u8], bytes_max: u64) -> Result<(), String> {
+        let Some((head, bytes)) = body.split_first_chunk::<20>() else {
+            return Err("a snapshot piece cut short".into());
+        };
+        let range = RangeId::from_le_bytes(head[..4].try_into().expect("4 bytes"));
+        let total = u64::from_le_bytes(head[4..12].try_into().expect("8 bytes"));
+        let offset = u64::from_le_bytes(head[12..].try_into().expect("8 bytes"));
+        if total > bytes_max {
+            return Err(format!("a snapshot of {total} bytes (at most {bytes_max})"));
+        }
+        if offset == 0 {
+            *self = Assembly { range, total, rows: Vec::new() };
+        }
+        let end = offset.checked_add(bytes.len() as u64);
+        if range != self.range || total != self.total || offset != self.rows.len() as u64 || end > Some(total)
+        {
+            return Err(format!("a snapshot piece of range {range} at {offset} out of order"));
+        }
+        self.rows.extend_from_slice(bytes);
+        Ok(())
+    }
+
+    /// The whole rows of `range`'s snapshot, if they all came; the assembly starts empty again.
+    pub fn take(&mut self, range: RangeId) -> Option<Vec<u8>> {
+        let done = self.range == range && self.total > 0 && self.rows.len() as u64 == self.total;
+        let a = std::mem::take(self);
+        done.then_some(a.rows)
+    }
 }
 
 /// Frame `body` as the non-Raft frame `kind` (one of the reserved range numbers).
@@ -101,6 +166,7 @@ pub fn decode_frame(buf: &[u8]) -> Result<Option<(Frame, usize)>, WireError> {
         CONTROL_RANGE => return Ok(Some((Frame::Control(body.to_vec()), 4 + length))),
         FORWARD_RANGE => return Ok(Some((Frame::Forward(body.to_vec()), 4 + length))),
         OUTCOME_RANGE => return Ok(Some((Frame::Outcome(body.to_vec()), 4 + length))),
+        SNAPSHOT_ROWS_RANGE => return Ok(Some((Frame::SnapshotRows(body.to_vec()), 4 + length))),
         _ => {}
     }
     let msg = Message::parse_from_bytes(&frame[4..]).map_err(|e| WireError::Malformed(e.to_string()))?;
@@ -163,6 +229,40 @@ mod tests {
         assert_eq!(body, b"status");
         assert!(decode(&buf).is_err());
         assert_eq!(decode_frame(&buf[used..]).unwrap().map(|(f, _)| f), Some(Frame::Raft(append())));
+    }
+
+    #[test]
+    fn a_snapshot_travels_in_pieces_and_a_piece_out_of_order_is_refused() {
+        let rows: Vec<u8> = (0..=255u8).cycle().take(2500).collect();
+        let frames = encode_snapshot_rows(7, &rows, 1000);
+        assert_eq!(frames.len(), 3);
+        let bodies: Vec<Vec<u8>> = frames
+            .iter()
+            .map(|f| match decode_frame(f).unwrap() {
+                Some((Frame::SnapshotRows(b), n)) if n == f.len() => b,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        let mut a = Assembly::default();
+        a.add(&bodies[0], 1 << 20).unwrap();
+        a.add(&bodies[1], 1 << 20).unwrap();
+        // Not all there: the message finds none, and the next starts over.
+        assert_eq!(a.take(7), None);
+        for b in &bodies {
+            a.add(b, 1 << 20).unwrap();
+        }
+        assert_eq!(a.take(6), None, "another range's message takes nothing");
+        for b in &bodies {
+            a.add(b, 1 << 20).unwrap();
+        }
+        assert_eq!(a.take(7), Some(rows));
+        // Out of order, or larger than allowed, or cut short: refused.
+        let mut a = Assembly::default();
+        assert!(a.add(&bodies[1], 1 << 20).is_err());
+        assert!(a.add(&bodies[0], 2000).unwrap_err().contains("at most 2000"));
+        assert!(a.add(&bodies[0][..10], 1 << 20).is_err());
+        a.add(&bodies[0], 1 << 20).unwrap();
+        assert!(a.add(&bodies[2], 1 << 20).is_err());
     }
 
     #[test]

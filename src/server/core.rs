@@ -87,6 +87,10 @@ pub trait Replicated {
         ops: Vec<ShardOp>,
         now_ms: u64,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Vec<ShardReply>>>>;
+
+    /// The core's snapshot begins (the log has just been rotated): the replicas' state goes
+    /// into the new log, so that the snapshot and that log alone hold everything.
+    fn checkpoint(&self, wal: &super::wal::Wal) -> Result<(), String>;
 }
 
 /// The first part of a statement's op on this shard: all of it, or the state of one that runs
@@ -127,6 +131,10 @@ impl super::wal::Host for Core {
 
     fn shutdown(&self) -> &Rc<LocalSignal> {
         &self.shutdown
+    }
+
+    fn checkpoint(&self, wal: &super::wal::Wal) -> Result<(), String> {
+        self.node.as_ref().map_or(Ok(()), |n| n.checkpoint(wal))
     }
 }
 

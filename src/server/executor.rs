@@ -95,15 +95,19 @@ async fn bring_up(
     id: usize,
     mesh: Option<Rc<mesh::Mesh>>,
 ) -> Result<(Rc<Core>, Option<Rc<super::node::NodeCore>>), String> {
-    let node = match &start.cluster {
-        None => None,
+    let (node, installed) = match &start.cluster {
+        None => (None, Vec::new()),
         Some(c) => {
-            let logs = c.recover_logs(id, shared.config.cores, &start.raft[id])?;
-            Some(Rc::new(super::node::NodeCore::new(c.clone(), id, logs)?))
+            let (logs, installed) = c.recover_logs(id, shared.config.cores, &start.raft[id])?;
+            (Some(Rc::new(super::node::NodeCore::new(c.clone(), id, logs)?)), installed)
         }
     };
     let replicated = node.clone().map(|n| n as Rc<dyn Replicated>);
-    Ok((build_core(shared, start, id, mesh, replicated).await?, node))
+    let core = build_core(shared, start, id, mesh, replicated).await?;
+    if let Some(n) = &node {
+        n.restore(&core, installed)?;
+    }
+    Ok((core, node))
 }
 
 /// Shard `id`'s core: its recovered store, users and keys, logs and limits.
@@ -196,11 +200,9 @@ fn server_info(shared: &Shared) -> ServerInfo {
 fn spawn_background(core: &Rc<Core>) {
     if let Some(wal) = core.wal.clone() {
         runtime::spawn(wal::run_writer(core.clone(), wal.clone()));
-        // A cluster node's log holds its replicas' Raft state, which a snapshot of the store
-        // alone would drop with the old logs (compaction of a node's log: docs/cluster.md).
-        if core.node.is_none() {
-            runtime::spawn(wal::run_snapshots(core.clone(), wal));
-        }
+        // On a cluster node too: the snapshot's checkpoint carries the replicas' state into the
+        // new log (compaction of a node's log: docs/cluster.md).
+        runtime::spawn(wal::run_snapshots(core.clone(), wal));
     }
     runtime::spawn(park_loop(core.clone()));
     runtime::spawn(reload_loop(core.clone()));

@@ -11,17 +11,20 @@ use super::runtime::{self, race, sleep, Either, LocalSignal, Slot, TcpStream};
 use super::transport::Transport;
 use super::wal::{Group, Wal};
 use crate::cluster::command::{decode_entry, decode_outcome, encode_entry, encode_outcome, Outcome};
-use crate::cluster::log::{encode_records, rebuild, GroupLog};
+use crate::cluster::log::{encode_records, rebuild, GroupLog, Installed};
 use crate::cluster::membership::Membership;
 use crate::cluster::ranges::RangeMap;
 use crate::cluster::replicas::{Apply, Batch, ProposalId, ProposeError, ReadId, Replicas};
 use crate::cluster::wire::{self, Envelope, Frame};
 use crate::cluster::{NodeId, RangeId};
+use crate::durability::{apply::replay, read_snapshot, FileId, FileKind, SnapshotEncoder};
 use crate::limits::{
     CLUSTER_FORWARDS_IN_FLIGHT_MAX, CLUSTER_REQUEST_TIMEOUT_MS, HANDSHAKE_TIMEOUT_MS, PEER_CONNECTIONS_MAX,
-    PEER_QUEUE_BYTES_MAX, PEER_RECONNECT_MS, RAFT_TICK_MS, WAL_RECORD_BYTES_MAX,
+    PEER_QUEUE_BYTES_MAX, PEER_RECONNECT_MS, RAFT_SNAPSHOT_BYTES_MAX, RAFT_TICK_MS, SNAPSHOT_PIECE_BYTES,
+    WAL_RECORD_BYTES_MAX,
 };
 use crate::shard::{apply, NoLog, ShardOp, ShardReply};
+use crate::store::{KeyRange, Store};
 use raft::eraftpb::MessageType;
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -99,22 +102,28 @@ impl Cluster {
     }
 
     /// Each of core `core`'s replicas, rebuilt from the Raft records its log holds (new ones
-    /// for ranges it has none of).
+    /// for ranges it has none of), and the snapshots installed since the core's last snapshot,
+    /// whose rows its store is to take ([`NodeCore::restore`]).
     pub fn recover_logs(
         &self,
         core: usize,
         cores: usize,
         records: &[Vec<u8>],
-    ) -> Result<Vec<(RangeId, GroupLog)>, String> {
+    ) -> Result<RecoveredLogs, String> {
         let mut logs: BTreeMap<RangeId, GroupLog> = self
             .ranges_of_core(core, cores)
             .into_iter()
             .map(|r| (r, GroupLog::new(&self.map.replicas(r))))
             .collect();
-        rebuild(&mut logs, records.iter().map(|r| &r[..])).map_err(|e| format!("core {core}: {e}"))?;
-        Ok(logs.into_iter().collect())
+        let installed =
+            rebuild(&mut logs, records.iter().map(|r| &r[..])).map_err(|e| format!("core {core}: {e}"))?;
+        Ok((logs.into_iter().collect(), installed))
     }
 }
+
+/// A core's replicas' logs as its disk holds them, and the snapshots installed since its last
+/// snapshot.
+pub type RecoveredLogs = (Vec<(RangeId, GroupLog)>, Vec<Installed>);
 
 /// A one-at-a-time wake-up: the waiter renews it before looking for work, so a notification
 /// between its look and its wait is not lost.
@@ -137,18 +146,26 @@ impl Notify {
 #[derive(Clone, Copy)]
 enum Tag {
     None,
-    /// A snapshot: Raft waits for its fate (`report_snapshot`).
-    Snapshot(RangeId, NodeId),
     /// A forwarded write: its asker is told it was not applied.
     Forward(u64),
 }
 
 type Queued = (Vec<u8>, Tag);
 
+/// A snapshot on its way to a peer: its rows' pieces, then its message.
+struct Outgoing {
+    range: RangeId,
+    to: NodeId,
+    pieces: VecDeque<Vec<u8>>,
+    message: Vec<u8>,
+}
+
 /// Messages on their way to one core of a peer node.
 #[derive(Default)]
 struct Link {
     queue: RefCell<VecDeque<Queued>>,
+    /// At most one snapshot at a time, a piece between each drain of the queue.
+    snapshot: RefCell<Option<Outgoing>>,
     queued_bytes: Cell<usize>,
     kick: Notify,
     dropped: Cell<u64>,
@@ -268,17 +285,58 @@ impl NodeCore {
     }
 
     /// Queue `env` for the core that drives its range on its node; dropped (Raft sends again)
-    /// when that link is full.
-    fn send(self: &Rc<Self>, core: &Rc<Core>, env: Envelope) {
+    /// when that link is full. A snapshot's rows go apart, in pieces, ahead of its message.
+    fn send(self: &Rc<Self>, core: &Rc<Core>, mut env: Envelope) {
         let to = env.msg.to;
         let Some(member) = self.cluster.membership.member(to) else { return };
         let link = self.link(core, to, self.cluster.map.core_of(env.range, member.cores));
-        let snapshot = env.msg.get_msg_type() == MessageType::MsgSnapshot;
-        let tag = if snapshot { Tag::Snapshot(env.range, to) } else { Tag::None };
+        if env.msg.get_msg_type() == MessageType::MsgSnapshot {
+            let rows = std::mem::take(&mut env.msg.mut_snapshot().data);
+            if link.snapshot.borrow().is_some() {
+                // One at a time: Raft sends this one again once it hears how the other went.
+                self.replicas.borrow_mut().report_snapshot(env.range, to, false);
+                return;
+            }
+            let mut message = Vec::new();
+            wire::encode(&env, &mut message);
+            let pieces = wire::encode_snapshot_rows(env.range, &rows, SNAPSHOT_PIECE_BYTES).into();
+            *link.snapshot.borrow_mut() = Some(Outgoing { range: env.range, to, pieces, message });
+            link.kick.notify();
+            return;
+        }
         let mut frame = Vec::new();
         wire::encode(&env, &mut frame);
-        if !self.enqueue(&link, frame, tag) && snapshot {
-            self.replicas.borrow_mut().report_snapshot(env.range, to, false);
+        self.enqueue(&link, frame, Tag::None);
+    }
+
+    /// The store takes the rows of the snapshots installed since the core's last snapshot
+    /// (start-up: the committed entries after each are applied again on top, by Raft).
+    pub fn restore(&self, core: &Core, installed: Vec<Installed>) -> Result<(), String> {
+        let map = &self.cluster.map;
+        for i in installed {
+            let n = replace_rows(&mut core.store.borrow_mut(), map, i.range, &i.rows, runtime::now_ms())
+                .map_err(|e| format!("range {}: the snapshot installed at {}: {e}", i.range, i.index))?;
+            tracing::info!(
+                shard = core.id,
+                range = i.range,
+                index = i.index,
+                rows = n,
+                "installed snapshot restored"
+            );
+        }
+        Ok(())
+    }
+
+    /// Make each snapshot raft-rs asked for: the range's rows now, at its applied index.
+    fn offer_snapshots(&self, core: &Core) {
+        let wanted = self.replicas.borrow().wanted_snapshots();
+        for range in wanted {
+            let rows = dump_rows(&core.store.borrow(), &self.cluster.map, range, runtime::now_ms());
+            let bytes = rows.len();
+            match self.replicas.borrow_mut().offer_snapshot(range, rows) {
+                Ok(()) => tracing::info!(shard = core.id, range, bytes, "snapshot made for a follower"),
+                Err(e) => tracing::warn!(shard = core.id, range, error = %e, "cannot make a snapshot"),
+            }
         }
     }
 
@@ -668,6 +726,69 @@ impl Replicated for NodeCore {
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Vec<ShardReply>>>> {
         Box::pin(self.execute_all(core, ops, now_ms))
     }
+
+    /// The core's snapshot starts: each replica's log is compacted to what it applied (the rows
+    /// the snapshot copies next), and the writes that make each log on its own go first into
+    /// the new log, so that the older logs can go once the snapshot is durable.
+    fn checkpoint(&self, wal: &Wal) -> Result<(), String> {
+        let all = self.replicas.borrow_mut().checkpoint();
+        for (range, writes) in all {
+            for w in &writes {
+                for payload in encode_records(range, w, WAL_RECORD_BYTES_MAX)? {
+                    wal.log(|redo, _undo| redo.extend_from_slice(&payload));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Which "file" a range's rows in transit are, for the snapshot format's framing: never
+/// encrypted (the link is TLS, and on disk they sit inside the log's sealed records).
+fn rows_file(range: RangeId) -> FileId {
+    FileId { kind: FileKind::Snapshot, generation: 0, shard: range, index: 0 }
+}
+
+/// `range`'s rows in `store`, in the snapshot file format.
+fn dump_rows(store: &Store, map: &RangeMap, range: RangeId, now_ms: u64) -> Vec<u8> {
+    let mut enc = SnapshotEncoder::new(rows_file(range), None);
+    store.scan(&KeyRange::all(), false, now_ms, |e| {
+        if map.range_of_key(e.key) == range {
+            enc.push(e.key, e.value, e.expires_at_ms);
+        }
+        std::ops::ControlFlow::Continue(())
+    });
+    enc.finish().1
+}
+
+/// `range`'s rows in `store` become those of `rows` (the snapshot file format); checked whole
+/// first, so that damaged rows change nothing. The number of rows.
+fn replace_rows(
+    store: &mut Store,
+    map: &RangeMap,
+    range: RangeId,
+    rows: &[u8],
+    now_ms: u64,
+) -> Result<usize, String> {
+    let new = read_snapshot(rows, &rows_file(range), None)?;
+    if let Some(m) = new.iter().find(|m| map.range_of_key(m.key()) != range) {
+        return Err(format!("a row of range {} among them", map.range_of_key(m.key())));
+    }
+    let mut old = Vec::new();
+    store.scan(&KeyRange::all(), false, now_ms, |e| {
+        if map.range_of_key(e.key) == range {
+            old.push(e.key.to_vec());
+        }
+        std::ops::ControlFlow::Continue(())
+    });
+    for key in old {
+        store.delete(&key, now_ms);
+    }
+    let n = new.len();
+    for m in new {
+        replay(store, m, now_ms);
+    }
+    Ok(n)
 }
 
 /// `items` grouped by the range of each one's key, in range order: each range's items with
@@ -766,6 +887,7 @@ async fn ready_loop(core: Rc<Core>, node: Rc<NodeCore>, wal: Rc<Wal>) {
             return;
         }
         node.ask_reads();
+        node.offer_snapshots(&core);
         let batch = node.replicas.borrow_mut().ready();
         if batch.number == 0 {
             let _ = race(woken.wait(), core.shutdown.wait()).await;
@@ -804,12 +926,18 @@ fn run_batch(core: &Rc<Core>, node: &Rc<NodeCore>, wal: &Wal, batch: Batch) -> R
                     node.settle(core, id, o);
                 }
             }
-            Apply::Snapshot { range, index, .. } => {
-                // Logs are never compacted yet, so no leader sends one; should one come, this
-                // replica cannot take it and must not pretend to.
-                return Err(format!(
-                    "range {range}: a snapshot at index {index}, and installing snapshots is not built yet"
-                ));
+            Apply::Snapshot { range, index, data } => {
+                // Raft checked it follows; rows that do not read are the leader's damage, and a
+                // replica that cannot take what its majority holds stops.
+                let n = replace_rows(
+                    &mut core.store.borrow_mut(),
+                    &node.cluster.map,
+                    range,
+                    &data,
+                    runtime::now_ms(),
+                )
+                .map_err(|e| format!("range {range}: the snapshot at index {index}: {e}"))?;
+                tracing::info!(shard = core.id, range, index, rows = n, "snapshot installed from the leader");
             }
             // Membership is fixed by the cluster file for now.
             Apply::Membership { .. } => {}
@@ -938,11 +1066,13 @@ async fn run_link(core: Rc<Core>, node: Rc<NodeCore>, (to, peer_core): (NodeId, 
 fn discard(node: &NodeCore, link: &Link) {
     let dropped: Vec<_> = link.queue.borrow_mut().drain(..).collect();
     link.queued_bytes.set(0);
+    if let Some(o) = link.snapshot.borrow_mut().take() {
+        node.replicas.borrow_mut().report_snapshot(o.range, o.to, false);
+    }
     for (_, tag) in dropped {
         link.dropped.set(link.dropped.get() + 1);
         match tag {
             Tag::None => {}
-            Tag::Snapshot(range, to) => node.replicas.borrow_mut().report_snapshot(range, to, false),
             Tag::Forward(id) => {
                 if let Some(slot) = node.forwards.borrow_mut().remove(&id) {
                     slot.put(Outcome::NotApplied("the link to the range's leader is down".into()));
@@ -959,14 +1089,30 @@ async fn drain_link(core: &Rc<Core>, node: &Rc<NodeCore>, link: &Link, t: &mut T
         let mut snapshots = Vec::new();
         {
             let mut q = link.queue.borrow_mut();
-            while let Some((frame, tag)) = q.pop_front() {
+            while let Some((frame, _)) = q.pop_front() {
                 out.extend_from_slice(&frame);
-                if let Tag::Snapshot(range, to) = tag {
-                    snapshots.push((range, to));
-                }
             }
         }
         link.queued_bytes.set(0);
+        let finished = {
+            let mut s = link.snapshot.borrow_mut();
+            match s.as_mut().map(|o| o.pieces.pop_front()) {
+                None => false,
+                Some(Some(piece)) => {
+                    out.extend_from_slice(&piece);
+                    false
+                }
+                Some(None) => {
+                    let o = s.as_ref().expect("matched");
+                    out.extend_from_slice(&o.message);
+                    snapshots.push((o.range, o.to));
+                    true
+                }
+            }
+        };
+        if finished {
+            *link.snapshot.borrow_mut() = None;
+        }
         if out.is_empty() {
             if core.shutdown.is_fired() {
                 return "shutting down";
@@ -1033,6 +1179,7 @@ async fn serve_peer(core: &Rc<Core>, node: &Rc<NodeCore>, tcp: TcpStream) -> Str
     };
     let mut buf: Vec<u8> = Vec::new();
     let mut chunk = vec![0u8; 64 << 10];
+    let mut assembly = wire::Assembly::default();
     loop {
         let n = match race(t.read(&mut chunk), core.shutdown.wait()).await {
             Either::Right(()) => return "shutting down".into(),
@@ -1047,7 +1194,7 @@ async fn serve_peer(core: &Rc<Core>, node: &Rc<NodeCore>, tcp: TcpStream) -> Str
             match wire::decode_frame(&buf[used..]) {
                 Ok(None) => break,
                 Err(e) => return e.to_string(),
-                Ok(Some((Frame::Raft(env), n))) => {
+                Ok(Some((Frame::Raft(mut env), n))) => {
                     used += n;
                     // A node speaks for itself only: a message claiming another sender is
                     // dropped, so one node's key cannot vote or append as another.
@@ -1060,6 +1207,14 @@ async fn serve_peer(core: &Rc<Core>, node: &Rc<NodeCore>, tcp: TcpStream) -> Str
                         );
                         continue;
                     }
+                    if env.msg.get_msg_type() == MessageType::MsgSnapshot {
+                        // Its rows came ahead of it on this connection, or it is dropped (the
+                        // leader hears nothing back and sends it again).
+                        match assembly.take(env.range) {
+                            Some(rows) => env.msg.mut_snapshot().data = rows.into(),
+                            None => continue,
+                        }
+                    }
                     if let Err(e) = node.replicas.borrow_mut().step(env) {
                         tracing::debug!(shard = core.id, node = peer, error = ?e, "peer message not stepped");
                     }
@@ -1068,6 +1223,12 @@ async fn serve_peer(core: &Rc<Core>, node: &Rc<NodeCore>, tcp: TcpStream) -> Str
                 Ok(Some((Frame::Forward(body), n))) => {
                     used += n;
                     node.take_forward(core, peer, &body);
+                }
+                Ok(Some((Frame::SnapshotRows(body), n))) => {
+                    used += n;
+                    if let Err(e) = assembly.add(&body, RAFT_SNAPSHOT_BYTES_MAX) {
+                        return e;
+                    }
                 }
                 Ok(Some((Frame::Outcome(body), n))) => {
                     used += n;

@@ -36,10 +36,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// What the log's tasks use of the core they serve: its store (to take back writes that could
-/// not be made durable, and to copy into snapshots) and its shutdown signal.
+/// not be made durable, and to copy into snapshots), its shutdown signal, and what else a
+/// snapshot must carry into the new log (a cluster node's replicas' state).
 pub trait Host {
     fn store(&self) -> &RefCell<Store>;
     fn shutdown(&self) -> &Rc<LocalSignal>;
+    /// Called as a snapshot begins, right after the log is rotated and before the store is
+    /// copied: records appended now are in the new log, ahead of every later write.
+    fn checkpoint(&self, wal: &Wal) -> Result<(), String>;
 }
 
 /// The fate of the records appended while one group was open.

@@ -43,6 +43,7 @@ pub async fn snapshot(core: &impl Host, wal: &Wal) -> Result<Option<u64>, String
     *wal.rotate.borrow_mut() = Some(slot.clone());
     wal.kick.borrow().fire();
     let index = slot.take().await?;
+    core.checkpoint(wal)?;
     tracing::debug!(shard = wal.shard, index, "snapshot: log rotated, copying the store");
     let dir = wal.dir();
     let tmp = dir.join(format!("snap-{index}.tmp"));
