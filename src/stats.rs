@@ -61,6 +61,9 @@ pub struct ShardStats {
     pub io_stalled_ms: u64,
     /// Idle connections parked as session state (park.rs).
     pub connections_parked: u64,
+    /// On a cluster node: its id, and the Raft state of the replicas this core drives.
+    pub cluster_node: Option<u64>,
+    pub ranges: Vec<crate::cluster::replicas::RangeStatus>,
 }
 
 impl Default for ShardStats {
@@ -96,6 +99,8 @@ impl Default for ShardStats {
             sync_us: 0,
             io_stalled_ms: 0,
             connections_parked: 0,
+            cluster_node: None,
+            ranges: Vec::new(),
         }
     }
 }
@@ -252,6 +257,34 @@ pub fn stats_rows(all: &[ShardStats], rss_bytes: u64) -> Vec<(String, Value)> {
     total.rows(rss_bytes)
 }
 
+/// A cluster node's rows of SHOW STATUS: per range it holds a replica of, what `velocityd
+/// cluster status` says of it (leader, term, commit and applied index, where its log starts),
+/// and on the leader each other replica's lag behind the commit index.
+fn cluster_rows(node: u64, all: &[ShardStats]) -> Vec<(String, Value)> {
+    let int = |v: u64| Value::Int(v.min(i64::MAX as u64) as i64);
+    let mut ranges: Vec<&crate::cluster::replicas::RangeStatus> =
+        all.iter().flat_map(|s| &s.ranges).collect();
+    ranges.sort_by_key(|r| r.range);
+    let mut rows = vec![
+        ("cluster_node".to_string(), int(node)),
+        ("cluster_ranges".into(), int(ranges.len() as u64)),
+        ("cluster_ranges_led".into(), int(ranges.iter().filter(|r| r.is_leader).count() as u64)),
+    ];
+    for r in ranges {
+        let n = r.range;
+        let leader = r.leader.map_or(Value::Null, int);
+        rows.push((format!("range_{n}_leader"), leader));
+        rows.push((format!("range_{n}_term"), int(r.term)));
+        rows.push((format!("range_{n}_commit"), int(r.commit)));
+        rows.push((format!("range_{n}_applied"), int(r.applied)));
+        rows.push((format!("range_{n}_snapshot_index"), int(r.snapshot_index)));
+        for (replica, matched) in r.matched.iter().filter(|(id, _)| *id != node) {
+            rows.push((format!("range_{n}_lag_node_{replica}"), int(r.commit.saturating_sub(*matched))));
+        }
+    }
+    rows
+}
+
 /// The rows of SHOW STATUS: the settings, the log's figures when it is on, and per-shard keys.
 pub fn status_rows(set: &Settings, all: &[ShardStats]) -> Vec<(String, Value)> {
     let int = |v: u64| Value::Int(v.min(i64::MAX as u64) as i64);
@@ -281,6 +314,9 @@ pub fn status_rows(set: &Settings, all: &[ShardStats]) -> Vec<(String, Value)> {
         rows.push(("wal_last_snapshot_unix_ms".into(), int(last)));
         rows.push(("wal_last_snapshot_age_s".into(), int(set.now_ms.saturating_sub(last) / 1000)));
         rows.push(("storage_errors".into(), int(total(|s| s.storage_errors))));
+    }
+    if let Some(node) = all.iter().find_map(|s| s.cluster_node) {
+        rows.extend(cluster_rows(node, all));
     }
     for (i, s) in all.iter().enumerate() {
         rows.push((format!("shard_{i}_keys"), int(s.keys)));

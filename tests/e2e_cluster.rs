@@ -155,6 +155,33 @@ fn a_three_node_cluster_replicates_rows_and_every_node_serves_every_key() {
         let rs = b.execute("SELECT key FROM kv WHERE key LIKE 'key-00%' ORDER BY key").unwrap();
         assert_eq!(rs.rows.len(), 10);
     }
+    // SHOW STATUS on each node has its replicas' Raft state, as `cluster status` does.
+    let mut led = 0;
+    for i in 0..NODES {
+        let rs = c.client(i).execute("SHOW STATUS").unwrap();
+        let row =
+            |name: &str| rs.rows.iter().find(|r| r[0] == Value::Bytes(name.into())).map(|r| r[1].clone());
+        assert_eq!(row("cluster_node"), Some(Value::Int(i as i64 + 1)));
+        assert_eq!(row("cluster_ranges"), Some(Value::Int(RANGES as i64)));
+        let Some(Value::Int(n)) = row("cluster_ranges_led") else { panic!("{rs:?}") };
+        led += n;
+        for r in 0..RANGES {
+            assert!(matches!(row(&format!("range_{r}_leader")), Some(Value::Int(1..=3))), "{rs:?}");
+            let (Some(Value::Int(commit)), Some(Value::Int(applied))) =
+                (row(&format!("range_{r}_commit")), row(&format!("range_{r}_applied")))
+            else {
+                panic!("{rs:?}")
+            };
+            assert!(commit >= applied && applied > 0, "range {r}: {commit} {applied}");
+            // The leader tells each other replica's lag.
+            if row(&format!("range_{r}_leader")) == Some(Value::Int(i as i64 + 1)) {
+                for other in (1..=NODES).filter(|n| *n != i + 1) {
+                    assert!(row(&format!("range_{r}_lag_node_{other}")).is_some(), "{rs:?}");
+                }
+            }
+        }
+    }
+    assert_eq!(led, RANGES as i64, "each range led by one node");
     // Not replicated yet, and said so rather than done on one node.
     let e = a.execute("DELETE FROM kv WHERE key LIKE 'key-%'").unwrap_err();
     assert_eq!(e.code(), Some(ErrorCode::InvalidCommand), "{e}");

@@ -91,6 +91,9 @@ pub trait Replicated {
     /// The core's snapshot begins (the log has just been rotated): the replicas' state goes
     /// into the new log, so that the snapshot and that log alone hold everything.
     fn checkpoint(&self, wal: &super::wal::Wal) -> Result<(), String>;
+
+    /// This node's id and the Raft state of this core's replicas (SHOW STATUS).
+    fn ranges_status(&self) -> (u64, Vec<crate::cluster::replicas::RangeStatus>);
 }
 
 /// The first part of a statement's op on this shard: all of it, or the state of one that runs
@@ -342,6 +345,11 @@ impl Core {
         s.connections = self.conns.get() as u64;
         s.connections_parked = self.parker.len() as u64;
         s.audit_dropped = self.audit.borrow().dropped.get();
+        if let Some(n) = &self.node {
+            let (id, ranges) = n.ranges_status();
+            s.cluster_node = Some(id);
+            s.ranges = ranges;
+        }
         if let Some(w) = &self.wal {
             s.log_bytes = w.log_bytes();
             s.snapshot_bytes = w.snapshot_bytes.get();

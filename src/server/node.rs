@@ -730,6 +730,10 @@ impl Replicated for NodeCore {
     /// The core's snapshot starts: each replica's log is compacted to what it applied (the rows
     /// the snapshot copies next), and the writes that make each log on its own go first into
     /// the new log, so that the older logs can go once the snapshot is durable.
+    fn ranges_status(&self) -> (u64, Vec<crate::cluster::replicas::RangeStatus>) {
+        (self.cluster.this, self.replicas.borrow().status())
+    }
+
     fn checkpoint(&self, wal: &Wal) -> Result<(), String> {
         let all = self.replicas.borrow_mut().checkpoint();
         for (range, writes) in all {
