@@ -182,10 +182,16 @@ fn a_three_node_cluster_replicates_rows_and_every_node_serves_every_key() {
         }
     }
     assert_eq!(led, RANGES as i64, "each range led by one node");
-    // Not replicated yet, and said so rather than done on one node.
-    let e = a.execute("DELETE FROM kv WHERE key LIKE 'key-%'").unwrap_err();
-    assert_eq!(e.code(), Some(ErrorCode::InvalidCommand), "{e}");
-    assert_eq!(count(&mut a), 100);
+    // A range DELETE deletes by name through each range's Raft group: gone on every node.
+    let rs = a.execute("DELETE FROM kv WHERE key >= 'key-050' AND key < 'key-060'").unwrap();
+    assert_eq!(rs.affected, 10);
+    assert_eq!(a.execute("DELETE FROM kv WHERE key LIKE 'key-%'").unwrap().affected, 89);
+    for i in 0..NODES {
+        let mut b = c.client(i);
+        assert_eq!(count(&mut b), 1, "node {}", i + 1);
+        assert_eq!(value_of(&mut b, "key-001"), None);
+        assert_eq!(value_of(&mut b, "counter").as_deref(), Some(&b"8"[..]));
+    }
 }
 
 #[test]

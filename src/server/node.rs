@@ -20,8 +20,8 @@ use crate::cluster::{NodeId, RangeId};
 use crate::durability::{apply::replay, read_snapshot, FileId, FileKind, SnapshotEncoder};
 use crate::limits::{
     CLUSTER_FORWARDS_IN_FLIGHT_MAX, CLUSTER_REQUEST_TIMEOUT_MS, HANDSHAKE_TIMEOUT_MS, PEER_CONNECTIONS_MAX,
-    PEER_QUEUE_BYTES_MAX, PEER_RECONNECT_MS, RAFT_SNAPSHOT_BYTES_MAX, RAFT_TICK_MS, SNAPSHOT_PIECE_BYTES,
-    WAL_RECORD_BYTES_MAX,
+    PEER_QUEUE_BYTES_MAX, PEER_RECONNECT_MS, RAFT_SNAPSHOT_BYTES_MAX, RAFT_TICK_MS, SLICE_ENTRIES,
+    SLICE_WRITES, SNAPSHOT_PIECE_BYTES, WAL_RECORD_BYTES_MAX,
 };
 use crate::shard::{apply, NoLog, ShardOp, ShardReply};
 use crate::store::{KeyRange, Store};
@@ -378,7 +378,15 @@ impl NodeCore {
             if write {
                 let mut begun = Vec::with_capacity(run.len());
                 for op in run {
-                    begun.push(self.begin_write(&core, op, now_ms).await);
+                    if matches!(op, ShardOp::DeleteRange { .. }) {
+                        // It reads the store first: the writes before it are done by then.
+                        for b in begun.drain(..) {
+                            replies.push(self.end_write(b).await);
+                        }
+                        replies.push(self.delete_range(&core, op, now_ms).await);
+                    } else {
+                        begun.push(self.begin_write(&core, op, now_ms).await);
+                    }
                 }
                 for b in begun {
                     replies.push(self.end_write(b).await);
@@ -416,7 +424,8 @@ impl NodeCore {
             ShardOp::Update { ref key, .. } => vec![(map.range_of_key(key), vec![0], op)],
             ShardOp::Put { rows, on_conflict, returning } => by_range(map, rows, |r| &r.key)
                 .map(|(range, idx, rows)| {
-                    let op = ShardOp::Put { rows, on_conflict: on_conflict.clone(), returning: returning.clone() };
+                    let op =
+                        ShardOp::Put { rows, on_conflict: on_conflict.clone(), returning: returning.clone() };
                     (range, idx, op)
                 })
                 .collect(),
@@ -426,11 +435,7 @@ impl NodeCore {
                     (range, idx, op)
                 })
                 .collect(),
-            _ => {
-                return Err(ShardReply::Invalid(
-                    "a range DELETE is not replicated on a cluster yet (docs/cluster.md); delete the keys by name".into(),
-                ))
-            }
+            other => return Err(ShardReply::Invalid(format!("not a point write: {other:?}"))),
         };
         let mut sent = Vec::with_capacity(parts.len());
         for (range, idx, op) in parts {
@@ -614,16 +619,64 @@ impl NodeCore {
         let mut ranges: Vec<RangeId> = match &op {
             ShardOp::Get { key } => vec![map.range_of_key(key)],
             ShardOp::MultiGet { keys, .. } => keys.iter().map(|k| map.range_of_key(k)).collect(),
-            _ => (0..map.ranges()).filter(|r| map.core_of(*r, core.shards) == self.core).collect(),
+            _ => self.core_ranges(core),
         };
         ranges.sort_unstable();
         ranges.dedup();
+        if let Err(why) = self.confirm(&ranges).await {
+            return ShardReply::Unavailable(why);
+        }
+        let mut group = None;
+        match core.start_op(op, now_ms, &mut group) {
+            Started::Done(r) => r,
+            Started::More(rest) => core.finish_op(rest, now_ms).await.0,
+        }
+    }
+
+    /// The ranges whose rows this core's store holds.
+    fn core_ranges(&self, core: &Core) -> Vec<RangeId> {
+        let map = &self.cluster.map;
+        (0..map.ranges()).filter(|r| map.core_of(*r, core.shards) == self.core).collect()
+    }
+
+    /// A range DELETE: the keys it matches in this core's store, once every range here has
+    /// applied what a read-index round confirmed, deleted by name through their ranges' Raft
+    /// groups, a slice at a time (each slice's keys of one range one entry). As on a single
+    /// node it is not atomic: a row written while it runs may stay or go. Slices applied and
+    /// then one that failed, or whose outcome is unknown, make the whole OUTCOME_UNKNOWN.
+    async fn delete_range(self: &Rc<Self>, core: &Rc<Core>, op: ShardOp, now_ms: u64) -> ShardReply {
+        if let Err(why) = self.confirm(&self.core_ranges(core)).await {
+            return ShardReply::Unavailable(why);
+        }
+        let mut sliced = crate::shard::ops::Sliced::default();
+        let mut affected = 0;
+        loop {
+            let (keys, last) =
+                sliced.next_doomed(&op, &core.store.borrow(), runtime::now_ms(), SLICE_ENTRIES, SLICE_WRITES);
+            if !keys.is_empty() {
+                let delete = ShardOp::Delete { keys, expect: None, returning: None };
+                let begun = self.begin_write(core, delete, now_ms).await;
+                match self.end_write(begun).await {
+                    ShardReply::Affected(n) => affected += n,
+                    _ if affected > 0 => return ShardReply::OutcomeUnknown,
+                    other => return other,
+                }
+            }
+            if last {
+                return ShardReply::Affected(affected);
+            }
+            // The bounded pause: other requests on this core run between slices.
+            runtime::yield_now().await;
+        }
+    }
+
+    /// Wait until every one of `ranges` has applied what a read-index round confirmed: what
+    /// this core's store holds is then at least every write acknowledged before the call.
+    async fn confirm(&self, ranges: &[RangeId]) -> Result<(), String> {
         let deadline = runtime::now_ms() + CLUSTER_REQUEST_TIMEOUT_MS;
         let mut waits = Vec::with_capacity(ranges.len());
-        for &range in &ranges {
-            if let Err(why) = self.reachable_leader(range, deadline).await {
-                return ShardReply::Unavailable(why);
-            }
+        for &range in ranges {
+            self.reachable_leader(range, deadline).await?;
             let slot = Slot::new();
             self.queued_reads.borrow_mut().entry(range).or_default().push(Rc::downgrade(&slot));
             waits.push((range, slot));
@@ -650,20 +703,11 @@ impl NodeCore {
             }
         };
         let left = deadline.saturating_sub(runtime::now_ms());
-        let timed_out = match race(confirmed, sleep(Duration::from_millis(left))).await {
-            Either::Left(Ok(())) => false,
-            Either::Left(Err(why)) => return ShardReply::Unavailable(why),
-            Either::Right(()) => true,
-        };
-        if timed_out {
-            return ShardReply::Unavailable(format!(
-                "no majority confirmed the read within {CLUSTER_REQUEST_TIMEOUT_MS} ms"
-            ));
-        }
-        let mut group = None;
-        match core.start_op(op, now_ms, &mut group) {
-            Started::Done(r) => r,
-            Started::More(rest) => core.finish_op(rest, now_ms).await.0,
+        match race(confirmed, sleep(Duration::from_millis(left))).await {
+            Either::Left(r) => r,
+            Either::Right(()) => {
+                Err(format!("no majority confirmed the read within {CLUSTER_REQUEST_TIMEOUT_MS} ms"))
+            }
         }
     }
 
