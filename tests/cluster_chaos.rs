@@ -113,6 +113,10 @@ impl Net {
                 "--plaintext",
                 "--durability",
                 "sync",
+                // Small, so that each core's log is compacted behind its snapshot many times a
+                // run and a node back from a kill or a cut is rebuilt from snapshots.
+                "--snapshot-log-bytes",
+                "131072",
             ])
             .arg("--data-dir")
             .arg(&self.dirs[i])

@@ -495,6 +495,9 @@ impl Replicas {
             let status = if delivered { raft::SnapshotStatus::Finish } else { raft::SnapshotStatus::Failure };
             replica.raw.report_snapshot(to, status);
             replica.raw.mut_store().sent();
+            // A heartbeat now: its answer resumes the follower (the next append, or the snapshot
+            // again), rather than the next tick's.
+            replica.raw.ping();
         }
     }
 
@@ -515,6 +518,8 @@ impl Replicas {
         let index = replica.raw.raft.raft_log.applied;
         let term = replica.raw.store().term(index).map_err(|e| format!("range {range}: {e}"))?;
         replica.raw.mut_store().offer(index, term, rows);
+        // raft-rs tries the snapshot again on the follower's answer to a heartbeat: one now.
+        replica.raw.ping();
         Ok(())
     }
 
