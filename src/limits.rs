@@ -334,6 +334,10 @@ pub const CLUSTER_REQUEST_TIMEOUT_MS: u64 = 5_000;
 /// Writes one core has forwarded to other nodes' leaders and not heard back of: past this,
 /// more are refused (retry) rather than waiting in memory without bound.
 pub const CLUSTER_FORWARDS_IN_FLIGHT_MAX: usize = 4096;
+/// Bytes of ops a range's leader gathers into one entry before it proposes them (it proposes
+/// each cycle anyway): far below a log record's bound, and small enough that one entry's
+/// apply is a short pause for the core.
+pub const CLUSTER_BATCH_BYTES_MAX: usize = 256 << 10;
 /// Bytes of one Raft message between nodes at most (its range and the protobuf-encoded
 /// message): an append carries at most RAFT_APPEND_BYTES_MAX of entries, so anything longer
 /// from a peer is damage or an attack. A snapshot's rows travel apart, in pieces of

@@ -12,6 +12,13 @@
 //! bytes  = varint length | the bytes;  opt X = 0 | 1 X
 //! ```
 //!
+//! The ops a range's leader took in one cycle go as one entry, applied in order (one Raft
+//! entry, log record and commit round for all of them):
+//!
+//! ```text
+//! batch: u8 = 2 | n: varint | n × entry: bytes
+//! ```
+//!
 //! Check, then parse: every length is checked against the bytes left before anything is
 //! allocated for it, and bytes that do not decode are an error, never a panic. No I/O.
 
@@ -21,6 +28,34 @@ use crate::sql::{RetCol, Returning, TtlChange};
 use integer_encoding::VarInt;
 
 const VERSION: u8 = 1;
+const BATCH: u8 = 2;
+
+/// One entry holding `entries` (each from [`encode_entry`]), to be applied in order.
+pub fn encode_batch(entries: &[Vec<u8>]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(8 + entries.iter().map(|e| e.len() + 4).sum::<usize>());
+    out.push(BATCH);
+    put_varint(&mut out, entries.len() as u64);
+    for e in entries {
+        put_bytes(&mut out, e);
+    }
+    out
+}
+
+/// The ops of an entry, in order: one for an entry of one op, each of a batch's.
+pub fn decode_entries(data: &[u8]) -> Result<Vec<(u64, ShardOp)>, String> {
+    if data.first() != Some(&BATCH) {
+        return Ok(vec![decode_entry(data)?]);
+    }
+    let mut r = Reader { rest: &data[1..] };
+    let n = r.count().map_err(|e| format!("not a batch of writes: {e}"))?;
+    let mut ops = Vec::with_capacity(n);
+    for _ in 0..n {
+        let one = r.bytes().map_err(|e| format!("not a batch of writes: {e}"))?;
+        ops.push(decode_entry(&one)?);
+    }
+    r.end().map_err(|e| format!("not a batch of writes: {e}"))?;
+    Ok(ops)
+}
 
 fn put_varint(out: &mut Vec<u8>, v: u64) {
     let mut buf = [0u8; 10];
@@ -449,6 +484,29 @@ mod tests {
             assert_eq!(decode_entry(&e).unwrap(), (1234, op));
         }
         assert_eq!(encode_entry(1, &ShardOp::Get { key: b"k".to_vec() }), None);
+    }
+
+    #[test]
+    fn a_batch_holds_its_ops_in_order_and_damage_is_an_error() {
+        let entries: Vec<Vec<u8>> =
+            ops().iter().enumerate().map(|(i, op)| encode_entry(i as u64, op).unwrap()).collect();
+        let batch = encode_batch(&entries);
+        let expected: Vec<(u64, ShardOp)> =
+            ops().into_iter().enumerate().map(|(i, op)| (i as u64, op)).collect();
+        assert_eq!(decode_entries(&batch).unwrap(), expected);
+        // An entry of one op reads as a batch of one.
+        assert_eq!(decode_entries(&entries[0]).unwrap(), expected[..1].to_vec());
+        for cut in 0..batch.len() {
+            assert!(decode_entries(&batch[..cut]).is_err(), "cut at {cut}");
+        }
+        for i in 0..batch.len() {
+            let mut d = batch.clone();
+            d[i] ^= 0xff;
+            let _ = decode_entries(&d);
+        }
+        let mut huge = vec![BATCH];
+        put_varint(&mut huge, u64::MAX);
+        assert!(decode_entries(&huge).unwrap_err().contains("items"));
     }
 
     #[test]

@@ -10,7 +10,9 @@ use super::core::{Core, Replicated, Started};
 use super::runtime::{self, race, sleep, Either, LocalSignal, Slot, TcpStream};
 use super::transport::Transport;
 use super::wal::{Group, Wal};
-use crate::cluster::command::{decode_entry, decode_outcome, encode_entry, encode_outcome, Outcome};
+use crate::cluster::command::{
+    decode_entries, decode_entry, decode_outcome, encode_batch, encode_entry, encode_outcome, Outcome,
+};
 use crate::cluster::log::{encode_records, rebuild, GroupLog, Installed};
 use crate::cluster::membership::Membership;
 use crate::cluster::ranges::RangeMap;
@@ -19,9 +21,10 @@ use crate::cluster::wire::{self, Envelope, Frame};
 use crate::cluster::{NodeId, RangeId};
 use crate::durability::{apply::replay, read_snapshot, FileId, FileKind, SnapshotEncoder};
 use crate::limits::{
-    CLUSTER_FORWARDS_IN_FLIGHT_MAX, CLUSTER_REQUEST_TIMEOUT_MS, HANDSHAKE_TIMEOUT_MS, PEER_CONNECTIONS_MAX,
-    PEER_QUEUE_BYTES_MAX, PEER_RECONNECT_MS, RAFT_SNAPSHOT_BYTES_MAX, RAFT_TICK_MS, SLICE_ENTRIES,
-    SLICE_WRITES, SNAPSHOT_PIECE_BYTES, WAL_RECORD_BYTES_MAX,
+    CLUSTER_BATCH_BYTES_MAX, CLUSTER_FORWARDS_IN_FLIGHT_MAX, CLUSTER_REQUEST_TIMEOUT_MS,
+    HANDSHAKE_TIMEOUT_MS, PEER_CONNECTIONS_MAX, PEER_QUEUE_BYTES_MAX, PEER_RECONNECT_MS,
+    RAFT_SNAPSHOT_BYTES_MAX, RAFT_TICK_MS, SLICE_ENTRIES, SLICE_WRITES, SNAPSHOT_PIECE_BYTES,
+    WAL_RECORD_BYTES_MAX,
 };
 use crate::shard::{apply, NoLog, ShardOp, ShardReply};
 use crate::store::{KeyRange, Store};
@@ -189,6 +192,14 @@ type Sent = (Rc<Slot<Outcome>>, Option<(u64, NodeId)>);
 /// that gave up is gone.
 type ReadWaiter = Weak<Slot<Option<u64>>>;
 
+/// Ops for one range's next entry.
+#[derive(Default)]
+struct Pending {
+    entries: Vec<Vec<u8>>,
+    waiters: Vec<Waiter>,
+    bytes: usize,
+}
+
 /// Who waits for a proposal this core made: a request of one of its connections, or a write
 /// another node forwarded (answered over the link to the core it came from).
 enum Waiter {
@@ -208,7 +219,12 @@ pub struct NodeCore {
     persisting: RefCell<VecDeque<(u64, Option<Rc<Group>>)>>,
     persist_kick: Notify,
     inbound: Cell<usize>,
-    proposals: RefCell<HashMap<ProposalId, Waiter>>,
+    /// Who waits for each op of a proposal, in the entry's order.
+    proposals: RefCell<HashMap<ProposalId, Vec<Waiter>>>,
+    /// Per range this replica leads, the ops taken since the last cycle, proposed together as
+    /// one entry when the cycle runs (or when they reach CLUSTER_BATCH_BYTES_MAX), and who
+    /// waits for each.
+    batching: RefCell<BTreeMap<RangeId, Pending>>,
     /// Reads waiting for the next cycle to ask their range for a read-index: every read that
     /// arrived before the request is sent shares its answer (one heartbeat round for all).
     queued_reads: RefCell<BTreeMap<RangeId, Vec<ReadWaiter>>>,
@@ -252,6 +268,7 @@ impl NodeCore {
             persist_kick: Notify::default(),
             inbound: Cell::new(0),
             proposals: RefCell::new(HashMap::new()),
+            batching: RefCell::new(BTreeMap::new()),
             queued_reads: RefCell::new(BTreeMap::new()),
             reads: RefCell::new(HashMap::new()),
             changed: Notify::default(),
@@ -353,11 +370,75 @@ impl NodeCore {
 
     /// Settle proposal `id` with `o`.
     fn settle(self: &Rc<Self>, core: &Rc<Core>, id: ProposalId, o: Outcome) {
-        match self.proposals.borrow_mut().remove(&id) {
-            None => {}
-            Some(Waiter::Local(slot)) => slot.put(o),
-            Some(Waiter::Forwarded { node, core: from_core, id }) => {
+        let waiters = self.proposals.borrow_mut().remove(&id);
+        for w in waiters.into_iter().flatten() {
+            self.tell(core, w, o.clone());
+        }
+    }
+
+    /// Settle each op of proposal `id` with its own outcome (a batch applied).
+    fn settle_each(self: &Rc<Self>, core: &Rc<Core>, id: ProposalId, outcomes: Vec<Outcome>) {
+        let waiters = self.proposals.borrow_mut().remove(&id).unwrap_or_default();
+        let mut outcomes = outcomes.into_iter();
+        for w in waiters {
+            // As many outcomes as ops, since the entry is the one this core built.
+            self.tell(core, w, outcomes.next().unwrap_or(Outcome::Unknown));
+        }
+    }
+
+    fn tell(self: &Rc<Self>, core: &Rc<Core>, w: Waiter, o: Outcome) {
+        match w {
+            Waiter::Local(slot) => slot.put(o),
+            Waiter::Forwarded { node, core: from_core, id } => {
                 self.answer_forward(core, node, from_core, id, &o)
+            }
+        }
+    }
+
+    /// Add an op to the batch of `range`, which this replica leads; a batch that would outgrow
+    /// CLUSTER_BATCH_BYTES_MAX is proposed first.
+    fn batch(self: &Rc<Self>, core: &Rc<Core>, range: RangeId, entry: Vec<u8>, waiter: Waiter) {
+        let full = self
+            .batching
+            .borrow()
+            .get(&range)
+            .is_some_and(|p| p.bytes + entry.len() > CLUSTER_BATCH_BYTES_MAX);
+        if full {
+            self.propose_batch(core, range);
+        }
+        let mut batching = self.batching.borrow_mut();
+        let p = batching.entry(range).or_default();
+        p.bytes += entry.len();
+        p.entries.push(entry);
+        p.waiters.push(waiter);
+        drop(batching);
+        self.ready_kick.notify();
+    }
+
+    /// Propose every range's batch (the ready loop, before each cycle).
+    fn propose_batches(self: &Rc<Self>, core: &Rc<Core>) {
+        let ranges: Vec<RangeId> = self.batching.borrow().keys().copied().collect();
+        for range in ranges {
+            self.propose_batch(core, range);
+        }
+    }
+
+    fn propose_batch(self: &Rc<Self>, core: &Rc<Core>, range: RangeId) {
+        let Some(Pending { mut entries, waiters, .. }) = self.batching.borrow_mut().remove(&range) else {
+            return;
+        };
+        let data = if entries.len() == 1 { entries.pop().expect("one") } else { encode_batch(&entries) };
+        let proposed = self.replicas.borrow_mut().propose(range, data);
+        match proposed {
+            Ok(id) => {
+                self.proposals.borrow_mut().insert(id, waiters);
+            }
+            // The leadership moved since the ops were taken: none of them was proposed.
+            Err(e) => {
+                let o = Outcome::NotApplied(format!("range {range}'s leader could not take it: {e:?}"));
+                for w in waiters {
+                    self.tell(core, w, o.clone());
+                }
             }
         }
     }
@@ -499,11 +580,16 @@ impl NodeCore {
         if let Err(why) = self.reachable_leader(range, deadline_ms).await {
             return done(Outcome::NotApplied(why));
         }
+        if self.replicas.borrow().leader(range) == Some(Some(self.cluster.this)) {
+            let slot = Slot::new();
+            self.batch(core, range, entry, Waiter::Local(slot.clone()));
+            return Part { range, deadline_ms, sent: Ok((slot, None)) };
+        }
         let proposed = self.replicas.borrow_mut().propose(range, entry.clone());
         match proposed {
             Ok(id) => {
                 let slot = Slot::new();
-                self.proposals.borrow_mut().insert(id, Waiter::Local(slot.clone()));
+                self.proposals.borrow_mut().insert(id, vec![Waiter::Local(slot.clone())]);
                 self.ready_kick.notify();
                 Part { range, deadline_ms, sent: Ok((slot, None)) }
             }
@@ -599,10 +685,14 @@ impl NodeCore {
         if let Err(e) = decode_entry(entry) {
             return self.answer_forward(core, from, from_core, id, &Outcome::NotApplied(e));
         }
+        let waiter = Waiter::Forwarded { node: from, core: from_core, id };
+        if self.replicas.borrow().leader(range) == Some(Some(self.cluster.this)) {
+            return self.batch(core, range, entry.to_vec(), waiter);
+        }
         let proposed = self.replicas.borrow_mut().propose(range, entry.to_vec());
         match proposed {
             Ok(p) => {
-                self.proposals.borrow_mut().insert(p, Waiter::Forwarded { node: from, core: from_core, id });
+                self.proposals.borrow_mut().insert(p, vec![waiter]);
                 self.ready_kick.notify();
             }
             Err(e) => {
@@ -935,6 +1025,7 @@ async fn ready_loop(core: Rc<Core>, node: Rc<NodeCore>, wal: Rc<Wal>) {
             return;
         }
         node.ask_reads();
+        node.propose_batches(&core);
         node.offer_snapshots(&core);
         let batch = node.replicas.borrow_mut().ready();
         if batch.number == 0 {
@@ -959,19 +1050,21 @@ fn run_batch(core: &Rc<Core>, node: &Rc<NodeCore>, wal: &Wal, batch: Batch) -> R
         match a {
             Apply::Entry { range, index, data, proposal, .. } => {
                 // A new leader's first entry is empty: it commits the entries of earlier terms.
-                let reply = if data.is_empty() {
-                    None
-                } else {
-                    let (at_ms, op) =
-                        decode_entry(&data).map_err(|e| format!("range {range}, entry {index}: {e}"))?;
-                    Some(apply(&mut core.store.borrow_mut(), &op, at_ms, &mut NoLog))
-                };
+                let mut replies = Vec::new();
+                if !data.is_empty() {
+                    let ops =
+                        decode_entries(&data).map_err(|e| format!("range {range}, entry {index}: {e}"))?;
+                    let mut store = core.store.borrow_mut();
+                    for (at_ms, op) in ops {
+                        replies.push(Outcome::Applied(apply(&mut store, &op, at_ms, &mut NoLog)));
+                    }
+                }
                 if let Some(id) = proposal {
-                    let o = match reply {
-                        Some(r) => Outcome::Applied(r),
-                        None => Outcome::NotApplied("an empty entry took its place".into()),
-                    };
-                    node.settle(core, id, o);
+                    if replies.is_empty() {
+                        node.settle(core, id, Outcome::NotApplied("an empty entry took its place".into()));
+                    } else {
+                        node.settle_each(core, id, replies);
+                    }
                 }
             }
             Apply::Snapshot { range, index, data } => {
