@@ -128,20 +128,22 @@ impl Cluster {
 /// snapshot.
 pub type RecoveredLogs = (Vec<(RangeId, GroupLog)>, Vec<Installed>);
 
-/// A one-at-a-time wake-up: the waiter renews it before looking for work, so a notification
-/// between its look and its wait is not lost.
+/// A wake-up for any number of waiters: each takes the current signal before it looks for
+/// work, and a notification fires that signal and puts a fresh one in its place, so one that
+/// comes between a waiter's look and its wait is never lost. (Renewing the signal per waiter,
+/// as this once did, lost the wake-up of every waiter but the last to renew: a follower's read
+/// waiting for its apply could sleep until its deadline.)
 #[derive(Default)]
 struct Notify(RefCell<Rc<LocalSignal>>);
 
 impl Notify {
-    fn renew(&self) -> Rc<LocalSignal> {
-        let s = Rc::new(LocalSignal::default());
-        *self.0.borrow_mut() = s.clone();
-        s
+    fn current(&self) -> Rc<LocalSignal> {
+        self.0.borrow().clone()
     }
 
     fn notify(&self) {
-        self.0.borrow().fire();
+        let fired = std::mem::take(&mut *self.0.borrow_mut());
+        fired.fire();
     }
 }
 
@@ -551,7 +553,7 @@ impl NodeCore {
     /// election, a request waits rather than fails. Err: none in time, or not a range here.
     async fn reachable_leader(&self, range: RangeId, deadline_ms: u64) -> Result<NodeId, String> {
         loop {
-            let woken = self.changed.renew();
+            let woken = self.changed.current();
             let leader = self.replicas.borrow().leader(range);
             match leader {
                 None => {
@@ -621,8 +623,12 @@ impl NodeCore {
         // The answer, or (a forwarded write) word that the leader it went to leads no more: its
         // fate is then unknown here, and the client hears so now rather than at the deadline.
         let answer = async {
+            // A part proposed here hears its fate from this core: nothing else to watch.
+            if forwarded.is_none() {
+                return slot.take().await;
+            }
             loop {
-                let woken = self.changed.renew();
+                let woken = self.changed.current();
                 if let Some((_, to)) = forwarded {
                     if self.replicas.borrow().leader(range) != Some(Some(to)) {
                         return Outcome::Unknown;
@@ -781,7 +787,7 @@ impl NodeCore {
                 }
             }
             loop {
-                let woken = self.changed.renew();
+                let woken = self.changed.current();
                 let caught_up = {
                     let replicas = self.replicas.borrow();
                     indexes.iter().all(|(r, i)| replicas.applied(*r).is_some_and(|a| a >= *i))
@@ -1020,7 +1026,7 @@ async fn tick_loop(core: Rc<Core>, node: Rc<NodeCore>) {
 
 async fn ready_loop(core: Rc<Core>, node: Rc<NodeCore>, wal: Rc<Wal>) {
     loop {
-        let woken = node.ready_kick.renew();
+        let woken = node.ready_kick.current();
         if core.shutdown.is_fired() {
             return;
         }
@@ -1119,7 +1125,7 @@ fn run_batch(core: &Rc<Core>, node: &Rc<NodeCore>, wal: &Wal, batch: Batch) -> R
 /// acknowledgements that waited for it leave now.
 async fn persist_loop(core: Rc<Core>, node: Rc<NodeCore>) {
     loop {
-        let woken = node.persist_kick.renew();
+        let woken = node.persist_kick.current();
         let next = node.persisting.borrow_mut().pop_front();
         let Some((number, group)) = next else {
             if core.shutdown.is_fired() {
@@ -1226,7 +1232,7 @@ fn discard(node: &NodeCore, link: &Link) {
 async fn drain_link(core: &Rc<Core>, node: &Rc<NodeCore>, link: &Link, t: &mut Transport) -> &'static str {
     let mut out = Vec::new();
     loop {
-        let woken = link.kick.renew();
+        let woken = link.kick.current();
         let mut snapshots = Vec::new();
         {
             let mut q = link.queue.borrow_mut();
@@ -1545,4 +1551,22 @@ pub fn render_status(all: &[serde_json::Value]) -> String {
         lines.push('\n');
     }
     lines + &out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_waiter_hears_a_notification_that_follows_its_look() {
+        let n = Notify::default();
+        let (a, b) = (n.current(), n.current());
+        n.notify();
+        assert!(a.is_fired() && b.is_fired());
+        // A waiter that looks after it waits for the next one.
+        let c = n.current();
+        assert!(!c.is_fired());
+        n.notify();
+        assert!(c.is_fired());
+    }
 }
