@@ -126,7 +126,7 @@ fn put_returning(out: &mut Vec<u8>, r: &Option<Returning>) {
 }
 
 /// The entry for write `op` proposed at `now_ms`; None for an op that is not a replicated
-/// write (reads, and range deletes, which are not replicated yet).
+/// write (reads; range deletes go as deletes of the keys they match, docs/cluster.md).
 pub fn encode_entry(now_ms: u64, op: &ShardOp) -> Option<Vec<u8>> {
     let mut out = vec![VERSION];
     put_varint(&mut out, now_ms);
