@@ -474,21 +474,8 @@ impl NodeCore {
                 for b in begun {
                     replies.push(self.end_write(b).await);
                 }
-            } else if run.len() == 1 {
-                replies.push(self.read(&core, run.pop().expect("one op"), now_ms).await);
             } else {
-                let slots: Vec<Rc<Slot<ShardReply>>> = run
-                    .into_iter()
-                    .map(|op| {
-                        let slot = Slot::new();
-                        let (node, core, put) = (self.clone(), core.clone(), slot.clone());
-                        runtime::spawn(async move { put.put(node.read(&core, op, now_ms).await) });
-                        slot
-                    })
-                    .collect();
-                for slot in slots {
-                    replies.push(slot.take().await);
-                }
+                replies.extend(self.read_all(&core, run, now_ms).await);
             }
         }
         replies
@@ -710,23 +697,32 @@ impl NodeCore {
 
     /// A read, served from this core's store once every range it touches has applied what a
     /// read-index round confirmed (Raft thesis 6.4): linearizable on any replica.
-    async fn read(self: &Rc<Self>, core: &Rc<Core>, op: ShardOp, now_ms: u64) -> ShardReply {
+    /// A run of reads shares one confirmation: every one of them was sent before it began, so
+    /// the index it confirms serves them all.
+    async fn read_all(self: &Rc<Self>, core: &Rc<Core>, ops: Vec<ShardOp>, now_ms: u64) -> Vec<ShardReply> {
         let map = &self.cluster.map;
-        let mut ranges: Vec<RangeId> = match &op {
-            ShardOp::Get { key } => vec![map.range_of_key(key)],
-            ShardOp::MultiGet { keys, .. } => keys.iter().map(|k| map.range_of_key(k)).collect(),
-            _ => self.core_ranges(core),
-        };
+        let mut ranges: Vec<RangeId> = Vec::new();
+        for op in &ops {
+            match op {
+                ShardOp::Get { key } => ranges.push(map.range_of_key(key)),
+                ShardOp::MultiGet { keys, .. } => ranges.extend(keys.iter().map(|k| map.range_of_key(k))),
+                _ => ranges.extend(self.core_ranges(core)),
+            }
+        }
         ranges.sort_unstable();
         ranges.dedup();
         if let Err(why) = self.confirm(&ranges).await {
-            return ShardReply::Unavailable(why);
+            return ops.iter().map(|_| ShardReply::Unavailable(why.clone())).collect();
         }
-        let mut group = None;
-        match core.start_op(op, now_ms, &mut group) {
-            Started::Done(r) => r,
-            Started::More(rest) => core.finish_op(rest, now_ms).await.0,
+        let mut replies = Vec::with_capacity(ops.len());
+        for op in ops {
+            let mut group = None;
+            replies.push(match core.start_op(op, now_ms, &mut group) {
+                Started::Done(r) => r,
+                Started::More(rest) => core.finish_op(rest, now_ms).await.0,
+            });
         }
+        replies
     }
 
     /// The ranges whose rows this core's store holds.
