@@ -334,6 +334,10 @@ pub const CLUSTER_REQUEST_TIMEOUT_MS: u64 = 5_000;
 /// Writes one core has forwarded to other nodes' leaders and not heard back of: past this,
 /// more are refused (retry) rather than waiting in memory without bound.
 pub const CLUSTER_FORWARDS_IN_FLIGHT_MAX: usize = 4096;
+/// How long `velocityd cluster init` waits for each peer core when it asks whether the cluster
+/// already knows this node's log: a peer not up yet (bootstrap) refuses at once on a working
+/// network, and init must not hang minutes on one that is unreachable.
+pub const CLUSTER_INIT_PROBE_MS: u64 = 2_000;
 /// Bytes of ops a range's leader gathers into one entry before it proposes them (it proposes
 /// each cycle anyway): far below a log record's bound, and small enough that one entry's
 /// apply is a short pause for the core.

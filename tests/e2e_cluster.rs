@@ -344,6 +344,31 @@ fn a_node_behind_the_compacted_logs_is_rebuilt_from_snapshots_that_survive_resta
     }
 }
 
+/// A node that lost its data but kept its key cannot be made a member again under the same
+/// identity: its peers remember its log, and `cluster init` refuses (an empty log under an old
+/// identity could vote twice in a term).
+#[test]
+fn cluster_init_refuses_a_node_that_ran_before_and_lost_its_data() {
+    let mut c = Cluster::start();
+    let keys: Vec<String> = (0..20).map(|i| format!("k{i}")).collect();
+    write_until_ok(&mut c.client(0), &keys);
+    let old = c.nodes[2].take().unwrap().crash();
+    let wiped = temp_dir("wiped");
+    std::fs::create_dir_all(&wiped).unwrap();
+    for f in ["identity.key", "identity.crt"] {
+        std::fs::copy(old.join(f), wiped.join(f)).unwrap();
+    }
+    let mut init = std::process::Command::new(bin("velocityd"));
+    init.args(["cluster", "init", "--node-id", "3", "--cluster-file"])
+        .arg(c.dirs[0].with_extension("cluster"))
+        .arg("--data-dir")
+        .arg(&wiped);
+    let (status, err) = expect_refusal(init);
+    assert!(!status.success());
+    assert!(err.contains("lost its data") && err.contains("new identity"), "{err}");
+    assert!(!wiped.join("cluster").exists());
+}
+
 #[test]
 fn a_paused_leader_is_replaced_and_steps_down_when_it_resumes() {
     let c = Cluster::start();

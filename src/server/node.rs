@@ -21,10 +21,10 @@ use crate::cluster::wire::{self, Envelope, Frame};
 use crate::cluster::{NodeId, RangeId};
 use crate::durability::{apply::replay, read_snapshot, FileId, FileKind, SnapshotEncoder};
 use crate::limits::{
-    CLUSTER_BATCH_BYTES_MAX, CLUSTER_FORWARDS_IN_FLIGHT_MAX, CLUSTER_REQUEST_TIMEOUT_MS,
-    HANDSHAKE_TIMEOUT_MS, PEER_CONNECTIONS_MAX, PEER_QUEUE_BYTES_MAX, PEER_RECONNECT_MS,
-    RAFT_SNAPSHOT_BYTES_MAX, RAFT_TICK_MS, SLICE_ENTRIES, SLICE_WRITES, SNAPSHOT_PIECE_BYTES,
-    WAL_RECORD_BYTES_MAX,
+    CLUSTER_BATCH_BYTES_MAX, CLUSTER_FORWARDS_IN_FLIGHT_MAX, CLUSTER_INIT_PROBE_MS,
+    CLUSTER_REQUEST_TIMEOUT_MS, HANDSHAKE_TIMEOUT_MS, PEER_CONNECTIONS_MAX, PEER_QUEUE_BYTES_MAX,
+    PEER_RECONNECT_MS, RAFT_SNAPSHOT_BYTES_MAX, RAFT_TICK_MS, SLICE_ENTRIES, SLICE_WRITES,
+    SNAPSHOT_PIECE_BYTES, WAL_RECORD_BYTES_MAX,
 };
 use crate::shard::{apply, NoLog, ShardOp, ShardReply};
 use crate::store::{KeyRange, Store};
@@ -1442,6 +1442,13 @@ pub fn init(data_dir: &Path, node_id: NodeId, text: &str) -> Result<String, Stri
             data_dir.display()
         ));
     }
+    if let Some((peer, range, index)) = remembered_by_peers(data_dir, &m, node_id)? {
+        return Err(format!(
+            "node {peer}, leading range {range}, has node {node_id}'s log up to index {index}: node {node_id} ran before and lost its data. \
+             Started empty under the same identity it could vote twice in a term or count towards a majority for entries it no longer has; \
+             a node that lost its data must come back under a new identity (a membership change, not built yet: docs/cluster.md)"
+        ));
+    }
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, &rendered).map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
     std::fs::rename(&tmp, &path).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
@@ -1456,14 +1463,41 @@ pub fn init(data_dir: &Path, node_id: NodeId, text: &str) -> Result<String, Stri
     ))
 }
 
+/// Whether a reachable leader of some range knows node `node_id`'s log to reach an index above 0
+/// (it acknowledged entries before): the peer, range and index. Peers that do not answer (not
+/// started yet, as at bootstrap, or pinning another key) tell nothing.
+fn remembered_by_peers(
+    data_dir: &Path,
+    m: &Membership,
+    node_id: NodeId,
+) -> Result<Option<(NodeId, u64, u64)>, String> {
+    let (key_pem, cert_pem, _) = super::datadir::identity(data_dir)?;
+    for other in m.members.iter().filter(|o| o.id != node_id) {
+        let tls = crate::security::tls::peer_client_config(&cert_pem, &key_pem, other.fingerprint)?;
+        for core in 0..other.cores {
+            let probe = Duration::from_millis(CLUSTER_INIT_PROBE_MS);
+            let Ok(answer) = ask_status(other.peer_addr(core), tls.clone(), probe) else { continue };
+            for r in answer["ranges"].as_array().into_iter().flatten() {
+                for pair in r["matched"].as_array().into_iter().flatten() {
+                    let (id, index) = (pair[0].as_u64(), pair[1].as_u64().unwrap_or(0));
+                    if id == Some(node_id) && index > 0 {
+                        return Ok(Some((other.id, r["range"].as_u64().unwrap_or(0), index)));
+                    }
+                }
+            }
+        }
+    }
+    Ok(None)
+}
+
 /// Ask one core of a node for its status over the node-to-node port, as this data directory's
 /// node (whose key is pinned in the membership, as the peer checks).
 fn ask_status(
     addr: std::net::SocketAddr,
     tls: Arc<rustls::ClientConfig>,
+    timeout: Duration,
 ) -> Result<serde_json::Value, String> {
     use std::io::{Read, Write};
-    let timeout = Duration::from_millis(HANDSHAKE_TIMEOUT_MS);
     let tcp = std::net::TcpStream::connect_timeout(&addr, timeout).map_err(|e| e.to_string())?;
     tcp.set_read_timeout(Some(timeout)).map_err(|e| e.to_string())?;
     tcp.set_write_timeout(Some(timeout)).map_err(|e| e.to_string())?;
@@ -1502,7 +1536,8 @@ pub fn status(data_dir: &Path) -> Result<Vec<serde_json::Value>, String> {
     for member in &m.members {
         let tls = crate::security::tls::peer_client_config(&cert_pem, &key_pem, member.fingerprint)?;
         for core in 0..member.cores {
-            match ask_status(member.peer_addr(core), tls.clone()) {
+            match ask_status(member.peer_addr(core), tls.clone(), Duration::from_millis(HANDSHAKE_TIMEOUT_MS))
+            {
                 Ok(v) => all.push(v),
                 Err(e) => all.push(serde_json::json!({"node": member.id, "core": core, "error": e})),
             }
