@@ -334,6 +334,10 @@ pub const CLUSTER_REQUEST_TIMEOUT_MS: u64 = 5_000;
 /// Writes one core has forwarded to other nodes' leaders and not heard back of: past this,
 /// more are refused (retry) rather than waiting in memory without bound.
 pub const CLUSTER_FORWARDS_IN_FLIGHT_MAX: usize = 4096;
+/// How long a cluster node that is asked to stop (SIGTERM) waits for the leadership of its
+/// ranges to move to caught-up replicas before it stops anyway: a hand-over takes a round trip
+/// or two; past an election timeout and a half the peers would have elected without it.
+pub const LEADER_HANDOVER_MS: u64 = 3_000;
 /// How long `velocityd cluster init` waits for each peer core when it asks whether the cluster
 /// already knows this node's log: a peer not up yet (bootstrap) refuses at once on a working
 /// network, and init must not hang minutes on one that is unreachable.

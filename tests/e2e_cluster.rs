@@ -369,6 +369,32 @@ fn cluster_init_refuses_a_node_that_ran_before_and_lost_its_data() {
     assert!(!wiped.join("cluster").exists());
 }
 
+/// A node asked to stop (SIGTERM, as a rolling restart does) first hands the leadership of its
+/// ranges to the other replicas: when it has exited, every range already has a leader among them.
+#[test]
+fn a_stopped_node_hands_its_leaderships_over_before_it_exits() {
+    let mut c = Cluster::start();
+    let keys: Vec<String> = (0..20).map(|i| format!("k{i}")).collect();
+    write_until_ok(&mut c.client(0), &keys);
+    let leaving = c.busiest_leader(0);
+    let live: Vec<usize> = (0..NODES).filter(|i| *i != leaving).collect();
+    let mut node = c.nodes[leaving].take().unwrap();
+    assert!(node.terminate().success());
+    let log = node.log_text();
+    assert!(log.contains("handed over leadership before stopping"), "{log}");
+    let ids: Vec<u64> = live.iter().map(|i| *i as u64 + 1).collect();
+    let st = c.status(live[0]);
+    assert!(st.iter().all(|(_, l, _)| l.is_some_and(|l| ids.contains(&l))), "{st:?}");
+    let mut s = c.client(live[0]);
+    let rows: Vec<(&str, &str)> = keys.iter().map(|k| (k.as_str(), "after")).collect();
+    assert_eq!(s.execute(&build::set_many(&rows)).unwrap().affected, 20);
+    // Restarted, it rejoins and serves what it missed.
+    let dir = node.keep_data();
+    drop(node);
+    c.nodes[leaving] = Some(Server::start_at(dir, CORES, ARGS, Some(c.ports[leaving])));
+    assert_eq!(value_of(&mut c.client(leaving), "k7").as_deref(), Some(&b"after"[..]));
+}
+
 #[test]
 fn a_paused_leader_is_replaced_and_steps_down_when_it_resumes() {
     let c = Cluster::start();

@@ -92,6 +92,10 @@ pub trait Replicated {
     /// into the new log, so that the snapshot and that log alone hold everything.
     fn checkpoint(&self, wal: &super::wal::Wal) -> Result<(), String>;
 
+    /// A planned stop: hand the leadership of this core's ranges to other replicas first, so
+    /// that its clients' writes move on at once rather than after an election timeout.
+    fn hand_over(self: Rc<Self>) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>;
+
     /// This node's id and the Raft state of this core's replicas (SHOW STATUS).
     fn ranges_status(&self) -> (u64, Vec<crate::cluster::replicas::RangeStatus>);
 }

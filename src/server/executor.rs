@@ -213,6 +213,9 @@ fn spawn_background(core: &Rc<Core>) {
         while !c.shutting_down() {
             sleep(Duration::from_millis(SHUTDOWN_POLL_MS)).await;
         }
+        if let Some(n) = c.node.clone() {
+            n.hand_over().await;
+        }
         c.shutdown.fire();
     });
 }

@@ -22,9 +22,9 @@ use crate::cluster::{NodeId, RangeId};
 use crate::durability::{apply::replay, read_snapshot, FileId, FileKind, SnapshotEncoder};
 use crate::limits::{
     CLUSTER_BATCH_BYTES_MAX, CLUSTER_FORWARDS_IN_FLIGHT_MAX, CLUSTER_INIT_PROBE_MS,
-    CLUSTER_REQUEST_TIMEOUT_MS, HANDSHAKE_TIMEOUT_MS, PEER_CONNECTIONS_MAX, PEER_QUEUE_BYTES_MAX,
-    PEER_RECONNECT_MS, RAFT_SNAPSHOT_BYTES_MAX, RAFT_TICK_MS, SLICE_ENTRIES, SLICE_WRITES,
-    SNAPSHOT_PIECE_BYTES, WAL_RECORD_BYTES_MAX,
+    CLUSTER_REQUEST_TIMEOUT_MS, HANDSHAKE_TIMEOUT_MS, LEADER_HANDOVER_MS, PEER_CONNECTIONS_MAX,
+    PEER_QUEUE_BYTES_MAX, PEER_RECONNECT_MS, RAFT_SNAPSHOT_BYTES_MAX, RAFT_TICK_MS, SLICE_ENTRIES,
+    SLICE_WRITES, SNAPSHOT_PIECE_BYTES, WAL_RECORD_BYTES_MAX,
 };
 use crate::shard::{apply, NoLog, ShardOp, ShardReply};
 use crate::store::{KeyRange, Store};
@@ -803,6 +803,52 @@ impl NodeCore {
         }
     }
 
+    /// Until this core leads no range (or LEADER_HANDOVER_MS): each range it leads handed to
+    /// the replica whose log matches the most of it among those whose link is up (raft-rs
+    /// catches it up, then tells it to stand at once).
+    async fn hand_over_leadership(&self) {
+        let deadline = runtime::now_ms() + LEADER_HANDOVER_MS;
+        let mut led_at_start = None;
+        loop {
+            let woken = self.changed.current();
+            let led: Vec<_> = self.replicas.borrow().status().into_iter().filter(|s| s.is_leader).collect();
+            led_at_start.get_or_insert(led.len());
+            if led.is_empty() {
+                break;
+            }
+            let left = deadline.saturating_sub(runtime::now_ms());
+            if left == 0 {
+                tracing::warn!(
+                    shard = self.core,
+                    ranges = led.len(),
+                    "stopping while still leading: the peers elect after a timeout"
+                );
+                return;
+            }
+            for s in led {
+                let to = s
+                    .matched
+                    .iter()
+                    .filter(|(id, _)| *id != self.cluster.this && !self.unreachable(*id, s.range))
+                    .max_by_key(|(_, m)| *m)
+                    .map(|(id, _)| *id);
+                if let Some(to) = to {
+                    // Asked again each round: raft-rs ignores a transfer already under way.
+                    let _ = self.replicas.borrow_mut().transfer_leadership(s.range, to);
+                }
+            }
+            self.ready_kick.notify();
+            let _ = race(woken.wait(), sleep(Duration::from_millis(left))).await;
+        }
+        if led_at_start.unwrap_or(0) > 0 {
+            tracing::info!(
+                shard = self.core,
+                ranges = led_at_start.unwrap_or(0),
+                "handed over leadership before stopping"
+            );
+        }
+    }
+
     /// One read-index request per range for the reads queued since the last cycle; a range
     /// that cannot be asked (no leader known) tells its reads so.
     fn ask_reads(&self) {
@@ -866,6 +912,10 @@ impl Replicated for NodeCore {
     /// The core's snapshot starts: each replica's log is compacted to what it applied (the rows
     /// the snapshot copies next), and the writes that make each log on its own go first into
     /// the new log, so that the older logs can go once the snapshot is durable.
+    fn hand_over(self: Rc<Self>) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>> {
+        Box::pin(async move { self.hand_over_leadership().await })
+    }
+
     fn ranges_status(&self) -> (u64, Vec<crate::cluster::replicas::RangeStatus>) {
         (self.cluster.this, self.replicas.borrow().status())
     }
