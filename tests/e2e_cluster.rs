@@ -574,6 +574,33 @@ fn measure_failover_and_catch_up() {
             took_ms
         );
     }
+    // Planned stops (SIGTERM, as a rolling restart does): the leadership is handed over first.
+    let mut planned_ms = Vec::new();
+    for k in 0..kills.min(5) {
+        let leaving = c.busiest_leader((k + 1) % NODES);
+        let mut s = c.client((leaving + 1) % NODES);
+        let keys: Vec<String> = (0..48).map(|i| format!("p{k}-{i}")).collect();
+        write_until_ok(&mut s, &keys[..1]);
+        let mut node = c.nodes[leaving].take().unwrap();
+        let started = Instant::now();
+        unsafe { libc::kill(node.child.id() as i32, libc::SIGTERM) };
+        write_until_ok(&mut s, &keys);
+        planned_ms.push(started.elapsed().as_millis() as u64);
+        assert!(node.child.wait().unwrap().success(), "exits 0 after the hand-over");
+        let dir = node.keep_data();
+        c.nodes[leaving] = Some(Server::start_at(dir, CORES, args, Some(c.ports[leaving])));
+        c.wait_for_leaders(&[0, 1, 2]);
+    }
+    if !planned_ms.is_empty() {
+        planned_ms.sort_unstable();
+        eprintln!(
+            "planned stop over {} SIGTERMs of the busiest leader: writable again after median {} ms, max {} ms, all {:?}",
+            planned_ms.len(),
+            planned_ms[planned_ms.len() / 2],
+            planned_ms.last().unwrap(),
+            planned_ms
+        );
+    }
     // Catch-up: a follower down while 20,000 rows are written, then restarted.
     let victim = 2;
     let last_seen: Vec<u64> = replica_indexes(&c.dirs[0])
