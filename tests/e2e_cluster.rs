@@ -216,8 +216,7 @@ fn a_killed_node_leaves_its_ranges_writable_and_catches_up_when_restarted() {
         assert_eq!(count(&mut c.client(i)), 200, "node {}", i + 1);
     }
     // Restarted on its data: it replays its log and catches up on what it missed.
-    c.nodes[victim] =
-        Some(Server::start_at(dir, CORES, &["--plaintext", "--durability", "sync"], Some(c.ports[victim])));
+    c.nodes[victim] = Some(Server::start_at(dir, CORES, ARGS, Some(c.ports[victim])));
     let mut v = c.client(victim);
     assert_eq!(count(&mut v), 200);
     for k in ["k0", "k150", "k199"] {
@@ -485,8 +484,7 @@ fn what_clients_see_through_a_leader_kill_and_restart_is_linearizable() {
     let victim = c.busiest_leader(0);
     let dir = c.nodes[victim].take().unwrap().crash();
     wait(2500);
-    c.nodes[victim] =
-        Some(Server::start_at(dir, CORES, &["--plaintext", "--durability", "sync"], Some(c.ports[victim])));
+    c.nodes[victim] = Some(Server::start_at(dir, CORES, ARGS, Some(c.ports[victim])));
     wait(2000);
     stop.store(true, Ordering::Relaxed);
     for t in threads {

@@ -397,6 +397,11 @@ impl NodeCore {
         }
     }
 
+    /// Whether this replica leads `range` (a leader knows itself as the leader).
+    fn leads(&self, range: RangeId) -> bool {
+        self.replicas.borrow().leader(range) == Some(Some(self.cluster.this))
+    }
+
     /// Add an op to the batch of `range`, which this replica leads; a batch that would outgrow
     /// CLUSTER_BATCH_BYTES_MAX is proposed first.
     fn batch(self: &Rc<Self>, core: &Rc<Core>, range: RangeId, entry: Vec<u8>, waiter: Waiter) {
@@ -569,7 +574,7 @@ impl NodeCore {
         if let Err(why) = self.reachable_leader(range, deadline_ms).await {
             return done(Outcome::NotApplied(why));
         }
-        if self.replicas.borrow().leader(range) == Some(Some(self.cluster.this)) {
+        if self.leads(range) {
             let slot = Slot::new();
             self.batch(core, range, entry, Waiter::Local(slot.clone()));
             return Part { range, deadline_ms, sent: Ok((slot, None)) };
@@ -679,7 +684,7 @@ impl NodeCore {
             return self.answer_forward(core, from, from_core, id, &Outcome::NotApplied(e));
         }
         let waiter = Waiter::Forwarded { node: from, core: from_core, id };
-        if self.replicas.borrow().leader(range) == Some(Some(self.cluster.this)) {
+        if self.leads(range) {
             return self.batch(core, range, entry.to_vec(), waiter);
         }
         let proposed = self.replicas.borrow_mut().propose(range, entry.to_vec());
@@ -808,11 +813,12 @@ impl NodeCore {
     /// catches it up, then tells it to stand at once).
     async fn hand_over_leadership(&self) {
         let deadline = runtime::now_ms() + LEADER_HANDOVER_MS;
-        let mut led_at_start = None;
+        let led_here =
+            || -> Vec<_> { self.replicas.borrow().status().into_iter().filter(|s| s.is_leader).collect() };
+        let led_at_start = led_here().len();
         loop {
             let woken = self.changed.current();
-            let led: Vec<_> = self.replicas.borrow().status().into_iter().filter(|s| s.is_leader).collect();
-            led_at_start.get_or_insert(led.len());
+            let led = led_here();
             if led.is_empty() {
                 break;
             }
@@ -840,10 +846,10 @@ impl NodeCore {
             self.ready_kick.notify();
             let _ = race(woken.wait(), sleep(Duration::from_millis(left))).await;
         }
-        if led_at_start.unwrap_or(0) > 0 {
+        if led_at_start > 0 {
             tracing::info!(
                 shard = self.core,
-                ranges = led_at_start.unwrap_or(0),
+                ranges = led_at_start,
                 "handed over leadership before stopping"
             );
         }
@@ -939,15 +945,26 @@ fn rows_file(range: RangeId) -> FileId {
     FileId { kind: FileKind::Snapshot, generation: 0, shard: range, index: 0 }
 }
 
-/// `range`'s rows in `store`, in the snapshot file format.
-fn dump_rows(store: &Store, map: &RangeMap, range: RangeId, now_ms: u64) -> Vec<u8> {
-    let mut enc = SnapshotEncoder::new(rows_file(range), None);
+/// Visit the live rows of `range` in `store` (a core's store holds several ranges, by token).
+fn each_row_of(
+    store: &Store,
+    map: &RangeMap,
+    range: RangeId,
+    now_ms: u64,
+    mut visit: impl FnMut(crate::store::EntryView<'_>),
+) {
     store.scan(&KeyRange::all(), false, now_ms, |e| {
         if map.range_of_key(e.key) == range {
-            enc.push(e.key, e.value, e.expires_at_ms);
+            visit(e);
         }
         std::ops::ControlFlow::Continue(())
     });
+}
+
+/// `range`'s rows in `store`, in the snapshot file format.
+fn dump_rows(store: &Store, map: &RangeMap, range: RangeId, now_ms: u64) -> Vec<u8> {
+    let mut enc = SnapshotEncoder::new(rows_file(range), None);
+    each_row_of(store, map, range, now_ms, |e| enc.push(e.key, e.value, e.expires_at_ms));
     enc.finish().1
 }
 
@@ -965,12 +982,7 @@ fn replace_rows(
         return Err(format!("a row of range {} among them", map.range_of_key(m.key())));
     }
     let mut old = Vec::new();
-    store.scan(&KeyRange::all(), false, now_ms, |e| {
-        if map.range_of_key(e.key) == range {
-            old.push(e.key.to_vec());
-        }
-        std::ops::ControlFlow::Continue(())
-    });
+    each_row_of(store, map, range, now_ms, |e| old.push(e.key.to_vec()));
     for key in old {
         store.delete(&key, now_ms);
     }
