@@ -13,6 +13,13 @@
 //! self 1
 //! ```
 //!
+//! Each node holds a **place** (`slot`): the id of the node that held it when the cluster was
+//! made. Ranges are placed on places (`RangeMap` over the places), so a node that takes another's
+//! place — `node 4 10.0.0.4:7511 cores=2 SHA256:… replaces=3` — holds the same ranges, and its
+//! replicas start from the same initial membership every replica of those ranges started from
+//! (the original nodes of their places), whatever the log they are sent begins with.
+//! [`Membership::change_to`] checks that a new file is such a change of the current one.
+//!
 //! Core `c` of a node listens for its peers on the node's port + `c`: a replica's messages go
 //! straight to the core that drives it on the receiving node (`RangeMap::core_of`: the core
 //! that stores the range's rows, which is why R must be a multiple of every node's cores), with no
@@ -31,6 +38,9 @@ pub struct Member {
     pub cores: usize,
     /// SHA-256 of the node's TLS key (SubjectPublicKeyInfo), as SERVER_INFO reports it.
     pub fingerprint: [u8; 32],
+    /// The place it holds: its own id, or the original node's of the place it took
+    /// (`replaces=`).
+    pub slot: NodeId,
 }
 
 impl Member {
@@ -112,7 +122,7 @@ impl Membership {
                     replication = Some(number(words.get(1), "replication")? as usize)
                 }
                 Some("self") if words.len() == 2 => this = Some(number(words.get(1), "self")?),
-                Some("node") if words.len() == 5 => {
+                Some("node") if words.len() == 5 || words.len() == 6 => {
                     let id = number(words.get(1), "a node id")?;
                     let peer: SocketAddr =
                         words[2].parse().map_err(|_| at(format!("{:?} is not an IP:PORT", words[2])))?;
@@ -127,13 +137,26 @@ impl Membership {
                     let fingerprint = parse_fingerprint(words[4]).ok_or_else(|| {
                         at(format!("{:?} is not a fingerprint (SHA256:… as the server prints it)", words[4]))
                     })?;
+                    let slot = match words.get(5) {
+                        None => id,
+                        Some(w) => w
+                            .strip_prefix("replaces=")
+                            .and_then(|n| n.parse::<NodeId>().ok())
+                            .filter(|n| *n != id)
+                            .ok_or_else(|| {
+                                at("the fifth field is replaces=N (the node whose place it takes)".into())
+                            })?,
+                    };
                     if members.iter().any(|m| m.id == id) {
                         return Err(at(format!("node {id} is named twice")));
+                    }
+                    if members.iter().any(|m| m.slot == slot) {
+                        return Err(at(format!("node {id} takes a place another node holds")));
                     }
                     if members.iter().any(|m| m.fingerprint == fingerprint) {
                         return Err(at(format!("node {id} has the fingerprint of another node")));
                     }
-                    members.push(Member { id, peer, cores, fingerprint });
+                    members.push(Member { id, peer, cores, fingerprint, slot });
                 }
                 Some(w @ ("ranges" | "replication" | "self" | "node")) => {
                     return Err(at(format!("wrong number of fields for {w:?}")))
@@ -171,12 +194,16 @@ impl Membership {
         );
         for m in &self.members {
             out.push_str(&format!(
-                "node {} {} cores={} {}\n",
+                "node {} {} cores={} {}",
                 m.id,
                 m.peer,
                 m.cores,
                 fingerprint_text(&m.fingerprint)
             ));
+            if m.slot != m.id {
+                out.push_str(&format!(" replaces={}", m.slot));
+            }
+            out.push('\n');
         }
         if let Some(id) = self.this {
             out.push_str(&format!("self {id}\n"));
@@ -184,9 +211,90 @@ impl Membership {
         out
     }
 
+    /// Ranges over the places (`Member::slot`).
     pub fn range_map(&self) -> Result<RangeMap, String> {
-        let ids: Vec<NodeId> = self.members.iter().map(|m| m.id).collect();
-        RangeMap::new(self.ranges, self.replication, &ids)
+        let slots: Vec<NodeId> = self.members.iter().map(|m| m.slot).collect();
+        RangeMap::new(self.ranges, self.replication, &slots)
+    }
+
+    /// The node holding place `slot` now.
+    pub fn in_slot(&self, slot: NodeId) -> Option<&Member> {
+        self.members.iter().find(|m| m.slot == slot)
+    }
+
+    /// `next` as a change of this membership, and the (old, new) node of each place it gives
+    /// another node. A change only gives places to new nodes: the ranges, the replication and
+    /// the places stay, a node that stays keeps its address, cores and key, and a new node's
+    /// id is above every id this membership has used (an id is never used twice, so a node
+    /// that lost its data cannot come back under its old one). A new node's `replaces=` may
+    /// name the node it replaces or its place; the result names the place. No replacements:
+    /// `next` says what this membership says.
+    pub fn change_to(&self, next: &Membership) -> Result<(Membership, Vec<(NodeId, NodeId)>), String> {
+        if (next.ranges, next.replication) != (self.ranges, self.replication) {
+            return Err(format!(
+                "a change keeps the ranges and the replication ({} and {}); the new file says {} and {}",
+                self.ranges, self.replication, next.ranges, next.replication
+            ));
+        }
+        if next.members.len() != self.members.len() {
+            return Err(format!(
+                "a change gives places to new nodes and keeps their number ({}); the new file names {} nodes \
+                 (adding and removing nodes is not built yet: docs/cluster.md)",
+                self.members.len(),
+                next.members.len()
+            ));
+        }
+        let highest = self.members.iter().map(|m| m.id.max(m.slot)).max().unwrap_or(0);
+        let mut out = next.clone();
+        out.this = self.this;
+        let mut replaced = Vec::new();
+        for m in &mut out.members {
+            if let Some(old) = self.member(m.id) {
+                if (m.peer, m.cores, m.fingerprint) != (old.peer, old.cores, old.fingerprint) {
+                    return Err(format!(
+                        "node {} stays but its address, cores or key differ: a node that changes is a new node with a new id",
+                        m.id
+                    ));
+                }
+                if m.slot != m.id && m.slot != old.slot {
+                    return Err(format!("node {} already holds place {}", m.id, old.slot));
+                }
+                m.slot = old.slot;
+                continue;
+            }
+            if m.id <= highest {
+                return Err(format!(
+                    "node {} is new, and a new node's id must be above every id the cluster has used (the highest is {highest})",
+                    m.id
+                ));
+            }
+            let Some(old) = self.member(m.slot).or_else(|| self.in_slot(m.slot)) else {
+                return Err(format!(
+                    "node {} is new and must take the place of a node of the cluster (replaces=N)",
+                    m.id
+                ));
+            };
+            m.slot = old.slot;
+            replaced.push((old.id, m.id));
+        }
+        for (old, new) in &replaced {
+            if out.member(*old).is_some() {
+                return Err(format!("node {new} replaces node {old}, which the new file still names"));
+            }
+        }
+        let mut slots: Vec<NodeId> = out.members.iter().map(|m| m.slot).collect();
+        slots.sort_unstable();
+        slots.dedup();
+        if slots.len() != out.members.len() {
+            return Err("two nodes of the new file take one place".into());
+        }
+        if let Some(me) = self.this {
+            if out.member(me).is_none() {
+                return Err(format!("the change replaces this node ({me})"));
+            }
+        }
+        out.members.sort_by_key(|m| m.id);
+        Ok((out, replaced))
     }
 
     pub fn member(&self, id: NodeId) -> Option<&Member> {
@@ -228,6 +336,83 @@ mod tests {
         assert_eq!(Membership::parse(&m.render()).unwrap(), m);
         assert_eq!(m.by_fingerprint(&[1; 32]).unwrap().id, 1);
         assert_eq!(parse_fingerprint(&fp(7)), Some([7; 32]));
+    }
+
+    fn three() -> Membership {
+        let text = format!(
+            "ranges 12\nreplication 3\nnode 1 127.0.0.1:7511 cores=2 {}\nnode 2 127.0.0.1:7521 cores=2 {}\n\
+             node 3 127.0.0.1:7531 cores=2 {}\nself 1\n",
+            fp(1),
+            fp(2),
+            fp(3)
+        );
+        Membership::parse(&text).unwrap()
+    }
+
+    fn replace(m: &Membership, old: NodeId, line: &str) -> Membership {
+        let shared = Membership { this: None, ..m.clone() };
+        let mut text: String = shared
+            .render()
+            .lines()
+            .filter(|l| !l.starts_with(&format!("node {old} ")))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        text.push_str(line);
+        Membership::parse(&text).unwrap()
+    }
+
+    #[test]
+    fn a_new_node_takes_a_place_and_holds_its_ranges() {
+        let m = three();
+        let line = format!("node 4 127.0.0.1:7541 cores=1 {} replaces=3\n", fp(4));
+        let (next, replaced) = m.change_to(&replace(&m, 3, &line)).unwrap();
+        assert_eq!(replaced, [(3, 4)]);
+        assert_eq!(next.member(4).unwrap().slot, 3);
+        assert_eq!(next.in_slot(3).unwrap().id, 4);
+        assert_eq!(next.this, Some(1));
+        // The places, and so every range's replicas, are the original nodes'.
+        assert_eq!(next.range_map().unwrap(), m.range_map().unwrap());
+        assert_eq!(Membership::parse(&next.render()).unwrap(), next);
+        assert!(next.render().contains("replaces=3"));
+        // Again: nothing to do.
+        assert_eq!(next.change_to(&next).unwrap(), (next.clone(), vec![]));
+        // Node 5 replaces node 4, named by its id or by its place: the place stays 3.
+        for by in [4, 3] {
+            let line = format!("node 5 127.0.0.1:7551 cores=2 {} replaces={by}\n", fp(5));
+            let (later, replaced) = next.change_to(&replace(&next, 4, &line)).unwrap();
+            assert_eq!(replaced, [(4, 5)]);
+            assert_eq!(later.member(5).unwrap().slot, 3);
+        }
+    }
+
+    #[test]
+    fn a_change_that_is_not_a_replacement_is_refused_with_the_reason() {
+        let m = three();
+        let new4 = |rest: &str| format!("node 4 127.0.0.1:7541 cores=2 {}{rest}\n", fp(4));
+        let cases = [
+            // Reusing an id: the old node's log may still be remembered.
+            (replace(&m, 3, &format!("node 3 127.0.0.1:7541 cores=2 {}\n", fp(4))), "new node with a new id"),
+            (replace(&m, 3, &new4("")), "must take the place"),
+            (replace(&m, 3, &new4(" replaces=9")), "must take the place"),
+            (replace(&m, 1, &new4(" replaces=1")), "replaces this node"),
+            (Membership::parse(&(m.render() + &new4(" replaces=7"))).unwrap(), "adding and removing"),
+        ];
+        for (next, want) in cases {
+            let e = m.change_to(&next).unwrap_err();
+            assert!(e.contains(want), "{want}: {e}");
+        }
+        let (next, _) = m.change_to(&replace(&m, 3, &new4(" replaces=3"))).unwrap();
+        // Going back to the old file: node 3 is not a new node with a place.
+        assert!(next.change_to(&m).unwrap_err().contains("above every id"));
+        let mut other = m.clone();
+        other.ranges = 24;
+        assert!(m.change_to(&other).unwrap_err().contains("keeps the ranges"));
+        let twice = format!(
+            "ranges 4\nreplication 1\nnode 1 127.0.0.1:1 cores=1 {}\nnode 2 127.0.0.1:2 cores=1 {} replaces=1\n",
+            fp(1),
+            fp(2)
+        );
+        assert!(Membership::parse(&twice).unwrap_err().contains("place another node holds"));
     }
 
     #[test]

@@ -310,6 +310,68 @@ impl Replicas {
         Ok(id)
     }
 
+    /// On the leader of `range`, the next step that brings its replicas to `target` (a new
+    /// membership's nodes for the range), taken now; None when there is none to take (not the
+    /// leader, the replicas are the target, or a change is still being committed or waits for
+    /// a learner to catch up). In order: each missing node is added as a learner (it counts
+    /// in no majority while it catches up, from the log or a snapshot); once every one is
+    /// within `caught_up_entries` of the commit index, the leader hands its leadership on if
+    /// it is to leave; then one joint change (Raft's joint consensus, thesis 4.3) promotes the
+    /// learners and removes the nodes that leave, which raft-rs leaves by itself once applied
+    /// (or this asks for it, if the leader that entered it is gone). One change at a time: each
+    /// call looks again at what the log holds, so a leader elected midway takes over.
+    pub fn reconcile(&mut self, range: RangeId, target: &[NodeId], caught_up_entries: u64) -> Option<String> {
+        use raft::eraftpb::{ConfChangeSingle, ConfChangeType};
+        let replica = self.groups.get_mut(&range)?;
+        let raft = &replica.raw.raft;
+        if raft.state != StateRole::Leader
+            || replica.installing.is_some()
+            || raft.pending_conf_index > raft.raft_log.applied
+        {
+            return None;
+        }
+        let cs = replica.raw.store().conf_state().clone();
+        let single = |change_type, node_id| ConfChangeSingle { change_type, node_id, ..Default::default() };
+        let mut cc = ConfChangeV2::default();
+        let step;
+        if !cs.voters_outgoing.is_empty() {
+            step = "leave the joint membership".to_string();
+        } else {
+            let missing: Vec<NodeId> = target.iter().copied().filter(|n| !cs.voters.contains(n)).collect();
+            let leaving: Vec<NodeId> = cs.voters.iter().copied().filter(|n| !target.contains(n)).collect();
+            if let Some(n) = missing.iter().find(|n| !cs.learners.contains(n)) {
+                cc.mut_changes().push(single(ConfChangeType::AddLearnerNode, *n));
+                step = format!("add node {n} as a learner");
+            } else if missing.is_empty() && leaving.is_empty() {
+                let stray = cs.learners.iter().find(|n| !target.contains(n))?;
+                cc.mut_changes().push(single(ConfChangeType::RemoveNode, *stray));
+                step = format!("remove learner {stray}");
+            } else {
+                let matched = |n: &NodeId| raft.prs().get(*n).map_or(0, |p| p.matched);
+                if missing.iter().any(|n| matched(n) + caught_up_entries < raft.raft_log.committed) {
+                    return None;
+                }
+                if leaving.contains(&self.node) {
+                    let to = cs.voters.iter().filter(|n| target.contains(n)).max_by_key(|n| matched(n))?;
+                    let to = *to;
+                    replica.raw.transfer_leader(to);
+                    return Some(format!("hand the leadership to node {to} before leaving"));
+                }
+                for n in &missing {
+                    cc.mut_changes().push(single(ConfChangeType::AddNode, *n));
+                }
+                for n in &leaving {
+                    cc.mut_changes().push(single(ConfChangeType::RemoveNode, *n));
+                }
+                step = format!("promote {missing:?} and remove {leaving:?}");
+            }
+        }
+        match self.propose_membership(range, cc) {
+            Ok(_) => Some(step),
+            Err(e) => Some(format!("{step}: not proposed ({e:?})")),
+        }
+    }
+
     /// Everything the replicas have to do now; empty when nothing happened since the last.
     pub fn ready(&mut self) -> Batch {
         let mut batch = Batch::default();
@@ -841,6 +903,66 @@ mod tests {
         let rows = net.node(2).rows.clone();
         assert_eq!(net.node(4).rows, rows);
         assert_eq!(net.node(2).rows.len(), 20);
+    }
+
+    /// Node 3 is lost with its disk; node 4 takes its place: started from the same initial
+    /// membership every replica started from, it is brought in by the leader's reconciling
+    /// alone, from the log (not compacted) or from a snapshot (compacted).
+    #[test]
+    fn a_lost_node_is_replaced_by_a_new_one_through_the_leaders_steps() {
+        for compacted in [false, true] {
+            let mut net = Net::new(&[1, 2, 3]);
+            net.node(1).replicas.campaign(0).unwrap();
+            net.settle();
+            net.write(0..10);
+            net.down.insert(3);
+            net.nodes.remove(&3);
+            if compacted {
+                for id in [1, 2] {
+                    let node = net.node(id);
+                    for (_, writes) in node.replicas.checkpoint() {
+                        for w in writes {
+                            node.disk.apply(&w).unwrap();
+                        }
+                    }
+                    node.disk_rows = node.rows.clone();
+                }
+            }
+            net.start(4, GroupLog::new(&[1, 2, 3]), BTreeSet::new());
+            let target = [1, 2, 4];
+            let mut steps = Vec::new();
+            for _ in 0..20 {
+                let leader = net.leader();
+                if let Some(step) = net.node(leader).replicas.reconcile(0, &target, 8) {
+                    steps.push(step);
+                }
+                net.settle();
+            }
+            assert_eq!(
+                steps,
+                ["add node 4 as a learner", "promote [4] and remove [3]"],
+                "compacted {compacted}"
+            );
+            for id in [1, 2, 4] {
+                let cs = net.node(id).replicas.membership(0).unwrap();
+                let mut voters = cs.voters.clone();
+                voters.sort_unstable();
+                assert_eq!(
+                    (voters, cs.voters_outgoing, cs.learners),
+                    (vec![1, 2, 4], vec![], vec![]),
+                    "node {id}"
+                );
+            }
+            assert_eq!(net.node(4).snapshots, compacted as usize);
+            let all = net.node(1).rows.clone();
+            assert_eq!(net.node(4).rows, all);
+            // Node 4 counts now: with node 2 down too, writes commit on 1 and 4.
+            net.down.insert(2);
+            let acked = net.node(1).acked;
+            net.write(10..13);
+            assert_eq!(net.node(1).acked, acked + 3);
+            assert_eq!(net.node(4).rows.len(), 13);
+        }
     }
 
     #[test]
