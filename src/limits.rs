@@ -374,3 +374,8 @@ pub const SNAPSHOT_PIECE_BYTES: usize = 1 << 20;
 /// in memory before it installs them (a range's rows fit in a host's memory, or the leader
 /// could not hold them), and a stream that claims more is refused before its bytes come.
 pub const RAFT_SNAPSHOT_BYTES_MAX: u64 = 16 << 30;
+
+/// How close to the leader's commit index a learner's log must be before a membership change
+/// makes it a voter: promoted while far behind, it would hold back every commit that needs it
+/// for a majority until it caught up (with a node down, all of them).
+pub const LEARNER_CAUGHT_UP_ENTRIES: u64 = 64;

@@ -368,6 +368,104 @@ fn cluster_init_refuses_a_node_that_ran_before_and_lost_its_data() {
     assert!(!wiped.join("cluster").exists());
 }
 
+/// The way back for a node that lost its disk: a new node (new data directory, so a new key,
+/// and a new id) takes its place with `cluster change`; each range's leader adds it as a
+/// learner, catches it up and swaps it in for the old one. Then it counts in every majority
+/// (writes go on with another node down), keeps its rows over a restart, and the old node's
+/// key is no longer let in.
+#[test]
+fn a_node_that_lost_its_disk_is_replaced_by_a_new_node_in_its_place() {
+    let mut c = Cluster::start();
+    let keys: Vec<String> = (0..50).map(|i| format!("k{i:03}")).collect();
+    write_until_ok(&mut c.client(0), &keys);
+    let gone = c.nodes[2].take().unwrap().crash();
+    c.wait_for_leaders(&[0, 1]);
+
+    let dir = temp_dir("replacement");
+    add_user(&dir, "alice", PASSWORD, "readwrite");
+    let out = std::process::Command::new(bin("velocityd"))
+        .args(["fingerprint", "--data-dir"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    let fp = String::from_utf8(out.stdout).unwrap().split_whitespace().last().unwrap().to_owned();
+    let old_file = std::fs::read_to_string(c.dirs[0].with_extension("cluster")).unwrap();
+    let mut file: String =
+        old_file.lines().filter(|l| !l.starts_with("node 3 ")).map(|l| format!("{l}\n")).collect();
+    file.push_str(&format!("node 4 127.0.0.1:{} cores={CORES} {fp} replaces=3\n", free_port_pair()));
+    let new_file = dir.with_extension("cluster");
+    std::fs::write(&new_file, &file).unwrap();
+    let velocityd = |args: &[&str], dir: &PathBuf| {
+        let out = std::process::Command::new(bin("velocityd"))
+            .args(args)
+            .arg("--cluster-file")
+            .arg(&new_file)
+            .arg("--data-dir")
+            .arg(dir)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{args:?}: {text}");
+        text
+    };
+    let said = velocityd(&["cluster", "change"], &c.dirs[0]);
+    for (node, core) in [(1, 0), (1, 1), (2, 0), (2, 1)] {
+        assert!(said.contains(&format!("node {node} core {core}: adopted it")), "{said}");
+    }
+    assert!(said.contains("node 4 takes node 3's place"), "{said}");
+    // Asked again (as a node that was down would need): nothing changes.
+    assert!(velocityd(&["cluster", "change"], &c.dirs[1]).contains("node 2 core 1: had it already"));
+    velocityd(&["cluster", "init", "--node-id", "4"], &dir);
+    c.nodes.push(Some(Server::start_in(dir.clone(), CORES, ARGS)));
+    c.ports.push(c.node(3).addr.port());
+    c.dirs.push(dir);
+
+    // Until every range's leader has node 4 for node 3 and node 4 has applied what it has.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let all = velocity::server::node::status(&c.dirs[0]).unwrap();
+        let ranges: Vec<&serde_json::Value> =
+            all.iter().flat_map(|c| c["ranges"].as_array().into_iter().flatten()).collect();
+        let swapped = (0..RANGES as u64).all(|r| {
+            let leader = ranges.iter().find(|x| x["range"] == r && x["is_leader"] == true);
+            let on_4 = all
+                .iter()
+                .filter(|c| c["node"] == 4)
+                .flat_map(|c| c["ranges"].as_array().into_iter().flatten())
+                .find(|x| x["range"] == r);
+            leader.is_some_and(|l| {
+                l["voters"] == serde_json::json!([1, 2, 4]) && l["learners"] == serde_json::json!([])
+            }) && on_4.is_some_and(|x| x["applied"] == leader.unwrap()["commit"])
+        });
+        if swapped {
+            break;
+        }
+        assert!(Instant::now() < deadline, "node 4 not swapped in: {all:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let log = c.node(0).log_text() + &c.node(1).log_text();
+    assert!(log.contains("add node 4 as a learner"), "{log}");
+    let mut d = c.client(3);
+    assert_eq!(count(&mut d), 50);
+    assert_eq!(value_of(&mut d, "k007").as_deref(), Some(&b"k007"[..]));
+
+    // Node 4 counts now: with node 2 down, nodes 1 and 4 are every range's majority.
+    drop(c.nodes[1].take().unwrap().crash());
+    c.wait_for_leaders(&[0, 3]);
+    let more: Vec<String> = (50..80).map(|i| format!("k{i:03}")).collect();
+    write_until_ok(&mut d, &more);
+    assert_eq!(count(&mut c.client(0)), 80);
+    drop(d);
+    // Restarted from its disk, it has every row.
+    let dir = c.nodes[3].take().unwrap().crash();
+    c.nodes[3] = Some(Server::start_at(dir, CORES, ARGS, Some(c.ports[3])));
+    c.wait_for_leaders(&[0, 3]);
+    assert_eq!(count(&mut c.client(3)), 80);
+    // The old node's key is let in nowhere now.
+    let asked = velocity::server::node::status(&gone).unwrap();
+    assert!(asked.iter().filter(|a| a["node"] != 3).all(|a| a.get("error").is_some()), "{asked:?}");
+}
+
 /// A node asked to stop (SIGTERM, as a rolling restart does) first hands the leadership of its
 /// ranges to the other replicas: when it has exited, every range already has a leader among them.
 #[test]

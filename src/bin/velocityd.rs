@@ -284,6 +284,17 @@ enum ClusterCmd {
         #[arg(long, default_value = "./velocity-data")]
         data_dir: PathBuf,
     },
+    /// Give a node's place to a new node in a running cluster (a node that lost its disk comes
+    /// back this way, under a new id and key): the cluster file is the current one with the old
+    /// node's line replaced by the new node's, `replaces=PLACE` at its end. Every core of every
+    /// node that stays is asked (as this data directory's node) to adopt it; then each range's
+    /// leader adds the new node as a learner, catches it up and swaps it in.
+    Change {
+        #[arg(long)]
+        cluster_file: PathBuf,
+        #[arg(long, default_value = "./velocity-data")]
+        data_dir: PathBuf,
+    },
     /// Ask every core of every node (as this data directory's node) for its ranges: leader,
     /// term, commit index, and each replica's applied index and lag.
     Status {
@@ -399,9 +410,11 @@ fn data_dir_of(cmd: &Command) -> Option<&Path> {
         | Command::Audit { data_dir, .. }
         | Command::Backup { data_dir, .. }
         | Command::Restore { data_dir, .. }
-        | Command::Cluster(ClusterCmd::Init { data_dir, .. } | ClusterCmd::Status { data_dir, .. }) => {
-            data_dir
-        }
+        | Command::Cluster(
+            ClusterCmd::Init { data_dir, .. }
+            | ClusterCmd::Change { data_dir, .. }
+            | ClusterCmd::Status { data_dir, .. },
+        ) => data_dir,
         Command::Fingerprint { data_dir, tls_cert: None } => data_dir,
         Command::Fingerprint { tls_cert: Some(_), .. } | Command::Keygen { .. } => return None,
     })
@@ -609,6 +622,11 @@ fn main_inner() -> Result<(), String> {
             let text = std::fs::read_to_string(&cluster_file)
                 .map_err(|e| format!("cannot read {}: {e}", cluster_file.display()))?;
             println!("{}", velocity::server::node::init(&data_dir, node_id, &text)?);
+        }
+        Some(Command::Cluster(ClusterCmd::Change { cluster_file, data_dir })) => {
+            let text = std::fs::read_to_string(&cluster_file)
+                .map_err(|e| format!("cannot read {}: {e}", cluster_file.display()))?;
+            print!("{}", velocity::server::node::change(&data_dir, &text, &cluster_file)?);
         }
         Some(Command::Cluster(ClusterCmd::Status { data_dir, json })) => {
             let all = velocity::server::node::status(&data_dir)?;

@@ -226,9 +226,9 @@ impl Membership {
     /// another node. A change only gives places to new nodes: the ranges, the replication and
     /// the places stay, a node that stays keeps its address, cores and key, and a new node's
     /// id is above every id this membership has used (an id is never used twice, so a node
-    /// that lost its data cannot come back under its old one). A new node's `replaces=` may
-    /// name the node it replaces or its place; the result names the place. No replacements:
-    /// `next` says what this membership says.
+    /// that lost its data cannot come back under its old one). A new node's `replaces=` names
+    /// the place, by its first node, so that every node's file, the new node's too, places
+    /// the ranges alike. No replacements: `next` says what this membership says.
     pub fn change_to(&self, next: &Membership) -> Result<(Membership, Vec<(NodeId, NodeId)>), String> {
         if (next.ranges, next.replication) != (self.ranges, self.replication) {
             return Err(format!(
@@ -268,13 +268,19 @@ impl Membership {
                     m.id
                 ));
             }
-            let Some(old) = self.member(m.slot).or_else(|| self.in_slot(m.slot)) else {
+            let Some(old) = self.in_slot(m.slot) else {
+                if let Some(holder) = self.member(m.slot) {
+                    // Every node's file must place the ranges alike, the new node's too.
+                    return Err(format!(
+                        "node {} replaces node {}, which holds place {}: write replaces={} (a place is named by its first node)",
+                        m.id, holder.id, holder.slot, holder.slot
+                    ));
+                }
                 return Err(format!(
                     "node {} is new and must take the place of a node of the cluster (replaces=N)",
                     m.id
                 ));
             };
-            m.slot = old.slot;
             replaced.push((old.id, m.id));
         }
         for (old, new) in &replaced {
@@ -376,13 +382,13 @@ mod tests {
         assert!(next.render().contains("replaces=3"));
         // Again: nothing to do.
         assert_eq!(next.change_to(&next).unwrap(), (next.clone(), vec![]));
-        // Node 5 replaces node 4, named by its id or by its place: the place stays 3.
-        for by in [4, 3] {
-            let line = format!("node 5 127.0.0.1:7551 cores=2 {} replaces={by}\n", fp(5));
-            let (later, replaced) = next.change_to(&replace(&next, 4, &line)).unwrap();
-            assert_eq!(replaced, [(4, 5)]);
-            assert_eq!(later.member(5).unwrap().slot, 3);
-        }
+        // Node 5 replaces node 4: the place is 3's.
+        let line = format!("node 5 127.0.0.1:7551 cores=2 {} replaces=3\n", fp(5));
+        let (later, replaced) = next.change_to(&replace(&next, 4, &line)).unwrap();
+        assert_eq!(replaced, [(4, 5)]);
+        assert_eq!(later.member(5).unwrap().slot, 3);
+        let by_node = format!("node 5 127.0.0.1:7551 cores=2 {} replaces=4\n", fp(5));
+        assert!(next.change_to(&replace(&next, 4, &by_node)).unwrap_err().contains("write replaces=3"));
     }
 
     #[test]

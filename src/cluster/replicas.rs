@@ -117,6 +117,10 @@ pub struct RangeStatus {
     pub snapshot_index: u64,
     /// On the leader: each replica's last index known to match the leader's log.
     pub matched: Vec<(NodeId, u64)>,
+    /// The membership this replica applied, sorted (during a joint change, the incoming one's
+    /// voters).
+    pub voters: Vec<NodeId>,
+    pub learners: Vec<NodeId>,
 }
 
 struct Replica {
@@ -638,6 +642,10 @@ impl Replicas {
                     Vec::new()
                 };
                 matched.sort_unstable();
+                let cs = replica.raw.store().conf_state();
+                let (mut voters, mut learners) = (cs.voters.clone(), cs.learners.clone());
+                voters.sort_unstable();
+                learners.sort_unstable();
                 RangeStatus {
                     range: *range,
                     leader: (raft.leader_id != raft::INVALID_ID).then_some(raft.leader_id),
@@ -647,6 +655,8 @@ impl Replicas {
                     applied: raft.raft_log.applied,
                     snapshot_index: replica.raw.store().snapshot_index(),
                     matched,
+                    voters,
+                    learners,
                 }
             })
             .collect();

@@ -99,7 +99,7 @@ async fn bring_up(
         None => (None, Vec::new()),
         Some(c) => {
             let (logs, installed) = c.recover_logs(id, shared.config.cores, &start.raft[id])?;
-            (Some(Rc::new(super::node::NodeCore::new(c.clone(), id, logs)?)), installed)
+            (Some(Rc::new(super::node::NodeCore::new(c, id, logs)?)), installed)
         }
     };
     let replicated = node.clone().map(|n| n as Rc<dyn Replicated>);

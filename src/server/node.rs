@@ -22,9 +22,9 @@ use crate::cluster::{NodeId, RangeId};
 use crate::durability::{apply::replay, read_snapshot, FileId, FileKind, SnapshotEncoder};
 use crate::limits::{
     CLUSTER_BATCH_BYTES_MAX, CLUSTER_FORWARDS_IN_FLIGHT_MAX, CLUSTER_INIT_PROBE_MS,
-    CLUSTER_REQUEST_TIMEOUT_MS, HANDSHAKE_TIMEOUT_MS, LEADER_HANDOVER_MS, PEER_CONNECTIONS_MAX,
-    PEER_QUEUE_BYTES_MAX, PEER_RECONNECT_MS, RAFT_SNAPSHOT_BYTES_MAX, RAFT_TICK_MS, SLICE_ENTRIES,
-    SLICE_WRITES, SNAPSHOT_PIECE_BYTES, WAL_RECORD_BYTES_MAX,
+    CLUSTER_REQUEST_TIMEOUT_MS, HANDSHAKE_TIMEOUT_MS, LEADER_HANDOVER_MS, LEARNER_CAUGHT_UP_ENTRIES,
+    PEER_CONNECTIONS_MAX, PEER_QUEUE_BYTES_MAX, PEER_RECONNECT_MS, RAFT_SNAPSHOT_BYTES_MAX, RAFT_TICK_MS,
+    SLICE_ENTRIES, SLICE_WRITES, SNAPSHOT_PIECE_BYTES, WAL_RECORD_BYTES_MAX,
 };
 use crate::shard::{apply, NoLog, ShardOp, ShardReply};
 use crate::store::{KeyRange, Store};
@@ -41,14 +41,20 @@ pub fn cluster_file(data_dir: &Path) -> PathBuf {
     data_dir.join("cluster")
 }
 
-/// What every core of a cluster node shares, read-only: the membership and the TLS settings
-/// for its links.
+/// A cluster node's membership and the TLS settings for its links. Each core holds its own
+/// copy, which a membership change replaces ([`NodeCore::adopt`]); the places, and so the
+/// range map, never change.
+#[derive(Clone)]
 pub struct Cluster {
     pub membership: Membership,
     pub this: NodeId,
+    /// The place this node holds (`Member::slot`): the ranges it has replicas of.
+    pub slot: NodeId,
     pub map: RangeMap,
     pub server_tls: Arc<rustls::ServerConfig>,
     links_tls: HashMap<NodeId, Arc<rustls::ClientConfig>>,
+    cert_pem: String,
+    key_pem: String,
 }
 
 impl Cluster {
@@ -88,6 +94,13 @@ impl Cluster {
                 me.cores
             ));
         }
+        Cluster::build(membership, cert_pem, key_pem).map(Some)
+    }
+
+    /// The settings for `membership` (which names this node in `self`), presenting this key.
+    fn build(membership: Membership, cert_pem: &str, key_pem: &str) -> Result<Cluster, String> {
+        let this = membership.this.ok_or("the membership names no `self`")?;
+        let slot = membership.member(this).ok_or("the membership does not name this node")?.slot;
         let allowed = membership.members.iter().map(|m| m.fingerprint).collect();
         let server_tls = crate::security::tls::peer_server_config(cert_pem, key_pem, allowed)?;
         let mut links_tls = HashMap::new();
@@ -96,12 +109,26 @@ impl Cluster {
                 .insert(m.id, crate::security::tls::peer_client_config(cert_pem, key_pem, m.fingerprint)?);
         }
         let map = membership.range_map()?;
-        Ok(Some(Cluster { membership, this, map, server_tls, links_tls }))
+        Ok(Cluster {
+            membership,
+            this,
+            slot,
+            map,
+            server_tls,
+            links_tls,
+            cert_pem: cert_pem.to_string(),
+            key_pem: key_pem.to_string(),
+        })
     }
 
     /// The ranges core `core` of this node drives a replica of.
     pub fn ranges_of_core(&self, core: usize, cores: usize) -> Vec<RangeId> {
-        self.map.ranges_of(self.this).into_iter().filter(|r| self.map.core_of(*r, cores) == core).collect()
+        self.map.ranges_of(self.slot).into_iter().filter(|r| self.map.core_of(*r, cores) == core).collect()
+    }
+
+    /// The nodes range `r`'s replicas are to be on: those holding its places now.
+    pub fn target(&self, r: RangeId) -> Vec<NodeId> {
+        self.map.replicas(r).iter().filter_map(|slot| self.membership.in_slot(*slot)).map(|m| m.id).collect()
     }
 
     /// Each of core `core`'s replicas, rebuilt from the Raft records its log holds (new ones
@@ -116,6 +143,8 @@ impl Cluster {
         let mut logs: BTreeMap<RangeId, GroupLog> = self
             .ranges_of_core(core, cores)
             .into_iter()
+            // The places' first nodes: the membership every replica of the range started from,
+            // so a node that took a place later replays the range's log from where they did.
             .map(|r| (r, GroupLog::new(&self.map.replicas(r))))
             .collect();
         let installed =
@@ -209,9 +238,13 @@ enum Waiter {
     Forwarded { node: NodeId, core: u32, id: u64 },
 }
 
+/// A control request that carries a cluster file to adopt (`velocityd cluster change`).
+const ADOPT: &[u8] = b"adopt\n";
+
 /// One core's part of a cluster node.
 pub struct NodeCore {
-    pub cluster: Arc<Cluster>,
+    /// This core's copy, replaced when the node adopts a membership change.
+    cluster: RefCell<Rc<Cluster>>,
     core: usize,
     replicas: RefCell<Replicas>,
     links: RefCell<HashMap<(NodeId, usize), Rc<Link>>>,
@@ -242,11 +275,7 @@ pub struct NodeCore {
 }
 
 impl NodeCore {
-    pub fn new(
-        cluster: Arc<Cluster>,
-        core: usize,
-        logs: Vec<(RangeId, GroupLog)>,
-    ) -> Result<NodeCore, String> {
+    pub fn new(cluster: &Cluster, core: usize, logs: Vec<(RangeId, GroupLog)>) -> Result<NodeCore, String> {
         let fresh: Vec<RangeId> = logs
             .iter()
             .filter(|(_, l)| l.hard_state().term == 0 && l.held().is_empty())
@@ -254,14 +283,15 @@ impl NodeCore {
             .collect();
         let mut replicas = Replicas::new(cluster.this, logs, None)?;
         // A new cluster: the first replica of each range stands at once, so that leaders come
-        // up spread over the nodes (RangeMap::replicas) instead of waiting out a timeout.
+        // up spread over the nodes (RangeMap::replicas) instead of waiting out a timeout. (Not
+        // a node that took another's place: it is no voter until the leader makes it one.)
         for r in fresh {
-            if cluster.map.replicas(r).first() == Some(&cluster.this) {
+            if cluster.slot == cluster.this && cluster.map.replicas(r).first() == Some(&cluster.this) {
                 replicas.campaign(r)?;
             }
         }
         Ok(NodeCore {
-            cluster,
+            cluster: RefCell::new(Rc::new(cluster.clone())),
             core,
             replicas: RefCell::new(replicas),
             links: RefCell::new(HashMap::new()),
@@ -277,6 +307,10 @@ impl NodeCore {
             forwards: RefCell::new(HashMap::new()),
             next_forward: Cell::new(1),
         })
+    }
+
+    pub fn cluster(&self) -> Rc<Cluster> {
+        self.cluster.borrow().clone()
     }
 
     /// The link to core `peer_core` of node `to`, started on first use.
@@ -307,8 +341,9 @@ impl NodeCore {
     /// when that link is full. A snapshot's rows go apart, in pieces, ahead of its message.
     fn send(self: &Rc<Self>, core: &Rc<Core>, mut env: Envelope) {
         let to = env.msg.to;
-        let Some(member) = self.cluster.membership.member(to) else { return };
-        let link = self.link(core, to, self.cluster.map.core_of(env.range, member.cores));
+        let cluster = self.cluster();
+        let Some(member) = cluster.membership.member(to) else { return };
+        let link = self.link(core, to, cluster.map.core_of(env.range, member.cores));
         if env.msg.get_msg_type() == MessageType::MsgSnapshot {
             let rows = std::mem::take(&mut env.msg.mut_snapshot().data);
             if link.snapshot.borrow().is_some() {
@@ -331,7 +366,7 @@ impl NodeCore {
     /// The store takes the rows of the snapshots installed since the core's last snapshot
     /// (start-up: the committed entries after each are applied again on top, by Raft).
     pub fn restore(&self, core: &Core, installed: Vec<Installed>) -> Result<(), String> {
-        let map = &self.cluster.map;
+        let map = &self.cluster().map;
         for i in installed {
             let n = replace_rows(&mut core.store.borrow_mut(), map, i.range, &i.rows, runtime::now_ms())
                 .map_err(|e| format!("range {}: the snapshot installed at {}: {e}", i.range, i.index))?;
@@ -350,7 +385,7 @@ impl NodeCore {
     fn offer_snapshots(&self, core: &Core) {
         let wanted = self.replicas.borrow().wanted_snapshots();
         for range in wanted {
-            let rows = dump_rows(&core.store.borrow(), &self.cluster.map, range, runtime::now_ms());
+            let rows = dump_rows(&core.store.borrow(), &self.cluster().map, range, runtime::now_ms());
             let bytes = rows.len();
             match self.replicas.borrow_mut().offer_snapshot(range, rows) {
                 Ok(()) => tracing::info!(shard = core.id, range, bytes, "snapshot made for a follower"),
@@ -399,7 +434,7 @@ impl NodeCore {
 
     /// Whether this replica leads `range` (a leader knows itself as the leader).
     fn leads(&self, range: RangeId) -> bool {
-        self.replicas.borrow().leader(range) == Some(Some(self.cluster.this))
+        self.replicas.borrow().leader(range) == Some(Some(self.cluster().this))
     }
 
     /// Add an op to the batch of `range`, which this replica leads; a batch that would outgrow
@@ -494,7 +529,7 @@ impl NodeCore {
         op: ShardOp,
         now_ms: u64,
     ) -> Result<Vec<(Vec<usize>, Part)>, ShardReply> {
-        let map = &self.cluster.map;
+        let map = &self.cluster().map;
         let parts: Vec<(RangeId, Vec<usize>, ShardOp)> = match op {
             ShardOp::Update { ref key, .. } => vec![(map.range_of_key(key), vec![0], op)],
             ShardOp::Put { rows, on_conflict, returning } => by_range(map, rows, |r| &r.key)
@@ -536,8 +571,9 @@ impl NodeCore {
     /// Whether the link this core would forward `range`'s requests to node `to` over is
     /// known to be down.
     fn unreachable(&self, to: NodeId, range: RangeId) -> bool {
-        let Some(m) = self.cluster.membership.member(to) else { return true };
-        let key = (to, self.cluster.map.core_of(range, m.cores));
+        let cluster = self.cluster();
+        let Some(m) = cluster.membership.member(to) else { return true };
+        let key = (to, cluster.map.core_of(range, m.cores));
         self.links.borrow().get(&key).is_some_and(|l| l.down.get())
     }
 
@@ -553,7 +589,7 @@ impl NodeCore {
                         "this node holds no replica of range {range}, and requests are forwarded only from replicas (docs/cluster.md)"
                     ))
                 }
-                Some(Some(l)) if l == self.cluster.this || !self.unreachable(l, range) => return Ok(l),
+                Some(Some(l)) if l == self.cluster().this || !self.unreachable(l, range) => return Ok(l),
                 Some(_) => {}
             }
             let left = deadline_ms.saturating_sub(runtime::now_ms());
@@ -587,7 +623,7 @@ impl NodeCore {
                 self.ready_kick.notify();
                 Part { range, deadline_ms, sent: Ok((slot, None)) }
             }
-            Err(ProposeError::NotLeader { leader: Some(l) }) if l != self.cluster.this => {
+            Err(ProposeError::NotLeader { leader: Some(l) }) if l != self.cluster().this => {
                 match self.forward(core, l, range, &entry) {
                     Some((id, slot)) => Part { range, deadline_ms, sent: Ok((slot, Some((id, l)))) },
                     None => done(Outcome::NotApplied(format!(
@@ -651,7 +687,8 @@ impl NodeCore {
         range: RangeId,
         entry: &[u8],
     ) -> Option<(u64, Rc<Slot<Outcome>>)> {
-        let member = self.cluster.membership.member(leader)?;
+        let cluster = self.cluster();
+        let member = cluster.membership.member(leader)?;
         if self.forwards.borrow().len() >= CLUSTER_FORWARDS_IN_FLIGHT_MAX {
             return None;
         }
@@ -664,7 +701,7 @@ impl NodeCore {
         body.extend_from_slice(entry);
         let mut frame = Vec::new();
         wire::encode_special(wire::FORWARD_RANGE, &body, &mut frame);
-        let link = self.link(core, leader, self.cluster.map.core_of(range, member.cores));
+        let link = self.link(core, leader, self.cluster().map.core_of(range, member.cores));
         if !self.enqueue(&link, frame, Tag::Forward(id)) {
             return None;
         }
@@ -694,7 +731,7 @@ impl NodeCore {
                 self.ready_kick.notify();
             }
             Err(e) => {
-                let o = Outcome::NotApplied(format!("node {} could not take it: {e:?}", self.cluster.this));
+                let o = Outcome::NotApplied(format!("node {} could not take it: {e:?}", self.cluster().this));
                 self.answer_forward(core, from, from_core, id, &o);
             }
         }
@@ -705,7 +742,7 @@ impl NodeCore {
     /// A run of reads shares one confirmation: every one of them was sent before it began, so
     /// the index it confirms serves them all.
     async fn read_all(self: &Rc<Self>, core: &Rc<Core>, ops: Vec<ShardOp>, now_ms: u64) -> Vec<ShardReply> {
-        let map = &self.cluster.map;
+        let map = &self.cluster().map;
         let mut ranges: Vec<RangeId> = Vec::new();
         for op in &ops {
             match op {
@@ -732,7 +769,7 @@ impl NodeCore {
 
     /// The ranges whose rows this core's store holds.
     fn core_ranges(&self, core: &Core) -> Vec<RangeId> {
-        let map = &self.cluster.map;
+        let map = &self.cluster().map;
         (0..map.ranges()).filter(|r| map.core_of(*r, core.shards) == self.core).collect()
     }
 
@@ -835,7 +872,7 @@ impl NodeCore {
                 let to = s
                     .matched
                     .iter()
-                    .filter(|(id, _)| *id != self.cluster.this && !self.unreachable(*id, s.range))
+                    .filter(|(id, _)| *id != self.cluster().this && !self.unreachable(*id, s.range))
                     .max_by_key(|(_, m)| *m)
                     .map(|(id, _)| *id);
                 if let Some(to) = to {
@@ -873,6 +910,70 @@ impl NodeCore {
         }
     }
 
+    /// `velocityd cluster change`'s request: take `text` (a cluster file, without `self`) as
+    /// this core's membership if it is a change of the current one (`Membership::change_to`).
+    /// The file is written before the change is used, so a restart keeps it; from then on only
+    /// the new membership's keys are accepted and its nodes linked to, and the ranges' leaders
+    /// on this core reconcile their replicas with it (`reconcile`). Each core of a node is
+    /// asked (each has its own peer port), and each writes the same file.
+    async fn adopt(&self, core: &Core, text: &str) -> serde_json::Value {
+        let cluster = self.cluster();
+        let next = match Membership::parse(text) {
+            Ok(m) => m,
+            Err(e) => return serde_json::json!({ "error": e }),
+        };
+        let (next, replaced) = match cluster.membership.change_to(&next) {
+            Ok(c) => c,
+            Err(e) => return serde_json::json!({ "error": e }),
+        };
+        if replaced.is_empty() {
+            return serde_json::json!({ "adopted": false, "replaced": [] });
+        }
+        let built = match Cluster::build(next, &cluster.cert_pem, &cluster.key_pem) {
+            Ok(c) => c,
+            Err(e) => return serde_json::json!({ "error": e }),
+        };
+        let (dir, rendered, id) = (core.shared.config.data_dir.clone(), built.membership.render(), core.id);
+        let written = runtime::spawn_blocking(move || -> Result<(), String> {
+            let path = cluster_file(&dir);
+            let tmp = path.with_extension(format!("tmp{id}"));
+            std::fs::write(&tmp, &rendered).map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
+            std::fs::File::open(&tmp).and_then(|f| f.sync_all()).map_err(|e| e.to_string())?;
+            std::fs::rename(&tmp, &path).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+            super::durable::sync_dir(&dir)
+        })
+        .await;
+        if let Err(e) = written {
+            return serde_json::json!({ "error": e });
+        }
+        tracing::info!(
+            shard = self.core,
+            ?replaced,
+            "membership changed: each place's new node replaces its old one"
+        );
+        *self.cluster.borrow_mut() = Rc::new(built);
+        // Links to nodes that left end on their next look (`run_link`), their peers' on the
+        // next read (`serve_peer`).
+        for link in self.links.borrow().values() {
+            link.kick.notify();
+        }
+        self.changed.notify();
+        serde_json::json!({ "adopted": true, "replaced": replaced })
+    }
+
+    /// Each range this core leads takes its next step towards the membership's replicas.
+    fn reconcile(&self) {
+        let cluster = self.cluster();
+        let mut replicas = self.replicas.borrow_mut();
+        let led: Vec<RangeId> =
+            replicas.status().into_iter().filter(|s| s.is_leader).map(|s| s.range).collect();
+        for range in led {
+            if let Some(step) = replicas.reconcile(range, &cluster.target(range), LEARNER_CAUGHT_UP_ENTRIES) {
+                tracing::info!(shard = self.core, range, step, "membership");
+            }
+        }
+    }
+
     /// What `cluster status` is told of this core (JSON).
     fn status_json(&self) -> serde_json::Value {
         let ranges: Vec<serde_json::Value> = self
@@ -890,6 +991,8 @@ impl NodeCore {
                     "applied": s.applied,
                     "snapshot_index": s.snapshot_index,
                     "matched": s.matched,
+                    "voters": s.voters,
+                    "learners": s.learners,
                 })
             })
             .collect();
@@ -901,7 +1004,7 @@ impl NodeCore {
                 serde_json::json!({"node": node, "core": core, "up": l.up.get(), "dropped": l.dropped.get()})
             })
             .collect();
-        serde_json::json!({"node": self.cluster.this, "core": self.core, "ranges": ranges, "links": links})
+        serde_json::json!({"node": self.cluster().this, "core": self.core, "ranges": ranges, "links": links})
     }
 }
 
@@ -923,7 +1026,7 @@ impl Replicated for NodeCore {
     }
 
     fn ranges_status(&self) -> (u64, Vec<crate::cluster::replicas::RangeStatus>) {
-        (self.cluster.this, self.replicas.borrow().status())
+        (self.cluster().this, self.replicas.borrow().status())
     }
 
     fn checkpoint(&self, wal: &Wal) -> Result<(), String> {
@@ -1077,6 +1180,7 @@ async fn tick_loop(core: Rc<Core>, node: Rc<NodeCore>) {
     while !core.shutdown.is_fired() {
         let _ = race(sleep(Duration::from_millis(RAFT_TICK_MS)), core.shutdown.wait()).await;
         node.replicas.borrow_mut().tick();
+        node.reconcile();
         node.ready_kick.notify();
         node.changed.notify();
     }
@@ -1136,7 +1240,7 @@ fn run_batch(core: &Rc<Core>, node: &Rc<NodeCore>, wal: &Wal, batch: Batch) -> R
                 // replica that cannot take what its majority holds stops.
                 let n = replace_rows(
                     &mut core.store.borrow_mut(),
-                    &node.cluster.map,
+                    &node.cluster().map,
                     range,
                     &data,
                     runtime::now_ms(),
@@ -1144,8 +1248,9 @@ fn run_batch(core: &Rc<Core>, node: &Rc<NodeCore>, wal: &Wal, batch: Batch) -> R
                 .map_err(|e| format!("range {range}: the snapshot at index {index}: {e}"))?;
                 tracing::info!(shard = core.id, range, index, rows = n, "snapshot installed from the leader");
             }
-            // Membership is fixed by the cluster file for now.
-            Apply::Membership { .. } => {}
+            Apply::Membership { range, index, voters, learners } => {
+                tracing::info!(shard = core.id, range, index, ?voters, ?learners, "range membership applied");
+            }
         }
     }
     for id in lost {
@@ -1233,12 +1338,18 @@ async fn connect(addr: std::net::SocketAddr, tls: Arc<rustls::ClientConfig>) -> 
 /// Keep a link to one peer core up and drain its queue into it; while it is down, messages
 /// are dropped (Raft sends again), so a dead peer costs no memory.
 async fn run_link(core: Rc<Core>, node: Rc<NodeCore>, (to, peer_core): (NodeId, usize), link: Rc<Link>) {
-    let member = node.cluster.membership.member(to).expect("links go to members").clone();
-    let addr = member.peer_addr(peer_core);
-    let tls = node.cluster.links_tls[&to].clone();
     let mut failures = 0u64;
     while !core.shutdown.is_fired() {
-        match connect(addr, tls.clone()).await {
+        let cluster = node.cluster();
+        let (Some(member), Some(tls)) = (cluster.membership.member(to), cluster.links_tls.get(&to)) else {
+            // The node left the membership: its link goes, and what was queued for it.
+            node.links.borrow_mut().remove(&(to, peer_core));
+            discard(&node, &link);
+            return;
+        };
+        let (addr, tls) = (member.peer_addr(peer_core), tls.clone());
+        drop(cluster);
+        match connect(addr, tls).await {
             Ok(mut t) => {
                 if failures > 0 {
                     tracing::info!(shard = core.id, node = to, core = peer_core, "link to peer up");
@@ -1247,7 +1358,7 @@ async fn run_link(core: Rc<Core>, node: Rc<NodeCore>, (to, peer_core): (NodeId, 
                 link.up.set(true);
                 link.down.set(false);
                 node.changed.notify();
-                let why = drain_link(&core, &node, &link, &mut t).await;
+                let why = drain_link(&core, &node, &link, &mut t, to).await;
                 link.up.set(false);
                 tracing::info!(shard = core.id, node = to, core = peer_core, why, "link to peer down");
                 t.close().await;
@@ -1287,10 +1398,19 @@ fn discard(node: &NodeCore, link: &Link) {
     }
 }
 
-async fn drain_link(core: &Rc<Core>, node: &Rc<NodeCore>, link: &Link, t: &mut Transport) -> &'static str {
+async fn drain_link(
+    core: &Rc<Core>,
+    node: &Rc<NodeCore>,
+    link: &Link,
+    t: &mut Transport,
+    to: NodeId,
+) -> &'static str {
     let mut out = Vec::new();
     loop {
         let woken = link.kick.current();
+        if node.cluster().membership.member(to).is_none() {
+            return "the node left the membership";
+        }
         let mut snapshots = Vec::new();
         {
             let mut q = link.queue.borrow_mut();
@@ -1364,7 +1484,7 @@ async fn accept_loop(core: Rc<Core>, node: Rc<NodeCore>, listener: runtime::TcpL
 /// is answered on the same connection.
 async fn serve_peer(core: &Rc<Core>, node: &Rc<NodeCore>, tcp: TcpStream) -> String {
     let _ = tcp.set_nodelay(true);
-    let conn = match rustls::ServerConnection::new(node.cluster.server_tls.clone()) {
+    let conn = match rustls::ServerConnection::new(node.cluster().server_tls.clone()) {
         Ok(c) => c,
         Err(e) => return e.to_string(),
     };
@@ -1379,7 +1499,9 @@ async fn serve_peer(core: &Rc<Core>, node: &Rc<NodeCore>, tcp: TcpStream) -> Str
         Transport::Plain(_) => None,
     };
     // The verifier let only pinned keys through; this is who holds the one presented.
-    let Some(peer) = from.and_then(|fp| node.cluster.membership.by_fingerprint(&fp)).map(|m| m.id) else {
+    let Some((peer, fp)) =
+        from.and_then(|fp| node.cluster().membership.by_fingerprint(&fp).map(|m| (m.id, fp)))
+    else {
         return "no pinned key".into();
     };
     let mut buf: Vec<u8> = Vec::new();
@@ -1393,6 +1515,10 @@ async fn serve_peer(core: &Rc<Core>, node: &Rc<NodeCore>, tcp: TcpStream) -> Str
             Either::Left(Err(e)) => return e.to_string(),
         };
         buf.extend_from_slice(&chunk[..n]);
+        // A membership change since the handshake may have removed its key.
+        if node.cluster().membership.by_fingerprint(&fp).is_none() {
+            return "its key left the membership".into();
+        }
         let mut used = 0;
         let mut stepped = false;
         loop {
@@ -1450,6 +1576,11 @@ async fn serve_peer(core: &Rc<Core>, node: &Rc<NodeCore>, tcp: TcpStream) -> Str
                     used += n;
                     let answer = match &body[..] {
                         b"status" => node.status_json().to_string(),
+                        adopt if adopt.starts_with(ADOPT) => match std::str::from_utf8(&adopt[ADOPT.len()..])
+                        {
+                            Ok(text) => node.adopt(core, text).await.to_string(),
+                            Err(_) => serde_json::json!({"error": "a cluster file is UTF-8"}).to_string(),
+                        },
                         _ => serde_json::json!({"error": "unknown control request"}).to_string(),
                     };
                     let mut out = Vec::new();
@@ -1491,7 +1622,7 @@ pub fn init(data_dir: &Path, node_id: NodeId, text: &str) -> Result<String, Stri
         Ok(old) if old == rendered => return Ok(format!("{} already says this", path.display())),
         Ok(_) => {
             return Err(format!(
-            "{} already makes this directory a node of a cluster; changing the membership is not built yet",
+            "{} already makes this directory a node of another membership; a running cluster's membership changes with `velocityd cluster change`",
             path.display()
         ))
         }
@@ -1508,7 +1639,7 @@ pub fn init(data_dir: &Path, node_id: NodeId, text: &str) -> Result<String, Stri
         return Err(format!(
             "node {peer}, leading range {range}, has node {node_id}'s log up to index {index}: node {node_id} ran before and lost its data. \
              Started empty under the same identity it could vote twice in a term or count towards a majority for entries it no longer has; \
-             a node that lost its data must come back under a new identity (a membership change, not built yet: docs/cluster.md)"
+             a node that lost its data comes back under a new identity (a new id and key) in its old place (`velocityd cluster change`: docs/cluster.md)"
         ));
     }
     let tmp = path.with_extension("tmp");
@@ -1538,7 +1669,7 @@ fn remembered_by_peers(
         let tls = crate::security::tls::peer_client_config(&cert_pem, &key_pem, other.fingerprint)?;
         for core in 0..other.cores {
             let probe = Duration::from_millis(CLUSTER_INIT_PROBE_MS);
-            let Ok(answer) = ask_status(other.peer_addr(core), tls.clone(), probe) else { continue };
+            let Ok(answer) = ask(other.peer_addr(core), tls.clone(), probe, b"status") else { continue };
             for r in answer["ranges"].as_array().into_iter().flatten() {
                 for pair in r["matched"].as_array().into_iter().flatten() {
                     let (id, index) = (pair[0].as_u64(), pair[1].as_u64().unwrap_or(0));
@@ -1552,12 +1683,13 @@ fn remembered_by_peers(
     Ok(None)
 }
 
-/// Ask one core of a node for its status over the node-to-node port, as this data directory's
-/// node (whose key is pinned in the membership, as the peer checks).
-fn ask_status(
+/// Ask one core of a node a control request over the node-to-node port, as this data
+/// directory's node (whose key is pinned in the membership, as the peer checks); its answer.
+fn ask(
     addr: std::net::SocketAddr,
     tls: Arc<rustls::ClientConfig>,
     timeout: Duration,
+    request: &[u8],
 ) -> Result<serde_json::Value, String> {
     use std::io::{Read, Write};
     let tcp = std::net::TcpStream::connect_timeout(&addr, timeout).map_err(|e| e.to_string())?;
@@ -1567,16 +1699,16 @@ fn ask_status(
         .map_err(|e| e.to_string())?;
     let mut s = rustls::StreamOwned::new(conn, tcp);
     let mut out = Vec::new();
-    wire::encode_control(b"status", &mut out);
+    wire::encode_control(request, &mut out);
     s.write_all(&out).map_err(|e| e.to_string())?;
     let mut buf = Vec::new();
     let mut chunk = [0u8; 16 << 10];
     loop {
         match wire::decode_frame(&buf).map_err(|e| e.to_string())? {
             Some((Frame::Control(body), _)) => {
-                return serde_json::from_slice(&body).map_err(|e| format!("not a status: {e}"))
+                return serde_json::from_slice(&body).map_err(|e| format!("not an answer: {e}"))
             }
-            Some(_) => return Err("a Raft message where a status belongs".into()),
+            Some(_) => return Err("a Raft message where an answer belongs".into()),
             None => {}
         }
         let n = s.read(&mut chunk).map_err(|e| e.to_string())?;
@@ -1585,6 +1717,73 @@ fn ask_status(
         }
         buf.extend_from_slice(&chunk[..n]);
     }
+}
+
+/// `velocityd cluster change`: every core of every node that stays asked to adopt `text` as a
+/// change of this data directory's node's membership (`NodeCore::adopt`), and what each said.
+/// Refused by any node: an error. A node that does not answer keeps its old membership (it
+/// trusts the old node's key, not the new one's) until this is run again, which is harmless
+/// for the nodes that have it.
+pub fn change(data_dir: &Path, text: &str, file: &Path) -> Result<String, String> {
+    use std::fmt::Write as _;
+    let path = cluster_file(data_dir);
+    let current =
+        std::fs::read_to_string(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let current = Membership::parse(&current).map_err(|e| format!("{}: {e}", path.display()))?;
+    let (next, replaced) = current.change_to(&Membership::parse(text)?)?;
+    let shared = Membership { this: None, ..next.clone() }.render();
+    let mut request = ADOPT.to_vec();
+    request.extend_from_slice(shared.as_bytes());
+    let (key_pem, cert_pem, _) = super::datadir::identity(data_dir)?;
+    let (mut out, mut refused, mut unreachable) = (String::new(), false, false);
+    for member in next.members.iter().filter(|m| current.member(m.id).is_some()) {
+        let tls = crate::security::tls::peer_client_config(&cert_pem, &key_pem, member.fingerprint)?;
+        for core in 0..member.cores {
+            let said = match ask(
+                member.peer_addr(core),
+                tls.clone(),
+                Duration::from_millis(HANDSHAKE_TIMEOUT_MS),
+                &request,
+            ) {
+                Ok(v) if v["error"].is_string() => {
+                    refused = true;
+                    format!("refused: {}", v["error"].as_str().unwrap_or(""))
+                }
+                Ok(v) if v["adopted"].as_bool() == Some(true) => "adopted it".to_string(),
+                Ok(_) => "had it already".to_string(),
+                Err(e) => {
+                    unreachable = true;
+                    format!("unreachable ({e})")
+                }
+            };
+            let _ = writeln!(out, "node {} core {core}: {said}", member.id);
+        }
+    }
+    if refused {
+        return Err(out);
+    }
+    for (old, new) in &replaced {
+        let _ = writeln!(out, "node {new} takes node {old}'s place");
+    }
+    if unreachable {
+        let _ = writeln!(
+            out,
+            "a node that did not answer keeps the old membership: run this again once it is up"
+        );
+    }
+    for m in next.members.iter().filter(|m| current.member(m.id).is_none()) {
+        let _ = writeln!(
+            out,
+            "next, on node {}: velocityd cluster init --node-id {} --cluster-file {} --data-dir …, then start it with --cores {}; \
+             `velocityd cluster status` shows each range's voters as its leader swaps node {} in",
+            m.id,
+            m.id,
+            file.display(),
+            m.cores,
+            m.id
+        );
+    }
+    Ok(out)
 }
 
 /// `velocityd cluster status`: every core of every node asked for its replicas' state, as a
@@ -1598,8 +1797,12 @@ pub fn status(data_dir: &Path) -> Result<Vec<serde_json::Value>, String> {
     for member in &m.members {
         let tls = crate::security::tls::peer_client_config(&cert_pem, &key_pem, member.fingerprint)?;
         for core in 0..member.cores {
-            match ask_status(member.peer_addr(core), tls.clone(), Duration::from_millis(HANDSHAKE_TIMEOUT_MS))
-            {
+            match ask(
+                member.peer_addr(core),
+                tls.clone(),
+                Duration::from_millis(HANDSHAKE_TIMEOUT_MS),
+                b"status",
+            ) {
                 Ok(v) => all.push(v),
                 Err(e) => all.push(serde_json::json!({"node": member.id, "core": core, "error": e})),
             }
@@ -1640,6 +1843,21 @@ pub fn render_status(all: &[serde_json::Value]) -> String {
         for (n, r) in replicas {
             let applied = r["applied"].as_u64().unwrap_or(0);
             let _ = write!(lines, "  {n}: applied {applied} lag {}", commit.saturating_sub(applied));
+        }
+        if let Some((_, r)) = leader {
+            let ids = |k: &str| -> Vec<String> {
+                r[k].as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|v| v.as_u64())
+                    .map(|v| v.to_string())
+                    .collect()
+            };
+            let _ = write!(lines, "  voters {}", ids("voters").join(","));
+            let learners = ids("learners");
+            if !learners.is_empty() {
+                let _ = write!(lines, "  learners {}", learners.join(","));
+            }
         }
         lines.push('\n');
     }
