@@ -1,7 +1,8 @@
 //! A three-node cluster in network namespaces (one per node, veth pairs on a bridge), faults
 //! injected in turn while six clients write and read registers through the nodes: the busiest
 //! leader killed (SIGKILL) and restarted, paused (SIGSTOP) and resumed, cut off by its link going
-//! down and healed, a follower cut off and healed, and netem delay and loss when the kernel has
+//! down and healed, a follower cut off and healed, a node killed with its data directory deleted
+//! and a new node (new key and id) put in its place, and netem delay and loss when the kernel has
 //! netem. The clients' history must be linearizable (`velocity::linearizability::check`).
 //!
 //! Needs root and `ip netns`: ignored by `cargo test`; `scripts/cluster-chaos.sh` runs it, or
@@ -39,6 +40,8 @@ struct Net {
     subnet: u32,
     dirs: Vec<PathBuf>,
     nodes: Vec<Option<Child>>,
+    /// Each namespace's node's id (a node replaced in place has a new one).
+    ids: Vec<u64>,
 }
 
 impl Net {
@@ -69,6 +72,7 @@ impl Net {
             subnet: 100 + pid % 100,
             dirs: Vec::new(),
             nodes: Vec::new(),
+            ids: (1..=NODES as u64).collect(),
         };
         let br = net.bridge();
         must(&["ip", "link", "add", &br, "type", "bridge"]);
@@ -145,7 +149,9 @@ impl Net {
             for core in &all {
                 for r in core["ranges"].as_array().into_iter().flatten() {
                     if r["is_leader"].as_bool() == Some(true) {
-                        count[core["node"].as_u64().unwrap() as usize - 1] += 1;
+                        if let Some(i) = self.ids.iter().position(|id| core["node"].as_u64() == Some(*id)) {
+                            count[i] += 1;
+                        }
                     }
                 }
             }
@@ -235,6 +241,50 @@ fn a_cluster_under_kills_pauses_and_partitions_stays_linearizable() {
     must(&["ip", "link", "set", &net.veth(f), "up"]);
     wait(2000);
 
+    // A node wiped and rejoined: killed, its data directory lost, a new node (new key, id 4)
+    // in its namespace at its address takes its place (`cluster change`, then `cluster init`),
+    // and every range's leader swaps it in while the clients go on.
+    let w = (net.busiest_leader() + 2) % NODES;
+    let _ = net.nodes[w].as_mut().unwrap().kill();
+    let _ = net.nodes[w].as_mut().unwrap().wait();
+    let lost = std::mem::replace(&mut net.dirs[w], PathBuf::new());
+    let _ = std::fs::remove_dir_all(&lost);
+    let (dir, fp) = node_dir("chaos");
+    let stays = (w + 1) % NODES;
+    let current = std::fs::read_to_string(net.dirs[stays].join("cluster")).unwrap();
+    let new_id = NODES as u64 + 1;
+    let file = dir.with_extension("cluster");
+    let peer = format!("{}:7511", net.ip(w));
+    std::fs::write(&file, replacing(&current, net.ids[w], new_id, &peer, 2, &fp)).unwrap();
+    cluster_command(&["change"], &file, &net.dirs[stays]);
+    cluster_command(&["init", "--node-id", &new_id.to_string()], &file, &dir);
+    net.dirs[w] = dir;
+    net.ids[w] = new_id;
+    let replaced_at = Instant::now();
+    net.nodes[w] = Some(net.start(w));
+    let swapped = loop {
+        let all = velocity::server::node::status(&net.dirs[stays]).unwrap_or_default();
+        let led: Vec<&serde_json::Value> = all
+            .iter()
+            .flat_map(|c| c["ranges"].as_array().into_iter().flatten())
+            .filter(|r| {
+                r["is_leader"] == true
+                    && r["voters"].as_array().is_some_and(|v| v.contains(&serde_json::Value::from(new_id)))
+            })
+            .collect();
+        if led.len() == 12 {
+            break replaced_at.elapsed();
+        }
+        assert!(replaced_at.elapsed() < Duration::from_secs(60), "node {new_id} not swapped in: {all:?}");
+        wait(100);
+    };
+    faults.push(format!(
+        "node {} killed and its data directory deleted; node {new_id} (new key) took its place: every range's voters had it {} ms after it started",
+        w + 1,
+        swapped.as_millis()
+    ));
+    wait(2000);
+
     // Delay and loss on every node's link, if this kernel has netem.
     let netem: Vec<String> = (0..NODES).map(|i| net.veth(i)).collect();
     let with = netem.iter().all(|v| {
@@ -261,7 +311,6 @@ fn a_cluster_under_kills_pauses_and_partitions_stays_linearizable() {
     for f in &faults {
         eprintln!("  {f}");
     }
-    eprintln!("not injected: a wiped node rejoining (it needs a new identity through a membership change, not in the server yet: docs/cluster.md)");
     let logs: String = (0..NODES)
         .map(|i| std::fs::read_to_string(net.dirs[i].with_extension("log")).unwrap_or_default())
         .collect();

@@ -381,41 +381,19 @@ fn a_node_that_lost_its_disk_is_replaced_by_a_new_node_in_its_place() {
     let gone = c.nodes[2].take().unwrap().crash();
     c.wait_for_leaders(&[0, 1]);
 
-    let dir = temp_dir("replacement");
-    add_user(&dir, "alice", PASSWORD, "readwrite");
-    let out = std::process::Command::new(bin("velocityd"))
-        .args(["fingerprint", "--data-dir"])
-        .arg(&dir)
-        .output()
-        .unwrap();
-    let fp = String::from_utf8(out.stdout).unwrap().split_whitespace().last().unwrap().to_owned();
+    let (dir, fp) = node_dir("replacement");
     let old_file = std::fs::read_to_string(c.dirs[0].with_extension("cluster")).unwrap();
-    let mut file: String =
-        old_file.lines().filter(|l| !l.starts_with("node 3 ")).map(|l| format!("{l}\n")).collect();
-    file.push_str(&format!("node 4 127.0.0.1:{} cores={CORES} {fp} replaces=3\n", free_port_pair()));
+    let peer = format!("127.0.0.1:{}", free_port_pair());
     let new_file = dir.with_extension("cluster");
-    std::fs::write(&new_file, &file).unwrap();
-    let velocityd = |args: &[&str], dir: &PathBuf| {
-        let out = std::process::Command::new(bin("velocityd"))
-            .args(args)
-            .arg("--cluster-file")
-            .arg(&new_file)
-            .arg("--data-dir")
-            .arg(dir)
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-        assert!(out.status.success(), "{args:?}: {text}");
-        text
-    };
-    let said = velocityd(&["cluster", "change"], &c.dirs[0]);
+    std::fs::write(&new_file, replacing(&old_file, 3, 4, &peer, CORES, &fp)).unwrap();
+    let said = cluster_command(&["change"], &new_file, &c.dirs[0]);
     for (node, core) in [(1, 0), (1, 1), (2, 0), (2, 1)] {
         assert!(said.contains(&format!("node {node} core {core}: adopted it")), "{said}");
     }
     assert!(said.contains("node 4 takes node 3's place"), "{said}");
     // Asked again (as a node that was down would need): nothing changes.
-    assert!(velocityd(&["cluster", "change"], &c.dirs[1]).contains("node 2 core 1: had it already"));
-    velocityd(&["cluster", "init", "--node-id", "4"], &dir);
+    assert!(cluster_command(&["change"], &new_file, &c.dirs[1]).contains("node 2 core 1: had it already"));
+    cluster_command(&["init", "--node-id", "4"], &new_file, &dir);
     c.nodes.push(Some(Server::start_in(dir.clone(), CORES, ARGS)));
     c.ports.push(c.node(3).addr.port());
     c.dirs.push(dir);

@@ -1,7 +1,8 @@
 //! Ranges of the token space and where their replicas live. Range r of R owns the tokens
 //! `[r·2⁶⁴/R, (r+1)·2⁶⁴/R)`, the same split `shard::shard_of_token` makes of a node among its
 //! cores, so a key's range is a pure function of the key and R. Its RF replicas are on RF
-//! consecutive nodes of the membership (sorted by id), starting at node r mod N: every node
+//! consecutive places of the membership (sorted; a place is named by the id of the node that
+//! first held it, `membership::Member::slot`), starting at place r mod N: every node
 //! holds R·RF/N replicas (±1), and each node is first — the replica that campaigns first at
 //! bootstrap — for R/N ranges, so the leaders start spread evenly.
 

@@ -872,7 +872,10 @@ impl NodeCore {
                 let to = s
                     .matched
                     .iter()
-                    .filter(|(id, _)| *id != self.cluster().this && !self.unreachable(*id, s.range))
+                    // Voters only: raft-rs does not hand the leadership to a learner.
+                    .filter(|(id, _)| {
+                        *id != self.cluster().this && s.voters.contains(id) && !self.unreachable(*id, s.range)
+                    })
                     .max_by_key(|(_, m)| *m)
                     .map(|(id, _)| *id);
                 if let Some(to) = to {
@@ -1250,6 +1253,20 @@ fn run_batch(core: &Rc<Core>, node: &Rc<NodeCore>, wal: &Wal, batch: Batch) -> R
             }
             Apply::Membership { range, index, voters, learners } => {
                 tracing::info!(shard = core.id, range, index, ?voters, ?learners, "range membership applied");
+                let cluster = node.cluster();
+                let newest = cluster.membership.members.iter().map(|m| m.id).max().unwrap_or(0);
+                if let Some(n) = voters.iter().chain(&learners).find(|n| **n > newest) {
+                    // Ids only grow, so a node above every id this node knows came in by a
+                    // `cluster change` this node missed (it was down): it neither trusts nor
+                    // reaches a replica its ranges now have. (Below: a node replaced since, as
+                    // a log replayed from its start names.)
+                    tracing::warn!(
+                        shard = core.id,
+                        range,
+                        node = n,
+                        "a replica of this range is on a node this node's cluster file does not name: run `velocityd cluster change` again"
+                    );
+                }
             }
         }
     }

@@ -319,27 +319,52 @@ pub fn audit_lines(data_dir: &Path) -> Vec<serde_json::Value> {
 
 /// Make `peers.len()` fresh data directories one cluster (`ranges` ranges, RF 3, `cores` each,
 /// node i+1's peer address `peers[i]`) with `velocityd cluster init`, each with the user alice.
+/// A new node's data directory, with alice: its key's fingerprint as a cluster file names it.
+pub fn node_dir(tag: &str) -> (PathBuf, String) {
+    let d = temp_dir(tag);
+    add_user(&d, "alice", PASSWORD, "readwrite");
+    let out = Command::new(bin("velocityd")).args(["fingerprint", "--data-dir"]).arg(&d).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let fp = String::from_utf8(out.stdout).unwrap().split_whitespace().last().unwrap().to_owned();
+    (d, fp)
+}
+
+/// `velocityd cluster ARGS --cluster-file FILE --data-dir DIR`, which must succeed: what it printed.
+pub fn cluster_command(args: &[&str], file: &Path, dir: &Path) -> String {
+    let out = Command::new(bin("velocityd"))
+        .arg("cluster")
+        .args(args)
+        .arg("--cluster-file")
+        .arg(file)
+        .arg("--data-dir")
+        .arg(dir)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "cluster {args:?}: {text}");
+    text
+}
+
+/// The cluster file `file` with node `old` replaced by node `new` at `peer` (`replaces=`).
+pub fn replacing(file: &str, old: u64, new: u64, peer: &str, cores: usize, fp: &str) -> String {
+    let mut out: String =
+        file.lines().filter(|l| !l.starts_with(&format!("node {old} "))).map(|l| format!("{l}\n")).collect();
+    out.push_str(&format!("node {new} {peer} cores={cores} {fp} replaces={old}\n"));
+    out
+}
+
 pub fn init_cluster(tag: &str, ranges: usize, cores: usize, peers: &[String]) -> Vec<PathBuf> {
-    let dirs: Vec<PathBuf> = peers.iter().map(|_| temp_dir(tag)).collect();
+    let mut dirs = Vec::new();
     let mut file = format!("ranges {ranges}\nreplication 3\n");
-    for (i, d) in dirs.iter().enumerate() {
-        add_user(d, "alice", PASSWORD, "readwrite");
-        let out = Command::new(bin("velocityd")).args(["fingerprint", "--data-dir"]).arg(d).output().unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        let fp = String::from_utf8(out.stdout).unwrap().split_whitespace().last().unwrap().to_owned();
-        file.push_str(&format!("node {} {} cores={cores} {fp}\n", i + 1, peers[i]));
+    for (i, peer) in peers.iter().enumerate() {
+        let (d, fp) = node_dir(tag);
+        file.push_str(&format!("node {} {peer} cores={cores} {fp}\n", i + 1));
+        dirs.push(d);
     }
     let cf = dirs[0].with_extension("cluster");
     std::fs::write(&cf, &file).unwrap();
     for (i, d) in dirs.iter().enumerate() {
-        let out = Command::new(bin("velocityd"))
-            .args(["cluster", "init", "--node-id", &(i + 1).to_string(), "--cluster-file"])
-            .arg(&cf)
-            .arg("--data-dir")
-            .arg(d)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        cluster_command(&["init", "--node-id", &(i + 1).to_string()], &cf, d);
     }
     dirs
 }
