@@ -270,6 +270,7 @@ fn a_cluster_under_kills_pauses_and_partitions_stays_linearizable() {
             .filter(|r| {
                 r["is_leader"] == true
                     && r["voters"].as_array().is_some_and(|v| v.contains(&serde_json::Value::from(new_id)))
+                    && r["voters_outgoing"] == serde_json::json!([])
             })
             .collect();
         if led.len() == 12 {

@@ -412,7 +412,9 @@ fn a_node_that_lost_its_disk_is_replaced_by_a_new_node_in_its_place() {
                 .flat_map(|c| c["ranges"].as_array().into_iter().flatten())
                 .find(|x| x["range"] == r);
             leader.is_some_and(|l| {
-                l["voters"] == serde_json::json!([1, 2, 4]) && l["learners"] == serde_json::json!([])
+                l["voters"] == serde_json::json!([1, 2, 4])
+                    && l["voters_outgoing"] == serde_json::json!([])
+                    && l["learners"] == serde_json::json!([])
             }) && on_4.is_some_and(|x| x["applied"] == leader.unwrap()["commit"])
         });
         if swapped {

@@ -117,9 +117,10 @@ pub struct RangeStatus {
     pub snapshot_index: u64,
     /// On the leader: each replica's last index known to match the leader's log.
     pub matched: Vec<(NodeId, u64)>,
-    /// The membership this replica applied, sorted (during a joint change, the incoming one's
-    /// voters).
+    /// The membership this replica applied, sorted: during a joint change `voters` are the
+    /// incoming membership's and `voters_outgoing` the old one's (empty otherwise).
     pub voters: Vec<NodeId>,
+    pub voters_outgoing: Vec<NodeId>,
     pub learners: Vec<NodeId>,
 }
 
@@ -420,7 +421,6 @@ impl Replicas {
                 write(replica, range, LogWrite::Snapshot(snapshot), &mut batch);
             }
             let committed = rd.take_committed_entries();
-            Self::apply_committed(replica, range, committed, &mut batch);
             let entries = rd.take_entries();
             if !entries.is_empty() {
                 write(replica, range, LogWrite::Entries(entries), &mut batch);
@@ -434,6 +434,11 @@ impl Replicas {
             } else {
                 replica.installing = Some(rd);
             }
+            // After the ready is advanced: applying may append to the log (raft-rs's leader
+            // leaves a joint membership by itself once it applied it), which must come in the
+            // next ready, not after this one's last entry (raft-rs panics: unstable entries
+            // that do not end where the ready did).
+            Self::apply_committed(replica, range, committed, &mut batch);
         }
         if batch.is_empty() && flight.readies.is_empty() {
             return batch;
@@ -644,7 +649,9 @@ impl Replicas {
                 matched.sort_unstable();
                 let cs = replica.raw.store().conf_state();
                 let (mut voters, mut learners) = (cs.voters.clone(), cs.learners.clone());
+                let mut voters_outgoing = cs.voters_outgoing.clone();
                 voters.sort_unstable();
+                voters_outgoing.sort_unstable();
                 learners.sort_unstable();
                 RangeStatus {
                     range: *range,
@@ -656,6 +663,7 @@ impl Replicas {
                     snapshot_index: replica.raw.store().snapshot_index(),
                     matched,
                     voters,
+                    voters_outgoing,
                     learners,
                 }
             })

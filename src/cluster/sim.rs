@@ -130,6 +130,9 @@ struct Faults {
     heal: f64,
     /// Per tick and node: leaving the tick's writes unsynced until a later tick.
     slow_sync: f64,
+    /// Per tick, once every range has its places' nodes: a node lost with its disk, and a new
+    /// node (a new id) put in its place.
+    replace: f64,
 }
 
 const CALM: Faults = Faults {
@@ -141,12 +144,16 @@ const CALM: Faults = Faults {
     partition: 0.0,
     heal: 1.0,
     slow_sync: 0.0,
+    replace: 0.0,
 };
 
 struct Sim {
     r: TestRng,
+    /// Over the places: the ids of the nodes the cluster was made of.
     map: RangeMap,
     nodes: BTreeMap<NodeId, Node>,
+    /// The node in each place now (a lost node's place is a new node's).
+    in_place: BTreeMap<NodeId, NodeId>,
     /// In flight: when it arrives, and the frame's bytes (messages cross the wire encoded).
     network: Vec<(u64, NodeId, NodeId, Vec<u8>)>,
     /// Pairs of nodes that cannot reach each other.
@@ -178,6 +185,7 @@ struct Stats {
     compactions: u64,
     reads_served: u64,
     ops_checked: u64,
+    replacements: u64,
 }
 
 impl Sim {
@@ -194,6 +202,7 @@ impl Sim {
             r,
             map: map.clone(),
             nodes: BTreeMap::new(),
+            in_place: map.nodes().iter().map(|id| (*id, *id)).collect(),
             network: Vec::new(),
             cut: BTreeSet::new(),
             now: 0,
@@ -207,28 +216,73 @@ impl Sim {
             stats: Stats::default(),
         };
         for (i, id) in map.nodes().iter().enumerate() {
-            let ranges = map.ranges_of(*id);
-            let disk = ranges.iter().map(|r| (*r, GroupLog::new(&map.replicas(*r)))).collect();
-            let node = Node {
-                id: *id,
-                ranges,
-                election_tick: ticks[i],
-                replicas: None,
-                state: BTreeMap::new(),
-                disk,
-                disk_rows: BTreeMap::new(),
-                unsynced: Vec::new(),
-                proposals: BTreeMap::new(),
-                reads: BTreeMap::new(),
-            };
-            sim.nodes.insert(*id, node);
-            sim.start(*id);
+            sim.add_node(*id, *id, ticks[i]);
         }
         for range in 0..ranges {
             let first = map.replicas(range)[0];
             sim.nodes.get_mut(&first).unwrap().replicas.as_mut().unwrap().campaign(range).unwrap();
         }
         sim
+    }
+
+    /// A new node with an empty disk in place `place`: its replicas start from the membership
+    /// every replica of their ranges started from (the places' first nodes), as the server's do.
+    fn add_node(&mut self, id: NodeId, place: NodeId, election_tick: usize) {
+        let ranges = self.map.ranges_of(place);
+        let disk = ranges.iter().map(|r| (*r, GroupLog::new(&self.map.replicas(*r)))).collect();
+        let node = Node {
+            id,
+            ranges,
+            election_tick,
+            replicas: None,
+            state: BTreeMap::new(),
+            disk,
+            disk_rows: BTreeMap::new(),
+            unsynced: Vec::new(),
+            proposals: BTreeMap::new(),
+            reads: BTreeMap::new(),
+        };
+        self.nodes.insert(id, node);
+        self.in_place.insert(place, id);
+        self.start(id);
+    }
+
+    /// The nodes range `range`'s replicas are to be on.
+    fn holders(&self, range: RangeId) -> Vec<NodeId> {
+        self.map.replicas(range).iter().map(|p| self.in_place[p]).collect()
+    }
+
+    /// Whether every range's live leader has the places' nodes for voters, out of any joint
+    /// membership, and no learner.
+    fn settled_membership(&self) -> bool {
+        (0..self.map.ranges()).all(|range| {
+            let mut want = self.holders(range);
+            want.sort_unstable();
+            self.nodes.values().filter_map(|n| n.replicas.as_ref()).any(|r| {
+                r.status().iter().any(|s| {
+                    s.range == range
+                        && s.is_leader
+                        && s.voters == want
+                        && s.voters_outgoing.is_empty()
+                        && s.learners.is_empty()
+                })
+            })
+        })
+    }
+
+    /// A node lost with its disk (and whatever it had not answered: unknown outcomes), and a
+    /// new node with a new id in its place; the leaders bring it in (`reconcile`). Only when
+    /// the last replacement is done: two places lost at once in one range is two of its three
+    /// copies gone, from which Raft cannot recover.
+    fn replace(&mut self) {
+        let places: Vec<NodeId> = self.in_place.keys().copied().collect();
+        let place = places[self.r.random_range(0..places.len())];
+        let old = self.in_place[&place];
+        let lost = self.nodes.remove(&old).unwrap();
+        // Its unanswered proposals and reads stay unknown in the history.
+        let new = self.nodes.keys().chain(self.in_place.values()).copied().max().unwrap_or(0).max(old) + 1;
+        self.add_node(new, place, lost.election_tick);
+        self.stats.replacements += 1;
     }
 
     /// Starts (or restarts) a node from its disk: each range's rows from its snapshot, the
@@ -336,7 +390,7 @@ impl Sim {
         self.next_key += 1;
         let mut value = self.next_key.to_le_bytes().to_vec();
         value.extend((0..self.r.random_range(0..32)).map(|_| self.r.random::<u8>()));
-        let mut at = self.map.replicas(range)[self.r.random_range(0..self.map.replication())];
+        let mut at = self.holders(range)[self.r.random_range(0..self.map.replication())];
         for _ in 0..2 {
             let Some(replicas) = self.nodes.get_mut(&at).and_then(|n| n.replicas.as_mut()) else { return };
             match replicas.propose(range, encode_write(&key, &value)) {
@@ -366,7 +420,7 @@ impl Sim {
     fn client_read(&mut self) {
         let range = self.r.random_range(0..self.map.ranges());
         let key = format!("reg-{range}-{}", self.r.random_range(0..2u8)).into_bytes();
-        let mut at = self.map.replicas(range)[self.r.random_range(0..self.map.replication())];
+        let mut at = self.holders(range)[self.r.random_range(0..self.map.replication())];
         for _ in 0..2 {
             let Some(replicas) = self.nodes.get_mut(&at).and_then(|n| n.replicas.as_mut()) else { return };
             match replicas.read(range) {
@@ -583,9 +637,19 @@ impl Sim {
         } else if !self.cut.is_empty() && self.r.random_bool(f.heal) {
             self.cut.clear();
         }
+        if self.r.random_bool(f.replace) && self.settled_membership() {
+            self.replace();
+        }
+        let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
         for id in &ids {
+            let holders: Vec<(RangeId, Vec<NodeId>)> =
+                self.nodes[id].ranges.iter().map(|r| (*r, self.holders(*r))).collect();
             if let Some(replicas) = self.nodes.get_mut(id).unwrap().replicas.as_mut() {
                 replicas.tick();
+                // Each leader's step towards the places' nodes, as the server's tick takes it.
+                for (range, target) in holders {
+                    replicas.reconcile(range, &target, 8);
+                }
             }
         }
         // A tick is long beside a message's trip: several rounds of delivery and cycles.
@@ -637,8 +701,9 @@ impl Sim {
         for node in self.nodes.values() {
             assert!(node.proposals.is_empty(), "node {}: unresolved {:?}", node.id, node.proposals.keys());
         }
+        assert!(self.settled_membership(), "a replacement did not finish");
         for range in 0..self.map.ranges() {
-            let holders = self.map.replicas(range);
+            let holders = self.holders(range);
             // Raft's applied index, not the rows' last write: a no-op entry (a new leader's)
             // moves the one and not the other, and a snapshot may be taken at one.
             let applied = |h: &NodeId| {
@@ -664,7 +729,7 @@ impl Sim {
             }
         }
         for (key, (range, value)) in &self.acked {
-            for h in self.map.replicas(*range) {
+            for h in self.holders(*range) {
                 let rows = &self.nodes[&h].state[range].rows;
                 assert_eq!(
                     rows.get(key),
@@ -711,6 +776,7 @@ const STORMY: Faults = Faults {
     partition: 0.01,
     heal: 0.05,
     slow_sync: 0.3,
+    replace: 0.002,
 };
 
 #[test]
@@ -728,10 +794,13 @@ fn a_calm_cluster_acknowledges_every_write_on_every_replica() {
 
 #[test]
 fn three_nodes_lose_no_acknowledged_write_through_crashes_and_partitions() {
+    let mut replacements = 0;
     for seed in 1..=8 {
         let stats = run(seed, &[1, 2, 3], 4, STORMY, 4000);
         assert!(stats.crashes > 0 && stats.partitions > 0, "seed {seed}: {stats:?}");
+        replacements += stats.replacements;
     }
+    assert!(replacements > 0, "no node was replaced");
 }
 
 #[test]

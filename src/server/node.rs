@@ -995,6 +995,7 @@ impl NodeCore {
                     "snapshot_index": s.snapshot_index,
                     "matched": s.matched,
                     "voters": s.voters,
+                    "voters_outgoing": s.voters_outgoing,
                     "learners": s.learners,
                 })
             })
@@ -1871,6 +1872,11 @@ pub fn render_status(all: &[serde_json::Value]) -> String {
                     .collect()
             };
             let _ = write!(lines, "  voters {}", ids("voters").join(","));
+            let outgoing = ids("voters_outgoing");
+            if !outgoing.is_empty() {
+                // A joint change under way: a majority of both memberships commits.
+                let _ = write!(lines, " (joint with {})", outgoing.join(","));
+            }
             let learners = ids("learners");
             if !learners.is_empty() {
                 let _ = write!(lines, "  learners {}", learners.join(","));
