@@ -379,3 +379,9 @@ pub const RAFT_SNAPSHOT_BYTES_MAX: u64 = 16 << 30;
 /// makes it a voter: promoted while far behind, it would hold back every commit that needs it
 /// for a majority until it caught up (with a node down, all of them).
 pub const LEARNER_CAUGHT_UP_ENTRIES: u64 = 64;
+
+/// Bytes of rows a node returns for a read another node had it serve (a range it holds no
+/// replica of): the answer travels in one node-to-node frame, which must stay well under
+/// RAFT_MESSAGE_BYTES_MAX. A larger part of a result is refused as too large, as a result over
+/// the client's max_payload is.
+pub const FORWARDED_READ_BYTES_MAX: usize = 4 << 20;

@@ -368,6 +368,65 @@ fn cluster_init_refuses_a_node_that_ran_before_and_lost_its_data() {
     assert!(!wiped.join("cluster").exists());
 }
 
+/// Four nodes, three replicas of each range: every node holds 9 of the 12 ranges, and serves
+/// every key anyway — point and multi-key reads and writes, scans, COUNT and range DELETEs of
+/// the ranges it holds no replica of go to a node that holds them, and what comes back is
+/// joined with what it holds.
+#[test]
+fn with_more_nodes_than_replicas_every_node_serves_every_key() {
+    let peers: Vec<String> = (0..4).map(|_| format!("127.0.0.1:{}", free_port_pair())).collect();
+    let dirs = init_cluster("wide", RANGES, CORES, &peers);
+    let nodes: Vec<Option<Server>> =
+        dirs.iter().map(|d| Some(Server::start_in(d.clone(), CORES, ARGS))).collect();
+    let ports = nodes.iter().map(|n| n.as_ref().unwrap().addr.port()).collect();
+    let c = Cluster { nodes, dirs, ports };
+    c.wait_for_leaders(&[0, 1, 2, 3]);
+    let held: Vec<usize> = (0..4)
+        .map(|i| {
+            let all = velocity::server::node::status(&c.dirs[i]).unwrap();
+            all.iter()
+                .filter(|a| a["node"] == i as u64 + 1)
+                .map(|a| a["ranges"].as_array().unwrap().len())
+                .sum()
+        })
+        .collect();
+    assert_eq!(held, [9, 9, 9, 9], "each node holds 12 × 3 / 4 replicas");
+    for i in 0..4 {
+        let mut b = c.client(i);
+        let keys: Vec<String> = (0..40).map(|k| format!("n{i}-{k:02}")).collect();
+        let rows: Vec<(&str, &str)> = keys.iter().map(|k| (k.as_str(), "v")).collect();
+        assert_eq!(b.execute(&build::set_many(&rows)).unwrap().affected, 40, "node {}", i + 1);
+        assert_eq!(b.incr(b"counter", 1).unwrap(), i as i64 + 1);
+    }
+    for i in 0..4 {
+        let mut b = c.client(i);
+        assert_eq!(count(&mut b), 161, "node {}", i + 1);
+        for k in ["n0-10", "n1-17", "n2-39", "n3-05"] {
+            assert_eq!(value_of(&mut b, k).as_deref(), Some(&b"v"[..]), "node {} key {k}", i + 1);
+        }
+        let rs = b
+            .execute("SELECT key FROM kv WHERE key IN ('n0-01', 'n1-02', 'n2-03', 'n3-04', 'none')")
+            .unwrap();
+        assert_eq!(rs.rows.len(), 4, "node {}", i + 1);
+        let rs = b.execute("SELECT key FROM kv WHERE key LIKE 'n2-%' ORDER BY key DESC LIMIT 5").unwrap();
+        let got: Vec<Value> = rs.rows.into_iter().map(|r| r[0].clone()).collect();
+        let want: Vec<Value> = (35..40).rev().map(|k| Value::Bytes(format!("n2-{k}").into())).collect();
+        assert_eq!(got, want, "node {}", i + 1);
+        let rs = b.execute("SELECT COUNT(*) FROM kv WHERE key LIKE 'n1-%'").unwrap();
+        assert_eq!(rs.rows[0][0], Value::Int(40), "node {}", i + 1);
+        assert_eq!(b.execute(&build::update(format!("n{i}-00").as_bytes(), b"w")).unwrap().affected, 1);
+    }
+    // A range DELETE through node 1 reaches the rows of every range.
+    let mut a = c.client(0);
+    assert_eq!(a.execute("DELETE FROM kv WHERE key LIKE 'n3-%'").unwrap().affected, 40);
+    for i in 0..4 {
+        let mut b = c.client(i);
+        assert_eq!(count(&mut b), 121, "node {}", i + 1);
+        assert_eq!(value_of(&mut b, "n3-05"), None);
+        assert_eq!(value_of(&mut b, "n2-00").as_deref(), Some(&b"w"[..]));
+    }
+}
+
 /// The way back for a node that lost its disk: a new node (new data directory, so a new key,
 /// and a new id) takes its place with `cluster change`; each range's leader adds it as a
 /// learner, catches it up and swaps it in for the old one. Then it counts in every majority

@@ -23,9 +23,11 @@
 //! allocated for it, and bytes that do not decode are an error, never a panic. No I/O.
 
 use crate::protocol::Value;
-use crate::shard::{Change, Conflict, PutRow, ShardOp, ShardReply};
-use crate::sql::{RetCol, Returning, TtlChange};
+use crate::shard::{Change, Conflict, PutRow, RowOut, ShardOp, ShardReply};
+use crate::sql::{Column, ColumnList, LikePattern, RetCol, Returning, TtlChange};
+use crate::store::KeyRange;
 use integer_encoding::VarInt;
+use std::ops::Bound;
 
 const VERSION: u8 = 1;
 const BATCH: u8 = 2;
@@ -275,6 +277,46 @@ impl<'a> Reader<'a> {
         })
     }
 
+    fn ttl_s(&mut self) -> R<Option<i64>> {
+        self.opt_bytes()?
+            .map(|b| {
+                <[u8; 8]>::try_from(&b[..])
+                    .map(i64::from_le_bytes)
+                    .map_err(|_| "a TTL of 8 bytes".to_string())
+            })
+            .transpose()
+    }
+
+    fn bound(&mut self) -> R<Bound<Vec<u8>>> {
+        Ok(match self.byte()? {
+            0 => Bound::Unbounded,
+            1 => Bound::Included(self.bytes()?),
+            2 => Bound::Excluded(self.bytes()?),
+            t => return Err(format!("bound tag {t}")),
+        })
+    }
+
+    fn cols(&mut self) -> R<ColumnList> {
+        let n = self.count()?;
+        let mut cols = ColumnList::new();
+        for _ in 0..n {
+            let c = match self.byte()? {
+                0 => Column::Key,
+                1 => Column::Value,
+                2 => Column::Ttl,
+                c => return Err(format!("column {c}")),
+            };
+            if !cols.push(c) {
+                return Err("too many columns".into());
+            }
+        }
+        Ok(cols)
+    }
+
+    fn like(&mut self) -> R<Option<LikePattern>> {
+        self.opt_bytes()?.map(|p| LikePattern::compile(&p).map_err(|e| e.to_string())).transpose()
+    }
+
     fn end(&self) -> R<()> {
         if self.rest.is_empty() {
             Ok(())
@@ -282,6 +324,113 @@ impl<'a> Reader<'a> {
             Err(format!("{} bytes after the end", self.rest.len()))
         }
     }
+}
+
+fn put_bound(out: &mut Vec<u8>, b: &Bound<Vec<u8>>) {
+    match b {
+        Bound::Unbounded => out.push(0),
+        Bound::Included(k) => {
+            out.push(1);
+            put_bytes(out, k);
+        }
+        Bound::Excluded(k) => {
+            out.push(2);
+            put_bytes(out, k);
+        }
+    }
+}
+
+fn put_cols(out: &mut Vec<u8>, cols: &ColumnList) {
+    put_varint(out, cols.as_slice().len() as u64);
+    for c in cols.as_slice() {
+        out.push(match c {
+            Column::Key => 0,
+            Column::Value => 1,
+            Column::Ttl => 2,
+        });
+    }
+}
+
+fn put_like(out: &mut Vec<u8>, like: &Option<LikePattern>) {
+    put_opt_bytes(out, like.as_ref().map(|l| l.source()).as_deref());
+}
+
+/// An op a node that holds no replica of its ranges sends to a node that does, to run there
+/// (`now_ms | op`): a read, or a range DELETE; None for any other op (point writes travel as
+/// entries, `encode_entry`).
+pub fn encode_request(now_ms: u64, op: &ShardOp) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    put_varint(&mut out, now_ms);
+    match op {
+        ShardOp::Get { key } => {
+            out.push(0);
+            put_bytes(&mut out, key);
+        }
+        ShardOp::MultiGet { keys, cols, bytes_max } => {
+            out.push(1);
+            put_varint(&mut out, keys.len() as u64);
+            keys.iter().for_each(|k| put_bytes(&mut out, k));
+            put_cols(&mut out, cols);
+            put_varint(&mut out, *bytes_max as u64);
+        }
+        ShardOp::Scan { range, like, desc, limit, cols, bytes_max } => {
+            out.push(2);
+            put_bound(&mut out, &range.lower);
+            put_bound(&mut out, &range.upper);
+            put_like(&mut out, like);
+            out.push(*desc as u8);
+            put_varint(&mut out, *limit);
+            put_cols(&mut out, cols);
+            put_varint(&mut out, *bytes_max as u64);
+        }
+        ShardOp::Count { range, like } => {
+            out.push(3);
+            put_bound(&mut out, &range.lower);
+            put_bound(&mut out, &range.upper);
+            put_like(&mut out, like);
+        }
+        ShardOp::DeleteRange { range, like } => {
+            out.push(4);
+            put_bound(&mut out, &range.lower);
+            put_bound(&mut out, &range.upper);
+            put_like(&mut out, like);
+        }
+        _ => return None,
+    }
+    Some(out)
+}
+
+/// A read's clock and op, or why the bytes are not one.
+pub fn decode_request(data: &[u8]) -> Result<(u64, ShardOp), String> {
+    let mut r = Reader { rest: data };
+    let inner = |r: &mut Reader| -> R<(u64, ShardOp)> {
+        let now_ms = r.varint()?;
+        let op = match r.byte()? {
+            0 => ShardOp::Get { key: r.bytes()? },
+            1 => {
+                let n = r.count()?;
+                let keys = (0..n).map(|_| r.bytes()).collect::<R<Vec<_>>>()?;
+                ShardOp::MultiGet { keys, cols: r.cols()?, bytes_max: r.varint()? as usize }
+            }
+            2 => ShardOp::Scan {
+                range: KeyRange { lower: r.bound()?, upper: r.bound()? },
+                like: r.like()?,
+                desc: r.byte()? != 0,
+                limit: r.varint()?,
+                cols: r.cols()?,
+                bytes_max: r.varint()? as usize,
+            },
+            3 => ShardOp::Count { range: KeyRange { lower: r.bound()?, upper: r.bound()? }, like: r.like()? },
+            4 => ShardOp::DeleteRange {
+                range: KeyRange { lower: r.bound()?, upper: r.bound()? },
+                like: r.like()?,
+            },
+            t => return Err(format!("request tag {t}")),
+        };
+        r.end()?;
+        Ok((now_ms, op))
+    };
+    inner(&mut r).map_err(|e| format!("not a request: {e}"))
 }
 
 /// An entry's clock and op, or why the bytes are not an entry.
@@ -389,11 +538,37 @@ pub fn encode_outcome(id: u64, o: &Outcome, out: &mut Vec<u8>) {
             put_varint(out, *affected);
         }
         Outcome::Applied(ShardReply::StorageError) => out.push(4),
-        Outcome::Applied(other) => {
-            // A write answers none of the read replies; say so rather than send a wrong one.
-            out.push(5);
-            put_bytes(out, format!("a write's reply of an unexpected kind: {other:?}").as_bytes());
+        // A forwarded read's replies.
+        Outcome::Applied(ShardReply::Entry(e)) => {
+            out.push(7);
+            match e {
+                None => out.push(0),
+                Some((value, ttl_s)) => {
+                    out.push(1);
+                    put_bytes(out, value);
+                    put_opt_bytes(out, ttl_s.map(|t| t.to_le_bytes()).as_ref().map(|t| &t[..]));
+                }
+            }
         }
+        Outcome::Applied(ShardReply::Rows(rows)) => {
+            out.push(8);
+            put_varint(out, rows.len() as u64);
+            for row in rows {
+                put_bytes(out, &row.key);
+                put_bytes(out, &row.value);
+                put_opt_bytes(out, row.ttl_s.map(|t| t.to_le_bytes()).as_ref().map(|t| &t[..]));
+            }
+        }
+        Outcome::Applied(ShardReply::TooLarge) => out.push(9),
+        Outcome::Applied(ShardReply::Count(n)) => {
+            out.push(10);
+            put_varint(out, *n);
+        }
+        Outcome::Applied(ShardReply::Unavailable(why)) => {
+            out.push(11);
+            put_bytes(out, why.as_bytes());
+        }
+        Outcome::Applied(ShardReply::OutcomeUnknown) => out.push(6),
         Outcome::NotApplied(why) => {
             out.push(5);
             put_bytes(out, why.as_bytes());
@@ -428,6 +603,24 @@ pub fn decode_outcome(data: &[u8]) -> Result<(u64, Outcome), String> {
             4 => Outcome::Applied(ShardReply::StorageError),
             5 => Outcome::NotApplied(String::from_utf8_lossy(&r.bytes()?).into_owned()),
             6 => Outcome::Unknown,
+            7 => Outcome::Applied(ShardReply::Entry(match r.byte()? {
+                0 => None,
+                1 => Some((r.bytes()?, r.ttl_s()?)),
+                t => return Err(format!("entry tag {t}")),
+            })),
+            8 => {
+                let n = r.count()?;
+                let mut rows = Vec::with_capacity(n);
+                for _ in 0..n {
+                    rows.push(RowOut { key: r.bytes()?, value: r.bytes()?, ttl_s: r.ttl_s()? });
+                }
+                Outcome::Applied(ShardReply::Rows(rows))
+            }
+            9 => Outcome::Applied(ShardReply::TooLarge),
+            10 => Outcome::Applied(ShardReply::Count(r.varint()?)),
+            11 => {
+                Outcome::Applied(ShardReply::Unavailable(String::from_utf8_lossy(&r.bytes()?).into_owned()))
+            }
             t => return Err(format!("outcome tag {t}")),
         })
     };
@@ -534,6 +727,37 @@ mod tests {
     }
 
     #[test]
+    fn forwarded_reads_decode_as_encoded_and_nothing_else_does() {
+        use crate::sql::{Column, ColumnList, LikePattern};
+        let cols = ColumnList::of(&[Column::Key, Column::Ttl]);
+        let reads = [
+            ShardOp::Get { key: b"k".to_vec() },
+            ShardOp::MultiGet { keys: vec![b"a".to_vec(), b"b".to_vec()], cols, bytes_max: 1 << 20 },
+            ShardOp::Scan {
+                range: KeyRange {
+                    lower: Bound::Included(b"a".to_vec()),
+                    upper: Bound::Excluded(b"m".to_vec()),
+                },
+                like: Some(LikePattern::compile(b"a_%").unwrap()),
+                desc: true,
+                limit: 10,
+                cols,
+                bytes_max: 4096,
+            },
+            ShardOp::Count { range: KeyRange::all(), like: None },
+            ShardOp::DeleteRange { range: KeyRange::all(), like: Some(LikePattern::compile(b"%x").unwrap()) },
+        ];
+        for op in reads {
+            let b = encode_request(5, &op).unwrap();
+            assert_eq!(decode_request(&b).unwrap(), (5, op.clone()));
+            for cut in 0..b.len() {
+                assert!(decode_request(&b[..cut]).is_err());
+            }
+        }
+        assert_eq!(encode_request(1, &ShardOp::Delete { keys: vec![], expect: None, returning: None }), None);
+    }
+
+    #[test]
     fn outcomes_survive_the_trip() {
         let all = [
             Outcome::Applied(ShardReply::Affected(3)),
@@ -546,6 +770,15 @@ mod tests {
             Outcome::Applied(ShardReply::StorageError),
             Outcome::NotApplied("no leader".into()),
             Outcome::Unknown,
+            Outcome::Applied(ShardReply::Entry(None)),
+            Outcome::Applied(ShardReply::Entry(Some((b"v".to_vec(), Some(-1))))),
+            Outcome::Applied(ShardReply::Rows(vec![
+                RowOut { key: b"a".to_vec(), value: b"1".to_vec(), ttl_s: None },
+                RowOut { key: b"b".to_vec(), value: Vec::new(), ttl_s: Some(30) },
+            ])),
+            Outcome::Applied(ShardReply::TooLarge),
+            Outcome::Applied(ShardReply::Count(12)),
+            Outcome::Applied(ShardReply::Unavailable("no leader".into())),
         ];
         for o in all {
             let mut b = Vec::new();

@@ -60,6 +60,7 @@ pub const CONTROL_RANGE: RangeId = u32::MAX;
 pub const FORWARD_RANGE: RangeId = u32::MAX - 1;
 pub const OUTCOME_RANGE: RangeId = u32::MAX - 2;
 pub const SNAPSHOT_ROWS_RANGE: RangeId = u32::MAX - 3;
+pub const REQUEST_RANGE: RangeId = u32::MAX - 4;
 
 /// What a node-to-node frame holds.
 #[derive(Clone, Debug, PartialEq)]
@@ -75,6 +76,10 @@ pub enum Frame {
     /// A piece of the rows of the snapshot message that follows on the same connection:
     /// `range: u32 LE | total: u64 LE | offset: u64 LE | bytes` ([`encode_snapshot_rows`]).
     SnapshotRows(Vec<u8>),
+    /// An op a node without a replica of its ranges has a node with one run (a read or a range
+    /// DELETE): `id: u64 LE | from_core: u32 LE | ranges: u32 LE count, then each u32 LE |
+    /// request` (`command::encode_request`), answered by an outcome frame.
+    Request(Vec<u8>),
 }
 
 /// The frames that carry `rows` of a snapshot of `range` ahead of its message, a piece of at
@@ -167,6 +172,7 @@ pub fn decode_frame(buf: &[u8]) -> Result<Option<(Frame, usize)>, WireError> {
         FORWARD_RANGE => return Ok(Some((Frame::Forward(body.to_vec()), 4 + length))),
         OUTCOME_RANGE => return Ok(Some((Frame::Outcome(body.to_vec()), 4 + length))),
         SNAPSHOT_ROWS_RANGE => return Ok(Some((Frame::SnapshotRows(body.to_vec()), 4 + length))),
+        REQUEST_RANGE => return Ok(Some((Frame::Request(body.to_vec()), 4 + length))),
         _ => {}
     }
     let msg = Message::parse_from_bytes(&frame[4..]).map_err(|e| WireError::Malformed(e.to_string()))?;

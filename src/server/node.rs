@@ -11,7 +11,8 @@ use super::runtime::{self, race, sleep, Either, LocalSignal, Slot, TcpStream};
 use super::transport::Transport;
 use super::wal::{Group, Wal};
 use crate::cluster::command::{
-    decode_entries, decode_entry, decode_outcome, encode_batch, encode_entry, encode_outcome, Outcome,
+    decode_entries, decode_entry, decode_outcome, decode_request, encode_batch, encode_entry, encode_outcome,
+    encode_request, Outcome,
 };
 use crate::cluster::log::{encode_records, rebuild, GroupLog, Installed};
 use crate::cluster::membership::Membership;
@@ -22,9 +23,10 @@ use crate::cluster::{NodeId, RangeId};
 use crate::durability::{apply::replay, read_snapshot, FileId, FileKind, SnapshotEncoder};
 use crate::limits::{
     CLUSTER_BATCH_BYTES_MAX, CLUSTER_FORWARDS_IN_FLIGHT_MAX, CLUSTER_INIT_PROBE_MS,
-    CLUSTER_REQUEST_TIMEOUT_MS, HANDSHAKE_TIMEOUT_MS, LEADER_HANDOVER_MS, LEARNER_CAUGHT_UP_ENTRIES,
-    PEER_CONNECTIONS_MAX, PEER_QUEUE_BYTES_MAX, PEER_RECONNECT_MS, RAFT_SNAPSHOT_BYTES_MAX, RAFT_TICK_MS,
-    SLICE_ENTRIES, SLICE_WRITES, SNAPSHOT_PIECE_BYTES, WAL_RECORD_BYTES_MAX,
+    CLUSTER_REQUEST_TIMEOUT_MS, FORWARDED_READ_BYTES_MAX, HANDSHAKE_TIMEOUT_MS, LEADER_HANDOVER_MS,
+    LEARNER_CAUGHT_UP_ENTRIES, PEER_CONNECTIONS_MAX, PEER_QUEUE_BYTES_MAX, PEER_RECONNECT_MS,
+    RAFT_SNAPSHOT_BYTES_MAX, RAFT_TICK_MS, SLICE_ENTRIES, SLICE_WRITES, SNAPSHOT_PIECE_BYTES,
+    WAL_RECORD_BYTES_MAX,
 };
 use crate::shard::{apply, NoLog, ShardOp, ShardReply};
 use crate::store::{KeyRange, Store};
@@ -607,6 +609,17 @@ impl NodeCore {
     async fn begin_range(self: &Rc<Self>, core: &Rc<Core>, range: RangeId, entry: Vec<u8>) -> Part {
         let deadline_ms = runtime::now_ms() + CLUSTER_REQUEST_TIMEOUT_MS;
         let done = |o| Part { range, deadline_ms, sent: Err(o) };
+        if !self.holds(range) {
+            // No replica here (more nodes than replicas): a node of the range takes it to the
+            // range's leader.
+            let Some((to, _)) = self.holder_of(range) else {
+                return done(Outcome::NotApplied(format!("no node of range {range} is known")));
+            };
+            return match self.forward(core, to, range, &entry) {
+                Some((id, slot)) => Part { range, deadline_ms, sent: Ok((slot, Some((id, to)))) },
+                None => done(Outcome::NotApplied(format!("too many writes on their way to node {to}"))),
+            };
+        }
         if let Err(why) = self.reachable_leader(range, deadline_ms).await {
             return done(Outcome::NotApplied(why));
         }
@@ -658,7 +671,9 @@ impl NodeCore {
             loop {
                 let woken = self.changed.current();
                 if let Some((_, to)) = forwarded {
-                    if self.replicas.borrow().leader(range) != Some(Some(to)) {
+                    // Known only where a replica is: a node without one waits for the answer.
+                    let leader = self.replicas.borrow().leader(range);
+                    if leader.is_some() && leader != Some(Some(to)) {
                         return Outcome::Unknown;
                     }
                 }
@@ -689,25 +704,187 @@ impl NodeCore {
     ) -> Option<(u64, Rc<Slot<Outcome>>)> {
         let cluster = self.cluster();
         let member = cluster.membership.member(leader)?;
+        let mut tail = Vec::with_capacity(4 + entry.len());
+        tail.extend_from_slice(&range.to_le_bytes());
+        tail.extend_from_slice(entry);
+        let peer_core = cluster.map.core_of(range, member.cores);
+        self.send_forward(core, leader, peer_core, wire::FORWARD_RANGE, &tail)
+    }
+
+    /// Send a `kind` frame of `id | this core | tail` to core `peer_core` of node `to`, whose
+    /// answer is an outcome frame: its id and where the outcome will land; None when too many
+    /// are on their way, or the link is full.
+    fn send_forward(
+        self: &Rc<Self>,
+        core: &Rc<Core>,
+        to: NodeId,
+        peer_core: usize,
+        kind: RangeId,
+        tail: &[u8],
+    ) -> Option<(u64, Rc<Slot<Outcome>>)> {
         if self.forwards.borrow().len() >= CLUSTER_FORWARDS_IN_FLIGHT_MAX {
             return None;
         }
         let id = self.next_forward.get();
         self.next_forward.set(id + 1);
-        let mut body = Vec::with_capacity(16 + entry.len());
+        let mut body = Vec::with_capacity(12 + tail.len());
         body.extend_from_slice(&id.to_le_bytes());
         body.extend_from_slice(&(self.core as u32).to_le_bytes());
-        body.extend_from_slice(&range.to_le_bytes());
-        body.extend_from_slice(entry);
+        body.extend_from_slice(tail);
         let mut frame = Vec::new();
-        wire::encode_special(wire::FORWARD_RANGE, &body, &mut frame);
-        let link = self.link(core, leader, self.cluster().map.core_of(range, member.cores));
+        wire::encode_special(kind, &body, &mut frame);
+        let link = self.link(core, to, peer_core);
         if !self.enqueue(&link, frame, Tag::Forward(id)) {
             return None;
         }
         let slot = Slot::new();
         self.forwards.borrow_mut().insert(id, slot.clone());
         Some((id, slot))
+    }
+
+    /// Whether this core drives a replica of `range`.
+    fn holds(&self, range: RangeId) -> bool {
+        self.replicas.borrow().leader(range).is_some()
+    }
+
+    /// The node and core to have serve `range` when this node holds no replica of it: the first
+    /// of the range's nodes whose link is not known to be down.
+    fn holder_of(&self, range: RangeId) -> Option<(NodeId, usize)> {
+        let cluster = self.cluster();
+        let nodes = cluster.target(range);
+        let to = nodes.iter().copied().find(|n| !self.unreachable(*n, range)).or(nodes.first().copied())?;
+        Some((to, cluster.map.core_of(range, cluster.membership.member(to)?.cores)))
+    }
+
+    /// Parts of an op for ranges this node holds no replica of, each run by a node that holds
+    /// its ranges (`take_request`): their replies, in order. A part's ranges are grouped by the
+    /// node and core that serve them, one request each; their replies are joined (`join`).
+    async fn run_remote(
+        self: &Rc<Self>,
+        core: &Rc<Core>,
+        parts: Vec<(Vec<RangeId>, ShardOp)>,
+        now_ms: u64,
+    ) -> Vec<ShardReply> {
+        let deadline_ms = runtime::now_ms() + CLUSTER_REQUEST_TIMEOUT_MS;
+        let mut sent = Vec::with_capacity(parts.len());
+        for (ranges, mut op) in parts {
+            if let ShardOp::Scan { bytes_max, .. } | ShardOp::MultiGet { bytes_max, .. } = &mut op {
+                *bytes_max = (*bytes_max).min(FORWARDED_READ_BYTES_MAX);
+            }
+            let mut by_holder: BTreeMap<(NodeId, usize), Vec<RangeId>> = BTreeMap::new();
+            let mut missing = None;
+            for r in ranges {
+                match self.holder_of(r) {
+                    Some(h) => by_holder.entry(h).or_default().push(r),
+                    None => missing = Some(r),
+                }
+            }
+            let request = encode_request(now_ms, &op).expect("reads and range deletes are requests");
+            let mut waits = Vec::new();
+            for ((to, peer_core), ranges) in by_holder {
+                let mut tail = Vec::with_capacity(4 + 4 * ranges.len() + request.len());
+                tail.extend_from_slice(&(ranges.len() as u32).to_le_bytes());
+                ranges.iter().for_each(|r| tail.extend_from_slice(&r.to_le_bytes()));
+                tail.extend_from_slice(&request);
+                waits.push(self.send_forward(core, to, peer_core, wire::REQUEST_RANGE, &tail).ok_or(to));
+            }
+            sent.push((op, waits, missing));
+        }
+        let mut replies = Vec::with_capacity(sent.len());
+        for (op, waits, missing) in sent {
+            let mut got = Vec::with_capacity(waits.len());
+            if let Some(r) = missing {
+                got.push(ShardReply::Unavailable(format!("no node of range {r} is known")));
+            }
+            for w in waits {
+                got.push(match w {
+                    Err(to) => {
+                        ShardReply::Unavailable(format!("too many requests on their way to node {to}"))
+                    }
+                    Ok((id, slot)) => {
+                        let left = deadline_ms.saturating_sub(runtime::now_ms()).max(1);
+                        let o = match race(slot.take(), sleep(Duration::from_millis(left))).await {
+                            Either::Left(o) => o,
+                            Either::Right(()) => Outcome::Unknown,
+                        };
+                        self.forwards.borrow_mut().remove(&id);
+                        match o {
+                            Outcome::Applied(reply) => reply,
+                            Outcome::NotApplied(why) => ShardReply::Unavailable(why),
+                            Outcome::Unknown if op.is_write() => ShardReply::OutcomeUnknown,
+                            Outcome::Unknown => ShardReply::Unavailable(format!(
+                                "the node serving it did not answer within {CLUSTER_REQUEST_TIMEOUT_MS} ms"
+                            )),
+                        }
+                    }
+                });
+            }
+            replies.push(join(&op, got));
+        }
+        replies
+    }
+
+    /// An op another node (holding no replica of these ranges) has this core run: answered
+    /// once done, in a task of its own, as the node's own request would be (a read confirmed by
+    /// a read-index round; a range DELETE through the ranges' Raft groups), seeing only the
+    /// keys of those ranges.
+    fn take_request(self: &Rc<Self>, core: &Rc<Core>, from: NodeId, body: &[u8]) {
+        let Some((head, rest)) = body.split_first_chunk::<16>() else { return };
+        let id = u64::from_le_bytes(head[..8].try_into().expect("8 bytes"));
+        let from_core = u32::from_le_bytes(head[8..12].try_into().expect("4 bytes"));
+        let n = u32::from_le_bytes(head[12..16].try_into().expect("4 bytes")) as usize;
+        let parsed = (|| {
+            let cut = n.checked_mul(4).filter(|b| *b <= rest.len()).ok_or("ranges cut short")?;
+            let ranges: Vec<RangeId> = rest[..cut]
+                .chunks_exact(4)
+                .map(|c| RangeId::from_le_bytes(c.try_into().expect("4 bytes")))
+                .collect();
+            let (now_ms, op) = decode_request(&rest[cut..])?;
+            Ok::<_, String>((ranges, now_ms, op))
+        })();
+        let (ranges, now_ms, op) = match parsed {
+            Ok(p) => p,
+            Err(e) => return self.answer_forward(core, from, from_core, id, &Outcome::NotApplied(e)),
+        };
+        if let Some(r) = ranges.iter().find(|r| !self.holds(**r)) {
+            let why = format!("node {} holds no replica of range {r}", self.cluster().this);
+            return self.answer_forward(core, from, from_core, id, &Outcome::NotApplied(why));
+        }
+        let (node, core) = (self.clone(), core.clone());
+        runtime::spawn(async move {
+            let map = node.cluster().map.clone();
+            let within =
+                || crate::shard::ops::Sliced::within(ranges.iter().map(|r| map.tokens(*r)).collect());
+            let reply = match op {
+                ShardOp::DeleteRange { .. } => node.delete_in(&core, op, now_ms, &ranges, within()).await,
+                _ => match node.confirm(&ranges).await {
+                    Err(why) => ShardReply::Unavailable(why),
+                    Ok(()) => match op {
+                        ShardOp::Scan { .. } | ShardOp::Count { .. } => {
+                            let mut sliced = within();
+                            loop {
+                                let step = sliced.read_step(&op, &core.store.borrow(), now_ms, SLICE_ENTRIES);
+                                if let Some(r) = step {
+                                    break r;
+                                }
+                                runtime::yield_now().await;
+                            }
+                        }
+                        op => node.run_here(&core, op, now_ms).await,
+                    },
+                },
+            };
+            node.answer_forward(&core, from, from_core, id, &Outcome::Applied(reply));
+        });
+    }
+
+    /// A read on this core's store, as a single node runs it.
+    async fn run_here(&self, core: &Rc<Core>, op: ShardOp, now_ms: u64) -> ShardReply {
+        let mut group = None;
+        match core.start_op(op, now_ms, &mut group) {
+            Started::Done(r) => r,
+            Started::More(rest) => core.finish_op(rest, now_ms).await.0,
+        }
     }
 
     /// A write another node forwarded here: proposed if this replica leads its range, else
@@ -730,6 +907,16 @@ impl NodeCore {
                 self.proposals.borrow_mut().insert(p, vec![waiter]);
                 self.ready_kick.notify();
             }
+            // Not the leader (any more): taken on to the one this node knows, as its own write
+            // would be (a node with no replica of the range sent it to any of its nodes).
+            Err(ProposeError::NotLeader { .. }) => {
+                let (node, core, entry) = (self.clone(), core.clone(), entry.to_vec());
+                runtime::spawn(async move {
+                    let part = node.begin_range(&core, range, entry).await;
+                    let o = node.end_range(part).await;
+                    node.answer_forward(&core, from, from_core, id, &o);
+                });
+            }
             Err(e) => {
                 let o = Outcome::NotApplied(format!("node {} could not take it: {e:?}", self.cluster().this));
                 self.answer_forward(core, from, from_core, id, &o);
@@ -741,6 +928,9 @@ impl NodeCore {
     /// read-index round confirmed (Raft thesis 6.4): linearizable on any replica.
     /// A run of reads shares one confirmation: every one of them was sent before it began, so
     /// the index it confirms serves them all.
+    ///
+    /// Ranges this node holds no replica of (a cluster with more nodes than replicas) are read
+    /// from a node that holds them (`run_remote`), and joined with what this core holds.
     async fn read_all(self: &Rc<Self>, core: &Rc<Core>, ops: Vec<ShardOp>, now_ms: u64) -> Vec<ShardReply> {
         let map = &self.cluster().map;
         let mut ranges: Vec<RangeId> = Vec::new();
@@ -753,18 +943,72 @@ impl NodeCore {
         }
         ranges.sort_unstable();
         ranges.dedup();
-        if let Err(why) = self.confirm(&ranges).await {
+        let (held, elsewhere): (Vec<RangeId>, Vec<RangeId>) =
+            ranges.into_iter().partition(|r| self.holds(*r));
+        if let Err(why) = self.confirm(&held).await {
             return ops.iter().map(|_| ShardReply::Unavailable(why.clone())).collect();
         }
         let mut replies = Vec::with_capacity(ops.len());
         for op in ops {
-            let mut group = None;
-            replies.push(match core.start_op(op, now_ms, &mut group) {
-                Started::Done(r) => r,
-                Started::More(rest) => core.finish_op(rest, now_ms).await.0,
+            if elsewhere.is_empty() {
+                replies.push(self.run_here(core, op, now_ms).await);
+                continue;
+            }
+            let (here, remote) = self.split(core, op);
+            let mut parts = Vec::new();
+            if let Some(op) = here {
+                parts.push(self.run_here(core, op, now_ms).await);
+            }
+            let joined = remote.first().map(|(_, op)| op.clone());
+            parts.extend(self.run_remote(core, remote, now_ms).await);
+            replies.push(match joined {
+                Some(op) => join(&op, parts),
+                None => parts.pop().expect("a part here"),
             });
         }
         replies
+    }
+
+    /// `op` as the part this core serves (None: nothing of it is here) and the parts for
+    /// ranges it holds no replica of, with their ranges.
+    #[allow(clippy::type_complexity)]
+    fn split(&self, core: &Core, op: ShardOp) -> (Option<ShardOp>, Vec<(Vec<RangeId>, ShardOp)>) {
+        let cluster = self.cluster();
+        let map = &cluster.map;
+        match op {
+            ShardOp::Get { ref key } => {
+                let r = map.range_of_key(key);
+                if self.holds(r) {
+                    (Some(op), vec![])
+                } else {
+                    (None, vec![(vec![r], op)])
+                }
+            }
+            ShardOp::MultiGet { keys, cols, bytes_max } => {
+                let (mut here, mut elsewhere) = (Vec::new(), BTreeMap::<RangeId, Vec<Vec<u8>>>::new());
+                for k in keys {
+                    let r = map.range_of_key(&k);
+                    if self.holds(r) {
+                        here.push(k);
+                    } else {
+                        elsewhere.entry(r).or_default().push(k);
+                    }
+                }
+                let remote = elsewhere
+                    .into_iter()
+                    .map(|(r, keys)| (vec![r], ShardOp::MultiGet { keys, cols, bytes_max }))
+                    .collect();
+                ((!here.is_empty()).then_some(ShardOp::MultiGet { keys: here, cols, bytes_max }), remote)
+            }
+            // Scan, Count, DeleteRange: this core's store holds exactly its ranges it has
+            // replicas of; the rest of its share of the tokens is elsewhere.
+            op => {
+                let elsewhere: Vec<RangeId> =
+                    self.core_ranges(core).into_iter().filter(|r| !self.holds(*r)).collect();
+                let remote = if elsewhere.is_empty() { vec![] } else { vec![(elsewhere, op.clone())] };
+                (Some(op), remote)
+            }
+        }
     }
 
     /// The ranges whose rows this core's store holds.
@@ -778,11 +1022,32 @@ impl NodeCore {
     /// groups, a slice at a time (each slice's keys of one range one entry). As on a single
     /// node it is not atomic: a row written while it runs may stay or go. Slices applied and
     /// then one that failed, or whose outcome is unknown, make the whole OUTCOME_UNKNOWN.
+    ///
+    /// This core's ranges that this node holds no replica of are deleted by a node that holds
+    /// them (`run_remote`); the counts add up, and one part's unknown outcome is the whole's.
     async fn delete_range(self: &Rc<Self>, core: &Rc<Core>, op: ShardOp, now_ms: u64) -> ShardReply {
-        if let Err(why) = self.confirm(&self.core_ranges(core)).await {
+        let (here, remote) = self.split(core, op.clone());
+        let held: Vec<RangeId> = self.core_ranges(core).into_iter().filter(|r| self.holds(*r)).collect();
+        let mut parts = Vec::new();
+        if let Some(op) = here {
+            parts.push(self.delete_in(core, op, now_ms, &held, crate::shard::ops::Sliced::default()).await);
+        }
+        parts.extend(self.run_remote(core, remote, now_ms).await);
+        join(&op, parts)
+    }
+
+    /// A range DELETE of the keys `sliced` sees of `ranges` (all held here).
+    async fn delete_in(
+        self: &Rc<Self>,
+        core: &Rc<Core>,
+        op: ShardOp,
+        now_ms: u64,
+        ranges: &[RangeId],
+        mut sliced: crate::shard::ops::Sliced,
+    ) -> ShardReply {
+        if let Err(why) = self.confirm(ranges).await {
             return ShardReply::Unavailable(why);
         }
-        let mut sliced = crate::shard::ops::Sliced::default();
         let mut affected = 0;
         loop {
             let (keys, last) =
@@ -1119,6 +1384,48 @@ fn by_range<T>(
 /// One write's reply from its ranges' outcomes (`idx`: each part's rows' places in the whole).
 /// A write that some ranges applied and others did not, or may not have, is OUTCOME_UNKNOWN
 /// as a whole: each range's part is atomic, the parts are not (docs/cluster.md).
+/// The parts of `op` served by different cores or nodes, as one reply: the first refusal if
+/// any part was refused (an unknown outcome before it, for a range DELETE some of whose parts
+/// applied), else the rows put in order (and cut to a Scan's limit), the counts added up.
+fn join(op: &ShardOp, parts: Vec<ShardReply>) -> ShardReply {
+    let applied_some = parts.iter().any(|r| matches!(r, ShardReply::Affected(n) if *n > 0));
+    if let Some(bad) = parts.iter().find(|r| {
+        !matches!(
+            r,
+            ShardReply::Rows(_) | ShardReply::Count(_) | ShardReply::Affected(_) | ShardReply::Entry(_)
+        )
+    }) {
+        if op.is_write() && applied_some {
+            return ShardReply::OutcomeUnknown;
+        }
+        return bad.clone();
+    }
+    match op {
+        ShardOp::Get { .. } => parts.into_iter().next().unwrap_or(ShardReply::Entry(None)),
+        ShardOp::Count { .. } => {
+            ShardReply::Count(parts.iter().map(|r| if let ShardReply::Count(n) = r { *n } else { 0 }).sum())
+        }
+        ShardOp::DeleteRange { .. } => ShardReply::Affected(
+            parts.iter().map(|r| if let ShardReply::Affected(n) = r { *n } else { 0 }).sum(),
+        ),
+        _ => {
+            let mut rows: Vec<crate::shard::RowOut> = parts
+                .into_iter()
+                .flat_map(|r| if let ShardReply::Rows(v) = r { v } else { Vec::new() })
+                .collect();
+            if let ShardOp::Scan { desc, limit, .. } = op {
+                if *desc {
+                    rows.sort_unstable_by(|a, b| b.key.cmp(&a.key));
+                } else {
+                    rows.sort_unstable_by(|a, b| a.key.cmp(&b.key));
+                }
+                rows.truncate((*limit).min(usize::MAX as u64) as usize);
+            }
+            ShardReply::Rows(rows)
+        }
+    }
+}
+
 fn combine(parts: Vec<(Vec<usize>, Outcome)>) -> ShardReply {
     let (mut affected, mut rows, mut returned) = (0, Vec::new(), false);
     let (mut unknown, mut not_applied, mut applied) = (false, None, false);
@@ -1572,6 +1879,10 @@ async fn serve_peer(core: &Rc<Core>, node: &Rc<NodeCore>, tcp: TcpStream) -> Str
                 Ok(Some((Frame::Forward(body), n))) => {
                     used += n;
                     node.take_forward(core, peer, &body);
+                }
+                Ok(Some((Frame::Request(body), n))) => {
+                    used += n;
+                    node.take_request(core, peer, &body);
                 }
                 Ok(Some((Frame::SnapshotRows(body), n))) => {
                     used += n;

@@ -170,9 +170,25 @@ pub struct Sliced {
     affected: u64,
     /// A write's RETURNING rows so far.
     returned: Vec<(u32, Vec<Value>)>,
+    /// Only keys whose token is in one of these intervals (a cluster node serving some of a
+    /// core's ranges for another node); None: every key.
+    only: Option<Vec<(u64, u64)>>,
+}
+
+/// Whether `key`'s token is in one of the intervals (`Sliced::within`).
+fn admits(only: Option<&[(u64, u64)]>, key: &[u8]) -> bool {
+    only.is_none_or(|intervals| {
+        let t = crate::shard::token(key);
+        intervals.iter().any(|(lo, hi)| (*lo..=*hi).contains(&t))
+    })
 }
 
 impl Sliced {
+    /// Slices that see only the keys whose token is in one of `intervals` (inclusive).
+    pub fn within(intervals: Vec<(u64, u64)>) -> Sliced {
+        Sliced { only: Some(intervals), ..Sliced::default() }
+    }
+
     /// Whether `op` may take more than one slice.
     pub fn needed(op: &ShardOp, budget: usize) -> bool {
         match op {
@@ -207,11 +223,11 @@ impl Sliced {
         let range = self.range(op);
         match op {
             ShardOp::Scan { like, desc, limit, cols, bytes_max, .. } => {
-                let (rows, bytes) = (&mut self.rows, &mut self.bytes);
+                let (rows, bytes, only) = (&mut self.rows, &mut self.bytes, self.only.as_deref());
                 let mut too_large = false;
                 if let (Some(range), true) = (range, *limit > 0 && (rows.len() as u64) < *limit) {
                     self.rest = store.scan_slice(&range, *desc, now_ms, budget, |e| {
-                        if !matches(like, e.key) {
+                        if !matches(like, e.key) || !admits(only, e.key) {
                             return ControlFlow::Continue(());
                         }
                         *bytes +=
@@ -235,10 +251,10 @@ impl Sliced {
                 self.rest.is_none().then(|| ShardReply::Rows(std::mem::take(&mut self.rows)))
             }
             ShardOp::Count { like, .. } => {
-                let n = &mut self.count;
+                let (n, only) = (&mut self.count, self.only.as_deref());
                 if let Some(range) = range {
                     self.rest = store.scan_slice(&range, false, now_ms, budget, |e| {
-                        *n += matches(like, e.key) as u64;
+                        *n += (matches(like, e.key) && admits(only, e.key)) as u64;
                         ControlFlow::Continue(())
                     });
                 }
@@ -261,8 +277,9 @@ impl Sliced {
         let ShardOp::DeleteRange { like, .. } = op else { unreachable!("next_doomed of {op:?}") };
         let mut keys: Vec<Vec<u8>> = Vec::new();
         if let Some(range) = self.range(op) {
+            let only = self.only.as_deref();
             self.rest = store.scan_slice(&range, false, now_ms, visits, |e| {
-                if matches(like, e.key) {
+                if matches(like, e.key) && admits(only, e.key) {
                     keys.push(e.key.to_vec());
                     if keys.len() == writes {
                         return ControlFlow::Break(());

@@ -49,6 +49,20 @@ impl LikePattern {
         Ok(LikePattern { elems, prefix, prefix_only })
     }
 
+    /// A pattern that compiles to this one (what a node sends another with a read).
+    pub fn source(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.elems.len());
+        for e in &self.elems {
+            match e {
+                Elem::Byte(b @ (b'%' | b'_' | b'\\')) => out.extend_from_slice(&[b'\\', *b]),
+                Elem::Byte(b) => out.push(*b),
+                Elem::One => out.push(b'_'),
+                Elem::Run => out.push(b'%'),
+            }
+        }
+        out
+    }
+
     /// The literal bytes every matching key starts with.
     pub fn prefix(&self) -> &[u8] {
         &self.prefix
@@ -133,5 +147,13 @@ mod tests {
         assert!(!p.is_exact());
         assert!(LikePattern::compile(b"exact").unwrap().is_exact());
         assert!(LikePattern::compile(b"bad\\").is_err());
+    }
+
+    #[test]
+    fn a_pattern_compiles_again_from_its_source() {
+        for p in [&b"user:%"[..], b"a_b%c", b"100\\%", b"x\\_y\\\\z", b"%%a", b""] {
+            let c = LikePattern::compile(p).unwrap();
+            assert_eq!(LikePattern::compile(&c.source()).unwrap(), c, "{:?}", String::from_utf8_lossy(p));
+        }
     }
 }
