@@ -385,3 +385,8 @@ pub const LEARNER_CAUGHT_UP_ENTRIES: u64 = 64;
 /// RAFT_MESSAGE_BYTES_MAX. A larger part of a result is refused as too large, as a result over
 /// the client's max_payload is.
 pub const FORWARDED_READ_BYTES_MAX: usize = 4 << 20;
+
+/// Ticks between a core's probes for the replicas it holds of ranges the membership placed
+/// elsewhere (RAFT_TICK_MS each: once a second): a removed replica learns it was removed
+/// within about this, without a probe per tick for every such range.
+pub const REPLICA_PROBE_TICKS: u64 = 10;

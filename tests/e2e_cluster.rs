@@ -6,6 +6,7 @@
 mod common;
 
 use common::*;
+use std::collections::BTreeMap;
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,11 +20,23 @@ const NODES: usize = 3;
 const CORES: usize = 2;
 const RANGES: usize = 12;
 
-/// Two consecutive free ports (core c of a node takes its peers on the peer port + c).
+/// Two consecutive free ports (core c of a node takes its peers on the peer port + c), below
+/// the kernel's ephemeral range and handed out once each in this process: a peer port is
+/// written in the cluster file before its node starts, and a port `free_port` picked (an
+/// ephemeral one) for another test's server meanwhile could take it, failing that node's start.
 fn free_port_pair() -> u16 {
+    use std::sync::atomic::AtomicU16;
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let _ = NEXT.compare_exchange(
+        0,
+        20_000 + (std::process::id() % 40) as u16 * 200,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
     loop {
-        let p = free_port();
-        if p < u16::MAX && TcpListener::bind(("127.0.0.1", p + 1)).is_ok() {
+        let p = NEXT.fetch_add(2, Ordering::SeqCst);
+        assert!(p < 30_000, "out of peer ports");
+        if TcpListener::bind(("127.0.0.1", p)).is_ok() && TcpListener::bind(("127.0.0.1", p + 1)).is_ok() {
             return p;
         }
     }
@@ -425,6 +438,108 @@ fn with_more_nodes_than_replicas_every_node_serves_every_key() {
         assert_eq!(value_of(&mut b, "n3-05"), None);
         assert_eq!(value_of(&mut b, "n2-00").as_deref(), Some(&b"w"[..]));
     }
+}
+
+/// A range's voters, outgoing voters (a joint change) and learners, as its leader has them.
+type Voters = (serde_json::Value, serde_json::Value, serde_json::Value);
+
+/// Each range's leader's voters and learners, and how many replicas each node holds, asked
+/// as node `i`.
+fn placement(c: &Cluster, i: usize) -> (Vec<Voters>, BTreeMap<u64, usize>) {
+    let all = velocity::server::node::status(&c.dirs[i]).unwrap();
+    let mut leaders =
+        vec![(serde_json::Value::Null, serde_json::Value::Null, serde_json::Value::Null); RANGES];
+    let mut held = BTreeMap::new();
+    for core in all.iter().filter(|a| a.get("error").is_none()) {
+        for r in core["ranges"].as_array().into_iter().flatten() {
+            *held.entry(core["node"].as_u64().unwrap()).or_insert(0) += 1;
+            if r["is_leader"] == true {
+                leaders[r["range"].as_u64().unwrap() as usize] =
+                    (r["voters"].clone(), r["voters_outgoing"].clone(), r["learners"].clone());
+            }
+        }
+    }
+    (leaders, held)
+}
+
+/// A node joins a running cluster in a place of its own: the ranges are placed over four nodes,
+/// each leader moves its replicas (a learner on the new node, then one joint change), and the
+/// nodes that lose a range drop its replica and rows; then a node leaves, and its ranges move
+/// to the others. Every node serves every row throughout, with no row counted twice.
+#[test]
+fn a_node_joins_and_another_leaves_a_running_cluster() {
+    let mut c = Cluster::start();
+    let keys: Vec<String> = (0..200).map(|i| format!("k{i:03}")).collect();
+    write_until_ok(&mut c.client(0), &keys);
+    let settled = |c: &Cluster, ask: usize, want: &[u64]| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let (leaders, held) = placement(c, ask);
+            let map = velocity::cluster::ranges::RangeMap::new(RANGES as u32, 3, want).unwrap();
+            let moved = leaders.iter().enumerate().all(|(r, (voters, outgoing, learners))| {
+                let mut w = map.replicas(r as u32);
+                w.sort_unstable();
+                *voters == serde_json::json!(w)
+                    && *outgoing == serde_json::json!([])
+                    && *learners == serde_json::json!([])
+            });
+            let each = RANGES * 3 / want.len();
+            if moved && want.iter().all(|n| held.get(n) == Some(&each)) && held.len() == want.len() {
+                return;
+            }
+            assert!(Instant::now() < deadline, "not placed over {want:?}: {leaders:?} {held:?}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+
+    // Node 4 joins.
+    let (dir, fp) = node_dir("joining");
+    let file = dir.with_extension("cluster");
+    let current = std::fs::read_to_string(c.dirs[0].join("cluster")).unwrap();
+    let current: String =
+        current.lines().filter(|l| !l.starts_with("self ")).map(|l| format!("{l}\n")).collect();
+    let peer = format!("127.0.0.1:{}", free_port_pair());
+    std::fs::write(&file, current + &format!("node 4 {peer} cores={CORES} {fp}\n")).unwrap();
+    let said = cluster_command(&["change"], &file, &c.dirs[0]);
+    assert!(said.contains("node 4 joins in a new place"), "{said}");
+    cluster_command(&["init", "--node-id", "4"], &file, &dir);
+    c.nodes.push(Some(Server::start_in(dir.clone(), CORES, ARGS)));
+    c.ports.push(c.node(3).addr.port());
+    c.dirs.push(dir);
+    settled(&c, 0, &[1, 2, 3, 4]);
+    let log = c.node(0).log_text() + &c.node(1).log_text() + &c.node(2).log_text();
+    assert!(log.contains("replica dropped"), "{log}");
+    for i in 0..4 {
+        let mut b = c.client(i);
+        assert_eq!(count(&mut b), 200, "node {}", i + 1);
+        assert_eq!(value_of(&mut b, "k123").as_deref(), Some(&b"k123"[..]), "node {}", i + 1);
+    }
+
+    // Node 1 leaves: stopped (its leaderships handed over), then taken out.
+    let mut one = c.nodes[0].take().unwrap();
+    assert!(one.terminate().success());
+    let current = std::fs::read_to_string(c.dirs[1].join("cluster")).unwrap();
+    let next: String = current
+        .lines()
+        .filter(|l| !l.starts_with("self ") && !l.starts_with("node 1 "))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&file, next).unwrap();
+    let said = cluster_command(&["change"], &file, &c.dirs[1]);
+    assert!(said.contains("node 1 leaves"), "{said}");
+    settled(&c, 1, &[2, 3, 4]);
+    for i in 1..4 {
+        let mut b = c.client(i);
+        assert_eq!(count(&mut b), 200, "node {}", i + 1);
+        let rs = b.execute("SELECT COUNT(*) FROM kv WHERE key LIKE 'k1%'").unwrap();
+        assert_eq!(rs.rows[0][0], Value::Int(100), "node {}", i + 1);
+    }
+    // Node 4 restarted: its replicas, and none of the ranges it gave up, come back.
+    let dir = c.nodes[3].take().unwrap().crash();
+    c.nodes[3] = Some(Server::start_at(dir, CORES, ARGS, Some(c.ports[3])));
+    c.wait_for_leaders(&[1, 2, 3]);
+    assert_eq!(count(&mut c.client(3)), 200);
+    settled(&c, 3, &[2, 3, 4]);
 }
 
 /// The way back for a node that lost its disk: a new node (new data directory, so a new key,

@@ -304,6 +304,17 @@ const KIND_CONF_STATE: u8 = 3;
 const KIND_SNAPSHOT: u8 = 4;
 const KIND_RESET: u8 = 5;
 const KIND_SNAPSHOT_ROWS: u8 = 6;
+const KIND_DROPPED: u8 = 7;
+
+/// The record that says this core holds no replica of `range` any more (a membership change
+/// moved it to other nodes): a restart makes no log for it, and its rows go from the store.
+pub fn encode_dropped(range: RangeId) -> Vec<u8> {
+    let mut out = Vec::new();
+    crate::durability::encode_raft(&mut out, &[]);
+    out.extend_from_slice(&range.to_le_bytes());
+    out.push(KIND_DROPPED);
+    out
+}
 const HEAD_BYTES: usize = 5;
 
 /// The payloads of the log records that hold `write` of `range`, none over `payload_bytes_max`.
@@ -386,6 +397,7 @@ pub fn encode_records(
 pub enum Record {
     Write(LogWrite),
     SnapshotRows { total: u64, offset: u64, bytes: Vec<u8> },
+    Dropped,
 }
 
 /// A record, from the body of a `Payload::Raft` (what follows the op byte). Bytes that passed
@@ -408,6 +420,7 @@ pub fn decode_record(body: &[u8]) -> Result<(RangeId, Record), String> {
             LogWrite::Snapshot(Snapshot::parse_from_bytes(rest).map_err(|e| bad("snapshot", e))?)
         }
         KIND_RESET => LogWrite::Reset(Snapshot::parse_from_bytes(rest).map_err(|e| bad("reset", e))?),
+        KIND_DROPPED if rest.is_empty() => return Ok((range, Record::Dropped)),
         KIND_SNAPSHOT_ROWS => {
             let Some((at, bytes)) = rest.split_first_chunk::<16>() else {
                 return Err("a snapshot's rows record cut short".into());
@@ -454,18 +467,39 @@ pub fn rebuild<'a>(
     logs: &mut std::collections::BTreeMap<RangeId, GroupLog>,
     records: impl IntoIterator<Item = &'a [u8]>,
 ) -> Result<Vec<Installed>, String> {
+    rebuild_with(logs, records, &|_| None).map(|(installed, _)| installed)
+}
+
+/// [`rebuild`], where a record of a range not in `logs` starts the log `fresh` makes for it
+/// (None: not this core's, damage), and a dropped range's log goes (made anew if its records
+/// go on, and when it was in `logs` to begin with). Also: the ranges dropped since their last
+/// checkpoint, whose rows the store must lose before it takes the installed ones.
+#[allow(clippy::type_complexity)]
+pub fn rebuild_with<'a>(
+    logs: &mut std::collections::BTreeMap<RangeId, GroupLog>,
+    records: impl IntoIterator<Item = &'a [u8]>,
+    fresh: &dyn Fn(RangeId) -> Option<GroupLog>,
+) -> Result<(Vec<Installed>, Vec<RangeId>), String> {
     let mut decoded = Vec::new();
+    let wanted: Vec<RangeId> = logs.keys().copied().collect();
+    // Per range, where its log starts: its last checkpoint, or after it was last dropped.
     let mut last_reset = std::collections::BTreeMap::new();
     for (i, body) in records.into_iter().enumerate() {
         let (range, record) = decode_record(body).map_err(|e| format!("Raft record {i}: {e}"))?;
-        if !logs.contains_key(&range) {
-            return Err(format!("Raft record {i}: range {range} is not this core's"));
+        if let std::collections::btree_map::Entry::Vacant(v) = logs.entry(range) {
+            match fresh(range) {
+                Some(log) => {
+                    v.insert(log);
+                }
+                None => return Err(format!("Raft record {i}: range {range} is not this core's")),
+            }
         }
-        if matches!(record, Record::Write(LogWrite::Reset(_))) {
+        if matches!(record, Record::Write(LogWrite::Reset(_)) | Record::Dropped) {
             last_reset.insert(range, i);
         }
         decoded.push((range, record));
     }
+    let mut dropped = Vec::new();
     // Per range, the rows of the install under way and how long they will be.
     let mut rows: std::collections::BTreeMap<RangeId, (u64, Vec<u8>)> = Default::default();
     let mut installed: std::collections::BTreeMap<RangeId, Installed> = Default::default();
@@ -474,6 +508,13 @@ pub fn rebuild<'a>(
             continue;
         }
         let write = match record {
+            Record::Dropped => {
+                logs.remove(&range);
+                rows.remove(&range);
+                installed.remove(&range);
+                dropped.push(range);
+                continue;
+            }
             Record::SnapshotRows { total, offset, bytes } => {
                 let at = rows.entry(range).or_default();
                 if offset == 0 {
@@ -487,7 +528,13 @@ pub fn rebuild<'a>(
             }
             Record::Write(w) => w,
         };
-        let log = logs.get_mut(&range).expect("checked above");
+        let log = match logs.entry(range) {
+            std::collections::btree_map::Entry::Occupied(o) => o.into_mut(),
+            // Records after the range was dropped: it came back (a later membership change).
+            std::collections::btree_map::Entry::Vacant(v) => v.insert(
+                fresh(range).ok_or_else(|| format!("Raft record {i}: range {range} is not this core's"))?,
+            ),
+        };
         log.apply(&write).map_err(|e| format!("Raft record {i}, range {range}: {e}"))?;
         match write {
             LogWrite::Snapshot(s) => {
@@ -503,8 +550,14 @@ pub fn rebuild<'a>(
             _ => {}
         }
     }
+    for range in wanted {
+        if let (std::collections::btree_map::Entry::Vacant(v), Some(log)) = (logs.entry(range), fresh(range))
+        {
+            v.insert(log);
+        }
+    }
     // Rows left without their record were an install a crash cut short: never promised.
-    Ok(installed.into_values().collect())
+    Ok((installed.into_values().collect(), dropped))
 }
 
 #[cfg(test)]

@@ -60,6 +60,30 @@ pub struct Membership {
     pub members: Vec<Member>,
     /// This node's id, when the file is a node's own copy (`self N`).
     pub this: Option<NodeId>,
+    /// The places the cluster was made with, sorted (`origin …`; by default the file's): every
+    /// replica of a range starts from the membership they give it, so that a replica made
+    /// later replays the range's log from where the first ones did.
+    pub origin: Vec<NodeId>,
+    /// The highest node id the cluster has used (`highest-id N`; by default the file's): a new
+    /// node's id is above it, so no id comes back.
+    pub highest_id: NodeId,
+}
+
+/// What a membership change does (`Membership::change_to`).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Change {
+    /// (old, new): a new node takes an old one's place.
+    pub replaced: Vec<(NodeId, NodeId)>,
+    /// New nodes in new places.
+    pub added: Vec<NodeId>,
+    /// Nodes whose places go.
+    pub removed: Vec<NodeId>,
+}
+
+impl Change {
+    pub fn is_empty(&self) -> bool {
+        self.replaced.is_empty() && self.added.is_empty() && self.removed.is_empty()
+    }
 }
 
 /// `SHA256:` and the unpadded base64 of 32 bytes (as `datadir::fingerprint_string` writes it),
@@ -103,7 +127,8 @@ impl Membership {
         if text.len() > CLUSTER_FILE_BYTES_MAX {
             return Err(format!("a cluster file is at most {CLUSTER_FILE_BYTES_MAX} bytes"));
         }
-        let (mut ranges, mut replication, mut this) = (None, None, None);
+        let (mut ranges, mut replication, mut this, mut highest_id) = (None, None, None, None);
+        let mut origin: Option<Vec<NodeId>> = None;
         let mut members: Vec<Member> = Vec::new();
         for (i, line) in text.lines().enumerate() {
             let at = |what: String| format!("line {}: {what}", i + 1);
@@ -122,6 +147,18 @@ impl Membership {
                     replication = Some(number(words.get(1), "replication")? as usize)
                 }
                 Some("self") if words.len() == 2 => this = Some(number(words.get(1), "self")?),
+                Some("highest-id") if words.len() == 2 => {
+                    highest_id = Some(number(words.get(1), "highest-id")?)
+                }
+                Some("origin") if words.len() >= 2 => {
+                    let mut places = words[1..].iter().map(|w| number(Some(w), "a place")).collect::<Result<
+                        Vec<_>,
+                        _,
+                    >>(
+                    )?;
+                    places.sort_unstable();
+                    origin = Some(places);
+                }
                 Some("node") if words.len() == 5 || words.len() == 6 => {
                     let id = number(words.get(1), "a node id")?;
                     let peer: SocketAddr =
@@ -158,20 +195,26 @@ impl Membership {
                     }
                     members.push(Member { id, peer, cores, fingerprint, slot });
                 }
-                Some(w @ ("ranges" | "replication" | "self" | "node")) => {
+                Some(w @ ("ranges" | "replication" | "self" | "node" | "highest-id" | "origin")) => {
                     return Err(at(format!("wrong number of fields for {w:?}")))
                 }
                 Some(w) => return Err(at(format!("unknown keyword {w:?}"))),
             }
         }
         members.sort_by_key(|m| m.id);
+        let mut slots: Vec<NodeId> = members.iter().map(|m| m.slot).collect();
+        slots.sort_unstable();
+        let highest = members.iter().map(|m| m.id.max(m.slot)).chain(origin.iter().flatten().copied()).max();
         let m = Membership {
             ranges: ranges.ok_or("the cluster file has no `ranges` line")?,
             replication: replication.ok_or("the cluster file has no `replication` line")?,
             members,
             this,
+            origin: origin.unwrap_or(slots),
+            highest_id: highest_id.unwrap_or(0).max(highest.unwrap_or(0)),
         };
         m.range_map()?;
+        m.origin_map().map_err(|e| format!("the origin places: {e}"))?;
         if let Some(n) = m.members.iter().find(|n| m.ranges as usize % n.cores != 0) {
             return Err(format!(
                 "node {} has cores={}, and {} ranges do not split evenly over them: ranges must be a multiple of every node's cores",
@@ -205,10 +248,24 @@ impl Membership {
             }
             out.push('\n');
         }
+        let mut slots: Vec<NodeId> = self.members.iter().map(|m| m.slot).collect();
+        slots.sort_unstable();
+        if slots != self.origin {
+            let places: Vec<String> = self.origin.iter().map(|p| p.to_string()).collect();
+            out.push_str(&format!("origin {}\n", places.join(" ")));
+        }
+        if self.members.iter().map(|m| m.id.max(m.slot)).max() != Some(self.highest_id) {
+            out.push_str(&format!("highest-id {}\n", self.highest_id));
+        }
         if let Some(id) = self.this {
             out.push_str(&format!("self {id}\n"));
         }
         out
+    }
+
+    /// Ranges over the places the cluster was made with: each range's first membership.
+    pub fn origin_map(&self) -> Result<RangeMap, String> {
+        RangeMap::new(self.ranges, self.replication, &self.origin)
     }
 
     /// Ranges over the places (`Member::slot`).
@@ -222,32 +279,27 @@ impl Membership {
         self.members.iter().find(|m| m.slot == slot)
     }
 
-    /// `next` as a change of this membership, and the (old, new) node of each place it gives
-    /// another node. A change only gives places to new nodes: the ranges, the replication and
-    /// the places stay, a node that stays keeps its address, cores and key, and a new node's
-    /// id is above every id this membership has used (an id is never used twice, so a node
-    /// that lost its data cannot come back under its old one). A new node's `replaces=` names
-    /// the place, by its first node, so that every node's file, the new node's too, places
-    /// the ranges alike. No replacements: `next` says what this membership says.
-    pub fn change_to(&self, next: &Membership) -> Result<(Membership, Vec<(NodeId, NodeId)>), String> {
+    /// `next` as a change of this membership, and what it changes. A change gives places to
+    /// new nodes (`replaces=`), adds new nodes in new places, and removes nodes with their
+    /// places; the ranges, the replication and the cluster's origin stay, a node that stays
+    /// keeps its address, cores and key, and a new node's id is above every id the cluster has
+    /// used (an id is never used twice, so a node that lost its data cannot come back under its
+    /// old one). A new node's `replaces=` names the place, by its first node, so that every
+    /// node's file, the new node's too, places the ranges alike. Nodes that go (replaced or
+    /// removed) are at most ⌊(RF−1)/2⌋ per change: each range keeps a majority of the replicas
+    /// it had, which the change needs. No change: `next` says what this membership says.
+    pub fn change_to(&self, next: &Membership) -> Result<(Membership, Change), String> {
         if (next.ranges, next.replication) != (self.ranges, self.replication) {
             return Err(format!(
                 "a change keeps the ranges and the replication ({} and {}); the new file says {} and {}",
                 self.ranges, self.replication, next.ranges, next.replication
             ));
         }
-        if next.members.len() != self.members.len() {
-            return Err(format!(
-                "a change gives places to new nodes and keeps their number ({}); the new file names {} nodes \
-                 (adding and removing nodes is not built yet: docs/cluster.md)",
-                self.members.len(),
-                next.members.len()
-            ));
-        }
-        let highest = self.members.iter().map(|m| m.id.max(m.slot)).max().unwrap_or(0);
+        let highest = self.highest_id;
         let mut out = next.clone();
         out.this = self.this;
-        let mut replaced = Vec::new();
+        out.origin = self.origin.clone();
+        let mut change = Change::default();
         for m in &mut out.members {
             if let Some(old) = self.member(m.id) {
                 if (m.peer, m.cores, m.fingerprint) != (old.peer, old.cores, old.fingerprint) {
@@ -268,6 +320,10 @@ impl Membership {
                     m.id
                 ));
             }
+            if m.slot == m.id {
+                change.added.push(m.id);
+                continue;
+            }
             let Some(old) = self.in_slot(m.slot) else {
                 if let Some(holder) = self.member(m.slot) {
                     // Every node's file must place the ranges alike, the new node's too.
@@ -277,30 +333,46 @@ impl Membership {
                     ));
                 }
                 return Err(format!(
-                    "node {} is new and must take the place of a node of the cluster (replaces=N)",
-                    m.id
+                    "node {} is new and replaces=N names no place of the cluster ({} is none)",
+                    m.id, m.slot
                 ));
             };
-            replaced.push((old.id, m.id));
+            change.replaced.push((old.id, m.id));
         }
-        for (old, new) in &replaced {
+        for (old, new) in &change.replaced {
             if out.member(*old).is_some() {
                 return Err(format!("node {new} replaces node {old}, which the new file still names"));
             }
         }
-        let mut slots: Vec<NodeId> = out.members.iter().map(|m| m.slot).collect();
-        slots.sort_unstable();
-        slots.dedup();
-        if slots.len() != out.members.len() {
+        for m in &self.members {
+            if out.member(m.id).is_none() && !change.replaced.iter().any(|(old, _)| *old == m.id) {
+                change.removed.push(m.id);
+            }
+        }
+        let mut placed: Vec<NodeId> = out.members.iter().map(|m| m.slot).collect();
+        placed.sort_unstable();
+        placed.dedup();
+        if placed.len() != out.members.len() {
             return Err("two nodes of the new file take one place".into());
+        }
+        let going = change.replaced.len() + change.removed.len();
+        if going > (self.replication - 1) / 2 {
+            return Err(format!(
+                "the change takes {going} nodes out of the cluster at once, and with {} replicas of each range at most {} may go in one change \
+                 (the rest of a range's replicas must be a majority): replace or remove them one change at a time",
+                self.replication,
+                (self.replication - 1) / 2
+            ));
         }
         if let Some(me) = self.this {
             if out.member(me).is_none() {
-                return Err(format!("the change replaces this node ({me})"));
+                return Err(format!("the change takes this node ({me}) out of the cluster"));
             }
         }
+        out.range_map()?;
+        out.highest_id = out.members.iter().map(|m| m.id).max().unwrap_or(0).max(highest);
         out.members.sort_by_key(|m| m.id);
-        Ok((out, replaced))
+        Ok((out, change))
     }
 
     pub fn member(&self, id: NodeId) -> Option<&Member> {
@@ -371,8 +443,8 @@ mod tests {
     fn a_new_node_takes_a_place_and_holds_its_ranges() {
         let m = three();
         let line = format!("node 4 127.0.0.1:7541 cores=1 {} replaces=3\n", fp(4));
-        let (next, replaced) = m.change_to(&replace(&m, 3, &line)).unwrap();
-        assert_eq!(replaced, [(3, 4)]);
+        let (next, change) = m.change_to(&replace(&m, 3, &line)).unwrap();
+        assert_eq!(change, Change { replaced: vec![(3, 4)], ..Change::default() });
         assert_eq!(next.member(4).unwrap().slot, 3);
         assert_eq!(next.in_slot(3).unwrap().id, 4);
         assert_eq!(next.this, Some(1));
@@ -381,14 +453,48 @@ mod tests {
         assert_eq!(Membership::parse(&next.render()).unwrap(), next);
         assert!(next.render().contains("replaces=3"));
         // Again: nothing to do.
-        assert_eq!(next.change_to(&next).unwrap(), (next.clone(), vec![]));
+        assert_eq!(next.change_to(&next).unwrap(), (next.clone(), Change::default()));
         // Node 5 replaces node 4: the place is 3's.
         let line = format!("node 5 127.0.0.1:7551 cores=2 {} replaces=3\n", fp(5));
-        let (later, replaced) = next.change_to(&replace(&next, 4, &line)).unwrap();
-        assert_eq!(replaced, [(4, 5)]);
+        let (later, change) = next.change_to(&replace(&next, 4, &line)).unwrap();
+        assert_eq!(change.replaced, [(4, 5)]);
         assert_eq!(later.member(5).unwrap().slot, 3);
         let by_node = format!("node 5 127.0.0.1:7551 cores=2 {} replaces=4\n", fp(5));
         assert!(next.change_to(&replace(&next, 4, &by_node)).unwrap_err().contains("write replaces=3"));
+    }
+
+    #[test]
+    fn nodes_join_and_leave_in_places_of_their_own_and_the_origin_stays() {
+        let m = Membership { this: Some(2), ..three() };
+        let join =
+            Membership::parse(&(m.render() + &format!("node 4 127.0.0.1:7541 cores=2 {}\n", fp(4)))).unwrap();
+        let (four, change) = m.change_to(&join).unwrap();
+        assert_eq!(change, Change { added: vec![4], ..Change::default() });
+        assert_eq!(four.range_map().unwrap().nodes(), &[1, 2, 3, 4]);
+        // Every replica still starts from the three places the cluster was made with.
+        assert_eq!(four.origin, [1, 2, 3]);
+        assert_eq!(four.origin_map().unwrap(), m.range_map().unwrap());
+        assert!(four.render().contains("origin 1 2 3"));
+        assert_eq!(Membership::parse(&four.render()).unwrap(), four);
+        // Two of a range's three replicas gone at once: no majority of its old replicas left.
+        let two_go = replace(
+            &replace(&four, 3, &format!("node 5 127.0.0.1:7551 cores=2 {} replaces=3\n", fp(5))),
+            1,
+            "",
+        );
+        assert!(four.change_to(&two_go).unwrap_err().contains("at most 1 may go"));
+        // Node 1 leaves: its place goes, the ranges are placed over 2, 3 and 4.
+        let (three_left, change) = four.change_to(&replace(&four, 1, "")).unwrap();
+        assert_eq!(change, Change { removed: vec![1], ..Change::default() });
+        assert_eq!(three_left.range_map().unwrap().nodes(), &[2, 3, 4]);
+        assert_eq!(three_left.origin, [1, 2, 3]);
+        // Node 4 leaves as node 5 joins: id 4 stays used.
+        let node5 = format!("node 5 127.0.0.1:7551 cores=2 {}\n", fp(5));
+        let (two_and_three, change) = three_left.change_to(&replace(&three_left, 4, &node5)).unwrap();
+        assert_eq!(change, Change { added: vec![5], removed: vec![4], ..Change::default() });
+        assert_eq!(two_and_three.highest_id, 5);
+        let back = replace(&two_and_three, 5, &format!("node 4 127.0.0.1:7541 cores=2 {}\n", fp(4)));
+        assert!(two_and_three.change_to(&back).unwrap_err().contains("above every id"));
     }
 
     #[test]
@@ -398,10 +504,9 @@ mod tests {
         let cases = [
             // Reusing an id: the old node's log may still be remembered.
             (replace(&m, 3, &format!("node 3 127.0.0.1:7541 cores=2 {}\n", fp(4))), "new node with a new id"),
-            (replace(&m, 3, &new4("")), "must take the place"),
-            (replace(&m, 3, &new4(" replaces=9")), "must take the place"),
-            (replace(&m, 1, &new4(" replaces=1")), "replaces this node"),
-            (Membership::parse(&(m.render() + &new4(" replaces=7"))).unwrap(), "adding and removing"),
+            (replace(&m, 3, &new4(" replaces=9")), "names no place"),
+            (replace(&m, 1, &new4(" replaces=1")), "takes this node"),
+            (Membership::parse(&(m.render() + &new4(" replaces=7"))).unwrap(), "names no place"),
         ];
         for (next, want) in cases {
             let e = m.change_to(&next).unwrap_err();

@@ -45,7 +45,13 @@ pub enum Apply {
     /// log, or new.
     Snapshot { range: RangeId, index: u64, data: Vec<u8> },
     /// A committed change of the range's replicas.
-    Membership { range: RangeId, index: u64, voters: Vec<NodeId>, learners: Vec<NodeId> },
+    Membership {
+        range: RangeId,
+        index: u64,
+        voters: Vec<NodeId>,
+        voters_outgoing: Vec<NodeId>,
+        learners: Vec<NodeId>,
+    },
 }
 
 /// One cycle's work for all of a core's replicas.
@@ -156,6 +162,7 @@ pub struct Replicas {
     read_nonce: [u8; 8],
     next_batch: u64,
     in_flight: VecDeque<InFlight>,
+    election_ticks: Option<(usize, usize)>,
 }
 
 fn config(node: NodeId, applied: u64) -> Config {
@@ -184,31 +191,9 @@ impl Replicas {
         logs: Vec<(RangeId, GroupLog)>,
         election_ticks: Option<(usize, usize)>,
     ) -> Result<Replicas, String> {
-        let mut groups = HashMap::with_capacity(logs.len());
-        for (range, log) in logs {
-            // What the core restores from the snapshot is applied; the committed entries after
-            // it come back in the first batches, to be applied again on top of it.
-            let mut cfg = config(node, log.snapshot_index());
-            if let Some((min, max)) = election_ticks {
-                cfg.min_election_tick = min;
-                cfg.max_election_tick = max;
-            }
-            cfg.validate().map_err(|e| format!("range {range}: {e}"))?;
-            let raw = RawNode::new(&cfg, log, &raft_logger(node, range))
-                .map_err(|e| format!("range {range}: {e}"))?;
-            groups.insert(
-                range,
-                Replica {
-                    raw,
-                    installing: None,
-                    committed_after_install: Vec::new(),
-                    proposals: BTreeMap::new(),
-                },
-            );
-        }
-        Ok(Replicas {
+        let mut replicas = Replicas {
             node,
-            groups,
+            groups: HashMap::with_capacity(logs.len()),
             next_proposal: 1,
             next_read: 1,
             read_nonce: {
@@ -218,7 +203,12 @@ impl Replicas {
             },
             next_batch: 1,
             in_flight: VecDeque::new(),
-        })
+            election_ticks,
+        };
+        for (range, log) in logs {
+            replicas.add(range, log)?;
+        }
+        Ok(replicas)
     }
 
     pub fn tick(&mut self) {
@@ -492,12 +482,15 @@ impl Replicas {
                     match applied {
                         Ok(cs) => {
                             let (mut voters, mut learners) = (cs.voters.clone(), cs.learners.clone());
+                            let mut voters_outgoing = cs.voters_outgoing.clone();
                             voters.sort_unstable();
+                            voters_outgoing.sort_unstable();
                             learners.sort_unstable();
                             batch.apply.push(Apply::Membership {
                                 range,
                                 index: entry.index,
                                 voters,
+                                voters_outgoing,
                                 learners,
                             });
                             write(replica, range, LogWrite::ConfState(cs), batch);
@@ -554,6 +547,35 @@ impl Replicas {
 
     /// Drops this core's replica of `range`, once a committed membership no longer names this
     /// node: what it would still receive is for a group it left.
+    /// A replica of `range` from its log as the disk holds it; on a running core (a membership
+    /// change placed the range on this node) `GroupLog::new` of the range's first membership,
+    /// a replica that is no voter until a leader makes it one.
+    pub fn add(&mut self, range: RangeId, log: GroupLog) -> Result<(), String> {
+        if self.groups.contains_key(&range) {
+            return Ok(());
+        }
+        // What the core restores from the snapshot is applied; the committed entries after it
+        // come back in the first batches, to be applied again on top of it.
+        let mut cfg = config(self.node, log.snapshot_index());
+        if let Some((min, max)) = self.election_ticks {
+            cfg.min_election_tick = min;
+            cfg.max_election_tick = max;
+        }
+        cfg.validate().map_err(|e| format!("range {range}: {e}"))?;
+        let raw = RawNode::new(&cfg, log, &raft_logger(self.node, range))
+            .map_err(|e| format!("range {range}: {e}"))?;
+        self.groups.insert(
+            range,
+            Replica {
+                raw,
+                installing: None,
+                committed_after_install: Vec::new(),
+                proposals: BTreeMap::new(),
+            },
+        );
+        Ok(())
+    }
+
     pub fn remove(&mut self, range: RangeId) -> bool {
         self.groups.remove(&range).is_some()
     }

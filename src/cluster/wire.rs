@@ -61,6 +61,8 @@ pub const FORWARD_RANGE: RangeId = u32::MAX - 1;
 pub const OUTCOME_RANGE: RangeId = u32::MAX - 2;
 pub const SNAPSHOT_ROWS_RANGE: RangeId = u32::MAX - 3;
 pub const REQUEST_RANGE: RangeId = u32::MAX - 4;
+pub const PROBE_RANGE: RangeId = u32::MAX - 5;
+pub const GONE_RANGE: RangeId = u32::MAX - 6;
 
 /// What a node-to-node frame holds.
 #[derive(Clone, Debug, PartialEq)]
@@ -80,6 +82,11 @@ pub enum Frame {
     /// DELETE): `id: u64 LE | from_core: u32 LE | ranges: u32 LE count, then each u32 LE |
     /// request` (`command::encode_request`), answered by an outcome frame.
     Request(Vec<u8>),
+    /// A node that holds a replica of a range the membership placed elsewhere asks one of the
+    /// range's nodes whether its replica was removed: `range: u32 LE | from_core: u32 LE`.
+    Probe(Vec<u8>),
+    /// The answer when it was (the range's applied membership names it no more): `range`.
+    Gone(Vec<u8>),
 }
 
 /// The frames that carry `rows` of a snapshot of `range` ahead of its message, a piece of at
@@ -173,6 +180,8 @@ pub fn decode_frame(buf: &[u8]) -> Result<Option<(Frame, usize)>, WireError> {
         OUTCOME_RANGE => return Ok(Some((Frame::Outcome(body.to_vec()), 4 + length))),
         SNAPSHOT_ROWS_RANGE => return Ok(Some((Frame::SnapshotRows(body.to_vec()), 4 + length))),
         REQUEST_RANGE => return Ok(Some((Frame::Request(body.to_vec()), 4 + length))),
+        PROBE_RANGE => return Ok(Some((Frame::Probe(body.to_vec()), 4 + length))),
+        GONE_RANGE => return Ok(Some((Frame::Gone(body.to_vec()), 4 + length))),
         _ => {}
     }
     let msg = Message::parse_from_bytes(&frame[4..]).map_err(|e| WireError::Malformed(e.to_string()))?;

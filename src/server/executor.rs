@@ -95,17 +95,17 @@ async fn bring_up(
     id: usize,
     mesh: Option<Rc<mesh::Mesh>>,
 ) -> Result<(Rc<Core>, Option<Rc<super::node::NodeCore>>), String> {
-    let (node, installed) = match &start.cluster {
-        None => (None, Vec::new()),
+    let (node, installed, dropped) = match &start.cluster {
+        None => (None, Vec::new(), Vec::new()),
         Some(c) => {
-            let (logs, installed) = c.recover_logs(id, shared.config.cores, &start.raft[id])?;
-            (Some(Rc::new(super::node::NodeCore::new(c, id, logs)?)), installed)
+            let (logs, installed, dropped) = c.recover_logs(id, shared.config.cores, &start.raft[id])?;
+            (Some(Rc::new(super::node::NodeCore::new(c, id, logs)?)), installed, dropped)
         }
     };
     let replicated = node.clone().map(|n| n as Rc<dyn Replicated>);
     let core = build_core(shared, start, id, mesh, replicated).await?;
     if let Some(n) = &node {
-        n.restore(&core, installed)?;
+        n.restore(&core, installed, dropped)?;
     }
     Ok((core, node))
 }

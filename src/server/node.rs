@@ -14,7 +14,7 @@ use crate::cluster::command::{
     decode_entries, decode_entry, decode_outcome, decode_request, encode_batch, encode_entry, encode_outcome,
     encode_request, Outcome,
 };
-use crate::cluster::log::{encode_records, rebuild, GroupLog, Installed};
+use crate::cluster::log::{encode_dropped, encode_records, rebuild_with, GroupLog, Installed};
 use crate::cluster::membership::Membership;
 use crate::cluster::ranges::RangeMap;
 use crate::cluster::replicas::{Apply, Batch, ProposalId, ProposeError, ReadId, Replicas};
@@ -25,8 +25,8 @@ use crate::limits::{
     CLUSTER_BATCH_BYTES_MAX, CLUSTER_FORWARDS_IN_FLIGHT_MAX, CLUSTER_INIT_PROBE_MS,
     CLUSTER_REQUEST_TIMEOUT_MS, FORWARDED_READ_BYTES_MAX, HANDSHAKE_TIMEOUT_MS, LEADER_HANDOVER_MS,
     LEARNER_CAUGHT_UP_ENTRIES, PEER_CONNECTIONS_MAX, PEER_QUEUE_BYTES_MAX, PEER_RECONNECT_MS,
-    RAFT_SNAPSHOT_BYTES_MAX, RAFT_TICK_MS, SLICE_ENTRIES, SLICE_WRITES, SNAPSHOT_PIECE_BYTES,
-    WAL_RECORD_BYTES_MAX,
+    RAFT_SNAPSHOT_BYTES_MAX, RAFT_TICK_MS, REPLICA_PROBE_TICKS, SLICE_ENTRIES, SLICE_WRITES,
+    SNAPSHOT_PIECE_BYTES, WAL_RECORD_BYTES_MAX,
 };
 use crate::shard::{apply, NoLog, ShardOp, ShardReply};
 use crate::store::{KeyRange, Store};
@@ -53,6 +53,8 @@ pub struct Cluster {
     /// The place this node holds (`Member::slot`): the ranges it has replicas of.
     pub slot: NodeId,
     pub map: RangeMap,
+    /// Over the places the cluster was made with: each range's first membership.
+    pub origin_map: RangeMap,
     pub server_tls: Arc<rustls::ServerConfig>,
     links_tls: HashMap<NodeId, Arc<rustls::ClientConfig>>,
     cert_pem: String,
@@ -111,11 +113,13 @@ impl Cluster {
                 .insert(m.id, crate::security::tls::peer_client_config(cert_pem, key_pem, m.fingerprint)?);
         }
         let map = membership.range_map()?;
+        let origin_map = membership.origin_map()?;
         Ok(Cluster {
             membership,
             this,
             slot,
             map,
+            origin_map,
             server_tls,
             links_tls,
             cert_pem: cert_pem.to_string(),
@@ -133,31 +137,36 @@ impl Cluster {
         self.map.replicas(r).iter().filter_map(|slot| self.membership.in_slot(*slot)).map(|m| m.id).collect()
     }
 
+    /// A new replica's log for range `r`: the membership every replica of the range started
+    /// from (the origin places'), so a replica made later replays the range's log from where
+    /// the first ones did.
+    pub fn new_log(&self, r: RangeId) -> GroupLog {
+        GroupLog::new(&self.origin_map.replicas(r))
+    }
+
     /// Each of core `core`'s replicas, rebuilt from the Raft records its log holds (new ones
-    /// for ranges it has none of), and the snapshots installed since the core's last snapshot,
-    /// whose rows its store is to take ([`NodeCore::restore`]).
+    /// for ranges the membership places here that it has none of; a range it was placed on
+    /// and has not left yet comes back from its records), the snapshots installed since the
+    /// core's last snapshot, whose rows its store is to take, and the ranges it dropped, whose
+    /// rows go ([`NodeCore::restore`]).
     pub fn recover_logs(
         &self,
         core: usize,
         cores: usize,
         records: &[Vec<u8>],
     ) -> Result<RecoveredLogs, String> {
-        let mut logs: BTreeMap<RangeId, GroupLog> = self
-            .ranges_of_core(core, cores)
-            .into_iter()
-            // The places' first nodes: the membership every replica of the range started from,
-            // so a node that took a place later replays the range's log from where they did.
-            .map(|r| (r, GroupLog::new(&self.map.replicas(r))))
-            .collect();
-        let installed =
-            rebuild(&mut logs, records.iter().map(|r| &r[..])).map_err(|e| format!("core {core}: {e}"))?;
-        Ok((logs.into_iter().collect(), installed))
+        let mut logs: BTreeMap<RangeId, GroupLog> =
+            self.ranges_of_core(core, cores).into_iter().map(|r| (r, self.new_log(r))).collect();
+        let fresh = |r: RangeId| (self.map.core_of(r, cores) == core).then(|| self.new_log(r));
+        let (installed, dropped) = rebuild_with(&mut logs, records.iter().map(|r| &r[..]), &fresh)
+            .map_err(|e| format!("core {core}: {e}"))?;
+        Ok((logs.into_iter().collect(), installed, dropped))
     }
 }
 
-/// A core's replicas' logs as its disk holds them, and the snapshots installed since its last
-/// snapshot.
-pub type RecoveredLogs = (Vec<(RangeId, GroupLog)>, Vec<Installed>);
+/// A core's replicas' logs as its disk holds them, the snapshots installed since its last
+/// snapshot, and the ranges it dropped since.
+pub type RecoveredLogs = (Vec<(RangeId, GroupLog)>, Vec<Installed>, Vec<RangeId>);
 
 /// A wake-up for any number of waiters: each takes the current signal before it looks for
 /// work, and a notification fires that signal and puts a fresh one in its place, so one that
@@ -274,6 +283,9 @@ pub struct NodeCore {
     /// Writes forwarded to a leader on another node, waiting for its outcome.
     forwards: RefCell<HashMap<u64, Rc<Slot<Outcome>>>>,
     next_forward: Cell<u64>,
+    /// Ranges a peer said this core's replica was removed from, to drop in the next cycle.
+    gone: RefCell<Vec<RangeId>>,
+    ticks: Cell<u64>,
 }
 
 impl NodeCore {
@@ -288,7 +300,7 @@ impl NodeCore {
         // up spread over the nodes (RangeMap::replicas) instead of waiting out a timeout. (Not
         // a node that took another's place: it is no voter until the leader makes it one.)
         for r in fresh {
-            if cluster.slot == cluster.this && cluster.map.replicas(r).first() == Some(&cluster.this) {
+            if cluster.origin_map.replicas(r).first() == Some(&cluster.this) {
                 replicas.campaign(r)?;
             }
         }
@@ -308,6 +320,8 @@ impl NodeCore {
             changed: Notify::default(),
             forwards: RefCell::new(HashMap::new()),
             next_forward: Cell::new(1),
+            gone: RefCell::new(Vec::new()),
+            ticks: Cell::new(0),
         })
     }
 
@@ -367,8 +381,16 @@ impl NodeCore {
 
     /// The store takes the rows of the snapshots installed since the core's last snapshot
     /// (start-up: the committed entries after each are applied again on top, by Raft).
-    pub fn restore(&self, core: &Core, installed: Vec<Installed>) -> Result<(), String> {
+    pub fn restore(
+        &self,
+        core: &Core,
+        installed: Vec<Installed>,
+        dropped: Vec<RangeId>,
+    ) -> Result<(), String> {
         let map = &self.cluster().map;
+        for range in dropped {
+            clear_rows(&mut core.store.borrow_mut(), map, range, runtime::now_ms());
+        }
         for i in installed {
             let n = replace_rows(&mut core.store.borrow_mut(), map, i.range, &i.rows, runtime::now_ms())
                 .map_err(|e| format!("range {}: the snapshot installed at {}: {e}", i.range, i.index))?;
@@ -861,14 +883,7 @@ impl NodeCore {
                     Err(why) => ShardReply::Unavailable(why),
                     Ok(()) => match op {
                         ShardOp::Scan { .. } | ShardOp::Count { .. } => {
-                            let mut sliced = within();
-                            loop {
-                                let step = sliced.read_step(&op, &core.store.borrow(), now_ms, SLICE_ENTRIES);
-                                if let Some(r) = step {
-                                    break r;
-                                }
-                                runtime::yield_now().await;
-                            }
+                            read_sliced(&core, &op, now_ms, within()).await
                         }
                         op => node.run_here(&core, op, now_ms).await,
                     },
@@ -943,9 +958,9 @@ impl NodeCore {
         }
         ranges.sort_unstable();
         ranges.dedup();
-        let (held, elsewhere): (Vec<RangeId>, Vec<RangeId>) =
-            ranges.into_iter().partition(|r| self.holds(*r));
-        if let Err(why) = self.confirm(&held).await {
+        let (served, elsewhere): (Vec<RangeId>, Vec<RangeId>) =
+            ranges.into_iter().partition(|r| self.serves(*r));
+        if let Err(why) = self.confirm(&served).await {
             return ops.iter().map(|_| ShardReply::Unavailable(why.clone())).collect();
         }
         let mut replies = Vec::with_capacity(ops.len());
@@ -957,7 +972,12 @@ impl NodeCore {
             let (here, remote) = self.split(core, op);
             let mut parts = Vec::new();
             if let Some(op) = here {
-                parts.push(self.run_here(core, op, now_ms).await);
+                parts.push(match (&op, self.served_only(core)) {
+                    (ShardOp::Scan { .. } | ShardOp::Count { .. }, Some(sliced)) => {
+                        read_sliced(core, &op, now_ms, sliced).await
+                    }
+                    _ => self.run_here(core, op, now_ms).await,
+                });
             }
             let joined = remote.first().map(|(_, op)| op.clone());
             parts.extend(self.run_remote(core, remote, now_ms).await);
@@ -978,7 +998,7 @@ impl NodeCore {
         match op {
             ShardOp::Get { ref key } => {
                 let r = map.range_of_key(key);
-                if self.holds(r) {
+                if self.serves(r) {
                     (Some(op), vec![])
                 } else {
                     (None, vec![(vec![r], op)])
@@ -988,7 +1008,7 @@ impl NodeCore {
                 let (mut here, mut elsewhere) = (Vec::new(), BTreeMap::<RangeId, Vec<Vec<u8>>>::new());
                 for k in keys {
                     let r = map.range_of_key(&k);
-                    if self.holds(r) {
+                    if self.serves(r) {
                         here.push(k);
                     } else {
                         elsewhere.entry(r).or_default().push(k);
@@ -1000,15 +1020,87 @@ impl NodeCore {
                     .collect();
                 ((!here.is_empty()).then_some(ShardOp::MultiGet { keys: here, cols, bytes_max }), remote)
             }
-            // Scan, Count, DeleteRange: this core's store holds exactly its ranges it has
-            // replicas of; the rest of its share of the tokens is elsewhere.
+            // Scan, Count, DeleteRange: this core's store holds the ranges it has replicas of
+            // (those it is leaving are not read here: `served_only`); the rest of its share
+            // of the tokens is elsewhere.
             op => {
                 let elsewhere: Vec<RangeId> =
-                    self.core_ranges(core).into_iter().filter(|r| !self.holds(*r)).collect();
+                    self.core_ranges(core).into_iter().filter(|r| !self.serves(*r)).collect();
                 let remote = if elsewhere.is_empty() { vec![] } else { vec![(elsewhere, op.clone())] };
                 (Some(op), remote)
             }
         }
+    }
+
+    /// The range moved to other nodes (this node's place no longer holds it) and its
+    /// membership no longer names this node: its replica and rows go (the caller logs
+    /// `encode_dropped`, so a restart makes no replica of it).
+    fn drop_replica(&self, core: &Core, range: RangeId, why: &str) {
+        self.replicas.borrow_mut().remove(range);
+        let rows = clear_rows(&mut core.store.borrow_mut(), &self.cluster().map, range, runtime::now_ms());
+        tracing::info!(shard = core.id, range, rows, why, "replica dropped: the range moved to other nodes");
+        self.changed.notify();
+    }
+
+    /// Ask a node of each range this core holds a replica of but the membership placed
+    /// elsewhere whether the replica was removed: a removed replica may never hear the entry
+    /// that removed it (its leader stops sending once it applied it).
+    fn probe(self: &Rc<Self>, core: &Rc<Core>) {
+        let leaving: Vec<RangeId> = self
+            .replicas
+            .borrow()
+            .status()
+            .into_iter()
+            .filter(|s| !s.is_leader && !self.serves(s.range))
+            .map(|s| s.range)
+            .collect();
+        for range in leaving {
+            let Some((to, peer_core)) = self.holder_of(range) else { continue };
+            let mut body = range.to_le_bytes().to_vec();
+            body.extend_from_slice(&(self.core as u32).to_le_bytes());
+            let mut frame = Vec::new();
+            wire::encode_special(wire::PROBE_RANGE, &body, &mut frame);
+            let link = self.link(core, to, peer_core);
+            self.enqueue(&link, frame, Tag::None);
+        }
+    }
+
+    /// A peer's probe for `range`: answered "gone" when this replica applied a membership (not
+    /// a joint one) that does not name the peer: its removal was committed.
+    fn take_probe(self: &Rc<Self>, core: &Rc<Core>, from: NodeId, body: &[u8]) {
+        let Some((range, rest)) = body.split_first_chunk::<4>() else { return };
+        let Some(from_core) = rest.first_chunk::<4>() else { return };
+        let (range, from_core) = (RangeId::from_le_bytes(*range), u32::from_le_bytes(*from_core));
+        let Some(cs) = self.replicas.borrow().membership(range) else { return };
+        let named = cs.voters.iter().chain(&cs.voters_outgoing).chain(&cs.learners).any(|n| *n == from);
+        if named || !cs.voters_outgoing.is_empty() {
+            return;
+        }
+        let mut frame = Vec::new();
+        wire::encode_special(wire::GONE_RANGE, &range.to_le_bytes(), &mut frame);
+        let link = self.link(core, from, from_core as usize);
+        self.enqueue(&link, frame, Tag::None);
+    }
+
+    /// Whether this core serves `range` from its own store: it holds a replica and the
+    /// membership places the range on this node. A replica of a range that moved elsewhere
+    /// stays until it learns it was removed (`Apply::Membership`, or a peer's word: `probe`),
+    /// taking no part in reads meanwhile: it hears no more of the range's writes.
+    fn serves(&self, range: RangeId) -> bool {
+        self.holds(range) && self.cluster().target(range).contains(&self.cluster().this)
+    }
+
+    /// Slices that see only the ranges this core serves, when its store holds rows of a range
+    /// it is leaving; None when what the store holds is all served.
+    fn served_only(&self, core: &Core) -> Option<crate::shard::ops::Sliced> {
+        let ranges = self.core_ranges(core);
+        if ranges.iter().all(|r| self.serves(*r) || !self.holds(*r)) {
+            return None;
+        }
+        let map = self.cluster().map.clone();
+        Some(crate::shard::ops::Sliced::within(
+            ranges.into_iter().filter(|r| self.serves(*r)).map(|r| map.tokens(r)).collect(),
+        ))
     }
 
     /// The ranges whose rows this core's store holds.
@@ -1027,10 +1119,11 @@ impl NodeCore {
     /// them (`run_remote`); the counts add up, and one part's unknown outcome is the whole's.
     async fn delete_range(self: &Rc<Self>, core: &Rc<Core>, op: ShardOp, now_ms: u64) -> ShardReply {
         let (here, remote) = self.split(core, op.clone());
-        let held: Vec<RangeId> = self.core_ranges(core).into_iter().filter(|r| self.holds(*r)).collect();
+        let served: Vec<RangeId> = self.core_ranges(core).into_iter().filter(|r| self.serves(*r)).collect();
         let mut parts = Vec::new();
         if let Some(op) = here {
-            parts.push(self.delete_in(core, op, now_ms, &held, crate::shard::ops::Sliced::default()).await);
+            let sliced = self.served_only(core).unwrap_or_default();
+            parts.push(self.delete_in(core, op, now_ms, &served, sliced).await);
         }
         parts.extend(self.run_remote(core, remote, now_ms).await);
         join(&op, parts)
@@ -1190,12 +1283,12 @@ impl NodeCore {
             Ok(m) => m,
             Err(e) => return serde_json::json!({ "error": e }),
         };
-        let (next, replaced) = match cluster.membership.change_to(&next) {
+        let (next, change) = match cluster.membership.change_to(&next) {
             Ok(c) => c,
             Err(e) => return serde_json::json!({ "error": e }),
         };
-        if replaced.is_empty() {
-            return serde_json::json!({ "adopted": false, "replaced": [] });
+        if change.is_empty() {
+            return serde_json::json!({ "adopted": false });
         }
         let built = match Cluster::build(next, &cluster.cert_pem, &cluster.key_pem) {
             Ok(c) => c,
@@ -1214,11 +1307,7 @@ impl NodeCore {
         if let Err(e) = written {
             return serde_json::json!({ "error": e });
         }
-        tracing::info!(
-            shard = self.core,
-            ?replaced,
-            "membership changed: each place's new node replaces its old one"
-        );
+        tracing::info!(shard = self.core, ?change, "membership changed");
         *self.cluster.borrow_mut() = Rc::new(built);
         // Links to nodes that left end on their next look (`run_link`), their peers' on the
         // next read (`serve_peer`).
@@ -1226,12 +1315,27 @@ impl NodeCore {
             link.kick.notify();
         }
         self.changed.notify();
-        serde_json::json!({ "adopted": true, "replaced": replaced })
+        serde_json::json!({ "adopted": true })
     }
 
-    /// Each range this core leads takes its next step towards the membership's replicas.
-    fn reconcile(&self) {
+    /// Each range this core leads takes its next step towards the membership's replicas; and
+    /// a range the membership places on this core that has no replica here gets one.
+    fn reconcile(&self, core: &Core) {
         let cluster = self.cluster();
+        for r in cluster.ranges_of_core(self.core, core.shards) {
+            if !self.holds(r) {
+                match self.replicas.borrow_mut().add(r, cluster.new_log(r)) {
+                    Ok(()) => tracing::info!(
+                        shard = self.core,
+                        range = r,
+                        "replica made: the membership places the range here"
+                    ),
+                    Err(e) => {
+                        tracing::warn!(shard = self.core, range = r, error = %e, "cannot make a replica")
+                    }
+                }
+            }
+        }
         let mut replicas = self.replicas.borrow_mut();
         let led: Vec<RangeId> =
             replicas.status().into_iter().filter(|s| s.is_leader).map(|s| s.range).collect();
@@ -1342,6 +1446,16 @@ fn dump_rows(store: &Store, map: &RangeMap, range: RangeId, now_ms: u64) -> Vec<
 
 /// `range`'s rows in `store` become those of `rows` (the snapshot file format); checked whole
 /// first, so that damaged rows change nothing. The number of rows.
+/// Every row of `range` out of `store`.
+fn clear_rows(store: &mut Store, map: &RangeMap, range: RangeId, now_ms: u64) -> usize {
+    let mut old = Vec::new();
+    each_row_of(store, map, range, now_ms, |e| old.push(e.key.to_vec()));
+    for key in &old {
+        store.delete(key, now_ms);
+    }
+    old.len()
+}
+
 fn replace_rows(
     store: &mut Store,
     map: &RangeMap,
@@ -1353,11 +1467,7 @@ fn replace_rows(
     if let Some(m) = new.iter().find(|m| map.range_of_key(m.key()) != range) {
         return Err(format!("a row of range {} among them", map.range_of_key(m.key())));
     }
-    let mut old = Vec::new();
-    each_row_of(store, map, range, now_ms, |e| old.push(e.key.to_vec()));
-    for key in old {
-        store.delete(&key, now_ms);
-    }
+    clear_rows(store, map, range, now_ms);
     let n = new.len();
     for m in new {
         replay(store, m, now_ms);
@@ -1384,6 +1494,22 @@ fn by_range<T>(
 /// One write's reply from its ranges' outcomes (`idx`: each part's rows' places in the whole).
 /// A write that some ranges applied and others did not, or may not have, is OUTCOME_UNKNOWN
 /// as a whole: each range's part is atomic, the parts are not (docs/cluster.md).
+/// A Scan or Count through `sliced` (which may see only some ranges' keys), a slice at a time.
+async fn read_sliced(
+    core: &Core,
+    op: &ShardOp,
+    now_ms: u64,
+    mut sliced: crate::shard::ops::Sliced,
+) -> ShardReply {
+    loop {
+        let step = sliced.read_step(op, &core.store.borrow(), now_ms, SLICE_ENTRIES);
+        if let Some(r) = step {
+            return r;
+        }
+        runtime::yield_now().await;
+    }
+}
+
 /// The parts of `op` served by different cores or nodes, as one reply: the first refusal if
 /// any part was refused (an unknown outcome before it, for a range DELETE some of whose parts
 /// applied), else the rows put in order (and cut to a Scan's limit), the counts added up.
@@ -1491,7 +1617,11 @@ async fn tick_loop(core: Rc<Core>, node: Rc<NodeCore>) {
     while !core.shutdown.is_fired() {
         let _ = race(sleep(Duration::from_millis(RAFT_TICK_MS)), core.shutdown.wait()).await;
         node.replicas.borrow_mut().tick();
-        node.reconcile();
+        node.reconcile(&core);
+        node.ticks.set(node.ticks.get() + 1);
+        if node.ticks.get() % REPLICA_PROBE_TICKS == 0 {
+            node.probe(&core);
+        }
         node.ready_kick.notify();
         node.changed.notify();
     }
@@ -1503,6 +1633,12 @@ async fn ready_loop(core: Rc<Core>, node: Rc<NodeCore>, wal: Rc<Wal>) {
         if core.shutdown.is_fired() {
             return;
         }
+        let gone: Vec<RangeId> = std::mem::take(&mut *node.gone.borrow_mut());
+        let gone: Vec<RangeId> = gone.into_iter().filter(|r| node.holds(*r) && !node.serves(*r)).collect();
+        for r in &gone {
+            node.drop_replica(&core, *r, "a node of the range says its membership names this node no more");
+        }
+        log_dropped(&wal, &gone);
         node.ask_reads();
         node.propose_batches(&core);
         node.offer_snapshots(&core);
@@ -1525,8 +1661,16 @@ fn run_batch(core: &Rc<Core>, node: &Rc<NodeCore>, wal: &Wal, batch: Batch) -> R
     for env in send {
         node.send(core, env);
     }
+    // Ranges this core left in this cycle: nothing more of them is applied or written.
+    let mut dropped: Vec<RangeId> = Vec::new();
     for a in applies {
         match a {
+            Apply::Entry { range, proposal, .. } if dropped.contains(&range) => {
+                if let Some(id) = proposal {
+                    node.settle(core, id, Outcome::Unknown);
+                }
+            }
+            Apply::Snapshot { range, .. } if dropped.contains(&range) => {}
             Apply::Entry { range, index, data, proposal, .. } => {
                 // A new leader's first entry is empty: it commits the entries of earlier terms.
                 let mut replies = Vec::new();
@@ -1559,9 +1703,24 @@ fn run_batch(core: &Rc<Core>, node: &Rc<NodeCore>, wal: &Wal, batch: Batch) -> R
                 .map_err(|e| format!("range {range}: the snapshot at index {index}: {e}"))?;
                 tracing::info!(shard = core.id, range, index, rows = n, "snapshot installed from the leader");
             }
-            Apply::Membership { range, index, voters, learners } => {
-                tracing::info!(shard = core.id, range, index, ?voters, ?learners, "range membership applied");
+            Apply::Membership { range, index, voters, voters_outgoing, learners } => {
+                tracing::info!(
+                    shard = core.id,
+                    range,
+                    index,
+                    ?voters,
+                    ?voters_outgoing,
+                    ?learners,
+                    "range membership applied"
+                );
                 let cluster = node.cluster();
+                let this = cluster.this;
+                let named = voters.iter().chain(&voters_outgoing).chain(&learners).any(|n| *n == this);
+                if !named && !cluster.target(range).contains(&this) {
+                    node.drop_replica(core, range, "its membership names this node no more");
+                    dropped.push(range);
+                    continue;
+                }
                 let newest = cluster.membership.members.iter().map(|m| m.id).max().unwrap_or(0);
                 if let Some(n) = voters.iter().chain(&learners).find(|n| **n > newest) {
                     // Ids only grow, so a node above every id this node knows came in by a
@@ -1593,7 +1752,7 @@ fn run_batch(core: &Rc<Core>, node: &Rc<NodeCore>, wal: &Wal, batch: Batch) -> R
     }
     node.changed.notify();
     let mut group = None;
-    for (range, w) in &writes {
+    for (range, w) in writes.iter().filter(|(r, _)| !dropped.contains(r)) {
         for payload in encode_records(*range, w, WAL_RECORD_BYTES_MAX)? {
             let ((), g, appended) = wal.log(|redo, _undo| redo.extend_from_slice(&payload));
             if appended {
@@ -1601,12 +1760,28 @@ fn run_batch(core: &Rc<Core>, node: &Rc<NodeCore>, wal: &Wal, batch: Batch) -> R
             }
         }
     }
+    if let Some(g) = log_dropped(wal, &dropped) {
+        group = Some(g);
+    }
     // Appended records settle in order, so the cycle waits for its last group only; a cycle
     // whose promises need no sync (a new commit index alone) still waits its turn.
     let _ = must_sync;
     node.persisting.borrow_mut().push_back((number, group));
     node.persist_kick.notify();
     Ok(())
+}
+
+/// The log's word that this core dropped `ranges` (`encode_dropped`): the group to wait for.
+fn log_dropped(wal: &Wal, ranges: &[RangeId]) -> Option<Rc<Group>> {
+    let mut group = None;
+    for range in ranges {
+        let payload = encode_dropped(*range);
+        let ((), g, appended) = wal.log(|redo, _undo| redo.extend_from_slice(&payload));
+        if appended {
+            group = Some(g);
+        }
+    }
+    group
 }
 
 /// Hand each cycle back to Raft, in order, once what it wrote is durable: the votes and append
@@ -1884,6 +2059,17 @@ async fn serve_peer(core: &Rc<Core>, node: &Rc<NodeCore>, tcp: TcpStream) -> Str
                     used += n;
                     node.take_request(core, peer, &body);
                 }
+                Ok(Some((Frame::Probe(body), n))) => {
+                    used += n;
+                    node.take_probe(core, peer, &body);
+                }
+                Ok(Some((Frame::Gone(body), n))) => {
+                    used += n;
+                    if let Some(range) = body.first_chunk::<4>() {
+                        node.gone.borrow_mut().push(RangeId::from_le_bytes(*range));
+                        node.ready_kick.notify();
+                    }
+                }
                 Ok(Some((Frame::SnapshotRows(body), n))) => {
                     used += n;
                     if let Err(e) = assembly.add(&body, RAFT_SNAPSHOT_BYTES_MAX) {
@@ -2059,7 +2245,7 @@ pub fn change(data_dir: &Path, text: &str, file: &Path) -> Result<String, String
     let current =
         std::fs::read_to_string(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let current = Membership::parse(&current).map_err(|e| format!("{}: {e}", path.display()))?;
-    let (next, replaced) = current.change_to(&Membership::parse(text)?)?;
+    let (next, change) = current.change_to(&Membership::parse(text)?)?;
     let shared = Membership { this: None, ..next.clone() }.render();
     let mut request = ADOPT.to_vec();
     request.extend_from_slice(shared.as_bytes());
@@ -2091,8 +2277,20 @@ pub fn change(data_dir: &Path, text: &str, file: &Path) -> Result<String, String
     if refused {
         return Err(out);
     }
-    for (old, new) in &replaced {
+    for (old, new) in &change.replaced {
         let _ = writeln!(out, "node {new} takes node {old}'s place");
+    }
+    for new in &change.added {
+        let _ = writeln!(out, "node {new} joins in a new place");
+    }
+    for old in &change.removed {
+        let _ = writeln!(out, "node {old} leaves, and its place with it");
+    }
+    // The file as the cluster has it now (its origin and highest id too): what a new node is
+    // initialised with, so that it places the ranges as the others do.
+    if text != shared {
+        std::fs::write(file, &shared).map_err(|e| format!("cannot write {}: {e}", file.display()))?;
+        let _ = writeln!(out, "{} now holds the membership as the nodes have it", file.display());
     }
     if unreachable {
         let _ = writeln!(
