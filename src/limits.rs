@@ -390,3 +390,9 @@ pub const FORWARDED_READ_BYTES_MAX: usize = 4 << 20;
 /// elsewhere (RAFT_TICK_MS each: once a second): a removed replica learns it was removed
 /// within about this, without a probe per tick for every such range.
 pub const REPLICA_PROBE_TICKS: u64 = 10;
+
+/// How long a node waits for the answer to a request another node runs for it (a read or a
+/// range DELETE of ranges it holds no replica of) before it gives up (unavailable; unknown for
+/// a DELETE). The serving node always answers, and a lost connection fails the request at once:
+/// this bounds only an answer dropped on a full link, and lets a long DELETE finish.
+pub const FORWARDED_REQUEST_TIMEOUT_MS: u64 = 60_000;

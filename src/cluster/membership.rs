@@ -308,10 +308,14 @@ impl Membership {
                         m.id
                     ));
                 }
-                if m.slot != m.id && m.slot != old.slot {
-                    return Err(format!("node {} already holds place {}", m.id, old.slot));
+                if m.slot != old.slot {
+                    // Its line as the cluster has it: a new node initialised with this file must
+                    // place the ranges as the others do.
+                    return Err(format!(
+                        "node {} holds place {}: its line says replaces={} (as the cluster file of any node shows)",
+                        m.id, old.slot, old.slot
+                    ));
                 }
-                m.slot = old.slot;
                 continue;
             }
             if m.id <= highest {
@@ -454,6 +458,9 @@ mod tests {
         assert!(next.render().contains("replaces=3"));
         // Again: nothing to do.
         assert_eq!(next.change_to(&next).unwrap(), (next.clone(), Change::default()));
+        // Node 4's line without the place it holds: refused, not guessed.
+        let bare = Membership::parse(&next.render().replace(" replaces=3", "")).unwrap();
+        assert!(next.change_to(&bare).unwrap_err().contains("replaces=3"));
         // Node 5 replaces node 4: the place is 3's.
         let line = format!("node 5 127.0.0.1:7551 cores=2 {} replaces=3\n", fp(5));
         let (later, change) = next.change_to(&replace(&next, 4, &line)).unwrap();

@@ -23,10 +23,10 @@ use crate::cluster::{NodeId, RangeId};
 use crate::durability::{apply::replay, read_snapshot, FileId, FileKind, SnapshotEncoder};
 use crate::limits::{
     CLUSTER_BATCH_BYTES_MAX, CLUSTER_FORWARDS_IN_FLIGHT_MAX, CLUSTER_INIT_PROBE_MS,
-    CLUSTER_REQUEST_TIMEOUT_MS, FORWARDED_READ_BYTES_MAX, HANDSHAKE_TIMEOUT_MS, LEADER_HANDOVER_MS,
-    LEARNER_CAUGHT_UP_ENTRIES, PEER_CONNECTIONS_MAX, PEER_QUEUE_BYTES_MAX, PEER_RECONNECT_MS,
-    RAFT_SNAPSHOT_BYTES_MAX, RAFT_TICK_MS, REPLICA_PROBE_TICKS, SLICE_ENTRIES, SLICE_WRITES,
-    SNAPSHOT_PIECE_BYTES, WAL_RECORD_BYTES_MAX,
+    CLUSTER_REQUEST_TIMEOUT_MS, FORWARDED_READ_BYTES_MAX, FORWARDED_REQUEST_TIMEOUT_MS, HANDSHAKE_TIMEOUT_MS,
+    LEADER_HANDOVER_MS, LEARNER_CAUGHT_UP_ENTRIES, PEER_CONNECTIONS_MAX, PEER_QUEUE_BYTES_MAX,
+    PEER_RECONNECT_MS, RAFT_MESSAGE_BYTES_MAX, RAFT_SNAPSHOT_BYTES_MAX, RAFT_TICK_MS, REPLICA_PROBE_TICKS,
+    SLICE_ENTRIES, SLICE_WRITES, SNAPSHOT_PIECE_BYTES, WAL_RECORD_BYTES_MAX,
 };
 use crate::shard::{apply, NoLog, ShardOp, ShardReply};
 use crate::store::{KeyRange, Store};
@@ -217,6 +217,9 @@ struct Link {
     up: Cell<bool>,
     /// The last attempt to connect failed: the peer is down or cut off.
     down: Cell<bool>,
+    /// Forwarded requests written on the current connection (ids, some answered since): when
+    /// it breaks, those not answered yet may never be, and are told so at once.
+    sent: RefCell<Vec<u64>>,
 }
 
 /// One range's part of a write once sent: where its outcome lands (and, forwarded, its forward id
@@ -286,6 +289,10 @@ pub struct NodeCore {
     /// Ranges a peer said this core's replica was removed from, to drop in the next cycle.
     gone: RefCell<Vec<RangeId>>,
     ticks: Cell<u64>,
+    /// Requests other nodes have this core run, under way.
+    serving: Cell<usize>,
+    /// A membership change being adopted (its file being written): one at a time.
+    adopting: Cell<bool>,
 }
 
 impl NodeCore {
@@ -322,6 +329,8 @@ impl NodeCore {
             next_forward: Cell::new(1),
             gone: RefCell::new(Vec::new()),
             ticks: Cell::new(0),
+            serving: Cell::new(0),
+            adopting: Cell::new(false),
         })
     }
 
@@ -343,7 +352,10 @@ impl NodeCore {
 
     /// Queue a frame on a link; false (dropped) when it holds PEER_QUEUE_BYTES_MAX already.
     fn enqueue(&self, link: &Link, frame: Vec<u8>, tag: Tag) -> bool {
-        if link.queued_bytes.get() + frame.len() > PEER_QUEUE_BYTES_MAX {
+        // A frame the peer would refuse as too long (and close the connection over) is not sent.
+        if link.queued_bytes.get() + frame.len() > PEER_QUEUE_BYTES_MAX
+            || frame.len() > 4 + RAFT_MESSAGE_BYTES_MAX
+        {
             link.dropped.set(link.dropped.get() + 1);
             return false;
         }
@@ -422,6 +434,18 @@ impl NodeCore {
     fn answer_forward(self: &Rc<Self>, core: &Rc<Core>, node: NodeId, from_core: u32, id: u64, o: &Outcome) {
         let mut body = Vec::new();
         encode_outcome(id, o, &mut body);
+        if body.len() > FORWARDED_READ_BYTES_MAX {
+            // One frame carries it: rows too many for that are refused as a result over
+            // max_payload is; a write's RETURNING rows, applied, cannot be told.
+            let o = match o {
+                Outcome::Applied(ShardReply::Rows(_) | ShardReply::Entry(_)) => {
+                    Outcome::Applied(ShardReply::TooLarge)
+                }
+                _ => Outcome::Unknown,
+            };
+            body.clear();
+            encode_outcome(id, &o, &mut body);
+        }
         let mut frame = Vec::new();
         wire::encode_special(wire::OUTCOME_RANGE, &body, &mut frame);
         let link = self.link(core, node, from_core as usize);
@@ -608,11 +632,7 @@ impl NodeCore {
             let woken = self.changed.current();
             let leader = self.replicas.borrow().leader(range);
             match leader {
-                None => {
-                    return Err(format!(
-                        "this node holds no replica of range {range}, and requests are forwarded only from replicas (docs/cluster.md)"
-                    ))
-                }
+                None => return Err(format!("this core holds no replica of range {range}")),
                 Some(Some(l)) if l == self.cluster().this || !self.unreachable(l, range) => return Ok(l),
                 Some(_) => {}
             }
@@ -666,13 +686,15 @@ impl NodeCore {
                     ))),
                 }
             }
-            Err(ProposeError::NotLeader { .. }) => {
-                done(Outcome::NotApplied(format!("range {range} has no leader now (an election is under way)")))
-            }
-            Err(ProposeError::UnknownRange(_)) => done(Outcome::NotApplied(format!(
-                "this node holds no replica of range {range}, and writes are forwarded only from replicas (docs/cluster.md)"
+            Err(ProposeError::NotLeader { .. }) => done(Outcome::NotApplied(format!(
+                "range {range} has no leader now (an election is under way)"
             ))),
-            Err(ProposeError::Refused(why)) => done(Outcome::NotApplied(format!("range {range}'s leader refused it: {why}"))),
+            Err(ProposeError::UnknownRange(_)) => {
+                done(Outcome::NotApplied(format!("this core holds no replica of range {range}")))
+            }
+            Err(ProposeError::Refused(why)) => {
+                done(Outcome::NotApplied(format!("range {range}'s leader refused it: {why}")))
+            }
         }
     }
 
@@ -764,6 +786,12 @@ impl NodeCore {
         Some((id, slot))
     }
 
+    /// Whether `from_core` is a core node `from` has: what a peer's frame names to be answered
+    /// on (a link per core), never trusted blindly.
+    fn peer_core_ok(&self, from: NodeId, from_core: u32) -> bool {
+        self.cluster().membership.member(from).is_some_and(|m| (from_core as usize) < m.cores)
+    }
+
     /// Whether this core drives a replica of `range`.
     fn holds(&self, range: RangeId) -> bool {
         self.replicas.borrow().leader(range).is_some()
@@ -787,7 +815,7 @@ impl NodeCore {
         parts: Vec<(Vec<RangeId>, ShardOp)>,
         now_ms: u64,
     ) -> Vec<ShardReply> {
-        let deadline_ms = runtime::now_ms() + CLUSTER_REQUEST_TIMEOUT_MS;
+        let deadline_ms = runtime::now_ms() + FORWARDED_REQUEST_TIMEOUT_MS;
         let mut sent = Vec::with_capacity(parts.len());
         for (ranges, mut op) in parts {
             if let ShardOp::Scan { bytes_max, .. } | ShardOp::MultiGet { bytes_max, .. } = &mut op {
@@ -834,9 +862,9 @@ impl NodeCore {
                             Outcome::Applied(reply) => reply,
                             Outcome::NotApplied(why) => ShardReply::Unavailable(why),
                             Outcome::Unknown if op.is_write() => ShardReply::OutcomeUnknown,
-                            Outcome::Unknown => ShardReply::Unavailable(format!(
-                                "the node serving it did not answer within {CLUSTER_REQUEST_TIMEOUT_MS} ms"
-                            )),
+                            Outcome::Unknown => ShardReply::Unavailable(
+                                "the node serving it did not answer (its connection broke, or it was too long)".into(),
+                            ),
                         }
                     }
                 });
@@ -855,6 +883,9 @@ impl NodeCore {
         let id = u64::from_le_bytes(head[..8].try_into().expect("8 bytes"));
         let from_core = u32::from_le_bytes(head[8..12].try_into().expect("4 bytes"));
         let n = u32::from_le_bytes(head[12..16].try_into().expect("4 bytes")) as usize;
+        if !self.peer_core_ok(from, from_core) {
+            return;
+        }
         let parsed = (|| {
             let cut = n.checked_mul(4).filter(|b| *b <= rest.len()).ok_or("ranges cut short")?;
             let ranges: Vec<RangeId> = rest[..cut]
@@ -864,7 +895,7 @@ impl NodeCore {
             let (now_ms, op) = decode_request(&rest[cut..])?;
             Ok::<_, String>((ranges, now_ms, op))
         })();
-        let (ranges, now_ms, op) = match parsed {
+        let (ranges, now_ms, mut op) = match parsed {
             Ok(p) => p,
             Err(e) => return self.answer_forward(core, from, from_core, id, &Outcome::NotApplied(e)),
         };
@@ -872,9 +903,26 @@ impl NodeCore {
             let why = format!("node {} holds no replica of range {r}", self.cluster().this);
             return self.answer_forward(core, from, from_core, id, &Outcome::NotApplied(why));
         }
+        let map = self.cluster().map.clone();
+        let keys: &[Vec<u8>] = match &op {
+            ShardOp::Get { key } => std::slice::from_ref(key),
+            ShardOp::MultiGet { keys, .. } => keys,
+            _ => &[],
+        };
+        if keys.iter().any(|k| !ranges.contains(&map.range_of_key(k))) {
+            let why = "a key outside the ranges the request names".to_string();
+            return self.answer_forward(core, from, from_core, id, &Outcome::NotApplied(why));
+        }
+        if let ShardOp::Scan { bytes_max, .. } | ShardOp::MultiGet { bytes_max, .. } = &mut op {
+            *bytes_max = (*bytes_max).min(FORWARDED_READ_BYTES_MAX);
+        }
+        if self.serving.get() >= CLUSTER_FORWARDS_IN_FLIGHT_MAX {
+            let why = format!("node {} is serving too many requests for other nodes", self.cluster().this);
+            return self.answer_forward(core, from, from_core, id, &Outcome::NotApplied(why));
+        }
+        self.serving.set(self.serving.get() + 1);
         let (node, core) = (self.clone(), core.clone());
         runtime::spawn(async move {
-            let map = node.cluster().map.clone();
             let within =
                 || crate::shard::ops::Sliced::within(ranges.iter().map(|r| map.tokens(*r)).collect());
             let reply = match op {
@@ -889,6 +937,7 @@ impl NodeCore {
                     },
                 },
             };
+            node.serving.set(node.serving.get() - 1);
             node.answer_forward(&core, from, from_core, id, &Outcome::Applied(reply));
         });
     }
@@ -909,6 +958,9 @@ impl NodeCore {
         let id = u64::from_le_bytes(head[..8].try_into().expect("8 bytes"));
         let from_core = u32::from_le_bytes(head[8..12].try_into().expect("4 bytes"));
         let range = RangeId::from_le_bytes(head[12..16].try_into().expect("4 bytes"));
+        if !self.peer_core_ok(from, from_core) {
+            return;
+        }
         if let Err(e) = decode_entry(entry) {
             return self.answer_forward(core, from, from_core, id, &Outcome::NotApplied(e));
         }
@@ -923,8 +975,9 @@ impl NodeCore {
                 self.ready_kick.notify();
             }
             // Not the leader (any more): taken on to the one this node knows, as its own write
-            // would be (a node with no replica of the range sent it to any of its nodes).
-            Err(ProposeError::NotLeader { .. }) => {
+            // would be (a node with no replica of the range sent it to any of its nodes); with
+            // no leader known here, refused at once (the sender tells its client to retry).
+            Err(ProposeError::NotLeader { leader: Some(l) }) if l != self.cluster().this => {
                 let (node, core, entry) = (self.clone(), core.clone(), entry.to_vec());
                 runtime::spawn(async move {
                     let part = node.begin_range(&core, range, entry).await;
@@ -1071,6 +1124,9 @@ impl NodeCore {
         let Some((range, rest)) = body.split_first_chunk::<4>() else { return };
         let Some(from_core) = rest.first_chunk::<4>() else { return };
         let (range, from_core) = (RangeId::from_le_bytes(*range), u32::from_le_bytes(*from_core));
+        if !self.peer_core_ok(from, from_core) {
+            return;
+        }
         let Some(cs) = self.replicas.borrow().membership(range) else { return };
         let named = cs.voters.iter().chain(&cs.voters_outgoing).chain(&cs.learners).any(|n| *n == from);
         if named || !cs.voters_outgoing.is_empty() {
@@ -1278,6 +1334,15 @@ impl NodeCore {
     /// on this core reconcile their replicas with it (`reconcile`). Each core of a node is
     /// asked (each has its own peer port), and each writes the same file.
     async fn adopt(&self, core: &Core, text: &str) -> serde_json::Value {
+        if self.adopting.replace(true) {
+            return serde_json::json!({ "error": "another membership change is being adopted here: run it again" });
+        }
+        let answer = self.adopt_one(core, text).await;
+        self.adopting.set(false);
+        answer
+    }
+
+    async fn adopt_one(&self, core: &Core, text: &str) -> serde_json::Value {
         let cluster = self.cluster();
         let next = match Membership::parse(text) {
             Ok(m) => m,
@@ -1337,8 +1402,19 @@ impl NodeCore {
             }
         }
         let mut replicas = self.replicas.borrow_mut();
-        let led: Vec<RangeId> =
-            replicas.status().into_iter().filter(|s| s.is_leader).map(|s| s.range).collect();
+        let newest = cluster.membership.highest_id;
+        let led: Vec<RangeId> = replicas
+            .status()
+            .into_iter()
+            // A range whose membership names a node above every id this node knows took in a
+            // node by a change this node missed: reconciling it to this node's older file would
+            // undo that change (`cluster change` again brings this node up to date).
+            .filter(|s| {
+                s.is_leader
+                    && s.voters.iter().chain(&s.voters_outgoing).chain(&s.learners).all(|n| *n <= newest)
+            })
+            .map(|s| s.range)
+            .collect();
         for range in led {
             if let Some(step) = replicas.reconcile(range, &cluster.target(range), LEARNER_CAUGHT_UP_ENTRIES) {
                 tracing::info!(shard = self.core, range, step, "membership");
@@ -1491,9 +1567,6 @@ fn by_range<T>(
     by.into_iter().map(|(range, (idx, items))| (range, idx, items))
 }
 
-/// One write's reply from its ranges' outcomes (`idx`: each part's rows' places in the whole).
-/// A write that some ranges applied and others did not, or may not have, is OUTCOME_UNKNOWN
-/// as a whole: each range's part is atomic, the parts are not (docs/cluster.md).
 /// A Scan or Count through `sliced` (which may see only some ranges' keys), a slice at a time.
 async fn read_sliced(
     core: &Core,
@@ -1552,6 +1625,9 @@ fn join(op: &ShardOp, parts: Vec<ShardReply>) -> ShardReply {
     }
 }
 
+/// One write's reply from its ranges' outcomes (`idx`: each part's rows' places in the whole).
+/// A write that some ranges applied and others did not, or may not have, is OUTCOME_UNKNOWN
+/// as a whole: each range's part is atomic, the parts are not (docs/cluster.md).
 fn combine(parts: Vec<(Vec<usize>, Outcome)>) -> ShardReply {
     let (mut affected, mut rows, mut returned) = (0, Vec::new(), false);
     let (mut unknown, mut not_applied, mut applied) = (false, None, false);
@@ -1860,6 +1936,11 @@ async fn run_link(core: Rc<Core>, node: Rc<NodeCore>, (to, peer_core): (NodeId, 
                 node.changed.notify();
                 let why = drain_link(&core, &node, &link, &mut t, to).await;
                 link.up.set(false);
+                for id in std::mem::take(&mut *link.sent.borrow_mut()) {
+                    if let Some(slot) = node.forwards.borrow_mut().remove(&id) {
+                        slot.put(Outcome::Unknown);
+                    }
+                }
                 tracing::info!(shard = core.id, node = to, core = peer_core, why, "link to peer down");
                 t.close().await;
             }
@@ -1912,10 +1993,14 @@ async fn drain_link(
             return "the node left the membership";
         }
         let mut snapshots = Vec::new();
+        let mut forwards = Vec::new();
         {
             let mut q = link.queue.borrow_mut();
-            while let Some((frame, _)) = q.pop_front() {
+            while let Some((frame, tag)) = q.pop_front() {
                 out.extend_from_slice(&frame);
+                if let Tag::Forward(id) = tag {
+                    forwards.push(id);
+                }
             }
         }
         link.queued_bytes.set(0);
@@ -1947,6 +2032,15 @@ async fn drain_link(
         }
         let ok = t.write_all(&out).await.is_ok();
         out.clear();
+        {
+            let mut sent = link.sent.borrow_mut();
+            sent.extend(forwards);
+            // Answered ones go now and then, so the list stays the size of what is in flight.
+            if sent.len() > 64 && sent.len() > 2 * node.forwards.borrow().len() {
+                let waiting = node.forwards.borrow();
+                sent.retain(|id| waiting.contains_key(id));
+            }
+        }
         for (range, to) in snapshots {
             node.replicas.borrow_mut().report_snapshot(range, to, ok);
         }
