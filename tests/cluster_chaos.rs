@@ -2,8 +2,9 @@
 //! injected in turn while six clients write and read registers through the nodes: the busiest
 //! leader killed (SIGKILL) and restarted, paused (SIGSTOP) and resumed, cut off by its link going
 //! down and healed, a follower cut off and healed, a node killed with its data directory deleted
-//! and a new node (new key and id) put in its place, and netem delay and loss when the kernel has
-//! netem. The clients' history must be linearizable (`velocity::linearizability::check`).
+//! and a new node (new key and id) put in its place, and delay and loss on every node-to-node link
+//! (netem when the kernel has it; else the userspace proxy every such link goes through: `Impair`).
+//! The clients' history must be linearizable (`velocity::linearizability::check`).
 //!
 //! Needs root and `ip netns`: ignored by `cargo test`; `scripts/cluster-chaos.sh` runs it, or
 //! says it skipped.
@@ -11,10 +12,11 @@
 mod common;
 
 use common::*;
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use velocity::linearizability::{self, Operation};
@@ -42,6 +44,93 @@ struct Net {
     nodes: Vec<Option<Child>>,
     /// Each namespace's node's id (a node replaced in place has a new one).
     ids: Vec<u64>,
+    /// What the proxies in front of the nodes' peer ports do to what they carry.
+    impair: Arc<Impair>,
+}
+
+/// Delay and loss for the node-to-node links, without netem (this kernel has none): every
+/// link goes through a proxy in the root namespace (the cluster file names it; each node takes
+/// its peers' connections from it with --peer-listen), which holds each chunk it reads for
+/// `delay_ms` ± `jitter_ms` and, `loss_per_mille` of the time, `stall_ms` more — what a lost
+/// segment costs a TCP stream, its retransmission — keeping the stream's order.
+#[derive(Default)]
+struct Impair {
+    delay_ms: AtomicU64,
+    jitter_ms: AtomicU64,
+    loss_per_mille: AtomicU64,
+    stall_ms: AtomicU64,
+    stalls: AtomicU64,
+}
+
+/// Carry one direction of a proxied connection through `impair`.
+fn pump(mut from: TcpStream, to: TcpStream, impair: Arc<Impair>, seed: u64) {
+    let (tx, rx) = std::sync::mpsc::channel::<(Instant, Vec<u8>)>();
+    let mut writer_to = to.try_clone().unwrap();
+    let writer = std::thread::spawn(move || {
+        for (due, chunk) in rx {
+            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+            if writer_to.write_all(&chunk).is_err() {
+                break;
+            }
+        }
+        let _ = writer_to.shutdown(std::net::Shutdown::Write);
+    });
+    let mut rng = seed | 1;
+    let mut next = |n: u64| {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        if n == 0 {
+            0
+        } else {
+            rng % n
+        }
+    };
+    let mut last = Instant::now();
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        let (delay, jitter) =
+            (impair.delay_ms.load(Ordering::Relaxed), impair.jitter_ms.load(Ordering::Relaxed));
+        let mut ms = (delay + next(2 * jitter + 1)).saturating_sub(jitter);
+        if next(1000) < impair.loss_per_mille.load(Ordering::Relaxed) {
+            ms += impair.stall_ms.load(Ordering::Relaxed);
+            impair.stalls.fetch_add(1, Ordering::Relaxed);
+        }
+        // In order, as TCP delivers: never before the chunk read ahead of it.
+        last = last.max(Instant::now() + Duration::from_millis(ms));
+        if tx.send((last, buf[..n].to_vec())).is_err() {
+            break;
+        }
+    }
+    drop(tx);
+    let _ = writer.join();
+    let _ = to.shutdown(std::net::Shutdown::Write);
+}
+
+/// A proxy from `listen` to `target`, in threads that live as long as the test.
+fn proxy(listen: SocketAddr, target: SocketAddr, impair: Arc<Impair>) {
+    let l = std::net::TcpListener::bind(listen).unwrap_or_else(|e| panic!("proxy at {listen}: {e}"));
+    std::thread::spawn(move || {
+        for (n, client) in l.incoming().enumerate() {
+            let Ok(client) = client else { continue };
+            let impair = impair.clone();
+            std::thread::spawn(move || {
+                let Ok(server) = TcpStream::connect_timeout(&target, Duration::from_secs(1)) else { return };
+                let _ = (client.set_nodelay(true), server.set_nodelay(true));
+                let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+                let i2 = impair.clone();
+                let back = std::thread::spawn(move || pump(s2, c2, i2, n as u64 * 2 + 1));
+                pump(client, server, impair, n as u64 * 2 + 2);
+                let _ = back.join();
+            });
+        }
+    });
 }
 
 impl Net {
@@ -73,6 +162,7 @@ impl Net {
             dirs: Vec::new(),
             nodes: Vec::new(),
             ids: (1..=NODES as u64).collect(),
+            impair: Arc::default(),
         };
         let br = net.bridge();
         must(&["ip", "link", "add", &br, "type", "bridge"]);
@@ -90,8 +180,20 @@ impl Net {
         net
     }
 
+    /// The address the cluster file gives for node `i`: its proxy's, in the root namespace.
+    fn peer(&self, i: usize) -> String {
+        format!("10.89.{}.254:{}", self.subnet, 9000 + 10 * i)
+    }
+
     fn make_cluster(&mut self) {
-        let peers: Vec<String> = (0..NODES).map(|i| format!("{}:7511", self.ip(i))).collect();
+        for i in 0..NODES {
+            for core in 0..2 {
+                let listen = format!("10.89.{}.254:{}", self.subnet, 9000 + 10 * i + core).parse().unwrap();
+                let target = format!("{}:{}", self.ip(i), 7511 + core).parse().unwrap();
+                proxy(listen, target, self.impair.clone());
+            }
+        }
+        let peers: Vec<String> = (0..NODES).map(|i| self.peer(i)).collect();
         self.dirs = init_cluster("chaos", 12, 2, &peers);
         for i in 0..NODES {
             let child = self.start(i);
@@ -121,6 +223,8 @@ impl Net {
                 // run and a node back from a kill or a cut is rebuilt from snapshots.
                 "--snapshot-log-bytes",
                 "131072",
+                "--peer-listen",
+                &format!("{}:7511", self.ip(i)),
             ])
             .arg("--data-dir")
             .arg(&self.dirs[i])
@@ -254,7 +358,7 @@ fn a_cluster_under_kills_pauses_and_partitions_stays_linearizable() {
     let current = std::fs::read_to_string(net.dirs[stays].join("cluster")).unwrap();
     let new_id = NODES as u64 + 1;
     let file = dir.with_extension("cluster");
-    let peer = format!("{}:7511", net.ip(w));
+    let peer = net.peer(w);
     std::fs::write(&file, replacing(&current, net.ids[w], new_id, &peer, 2, &fp)).unwrap();
     cluster_command(&["change"], &file, &net.dirs[stays]);
     cluster_command(&["init", "--node-id", &new_id.to_string()], &file, &dir);
@@ -286,16 +390,29 @@ fn a_cluster_under_kills_pauses_and_partitions_stays_linearizable() {
     ));
     wait(2000);
 
-    // Delay and loss on every node's link, if this kernel has netem.
+    // Delay and loss on every node's link: netem if this kernel has it, else the proxies'.
     let netem: Vec<String> = (0..NODES).map(|i| net.veth(i)).collect();
     let with = netem.iter().all(|v| {
         run(&["tc", "qdisc", "add", "dev", v, "root", "netem", "delay", "20ms", "5ms", "loss", "3%"]).is_ok()
     });
     if with {
-        faults.push("netem: 20 ± 5 ms delay and 3% loss on every link for 4 s".into());
-        wait(4000);
+        faults.push("netem: 20 ± 5 ms delay and 3% loss on every link for 6 s".into());
+        wait(6000);
     } else {
-        faults.push("netem: not available in this kernel (sch_netem), skipped".into());
+        let i = &net.impair;
+        i.delay_ms.store(20, Ordering::Relaxed);
+        i.jitter_ms.store(5, Ordering::Relaxed);
+        i.stall_ms.store(200, Ordering::Relaxed);
+        i.loss_per_mille.store(30, Ordering::Relaxed);
+        wait(6000);
+        for a in [&i.delay_ms, &i.jitter_ms, &i.loss_per_mille] {
+            a.store(0, Ordering::Relaxed);
+        }
+        faults.push(format!(
+            "delay 20 ± 5 ms each way and 3% of reads stalled 200 ms more (a lost segment's retransmission; {} stalls) \
+             on every node-to-node link for 6 s, by the links' proxies: this kernel has no netem (sch_netem)",
+            i.stalls.load(Ordering::Relaxed)
+        ));
     }
     for v in &netem {
         let _ = run(&["tc", "qdisc", "del", "dev", v, "root"]);

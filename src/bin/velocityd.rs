@@ -197,6 +197,11 @@ struct ServeArgs {
     /// Log size (per shard) that triggers a snapshot, after which the log is truncated.
     #[arg(long, default_value_t = SNAPSHOT_LOG_BYTES_DEFAULT)]
     snapshot_log_bytes: u64,
+    /// A cluster node: take the peers' connections here (IP:PORT; core c on PORT + c) instead
+    /// of at the address the cluster file gives for this node, which the peers go on dialling
+    /// (a node behind a NAT, or a proxy in front of it).
+    #[arg(long)]
+    peer_listen: Option<std::net::SocketAddr>,
     /// Testing only (fault injection): pause this long before every group write to the log.
     #[arg(long, hide = true, default_value_t = 0)]
     test_write_delay_ms: u64,
@@ -733,6 +738,7 @@ fn main_inner() -> Result<(), String> {
                     .map(velocity::durability::cipher::read_key_file)
                     .transpose()?,
                 snapshot_log_bytes: s.snapshot_log_bytes,
+                peer_listen: s.peer_listen,
                 test_write_delay_ms: s.test_write_delay_ms,
             })?;
         }

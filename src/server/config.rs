@@ -53,6 +53,10 @@ pub struct Config {
     pub encryption_key: Option<[u8; crate::durability::KEY_BYTES]>,
     /// Log size that triggers a snapshot.
     pub snapshot_log_bytes: u64,
+    /// `--peer-listen`: where a cluster node takes its peers' connections (core c on the port +
+    /// c) when not at the address its cluster file gives, which the peers dial: a node behind
+    /// a NAT or a proxy. None: that address.
+    pub peer_listen: Option<std::net::SocketAddr>,
     /// Testing only: a pause before each group write to the log (0: none).
     pub test_write_delay_ms: u64,
 }

@@ -122,7 +122,19 @@ pub fn run(mut config: Config) -> Result<(), Error> {
             let me = c.membership.member(c.this).expect("load checks it");
             let mut ls = Vec::new();
             for core in 0..config.cores {
-                ls.extend(owner::bind_listeners(me.peer_addr(core), 1, lock.previous).map_err(Error::Busy)?);
+                let at = match config.peer_listen {
+                    Some(mut a) => {
+                        a.set_port(a.port().checked_add(core as u16).ok_or_else(|| {
+                            Error::Config(format!(
+                                "--peer-listen {a}: port + {} cores does not fit",
+                                config.cores
+                            ))
+                        })?);
+                        a
+                    }
+                    None => me.peer_addr(core),
+                };
+                ls.extend(owner::bind_listeners(at, 1, lock.previous).map_err(Error::Busy)?);
             }
             ls
         }
