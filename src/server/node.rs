@@ -1522,6 +1522,16 @@ fn dump_rows(store: &Store, map: &RangeMap, range: RangeId, now_ms: u64) -> Vec<
 
 /// `range`'s rows in `store` become those of `rows` (the snapshot file format); checked whole
 /// first, so that damaged rows change nothing. The number of rows.
+/// The keys a point write may change.
+fn written_keys(op: &ShardOp) -> Vec<&[u8]> {
+    match op {
+        ShardOp::Put { rows, .. } => rows.iter().map(|r| &r.key[..]).collect(),
+        ShardOp::Update { key, .. } => vec![&key[..]],
+        ShardOp::Delete { keys, .. } => keys.iter().map(|k| &k[..]).collect(),
+        _ => Vec::new(),
+    }
+}
+
 /// Every row of `range` out of `store`.
 fn clear_rows(store: &mut Store, map: &RangeMap, range: RangeId, now_ms: u64) -> usize {
     let mut old = Vec::new();
@@ -1754,7 +1764,15 @@ fn run_batch(core: &Rc<Core>, node: &Rc<NodeCore>, wal: &Wal, batch: Batch) -> R
                     let ops =
                         decode_entries(&data).map_err(|e| format!("range {range}, entry {index}: {e}"))?;
                     let mut store = core.store.borrow_mut();
+                    let mut capture = wal.capture.borrow_mut();
                     for (at_ms, op) in ops {
+                        // A snapshot copy under way must hold these keys as they were at its
+                        // checkpoint: a restart applies this entry again on top of it.
+                        if let Some(c) = capture.as_mut() {
+                            for key in written_keys(&op) {
+                                c.keep(&store, key, at_ms);
+                            }
+                        }
                         replies.push(Outcome::Applied(apply(&mut store, &op, at_ms, &mut NoLog)));
                     }
                 }

@@ -125,6 +125,9 @@ pub struct Wal {
     /// are applied in memory but not yet in the log (where a crash takes them back).
     write_delay: Duration,
     pub snapshot_bytes: Cell<u64>,
+    /// The snapshot copy under way, for writers whose replay is not idempotent (a cluster
+    /// node's Raft entries): `snapshot::Capture`.
+    pub capture: RefCell<Option<snapshot::Capture>>,
     pub last_snapshot_ms: Cell<u64>,
     pub storage_errors: Cell<u64>,
     pub snapshots: Cell<u64>,
@@ -172,6 +175,7 @@ impl Wal {
             snapshot_log_bytes: cfg.snapshot_log_bytes,
             write_delay: Duration::from_millis(cfg.test_write_delay_ms),
             snapshot_bytes: Cell::new(at.snapshot_bytes),
+            capture: RefCell::new(None),
             last_snapshot_ms: Cell::new(now_ms()),
             storage_errors: Cell::new(0),
             snapshots: Cell::new(0),
