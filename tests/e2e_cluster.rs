@@ -66,6 +66,16 @@ impl Cluster {
         c
     }
 
+    /// Every node killed (SIGKILL) at once and started again on its data, until every range has
+    /// a leader.
+    fn crash_all_and_restart(&mut self, args: &[&str]) {
+        let dirs: Vec<PathBuf> = (0..NODES).map(|i| self.nodes[i].take().unwrap().crash()).collect();
+        for (i, dir) in dirs.into_iter().enumerate() {
+            self.nodes[i] = Some(Server::start_at(dir, CORES, args, Some(self.ports[i])));
+        }
+        self.wait_for_leaders(&[0, 1, 2]);
+    }
+
     fn node(&self, i: usize) -> &Server {
         self.nodes[i].as_ref().expect("node running")
     }
@@ -343,11 +353,7 @@ fn a_node_behind_the_compacted_logs_is_rebuilt_from_snapshots_that_survive_resta
     drop(a);
 
     // Every node down at once and back: snapshots, checkpoints and the logs after them.
-    let dirs: Vec<PathBuf> = (0..NODES).map(|i| c.nodes[i].take().unwrap().crash()).collect();
-    for (i, dir) in dirs.into_iter().enumerate() {
-        c.nodes[i] = Some(Server::start_at(dir, CORES, &args, Some(c.ports[i])));
-    }
-    c.wait_for_leaders(&[0, 1, 2]);
+    c.crash_all_and_restart(&args);
     for i in 0..NODES {
         let mut b = c.client(i);
         assert_eq!(count(&mut b), written as i64, "node {}", i + 1);
@@ -392,11 +398,7 @@ fn counters_come_back_exact_from_snapshots_taken_while_they_change() {
     }
     assert!(taken(&c) > before, "no snapshot while the counters changed");
     drop(a);
-    let dirs: Vec<PathBuf> = (0..NODES).map(|n| c.nodes[n].take().unwrap().crash()).collect();
-    for (n, dir) in dirs.into_iter().enumerate() {
-        c.nodes[n] = Some(Server::start_at(dir, CORES, &args, Some(c.ports[n])));
-    }
-    c.wait_for_leaders(&[0, 1, 2]);
+    c.crash_all_and_restart(&args);
     for n in 0..NODES {
         let mut b = c.client(n);
         for k in 0..4 {
