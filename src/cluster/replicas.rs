@@ -698,6 +698,20 @@ impl Replicas {
         self.groups.get(&range).is_some_and(|r| r.installing.is_some())
     }
 
+    /// Whether `node`'s removal from `range` is committed, as only this replica can tell when
+    /// it leads the range with no membership change in flight (its applied membership is then
+    /// the newest committed one: a new leader counts its whole log as in flight until applied):
+    /// that membership names `node` nowhere and is not a joint one.
+    pub fn has_removed(&self, range: RangeId, node: NodeId) -> bool {
+        let Some(replica) = self.groups.get(&range) else { return false };
+        let raft = &replica.raw.raft;
+        if raft.state != StateRole::Leader || raft.pending_conf_index > raft.raft_log.applied {
+            return false;
+        }
+        let cs = replica.raw.store().conf_state();
+        cs.voters_outgoing.is_empty() && !cs.voters.iter().chain(&cs.learners).any(|n| *n == node)
+    }
+
     /// The range's membership as this replica knows it.
     pub fn membership(&self, range: RangeId) -> Option<ConfState> {
         self.groups.get(&range).map(|r| r.raw.raft.prs().conf().to_conf_state())
@@ -994,6 +1008,12 @@ mod tests {
                 );
             }
             assert_eq!(net.node(4).snapshots, compacted as usize);
+            // Only the leader, with no change in flight, tells node 3 its removal committed.
+            let leader = net.leader();
+            assert!(net.node(leader).replicas.has_removed(0, 3));
+            assert!(!net.node(leader).replicas.has_removed(0, 4));
+            let follower = [1, 2, 4].into_iter().find(|n| *n != leader).unwrap();
+            assert!(!net.node(follower).replicas.has_removed(0, 3));
             let all = net.node(1).rows.clone();
             assert_eq!(net.node(4).rows, all);
             // Node 4 counts now: with node 2 down too, writes commit on 1 and 4.

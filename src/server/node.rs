@@ -1107,19 +1107,24 @@ impl NodeCore {
             .filter(|s| !s.is_leader && !self.serves(s.range))
             .map(|s| s.range)
             .collect();
+        let cluster = self.cluster();
         for range in leaving {
-            let Some((to, peer_core)) = self.holder_of(range) else { continue };
-            let mut body = range.to_le_bytes().to_vec();
-            body.extend_from_slice(&(self.core as u32).to_le_bytes());
-            let mut frame = Vec::new();
-            wire::encode_special(wire::PROBE_RANGE, &body, &mut frame);
-            let link = self.link(core, to, peer_core);
-            self.enqueue(&link, frame, Tag::None);
+            // Each of the range's nodes: only its leader can tell.
+            for to in cluster.target(range) {
+                let Some(m) = cluster.membership.member(to) else { continue };
+                let mut body = range.to_le_bytes().to_vec();
+                body.extend_from_slice(&(self.core as u32).to_le_bytes());
+                let mut frame = Vec::new();
+                wire::encode_special(wire::PROBE_RANGE, &body, &mut frame);
+                let link = self.link(core, to, cluster.map.core_of(range, m.cores));
+                self.enqueue(&link, frame, Tag::None);
+            }
         }
     }
 
-    /// A peer's probe for `range`: answered "gone" when this replica applied a membership (not
-    /// a joint one) that does not name the peer: its removal was committed.
+    /// A peer's probe for `range`: answered "gone" when this replica leads the range and knows
+    /// the peer's removal committed (`Replicas::has_removed`). (Any other replica's applied
+    /// membership may be older than the peer's addition.)
     fn take_probe(self: &Rc<Self>, core: &Rc<Core>, from: NodeId, body: &[u8]) {
         let Some((range, rest)) = body.split_first_chunk::<4>() else { return };
         let Some(from_core) = rest.first_chunk::<4>() else { return };
@@ -1127,9 +1132,7 @@ impl NodeCore {
         if !self.peer_core_ok(from, from_core) {
             return;
         }
-        let Some(cs) = self.replicas.borrow().membership(range) else { return };
-        let named = cs.voters.iter().chain(&cs.voters_outgoing).chain(&cs.learners).any(|n| *n == from);
-        if named || !cs.voters_outgoing.is_empty() {
+        if !self.replicas.borrow().has_removed(range, from) {
             return;
         }
         let mut frame = Vec::new();
