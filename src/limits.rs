@@ -396,3 +396,9 @@ pub const REPLICA_PROBE_TICKS: u64 = 10;
 /// a DELETE). The serving node always answers, and a lost connection fails the request at once:
 /// this bounds only an answer dropped on a full link, and lets a long DELETE finish.
 pub const FORWARDED_REQUEST_TIMEOUT_MS: u64 = 60_000;
+
+/// How long a node waits for the answer to a read another node serves for it before it sends
+/// the read again (up to CLUSTER_REQUEST_TIMEOUT_MS in all): an answer is lost with the
+/// connection it was written on, as when this node restarted and the serving node's link to it
+/// broke under the answer; a read is safe to send twice.
+pub const FORWARDED_READ_RETRY_MS: u64 = 1_000;

@@ -491,11 +491,34 @@ fn with_more_nodes_than_replicas_every_node_serves_every_key() {
     // A range DELETE through node 1 reaches the rows of every range.
     let mut a = c.client(0);
     assert_eq!(a.execute("DELETE FROM kv WHERE key LIKE 'n3-%'").unwrap().affected, 40);
+    drop(a);
     for i in 0..4 {
         let mut b = c.client(i);
         assert_eq!(count(&mut b), 121, "node {}", i + 1);
         assert_eq!(value_of(&mut b, "n3-05"), None);
         assert_eq!(value_of(&mut b, "n2-00").as_deref(), Some(&b"w"[..]));
+    }
+    // Node 1 leaves: stopped (its leaderships handed over), then taken out; its ranges move to
+    // the others, which hold all 12 after.
+    let mut c = c;
+    let mut one = c.nodes[0].take().unwrap();
+    assert!(one.terminate().success());
+    let file = c.dirs[1].with_extension("change");
+    let current = std::fs::read_to_string(c.dirs[1].join("cluster")).unwrap();
+    let next: String = current
+        .lines()
+        .filter(|l| !l.starts_with("self ") && !l.starts_with("node 1 "))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&file, next).unwrap();
+    let said = cluster_command(&["change"], &file, &c.dirs[1]);
+    assert!(said.contains("node 1 leaves"), "{said}");
+    settled(&c, 1, &[2, 3, 4]);
+    for i in 1..4 {
+        let mut b = c.client(i);
+        assert_eq!(count(&mut b), 121, "node {}", i + 1);
+        let rs = b.execute("SELECT COUNT(*) FROM kv WHERE key LIKE 'n1-%'").unwrap();
+        assert_eq!(rs.rows[0][0], Value::Int(40), "node {}", i + 1);
     }
 }
 
@@ -521,35 +544,39 @@ fn placement(c: &Cluster, i: usize) -> (Vec<Voters>, BTreeMap<u64, usize>) {
     (leaders, held)
 }
 
+/// Until every range's leader has the replicas the places `want` give it (out of any joint
+/// membership, no learner) and each node holds its share, as node `ask` sees it.
+fn settled(c: &Cluster, ask: usize, want: &[u64]) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (leaders, held) = placement(c, ask);
+        let map = velocity::cluster::ranges::RangeMap::new(RANGES as u32, 3, want).unwrap();
+        let moved = leaders.iter().enumerate().all(|(r, (voters, outgoing, learners))| {
+            let mut w = map.replicas(r as u32);
+            w.sort_unstable();
+            *voters == serde_json::json!(w)
+                && *outgoing == serde_json::json!([])
+                && *learners == serde_json::json!([])
+        });
+        let each = RANGES * 3 / want.len();
+        if moved && want.iter().all(|n| held.get(n) == Some(&each)) && held.len() == want.len() {
+            return;
+        }
+        assert!(Instant::now() < deadline, "not placed over {want:?}: {leaders:?} {held:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// A node joins a running cluster in a place of its own: the ranges are placed over four nodes,
 /// each leader moves its replicas (a learner on the new node, then one joint change), and the
-/// nodes that lose a range drop its replica and rows; then a node leaves, and its ranges move
-/// to the others. Every node serves every row throughout, with no row counted twice.
+/// nodes that lose a range drop its replica and rows on its leader's word. Every node serves
+/// every row throughout, with no row counted twice. A change that would give a node back a
+/// range it gave up is refused.
 #[test]
-fn a_node_joins_and_another_leaves_a_running_cluster() {
+fn a_node_joins_a_running_cluster() {
     let mut c = Cluster::start();
     let keys: Vec<String> = (0..200).map(|i| format!("k{i:03}")).collect();
     write_until_ok(&mut c.client(0), &keys);
-    let settled = |c: &Cluster, ask: usize, want: &[u64]| {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let (leaders, held) = placement(c, ask);
-            let map = velocity::cluster::ranges::RangeMap::new(RANGES as u32, 3, want).unwrap();
-            let moved = leaders.iter().enumerate().all(|(r, (voters, outgoing, learners))| {
-                let mut w = map.replicas(r as u32);
-                w.sort_unstable();
-                *voters == serde_json::json!(w)
-                    && *outgoing == serde_json::json!([])
-                    && *learners == serde_json::json!([])
-            });
-            let each = RANGES * 3 / want.len();
-            if moved && want.iter().all(|n| held.get(n) == Some(&each)) && held.len() == want.len() {
-                return;
-            }
-            assert!(Instant::now() < deadline, "not placed over {want:?}: {leaders:?} {held:?}");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    };
 
     // Node 4 joins.
     let (dir, fp) = node_dir("joining");
@@ -574,9 +601,7 @@ fn a_node_joins_and_another_leaves_a_running_cluster() {
         assert_eq!(value_of(&mut b, "k123").as_deref(), Some(&b"k123"[..]), "node {}", i + 1);
     }
 
-    // Node 1 leaves: stopped (its leaderships handed over), then taken out.
-    let mut one = c.nodes[0].take().unwrap();
-    assert!(one.terminate().success());
+    // Node 1 leaving now would place back on nodes 2 and 3 ranges they gave up: refused.
     let current = std::fs::read_to_string(c.dirs[1].join("cluster")).unwrap();
     let next: String = current
         .lines()
@@ -584,21 +609,19 @@ fn a_node_joins_and_another_leaves_a_running_cluster() {
         .map(|l| format!("{l}\n"))
         .collect();
     std::fs::write(&file, next).unwrap();
-    let said = cluster_command(&["change"], &file, &c.dirs[1]);
-    assert!(said.contains("node 1 leaves"), "{said}");
-    settled(&c, 1, &[2, 3, 4]);
-    for i in 1..4 {
-        let mut b = c.client(i);
-        assert_eq!(count(&mut b), 200, "node {}", i + 1);
-        let rs = b.execute("SELECT COUNT(*) FROM kv WHERE key LIKE 'k1%'").unwrap();
-        assert_eq!(rs.rows[0][0], Value::Int(100), "node {}", i + 1);
-    }
+    let mut cmd = std::process::Command::new(bin("velocityd"));
+    cmd.args(["cluster", "change", "--cluster-file"]).arg(&file).arg("--data-dir").arg(&c.dirs[1]);
+    let (status, err) = expect_refusal(cmd);
+    assert!(
+        !status.success() && err.contains("gave up before") && err.contains("nothing was changed"),
+        "{err}"
+    );
     // Node 4 restarted: its replicas, and none of the ranges it gave up, come back.
     let dir = c.nodes[3].take().unwrap().crash();
     c.nodes[3] = Some(Server::start_at(dir, CORES, ARGS, Some(c.ports[3])));
-    c.wait_for_leaders(&[1, 2, 3]);
+    c.wait_for_leaders(&[0, 1, 2, 3]);
     assert_eq!(count(&mut c.client(3)), 200);
-    settled(&c, 3, &[2, 3, 4]);
+    settled(&c, 3, &[1, 2, 3, 4]);
 }
 
 /// The way back for a node that lost its disk: a new node (new data directory, so a new key,

@@ -550,7 +550,7 @@ pub fn rebuild_with<'a>(
             _ => {}
         }
     }
-    for range in wanted {
+    for range in wanted.into_iter().filter(|r| !dropped.contains(r)) {
         if let (std::collections::btree_map::Entry::Vacant(v), Some(log)) = (logs.entry(range), fresh(range))
         {
             v.insert(log);

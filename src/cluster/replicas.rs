@@ -576,8 +576,10 @@ impl Replicas {
         Ok(())
     }
 
-    pub fn remove(&mut self, range: RangeId) -> bool {
-        self.groups.remove(&range).is_some()
+    /// Drops this core's replica of `range`: the proposals it had no outcome for, which may or
+    /// may not be applied by the range's other replicas.
+    pub fn remove(&mut self, range: RangeId) -> Vec<ProposalId> {
+        self.groups.remove(&range).map(|r| r.proposals.into_values().collect()).unwrap_or_default()
     }
 
     /// How sending a snapshot to `to` went. The leader sends no more to a replica it is sending
@@ -938,7 +940,8 @@ mod tests {
         let mut voters = net.node(1).replicas.membership(0).unwrap().voters;
         voters.sort_unstable();
         assert_eq!(voters, vec![2, 3, 4]);
-        assert!(net.node(1).replicas.remove(0));
+        net.node(1).replicas.remove(0);
+        assert!(net.node(1).replicas.membership(0).is_none());
         net.down.insert(1);
 
         // Node 4 now counts: with node 3 down, writes commit on 2 and 4 — across a restart of

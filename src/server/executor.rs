@@ -99,7 +99,7 @@ async fn bring_up(
         None => (None, Vec::new(), Vec::new()),
         Some(c) => {
             let (logs, installed, dropped) = c.recover_logs(id, shared.config.cores, &start.raft[id])?;
-            (Some(Rc::new(super::node::NodeCore::new(c, id, logs)?)), installed, dropped)
+            (Some(Rc::new(super::node::NodeCore::new(c, id, logs, dropped.clone())?)), installed, dropped)
         }
     };
     let replicated = node.clone().map(|n| n as Rc<dyn Replicated>);

@@ -23,10 +23,11 @@ use crate::cluster::{NodeId, RangeId};
 use crate::durability::{apply::replay, read_snapshot, FileId, FileKind, SnapshotEncoder};
 use crate::limits::{
     CLUSTER_BATCH_BYTES_MAX, CLUSTER_FORWARDS_IN_FLIGHT_MAX, CLUSTER_INIT_PROBE_MS,
-    CLUSTER_REQUEST_TIMEOUT_MS, FORWARDED_READ_BYTES_MAX, FORWARDED_REQUEST_TIMEOUT_MS, HANDSHAKE_TIMEOUT_MS,
-    LEADER_HANDOVER_MS, LEARNER_CAUGHT_UP_ENTRIES, PEER_CONNECTIONS_MAX, PEER_QUEUE_BYTES_MAX,
-    PEER_RECONNECT_MS, RAFT_MESSAGE_BYTES_MAX, RAFT_SNAPSHOT_BYTES_MAX, RAFT_TICK_MS, REPLICA_PROBE_TICKS,
-    SLICE_ENTRIES, SLICE_WRITES, SNAPSHOT_PIECE_BYTES, WAL_RECORD_BYTES_MAX,
+    CLUSTER_REQUEST_TIMEOUT_MS, FORWARDED_READ_BYTES_MAX, FORWARDED_READ_RETRY_MS,
+    FORWARDED_REQUEST_TIMEOUT_MS, HANDSHAKE_TIMEOUT_MS, LEADER_HANDOVER_MS, LEARNER_CAUGHT_UP_ENTRIES,
+    PEER_CONNECTIONS_MAX, PEER_QUEUE_BYTES_MAX, PEER_RECONNECT_MS, RAFT_MESSAGE_BYTES_MAX,
+    RAFT_SNAPSHOT_BYTES_MAX, RAFT_TICK_MS, REPLICA_PROBE_TICKS, SLICE_ENTRIES, SLICE_WRITES,
+    SNAPSHOT_PIECE_BYTES, WAL_RECORD_BYTES_MAX,
 };
 use crate::shard::{apply, NoLog, ShardOp, ShardReply};
 use crate::store::{KeyRange, Store};
@@ -254,6 +255,8 @@ enum Waiter {
 
 /// A control request that carries a cluster file to adopt (`velocityd cluster change`).
 const ADOPT: &[u8] = b"adopt\n";
+/// The same, to be checked only (`NodeCore::prepare`).
+const CHECK: &[u8] = b"check\n";
 
 /// One core's part of a cluster node.
 pub struct NodeCore {
@@ -289,6 +292,10 @@ pub struct NodeCore {
     /// Ranges a peer said this core's replica was removed from, to drop in the next cycle.
     gone: RefCell<Vec<RangeId>>,
     ticks: Cell<u64>,
+    /// Ranges this core gave up (moved to other nodes): never taken back under this node's id,
+    /// which could let a replica rebuilt from the range's first membership stand, with a
+    /// stale log, in a membership its old self was in. Kept in every checkpoint.
+    gave_up: RefCell<std::collections::BTreeSet<RangeId>>,
     /// Requests other nodes have this core run, under way.
     serving: Cell<usize>,
     /// A membership change being adopted (its file being written): one at a time.
@@ -296,7 +303,12 @@ pub struct NodeCore {
 }
 
 impl NodeCore {
-    pub fn new(cluster: &Cluster, core: usize, logs: Vec<(RangeId, GroupLog)>) -> Result<NodeCore, String> {
+    pub fn new(
+        cluster: &Cluster,
+        core: usize,
+        logs: Vec<(RangeId, GroupLog)>,
+        gave_up: Vec<RangeId>,
+    ) -> Result<NodeCore, String> {
         let fresh: Vec<RangeId> = logs
             .iter()
             .filter(|(_, l)| l.hard_state().term == 0 && l.held().is_empty())
@@ -331,6 +343,7 @@ impl NodeCore {
             ticks: Cell::new(0),
             serving: Cell::new(0),
             adopting: Cell::new(false),
+            gave_up: RefCell::new(gave_up.into_iter().collect()),
         })
     }
 
@@ -815,7 +828,7 @@ impl NodeCore {
         parts: Vec<(Vec<RangeId>, ShardOp)>,
         now_ms: u64,
     ) -> Vec<ShardReply> {
-        let deadline_ms = runtime::now_ms() + FORWARDED_REQUEST_TIMEOUT_MS;
+        let started_ms = runtime::now_ms();
         let mut sent = Vec::with_capacity(parts.len());
         for (ranges, mut op) in parts {
             if let ShardOp::Scan { bytes_max, .. } | ShardOp::MultiGet { bytes_max, .. } = &mut op {
@@ -836,7 +849,8 @@ impl NodeCore {
                 tail.extend_from_slice(&(ranges.len() as u32).to_le_bytes());
                 ranges.iter().for_each(|r| tail.extend_from_slice(&r.to_le_bytes()));
                 tail.extend_from_slice(&request);
-                waits.push(self.send_forward(core, to, peer_core, wire::REQUEST_RANGE, &tail).ok_or(to));
+                let first = self.send_forward(core, to, peer_core, wire::REQUEST_RANGE, &tail).ok_or(to);
+                waits.push((first, to, peer_core, tail));
             }
             sent.push((op, waits, missing));
         }
@@ -846,27 +860,50 @@ impl NodeCore {
             if let Some(r) = missing {
                 got.push(ShardReply::Unavailable(format!("no node of range {r} is known")));
             }
-            for w in waits {
-                got.push(match w {
-                    Err(to) => {
-                        ShardReply::Unavailable(format!("too many requests on their way to node {to}"))
-                    }
-                    Ok((id, slot)) => {
-                        let left = deadline_ms.saturating_sub(runtime::now_ms()).max(1);
-                        let o = match race(slot.take(), sleep(Duration::from_millis(left))).await {
-                            Either::Left(o) => o,
-                            Either::Right(()) => Outcome::Unknown,
-                        };
-                        self.forwards.borrow_mut().remove(&id);
-                        match o {
-                            Outcome::Applied(reply) => reply,
-                            Outcome::NotApplied(why) => ShardReply::Unavailable(why),
-                            Outcome::Unknown if op.is_write() => ShardReply::OutcomeUnknown,
-                            Outcome::Unknown => ShardReply::Unavailable(
-                                "the node serving it did not answer (its connection broke, or it was too long)".into(),
-                            ),
+            // A read is sent again when its answer is slow to come: an answer can be lost with
+            // the connection it was written on (the serving node's link to this one, broken by a
+            // restart of this node), and reading twice is harmless. A range DELETE is sent once
+            // and waited for longer (a long one finishes), its answer's loss an unknown outcome.
+            let (deadline_ms, retry_ms) = if op.is_write() {
+                (started_ms + FORWARDED_REQUEST_TIMEOUT_MS, FORWARDED_REQUEST_TIMEOUT_MS)
+            } else {
+                (started_ms + CLUSTER_REQUEST_TIMEOUT_MS, FORWARDED_READ_RETRY_MS)
+            };
+            for (first, to, peer_core, tail) in waits {
+                let mut attempt = first;
+                got.push(loop {
+                    let (id, slot) = match attempt {
+                        Err(to) => {
+                            break ShardReply::Unavailable(format!(
+                                "too many requests on their way to node {to}"
+                            ))
                         }
-                    }
+                        Ok(s) => s,
+                    };
+                    let left = deadline_ms.saturating_sub(runtime::now_ms()).max(1);
+                    let o = match race(slot.take(), sleep(Duration::from_millis(left.min(retry_ms)))).await {
+                        Either::Left(o) => Some(o),
+                        Either::Right(()) => None,
+                    };
+                    self.forwards.borrow_mut().remove(&id);
+                    let o = match o {
+                        Some(o) => o,
+                        None if runtime::now_ms() < deadline_ms => {
+                            attempt =
+                                self.send_forward(core, to, peer_core, wire::REQUEST_RANGE, &tail).ok_or(to);
+                            continue;
+                        }
+                        None => Outcome::Unknown,
+                    };
+                    break match o {
+                        Outcome::Applied(reply) => reply,
+                        Outcome::NotApplied(why) => ShardReply::Unavailable(why),
+                        Outcome::Unknown if op.is_write() => ShardReply::OutcomeUnknown,
+                        Outcome::Unknown => ShardReply::Unavailable(
+                            "the node serving it did not answer (its connection broke, or it was too long)"
+                                .into(),
+                        ),
+                    };
                 });
             }
             replies.push(join(&op, got));
@@ -1088,8 +1125,12 @@ impl NodeCore {
     /// The range moved to other nodes (this node's place no longer holds it) and its
     /// membership no longer names this node: its replica and rows go (the caller logs
     /// `encode_dropped`, so a restart makes no replica of it).
-    fn drop_replica(&self, core: &Core, range: RangeId, why: &str) {
-        self.replicas.borrow_mut().remove(range);
+    fn drop_replica(self: &Rc<Self>, core: &Rc<Core>, range: RangeId, why: &str) {
+        let lost = self.replicas.borrow_mut().remove(range);
+        for id in lost {
+            self.settle(core, id, Outcome::Unknown);
+        }
+        self.gave_up.borrow_mut().insert(range);
         let rows = clear_rows(&mut core.store.borrow_mut(), &self.cluster().map, range, runtime::now_ms());
         tracing::info!(shard = core.id, range, rows, why, "replica dropped: the range moved to other nodes");
         self.changed.notify();
@@ -1345,21 +1386,40 @@ impl NodeCore {
         answer
     }
 
-    async fn adopt_one(&self, core: &Core, text: &str) -> serde_json::Value {
+    /// `text` as a change of this core's membership, checked as `adopt` would (None: it says
+    /// what this membership says). `cluster change` asks every node this first, and adopts
+    /// only if none refuses, so that no node takes a change another refuses.
+    fn prepare(
+        &self,
+        core: &Core,
+        text: &str,
+    ) -> Result<Option<(Cluster, crate::cluster::membership::Change)>, String> {
         let cluster = self.cluster();
-        let next = match Membership::parse(text) {
-            Ok(m) => m,
-            Err(e) => return serde_json::json!({ "error": e }),
-        };
-        let (next, change) = match cluster.membership.change_to(&next) {
-            Ok(c) => c,
-            Err(e) => return serde_json::json!({ "error": e }),
-        };
+        let (next, change) = cluster.membership.change_to(&Membership::parse(text)?)?;
         if change.is_empty() {
-            return serde_json::json!({ "adopted": false });
+            return Ok(None);
         }
-        let built = match Cluster::build(next, &cluster.cert_pem, &cluster.key_pem) {
-            Ok(c) => c,
+        let built = Cluster::build(next, &cluster.cert_pem, &cluster.key_pem)?;
+        let back: Vec<RangeId> = built
+            .ranges_of_core(self.core, core.shards)
+            .into_iter()
+            .filter(|r| self.gave_up.borrow().contains(r))
+            .collect();
+        if !back.is_empty() {
+            return Err(format!(
+                "the change places on node {} ranges it gave up before ({back:?}); a replica rebuilt under the same id \
+                 could stand with a stale log in a membership its old self was in, so a node does not take a range back \
+                 (until each replica has a Raft id of its own: docs/cluster.md)",
+                cluster.this
+            ));
+        }
+        Ok(Some((built, change)))
+    }
+
+    async fn adopt_one(&self, core: &Core, text: &str) -> serde_json::Value {
+        let (built, change) = match self.prepare(core, text) {
+            Ok(Some(p)) => p,
+            Ok(None) => return serde_json::json!({ "adopted": false }),
             Err(e) => return serde_json::json!({ "error": e }),
         };
         let (dir, rendered, id) = (core.shared.config.data_dir.clone(), built.membership.render(), core.id);
@@ -1391,7 +1451,7 @@ impl NodeCore {
     fn reconcile(&self, core: &Core) {
         let cluster = self.cluster();
         for r in cluster.ranges_of_core(self.core, core.shards) {
-            if !self.holds(r) {
+            if !self.holds(r) && !self.gave_up.borrow().contains(&r) {
                 match self.replicas.borrow_mut().add(r, cluster.new_log(r)) {
                     Ok(()) => tracing::info!(
                         shard = self.core,
@@ -1490,6 +1550,8 @@ impl Replicated for NodeCore {
                 }
             }
         }
+        let gave_up: Vec<RangeId> = self.gave_up.borrow().iter().copied().collect();
+        log_dropped(wal, &gave_up);
         Ok(())
     }
 }
@@ -1750,16 +1812,8 @@ fn run_batch(core: &Rc<Core>, node: &Rc<NodeCore>, wal: &Wal, batch: Batch) -> R
     for env in send {
         node.send(core, env);
     }
-    // Ranges this core left in this cycle: nothing more of them is applied or written.
-    let mut dropped: Vec<RangeId> = Vec::new();
     for a in applies {
         match a {
-            Apply::Entry { range, proposal, .. } if dropped.contains(&range) => {
-                if let Some(id) = proposal {
-                    node.settle(core, id, Outcome::Unknown);
-                }
-            }
-            Apply::Snapshot { range, .. } if dropped.contains(&range) => {}
             Apply::Entry { range, index, data, proposal, .. } => {
                 // A new leader's first entry is empty: it commits the entries of earlier terms.
                 let mut replies = Vec::new();
@@ -1810,14 +1864,9 @@ fn run_batch(core: &Rc<Core>, node: &Rc<NodeCore>, wal: &Wal, batch: Batch) -> R
                     ?learners,
                     "range membership applied"
                 );
+                // A replica leaves only on its leader's word (`probe`): this entry may be an old
+                // one a replica made later replays from the range's first membership.
                 let cluster = node.cluster();
-                let this = cluster.this;
-                let named = voters.iter().chain(&voters_outgoing).chain(&learners).any(|n| *n == this);
-                if !named && !cluster.target(range).contains(&this) {
-                    node.drop_replica(core, range, "its membership names this node no more");
-                    dropped.push(range);
-                    continue;
-                }
                 let newest = cluster.membership.members.iter().map(|m| m.id).max().unwrap_or(0);
                 if let Some(n) = voters.iter().chain(&learners).find(|n| **n > newest) {
                     // Ids only grow, so a node above every id this node knows came in by a
@@ -1849,16 +1898,13 @@ fn run_batch(core: &Rc<Core>, node: &Rc<NodeCore>, wal: &Wal, batch: Batch) -> R
     }
     node.changed.notify();
     let mut group = None;
-    for (range, w) in writes.iter().filter(|(r, _)| !dropped.contains(r)) {
+    for (range, w) in &writes {
         for payload in encode_records(*range, w, WAL_RECORD_BYTES_MAX)? {
             let ((), g, appended) = wal.log(|redo, _undo| redo.extend_from_slice(&payload));
             if appended {
                 group = Some(g);
             }
         }
-    }
-    if let Some(g) = log_dropped(wal, &dropped) {
-        group = Some(g);
     }
     // Appended records settle in order, so the cycle waits for its last group only; a cycle
     // whose promises need no sync (a new commit index alone) still waits its turn.
@@ -2211,6 +2257,14 @@ async fn serve_peer(core: &Rc<Core>, node: &Rc<NodeCore>, tcp: TcpStream) -> Str
                             Ok(text) => node.adopt(core, text).await.to_string(),
                             Err(_) => serde_json::json!({"error": "a cluster file is UTF-8"}).to_string(),
                         },
+                        check if check.starts_with(CHECK) => match std::str::from_utf8(&check[CHECK.len()..])
+                        {
+                            Ok(text) => match node.prepare(core, text) {
+                                Ok(_) => serde_json::json!({"ok": true}).to_string(),
+                                Err(e) => serde_json::json!({ "error": e }).to_string(),
+                            },
+                            Err(_) => serde_json::json!({"error": "a cluster file is UTF-8"}).to_string(),
+                        },
                         _ => serde_json::json!({"error": "unknown control request"}).to_string(),
                     };
                     let mut out = Vec::new();
@@ -2362,9 +2416,27 @@ pub fn change(data_dir: &Path, text: &str, file: &Path) -> Result<String, String
     let current = Membership::parse(&current).map_err(|e| format!("{}: {e}", path.display()))?;
     let (next, change) = current.change_to(&Membership::parse(text)?)?;
     let shared = Membership { this: None, ..next.clone() }.render();
+    let (key_pem, cert_pem, _) = super::datadir::identity(data_dir)?;
+    let timeout = Duration::from_millis(HANDSHAKE_TIMEOUT_MS);
+    // First every core that answers checks it, so that none adopts a change another refuses.
+    let mut check = CHECK.to_vec();
+    check.extend_from_slice(shared.as_bytes());
+    let mut refusals = String::new();
+    for member in next.members.iter().filter(|m| current.member(m.id).is_some()) {
+        let tls = crate::security::tls::peer_client_config(&cert_pem, &key_pem, member.fingerprint)?;
+        for core in 0..member.cores {
+            if let Ok(v) = ask(member.peer_addr(core), tls.clone(), timeout, &check) {
+                if let Some(e) = v["error"].as_str() {
+                    let _ = writeln!(refusals, "node {} core {core}: refused: {e}", member.id);
+                }
+            }
+        }
+    }
+    if !refusals.is_empty() {
+        return Err(format!("{refusals}nothing was changed"));
+    }
     let mut request = ADOPT.to_vec();
     request.extend_from_slice(shared.as_bytes());
-    let (key_pem, cert_pem, _) = super::datadir::identity(data_dir)?;
     let (mut out, mut refused, mut unreachable) = (String::new(), false, false);
     for member in next.members.iter().filter(|m| current.member(m.id).is_some()) {
         let tls = crate::security::tls::peer_client_config(&cert_pem, &key_pem, member.fingerprint)?;

@@ -73,10 +73,13 @@ pub async fn snapshot(core: &impl Host, wal: &Wal) -> Result<Option<u64>, String
     wal.kick.borrow().fire();
     let index = slot.take().await?;
     core.checkpoint(wal)?;
+    // From the checkpoint on, with no await between: what is applied after it is kept.
+    *wal.capture.borrow_mut() = Some(Capture::default());
     tracing::debug!(shard = wal.shard, index, "snapshot: log rotated, copying the store");
     let dir = wal.dir();
     let tmp = dir.join(format!("snap-{index}.tmp"));
     let written = write_snapshot_file(core, wal, &tmp, index).await;
+    wal.capture.borrow_mut().take();
     let size = match written {
         Ok(size) if wal.storage_errors.get() == errors_before => size,
         other => {
@@ -107,7 +110,6 @@ async fn write_snapshot_file(
 ) -> Result<u64, String> {
     let file = create_file(tmp).await?;
     let mut enc = SnapshotEncoder::new(wal.file_id(FileKind::Snapshot, index), wal.cipher.as_deref());
-    *wal.capture.borrow_mut() = Some(Capture::default());
     let copied = copy_store(core, wal, tmp, &file, &mut enc).await;
     let capture = wal.capture.borrow_mut().take().unwrap_or_default();
     let mut size = copied?;
