@@ -306,6 +306,12 @@ const KIND_RESET: u8 = 5;
 const KIND_SNAPSHOT_ROWS: u8 = 6;
 const KIND_DROPPED: u8 = 7;
 
+/// Whether a Raft record (its body, as `decode_record` takes it) is a checkpoint's reset: what a
+/// restart may start a replica's log at only when its snapshot is the one restored.
+pub fn is_reset(body: &[u8]) -> bool {
+    body.get(HEAD_BYTES - 1) == Some(&KIND_RESET)
+}
+
 /// The record that says this core holds no replica of `range` any more (a membership change
 /// moved it to other nodes): a restart makes no log for it, and its rows go from the store.
 pub fn encode_dropped(range: RangeId) -> Vec<u8> {
@@ -664,6 +670,20 @@ mod tests {
 
     /// A core's checkpoint makes each log on its own: rebuilt from its last reset, the records
     /// before it (of logs removed since, or leftovers of the rotation) are passed over.
+    #[test]
+    fn a_checkpoints_reset_is_told_from_other_records() {
+        let log = GroupLog::new(&[1, 2, 3]);
+        for w in log.checkpoint() {
+            for body in encode_records(7, &w, 1 << 20).unwrap() {
+                let body = &body[1..];
+                assert_eq!(is_reset(body), matches!(w, LogWrite::Reset(_)), "{w:?}");
+                assert_eq!(decode_record(body).unwrap().0, 7);
+            }
+        }
+        assert!(!is_reset(&encode_dropped(7)[1..]));
+        assert!(!is_reset(&[]));
+    }
+
     #[test]
     fn a_log_rebuilds_from_its_last_checkpoint() {
         use std::collections::BTreeMap;

@@ -281,6 +281,14 @@ impl Replay<'_> {
                     // them, or refuses to start a single node on a cluster node's data.
                     Payload::Raft(body) => {
                         self.first_raft_record.get_or_insert_with(|| (path.clone(), offset));
+                        // A checkpoint's resets lead the log its snapshot rotated to; in a later
+                        // log they are a snapshot's that failed after writing them (the store is
+                        // restored from an older one, which holds none of the entries they would
+                        // have the replicas' logs skip). The rest of such a checkpoint repeats
+                        // what the logs already hold.
+                        if Some(k) != base && crate::cluster::log::is_reset(&body) {
+                            continue;
+                        }
                         self.raft[s].push(body);
                     }
                 }
