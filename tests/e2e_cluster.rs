@@ -559,13 +559,7 @@ fn with_more_nodes_than_replicas_every_node_serves_every_key() {
     let mut one = c.nodes[0].take().unwrap();
     assert!(one.terminate().success());
     let file = c.dirs[1].with_extension("change");
-    let current = std::fs::read_to_string(c.dirs[1].join("cluster")).unwrap();
-    let next: String = current
-        .lines()
-        .filter(|l| !l.starts_with("self ") && !l.starts_with("node 1 "))
-        .map(|l| format!("{l}\n"))
-        .collect();
-    std::fs::write(&file, next).unwrap();
+    std::fs::write(&file, without_node(&c.dirs[1], 1)).unwrap();
     let said = cluster_command(&["change"], &file, &c.dirs[1]);
     assert!(said.contains("node 1 leaves"), "{said}");
     settled(&c, 1, &[2, 3, 4]);
@@ -575,6 +569,17 @@ fn with_more_nodes_than_replicas_every_node_serves_every_key() {
         let rs = b.execute("SELECT COUNT(*) FROM kv WHERE key LIKE 'n1-%'").unwrap();
         assert_eq!(rs.rows[0][0], Value::Int(40), "node {}", i + 1);
     }
+}
+
+/// The cluster file in data directory `dir`, shared (no `self` line), with node `id` left out.
+fn without_node(dir: &std::path::Path, id: u64) -> String {
+    let current = std::fs::read_to_string(dir.join("cluster")).unwrap();
+    let gone = format!("node {id} ");
+    current
+        .lines()
+        .filter(|l| !l.starts_with("self ") && !l.starts_with(&gone))
+        .map(|l| format!("{l}\n"))
+        .collect()
 }
 
 /// A range's voters, outgoing voters (a joint change) and learners, as its leader has them.
@@ -657,13 +662,7 @@ fn a_node_joins_a_running_cluster() {
     }
 
     // Node 1 leaving now would place back on nodes 2 and 3 ranges they gave up: refused.
-    let current = std::fs::read_to_string(c.dirs[1].join("cluster")).unwrap();
-    let next: String = current
-        .lines()
-        .filter(|l| !l.starts_with("self ") && !l.starts_with("node 1 "))
-        .map(|l| format!("{l}\n"))
-        .collect();
-    std::fs::write(&file, next).unwrap();
+    std::fs::write(&file, without_node(&c.dirs[1], 1)).unwrap();
     let mut cmd = std::process::Command::new(bin("velocityd"));
     cmd.args(["cluster", "change", "--cluster-file"]).arg(&file).arg("--data-dir").arg(&c.dirs[1]);
     let (status, err) = expect_refusal(cmd);
