@@ -75,6 +75,16 @@ impl RangeMap {
         (0..self.replication).map(|i| self.nodes[(r as usize + i) % n]).collect()
     }
 
+    /// Whether node `node` is one of range `r`'s replicas, without making the list (on the
+    /// request path: a read asks it of every range it touches).
+    pub fn places(&self, r: RangeId, node: NodeId) -> bool {
+        let n = self.nodes.len();
+        self.nodes
+            .iter()
+            .position(|x| *x == node)
+            .is_some_and(|i| (i + n - r as usize % n) % n < self.replication)
+    }
+
     /// The ranges node `node` holds a replica of, in order.
     pub fn ranges_of(&self, node: NodeId) -> Vec<RangeId> {
         (0..self.ranges).filter(|r| self.replicas(*r).contains(&node)).collect()
@@ -113,6 +123,11 @@ mod tests {
         assert!(held.values().all(|h| *h == 36), "{held:?}");
         assert!(first.values().all(|f| *f == 12), "{first:?}");
         assert_eq!(m.ranges_of(1).len(), 36);
+        for r in 0..m.ranges() {
+            for n in [1, 3, 5, 9, 7] {
+                assert_eq!(m.places(r, n), m.replicas(r).contains(&n), "range {r} node {n}");
+            }
+        }
     }
 
     #[test]

@@ -1187,7 +1187,11 @@ impl NodeCore {
     /// stays until it learns it was removed (`Apply::Membership`, or a peer's word: `probe`),
     /// taking no part in reads meanwhile: it hears no more of the range's writes.
     fn serves(&self, range: RangeId) -> bool {
-        self.holds(range) && self.cluster().target(range).contains(&self.cluster().this)
+        // This node's place is the range's (the target is the places' nodes).
+        self.holds(range) && {
+            let cluster = self.cluster();
+            cluster.map.places(range, cluster.slot)
+        }
     }
 
     /// Slices that see only the ranges this core serves, when its store holds rows of a range
