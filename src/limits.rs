@@ -391,14 +391,16 @@ pub const FORWARDED_READ_BYTES_MAX: usize = 4 << 20;
 /// within about this, without a probe per tick for every such range.
 pub const REPLICA_PROBE_TICKS: u64 = 10;
 
-/// How long a node waits for the answer to a request another node runs for it (a read or a
-/// range DELETE of ranges it holds no replica of) before it gives up (unavailable; unknown for
-/// a DELETE). The serving node always answers, and a lost connection fails the request at once:
-/// this bounds only an answer dropped on a full link, and lets a long DELETE finish.
+/// How long a node waits for the answer to a range DELETE another node runs for it (of ranges
+/// it holds no replica of) before it reports the outcome unknown (a read waits
+/// CLUSTER_REQUEST_TIMEOUT_MS). The serving node always answers, on the connection the request
+/// came on, and that connection's loss fails the request at once: this bounds only a serving
+/// node that stalls, long enough that a long DELETE finishes.
 pub const FORWARDED_REQUEST_TIMEOUT_MS: u64 = 60_000;
 
-/// How long a node waits for the answer to a read another node serves for it before it sends
-/// the read again (up to CLUSTER_REQUEST_TIMEOUT_MS in all): an answer is lost with the
-/// connection it was written on, as when this node restarted and the serving node's link to it
-/// broke under the answer; a read is safe to send twice.
-pub const FORWARDED_READ_RETRY_MS: u64 = 1_000;
+/// Answers to a peer connection's requests queued beyond PEER_QUEUE_BYTES_MAX: an answer of
+/// at most this many bytes (an outcome without rows, "gone") is queued anyway, so a peer that
+/// reads its answers slowly still hears each request's fate; their number is bounded by the
+/// requests a peer may have in flight (CLUSTER_FORWARDS_IN_FLIGHT_MAX per core). A longer
+/// answer that does not fit is told as an unknown outcome instead.
+pub const PEER_ANSWER_SMALL_BYTES: usize = 1024;

@@ -70,20 +70,20 @@ pub enum Frame {
     Raft(Envelope),
     /// Opaque bytes for the control protocol (UTF-8 JSON, docs/cluster.md).
     Control(Vec<u8>),
-    /// A forwarded write: `id: u64 LE | from_core: u32 LE | range: u32 LE | entry`
-    /// (`cluster::command`).
+    /// A forwarded write: `id: u64 LE | range: u32 LE | entry` (`cluster::command`), answered
+    /// by an outcome frame on the same connection.
     Forward(Vec<u8>),
-    /// A forwarded write's outcome (`command::encode_outcome`).
+    /// A forwarded write's or request's outcome (`command::encode_outcome`).
     Outcome(Vec<u8>),
     /// A piece of the rows of the snapshot message that follows on the same connection:
     /// `range: u32 LE | total: u64 LE | offset: u64 LE | bytes` ([`encode_snapshot_rows`]).
     SnapshotRows(Vec<u8>),
     /// An op a node without a replica of its ranges has a node with one run (a read or a range
-    /// DELETE): `id: u64 LE | from_core: u32 LE | ranges: u32 LE count, then each u32 LE |
-    /// request` (`command::encode_request`), answered by an outcome frame.
+    /// DELETE): `id: u64 LE | ranges: u32 LE count, then each u32 LE | request`
+    /// (`command::encode_request`), answered by an outcome frame on the same connection.
     Request(Vec<u8>),
     /// A node that holds a replica of a range the membership placed elsewhere asks one of the
-    /// range's nodes whether its replica was removed: `range: u32 LE | from_core: u32 LE`.
+    /// range's nodes whether its replica was removed: `range: u32 LE`.
     Probe(Vec<u8>),
     /// The answer when it was (the range's applied membership names it no more): `range`.
     Gone(Vec<u8>),

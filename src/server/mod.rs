@@ -10,6 +10,7 @@ mod config;
 mod conn;
 mod core;
 pub mod datadir;
+mod duplex;
 pub mod durable;
 mod executor;
 mod memory;
