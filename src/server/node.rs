@@ -1786,6 +1786,15 @@ async fn ready_loop(core: Rc<Core>, node: Rc<NodeCore>, wal: Rc<Wal>) {
         if core.shutdown.is_fired() {
             return;
         }
+        // A log that lost a write takes no more Raft records (the cycle below runs without an
+        // await, so this holds for all it appends): the replicas' state in memory has moved past
+        // what the log holds, and a record made durable after the lost ones would leave a log
+        // no replica ever had — seen: a hard state committing an entry the failed write took
+        // with it, which raft-rs refused at the next start. The persist loop stops the node.
+        if wal.storage_errors.get() > 0 {
+            stop_node(&core, "a log write failed: this core's Raft log takes nothing more");
+            return;
+        }
         let gone: Vec<RangeId> = std::mem::take(&mut *node.gone.borrow_mut());
         let gone: Vec<RangeId> = gone.into_iter().filter(|r| node.holds(*r) && !node.serves(*r)).collect();
         for r in &gone {
