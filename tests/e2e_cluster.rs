@@ -514,6 +514,55 @@ fn a_node_whose_log_write_fails_stops_and_starts_again_with_every_row() {
     assert_eq!(value_of(&mut v, "key-01199").as_deref(), Some(value.as_bytes()));
 }
 
+/// --max-memory on a cluster node bounds the writes it takes, never what it applies: a replica
+/// that refused (or evicted for) a committed entry would hold other rows than its peers, and
+/// serve reads without rows that were acknowledged. Evicting policies are refused at start.
+#[test]
+fn a_cluster_nodes_memory_limit_refuses_the_writes_it_takes_and_applies_every_committed_one() {
+    let args = ["--plaintext", "--durability", "sync"];
+    let mut c = Cluster::start_with(&args);
+    let dir = c.nodes[2].take().unwrap().crash();
+    let out = std::process::Command::new(bin("velocityd"))
+        .args(["--listen", &format!("127.0.0.1:{}", c.ports[2]), "--cores", &CORES.to_string()])
+        .arg("--data-dir")
+        .arg(&dir)
+        .args(args)
+        .args(["--max-memory", "1mb", "--eviction", "allkeys-lru"])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && said.contains("--eviction allkeys-lru on a cluster node"), "{said}");
+    // No room at all on node 3 (the process alone is over 1 MB).
+    let tight: Vec<&str> = args.iter().copied().chain(["--max-memory", "1mb"]).collect();
+    c.nodes[2] = Some(Server::start_at(dir, CORES, &tight, Some(c.ports[2])));
+    c.wait_for_leaders(&[0, 1, 2]);
+    let value = "v".repeat(1000);
+    let mut t = c.client(2);
+    let e = t.execute(&build::set_many(&[("refused", value.as_str())])).unwrap_err();
+    assert!(e.code() == Some(ErrorCode::ServerOverloaded) && e.to_string().contains("out of memory"), "{e}");
+    drop(t);
+    // Written through node 1, each row acknowledged is on node 3 too. (A range node 3 came to
+    // lead would refuse its rows: not acknowledged, so not counted.)
+    let mut a = c.client(0);
+    let mut acknowledged = Vec::new();
+    for i in 0..100 {
+        let key = format!("key-{i:05}");
+        match a.execute(&build::set_many(&[(key.as_str(), value.as_str())])) {
+            Ok(_) => acknowledged.push(key),
+            Err(e) if e.to_string().contains("out of memory") => {}
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert!(!acknowledged.is_empty());
+    for i in [0, 2] {
+        let mut v = c.client(i);
+        assert_eq!(count(&mut v), acknowledged.len() as i64, "node {}", i + 1);
+        for key in &acknowledged {
+            assert_eq!(value_of(&mut v, key).as_deref(), Some(value.as_bytes()), "node {} {key}", i + 1);
+        }
+    }
+}
+
 /// A node that lost its data but kept its key cannot be made a member again under the same
 /// identity: its peers remember its log, and `cluster init` refuses (an empty log under an old
 /// identity could vote twice in a term).

@@ -133,7 +133,11 @@ async fn build_core(
     });
     let mut store =
         start.stores.lock().expect("start-up hand-off")[id].take().expect("each shard starts once");
-    store.set_memory_limit(shared.memory.shard_limit());
+    // A cluster core's writes are checked against the limit before they are proposed
+    // (`NodeCore::room_for`): a committed entry is applied whatever the memory.
+    if start.cluster.is_none() {
+        store.set_memory_limit(shared.memory.shard_limit());
+    }
     let wal = match cfg.durability {
         None => None,
         Some(mode) => Some(Rc::new(
@@ -239,7 +243,9 @@ async fn tick_loop(c: Rc<Core>) {
                     tracing::warn!(process_bytes = own, "--max-memory leaves no room for data: every write that adds to it is refused or evicts");
                 }
             }
-            store.set_memory_limit(budget.shard_limit());
+            if c.node.is_none() {
+                store.set_memory_limit(budget.shard_limit());
+            }
             if now_ms() >= reported.0 + EVICTION_REPORT_INTERVAL_MS {
                 report_evictions(&c, &store, &mut reported);
             }

@@ -120,6 +120,12 @@ pub fn run(mut config: Config) -> Result<(), Error> {
                     "a cluster node keeps its Raft log in its write-ahead log: start it with --durability sync (or periodic)".into(),
                 ));
             }
+            if config.eviction != crate::store::Eviction::NoEviction {
+                return Err(Error::Config(format!(
+                    "--eviction {} on a cluster node: a replica would evict rows its peers keep; a cluster node refuses the writes that would pass --max-memory (noeviction)",
+                    config.eviction.name()
+                )));
+            }
             let me = c.membership.member(c.this).expect("load checks it");
             let mut ls = Vec::new();
             for core in 0..config.cores {

@@ -626,6 +626,9 @@ impl NodeCore {
         op: ShardOp,
         now_ms: u64,
     ) -> Result<Vec<(Vec<usize>, Part)>, ShardReply> {
+        if !self.room_for(core, &op, now_ms) {
+            return Err(ShardReply::Full { affected: 0 });
+        }
         let map = &self.cluster().map;
         let parts: Vec<(RangeId, Vec<usize>, ShardOp)> = match op {
             ShardOp::Update { ref key, .. } => vec![(map.range_of_key(key), vec![0], op)],
@@ -650,6 +653,17 @@ impl NodeCore {
             sent.push((idx, self.begin_range(core, range, entry).await));
         }
         Ok(sent)
+    }
+
+    /// Whether this core's store has room for `op` under its share of --max-memory. A cluster
+    /// core's store has no limit of its own (an entry is applied on every replica, whatever its
+    /// memory): a write is refused before it is proposed, here and on the node a forwarded one
+    /// reaches, as a single node's noeviction refuses it.
+    fn room_for(&self, core: &Core, op: &ShardOp, now_ms: u64) -> bool {
+        core.shared
+            .memory
+            .shard_limit()
+            .is_none_or(|l| crate::shard::ops::fits(&core.store.borrow(), op, l.bytes_max, now_ms))
     }
 
     /// A write's reply, from the parts `begin_write` sent.
@@ -1003,8 +1017,12 @@ impl NodeCore {
         let Some((head, entry)) = body.split_first_chunk::<12>() else { return };
         let id = u64::from_le_bytes(head[..8].try_into().expect("8 bytes"));
         let range = RangeId::from_le_bytes(head[8..12].try_into().expect("4 bytes"));
-        if let Err(e) = decode_entry(entry) {
-            return self.answer_forward(to, id, &Outcome::NotApplied(e));
+        match decode_entry(entry) {
+            Err(e) => return self.answer_forward(to, id, &Outcome::NotApplied(e)),
+            Ok((at_ms, op)) if !self.room_for(core, &op, at_ms) => {
+                return self.answer_forward(to, id, &Outcome::Applied(ShardReply::Full { affected: 0 }));
+            }
+            Ok(_) => {}
         }
         let waiter = Waiter::Forwarded { to: to.clone(), id };
         if self.leads(range) {

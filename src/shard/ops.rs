@@ -482,6 +482,28 @@ pub fn make_room(
     false
 }
 
+/// Whether `op` leaves a store under `bytes_max` (a cluster core's share of --max-memory). A
+/// replicated write is checked once, before it is proposed, never when applied: every replica
+/// must apply what was committed, and one that refused it or evicted for it would hold other
+/// rows than its peers. An UPDATE is counted at its new value's size (an addition at a number's
+/// widest); a write that frees memory always fits.
+pub fn fits(store: &Store, op: &ShardOp, bytes_max: usize, now_ms: u64) -> bool {
+    let growth = match op {
+        ShardOp::Put { rows, on_conflict, .. } => put_growth(store, rows, on_conflict, now_ms),
+        ShardOp::Update { key, value, ttl, .. } => {
+            let len = match value {
+                Change::Set(v) => v.len(),
+                // Excluded belongs to an upsert's conflict, not to an UPDATE.
+                Change::Add(_) | Change::Excluded => 20,
+            };
+            store.growth([(&key[..], len, matches!(ttl, TtlChange::Set(_)))])
+        }
+        _ => return true,
+    };
+    let need = store.growth_bytes(growth);
+    need <= 0 || store.mem_bytes().saturating_add(need as usize) <= bytes_max
+}
+
 /// One slice of a long write (a Put of many rows, a DeleteRange): at most `writes` rows
 /// written and `visits` entries looked at, each change recorded in `log`. The reply once the
 /// last slice is done. A DeleteRange records the keys it removes, not its range: after a change
