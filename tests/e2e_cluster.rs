@@ -315,7 +315,34 @@ fn a_node_behind_the_compacted_logs_is_rebuilt_from_snapshots_that_survive_resta
     assert!(logs_of(&c.dirs[0]) <= 2 * CORES, "older logs removed: {:?}", files_under(&c.dirs[0]));
 
     c.nodes[2] = Some(Server::start_at(down, CORES, &args, Some(c.ports[2])));
+    // While node 3 is rebuilt, counters go up through node 1: each snapshot a leader copies for
+    // node 3, a slice at a time between its other work, must be the rows at one index (an
+    // increment copied in that the entries after it apply again would count twice there).
+    let stop = Arc::new(AtomicBool::new(false));
+    let counting = {
+        let (stop, mut b) = (stop.clone(), c.client(0));
+        std::thread::spawn(move || {
+            let mut told = [0i64; 8];
+            while !stop.load(Ordering::SeqCst) {
+                for (k, n) in told.iter_mut().enumerate() {
+                    if let Ok(v) = b.incr(format!("counter-{k}").as_bytes(), 1) {
+                        *n = v;
+                    }
+                }
+            }
+            told
+        })
+    };
     let deadline = Instant::now() + Duration::from_secs(60);
+    let installs = |c: &Cluster| {
+        c.node(2).log_text().lines().filter(|l| l.contains("snapshot installed from the leader")).count()
+    };
+    while installs(&c) < RANGES {
+        assert!(Instant::now() < deadline, "node 3 was not rebuilt: {}", c.node(2).log_text());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    stop.store(true, Ordering::SeqCst);
+    let told = counting.join().unwrap();
     loop {
         let st = replica_indexes(&c.dirs[0]);
         let caught_up = st.iter().all(|r| {
@@ -328,6 +355,14 @@ fn a_node_behind_the_compacted_logs_is_rebuilt_from_snapshots_that_survive_resta
         assert!(Instant::now() < deadline, "node 3 did not catch up: {st:?}");
         std::thread::sleep(Duration::from_millis(100));
     }
+    for (k, last) in told.iter().enumerate() {
+        let key = format!("counter-{k}");
+        let on = |i: usize| value_of(&mut c.client(i), &key).map(|v| String::from_utf8(v).unwrap());
+        let (one, three) = (on(0), on(2));
+        assert!(one.as_deref().is_some_and(|v| v.parse::<i64>().unwrap() >= *last), "{key}: {one:?} {last}");
+        assert_eq!(three, one, "{key} on node 3 against node 1");
+    }
+    assert_eq!(a.execute("DELETE FROM kv WHERE key LIKE 'counter-%'").unwrap().affected, 8);
     // Node 3 serves every row from its own store (a read is served where it is asked).
     let mut v = c.client(2);
     assert_eq!(count(&mut v), written as i64);

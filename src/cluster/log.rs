@@ -142,13 +142,13 @@ impl GroupLog {
     }
 
     /// The snapshot raft-rs asked for: `rows` (the range's rows in the snapshot file format) at
-    /// `index`, the applied index, of `term`.
-    pub fn offer(&mut self, index: u64, term: u64, rows: Vec<u8>) {
+    /// `index`, an applied index, of `term`, with the membership applied then.
+    pub fn offer(&mut self, index: u64, term: u64, conf_state: ConfState, rows: Vec<u8>) {
         self.wanted.set(false);
         let mut s = Snapshot { data: rows.into(), ..Snapshot::default() };
         s.mut_metadata().index = index;
         s.mut_metadata().term = term;
-        s.mut_metadata().set_conf_state(self.conf_state.clone());
+        s.mut_metadata().set_conf_state(conf_state);
         self.sendable = Some(s);
     }
 
@@ -652,7 +652,7 @@ mod tests {
         assert!(!log.wants_snapshot());
         assert_eq!(log.snapshot(0, 2), Err(raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable)));
         assert!(log.wants_snapshot());
-        log.offer(6, 1, b"rows at 6".to_vec());
+        log.offer(6, 1, log.conf_state().clone(), b"rows at 6".to_vec());
         assert!(!log.wants_snapshot());
         let s = log.snapshot(0, 2).unwrap();
         assert_eq!((s.get_metadata().index, s.data.as_ref()), (6, &b"rows at 6"[..]));
@@ -663,7 +663,7 @@ mod tests {
         log.sent();
         assert!(log.snapshot(0, 2).is_err());
         // One older than the log's start is dropped by the compaction that passes it.
-        log.offer(5, 1, b"rows at 5".to_vec());
+        log.offer(5, 1, log.conf_state().clone(), b"rows at 5".to_vec());
         log.compact(6, 1);
         assert!(log.snapshot(0, 2).is_err());
     }

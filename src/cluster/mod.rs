@@ -25,6 +25,7 @@
 //! is applied on every replica once the faults stop.
 
 pub mod command;
+pub mod dump;
 pub mod log;
 mod logger;
 pub mod membership;

@@ -609,10 +609,29 @@ impl Replicas {
     /// they are the rows at the applied index, since the core applies a batch whole before it
     /// runs anything else.
     pub fn offer_snapshot(&mut self, range: RangeId, rows: Vec<u8>) -> Result<(), String> {
-        let replica = self.groups.get_mut(&range).ok_or_else(|| format!("no replica of range {range}"))?;
+        let point = self.snapshot_point(range)?;
+        self.offer_snapshot_at(range, point, rows)
+    }
+
+    /// What a snapshot of `range` begun now is at: the applied index, its term, and the
+    /// membership applied then.
+    pub fn snapshot_point(&self, range: RangeId) -> Result<(u64, u64, ConfState), String> {
+        let replica = self.groups.get(&range).ok_or_else(|| format!("no replica of range {range}"))?;
         let index = replica.raw.raft.raft_log.applied;
         let term = replica.raw.store().term(index).map_err(|e| format!("range {range}: {e}"))?;
-        replica.raw.mut_store().offer(index, term, rows);
+        Ok((index, term, replica.raw.store().conf_state().clone()))
+    }
+
+    /// `rows`, the range's rows as they were at `point` (`snapshot_point`), for raft-rs to send.
+    /// (One that the log's compaction has passed since is dropped, and made again.)
+    pub fn offer_snapshot_at(
+        &mut self,
+        range: RangeId,
+        (index, term, conf_state): (u64, u64, ConfState),
+        rows: Vec<u8>,
+    ) -> Result<(), String> {
+        let replica = self.groups.get_mut(&range).ok_or_else(|| format!("no replica of range {range}"))?;
+        replica.raw.mut_store().offer(index, term, conf_state, rows);
         // raft-rs tries the snapshot again on the follower's answer to a heartbeat: one now.
         replica.raw.ping();
         Ok(())

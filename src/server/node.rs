@@ -17,13 +17,14 @@ use crate::cluster::command::{
     decode_entries, decode_entry, decode_outcome, decode_request, encode_batch, encode_entry, encode_outcome,
     encode_request, Outcome,
 };
+use crate::cluster::dump::{rows_file, RangeDump};
 use crate::cluster::log::{encode_dropped, encode_records, rebuild_with, GroupLog, Installed};
 use crate::cluster::membership::Membership;
 use crate::cluster::ranges::RangeMap;
 use crate::cluster::replicas::{Apply, Batch, ProposalId, ProposeError, ReadId, Replicas};
 use crate::cluster::wire::{self, Envelope, Frame};
 use crate::cluster::{NodeId, RangeId};
-use crate::durability::{apply::replay, read_snapshot, FileId, FileKind, SnapshotEncoder};
+use crate::durability::{apply::replay, read_snapshot};
 use crate::limits::{
     CLUSTER_BATCH_BYTES_MAX, CLUSTER_FORWARDS_IN_FLIGHT_MAX, CLUSTER_INIT_PROBE_MS,
     CLUSTER_REQUEST_TIMEOUT_MS, FORWARDED_READ_BYTES_MAX, FORWARDED_REQUEST_TIMEOUT_MS, HANDSHAKE_TIMEOUT_MS,
@@ -333,6 +334,9 @@ pub struct NodeCore {
     serving: Cell<usize>,
     /// A membership change being adopted (its file being written): one at a time.
     adopting: Cell<bool>,
+    /// Snapshots for followers being copied, per range; its copy goes when the replica does
+    /// (dropped, or taking a snapshot itself).
+    dumps: RefCell<BTreeMap<RangeId, RangeDump>>,
 }
 
 impl NodeCore {
@@ -376,6 +380,7 @@ impl NodeCore {
             ticks: Cell::new(0),
             serving: Cell::new(0),
             adopting: Cell::new(false),
+            dumps: RefCell::new(BTreeMap::new()),
             gave_up: RefCell::new(gave_up.into_iter().collect()),
         })
     }
@@ -463,14 +468,21 @@ impl NodeCore {
         Ok(())
     }
 
-    /// Make each snapshot raft-rs asked for: the range's rows now, at its applied index.
-    fn offer_snapshots(&self, core: &Core) {
+    /// Begin each snapshot raft-rs asked for and is not being made: the range's rows at its
+    /// applied index now, copied a slice at a time (`dump_snapshot`).
+    fn offer_snapshots(self: &Rc<Self>, core: &Rc<Core>) {
         let wanted = self.replicas.borrow().wanted_snapshots();
         for range in wanted {
-            let rows = dump_rows(&core.store.borrow(), &self.cluster().map, range, runtime::now_ms());
-            let bytes = rows.len();
-            match self.replicas.borrow_mut().offer_snapshot(range, rows) {
-                Ok(()) => tracing::info!(shard = core.id, range, bytes, "snapshot made for a follower"),
+            if self.dumps.borrow().contains_key(&range) {
+                continue;
+            }
+            let point = self.replicas.borrow().snapshot_point(range);
+            match point {
+                Ok((index, term, conf)) => {
+                    let dump = RangeDump::new(range, index, term, conf, runtime::now_ms());
+                    self.dumps.borrow_mut().insert(range, dump);
+                    runtime::spawn(dump_snapshot(core.clone(), self.clone(), range));
+                }
                 Err(e) => tracing::warn!(shard = core.id, range, error = %e, "cannot make a snapshot"),
             }
         }
@@ -1154,6 +1166,7 @@ impl NodeCore {
             self.settle(id, Outcome::Unknown);
         }
         self.gave_up.borrow_mut().insert(range);
+        self.dumps.borrow_mut().remove(&range);
         let rows = clear_rows(&mut core.store.borrow_mut(), &self.cluster().map, range, runtime::now_ms());
         tracing::info!(shard = core.id, range, rows, why, "replica dropped: the range moved to other nodes");
         self.changed.notify();
@@ -1578,10 +1591,6 @@ impl Replicated for NodeCore {
 
 /// Which "file" a range's rows in transit are, for the snapshot format's framing: never
 /// encrypted (the link is TLS, and on disk they sit inside the log's sealed records).
-fn rows_file(range: RangeId) -> FileId {
-    FileId { kind: FileKind::Snapshot, generation: 0, shard: range, index: 0 }
-}
-
 /// Visit the live rows of `range` in `store` (a core's store holds several ranges, by token).
 fn each_row_of(
     store: &Store,
@@ -1596,13 +1605,6 @@ fn each_row_of(
         }
         std::ops::ControlFlow::Continue(())
     });
-}
-
-/// `range`'s rows in `store`, in the snapshot file format.
-fn dump_rows(store: &Store, map: &RangeMap, range: RangeId, now_ms: u64) -> Vec<u8> {
-    let mut enc = SnapshotEncoder::new(rows_file(range), None);
-    each_row_of(store, map, range, now_ms, |e| enc.push(e.key, e.value, e.expires_at_ms));
-    enc.finish().1
 }
 
 /// `range`'s rows in `store` become those of `rows` (the snapshot file format); checked whole
@@ -1851,12 +1853,19 @@ fn run_batch(core: &Rc<Core>, node: &Rc<NodeCore>, wal: &Wal, batch: Batch) -> R
                         decode_entries(&data).map_err(|e| format!("range {range}, entry {index}: {e}"))?;
                     let mut store = core.store.borrow_mut();
                     let mut capture = wal.capture.borrow_mut();
+                    let mut dumps = node.dumps.borrow_mut();
                     for (at_ms, op) in ops {
                         // A snapshot copy under way must hold these keys as they were at its
-                        // checkpoint: a restart applies this entry again on top of it.
+                        // checkpoint: a restart applies this entry again on top of it. So must
+                        // a copy of this range for a follower, as they were at its index.
                         if let Some(c) = capture.as_mut() {
                             for key in written_keys(&op) {
                                 c.keep(&store, key, at_ms);
+                            }
+                        }
+                        if let Some(d) = dumps.get_mut(&range) {
+                            for key in written_keys(&op) {
+                                d.keep(&store, key);
                             }
                         }
                         replies.push(Outcome::Applied(apply(&mut store, &op, at_ms, &mut NoLog)));
@@ -1872,7 +1881,9 @@ fn run_batch(core: &Rc<Core>, node: &Rc<NodeCore>, wal: &Wal, batch: Batch) -> R
             }
             Apply::Snapshot { range, index, data } => {
                 // Raft checked it follows; rows that do not read are the leader's damage, and a
-                // replica that cannot take what its majority holds stops.
+                // replica that cannot take what its majority holds stops. A copy of the old
+                // rows for a follower is of no use now.
+                node.dumps.borrow_mut().remove(&range);
                 let n = replace_rows(
                     &mut core.store.borrow_mut(),
                     &node.cluster().map,
@@ -1954,6 +1965,40 @@ fn log_dropped(wal: &Wal, ranges: &[RangeId]) -> Option<Rc<Group>> {
         }
     }
     group
+}
+
+/// Copy the rows of `range`'s snapshot for a follower a slice of SLICE_ENTRIES at a time, the
+/// core free for its other work between slices, then offer it to raft-rs. Ends early when the
+/// copy was dropped (the replica went, or installed a snapshot itself).
+async fn dump_snapshot(core: Rc<Core>, node: Rc<NodeCore>, range: RangeId) {
+    let map = node.cluster().map.clone();
+    loop {
+        let done = {
+            let mut dumps = node.dumps.borrow_mut();
+            let Some(d) = dumps.get_mut(&range) else { return };
+            d.step(&core.store.borrow(), &map, SLICE_ENTRIES)
+        };
+        if done {
+            break;
+        }
+        runtime::yield_now().await;
+        if core.shutdown.is_fired() {
+            node.dumps.borrow_mut().remove(&range);
+            return;
+        }
+    }
+    let Some(d) = node.dumps.borrow_mut().remove(&range) else { return };
+    let point = (d.index, d.term, d.conf_state.clone());
+    let rows = d.finish();
+    let bytes = rows.len();
+    let offered = node.replicas.borrow_mut().offer_snapshot_at(range, point.clone(), rows);
+    match offered {
+        Ok(()) => {
+            tracing::info!(shard = core.id, range, index = point.0, bytes, "snapshot made for a follower")
+        }
+        Err(e) => tracing::warn!(shard = core.id, range, error = %e, "cannot make a snapshot"),
+    }
+    node.ready_kick.notify();
 }
 
 /// Hand each cycle back to Raft, in order, once what it wrote is durable: the votes and append
