@@ -131,6 +131,18 @@ impl Cluster {
     }
 }
 
+/// Figure `name` of SHOW STATS.
+fn stat(c: &mut Client, name: &str) -> i64 {
+    let rs = c.execute("SHOW STATS").unwrap();
+    match rs.rows.iter().find(|r| r[0] == Value::Bytes(name.as_bytes().to_vec())) {
+        Some(r) => match r[1] {
+            Value::Int(n) => n,
+            ref v => panic!("{name}: {v:?}"),
+        },
+        None => panic!("no {name} in {rs:?}"),
+    }
+}
+
 fn count(c: &mut Client) -> i64 {
     let rs = c.execute("SELECT COUNT(*) FROM kv").unwrap();
     match rs.rows[0][0] {
@@ -792,6 +804,17 @@ fn a_node_joins_a_running_cluster() {
     settled(&c, 0, &[1, 2, 3, 4]);
     let log = c.node(0).log_text() + &c.node(1).log_text() + &c.node(2).log_text();
     assert!(log.contains("replica dropped"), "{log}");
+    // The rows of the replicas dropped are deleted (a slice at a time): the four nodes' stores
+    // hold each row three times, no more.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let held: i64 = (0..4).map(|i| stat(&mut c.client(i), "keys")).sum();
+        if held == 600 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the nodes' stores hold {held} rows");
+        std::thread::sleep(Duration::from_millis(50));
+    }
     for i in 0..4 {
         let mut b = c.client(i);
         assert_eq!(count(&mut b), 200, "node {}", i + 1);

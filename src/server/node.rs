@@ -1167,8 +1167,8 @@ impl NodeCore {
         }
         self.gave_up.borrow_mut().insert(range);
         self.dumps.borrow_mut().remove(&range);
-        let rows = clear_rows(&mut core.store.borrow_mut(), &self.cluster().map, range, runtime::now_ms());
-        tracing::info!(shard = core.id, range, rows, why, "replica dropped: the range moved to other nodes");
+        tracing::info!(shard = core.id, range, why, "replica dropped: the range moved to other nodes");
+        runtime::spawn(clear_dropped(core.clone(), self.clone(), range));
         self.changed.notify();
     }
 
@@ -1999,6 +1999,36 @@ async fn dump_snapshot(core: Rc<Core>, node: Rc<NodeCore>, range: RangeId) {
         Err(e) => tracing::warn!(shard = core.id, range, error = %e, "cannot make a snapshot"),
     }
     node.ready_kick.notify();
+}
+
+/// Delete the rows of `range`, given up, a slice of SLICE_ENTRIES of the store at a time, the
+/// core free between slices. Meanwhile reads pass them over (`served_only`: the range is not
+/// served here), and a restart clears what is left (its `Dropped` record).
+async fn clear_dropped(core: Rc<Core>, node: Rc<NodeCore>, range: RangeId) {
+    let map = node.cluster().map.clone();
+    let mut rest = Some(KeyRange::all());
+    let mut rows = 0;
+    while let Some(r) = rest.take() {
+        let now_ms = runtime::now_ms();
+        let mut keys = Vec::new();
+        rest = core.store.borrow().scan_slice(&r, false, now_ms, SLICE_ENTRIES, |e| {
+            if map.range_of_key(e.key) == range {
+                keys.push(e.key.to_vec());
+            }
+            std::ops::ControlFlow::Continue(())
+        });
+        {
+            let mut store = core.store.borrow_mut();
+            for key in &keys {
+                store.delete(key, now_ms);
+            }
+        }
+        rows += keys.len();
+        if rest.is_some() {
+            runtime::yield_now().await;
+        }
+    }
+    tracing::info!(shard = core.id, range, rows, "a dropped replica's rows deleted");
 }
 
 /// Hand each cycle back to Raft, in order, once what it wrote is durable: the votes and append
