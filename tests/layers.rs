@@ -17,6 +17,7 @@ const LAYERS: &[&[&str]] = &[
     &["auth", "durable"],
     &["config", "owner", "memory"],
     &["datadir"],
+    &["duplex"],
     &["transport"],
     &["runtime"],
 ];
