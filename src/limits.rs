@@ -367,6 +367,11 @@ pub const RAFT_UNCOMMITTED_BYTES_MAX: u64 = 64 << 20;
 pub const RAFT_TICK_MS: u64 = 100;
 pub const RAFT_HEARTBEAT_TICKS: usize = 1;
 pub const RAFT_ELECTION_TICKS: usize = 10;
+/// Ticks a read-index request may go unanswered before it is asked again: a link drops messages
+/// while it is down or full, and raft-rs sends its own again but not a read-index request (one
+/// is asked again at once, too, when its range's leader or term changes: raft-rs drops those
+/// pending then). An election timeout: long against a heartbeat round.
+pub const READ_INDEX_RETRY_TICKS: u64 = RAFT_ELECTION_TICKS as u64;
 /// Bytes of a snapshot's rows in one frame to a follower: small against the link's queue, so
 /// that heartbeats and appends to the same core go between the pieces.
 pub const SNAPSHOT_PIECE_BYTES: usize = 1 << 20;

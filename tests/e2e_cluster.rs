@@ -9,7 +9,7 @@ use common::*;
 use std::collections::BTreeMap;
 use std::net::TcpListener;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use velocity::client::{build, Client};
@@ -718,6 +718,65 @@ fn with_more_nodes_than_replicas_every_node_serves_every_key() {
         let rs = b.execute("SELECT COUNT(*) FROM kv WHERE key LIKE 'n1-%'").unwrap();
         assert_eq!(rs.rows[0][0], Value::Int(40), "node {}", i + 1);
     }
+}
+
+/// With more nodes than replicas, the reads of ranges a node holds no replica of are run by a
+/// node that does: when that node is killed mid-read, the read is asked of another node of its
+/// ranges, so every read through node 1 is answered, and exactly.
+#[test]
+fn reads_another_node_runs_go_on_when_that_node_is_killed() {
+    let peers: Vec<String> = (0..4).map(|_| format!("127.0.0.1:{}", free_port_pair())).collect();
+    let dirs = init_cluster("failover", RANGES, CORES, &peers);
+    let nodes: Vec<Option<Server>> =
+        dirs.iter().map(|d| Some(Server::start_in(d.clone(), CORES, ARGS))).collect();
+    let ports = nodes.iter().map(|n| n.as_ref().unwrap().addr.port()).collect();
+    let mut c = Cluster { nodes, dirs, ports };
+    c.wait_for_leaders(&[0, 1, 2, 3]);
+    let keys: Vec<String> = (0..200).map(|i| format!("k{i:03}")).collect();
+    write_until_ok(&mut c.client(0), &keys);
+    // The node node 1 asks first for most of the ranges it holds no replica of.
+    let map = velocity::cluster::ranges::RangeMap::new(RANGES as u32, 3, &[1, 2, 3, 4]).unwrap();
+    let mut asked = BTreeMap::new();
+    for r in 0..RANGES as u32 {
+        if !map.replicas(r).contains(&1) {
+            *asked.entry(map.replicas(r)[0]).or_insert(0) += 1;
+        }
+    }
+    let victim = asked.into_iter().max_by_key(|(_, n)| *n).unwrap().0 as usize - 1;
+    let (stop, done) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicUsize::new(0)));
+    let reading = {
+        let (stop, done, mut b) = (stop.clone(), done.clone(), c.client(0));
+        std::thread::spawn(move || {
+            let mut failed = Vec::new();
+            while !stop.load(Ordering::SeqCst) {
+                match b.execute("SELECT COUNT(*) FROM kv") {
+                    Ok(rs) if rs.rows[0][0] == Value::Int(200) => {}
+                    other => failed.push(format!("{other:?}")),
+                }
+                done.fetch_add(1, Ordering::SeqCst);
+            }
+            failed
+        })
+    };
+    let after = |n: usize| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while done.load(Ordering::SeqCst) < n {
+            assert!(Instant::now() < deadline, "reads stalled at {}", done.load(Ordering::SeqCst));
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    };
+    after(50);
+    let _ = c.nodes[victim].take().unwrap().crash();
+    let at_kill = done.load(Ordering::SeqCst);
+    after(at_kill + 100);
+    stop.store(true, Ordering::SeqCst);
+    let failed = reading.join().unwrap();
+    assert!(
+        failed.is_empty(),
+        "{} reads of {} failed: {failed:?}",
+        failed.len(),
+        done.load(Ordering::SeqCst)
+    );
 }
 
 /// The cluster file in data directory `dir`, shared (no `self` line), with node `id` left out.

@@ -644,6 +644,13 @@ impl Replicas {
         self.groups.get(&range).map(|r| Some(r.raw.raft.leader_id).filter(|l| *l != raft::INVALID_ID))
     }
 
+    /// The leader of `range` this replica knows and the term it knows it in; None while it
+    /// knows none (or holds no replica of the range).
+    pub fn leader_term(&self, range: RangeId) -> Option<(NodeId, u64)> {
+        let raft = &self.groups.get(&range)?.raw.raft;
+        (raft.leader_id != raft::INVALID_ID).then_some((raft.leader_id, raft.term))
+    }
+
     pub fn applied(&self, range: RangeId) -> Option<u64> {
         self.groups.get(&range).map(|r| r.raw.raft.raft_log.applied)
     }

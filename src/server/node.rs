@@ -30,7 +30,8 @@ use crate::limits::{
     CLUSTER_REQUEST_TIMEOUT_MS, FORWARDED_READ_BYTES_MAX, FORWARDED_REQUEST_TIMEOUT_MS, HANDSHAKE_TIMEOUT_MS,
     LEADER_HANDOVER_MS, LEARNER_CAUGHT_UP_ENTRIES, PEER_ANSWER_SMALL_BYTES, PEER_CONNECTIONS_MAX,
     PEER_QUEUE_BYTES_MAX, PEER_RECONNECT_MS, RAFT_MESSAGE_BYTES_MAX, RAFT_SNAPSHOT_BYTES_MAX, RAFT_TICK_MS,
-    REPLICA_PROBE_TICKS, SLICE_ENTRIES, SLICE_WRITES, SNAPSHOT_PIECE_BYTES, WAL_RECORD_BYTES_MAX,
+    READ_INDEX_RETRY_TICKS, REPLICA_PROBE_TICKS, SLICE_ENTRIES, SLICE_WRITES, SNAPSHOT_PIECE_BYTES,
+    WAL_RECORD_BYTES_MAX,
 };
 use crate::shard::{apply, NoLog, ShardOp, ShardReply};
 use crate::store::{KeyRange, Store};
@@ -280,6 +281,23 @@ struct Pending {
     bytes: usize,
 }
 
+/// A request sent to a node that holds `ranges` (`send_request`): its id and where its outcome
+/// lands (None: too many on their way to that node).
+struct RemotePart {
+    to: NodeId,
+    ranges: Vec<RangeId>,
+    sent: Option<(u64, Rc<Slot<Outcome>>)>,
+}
+
+/// A read-index request on its way: its range, the leader and term it was asked under, the
+/// tick it was asked at, and the reads that wait for it (weak: a read that gave up is gone).
+struct AskedRead {
+    range: RangeId,
+    under: (NodeId, u64),
+    tick: u64,
+    waiters: Vec<ReadWaiter>,
+}
+
 /// Who waits for a proposal this core made: a request of one of its connections, or a write
 /// another node forwarded (answered on the connection it came on).
 enum Waiter {
@@ -314,8 +332,8 @@ pub struct NodeCore {
     /// Reads waiting for the next cycle to ask their range for a read-index: every read that
     /// arrived before the request is sent shares its answer (one heartbeat round for all).
     queued_reads: RefCell<BTreeMap<RangeId, Vec<ReadWaiter>>>,
-    /// Reads asked for, by the id `Replicas::read` gave (weak: a read that gave up is gone).
-    reads: RefCell<HashMap<ReadId, Vec<ReadWaiter>>>,
+    /// Reads asked for, by the id `Replicas::read` gave.
+    reads: RefCell<HashMap<ReadId, AskedRead>>,
     /// Fired after each cycle, each tick and each link going up or down: what requests wait on
     /// (a range's applied index, which is what this core's store holds since a cycle applies
     /// its entries before anything else runs on the core; a leader known and reachable).
@@ -868,10 +886,44 @@ impl NodeCore {
     /// The node and core to have serve `range` when this node holds no replica of it: the first
     /// of the range's nodes whose link is not known to be down.
     fn holder_of(&self, range: RangeId) -> Option<(NodeId, usize)> {
+        self.holder_other_than(range, &[])
+    }
+
+    /// As `holder_of`, among the range's nodes not in `tried`.
+    fn holder_other_than(&self, range: RangeId, tried: &[NodeId]) -> Option<(NodeId, usize)> {
         let cluster = self.cluster();
-        let nodes = cluster.target(range);
+        let nodes: Vec<NodeId> = cluster.target(range).into_iter().filter(|n| !tried.contains(n)).collect();
         let to = nodes.iter().copied().find(|n| !self.unreachable(*n, range)).or(nodes.first().copied())?;
         Some((to, cluster.map.core_of(range, cluster.membership.member(to)?.cores)))
+    }
+
+    /// Send `request` for `ranges` to nodes that hold them (not those in `tried`), one request
+    /// per node and core: what each waits on, and a range no such node holds.
+    fn send_request(
+        self: &Rc<Self>,
+        core: &Rc<Core>,
+        ranges: &[RangeId],
+        request: &[u8],
+        tried: &[NodeId],
+    ) -> (Vec<RemotePart>, Option<RangeId>) {
+        let mut by_holder: BTreeMap<(NodeId, usize), Vec<RangeId>> = BTreeMap::new();
+        let mut missing = None;
+        for r in ranges {
+            match self.holder_other_than(*r, tried) {
+                Some(h) => by_holder.entry(h).or_default().push(*r),
+                None => missing = Some(*r),
+            }
+        }
+        let mut parts = Vec::with_capacity(by_holder.len());
+        for ((to, peer_core), ranges) in by_holder {
+            let mut tail = Vec::with_capacity(4 + 4 * ranges.len() + request.len());
+            tail.extend_from_slice(&(ranges.len() as u32).to_le_bytes());
+            ranges.iter().for_each(|r| tail.extend_from_slice(&r.to_le_bytes()));
+            tail.extend_from_slice(request);
+            let sent = self.send_forward(core, to, peer_core, wire::REQUEST_RANGE, &tail);
+            parts.push(RemotePart { to, ranges, sent });
+        }
+        (parts, missing)
     }
 
     /// Parts of an op for ranges this node holds no replica of, each run by a node that holds
@@ -889,61 +941,66 @@ impl NodeCore {
             if let ShardOp::Scan { bytes_max, .. } | ShardOp::MultiGet { bytes_max, .. } = &mut op {
                 *bytes_max = (*bytes_max).min(FORWARDED_READ_BYTES_MAX);
             }
-            let mut by_holder: BTreeMap<(NodeId, usize), Vec<RangeId>> = BTreeMap::new();
-            let mut missing = None;
-            for r in ranges {
-                match self.holder_of(r) {
-                    Some(h) => by_holder.entry(h).or_default().push(r),
-                    None => missing = Some(r),
-                }
-            }
             let request = encode_request(now_ms, &op).expect("reads and range deletes are requests");
-            let mut waits = Vec::new();
-            for ((to, peer_core), ranges) in by_holder {
-                let mut tail = Vec::with_capacity(4 + 4 * ranges.len() + request.len());
-                tail.extend_from_slice(&(ranges.len() as u32).to_le_bytes());
-                ranges.iter().for_each(|r| tail.extend_from_slice(&r.to_le_bytes()));
-                tail.extend_from_slice(&request);
-                waits.push(self.send_forward(core, to, peer_core, wire::REQUEST_RANGE, &tail).ok_or(to));
-            }
-            sent.push((op, waits, missing));
+            let (waits, missing) = self.send_request(core, &ranges, &request, &[]);
+            sent.push((op, request, waits, missing));
         }
         let mut replies = Vec::with_capacity(sent.len());
-        for (op, waits, missing) in sent {
+        for (op, request, waits, missing) in sent {
             let mut got = Vec::with_capacity(waits.len());
-            if let Some(r) = missing {
-                got.push(ShardReply::Unavailable(format!("no node of range {r} is known")));
-            }
+            let no_node = |r: RangeId| ShardReply::Unavailable(format!("no node of range {r} is known"));
+            got.extend(missing.map(no_node));
             // The answer comes on the connection the request went on, or that connection
             // breaks and the request is failed at once (`Link::sent`): the deadline bounds a
             // serving node that is stalled, and lets a long range DELETE finish.
             let deadline_ms = started_ms
                 + if op.is_write() { FORWARDED_REQUEST_TIMEOUT_MS } else { CLUSTER_REQUEST_TIMEOUT_MS };
-            for sent in waits {
-                let (id, slot) = match sent {
-                    Err(to) => {
-                        got.push(ShardReply::Unavailable(format!(
-                            "too many requests on their way to node {to}"
-                        )));
-                        continue;
-                    }
-                    Ok(s) => s,
+            let mut waits: VecDeque<RemotePart> = waits.into();
+            let mut tried = Vec::new();
+            while let Some(part) = waits.pop_front() {
+                let Some((id, slot)) = part.sent else {
+                    got.push(ShardReply::Unavailable(format!(
+                        "too many requests on their way to node {}",
+                        part.to
+                    )));
+                    continue;
                 };
                 let left = deadline_ms.saturating_sub(runtime::now_ms()).max(1);
-                let o = match race(slot.take(), sleep(Duration::from_millis(left))).await {
-                    Either::Left(o) => o,
-                    Either::Right(()) => Outcome::Unknown,
+                let (o, timed_out) = match race(slot.take(), sleep(Duration::from_millis(left))).await {
+                    Either::Left(o) => (o, false),
+                    Either::Right(()) => (Outcome::Unknown, true),
                 };
                 self.forwards.borrow_mut().remove(&id);
-                got.push(match o {
-                    Outcome::Applied(reply) => reply,
-                    Outcome::NotApplied(why) => ShardReply::Unavailable(why),
-                    Outcome::Unknown if op.is_write() => ShardReply::OutcomeUnknown,
-                    Outcome::Unknown => ShardReply::Unavailable(
-                        "the node serving it did not answer (its connection broke, or it was too long)"
-                            .into(),
-                    ),
-                });
+                let failed = match o {
+                    Outcome::Applied(reply) => {
+                        got.push(reply);
+                        continue;
+                    }
+                    Outcome::Unknown if op.is_write() => {
+                        got.push(ShardReply::OutcomeUnknown);
+                        continue;
+                    }
+                    Outcome::NotApplied(why) => why,
+                    Outcome::Unknown if timed_out => {
+                        format!("node {} did not answer within {CLUSTER_REQUEST_TIMEOUT_MS} ms", part.to)
+                    }
+                    Outcome::Unknown => format!("node {}'s connection broke before it answered", part.to),
+                };
+                // Refused, or its node went down (its link broke, or is down): a read is as good
+                // asked of another node of its ranges, each node once. A DELETE is not sent
+                // twice (its first may have deleted), nor a read that a stalled node held.
+                if op.is_write() || timed_out {
+                    got.push(ShardReply::Unavailable(failed));
+                    continue;
+                }
+                tried.push(part.to);
+                let (more, missing) = self.send_request(core, &part.ranges, &request, &tried);
+                waits.extend(more);
+                if let Some(r) = missing {
+                    got.push(ShardReply::Unavailable(format!(
+                        "range {r}: {failed}, and no other node of it is left"
+                    )));
+                }
             }
             replies.push(join(&op, got));
         }
@@ -1386,20 +1443,48 @@ impl NodeCore {
         }
     }
 
-    /// One read-index request per range for the reads queued since the last cycle; a range
-    /// that cannot be asked (no leader known) tells its reads so.
+    /// One read-index request per range for the reads queued since the last cycle, and again
+    /// for those asked under a leader or term that has changed since (raft-rs drops its pending
+    /// requests then), or unanswered for READ_INDEX_RETRY_TICKS (a link dropped the request).
+    /// A range with no leader known keeps its reads queued until one is (their own deadline
+    /// bounds the wait); a range this core holds no replica of tells its reads so.
     fn ask_reads(&self) {
-        let queued = std::mem::take(&mut *self.queued_reads.borrow_mut());
+        let mut queued = std::mem::take(&mut *self.queued_reads.borrow_mut());
+        let tick = self.ticks.get();
         let mut reads = self.reads.borrow_mut();
-        // Requests no answer will come for (a leader that lost its majority) hold only readers
-        // that gave up.
-        reads.retain(|_, w| w.iter().any(|w| w.strong_count() > 0));
-        for (range, waiting) in queued {
-            match self.replicas.borrow_mut().read(range) {
-                Ok(id) => {
-                    reads.insert(id, waiting);
+        {
+            let replicas = self.replicas.borrow();
+            reads.retain(|_, a| {
+                a.waiters.retain(|w| w.strong_count() > 0);
+                if a.waiters.is_empty() {
+                    return false;
                 }
-                Err(_) => waiting.iter().filter_map(|w| w.upgrade()).for_each(|s| s.put(None)),
+                let lost =
+                    replicas.leader_term(a.range) != Some(a.under) || tick >= a.tick + READ_INDEX_RETRY_TICKS;
+                if lost {
+                    queued.entry(a.range).or_default().append(&mut a.waiters);
+                }
+                !lost
+            });
+        }
+        for (range, mut waiting) in queued {
+            waiting.retain(|w| w.strong_count() > 0);
+            if waiting.is_empty() {
+                continue;
+            }
+            let under = self.replicas.borrow().leader_term(range);
+            let asked = match under {
+                None => Err(ProposeError::NotLeader { leader: None }),
+                Some(_) => self.replicas.borrow_mut().read(range),
+            };
+            match (asked, under) {
+                (Ok(id), Some(under)) => {
+                    reads.insert(id, AskedRead { range, under, tick, waiters: waiting });
+                }
+                (Err(ProposeError::NotLeader { .. }), _) => {
+                    self.queued_reads.borrow_mut().entry(range).or_default().extend(waiting);
+                }
+                _ => waiting.iter().filter_map(|w| w.upgrade()).for_each(|s| s.put(None)),
             }
         }
     }
@@ -1931,7 +2016,7 @@ fn run_batch(core: &Rc<Core>, node: &Rc<NodeCore>, wal: &Wal, batch: Batch) -> R
     }
     for (_, id, index) in reads {
         // A request duplicated on the way is answered twice; the first answer serves.
-        let waiting = node.reads.borrow_mut().remove(&id);
+        let waiting = node.reads.borrow_mut().remove(&id).map(|a| a.waiters);
         for slot in waiting.into_iter().flatten().filter_map(|w| w.upgrade()) {
             slot.put(Some(index));
         }
