@@ -527,7 +527,19 @@ fn upsert_rows(a: &mut Client, rows: usize, value: &str, pause: Duration) -> usi
 /// entries the failed write took with it, and raft-rs refused the restart: 1 run in 3.)
 #[test]
 fn a_node_whose_log_write_fails_stops_and_starts_again_with_every_row() {
-    let args = ["--plaintext", "--durability", "sync"];
+    log_write_fails_and_node_restarts("sync");
+}
+
+/// The same with `--durability periodic`, whose writer (a review found) went on to write the
+/// groups queued behind a failed one at the offset it rewound to. (Not seen here: the queue
+/// behind a failure was empty in every run, before the fix too.)
+#[test]
+fn a_node_whose_periodic_log_write_fails_stops_and_starts_again_with_every_row() {
+    log_write_fails_and_node_restarts("periodic");
+}
+
+fn log_write_fails_and_node_restarts(durability: &str) {
+    let args = ["--plaintext", "--durability", durability];
     let mut c = Cluster::start_with(&args);
     let dir = c.nodes[2].take().unwrap().crash();
     c.nodes[2] = Some(Server::start_limited(dir, CORES, &args, Some(c.ports[2]), Some(256 << 10)));

@@ -1660,6 +1660,10 @@ impl Replicated for NodeCore {
     }
 
     fn checkpoint(&self, wal: &Wal) -> Result<(), String> {
+        // As the ready loop: a log that lost a write takes no more Raft records.
+        if wal.storage_errors.get() > 0 {
+            return Err("a log write failed: this core's Raft log takes nothing more".into());
+        }
         let all = self.replicas.borrow_mut().checkpoint();
         for (range, writes) in all {
             for w in &writes {

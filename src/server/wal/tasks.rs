@@ -126,11 +126,17 @@ async fn periodic_loop(core: &impl Host, wal: &Wal, interval: Duration) {
                 }
                 Err(e) => {
                     // The writes were acknowledged already; they stay in memory and the
-                    // operator hears of it.
-                    wal.storage_errors.set(wal.storage_errors.get() + 1);
-                    tracing::error!(shard = wal.shard, error = %e, "a log write failed (periodic durability): recent writes are in memory only");
-                    wal.rewind(start, p.first_seq).await;
-                    p.group.settle(false);
+                    // operator hears of it. The groups queued behind it are not written either:
+                    // the log stays a prefix of what was appended (a cluster core's later Raft
+                    // records after lost ones would be a log no replica had).
+                    let mut failed = vec![p];
+                    failed.extend(wal.queue.borrow_mut().drain(..));
+                    wal.storage_errors.set(wal.storage_errors.get() + failed.len() as u64);
+                    tracing::error!(shard = wal.shard, error = %e, groups = failed.len(), "a log write failed (periodic durability): recent writes are in memory only");
+                    wal.rewind(start, failed[0].first_seq).await;
+                    for p in failed {
+                        p.group.settle(false);
+                    }
                 }
             }
         }
