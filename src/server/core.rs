@@ -350,6 +350,9 @@ impl Core {
         s.connections_parked = self.parker.len() as u64;
         s.audit_dropped = self.audit.borrow().dropped.get();
         if let Some(n) = &self.node {
+            // A cluster core's store has no limit of its own: its writes are checked against
+            // its share before they are proposed (`NodeCore::room_for`).
+            s.memory_limit_bytes = self.shared.memory.shard_limit().map_or(0, |l| l.bytes_max as u64);
             let (id, ranges) = n.ranges_status();
             s.cluster_node = Some(id);
             s.ranges = ranges;

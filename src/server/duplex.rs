@@ -22,6 +22,8 @@ pub struct Duplex {
     tls: RefCell<Box<rustls::Connection>>,
     /// Ciphertext read from the socket that rustls has not taken yet.
     pending: RefCell<Vec<u8>>,
+    /// What each socket read lands in first (one buffer for the connection's life).
+    scratch: RefCell<Vec<u8>>,
 }
 
 impl Duplex {
@@ -33,6 +35,7 @@ impl Duplex {
                 tcp: RefCell::new(tcp),
                 tls: RefCell::new(tls),
                 pending: RefCell::new(pending),
+                scratch: RefCell::new(vec![0; TLS_READ_BYTES]),
             }),
         }
     }
@@ -46,12 +49,14 @@ impl Duplex {
                 Err(e) => return Err(e),
             }
             if self.pending.borrow().is_empty() {
-                let mut chunk = vec![0u8; TLS_READ_BYTES];
-                let n = poll_fn(|cx| Pin::new(&mut *self.tcp.borrow_mut()).poll_read(cx, &mut chunk)).await?;
+                let n = poll_fn(|cx| {
+                    Pin::new(&mut *self.tcp.borrow_mut()).poll_read(cx, &mut self.scratch.borrow_mut())
+                })
+                .await?;
                 if n == 0 {
                     return Ok(0);
                 }
-                self.pending.borrow_mut().extend_from_slice(&chunk[..n]);
+                self.pending.borrow_mut().extend_from_slice(&self.scratch.borrow()[..n]);
             }
             let mut tls = self.tls.borrow_mut();
             let mut pending = self.pending.borrow_mut();
@@ -65,22 +70,29 @@ impl Duplex {
     }
 
     /// Encrypt and send `data` (and whatever records rustls has queued). Only one writer at a
-    /// time; an empty `data` just sends what is queued.
+    /// time; an empty `data` just sends what is queued. rustls takes plaintext only while its
+    /// buffer of records to send has room (records the reader queued, a key update of its own
+    /// take some): each turn gives it what it takes and sends the records made.
     pub async fn write_all(&self, data: &[u8]) -> io::Result<()> {
-        let mut chunks = data.chunks(TLS_WRITE_CHUNK_BYTES);
+        let mut rest = data;
         loop {
-            let chunk = chunks.next();
-            let records = {
+            let (taken, records) = {
                 let mut tls = self.tls.borrow_mut();
-                if let Some(c) = chunk {
-                    tls.writer().write_all(c)?;
-                }
+                let taken = match rest.is_empty() {
+                    true => 0,
+                    false => tls.writer().write(&rest[..rest.len().min(TLS_WRITE_CHUNK_BYTES)])?,
+                };
                 let mut out = Vec::new();
                 while tls.wants_write() {
                     tls.write_tls(&mut out)?;
                 }
-                out
+                (taken, out)
             };
+            rest = &rest[taken..];
+            if taken == 0 && records.is_empty() && !rest.is_empty() {
+                // Nothing taken with nothing queued to make room: rustls will take no more.
+                return Err(io::ErrorKind::WriteZero.into());
+            }
             let mut sent = 0;
             while sent < records.len() {
                 let n = poll_fn(|cx| Pin::new(&mut *self.tcp.borrow_mut()).poll_write(cx, &records[sent..]))
@@ -90,7 +102,7 @@ impl Duplex {
                 }
                 sent += n;
             }
-            if chunk.is_none() {
+            if rest.is_empty() {
                 return Ok(());
             }
         }

@@ -243,12 +243,19 @@ struct Answers {
 
 impl Answers {
     /// Queue `frame`; false when the connection is gone, or when PEER_QUEUE_BYTES_MAX is queued
-    /// already and the frame is longer than PEER_ANSWER_SMALL_BYTES (a peer not reading).
+    /// already and the frame is longer than PEER_ANSWER_SMALL_BYTES (a peer not reading). Past
+    /// twice that, even small ones are not queued: the connection is closed instead (its
+    /// writer ends, then its reader), and its peer fails what it waited for on it.
     fn push(&self, frame: Vec<u8>) -> bool {
         if self.closed.get()
             || (frame.len() > PEER_ANSWER_SMALL_BYTES
                 && self.bytes.get() + frame.len() > PEER_QUEUE_BYTES_MAX)
         {
+            return false;
+        }
+        if self.bytes.get() + frame.len() > 2 * PEER_QUEUE_BYTES_MAX {
+            self.closed.set(true);
+            self.kick.notify();
             return false;
         }
         self.bytes.set(self.bytes.get() + frame.len());
@@ -2212,7 +2219,8 @@ async fn run_link(core: Rc<Core>, node: Rc<NodeCore>, (to, peer_core): (NodeId, 
                     }
                 }
                 tracing::info!(shard = core.id, node = to, core = peer_core, why, "link to peer down");
-                d.close().await;
+                // A peer that stopped reading does not hold the link up past this.
+                let _ = race(d.close(), sleep(Duration::from_millis(HANDSHAKE_TIMEOUT_MS))).await;
             }
             Err(e) => {
                 // Once, then every 50th attempt: a peer down for long is not a log line a tick.
@@ -2423,7 +2431,8 @@ async fn serve_peer(core: &Rc<Core>, node: &Rc<NodeCore>, tcp: TcpStream) -> Str
         race(read_peer(core, node, &d, &answers, &writer_done, peer, &fp), writing).await;
     answers.closed.set(true);
     answers.queue.borrow_mut().clear();
-    d.close().await;
+    // A peer that stopped reading does not hold the connection's slot past this.
+    let _ = race(d.close(), sleep(Duration::from_millis(HANDSHAKE_TIMEOUT_MS))).await;
     why
 }
 
@@ -2432,6 +2441,9 @@ async fn write_answers(d: &Duplex, answers: &Answers) -> String {
     let mut out = Vec::new();
     loop {
         let woken = answers.kick.current();
+        if answers.closed.get() {
+            return "its peer does not read its answers".into();
+        }
         answers.queue.borrow_mut().drain(..).for_each(|f| out.extend_from_slice(&f));
         answers.bytes.set(0);
         if out.is_empty() {
@@ -2504,6 +2516,12 @@ async fn read_peer(
                     }
                     stepped = true;
                 }
+                // Too short to name the question's id (or range): nothing could answer it, so
+                // the connection ends and its peer fails what it waited for on it at once.
+                Ok(Some((Frame::Forward(body) | Frame::Request(body), _))) if body.len() < 12 => {
+                    return "a forwarded write or request cut short".into();
+                }
+                Ok(Some((Frame::Probe(body), _))) if body.len() < 4 => return "a probe cut short".into(),
                 Ok(Some((Frame::Forward(body), n))) => {
                     used += n;
                     node.take_forward(core, answers, &body);

@@ -140,8 +140,15 @@ impl Transport {
         match self {
             Transport::Plain(t) => t.write_all(data).await,
             Transport::Tls { tcp, tls, .. } => {
-                for chunk in data.chunks(TLS_WRITE_CHUNK_BYTES) {
-                    tls.writer().write_all(chunk)?;
+                // rustls takes plaintext only while its buffer of records to send has room (a
+                // key update of its own takes some): give it what it takes, send, go on.
+                let mut rest = data;
+                while !rest.is_empty() {
+                    let taken = tls.writer().write(&rest[..rest.len().min(TLS_WRITE_CHUNK_BYTES)])?;
+                    if taken == 0 && !tls.wants_write() {
+                        return Err(io::ErrorKind::WriteZero.into());
+                    }
+                    rest = &rest[taken..];
                     Self::flush_tls(tcp, tls).await?;
                 }
                 Ok(())
