@@ -66,6 +66,24 @@ impl Cluster {
         c
     }
 
+    /// Four nodes (more than the three replicas of each range), until every range has a leader.
+    fn start_four(name: &str) -> Cluster {
+        let peers: Vec<String> = (0..4).map(|_| format!("127.0.0.1:{}", free_port_pair())).collect();
+        let dirs = init_cluster(name, RANGES, CORES, &peers);
+        let nodes: Vec<Option<Server>> =
+            dirs.iter().map(|d| Some(Server::start_in(d.clone(), CORES, ARGS))).collect();
+        let ports = nodes.iter().map(|n| n.as_ref().unwrap().addr.port()).collect();
+        let c = Cluster { nodes, dirs, ports };
+        c.wait_for_leaders(&[0, 1, 2, 3]);
+        c
+    }
+
+    /// Node `i` killed (SIGKILL) and started again on its data, on its port.
+    fn crash_and_restart(&mut self, i: usize, args: &[&str]) {
+        let dir = self.nodes[i].take().unwrap().crash();
+        self.nodes[i] = Some(Server::start_at(dir, CORES, args, Some(self.ports[i])));
+    }
+
     /// Every node killed (SIGKILL) at once and started again on its data, until every range has
     /// a leader.
     fn crash_all_and_restart(&mut self, args: &[&str]) {
@@ -390,8 +408,7 @@ fn a_node_behind_the_compacted_logs_is_rebuilt_from_snapshots_that_survive_resta
 
     // Node 3 restarted: the installed rows come back from its disk (its log's install records,
     // or its own snapshot taken since), not from the leaders.
-    let dir = c.nodes[2].take().unwrap().crash();
-    c.nodes[2] = Some(Server::start_at(dir, CORES, &args, Some(c.ports[2])));
+    c.crash_and_restart(2, &args);
     let mut v = c.client(2);
     assert_eq!(count(&mut v), written as i64);
     write(&mut v, written, written + 100);
@@ -481,24 +498,29 @@ fn a_node_whose_snapshots_fail_loses_no_row_over_a_restart() {
     let log = c.node(2).log_text();
     assert!(log.contains("snapshot failed"), "node 3's snapshots did not fail: {log}");
     drop(a);
-    let dir = c.nodes[2].take().unwrap().crash();
-    c.nodes[2] = Some(Server::start_at(dir, CORES, &args, Some(c.ports[2])));
+    c.crash_and_restart(2, &args);
     c.wait_for_leaders(&[0, 1, 2]);
-    // Served from node 3's own store, once it has applied what the leaders had committed (a
-    // read refused meanwhile, as unavailable, is asked again).
     let mut v = c.client(2);
+    assert_eq!(count_once_served(&mut v), written as i64);
+    assert_eq!(value_of(&mut v, "key-00000").as_deref(), Some(value.as_bytes()));
+}
+
+/// COUNT(*) served from the node's own store, once it has applied what the leaders had
+/// committed (a read refused meanwhile, as unavailable, is asked again, for up to 30 s).
+fn count_once_served(v: &mut Client) -> i64 {
     let started = Instant::now();
-    let n = loop {
+    loop {
         match v.execute("SELECT COUNT(*) FROM kv") {
-            Ok(rs) => break rs.rows[0][0].clone(),
+            Ok(rs) => match rs.rows[0][0] {
+                Value::Int(n) => return n,
+                ref other => panic!("COUNT(*) gave {other:?}"),
+            },
             Err(e)
                 if e.code() == Some(ErrorCode::ServerOverloaded)
                     && started.elapsed() < Duration::from_secs(30) => {}
             Err(e) => panic!("{e}"),
         }
-    };
-    assert_eq!(n, Value::Int(written as i64));
-    assert_eq!(value_of(&mut v, "key-00000").as_deref(), Some(value.as_bytes()));
+    }
 }
 
 /// `rows` rows of `value`, 20 to a statement with `pause` after each: upserts, so one whose
@@ -555,21 +577,10 @@ fn log_write_fails_and_node_restarts(durability: &str) {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert!(c.node(2).log_text().contains("a log write failed"));
-    let dir = c.nodes[2].take().unwrap().crash();
-    c.nodes[2] = Some(Server::start_at(dir, CORES, &args, Some(c.ports[2])));
+    c.crash_and_restart(2, &args);
     c.wait_for_leaders(&[2, 0, 1]);
     let mut v = c.client(2);
-    let started = Instant::now();
-    let n = loop {
-        match v.execute("SELECT COUNT(*) FROM kv") {
-            Ok(rs) => break rs.rows[0][0].clone(),
-            Err(e)
-                if e.code() == Some(ErrorCode::ServerOverloaded)
-                    && started.elapsed() < Duration::from_secs(30) => {}
-            Err(e) => panic!("{e}"),
-        }
-    };
-    assert_eq!(n, Value::Int(written as i64));
+    assert_eq!(count_once_served(&mut v), written as i64);
     assert_eq!(value_of(&mut v, "key-01199").as_deref(), Some(value.as_bytes()));
 }
 
@@ -653,13 +664,7 @@ fn cluster_init_refuses_a_node_that_ran_before_and_lost_its_data() {
 /// joined with what it holds.
 #[test]
 fn with_more_nodes_than_replicas_every_node_serves_every_key() {
-    let peers: Vec<String> = (0..4).map(|_| format!("127.0.0.1:{}", free_port_pair())).collect();
-    let dirs = init_cluster("wide", RANGES, CORES, &peers);
-    let nodes: Vec<Option<Server>> =
-        dirs.iter().map(|d| Some(Server::start_in(d.clone(), CORES, ARGS))).collect();
-    let ports = nodes.iter().map(|n| n.as_ref().unwrap().addr.port()).collect();
-    let mut c = Cluster { nodes, dirs, ports };
-    c.wait_for_leaders(&[0, 1, 2, 3]);
+    let mut c = Cluster::start_four("wide");
     let held: Vec<usize> = (0..4)
         .map(|i| {
             let all = velocity::server::node::status(&c.dirs[i]).unwrap();
@@ -708,8 +713,7 @@ fn with_more_nodes_than_replicas_every_node_serves_every_key() {
     // Node 4 killed and started again: its COUNT is run in part by nodes whose connections to
     // its old process died with it, unnoticed by them until they write. Their answers go back
     // on the connections the requests came on, so the first COUNT is answered, and exactly.
-    let dir = c.nodes[3].take().unwrap().crash();
-    c.nodes[3] = Some(Server::start_at(dir, CORES, ARGS, Some(c.ports[3])));
+    c.crash_and_restart(3, ARGS);
     c.wait_for_leaders(&[3, 0, 1, 2]);
     for i in [3, 0, 1, 2] {
         let mut b = c.client(i);
@@ -737,13 +741,7 @@ fn with_more_nodes_than_replicas_every_node_serves_every_key() {
 /// ranges, so every read through node 1 is answered, and exactly.
 #[test]
 fn reads_another_node_runs_go_on_when_that_node_is_killed() {
-    let peers: Vec<String> = (0..4).map(|_| format!("127.0.0.1:{}", free_port_pair())).collect();
-    let dirs = init_cluster("failover", RANGES, CORES, &peers);
-    let nodes: Vec<Option<Server>> =
-        dirs.iter().map(|d| Some(Server::start_in(d.clone(), CORES, ARGS))).collect();
-    let ports = nodes.iter().map(|n| n.as_ref().unwrap().addr.port()).collect();
-    let mut c = Cluster { nodes, dirs, ports };
-    c.wait_for_leaders(&[0, 1, 2, 3]);
+    let mut c = Cluster::start_four("failover");
     let keys: Vec<String> = (0..200).map(|i| format!("k{i:03}")).collect();
     write_until_ok(&mut c.client(0), &keys);
     // The node node 1 asks first for most of the ranges it holds no replica of.
@@ -902,8 +900,7 @@ fn a_node_joins_a_running_cluster() {
         "{err}"
     );
     // Node 4 restarted: its replicas, and none of the ranges it gave up, come back.
-    let dir = c.nodes[3].take().unwrap().crash();
-    c.nodes[3] = Some(Server::start_at(dir, CORES, ARGS, Some(c.ports[3])));
+    c.crash_and_restart(3, ARGS);
     c.wait_for_leaders(&[0, 1, 2, 3]);
     assert_eq!(count(&mut c.client(3)), 200);
     settled(&c, 3, &[1, 2, 3, 4]);
@@ -978,8 +975,7 @@ fn a_node_that_lost_its_disk_is_replaced_by_a_new_node_in_its_place() {
     assert_eq!(count(&mut c.client(0)), 80);
     drop(d);
     // Restarted from its disk, it has every row.
-    let dir = c.nodes[3].take().unwrap().crash();
-    c.nodes[3] = Some(Server::start_at(dir, CORES, ARGS, Some(c.ports[3])));
+    c.crash_and_restart(3, ARGS);
     c.wait_for_leaders(&[0, 3]);
     assert_eq!(count(&mut c.client(3)), 80);
     // The old node's key is let in nowhere now.
