@@ -344,16 +344,18 @@ fn a_node_behind_the_compacted_logs_is_rebuilt_from_snapshots_that_survive_resta
         |dir: &PathBuf| files_under(dir).iter().filter(|p| p.to_string_lossy().contains("log-")).count();
     assert!(logs_of(&c.dirs[0]) <= 2 * CORES, "older logs removed: {:?}", files_under(&c.dirs[0]));
 
-    c.nodes[2] = Some(Server::start_at(down, CORES, &args, Some(c.ports[2])));
     // While node 3 is rebuilt, counters go up through node 1: each snapshot a leader copies for
     // node 3, a slice at a time between its other work, must be the rows at one index (an
     // increment copied in that the entries after it apply again would count twice there).
+    // Counting from before node 3 starts, as its rebuild may take less than a round of them.
     let stop = Arc::new(AtomicBool::new(false));
     let counting = {
         let (stop, mut b) = (stop.clone(), c.client(0));
         std::thread::spawn(move || {
             let mut told = [0i64; 8];
-            while !stop.load(Ordering::SeqCst) {
+            // Until told to stop, and each counter went up at least once (for up to 60 s).
+            let until = Instant::now() + Duration::from_secs(60);
+            while (!stop.load(Ordering::SeqCst) || told.contains(&0)) && Instant::now() < until {
                 for (k, n) in told.iter_mut().enumerate() {
                     if let Ok(v) = b.incr(format!("counter-{k}").as_bytes(), 1) {
                         *n = v;
@@ -363,6 +365,7 @@ fn a_node_behind_the_compacted_logs_is_rebuilt_from_snapshots_that_survive_resta
             told
         })
     };
+    c.nodes[2] = Some(Server::start_at(down, CORES, &args, Some(c.ports[2])));
     let deadline = Instant::now() + Duration::from_secs(60);
     let installs = |c: &Cluster| {
         c.node(2).log_text().lines().filter(|l| l.contains("snapshot installed from the leader")).count()
@@ -373,6 +376,7 @@ fn a_node_behind_the_compacted_logs_is_rebuilt_from_snapshots_that_survive_resta
     }
     stop.store(true, Ordering::SeqCst);
     let told = counting.join().unwrap();
+    assert!(told.iter().all(|n| *n > 0), "a counter never went up: {told:?}");
     loop {
         let st = replica_indexes(&c.dirs[0]);
         let caught_up = st.iter().all(|r| {
