@@ -31,6 +31,7 @@ mod logger;
 pub mod membership;
 pub mod ranges;
 pub mod replicas;
+pub mod swap;
 pub mod wire;
 
 #[cfg(test)]

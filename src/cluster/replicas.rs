@@ -42,7 +42,8 @@ pub enum Apply {
     /// A committed write, with the proposal it acknowledges when this core proposed it.
     Entry { range: RangeId, index: u64, term: u64, data: Vec<u8>, proposal: Option<ProposalId> },
     /// The range's rows are now the snapshot's: this replica was too far behind the leader's
-    /// log, or new.
+    /// log, or new. The replica waits, frozen, until the core says the store holds them
+    /// (`Replicas::rows_installed`).
     Snapshot { range: RangeId, index: u64, data: Vec<u8> },
     /// A committed change of the range's replicas.
     Membership {
@@ -130,12 +131,20 @@ pub struct RangeStatus {
     pub learners: Vec<NodeId>,
 }
 
+struct Install {
+    ready: raft::Ready,
+    durable: bool,
+    rows_in: bool,
+}
+
 struct Replica {
     raw: RawNode<GroupLog>,
-    /// A ready that installs a snapshot, held until its writes are durable: raft-rs may count
-    /// the snapshot as applied only then, and until then the replica neither steps, ticks nor
-    /// proposes (an election in between would read entries the snapshot has replaced).
-    installing: Option<raft::Ready>,
+    /// A ready that installs a snapshot, held until its writes are durable and the core's store
+    /// holds its rows (`rows_installed`; a core takes them in slices): raft-rs may count the
+    /// snapshot as applied only then, and until then the replica neither steps, ticks nor
+    /// proposes (an election in between would read entries the snapshot has replaced), and
+    /// no read waiting for its applied index is served from rows half taken.
+    installing: Option<Install>,
     /// Entries committed as an installed snapshot became durable, applied with the next batch.
     committed_after_install: Vec<Entry>,
     /// Proposals this core made and has no outcome for, by the log index and term of the entry
@@ -376,9 +385,12 @@ impl Replicas {
         ranges.sort_unstable();
         for range in ranges {
             let replica = self.groups.get_mut(&range).expect("listed");
+            if replica.installing.is_some() {
+                continue;
+            }
             let after_install = std::mem::take(&mut replica.committed_after_install);
             Self::apply_committed(replica, range, after_install, &mut batch);
-            if replica.installing.is_some() || !replica.raw.has_ready() {
+            if !replica.raw.has_ready() {
                 continue;
             }
             let mut rd = replica.raw.ready();
@@ -421,14 +433,17 @@ impl Replicas {
             flight.readies.push((range, rd.number()));
             if rd.snapshot().is_empty() {
                 replica.raw.advance_append_async(rd);
+                // After the ready is advanced: applying may append to the log (raft-rs's
+                // leader leaves a joint membership by itself once it applied it), which must
+                // come in the next ready, not after this one's last entry (raft-rs panics:
+                // unstable entries that do not end where the ready did).
+                Self::apply_committed(replica, range, committed, &mut batch);
             } else {
-                replica.installing = Some(rd);
+                // Entries after the snapshot (raft-rs gives none with one today) go on top of
+                // its rows, so after them.
+                replica.installing = Some(Install { ready: rd, durable: false, rows_in: false });
+                replica.committed_after_install = committed;
             }
-            // After the ready is advanced: applying may append to the log (raft-rs's leader
-            // leaves a joint membership by itself once it applied it), which must come in the
-            // next ready, not after this one's last entry (raft-rs panics: unstable entries
-            // that do not end where the ready did).
-            Self::apply_committed(replica, range, committed, &mut batch);
         }
         if batch.is_empty() && flight.readies.is_empty() {
             return batch;
@@ -516,14 +531,15 @@ impl Replicas {
             let flight = self.in_flight.pop_front().expect("checked");
             for (range, ready) in flight.readies {
                 let Some(replica) = self.groups.get_mut(&range) else { continue };
-                match replica.installing.take() {
-                    Some(rd) => {
-                        debug_assert_eq!(rd.number(), ready, "a replica installs one snapshot at a time");
-                        // Everything before it is durable too, being in earlier cycles: the
-                        // whole advance, which counts the snapshot applied.
-                        let mut light = replica.raw.advance(rd);
-                        send.extend(light.take_messages().into_iter().map(|msg| Envelope { range, msg }));
-                        replica.committed_after_install = light.take_committed_entries();
+                match replica.installing.as_mut() {
+                    Some(install) => {
+                        debug_assert_eq!(
+                            install.ready.number(),
+                            ready,
+                            "a replica installs one snapshot at a time"
+                        );
+                        install.durable = true;
+                        Self::finish_install(replica, range, &mut send);
                     }
                     None => replica.raw.on_persist_ready(ready),
                 }
@@ -531,6 +547,37 @@ impl Replicas {
             send.extend(flight.after_sync);
         }
         send
+    }
+
+    /// The core's store holds the rows of the snapshot `range` installs: the messages that
+    /// waited for it (its acknowledgement to the leader), to send now.
+    pub fn rows_installed(&mut self, range: RangeId) -> Vec<Envelope> {
+        let mut send = Vec::new();
+        if let Some(replica) = self.groups.get_mut(&range) {
+            if let Some(install) = replica.installing.as_mut() {
+                install.rows_in = true;
+                Self::finish_install(replica, range, &mut send);
+            }
+        }
+        send
+    }
+
+    /// Whether some replica's snapshot rows are still on their way into the store: a core's
+    /// checkpoint then waits, as it stands for rows the store does not hold yet.
+    pub fn rows_pending(&self) -> bool {
+        self.groups.values().any(|r| r.installing.as_ref().is_some_and(|i| !i.rows_in))
+    }
+
+    /// Once durable and in the store, the install's whole advance (everything before it is
+    /// durable too, being in earlier cycles), which counts the snapshot applied.
+    fn finish_install(replica: &mut Replica, range: RangeId, send: &mut Vec<Envelope>) {
+        if !replica.installing.as_ref().is_some_and(|i| i.durable && i.rows_in) {
+            return;
+        }
+        let install = replica.installing.take().expect("checked");
+        let mut light = replica.raw.advance(install.ready);
+        send.extend(light.take_messages().into_iter().map(|msg| Envelope { range, msg }));
+        replica.committed_after_install.extend(light.take_committed_entries());
     }
 
     /// Hands `range`'s leadership to `to` (a rolling restart moves leaders off a node before
@@ -789,6 +836,10 @@ mod tests {
         acked: usize,
         snapshots: usize,
         memberships: Vec<Vec<NodeId>>,
+        /// Installs whose rows this node's store is still taking (as a core takes them, in
+        /// slices), when `slow_rows`: held until `rows_in`.
+        slow_rows: bool,
+        held: Vec<(RangeId, Vec<u8>)>,
     }
 
     fn rows_bytes(rows: &BTreeSet<Vec<u8>>) -> Vec<u8> {
@@ -816,14 +867,34 @@ mod tests {
         fn start(&mut self, id: NodeId, disk: GroupLog, disk_rows: BTreeSet<Vec<u8>>) {
             let replicas = Replicas::new(id, vec![(0, disk.clone())], None).unwrap();
             let rows = disk_rows.clone();
-            let node =
-                Node { replicas, disk, disk_rows, rows, acked: 0, snapshots: 0, memberships: Vec::new() };
+            let node = Node {
+                replicas,
+                disk,
+                disk_rows,
+                rows,
+                acked: 0,
+                snapshots: 0,
+                memberships: Vec::new(),
+                slow_rows: false,
+                held: Vec::new(),
+            };
             self.nodes.insert(id, node);
             self.down.remove(&id);
         }
 
         fn node(&mut self, id: NodeId) -> &mut Node {
             self.nodes.get_mut(&id).unwrap()
+        }
+
+        /// Node `id`'s store has taken the rows of the installs it held.
+        fn rows_in(&mut self, id: NodeId) {
+            let node = self.nodes.get_mut(&id).unwrap();
+            for (range, data) in std::mem::take(&mut node.held) {
+                node.rows = rows_of(&data);
+                node.snapshots += 1;
+                self.queue.extend(node.replicas.rows_installed(range));
+            }
+            self.round();
         }
 
         /// Runs 60 ticks (heartbeats find the replicas that missed an append; an election
@@ -865,15 +936,20 @@ mod tests {
                         continue;
                     }
                     busy = true;
+                    let mut installed = Vec::new();
                     for a in batch.apply {
                         match a {
                             Apply::Entry { data, proposal, .. } => {
                                 node.rows.insert(data);
                                 node.acked += proposal.is_some() as usize;
                             }
-                            Apply::Snapshot { data, .. } => {
+                            Apply::Snapshot { range, data, .. } if node.slow_rows => {
+                                node.held.push((range, data));
+                            }
+                            Apply::Snapshot { range, data, .. } => {
                                 node.rows = rows_of(&data);
                                 node.snapshots += 1;
+                                installed.push(range);
                             }
                             Apply::Membership { voters, .. } => node.memberships.push(voters),
                         }
@@ -889,6 +965,9 @@ mod tests {
                     }
                     self.queue.extend(batch.send);
                     self.queue.extend(node.replicas.persisted(batch.number));
+                    for range in installed {
+                        self.queue.extend(node.replicas.rows_installed(range));
+                    }
                 }
                 if !busy {
                     return;
@@ -986,6 +1065,52 @@ mod tests {
         let rows = net.node(2).rows.clone();
         assert_eq!(net.node(4).rows, rows);
         assert_eq!(net.node(2).rows.len(), 20);
+    }
+
+    /// A snapshot durable on a node whose store has not taken its rows yet: the replica stays
+    /// as it was (not applied, nothing stepped, its rows pending, which holds back the core's
+    /// checkpoint), and goes on once the rows are in.
+    #[test]
+    fn a_replica_waits_for_its_snapshot_rows_to_be_in_the_store() {
+        let mut net = Net::new(&[1, 2, 3]);
+        net.node(1).replicas.campaign(0).unwrap();
+        net.settle();
+        net.write(0..10);
+        net.change(4, ConfChangeType::AddLearnerNode);
+        for id in [1, 2, 3] {
+            let node = net.node(id);
+            for (_, writes) in node.replicas.checkpoint() {
+                for w in writes {
+                    node.disk.apply(&w).unwrap();
+                }
+            }
+            node.disk_rows = node.rows.clone();
+        }
+        net.settle();
+        net.start(4, GroupLog::new(&[]), BTreeSet::new());
+        net.node(4).slow_rows = true;
+        net.settle();
+        let node = net.node(4);
+        assert_eq!(node.held.len(), 1, "node 4 was sent no snapshot");
+        assert!(node.replicas.is_installing(0) && node.replicas.rows_pending());
+        assert_eq!(node.replicas.applied(0), Some(0));
+        // Durable on its disk, as a restart would take it.
+        assert!(node.disk.snapshot_index() > 0);
+        // Its acknowledgement went with the sync (the rows are durable in its log, which a
+        // restart takes them from), but what follows is not stepped while the rows go in.
+        net.write(10..12);
+        assert!(net.node(4).rows.is_empty());
+
+        net.rows_in(4);
+        net.settle();
+        let node = net.node(4);
+        assert!(!node.replicas.is_installing(0) && !node.replicas.rows_pending());
+        assert_eq!(node.snapshots, 1);
+        let all = net.node(1).rows.clone();
+        assert_eq!(all.len(), 12);
+        assert_eq!(net.node(4).rows, all);
+        let applied = net.node(1).replicas.applied(0);
+        assert_eq!(net.node(4).replicas.applied(0), applied);
     }
 
     /// Node 3 is lost with its disk; node 4 takes its place: started from the same initial

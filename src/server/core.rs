@@ -89,8 +89,9 @@ pub trait Replicated {
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Vec<ShardReply>>>>;
 
     /// The core's snapshot begins (the log has just been rotated): the replicas' state goes
-    /// into the new log, so that the snapshot and that log alone hold everything.
-    fn checkpoint(&self, wal: &super::wal::Wal) -> Result<(), String>;
+    /// into the new log, so that the snapshot and that log alone hold everything. False: not
+    /// now (a snapshot from a leader is going into the store), the snapshot is given up.
+    fn checkpoint(&self, wal: &super::wal::Wal) -> Result<bool, String>;
 
     /// A planned stop: hand the leadership of this core's ranges to other replicas first, so
     /// that its clients' writes move on at once rather than after an election timeout.
@@ -140,8 +141,8 @@ impl super::wal::Host for Core {
         &self.shutdown
     }
 
-    fn checkpoint(&self, wal: &super::wal::Wal) -> Result<(), String> {
-        self.node.as_ref().map_or(Ok(()), |n| n.checkpoint(wal))
+    fn checkpoint(&self, wal: &super::wal::Wal) -> Result<bool, String> {
+        self.node.as_ref().map_or(Ok(true), |n| n.checkpoint(wal))
     }
 }
 

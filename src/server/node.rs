@@ -17,14 +17,14 @@ use crate::cluster::command::{
     decode_entries, decode_entry, decode_outcome, decode_request, encode_batch, encode_entry, encode_outcome,
     encode_request, Outcome,
 };
-use crate::cluster::dump::{rows_file, RangeDump};
+use crate::cluster::dump::RangeDump;
 use crate::cluster::log::{encode_dropped, encode_records, rebuild_with, GroupLog, Installed};
 use crate::cluster::membership::Membership;
 use crate::cluster::ranges::RangeMap;
 use crate::cluster::replicas::{Apply, Batch, ProposalId, ProposeError, ReadId, Replicas};
+use crate::cluster::swap::RowSwap;
 use crate::cluster::wire::{self, Envelope, Frame};
 use crate::cluster::{NodeId, RangeId};
-use crate::durability::{apply::replay, read_snapshot};
 use crate::limits::{
     CLUSTER_BATCH_BYTES_MAX, CLUSTER_FORWARDS_IN_FLIGHT_MAX, CLUSTER_INIT_PROBE_MS,
     CLUSTER_REQUEST_TIMEOUT_MS, FORWARDED_READ_BYTES_MAX, FORWARDED_REQUEST_TIMEOUT_MS, HANDSHAKE_TIMEOUT_MS,
@@ -362,6 +362,9 @@ pub struct NodeCore {
     /// Snapshots for followers being copied, per range; its copy goes when the replica does
     /// (dropped, or taking a snapshot itself).
     dumps: RefCell<BTreeMap<RangeId, RangeDump>>,
+    /// Snapshots from leaders whose rows are going into the store a slice at a time, per
+    /// range: false once the replica is dropped meanwhile (its rows then go with it).
+    swapping: RefCell<BTreeMap<RangeId, Rc<Cell<bool>>>>,
 }
 
 impl NodeCore {
@@ -406,6 +409,7 @@ impl NodeCore {
             serving: Cell::new(0),
             adopting: Cell::new(false),
             dumps: RefCell::new(BTreeMap::new()),
+            swapping: RefCell::new(BTreeMap::new()),
             gave_up: RefCell::new(gave_up.into_iter().collect()),
         })
     }
@@ -480,8 +484,9 @@ impl NodeCore {
             clear_rows(&mut core.store.borrow_mut(), map, range, runtime::now_ms());
         }
         for i in installed {
-            let n = replace_rows(&mut core.store.borrow_mut(), map, i.range, &i.rows, runtime::now_ms())
-                .map_err(|e| format!("range {}: the snapshot installed at {}: {e}", i.range, i.index))?;
+            let n = RowSwap::new(i.range, map, &i.rows)
+                .map_err(|e| format!("range {}: the snapshot installed at {}: {e}", i.range, i.index))?
+                .run(&mut core.store.borrow_mut(), map, runtime::now_ms());
             tracing::info!(
                 shard = core.id,
                 range = i.range,
@@ -1231,6 +1236,9 @@ impl NodeCore {
         }
         self.gave_up.borrow_mut().insert(range);
         self.dumps.borrow_mut().remove(&range);
+        if let Some(live) = self.swapping.borrow_mut().remove(&range) {
+            live.set(false);
+        }
         tracing::info!(shard = core.id, range, why, "replica dropped: the range moved to other nodes");
         runtime::spawn(clear_dropped(core.clone(), self.clone(), range));
         self.changed.notify();
@@ -1666,10 +1674,15 @@ impl Replicated for NodeCore {
         (self.cluster().this, self.replicas.borrow().status())
     }
 
-    fn checkpoint(&self, wal: &Wal) -> Result<(), String> {
+    fn checkpoint(&self, wal: &Wal) -> Result<bool, String> {
         // As the ready loop: a log that lost a write takes no more Raft records.
         if wal.storage_errors.get() > 0 {
             return Err("a log write failed: this core's Raft log takes nothing more".into());
+        }
+        // A checkpoint stands for the store's rows: with a leader's snapshot half in, it would
+        // stand for rows the store does not hold, and drop the log's copy of them.
+        if self.replicas.borrow().rows_pending() {
+            return Ok(false);
         }
         let all = self.replicas.borrow_mut().checkpoint();
         for (range, writes) in all {
@@ -1681,7 +1694,7 @@ impl Replicated for NodeCore {
         }
         let gave_up: Vec<RangeId> = self.gave_up.borrow().iter().copied().collect();
         log_dropped(wal, &gave_up);
-        Ok(())
+        Ok(true)
     }
 }
 
@@ -1703,8 +1716,6 @@ fn each_row_of(
     });
 }
 
-/// `range`'s rows in `store` become those of `rows` (the snapshot file format); checked whole
-/// first, so that damaged rows change nothing. The number of rows.
 /// The keys a point write may change.
 fn written_keys(op: &ShardOp) -> Vec<&[u8]> {
     match op {
@@ -1723,25 +1734,6 @@ fn clear_rows(store: &mut Store, map: &RangeMap, range: RangeId, now_ms: u64) ->
         store.delete(key, now_ms);
     }
     old.len()
-}
-
-fn replace_rows(
-    store: &mut Store,
-    map: &RangeMap,
-    range: RangeId,
-    rows: &[u8],
-    now_ms: u64,
-) -> Result<usize, String> {
-    let new = read_snapshot(rows, &rows_file(range), None)?;
-    if let Some(m) = new.iter().find(|m| map.range_of_key(m.key()) != range) {
-        return Err(format!("a row of range {} among them", map.range_of_key(m.key())));
-    }
-    clear_rows(store, map, range, now_ms);
-    let n = new.len();
-    for m in new {
-        replay(store, m, now_ms);
-    }
-    Ok(n)
 }
 
 /// `items` grouped by the range of each one's key, in range order: each range's items with
@@ -1980,15 +1972,11 @@ fn run_batch(core: &Rc<Core>, node: &Rc<NodeCore>, wal: &Wal, batch: Batch) -> R
                 // replica that cannot take what its majority holds stops. A copy of the old
                 // rows for a follower is of no use now.
                 node.dumps.borrow_mut().remove(&range);
-                let n = replace_rows(
-                    &mut core.store.borrow_mut(),
-                    &node.cluster().map,
-                    range,
-                    &data,
-                    runtime::now_ms(),
-                )
-                .map_err(|e| format!("range {range}: the snapshot at index {index}: {e}"))?;
-                tracing::info!(shard = core.id, range, index, rows = n, "snapshot installed from the leader");
+                let swap = RowSwap::new(range, &node.cluster().map, &data)
+                    .map_err(|e| format!("range {range}: the snapshot at index {index}: {e}"))?;
+                let live = Rc::new(Cell::new(true));
+                node.swapping.borrow_mut().insert(range, live.clone());
+                runtime::spawn(swap_rows(core.clone(), node.clone(), index, swap, live));
             }
             Apply::Membership { range, index, voters, voters_outgoing, learners } => {
                 tracing::info!(
@@ -2125,6 +2113,38 @@ async fn clear_dropped(core: Rc<Core>, node: Rc<NodeCore>, range: RangeId) {
         }
     }
     tracing::info!(shard = core.id, range, rows, "a dropped replica's rows deleted");
+}
+
+/// A leader's snapshot into the store a slice at a time (other requests on this core run
+/// between slices), then the replica, frozen meanwhile, goes on from it. The rows are durable in
+/// the log already, which a restart takes them from.
+async fn swap_rows(core: Rc<Core>, node: Rc<NodeCore>, index: u64, mut swap: RowSwap, live: Rc<Cell<bool>>) {
+    let map = node.cluster().map.clone();
+    let range = swap.range;
+    loop {
+        // Dropped meanwhile: its rows go by `clear_dropped`, which starts after this slice.
+        if !live.get() || core.shutdown.is_fired() {
+            return;
+        }
+        if swap.step(&mut core.store.borrow_mut(), &map, runtime::now_ms(), SLICE_ENTRIES) {
+            break;
+        }
+        runtime::yield_now().await;
+    }
+    node.swapping.borrow_mut().remove(&range);
+    let send = node.replicas.borrow_mut().rows_installed(range);
+    for env in send {
+        node.send(&core, env);
+    }
+    tracing::info!(
+        shard = core.id,
+        range,
+        index,
+        rows = swap.rows_total,
+        "snapshot installed from the leader"
+    );
+    node.ready_kick.notify();
+    node.changed.notify();
 }
 
 /// Hand each cycle back to Raft, in order, once what it wrote is durable: the votes and append

@@ -42,8 +42,9 @@ pub trait Host {
     fn store(&self) -> &RefCell<Store>;
     fn shutdown(&self) -> &Rc<LocalSignal>;
     /// Called as a snapshot begins, right after the log is rotated and before the store is
-    /// copied: records appended now are in the new log, ahead of every later write.
-    fn checkpoint(&self, wal: &Wal) -> Result<(), String>;
+    /// copied: records appended now are in the new log, ahead of every later write. False:
+    /// the store cannot be copied now, and the snapshot is given up.
+    fn checkpoint(&self, wal: &Wal) -> Result<bool, String>;
 }
 
 /// The fate of the records appended while one group was open.

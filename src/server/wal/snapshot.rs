@@ -72,7 +72,11 @@ pub async fn snapshot(core: &impl Host, wal: &Wal) -> Result<Option<u64>, String
     *wal.rotate.borrow_mut() = Some(slot.clone());
     wal.kick.borrow().fire();
     let index = slot.take().await?;
-    core.checkpoint(wal)?;
+    if !core.checkpoint(wal)? {
+        // The log rotated for nothing: the older logs stay until the next snapshot.
+        tracing::debug!(shard = wal.shard, index, "snapshot put off: a range's rows are being installed");
+        return Ok(None);
+    }
     // From the checkpoint on, with no await between: what is applied after it is kept.
     *wal.capture.borrow_mut() = Some(Capture::default());
     tracing::debug!(shard = wal.shard, index, "snapshot: log rotated, copying the store");
