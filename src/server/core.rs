@@ -93,6 +93,10 @@ pub trait Replicated {
     /// now (a snapshot from a leader is going into the store), the snapshot is given up.
     fn checkpoint(&self, wal: &super::wal::Wal) -> Result<bool, String>;
 
+    /// Whether a checkpoint now would be refused: the core's snapshot waits without rotating
+    /// the log for nothing.
+    fn checkpoint_put_off(&self) -> bool;
+
     /// A planned stop: hand the leadership of this core's ranges to other replicas first, so
     /// that its clients' writes move on at once rather than after an election timeout.
     fn hand_over(self: Rc<Self>) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>;
@@ -143,6 +147,10 @@ impl super::wal::Host for Core {
 
     fn checkpoint(&self, wal: &super::wal::Wal) -> Result<bool, String> {
         self.node.as_ref().map_or(Ok(true), |n| n.checkpoint(wal))
+    }
+
+    fn checkpoint_put_off(&self) -> bool {
+        self.node.as_ref().is_some_and(|n| n.checkpoint_put_off())
     }
 }
 

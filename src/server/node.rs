@@ -1674,6 +1674,10 @@ impl Replicated for NodeCore {
         (self.cluster().this, self.replicas.borrow().status())
     }
 
+    fn checkpoint_put_off(&self) -> bool {
+        self.replicas.borrow().rows_pending()
+    }
+
     fn checkpoint(&self, wal: &Wal) -> Result<bool, String> {
         // As the ready loop: a log that lost a write takes no more Raft records.
         if wal.storage_errors.get() > 0 {
@@ -1681,7 +1685,7 @@ impl Replicated for NodeCore {
         }
         // A checkpoint stands for the store's rows: with a leader's snapshot half in, it would
         // stand for rows the store does not hold, and drop the log's copy of them.
-        if self.replicas.borrow().rows_pending() {
+        if self.checkpoint_put_off() {
             return Ok(false);
         }
         let all = self.replicas.borrow_mut().checkpoint();

@@ -45,6 +45,8 @@ pub trait Host {
     /// copied: records appended now are in the new log, ahead of every later write. False:
     /// the store cannot be copied now, and the snapshot is given up.
     fn checkpoint(&self, wal: &Wal) -> Result<bool, String>;
+    /// True while `checkpoint` would say false: the snapshot is not begun.
+    fn checkpoint_put_off(&self) -> bool;
 }
 
 /// The fate of the records appended while one group was open.

@@ -48,7 +48,8 @@ pub async fn run_snapshots(core: Rc<impl Host>, wal: Rc<Wal>) {
         if core.shutdown().is_fired() {
             break;
         }
-        if wal.log_bytes() < wal.snapshot_log_bytes.max(wal.snapshot_bytes.get()) {
+        if wal.log_bytes() < wal.snapshot_log_bytes.max(wal.snapshot_bytes.get()) || core.checkpoint_put_off()
+        {
             continue;
         }
         match snapshot(&*core, &wal).await {
