@@ -1268,3 +1268,92 @@ fn measure_failover_and_catch_up() {
         rows as f64 / secs
     );
 }
+
+/// Not a test: how long the rebuilt node's cores stop answering while it takes snapshots. A
+/// node is down while `VELOCITY_REBUILD_ROWS` rows (default 200,000, of ~200 bytes) are
+/// written and the logs are compacted past it; restarted, it is rebuilt from snapshots while a
+/// client pings each of its cores (PING is answered by the connection's core, so a ping's time
+/// is how long that core was busy elsewhere). Prints the catch-up time and the pings' times.
+/// `cargo test --release --test e2e_cluster measure_rebuild_pauses -- --ignored --nocapture`
+#[test]
+#[ignore]
+fn measure_rebuild_pauses() {
+    let rows: usize =
+        std::env::var("VELOCITY_REBUILD_ROWS").ok().and_then(|k| k.parse().ok()).unwrap_or(200_000);
+    let args = ["--plaintext", "--audit", "off", "--durability", "sync", "--snapshot-log-bytes", "65536"];
+    let mut c = Cluster::start_with(&args);
+    let victim = 2;
+    let last_seen: Vec<u64> = replica_indexes(&c.dirs[0])
+        .iter()
+        .map(|r| r.iter().find(|(n, _, _)| *n == victim as u64 + 1).map(|(_, a, _)| *a).unwrap_or(0))
+        .collect();
+    let dir = c.nodes[victim].take().unwrap().crash();
+    let mut s = c.client(0);
+    // Keys and values of about 100 bytes each.
+    let pad = "x".repeat(88);
+    for b in 0..rows / 500 {
+        let keys: Vec<String> = (0..500).map(|i| format!("r{b:05}-{i:03}-{pad}")).collect();
+        write_until_ok(&mut s, &keys);
+    }
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !replica_indexes(&c.dirs[0])
+        .iter()
+        .zip(&last_seen)
+        .all(|(r, seen)| r.iter().all(|(_, _, snap)| snap > seen))
+    {
+        assert!(Instant::now() < deadline, "the logs were not compacted past the victim");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let started = Instant::now();
+    c.nodes[victim] = Some(Server::start_at(dir, CORES, &args, Some(c.ports[victim])));
+    let stop = Arc::new(AtomicBool::new(false));
+    // Several connections, so that each core has one (SO_REUSEPORT spreads them).
+    let pingers: Vec<_> = (0..4 * CORES)
+        .map(|_| {
+            let (stop, mut p) = (stop.clone(), c.client(victim));
+            std::thread::spawn(move || {
+                let mut took_us = Vec::new();
+                while !stop.load(Ordering::SeqCst) {
+                    let t = Instant::now();
+                    p.ping(b"p").unwrap();
+                    took_us.push((t.elapsed().as_micros() as u64, (t - started).as_millis() as u64));
+                }
+                took_us
+            })
+        })
+        .collect();
+    loop {
+        let st = c.status(victim);
+        if st.iter().all(|(_, l, a)| l.is_some() && a.len() == NODES && a.iter().all(|x| *x == a[0])) {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(120), "{st:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let secs = started.elapsed().as_secs_f64();
+    stop.store(true, Ordering::SeqCst);
+    let mut pings: Vec<(u64, u64)> = pingers.into_iter().flat_map(|p| p.join().unwrap()).collect();
+    pings.sort_unstable();
+    let took_us: Vec<u64> = pings.iter().map(|(us, _)| *us).collect();
+    let slow: Vec<u64> = took_us.iter().copied().filter(|us| *us > 100_000).collect();
+    let longest: Vec<String> =
+        pings.iter().rev().take(5).map(|(us, at)| format!("{} ms at +{at} ms", us / 1000)).collect();
+    let at = |q: f64| took_us[((took_us.len() - 1) as f64 * q) as usize];
+    let installs = c
+        .node(victim)
+        .log_text()
+        .lines()
+        .filter(|l| l.contains("snapshot installed from the leader"))
+        .count();
+    eprintln!(
+        "rebuild: {rows} rows, {installs} ranges from snapshots, caught up in {secs:.2} s; {} pings: p50 {} us, p99 {} us, p99.9 {} us, max {} us; {} over 100 ms ({} ms in all); the longest: {}",
+        took_us.len(),
+        at(0.5),
+        at(0.99),
+        at(0.999),
+        took_us.last().unwrap(),
+        slow.len(),
+        slow.iter().sum::<u64>() / 1000,
+        longest.join(", ")
+    );
+}
