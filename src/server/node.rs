@@ -359,6 +359,9 @@ pub struct NodeCore {
     serving: Cell<usize>,
     /// A membership change being adopted (its file being written): one at a time.
     adopting: Cell<bool>,
+    /// The ready loop has ended (a log write failed): no Raft message leaves this core now, so
+    /// no leadership can be handed over.
+    ready_ended: Cell<bool>,
     /// Snapshots for followers being copied, per range; its copy goes when the replica does
     /// (dropped, or taking a snapshot itself).
     dumps: RefCell<BTreeMap<RangeId, RangeDump>>,
@@ -407,6 +410,7 @@ impl NodeCore {
             gone: RefCell::new(Vec::new()),
             ticks: Cell::new(0),
             serving: Cell::new(0),
+            ready_ended: Cell::new(false),
             adopting: Cell::new(false),
             dumps: RefCell::new(BTreeMap::new()),
             swapping: RefCell::new(BTreeMap::new()),
@@ -1422,6 +1426,14 @@ impl NodeCore {
             if led.is_empty() {
                 break;
             }
+            if self.ready_ended.get() {
+                tracing::warn!(
+                    shard = self.core,
+                    ranges = led.len(),
+                    "stopping while still leading, with no Raft messages leaving: the peers elect after a timeout"
+                );
+                return;
+            }
             let left = deadline.saturating_sub(runtime::now_ms());
             if left == 0 {
                 tracing::warn!(
@@ -1904,6 +1916,7 @@ async fn ready_loop(core: Rc<Core>, node: Rc<NodeCore>, wal: Rc<Wal>) {
         // no replica ever had — seen: a hard state committing an entry the failed write took
         // with it, which raft-rs refused at the next start. The persist loop stops the node.
         if wal.storage_errors.get() > 0 {
+            node.ready_ended.set(true);
             stop_node(&core, "a log write failed: this core's Raft log takes nothing more");
             return;
         }
@@ -1922,6 +1935,7 @@ async fn ready_loop(core: Rc<Core>, node: Rc<NodeCore>, wal: Rc<Wal>) {
             continue;
         }
         if let Err(e) = run_batch(&core, &node, &wal, batch) {
+            node.ready_ended.set(true);
             stop_node(&core, &e);
             return;
         }
