@@ -104,6 +104,45 @@ impl Cluster {
         c
     }
 
+    /// Each range's applied index on node `i`, as node 1 reports it (0 where it has none).
+    fn applied_on(&self, i: usize) -> Vec<u64> {
+        replica_indexes(&self.dirs[0])
+            .iter()
+            .map(|r| r.iter().find(|(n, _, _)| *n == i as u64 + 1).map(|(_, a, _)| *a).unwrap_or(0))
+            .collect()
+    }
+
+    /// Until every live replica's log (as node 1 reports them) starts past `seen`, each range's.
+    fn wait_compacted_past(&self, seen: &[u64]) {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while !replica_indexes(&self.dirs[0])
+            .iter()
+            .zip(seen)
+            .all(|(r, seen)| r.iter().all(|(_, _, snap)| snap > seen))
+        {
+            assert!(Instant::now() < deadline, "the logs were not compacted past {seen:?}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Until node `i` reports a leader for every range and each range's replicas at one
+    /// applied index (for up to 120 s from `started`).
+    fn wait_caught_up(&self, i: usize, started: Instant) {
+        loop {
+            let st = self.status(i);
+            if st.iter().all(|(_, l, a)| l.is_some() && a.len() == NODES && a.iter().all(|x| *x == a[0])) {
+                return;
+            }
+            assert!(started.elapsed() < Duration::from_secs(120), "{st:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// How many snapshots node `i` installed from leaders, by its log.
+    fn installs(&self, i: usize) -> usize {
+        self.node(i).log_text().lines().filter(|l| l.contains("snapshot installed from the leader")).count()
+    }
+
     /// `cluster status` asked as node `i`: each range's leader (as the leader reports it) and
     /// each live replica's applied index.
     fn status(&self, i: usize) -> Vec<(u64, Option<u64>, Vec<u64>)> {
@@ -367,10 +406,7 @@ fn a_node_behind_the_compacted_logs_is_rebuilt_from_snapshots_that_survive_resta
     };
     c.nodes[2] = Some(Server::start_at(down, CORES, &args, Some(c.ports[2])));
     let deadline = Instant::now() + Duration::from_secs(60);
-    let installs = |c: &Cluster| {
-        c.node(2).log_text().lines().filter(|l| l.contains("snapshot installed from the leader")).count()
-    };
-    while installs(&c) < RANGES {
+    while c.installs(2) < RANGES {
         assert!(Instant::now() < deadline, "node 3 was not rebuilt: {}", c.node(2).log_text());
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -1220,10 +1256,7 @@ fn measure_failover_and_catch_up() {
     }
     // Catch-up: a follower down while 20,000 rows are written, then restarted.
     let victim = 2;
-    let last_seen: Vec<u64> = replica_indexes(&c.dirs[0])
-        .iter()
-        .map(|r| r.iter().find(|(n, _, _)| *n == victim as u64 + 1).map(|(_, a, _)| *a).unwrap_or(0))
-        .collect();
+    let last_seen = c.applied_on(victim);
     let dir = c.nodes[victim].take().unwrap().crash();
     let mut s = c.client(0);
     let rows = 20_000;
@@ -1233,34 +1266,14 @@ fn measure_failover_and_catch_up() {
     }
     if snapshot_log_bytes.is_some() {
         // Until every live replica's log starts past where the victim's ended.
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !replica_indexes(&c.dirs[0])
-            .iter()
-            .zip(&last_seen)
-            .all(|(r, seen)| r.iter().all(|(_, _, snap)| snap > seen))
-        {
-            assert!(Instant::now() < deadline, "the logs were not compacted past the victim");
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        c.wait_compacted_past(&last_seen);
     }
     let behind: u64 = c.status(0).iter().map(|(_, _, a)| a.iter().max().copied().unwrap_or(0)).sum();
     let started = Instant::now();
     c.nodes[victim] = Some(Server::start_at(dir, CORES, args, Some(c.ports[victim])));
-    loop {
-        let st = c.status(victim);
-        if st.iter().all(|(_, l, a)| l.is_some() && a.len() == NODES && a.iter().all(|x| *x == a[0])) {
-            break;
-        }
-        assert!(started.elapsed() < Duration::from_secs(120), "{st:?}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    c.wait_caught_up(victim, started);
     let secs = started.elapsed().as_secs_f64();
-    let installs = c
-        .node(victim)
-        .log_text()
-        .lines()
-        .filter(|l| l.contains("snapshot installed from the leader"))
-        .count();
+    let installs = c.installs(victim);
     eprintln!(
         "catch-up ({installs} ranges rebuilt from snapshots): a node down for {rows} rows ({} statements of 500, about {behind} entries in all ranges' logs) restarted and caught up in {:.2} s (start-up included): {:.0} rows/s",
         rows / 500,
@@ -1283,10 +1296,7 @@ fn measure_rebuild_pauses() {
     let args = ["--plaintext", "--audit", "off", "--durability", "sync", "--snapshot-log-bytes", "65536"];
     let mut c = Cluster::start_with(&args);
     let victim = 2;
-    let last_seen: Vec<u64> = replica_indexes(&c.dirs[0])
-        .iter()
-        .map(|r| r.iter().find(|(n, _, _)| *n == victim as u64 + 1).map(|(_, a, _)| *a).unwrap_or(0))
-        .collect();
+    let last_seen = c.applied_on(victim);
     let dir = c.nodes[victim].take().unwrap().crash();
     let mut s = c.client(0);
     // Keys and values of about 100 bytes each.
@@ -1295,15 +1305,7 @@ fn measure_rebuild_pauses() {
         let keys: Vec<String> = (0..500).map(|i| format!("r{b:05}-{i:03}-{pad}")).collect();
         write_until_ok(&mut s, &keys);
     }
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while !replica_indexes(&c.dirs[0])
-        .iter()
-        .zip(&last_seen)
-        .all(|(r, seen)| r.iter().all(|(_, _, snap)| snap > seen))
-    {
-        assert!(Instant::now() < deadline, "the logs were not compacted past the victim");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    c.wait_compacted_past(&last_seen);
     let started = Instant::now();
     c.nodes[victim] = Some(Server::start_at(dir, CORES, &args, Some(c.ports[victim])));
     let stop = Arc::new(AtomicBool::new(false));
@@ -1322,14 +1324,7 @@ fn measure_rebuild_pauses() {
             })
         })
         .collect();
-    loop {
-        let st = c.status(victim);
-        if st.iter().all(|(_, l, a)| l.is_some() && a.len() == NODES && a.iter().all(|x| *x == a[0])) {
-            break;
-        }
-        assert!(started.elapsed() < Duration::from_secs(120), "{st:?}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    c.wait_caught_up(victim, started);
     let secs = started.elapsed().as_secs_f64();
     stop.store(true, Ordering::SeqCst);
     let mut pings: Vec<(u64, u64)> = pingers.into_iter().flat_map(|p| p.join().unwrap()).collect();
@@ -1339,12 +1334,7 @@ fn measure_rebuild_pauses() {
     let longest: Vec<String> =
         pings.iter().rev().take(5).map(|(us, at)| format!("{} ms at +{at} ms", us / 1000)).collect();
     let at = |q: f64| took_us[((took_us.len() - 1) as f64 * q) as usize];
-    let installs = c
-        .node(victim)
-        .log_text()
-        .lines()
-        .filter(|l| l.contains("snapshot installed from the leader"))
-        .count();
+    let installs = c.installs(victim);
     eprintln!(
         "rebuild: {rows} rows, {installs} ranges from snapshots, caught up in {secs:.2} s; {} pings: p50 {} us, p99 {} us, p99.9 {} us, max {} us; {} over 100 ms ({} ms in all); the longest: {}",
         took_us.len(),

@@ -92,11 +92,23 @@ impl RangeDump {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::durability::read_snapshot;
 
-    fn rows_of(store: &Store, map: &RangeMap, range: RangeId) -> BTreeMap<Vec<u8>, Vec<u8>> {
+    /// A seeded xorshift: the slices and changes of a seeded test, repeatable.
+    pub fn xorshift(seed: u64) -> impl FnMut() -> u64 {
+        let mut rng = seed;
+        move || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        }
+    }
+
+    /// The live rows of `range` in `store`.
+    pub fn rows_of(store: &Store, map: &RangeMap, range: RangeId) -> BTreeMap<Vec<u8>, Vec<u8>> {
         let mut out = BTreeMap::new();
         store.scan(&KeyRange::all(), false, 0, |e| {
             if map.range_of_key(e.key) == range {
@@ -122,13 +134,7 @@ mod tests {
     fn a_copy_in_slices_is_the_range_as_it_was_when_it_began() {
         let map = RangeMap::new(8, 1, &[1]).unwrap();
         for seed in 1..=20u64 {
-            let mut rng = seed;
-            let mut next = move || {
-                rng ^= rng << 13;
-                rng ^= rng >> 7;
-                rng ^= rng << 17;
-                rng
-            };
+            let mut next = xorshift(seed);
             let mut store = Store::new();
             for i in 0..400 {
                 store.insert(format!("k{:04}", next() % 600).as_bytes(), format!("v{i}").as_bytes(), None, 0);

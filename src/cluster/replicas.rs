@@ -886,6 +886,17 @@ mod tests {
             self.nodes.get_mut(&id).unwrap()
         }
 
+        /// Node `id`'s core snapshot: its log compacted, the checkpoint on its disk with the rows.
+        fn checkpoint(&mut self, id: NodeId) {
+            let node = self.node(id);
+            for (_, writes) in node.replicas.checkpoint() {
+                for w in writes {
+                    node.disk.apply(&w).unwrap();
+                }
+            }
+            node.disk_rows = node.rows.clone();
+        }
+
         /// Node `id`'s store has taken the rows of the installs it held.
         fn rows_in(&mut self, id: NodeId) {
             let node = self.nodes.get_mut(&id).unwrap();
@@ -1018,14 +1029,8 @@ mod tests {
         net.change(4, ConfChangeType::AddLearnerNode);
         // Each node's core snapshot: the log compacted, its checkpoint on the disk with the rows.
         for id in [1, 2, 3] {
-            let node = net.node(id);
-            for (_, writes) in node.replicas.checkpoint() {
-                for w in writes {
-                    node.disk.apply(&w).unwrap();
-                }
-            }
-            node.disk_rows = node.rows.clone();
-            assert_eq!(node.replicas.entries_behind_applied(0), 0);
+            net.checkpoint(id);
+            assert_eq!(net.node(id).replicas.entries_behind_applied(0), 0);
         }
         net.settle();
         // Node 4 starts empty and is rebuilt from the leader's snapshot, which names it.
@@ -1078,13 +1083,7 @@ mod tests {
         net.write(0..10);
         net.change(4, ConfChangeType::AddLearnerNode);
         for id in [1, 2, 3] {
-            let node = net.node(id);
-            for (_, writes) in node.replicas.checkpoint() {
-                for w in writes {
-                    node.disk.apply(&w).unwrap();
-                }
-            }
-            node.disk_rows = node.rows.clone();
+            net.checkpoint(id);
         }
         net.settle();
         net.start(4, GroupLog::new(&[]), BTreeSet::new());
@@ -1127,13 +1126,7 @@ mod tests {
             net.nodes.remove(&3);
             if compacted {
                 for id in [1, 2] {
-                    let node = net.node(id);
-                    for (_, writes) in node.replicas.checkpoint() {
-                        for w in writes {
-                            node.disk.apply(&w).unwrap();
-                        }
-                    }
-                    node.disk_rows = node.rows.clone();
+                    net.checkpoint(id);
                 }
             }
             net.start(4, GroupLog::new(&[1, 2, 3]), BTreeSet::new());

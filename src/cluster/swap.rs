@@ -75,19 +75,9 @@ impl RowSwap {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cluster::dump::tests::{rows_of, xorshift};
     use crate::durability::SnapshotEncoder;
     use std::collections::BTreeMap;
-
-    fn rows_of(store: &Store, map: &RangeMap, range: RangeId) -> BTreeMap<Vec<u8>, Vec<u8>> {
-        let mut out = BTreeMap::new();
-        store.scan(&KeyRange::all(), false, 0, |e| {
-            if map.range_of_key(e.key) == range {
-                out.insert(e.key.to_vec(), e.value.to_vec());
-            }
-            ControlFlow::Continue(())
-        });
-        out
-    }
 
     fn encoded(rows: &BTreeMap<Vec<u8>, Vec<u8>>, range: RangeId) -> Vec<u8> {
         let mut enc = SnapshotEncoder::new(rows_file(range), None);
@@ -105,13 +95,7 @@ mod tests {
     fn a_swap_in_slices_never_loses_a_key_both_hold_and_ends_as_the_snapshot() {
         let map = RangeMap::new(8, 1, &[1]).unwrap();
         for seed in 1..=20u64 {
-            let mut rng = seed;
-            let mut next = move || {
-                rng ^= rng << 13;
-                rng ^= rng >> 7;
-                rng ^= rng << 17;
-                rng
-            };
+            let mut next = xorshift(seed);
             let range = (seed % 8) as RangeId;
             let mut store = Store::new();
             for i in 0..500 {
