@@ -2134,8 +2134,8 @@ async fn clear_dropped(core: Rc<Core>, node: Rc<NodeCore>, range: RangeId) {
 }
 
 /// A leader's snapshot into the store a slice at a time (other requests on this core run
-/// between slices), then the replica, frozen meanwhile, goes on from it. The rows are durable in
-/// the log already, which a restart takes them from.
+/// between slices), then the replica, frozen meanwhile, goes on from it. The rows are in the
+/// core's log too (durable with the cycle that installed them), which a restart takes them from.
 async fn swap_rows(core: Rc<Core>, node: Rc<NodeCore>, index: u64, mut swap: RowSwap, live: Rc<Cell<bool>>) {
     let map = node.cluster().map.clone();
     let range = swap.range;
