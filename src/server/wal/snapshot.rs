@@ -64,8 +64,9 @@ pub async fn run_snapshots(core: Rc<impl Host>, wal: Rc<Wal>) {
 
 /// Rotate the log, copy the store a chunk at a time into `snap-K`, and once every write it may
 /// have seen is durable, make it the snapshot and remove what it replaces. Ok(None): given up
-/// because a log write failed meanwhile (the snapshot might hold writes that were taken back).
-/// A snapshot that fails or is given up leaves no file behind.
+/// because a log write failed meanwhile (the snapshot might hold writes that were taken back),
+/// or put off by the host's checkpoint (a range's rows going into the store). A snapshot that
+/// fails or is given up leaves no file behind.
 pub async fn snapshot(core: &impl Host, wal: &Wal) -> Result<Option<u64>, String> {
     let errors_before = wal.storage_errors.get();
     tracing::debug!(shard = wal.shard, log_bytes = wal.log_bytes(), "snapshot: rotating the log");
